@@ -1,0 +1,219 @@
+"""The ``lapmusic`` command: datasets, LAE pre-training, training, evaluation, sampling.
+
+Every subcommand with ``--json`` prints exactly one JSON object as the last line of stdout;
+progress lines go to stderr so that stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import LapMusicError
+
+DATASET_HELP = "dataset key: jsb, nottingham, musedata, pianomidi, bach (offline), or user:NAME"
+
+
+class ProgressLine:
+    """A one-line progress display on stderr: ``[ 42%] message``, redrawn in place on a terminal.
+
+    Off a terminal (pipes, CI logs) it prints a new line at most every ``min_interval`` seconds.
+    """
+
+    def __init__(self, stream=None, min_interval: float = 1.0):
+        self.stream = stream if stream is not None else sys.stderr
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._open = False
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        done = fraction >= 1.0
+        if not self._tty and not done and now - self._last < self.min_interval:
+            return
+        self._last = now
+        line = f"[{100 * max(0.0, min(1.0, fraction)):3.0f}%] {message}"
+        if self._tty:
+            self.stream.write("\r\033[K" + line)
+            self._open = not done
+            if done:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def emit(result: dict, as_json: bool, human: Callable[[dict], str] | None = None) -> None:
+    """Print ``result`` as one JSON line (``--json``) or as human text."""
+    if as_json:
+        print(json.dumps(result, sort_keys=True, default=_json_default))
+    else:
+        print(human(result) if human else json.dumps(result, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(obj):
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(obj)
+
+
+# --------------------------------------------------------------------------------------- datasets
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import describe_datasets
+
+    progress = ProgressLine()
+    rows = describe_datasets(progress=progress, load=not args.no_load)
+    progress.close()
+
+    def human(result: dict) -> str:
+        lines = [f"{'key':<12}{'available':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
+        for row in result["datasets"]:
+            sizes = row.get("split_sizes")
+            sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
+            frames = row.get("frames", {}).get("train") if row.get("frames") else None
+            lines.append(
+                f"{row['key']:<12}{'yes' if row['available'] else 'no':<11}{sizes_text:<20}"
+                f"{frames if frames is not None else '-':>15}  {row['name']}"
+            )
+        return "\n".join(lines)
+
+    emit({"datasets": rows}, args.json, human)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- lae
+def cmd_lae(args: argparse.Namespace) -> int:
+    raise LapMusicError("lapmusic lae is not implemented yet")
+
+
+# --------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    raise LapMusicError("lapmusic train is not implemented yet")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    raise LapMusicError("lapmusic evaluate is not implemented yet")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    raise LapMusicError("lapmusic compare is not implemented yet")
+
+
+# --------------------------------------------------------------------------------------- generate
+def cmd_generate(args: argparse.Namespace) -> int:
+    raise LapMusicError("lapmusic generate is not implemented yet")
+
+
+# --------------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lapmusic",
+        description="Pre-training RNNs on polyphonic music via linear autoencoders "
+        "(Pasa & Sperduti, NIPS 2014): datasets, LAE, training, evaluation, sampling.",
+    )
+    parser.add_argument("--version", action="version", version=f"lapmusic {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("datasets", help="list every dataset, whether it is available locally, split sizes")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-load", action="store_true", help="do not load files to count frames (faster)")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p")
+    p.add_argument("--solver", choices=["exact", "approx"], default="approx",
+                   help="exact: dense SVD of the full data matrix; approx (default): randomized, never builds it")
+    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N training pieces")
+    p.add_argument("--max-lag", type=_positive_int, help="longest prefix kept (default: longest piece)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver")
+    p.add_argument("--out", help="write A, B and singular_values to this .npz file")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_lae)
+
+    p = sub.add_parser("train", help="train an RNN (LAE pre-trained or random init) and write a run folder")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units")
+    p.add_argument("--init", choices=["lae", "random"], default="lae", help="initialisation (default lae)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="maximum number of epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N pieces of each split")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
+    p.add_argument("rundir")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train LAE and random init side by side and print a table")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--hidden", required=True, type=_positive_int)
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per init")
+    p.add_argument("--max-sequences", type=_positive_int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/compare", help="parent folder for the run folders")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
+    p.add_argument("rundir")
+    p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--primer", default="none",
+                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67")
+    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
+    p.add_argument("--out", required=True, help="MIDI file to write")
+    p.add_argument("--wav", help="also render audio to this WAV file")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LapMusicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
