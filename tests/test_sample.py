@@ -1,0 +1,260 @@
+"""Sampling: reproducibility, temperature, polyphony cap, primers, feedback, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lapmusic.errors import LapMusicError
+from lapmusic.sample import generate, parse_primer
+
+
+class FixedLogits(torch.nn.Module):
+    """Predicts the same logits for every next frame; records every input it is fed.
+
+    ``h`` counts the frames seen so far, so the test can check that the state is carried along.
+    """
+
+    def __init__(self, logits):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.as_tensor(logits, dtype=torch.float32).clone())
+        self.inputs: list[torch.Tensor] = []
+        self.states: list[int] = []
+
+    def forward(self, x, h=None):
+        self.inputs.append(x.detach().clone())
+        seen = 0 if h is None else int(h)
+        self.states.append(seen)
+        logits = self.bias.expand(x.shape[0], x.shape[1], 88)
+        return logits, seen + x.shape[1]
+
+
+class CopyPrevious(torch.nn.Module):
+    """Next frame = current frame (logit +8 for keys that sound, -8 for the rest)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(16.0))
+
+    def forward(self, x, h=None):
+        return self.scale * x - 8.0, h
+
+
+class TinyRNN(torch.nn.Module):
+    """A real recurrent model with the PianoRollRNN forward contract."""
+
+    def __init__(self, hidden=16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = torch.nn.RNN(88, hidden, batch_first=True)
+        self.out = torch.nn.Linear(hidden, 88)
+
+    def forward(self, x, h=None):
+        y, h = self.rnn(x, h)
+        return self.out(y), h
+
+
+def test_same_seed_same_roll_and_different_seed_differs():
+    model = TinyRNN()
+    a = generate(model, steps=64, seed=7, n_samples=2)
+    b = generate(model, steps=64, seed=7, n_samples=2)
+    c = generate(model, steps=64, seed=8, n_samples=2)
+    assert a.shape == (2, 64, 88) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert set(np.unique(a)) <= {0, 1}
+
+
+def test_variations_in_a_batch_differ():
+    model = FixedLogits(torch.zeros(88))  # p = 0.5 everywhere
+    rolls = generate(model, steps=16, seed=0, n_samples=3)
+    assert not np.array_equal(rolls[0], rolls[1])
+    assert not np.array_equal(rolls[1], rolls[2])
+
+
+def test_temperature_zero_is_deterministic_threshold_at_half():
+    logits = torch.linspace(-3, 3, 88)
+    logits[40] = 0.0  # p exactly 0.5 -> on
+    model = FixedLogits(logits)
+    a = generate(model, steps=5, temperature=0, seed=None)
+    b = generate(model, steps=5, temperature=0, seed=None)
+    assert np.array_equal(a, b)
+    expected = (logits.numpy() >= 0).astype(np.uint8)
+    assert np.array_equal(a[0], np.tile(expected, (5, 1)))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_bernoulli_rate_matches_tempered_probability(temperature):
+    logit = float(np.log(0.3 / 0.7))
+    model = FixedLogits(torch.full((88,), logit))
+    rolls = generate(model, steps=200, temperature=temperature, seed=1, n_samples=4)
+    expected = 1.0 / (1.0 + np.exp(-logit / temperature))
+    # 70,400 independent draws: the standard error is under 0.002.
+    assert abs(rolls.mean() - expected) < 0.01
+
+
+def test_max_polyphony_keeps_most_probable_drawn_keys():
+    logits = torch.linspace(1.0, 5.0, 88)  # every key likely; higher keys more so
+    model = FixedLogits(logits)
+    det = generate(model, steps=4, temperature=0, max_polyphony=3)
+    assert np.array_equal(np.flatnonzero(det[0, 0]), [85, 86, 87])
+    rolls = generate(model, steps=100, temperature=1.0, max_polyphony=5, seed=3, n_samples=3)
+    counts = rolls.sum(axis=2)
+    assert counts.max() <= 5
+    assert (counts == 5).mean() > 0.9  # the cap binds: ~70+ keys are drawn per frame
+    # The survivors are the top-5 keys among those drawn, so they are the 5 highest of the drawn set:
+    # with p >= 0.73 for every key, almost every frame (~96%) keeps exactly keys 83..87.
+    assert (rolls[:, :, 83:].sum(axis=2) == 5).mean() > 0.8
+
+
+def test_max_polyphony_does_not_add_keys():
+    logits = torch.full((88,), -10.0)
+    logits[10] = 10.0
+    rolls = generate(FixedLogits(logits), steps=10, temperature=0, max_polyphony=4)
+    assert np.array_equal(rolls.sum(axis=2), np.ones((1, 10)))
+
+
+def test_primer_copied_unchanged_and_fed_to_model():
+    rng = np.random.default_rng(0)
+    primer = (rng.random((6, 88)) < 0.1).astype(np.uint8)
+    model = FixedLogits(torch.zeros(88))
+    rolls = generate(model, steps=4, primer=primer, seed=0, n_samples=2)
+    assert rolls.shape == (2, 10, 88)
+    assert np.array_equal(rolls[0, :6], primer) and np.array_equal(rolls[1, :6], primer)
+    warm = model.inputs[0]
+    assert warm.shape == (2, 6, 88)
+    assert np.array_equal(warm[0].numpy(), primer)
+
+
+def test_each_sampled_frame_is_fed_back_with_the_state():
+    model = FixedLogits(torch.zeros(88))
+    rolls = generate(model, steps=5, seed=4)
+    # First call: one silent frame; then frames 0..3 of the output, one at a time.
+    assert len(model.inputs) == 5
+    assert model.inputs[0].abs().sum() == 0 and model.inputs[0].shape == (1, 1, 88)
+    for t in range(4):
+        assert np.array_equal(model.inputs[t + 1][0, 0].numpy(), rolls[0, t])
+    assert model.states == [0, 1, 2, 3, 4]
+
+
+def test_copy_model_sustains_the_primer_chord():
+    primer = parse_primer("chord:60,64,67", None)
+    rolls = generate(CopyPrevious(), steps=8, primer=primer, temperature=0.5, seed=0)
+    assert np.array_equal(rolls[0], np.tile(primer[0], (9, 1)))
+
+
+def test_training_mode_restored_and_cpu_output():
+    model = TinyRNN()
+    model.train()
+    generate(model, steps=3, seed=0)
+    assert model.training
+    model.eval()
+    generate(model, steps=3, seed=0)
+    assert not model.training
+
+
+def test_progress_reaches_one():
+    seen = []
+    generate(TinyRNN(), steps=30, seed=0, progress=lambda f, m: seen.append(f))
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=-3), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(steps=4, temperature=-0.1), "temperature"),
+        (dict(steps=4, temperature=float("nan")), "temperature"),
+        (dict(steps=4, max_polyphony=0), "max_polyphony"),
+        (dict(steps=4, n_samples=0), "n_samples"),
+        (dict(steps=4, primer=np.zeros((3, 87))), "primer"),
+        (dict(steps=4, primer=np.full((3, 88), 2)), "primer"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, words):
+    with pytest.raises(LapMusicError, match=words):
+        generate(TinyRNN(), **kwargs)
+
+
+def test_wrong_model_output_is_reported():
+    class Wrong(torch.nn.Module):
+        def forward(self, x, h=None):
+            return x[..., :10], h
+
+    with pytest.raises(LapMusicError, match="logits of shape"):
+        generate(Wrong(), steps=2)
+
+
+# --------------------------------------------------------------------------------------- primers
+class FakeDataset:
+    key = "fake"
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.train = [(rng.random((20, 88)) < 0.1).astype(np.uint8) for _ in range(3)]
+        self.valid = [np.ones((5, 88), dtype=np.uint8)]
+        self.test = []
+
+    def split(self, name):
+        return getattr(self, name)
+
+
+def test_parse_primer_none_and_chords():
+    assert parse_primer("none", None) is None
+    assert parse_primer("", "jsb") is None
+    chord = parse_primer("chord:60,64,67", None)
+    assert chord.shape == (1, 88) and chord.dtype == np.uint8
+    assert list(np.flatnonzero(chord[0]) + 21) == [60, 64, 67]
+    named = parse_primer("chord:C4,E4,G4", None)
+    assert np.array_equal(named, chord)
+    assert list(np.flatnonzero(parse_primer("chord:A0,C8,Bb3,F#3", None)[0]) + 21) == [21, 54, 58, 108]
+    held = parse_primer("chord:60,64,67:4", None)
+    assert held.shape == (4, 88) and np.array_equal(held, np.tile(chord, (4, 1)))
+
+
+def test_parse_primer_from_dataset_piece():
+    ds = FakeDataset()
+    roll = parse_primer("train:2:7", "fake", dataset=ds)
+    assert np.array_equal(roll, ds.train[2][:7])
+    assert parse_primer("valid:0:5", "fake", dataset=ds).shape == (5, 88)
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("train:3:4", "has 3 pieces"),
+        ("test:0:4", "has 0 pieces"),
+        ("train:0:21", "only 20 frames"),
+        ("train:-1:4", "at least 0"),
+        ("train:0:0", "at least 1"),
+        ("train:x:4", "not a whole number"),
+        ("bogus:0:4", "not understood"),
+        ("train:0", "not understood"),
+        ("chord:", "no pitches"),
+        ("chord:20", "off the 88-key piano"),
+        ("chord:109", "off the 88-key piano"),
+        ("chord:H4", "note name"),
+        ("chord:60:0", "at least 1"),
+    ],
+)
+def test_parse_primer_errors(spec, words):
+    with pytest.raises(LapMusicError, match=words):
+        parse_primer(spec, "fake", dataset=FakeDataset())
+
+
+def test_parse_primer_piece_needs_a_dataset():
+    with pytest.raises(LapMusicError, match="needs a dataset"):
+        parse_primer("train:0:4", None)
+
+
+def test_with_real_piano_roll_rnn_when_available():
+    model_module = pytest.importorskip("lapmusic.model")
+    model = model_module.PianoRollRNN(8)
+    primer = parse_primer("chord:60,64,67:2", None)
+    rolls = generate(model, steps=12, primer=primer, seed=5, max_polyphony=4)
+    assert rolls.shape == (1, 14, 88)
+    assert rolls[:, 2:].sum(axis=2).max() <= 4
+    assert np.array_equal(rolls, generate(model, steps=12, primer=primer, seed=5, max_polyphony=4))
