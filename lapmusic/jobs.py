@@ -1,0 +1,500 @@
+"""Background training jobs for the app: bounded concurrency, a FIFO queue, cancel, status on disk.
+
+One :class:`JobManager` per server process (the app keeps it in ``st.cache_resource``). Training runs
+in worker threads, never in the Streamlit script thread, so pages stay responsive and any number of
+browser sessions can poll the same manager. At most ``max_jobs`` run at once (``LAPMUSIC_MAX_JOBS``,
+default 1: a laptop CPU gains nothing from two trainings fighting for the same cores); extra jobs
+wait in a FIFO queue and report their position.
+
+The run folder on disk is the source of truth (see docs/architecture.md): the manager writes
+``config.json`` and ``status.json`` ("queued") when a job is submitted, the training function writes
+the rest, and when a job fails the manager records the error in ``status.json`` too. So after a
+page refresh or a server restart :func:`list_runs` still finds every run, and a run that was
+``running`` when its server died is reported as ``interrupted`` (it can be resumed).
+
+No Streamlit here: this module is tested with a fake training function.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import LapMusicError
+from .io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
+INTERRUPTED = "interrupted"
+"""A run whose status.json says running/queued but that no live job of this process owns
+(its server stopped). Reported by :func:`list_runs`, never written to disk."""
+
+ACTIVE_STATES = (QUEUED, RUNNING)
+DONE_STATES = (FINISHED, CANCELLED, FAILED)
+
+TrainFunction = Callable[..., Any]
+"""``train(config, run_dir, *, progress=None, cancel=None, resume=False) -> dict`` (lapmusic.train)."""
+
+
+def default_runs_dir() -> Path:
+    """``$LAPMUSIC_RUNS_DIR`` or ``./runs``: the same folder the CLI writes run folders into."""
+    return Path(os.environ.get("LAPMUSIC_RUNS_DIR") or "runs")
+
+
+def default_max_jobs() -> int:
+    """``$LAPMUSIC_MAX_JOBS`` (at least 1), default 1."""
+    text = os.environ.get("LAPMUSIC_MAX_JOBS", "").strip()
+    try:
+        return max(1, int(text)) if text else 1
+    except ValueError:
+        log.warning("ignoring LAPMUSIC_MAX_JOBS=%r (not an integer)", text)
+        return 1
+
+
+def _default_train(config, run_dir, *, progress=None, cancel=None, resume=False):
+    from .train import train  # imported lazily: torch is heavy and tests use a fake
+
+    return train(config, run_dir, progress=progress, cancel=cancel, resume=resume)
+
+
+def config_to_dict(config: Any) -> dict:
+    """A TrainConfig (anything with ``to_dict``), a dataclass or a dict, as a plain dict."""
+    if isinstance(config, dict):
+        return dict(config)
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(config):
+        return asdict(config)
+    raise TypeError(f"cannot turn {type(config).__name__} into a config dict")
+
+
+def run_folder_name(config: dict, *, now: datetime | None = None) -> str:
+    """``20261126-121500-bach-h128-lae-s0-1a2b``: sortable by time, readable, unique."""
+    now = now or datetime.now()
+    parts = [
+        now.strftime("%Y%m%d-%H%M%S"),
+        str(config.get("dataset", "run")),
+        f"h{config['hidden']}" if "hidden" in config else "",
+        str(config.get("init", "")),
+        f"s{config['seed']}" if "seed" in config else "",
+        uuid.uuid4().hex[:4],
+    ]
+    name = "-".join(p for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)  # user:NAME -> user_NAME
+
+
+@dataclass
+class Job:
+    """One training job. Read its fields; change it only through the :class:`JobManager`."""
+
+    id: str
+    run_dir: Path
+    config: Any
+    session: str | None
+    label: str
+    group: str | None
+    resume: bool
+    state: str = QUEUED
+    error: str | None = None
+    result: dict | None = None
+    fraction: float = 0.0
+    message: str = "waiting in the queue"
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds spent running (0 while queued)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.time()) - self.started_at
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Remaining seconds, extrapolated from the progress so far; None when unknown."""
+        if self.state != RUNNING or self.fraction <= 0.02 or self.started_at is None:
+            return None
+        return self.elapsed * (1.0 - self.fraction) / self.fraction
+
+
+class JobManager:
+    """Runs training jobs in background threads, at most ``max_jobs`` at a time, the rest queued FIFO.
+
+    ``train_fn`` defaults to :func:`lapmusic.train.train`; tests pass a fake with the same signature.
+    Thread-safe: every public method may be called from any Streamlit session thread.
+    """
+
+    def __init__(
+        self,
+        runs_dir: str | os.PathLike | None = None,
+        *,
+        max_jobs: int | None = None,
+        train_fn: TrainFunction | None = None,
+    ):
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self.max_jobs = max(1, int(max_jobs)) if max_jobs is not None else default_max_jobs()
+        self._train_fn = train_fn or _default_train
+        self._lock = threading.RLock()
+        self._jobs: dict[str, Job] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._running: set[str] = set()
+        self._threads: dict[str, threading.Thread] = {}
+
+    # ----------------------------------------------------------------------------- submitting
+    def submit(
+        self,
+        config: Any,
+        *,
+        session: str | None = None,
+        run_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        label: str | None = None,
+        group: str | None = None,
+    ) -> Job:
+        """Queue a training job and start it as soon as a slot is free.
+
+        ``config``: a TrainConfig (or dict); ``run_dir``: default a new folder under ``runs_dir``;
+        ``resume``: continue the run in ``run_dir`` from its checkpoint; ``group``: jobs started
+        together (LAE and random side by side) share it.
+        """
+        config_dict = config_to_dict(config)
+        if resume:
+            if run_dir is None:
+                raise LapMusicError("resuming needs the run folder to continue")
+            run_dir = Path(run_dir)
+            if not (run_dir / "config.json").is_file():
+                raise LapMusicError(f"{run_dir} is not a run folder (no config.json); choose another run")
+        else:
+            run_dir = Path(run_dir) if run_dir is not None else self.runs_dir / run_folder_name(config_dict)
+        run_dir = run_dir.resolve()
+        with self._lock:
+            for other in self._jobs.values():
+                if other.active and other.run_dir == run_dir:
+                    raise LapMusicError(f"run {run_dir.name} is already {other.state}; wait for it or stop it first")
+            job = Job(
+                id=uuid.uuid4().hex[:12],
+                run_dir=run_dir,
+                config=config,
+                session=session,
+                label=label or _default_label(config_dict),
+                group=group,
+                resume=resume,
+            )
+            self._jobs[job.id] = job
+            self._queue.append(job.id)
+        if not resume:
+            atomic_write_json(run_dir / "config.json", config_dict)
+        self._write_status(job, {"state": QUEUED, "error": None, "message": job.message})
+        self._start_waiting_jobs()
+        return job
+
+    # ----------------------------------------------------------------------------- querying
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self, session: str | None = None) -> list[Job]:
+        """Jobs of one browser session (all jobs when ``session`` is None), oldest first."""
+        with self._lock:
+            found = [j for j in self._jobs.values() if session is None or j.session == session]
+        return sorted(found, key=lambda j: j.submitted_at)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to start, 2 after it, ...; None when the job is not waiting."""
+        with self._lock:
+            try:
+                return list(self._queue).index(job_id) + 1
+            except ValueError:
+                return None
+
+    def job_for_run(self, run_dir: str | os.PathLike) -> Job | None:
+        """The newest job of this process that trains ``run_dir``, if any."""
+        target = Path(run_dir).resolve()
+        with self._lock:
+            matches = [j for j in self._jobs.values() if j.run_dir == target]
+        return max(matches, key=lambda j: j.submitted_at) if matches else None
+
+    @property
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    @property
+    def queued_count(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    # ----------------------------------------------------------------------------- control
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job: a queued one is dropped at once, a running one stops at its next check.
+
+        Returns False when the job is unknown or already done.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.active:
+                return False
+            job.cancel_event.set()
+            if job.state == QUEUED and job_id in self._queue:
+                self._queue.remove(job_id)
+                job.state = CANCELLED
+                job.message = "stopped before it started"
+                job.finished_at = time.time()
+                dropped = True
+            else:
+                job.message = "stopping after the current step..."
+                dropped = False
+        if dropped:
+            self._write_status(job, {"state": CANCELLED, "error": None, "message": job.message})
+        return True
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job is done (tests, scripts). Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                job = self._jobs.get(job_id)
+                thread = self._threads.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if not job.active and thread is None:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+            if thread is not None:
+                thread.join(timeout=0.2)
+            else:
+                time.sleep(0.02)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel everything and wait for the worker threads (tests; servers just exit)."""
+        with self._lock:
+            ids = list(self._jobs)
+        for job_id in ids:
+            self.cancel(job_id)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    # ----------------------------------------------------------------------------- internals
+    def _start_waiting_jobs(self) -> None:
+        with self._lock:
+            while self._queue and len(self._running) < self.max_jobs:
+                job = self._jobs[self._queue.popleft()]
+                job.state = RUNNING
+                job.started_at = time.time()
+                job.message = "starting"
+                self._running.add(job.id)
+                thread = threading.Thread(
+                    target=self._run_job, args=(job,), name=f"lapmusic-job-{job.id}", daemon=True
+                )
+                self._threads[job.id] = thread
+                thread.start()
+
+    def _run_job(self, job: Job) -> None:
+        def progress(fraction: float, message: str) -> None:
+            job.fraction = max(0.0, min(1.0, float(fraction)))
+            if not job.cancel_event.is_set():
+                job.message = str(message)
+
+        try:
+            try:
+                self._write_status(job, {"state": RUNNING, "error": None, "message": "starting"})
+                result = self._train_fn(
+                    job.config, job.run_dir, progress=progress, cancel=job.cancel_event, resume=job.resume
+                )
+            except LapMusicError as exc:
+                self._finish(job, FAILED, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a job's bug must not kill the manager
+                log.exception("training job %s failed", job.id)
+                self._finish(job, FAILED, error=f"unexpected error ({type(exc).__name__}: {exc})")
+            else:
+                result = result if isinstance(result, dict) else {}
+                state = result.get("state")
+                if state not in DONE_STATES:
+                    state = CANCELLED if job.cancel_event.is_set() else FINISHED
+                self._finish(job, state, result=result, error=result.get("error"))
+        finally:
+            with self._lock:
+                self._running.discard(job.id)
+                self._threads.pop(job.id, None)
+            self._start_waiting_jobs()
+
+    def _finish(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None) -> None:
+        with self._lock:
+            job.state = state
+            job.error = error if state == FAILED else None
+            job.result = result
+            job.finished_at = time.time()
+            if state == FINISHED:
+                job.fraction = 1.0
+                job.message = "finished"
+            elif state == CANCELLED:
+                job.message = "stopped; the best model so far is kept"
+            else:
+                job.message = "failed"
+        if state == FAILED:
+            # The training function may have died before writing its own failure record.
+            self._write_status(job, {"state": FAILED, "error": error, "message": "failed"})
+        else:
+            status = read_json(job.run_dir / "status.json") or {}
+            if status.get("state") != state:
+                self._write_status(job, {"state": state, "error": None})
+
+    def _write_status(self, job: Job, update: dict) -> None:
+        path = job.run_dir / "status.json"
+        status = read_json(path) or {}
+        status.update(update)
+        status.setdefault("epoch", 0)
+        status.setdefault("epochs", config_to_dict(job.config).get("epochs"))
+        try:
+            atomic_write_json(path, status)
+        except OSError:
+            log.exception("could not write %s", path)
+
+
+def _default_label(config: dict) -> str:
+    init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "")))
+    bits = [init, f"h{config['hidden']}" if "hidden" in config else "", f"seed {config['seed']}" if "seed" in config else ""]
+    return " ".join(b for b in bits if b)
+
+
+# --------------------------------------------------------------------------------- run folders on disk
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing or not (yet) valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """One dict per epoch from ``metrics.jsonl``; a half-written last line is skipped."""
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except OSError:
+        return []
+    return rows
+
+
+@dataclass
+class RunSummary:
+    """What the Runs page lists about one run folder."""
+
+    run_dir: Path
+    config: dict
+    status: dict
+    state: str
+    final: dict | None
+    epochs_done: int
+    modified: float
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def has_model(self) -> bool:
+        """A model to sample from exists (best so far or last checkpoint)."""
+        return (self.run_dir / "best.pt").is_file() or (self.run_dir / "checkpoint.pt").is_file()
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in (CANCELLED, FAILED, INTERRUPTED) and (self.run_dir / "checkpoint.pt").is_file()
+
+    @property
+    def started(self) -> str:
+        return datetime.fromtimestamp(self.modified, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None) -> RunSummary | None:
+    """Read one run folder; None when it is not a run folder."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if config is None:
+        return None
+    status = read_json(run_dir / "status.json") or {}
+    state = str(status.get("state") or (FINISHED if (run_dir / "final.json").is_file() else INTERRUPTED))
+    if state in ACTIVE_STATES:
+        job = manager.job_for_run(run_dir) if manager is not None else None
+        if job is None or not job.active:
+            state = INTERRUPTED
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    try:
+        modified = (run_dir / "config.json").stat().st_mtime
+    except OSError:
+        modified = 0.0
+    return RunSummary(
+        run_dir=run_dir,
+        config=config,
+        status=status,
+        state=state,
+        final=read_json(run_dir / "final.json"),
+        epochs_done=len(metrics),
+        modified=modified,
+    )
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None, manager: JobManager | None = None) -> list[RunSummary]:
+    """Every run folder directly under ``runs_dir`` (or one level deeper, as ``lapmusic compare``
+    writes them), newest first."""
+    root = Path(runs_dir) if runs_dir is not None else (manager.runs_dir if manager else default_runs_dir())
+    if not root.is_dir():
+        return []
+    found: list[RunSummary] = []
+    for child in _candidate_dirs(root):
+        summary = summarize_run(child, manager)
+        if summary is not None:
+            found.append(summary)
+    return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
+
+
+def _candidate_dirs(root: Path) -> Iterable[Path]:
+    try:
+        children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    except OSError:
+        return []
+    out = []
+    for child in children:
+        if (child / "config.json").is_file():
+            out.append(child)
+        else:
+            try:
+                out.extend(g for g in child.iterdir() if g.is_dir() and (g / "config.json").is_file())
+            except OSError:
+                continue
+    return out
