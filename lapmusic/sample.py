@@ -18,11 +18,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
 from .errors import LapMusicError
 
-N_KEYS = 88
-LOWEST_PITCH = 21  # column k of a roll is MIDI pitch 21 + k (A0 .. C8)
-HIGHEST_PITCH = LOWEST_PITCH + N_KEYS - 1
 SPLITS = ("train", "valid", "test")
 
 ProgressFn = Callable[[float, str], None]
