@@ -17,6 +17,7 @@ Registered datasets (``DATASETS``):
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -229,6 +230,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
+        # Python 3 pickles (protocol 2) store a numpy scalar's raw bytes via _codecs.encode(str, "latin1").
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -239,6 +242,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 except ImportError:  # pragma: no cover - numpy 1
                     from numpy.core import multiarray
                 return getattr(multiarray, name)
+            if module == "_codecs":
+                import codecs
+
+                return codecs.encode
             return getattr(np, name)
         raise DataError(
             f"refused to load: the pickle asks for '{module}.{name}', which a music dataset never needs "
@@ -273,19 +280,24 @@ def roll_to_pitches(roll: np.ndarray) -> list[list[int]]:
     return [[int(LOWEST_PITCH + k) for k in np.flatnonzero(frame)] for frame in roll]
 
 
-def load_pickle(path: str | os.PathLike, expected_sizes: dict[str, int] | None = None) -> dict[str, list[np.ndarray]]:
-    """Read an original Boulanger-Lewandowski ``.pickle`` (dict train/valid/test of pitch lists)."""
+def load_pickle(path: str | os.PathLike, expected_sizes: dict[str, int] | None = None,
+                name: str | None = None) -> dict[str, list[np.ndarray]]:
+    """Read an original Boulanger-Lewandowski ``.pickle`` (dict train/valid/test of pitch lists).
+
+    ``name`` is how the file is called in error messages (default: the file name).
+    """
     path = Path(path)
-    content = safe_unpickle(path.read_bytes(), path.name)
-    if not isinstance(content, dict) or not all(name in content for name in SPLITS):
-        raise DataError(f"{path.name}: expected a dict with 'train', 'valid' and 'test' lists of pieces")
+    label = name or path.name
+    content = safe_unpickle(path.read_bytes(), label)
+    if not isinstance(content, dict) or not all(split in content for split in SPLITS):
+        raise DataError(f"{label}: expected a dict with 'train', 'valid' and 'test' lists of pieces")
     splits = {}
-    for name in SPLITS:
-        pieces = content[name]
+    for split in SPLITS:
+        pieces = content[split]
         if not isinstance(pieces, list):
-            raise DataError(f"{path.name}: '{name}' is not a list of pieces")
-        splits[name] = [pitches_to_roll(piece, f"{path.name} {name}[{i}]") for i, piece in enumerate(pieces)]
-    _check_split_sizes(splits, expected_sizes, path.name)
+            raise DataError(f"{label}: '{split}' is not a list of pieces")
+        splits[split] = [pitches_to_roll(piece, f"{label} {split}[{i}]") for i, piece in enumerate(pieces)]
+    _check_split_sizes(splits, expected_sizes, label)
     return splits
 
 
@@ -342,7 +354,7 @@ def _verify_sha256(expected: str | None) -> Callable[[Path], None]:
 
 def _verify_pickle(info: DatasetInfo) -> Callable[[Path], None]:
     def verify(path: Path) -> None:
-        load_pickle(path, info.split_sizes)
+        load_pickle(path, info.split_sizes, name=info.pickle_file)
 
     return verify
 
@@ -359,9 +371,9 @@ def fetch_benchmark(info: DatasetInfo, *, progress: Progress = _no_progress,
             dest, verify = cache / info.pickle_file, _verify_pickle(info)
         try:
             return download(source.url, dest, verify=verify, progress=progress)
-        except (OSError, urllib.error.URLError, DataError, ValueError) as exc:
+        except (OSError, http.client.HTTPException, DataError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            failures.append(f"  - {source.url}: {reason}")
+            failures.append(f"  - {source.url}: {type(exc).__name__}: {reason}")
     raise DownloadError(
         f"could not download {info.name}. Tried:\n" + "\n".join(failures) +
         f"\nTo work offline, put '{info.mat_file}' (sha256 {info.sha256}) or '{info.pickle_file}' into a "

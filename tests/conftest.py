@@ -1,0 +1,56 @@
+"""Shared test fixtures.
+
+Real-data tests use ``real_data_dir`` and skip with a reason when LAPMUSIC_DATA_DIR is unset (CI points it
+at ../shared/datasets). Everything else runs on data the tests make. The user cache and the runs folder
+go to a temporary folder unless the environment names them, so tests never touch a user's files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_folders(tmp_path_factory):
+    for variable, name in (("LAPMUSIC_CACHE_DIR", "cache"), ("LAPMUSIC_RUNS_DIR", "runs")):
+        if not os.environ.get(variable):
+            os.environ[variable] = str(tmp_path_factory.mktemp(name))
+    yield
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    value = os.environ.get("LAPMUSIC_DATA_DIR")
+    if not value:
+        pytest.skip("LAPMUSIC_DATA_DIR is unset: real benchmark data not available")
+    path = Path(value)
+    if not (path / "JSB_Chorales.mat").is_file():
+        pytest.skip(f"LAPMUSIC_DATA_DIR={value} holds no JSB_Chorales.mat")
+    return path
+
+
+def random_rolls(n: int, length: int | tuple[int, int], *, seed: int = 0, density: float = 0.06) -> list[np.ndarray]:
+    """``n`` random ``(T, 88)`` rolls made of held notes (runs of 1-4 frames), lengths fixed or in a range."""
+    rng = np.random.default_rng(seed)
+    rolls = []
+    for _ in range(n):
+        t = length if isinstance(length, int) else int(rng.integers(length[0], length[1] + 1))
+        roll = np.zeros((t, 88), dtype=np.uint8)
+        for key in rng.choice(88, size=12, replace=False):
+            frame = 0
+            while frame < t:
+                run = int(rng.integers(1, 5))
+                if rng.random() < density * 4:
+                    roll[frame:frame + run, key] = 1
+                frame += run + int(rng.integers(1, 4))  # a gap, so runs stay separate notes
+        rolls.append(roll)
+    return rolls
+
+
+@pytest.fixture
+def make_rolls():
+    return random_rolls

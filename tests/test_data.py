@@ -1,0 +1,303 @@
+"""Datasets: real benchmark files, safe pickles, verified downloads, the Bach build, own MIDI files."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import pickle
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from lapmusic import cli, data
+from lapmusic.data import DATASETS, Source
+from lapmusic.errors import DataError, DownloadError
+from lapmusic.midi import roll_to_midi_bytes
+
+EXPECTED = {"jsb": (229, 76, 77), "nottingham": (694, 173, 170), "musedata": (524, 135, 124), "pianomidi": (87, 12, 25)}
+
+
+# ------------------------------------------------------------------------------ helpers
+def write_mat(path: Path, splits: dict[str, list[np.ndarray]]) -> Path:
+    """A .mat file laid out like the TCN ones: (1, N) object arrays of (T, 88) uint8 rolls."""
+    content = {}
+    for name, pieces in splits.items():
+        cell = np.empty((1, len(pieces)), dtype=object)
+        for i, piece in enumerate(pieces):
+            cell[0, i] = piece
+        content[f"{name}data"] = cell
+    scipy.io.savemat(str(path), content)
+    return path
+
+
+def write_original_pickle(path: Path, splits: dict[str, list[np.ndarray]]) -> Path:
+    """A pickle laid out like Boulanger-Lewandowski's: pitch lists whose notes are numpy scalars."""
+    content = {
+        name: [[[np.int64(p) for p in frame] for frame in data.roll_to_pitches(piece)] for piece in pieces]
+        for name, pieces in splits.items()
+    }
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    return path
+
+
+def small_splits(make_rolls, sizes=(3, 2, 2)):
+    rolls = make_rolls(sum(sizes), (5, 30), seed=11)
+    return {"train": rolls[: sizes[0]], "valid": rolls[sizes[0]: sizes[0] + sizes[1]], "test": rolls[sizes[0] + sizes[1]:]}
+
+
+# ------------------------------------------------------------------------------ real data
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_real_benchmarks_have_published_splits_and_valid_rolls(real_data_dir, monkeypatch, key):
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(real_data_dir))
+    dataset = data.load_dataset(key)
+    assert tuple(len(dataset.split(s)) for s in data.SPLITS) == EXPECTED[key]
+    for name in data.SPLITS:
+        for piece in dataset.split(name):
+            assert piece.dtype == np.uint8 and piece.ndim == 2 and piece.shape[1] == 88 and len(piece) > 0
+            assert piece.max() <= 1
+    assert dataset.summary()["notes_per_frame"] > 1.0  # polyphonic music, not empty rolls
+
+
+def test_real_mat_and_pickle_forms_agree(real_data_dir, tmp_path, monkeypatch):
+    splits = data.load_mat(real_data_dir / "JSB_Chorales.mat", DATASETS["jsb"].split_sizes)
+    write_original_pickle(tmp_path / "JSB Chorales.pickle", splits)
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(tmp_path))  # only the pickle is there
+    from_pickle = data.load_dataset("jsb")
+    assert from_pickle.source.endswith(".pickle")
+    for name in data.SPLITS:
+        for a, b in zip(splits[name], from_pickle.split(name)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_cli_lists_all_four_benchmarks_available(real_data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(real_data_dir))
+    assert cli.main(["datasets", "--json"]) == 0
+    rows = {row["key"]: row for row in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["datasets"]}
+    assert set(rows) >= {"jsb", "nottingham", "musedata", "pianomidi", "bach"}
+    for key, sizes in EXPECTED.items():
+        assert rows[key]["available"] is True
+        assert tuple(rows[key]["split_sizes"][s] for s in data.SPLITS) == sizes
+        assert rows[key]["frames"]["train"] > 0
+    assert rows["nottingham"]["frames"]["train"] == 176561
+
+
+# ------------------------------------------------------------------------------ local files
+def test_mat_with_wrong_width_or_values_is_refused(tmp_path):
+    bad_width = write_mat(tmp_path / "a.mat", {"train": [np.zeros((4, 87), np.uint8)], "valid": [], "test": []})
+    with pytest.raises(DataError, match=r"a.mat train\[0\]: expected a \(T, 88\)"):
+        data.load_mat(bad_width)
+    bad_values = write_mat(tmp_path / "b.mat", {"train": [np.full((4, 88), 3, np.uint8)], "valid": [], "test": []})
+    with pytest.raises(DataError, match="values must be 0 or 1"):
+        data.load_mat(bad_values)
+    (tmp_path / "c.mat").write_bytes(b"this is not matlab")
+    with pytest.raises(DataError, match="c.mat: not a readable MATLAB file"):
+        data.load_mat(tmp_path / "c.mat")
+
+
+def test_wrong_split_sizes_are_refused(tmp_path, make_rolls):
+    path = write_mat(tmp_path / "JSB_Chorales.mat", small_splits(make_rolls))
+    with pytest.raises(DataError, match="differ from the published ones"):
+        data.load_mat(path, DATASETS["jsb"].split_sizes)
+
+
+def test_hostile_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "JSB Chorales.pickle"
+    path.write_bytes(pickle.dumps({"train": [Hostile()], "valid": [], "test": []}, protocol=2))
+    with pytest.raises(DataError, match=r"refused to load: .*system"):
+        data.load_pickle(path)
+    assert not marker.exists()
+
+
+def test_original_pickle_with_numpy_scalars_loads(tmp_path, make_rolls):
+    splits = small_splits(make_rolls)
+    loaded = data.load_pickle(write_original_pickle(tmp_path / "x.pickle", splits))
+    for name in data.SPLITS:
+        for a, b in zip(splits[name], loaded[name]):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------ downloads
+class _Server:
+    """A local HTTP server on 127.0.0.1 serving fixed bodies; '/truncated/...' lies about its length."""
+
+    def __init__(self, files: dict[str, bytes]):
+        files_ = files
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                body = files_.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                claimed = len(body) * 2 if self.path.startswith("/truncated/") else len(body)
+                self.send_header("Content-Length", str(claimed))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path, make_rolls):
+    splits = small_splits(make_rolls)
+    mat_bytes = write_mat(tmp_path / "good.mat", splits).read_bytes()
+    pickle_bytes = write_original_pickle(tmp_path / "good.pickle", splits).read_bytes()
+    corrupt = bytearray(mat_bytes)
+    corrupt[200] ^= 0xFF
+    server = _Server({
+        "/good.mat": mat_bytes, "/corrupt.mat": bytes(corrupt), "/truncated/good.mat": mat_bytes,
+        "/good.pickle": pickle_bytes, "/wrong.pickle": pickle.dumps({"train": []}, protocol=2),
+    })
+    info = replace(DATASETS["jsb"], sha256=hashlib.sha256(mat_bytes).hexdigest(),
+                   split_sizes={"train": 3, "valid": 2, "test": 2})
+    yield server, info, splits
+    server.close()
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_download_verifies_checksum_and_stores_file(served, tmp_path):
+    server, info, splits = served
+    cache = tmp_path / "cache"
+    calls = []
+    path = data.fetch_benchmark(info, sources=[Source(server.url + "/good.mat", "mat")], cache=cache,
+                                progress=lambda f, m: calls.append((f, m)))
+    assert path == cache / "JSB_Chorales.mat" and _cache_files(cache) == ["JSB_Chorales.mat"]
+    assert calls and calls[-1][0] == pytest.approx(1.0)
+    np.testing.assert_array_equal(data.load_mat(path)["train"][0], splits["train"][0])
+
+
+@pytest.mark.parametrize("bad", ["/corrupt.mat", "/truncated/good.mat", "/missing.mat"])
+def test_bad_download_leaves_cache_clean_and_says_what_was_tried(served, tmp_path, bad):
+    server, info, _ = served
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError) as caught:
+        data.fetch_benchmark(info, sources=[Source(server.url + bad, "mat")], cache=cache)
+    message = str(caught.value)
+    assert server.url + bad in message and "LAPMUSIC_DATA_DIR" in message and "JSB_Chorales.mat" in message
+    if bad == "/corrupt.mat":
+        assert "checksum mismatch" in message
+    assert _cache_files(cache) == []
+
+
+def test_second_source_is_used_when_the_first_fails(served, tmp_path):
+    server, info, splits = served
+    cache = tmp_path / "cache"
+    path = data.fetch_benchmark(
+        info, cache=cache,
+        sources=[Source(server.url + "/corrupt.mat", "mat"), Source(server.url + "/wrong.pickle", "pickle"),
+                 Source(server.url + "/good.pickle", "pickle")],
+    )
+    assert path.name == "JSB Chorales.pickle" and _cache_files(cache) == ["JSB Chorales.pickle"]
+    np.testing.assert_array_equal(data.load_pickle(path)["test"][1], splits["test"][1])
+
+
+def test_load_dataset_downloads_into_cache_when_missing(served, tmp_path, monkeypatch):
+    server, info, _ = served
+    info = replace(info, sources=(Source(server.url + "/good.mat", "mat"),))
+    monkeypatch.setitem(DATASETS, "jsb", info)
+    monkeypatch.delenv("LAPMUSIC_DATA_DIR", raising=False)
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    assert not data.is_available("jsb")
+    dataset = data.load_dataset("jsb")
+    assert len(dataset.train) == 3 and data.is_available("jsb")
+
+
+# ------------------------------------------------------------------------------ Bach
+def test_bach_build_is_offline_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
+    calls = []
+    small = data.build_bach(progress=lambda f, m: calls.append(f), limit=6)
+    assert calls[-1] == 1.0
+    pieces = small.train + small.valid + small.test
+    assert 4 <= len(pieces) <= 6
+    for piece in pieces:
+        assert piece.shape[1] == 88 and piece.dtype == np.uint8 and 2 <= piece.sum(axis=1).max() <= 6
+    assert data.bach_split_of("bwv1.6.mxl") == data.bach_split_of("bwv1.6.mxl")
+    # The cache is what load_dataset reads: once it exists, nothing is parsed again.
+    data.save_dataset_npz(small, tmp_path / data.BACH_CACHE_NAME)
+    monkeypatch.setattr(data, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
+    again = data.load_dataset("bach")
+    for a, b in zip(small.train, again.train):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_score_to_roll_samples_sounding_notes_on_beats():
+    from music21 import chord, note, stream
+
+    part = stream.Stream()
+    part.append(note.Note("C4", quarterLength=2))  # beats 0-1
+    part.append(note.Note("D4", quarterLength=0.5))  # beat 2
+    part.append(note.Note("E4", quarterLength=0.5))  # between beats: vanishes
+    part.append(chord.Chord(["G4", "B4"], quarterLength=1))  # beat 3
+    roll = data.score_to_roll(part)
+    assert [sorted(21 + np.flatnonzero(f)) for f in roll] == [[60], [60], [62], [67, 71]]
+
+
+# ------------------------------------------------------------------------------ own MIDI files
+def test_dataset_from_midi_keeps_good_files_and_names_bad_ones(tmp_path, make_rolls):
+    rolls = make_rolls(5, (12, 30), seed=5)
+    for roll in rolls:
+        roll[-1, 30] = 1
+    files = [(f"piece{i}.mid", roll_to_midi_bytes(r, step_seconds=0.25)) for i, r in enumerate(rolls)]
+    files += [
+        ("notes.txt", b"hello"),
+        ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xff"),
+        ("empty.mid", b""),
+        ("silent.mid", roll_to_midi_bytes(np.zeros((4, 88), np.uint8))),
+        ("huge.mid", b"MThd" + b"\x00" * 5000),
+    ]
+    dataset, bad = data.dataset_from_midi(files, "My Songs", step_seconds=0.25, max_bytes=4000)
+    reasons = {b.name: b.reason for b in bad}
+    assert set(reasons) == {"notes.txt", "broken.mid", "empty.mid", "silent.mid", "huge.mid"}
+    assert "not a MIDI file" in reasons["notes.txt"] and "corrupt" in reasons["broken.mid"]
+    assert "too large" in reasons["huge.mid"] and "no notes" in reasons["silent.mid"]
+    pieces = dataset.train + dataset.valid + dataset.test
+    assert len(pieces) == 5 and len(dataset.train) == 4
+    for got, want in zip(pieces, rolls):
+        np.testing.assert_array_equal(got, want)
+    key = data.save_user_dataset(dataset)
+    assert key == "user:my-songs" and key in data.user_dataset_keys()
+    reloaded = data.load_dataset(key)
+    np.testing.assert_array_equal(reloaded.train[0], rolls[0])
+
+
+def test_dataset_from_midi_reads_a_folder_and_refuses_when_nothing_is_usable(tmp_path, make_rolls):
+    for i, roll in enumerate(make_rolls(2, 16, seed=2)):
+        (tmp_path / f"{i}.mid").write_bytes(roll_to_midi_bytes(roll))
+    (tmp_path / "readme.txt").write_text("ignored: not a .mid file")
+    dataset, bad = data.dataset_from_midi([tmp_path], steps_per_beat=4)
+    assert len(dataset.train) + len(dataset.valid) + len(dataset.test) == 2 and bad == []
+    with pytest.raises(DataError, match=r"no usable MIDI file \(x.mid: not a MIDI file"):
+        data.dataset_from_midi([("x.mid", b"nope")])
+
+
+def test_unknown_dataset_key_is_a_clear_error():
+    with pytest.raises(DataError, match="unknown dataset 'jsbb'; choose one of jsb, nottingham"):
+        data.load_dataset("jsbb")
+    with pytest.raises(DataError, match="no user dataset 'user:nothing'"):
+        data.load_dataset("user:nothing")
