@@ -1,0 +1,251 @@
+"""Plotly figures: a piano roll, the LAE's singular value spectrum, training curves.
+
+Pure plotly (no Streamlit), so the app, notebooks and scripts share them; ``fig.write_html(...)`` or
+``fig.write_image(...)`` (with kaleido) saves one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
+
+PRIMER_COLOUR = "#7f7f7f"  # grey: what the model was given
+GENERATED_COLOUR = "#1f77b4"  # blue: what the model made up
+RUN_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+MAX_NOTE_BARS = 20000
+"""Above this many notes the roll is drawn as one heatmap image instead of one bar per note."""
+
+_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def note_name(pitch: int) -> str:
+    """MIDI pitch -> scientific pitch name: 60 -> ``C4``, 61 -> ``C#4``, 21 -> ``A0``."""
+    return f"{_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+# --------------------------------------------------------------------------------------- piano roll
+def piano_roll_figure(
+    roll: np.ndarray,
+    *,
+    primer_frames: int = 0,
+    step_seconds: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """A piano roll: time across, pitch up (note names on the axis), primer grey and generated blue.
+
+    Args:
+        roll: ``(T, 88)`` 0/1 array; column ``k`` is MIDI pitch ``21 + k``.
+        primer_frames: the first ``primer_frames`` frames are the primer, drawn in grey with a line where
+            the generated part starts.
+        step_seconds: seconds per frame; time is shown in seconds when given, else in frames.
+        title: figure title.
+
+    Held notes are merged into one bar each (a horizontal bar chart, one trace per part), so the figure
+    stays light for long rolls; past :data:`MAX_NOTE_BARS` notes it switches to a single heatmap.
+    """
+    from .midi import check_roll, roll_to_notes
+
+    roll = check_roll(roll, "piano roll")
+    frames = roll.shape[0]
+    primer_frames = int(np.clip(primer_frames, 0, frames))
+    scale = float(step_seconds) if step_seconds else 1.0
+    unit = "s" if step_seconds else "frame"
+
+    fig = go.Figure()
+    # A primer note held into the generated part is cut at the boundary, like the MIDI's two tracks.
+    parts = [("primer", roll[:primer_frames], 0, PRIMER_COLOUR), ("generated", roll[primer_frames:], primer_frames,
+                                                                  GENERATED_COLOUR)]
+    parts = [part for part in parts if part[1].shape[0] > 0]
+    notes_per_part = [roll_to_notes(part_roll) for _, part_roll, _, _ in parts]
+    n_notes = sum(len(notes) for notes in notes_per_part)
+    label_generated = primer_frames > 0
+
+    if n_notes > MAX_NOTE_BARS:
+        _add_roll_heatmap(fig, roll, primer_frames, scale)
+    else:
+        for (name, _, offset, colour), notes in zip(parts, notes_per_part):
+            if not notes:
+                continue
+            pitches = np.array([n[0] for n in notes])
+            starts = (np.array([n[1] for n in notes]) + offset) * scale
+            durations = (np.array([n[2] for n in notes]) - np.array([n[1] for n in notes])) * scale
+            names = [note_name(p) for p in pitches]
+            fig.add_trace(
+                go.Bar(
+                    name=name if label_generated or name == "primer" else "notes",
+                    orientation="h",
+                    y=pitches,
+                    x=durations,
+                    base=starts,
+                    width=0.85,
+                    marker=dict(color=colour, line=dict(width=0)),
+                    customdata=np.column_stack([names, starts, starts + durations]),
+                    hovertemplate=f"%{{customdata[0]}} (MIDI %{{y}})<br>%{{customdata[1]:.3g}}–%{{customdata[2]:.3g}} {unit}"
+                    f"<extra>{name}</extra>",
+                )
+            )
+
+    used = np.flatnonzero(roll.any(axis=0))
+    if used.size:
+        low, high = LOWEST_PITCH + used.min() - 3, LOWEST_PITCH + used.max() + 3
+    else:
+        low, high = 48, 84  # an empty roll: show three octaves around middle C
+    low, high = max(low, LOWEST_PITCH - 1), min(high, HIGHEST_PITCH + 1)
+    tick_pitches = [p for p in range(LOWEST_PITCH, HIGHEST_PITCH + 1) if p % 12 == 0 or (high - low <= 30)]
+    fig.update_yaxes(
+        title_text="pitch",
+        range=[low - 0.5, high + 0.5],
+        tickmode="array",
+        tickvals=tick_pitches,
+        ticktext=[note_name(p) for p in tick_pitches],
+        showgrid=True,
+        gridcolor="rgba(0,0,0,0.08)",
+        zeroline=False,
+    )
+    fig.update_xaxes(title_text="time (s)" if step_seconds else "time (frames)", range=[0, max(frames, 1) * scale],
+                     zeroline=False)
+    if 0 < primer_frames < frames:
+        fig.add_vline(x=primer_frames * scale, line=dict(color="black", width=1, dash="dash"))
+        fig.add_annotation(x=primer_frames * scale, y=1.0, yref="paper", text="primer | generated", showarrow=False,
+                           xanchor="center", yanchor="bottom", font=dict(size=11))
+    fig.update_layout(
+        title=title,
+        barmode="overlay",  # bars of both parts share the pitch rows; never side by side
+        bargap=0,
+        plot_bgcolor="white",
+        showlegend=label_generated,
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1),
+        margin=dict(l=60, r=20, t=60 if title or label_generated else 30, b=50),
+        height=420,
+    )
+    return fig
+
+
+def _add_roll_heatmap(fig: go.Figure, roll: np.ndarray, primer_frames: int, scale: float) -> None:
+    """One image for very dense rolls: 1 = primer note, 2 = generated note, 0 = silence."""
+    z = roll.T.astype(np.int8) * 2
+    z[:, :primer_frames] //= 2
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x0=0.5 * scale,
+            dx=scale,
+            y=np.arange(LOWEST_PITCH, LOWEST_PITCH + N_KEYS),
+            zmin=0,
+            zmax=2,
+            colorscale=[[0, "white"], [0.33, "white"], [0.33, PRIMER_COLOUR], [0.67, PRIMER_COLOUR],
+                        [0.67, GENERATED_COLOUR], [1, GENERATED_COLOUR]],
+            showscale=False,
+            hovertemplate="MIDI %{y}<br>t = %{x:.3g}<extra></extra>",
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------- spectrum
+def spectrum_figure(singular_values: Sequence[float], p: int, *, energy=None) -> go.Figure:
+    """Singular values of the LAE's data matrix (log scale) and the cumulative energy they explain.
+
+    Args:
+        singular_values: ``(k,)`` in descending order.
+        p: the number of hidden units kept; marked with a vertical line and the energy it captures.
+        energy: how to express energy as a fraction: ``None`` -> of the values shown (right when all of
+            them are given, as the exact solver does); a number -> the data's total energy
+            ``||Xi||_F^2`` (``LAE.total_energy``, right for the approximate solver, which returns only the
+            top values); an array ``(k,)`` -> each component's fraction (``LAE.energy_per_component``).
+    """
+    values = np.asarray(singular_values, dtype=np.float64).ravel()
+    k = values.size
+    if energy is None:
+        total = float(np.sum(values**2))
+        fractions = values**2 / total if total > 0 else np.zeros_like(values)
+    elif np.ndim(energy) == 0:
+        total = float(energy)
+        fractions = values**2 / total if total > 0 else np.zeros_like(values)
+    else:
+        fractions = np.asarray(energy, dtype=np.float64).ravel()
+        if fractions.size != k:
+            raise ValueError(f"energy has {fractions.size} entries but there are {k} singular values")
+    cumulative = np.cumsum(fractions)
+    index = np.arange(1, k + 1)
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    positive = values > 0  # a log axis cannot show zeros (rank-deficient data)
+    fig.add_trace(
+        go.Scatter(x=index[positive], y=values[positive], mode="lines+markers" if k <= 200 else "lines",
+                   name="singular value", line=dict(color="#1f77b4"), marker=dict(size=4),
+                   hovertemplate="σ<sub>%{x}</sub> = %{y:.4g}<extra></extra>"),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(x=index, y=100 * cumulative, mode="lines", name="cumulative energy",
+                   line=dict(color="#ff7f0e"),
+                   hovertemplate="first %{x} components: %{y:.1f}% of the energy<extra></extra>"),
+        secondary_y=True,
+    )
+    if k and 1 <= p:
+        marked = min(int(p), k)
+        captured = 100 * cumulative[marked - 1]
+        fig.add_vline(x=marked, line=dict(color="black", width=1, dash="dash"))
+        fig.add_annotation(x=marked, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
+                           text=f"p = {int(p)}: {captured:.1f}% of the energy")
+    fig.update_xaxes(title_text="component", range=[0.5, max(k, 1) + 0.5])
+    fig.update_yaxes(title_text="singular value (log)", type="log", secondary_y=False)
+    fig.update_yaxes(title_text="cumulative energy (%)", range=[0, 101], tickmode="linear", tick0=0, dtick=20,
+                     secondary_y=True, showgrid=False)
+    fig.update_layout(height=380, margin=dict(l=60, r=60, t=50, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1))
+    return fig
+
+
+# --------------------------------------------------------------------------------------- training curves
+def loss_figure(histories: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """Training curves of several runs on shared axes.
+
+    ``histories`` maps a run label (e.g. ``"LAE"``, ``"random"``) to its epoch records
+    (``metrics.jsonl`` lines: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_acc``). Top panel: NLL per
+    frame (validation solid, training dotted); bottom panel: validation accuracy. One colour per run.
+    Missing or non-finite values leave a gap instead of failing.
+    """
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
+                        subplot_titles=("negative log-likelihood per frame (lower is better)",
+                                        "validation accuracy (higher is better)"))
+    for i, (label, records) in enumerate(histories.items()):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        records = list(records or [])
+        epochs = [_number(r.get("epoch"), default=j + 1) for j, r in enumerate(records)]
+        for key, row, dash, suffix, show in (
+            ("valid_nll", 1, "solid", "valid", True),
+            ("train_nll", 1, "dot", "train", True),
+            ("valid_acc", 2, "solid", "valid ACC", False),
+        ):
+            ys = [_number(r.get(key)) for r in records]
+            if not any(y is not None for y in ys):
+                continue
+            fig.add_trace(
+                go.Scatter(x=epochs, y=ys, mode="lines+markers", name=f"{label} {suffix}",
+                           legendgroup=label, showlegend=show,
+                           line=dict(color=colour, dash=dash), marker=dict(size=5),
+                           hovertemplate=f"{label} {suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"),
+                row=row, col=1,
+            )
+    fig.update_yaxes(title_text="NLL", row=1, col=1)
+    fig.update_yaxes(title_text="ACC", row=2, col=1)
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_layout(height=520, margin=dict(l=60, r=20, t=60, b=50), hovermode="x unified")
+    return fig
+
+
+def _number(value, default=None):
+    """A finite float, or ``default`` (``None`` leaves a gap in a line)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
