@@ -119,7 +119,92 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- generate
 def cmd_generate(args: argparse.Namespace) -> int:
-    raise LapMusicError("lapmusic generate is not implemented yet")
+    import math
+    import warnings
+
+    # Check what the user typed before loading anything.
+    if args.steps < 1:
+        raise LapMusicError(f"--steps must be at least 1, got {args.steps}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise LapMusicError(f"--temperature must be a number >= 0 (0 = deterministic), got {args.temperature}")
+    if args.max_polyphony is not None and args.max_polyphony < 1:
+        raise LapMusicError(f"--max-polyphony must be at least 1, got {args.max_polyphony}")
+    if args.step_seconds is not None and not (math.isfinite(args.step_seconds) and args.step_seconds > 0):
+        raise LapMusicError(f"--step-seconds must be a positive number of seconds, got {args.step_seconds}")
+    if not 0 <= args.program <= 127:
+        raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
+    if not 1 <= args.velocity <= 127:
+        raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
+
+    from .audio import render_wav
+    from .io import atomic_write_bytes, atomic_write_text
+    from .sample import sample_run
+    from .train import load_run
+
+    run = load_run(args.rundir, device=args.device)
+    progress = ProgressLine()
+    try:
+        (sample,) = sample_run(
+            run, steps=args.steps, temperature=args.temperature, primer=args.primer,
+            max_polyphony=args.max_polyphony, seed=args.seed, step_seconds=args.step_seconds,
+            program=args.program, velocity=args.velocity, separate_tracks=args.separate_tracks,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    atomic_write_bytes(args.out, sample.midi_bytes())
+    result = {
+        "midi": args.out,
+        "wav": None,
+        "html": None,
+        "notes": sample.notes,
+        "frames": int(sample.roll.shape[0]),
+        "primer_frames": sample.primer_frames,
+        "generated_frames": args.steps,
+        "duration_seconds": round(sample.seconds, 6),
+        "step_seconds": sample.step_seconds,
+        "renderer": None,
+        "silent": sample.notes == 0,
+        "warning": None,
+        "run": str(args.rundir),
+        "dataset": run.config.dataset,
+        "device": str(run.device),
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "primer": args.primer,
+    }
+    if args.wav:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # reported below as one "warning:" line instead
+            audio = render_wav(sample.midi, args.sample_rate, args.soundfont, min_seconds=sample.seconds)
+        audio.save(args.wav)
+        if audio.warning:
+            print(f"warning: {audio.warning}", file=sys.stderr)
+        result.update(wav=args.wav, renderer=audio.renderer, silent=audio.silent, warning=audio.warning,
+                      sample_rate=audio.sample_rate, soundfont=audio.soundfont)
+    if args.html:
+        from .plots import piano_roll_figure
+
+        title = f"{run.config.dataset}, {run.config.init} init, T = {args.temperature:g}, seed {args.seed}"
+        figure = piano_roll_figure(sample.roll, primer_frames=sample.primer_frames,
+                                   step_seconds=sample.step_seconds, title=title)
+        atomic_write_text(args.html, figure.to_html(include_plotlyjs=True, full_html=True))
+        result["html"] = args.html
+
+    def human(r: dict) -> str:
+        lines = [f"wrote {r['midi']}: {r['notes']} notes, {r['duration_seconds']:.1f} s "
+                 f"({r['primer_frames']} primer + {r['generated_frames']} generated frames)"]
+        if r["wav"]:
+            lines.append(f"wrote {r['wav']} ({r['renderer']}, {r['sample_rate']} Hz"
+                         + (", silent: the sample has no notes" if r["silent"] else "") + ")")
+        elif r["silent"]:
+            lines.append("the sample has no notes (try a higher --temperature or a primer)")
+        if r["html"]:
+            lines.append(f"wrote {r['html']} (piano roll)")
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
 
 
 # --------------------------------------------------------------------------------------- parser
@@ -197,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
     p.add_argument("--out", required=True, help="MIDI file to write")
     p.add_argument("--wav", help="also render audio to this WAV file")
+    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050, help="WAV sample rate in Hz")
+    p.add_argument("--soundfont", help="General MIDI .sf2 for FluidSynth (default: FluidR3_GM if installed, "
+                   "else the one shipped with pretty_midi; or set $LAPMUSIC_SOUNDFONT)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when played (default: the dataset's, e.g. 0.5 for JSB; else 0.25)")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (0 = acoustic grand piano)")
+    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity (loudness) of every note, 1-127")
+    p.add_argument("--separate-tracks", action="store_true",
+                   help="put the primer and the continuation on two MIDI tracks (default: one track)")
+    p.add_argument("--html", help="also write the piano-roll figure to this HTML file (opens offline)")
+    p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)
     return parser

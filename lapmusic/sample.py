@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -229,6 +230,104 @@ def _parse_int_field(text: str, what: str, spec: str, *, minimum: int) -> int:
     if value < minimum:
         raise LapMusicError(f"primer {spec!r}: the {what} must be at least {minimum}, got {value}")
     return value
+
+
+# --------------------------------------------------------------------------------------- from a run
+FALLBACK_STEP_SECONDS = 0.25
+
+
+def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
+    """Playback duration of one frame for a dataset: its own suggestion, else 0.25 s."""
+    if dataset is not None and getattr(dataset, "step_seconds", None):
+        return float(dataset.step_seconds)
+    try:
+        from .data import DATASETS
+
+        info = DATASETS.get(dataset_key or "")
+        if info is not None and getattr(info, "step_seconds", None):
+            return float(info.step_seconds)
+    except ImportError:  # pragma: no cover - data.py is part of the package
+        pass
+    return FALLBACK_STEP_SECONDS
+
+
+@dataclass
+class Sample:
+    """One generated piece: the roll, where the primer ends, and its MIDI rendering."""
+
+    roll: np.ndarray  # (primer_frames + steps, 88) uint8
+    primer_frames: int
+    step_seconds: float
+    midi: "pretty_midi.PrettyMIDI"  # noqa: F821 - imported lazily
+
+    @property
+    def notes(self) -> int:
+        """Number of notes in the MIDI (held frames merged)."""
+        return sum(len(instrument.notes) for instrument in self.midi.instruments)
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the roll when played (frames x step)."""
+        return self.roll.shape[0] * self.step_seconds
+
+    def midi_bytes(self) -> bytes:
+        from .midi import midi_to_bytes
+
+        return midi_to_bytes(self.midi)
+
+
+def sample_run(
+    run,
+    *,
+    steps: int,
+    temperature: float = 1.0,
+    primer: str | np.ndarray | None = "none",
+    max_polyphony: int | None = None,
+    seed: int | None = None,
+    n_samples: int = 1,
+    step_seconds: float | None = None,
+    program: int = 0,
+    velocity: int = 90,
+    separate_tracks: bool = False,
+    dataset=None,
+    progress: ProgressFn | None = None,
+) -> list[Sample]:
+    """Sample from a loaded run (``lapmusic.train.load_run``) and turn every variation into MIDI.
+
+    ``primer`` is a specification for :func:`parse_primer` (pieces come from the run's dataset) or an
+    array. ``step_seconds`` defaults to the dataset's suggested playback step. With ``separate_tracks``
+    the primer and the continuation go on two MIDI instruments ("primer", "continuation").
+    """
+    from .midi import roll_to_midi
+
+    dataset_key = getattr(getattr(run, "config", None), "dataset", None)
+    if isinstance(primer, str) or primer is None:
+        spec = primer or "none"
+        if dataset is None and spec.split(":", 1)[0].lower() in SPLITS:
+            from .data import load_dataset
+
+            dataset = load_dataset(dataset_key) if dataset_key else None
+        primer_roll = parse_primer(spec, dataset_key, dataset=dataset)
+    else:
+        primer_roll = primer
+    if step_seconds is None:
+        step_seconds = suggested_step_seconds(dataset_key, dataset)
+    if not (isinstance(step_seconds, (int, float)) and math.isfinite(step_seconds) and step_seconds > 0):
+        raise LapMusicError(f"step_seconds must be a positive number of seconds, got {step_seconds!r}")
+    if not 0 <= int(program) <= 127:
+        raise LapMusicError(f"program must be a General MIDI program 0..127 (0 = piano), got {program}")
+    if not 1 <= int(velocity) <= 127:
+        raise LapMusicError(f"velocity must be 1..127, got {velocity}")
+    rolls = generate(run.model, steps=steps, temperature=temperature, primer=primer_roll,
+                     max_polyphony=max_polyphony, seed=seed, n_samples=n_samples,
+                     device=getattr(run, "device", None), progress=progress)
+    k = 0 if primer_roll is None else int(np.asarray(primer_roll).shape[0])
+    samples = []
+    for roll in rolls:
+        midi = roll_to_midi(roll, step_seconds=float(step_seconds), program=int(program), velocity=int(velocity),
+                            split_at=k if separate_tracks and k > 0 else None)
+        samples.append(Sample(roll=roll, primer_frames=k, step_seconds=float(step_seconds), midi=midi))
+    return samples
 
 
 # --------------------------------------------------------------------------------------- checks

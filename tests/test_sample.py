@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -258,3 +260,163 @@ def test_with_real_piano_roll_rnn_when_available():
     assert rolls.shape == (1, 14, 88)
     assert rolls[:, 2:].sum(axis=2).max() <= 4
     assert np.array_equal(rolls, generate(model, steps=12, primer=primer, seed=5, max_polyphony=4))
+
+
+# --------------------------------------------------------------------------------------- run + CLI
+class TinyDataset:
+    """A stand-in for lapmusic.data.Dataset: a few short random rolls per split."""
+
+    key = "jsb"
+    name = "tiny"
+    step_seconds = 0.5
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+
+        def pieces(n):
+            return [(rng.random((int(rng.integers(20, 40)), 88)) < 0.05).astype(np.uint8) for _ in range(n)]
+
+        self.train, self.valid, self.test = pieces(6), pieces(2), pieces(3)
+
+    def split(self, name):
+        return getattr(self, name)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run folder: one epoch of a tiny random-init RNN on TinyDataset (config says dataset jsb)."""
+    train_module = pytest.importorskip("lapmusic.train")
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    config = train_module.TrainConfig(dataset="jsb", hidden=8, init="random", epochs=1, device="cpu", batch_size=4)
+    train_module.train(config, run_dir, dataset=TinyDataset())
+    return run_dir
+
+
+@pytest.fixture
+def tiny_dataset(monkeypatch):
+    """Primers SPLIT:INDEX:FRAMES read TinyDataset instead of the real JSB."""
+    import lapmusic.data
+
+    dataset = TinyDataset()
+    monkeypatch.setattr(lapmusic.data, "load_dataset", lambda key, progress=None: dataset)
+    return dataset
+
+
+def run_cli(*argv):
+    import contextlib
+    import io
+
+    from lapmusic.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_sample_run_midi_holds_exactly_the_roll(tiny_run, tiny_dataset):
+    import io
+
+    import mido
+    import pretty_midi
+
+    from lapmusic.midi import roll_to_notes
+    from lapmusic.sample import sample_run
+    from lapmusic.train import load_run
+
+    run = load_run(tiny_run, device="cpu")
+    (sample,) = sample_run(run, steps=30, primer="test:1:8", seed=3, temperature=0.7)
+    assert sample.primer_frames == 8 and sample.roll.shape == (38, 88)
+    assert np.array_equal(sample.roll[:8], tiny_dataset.test[1][:8])
+    assert sample.step_seconds == 0.5 and sample.seconds == 19.0
+    data = sample.midi_bytes()
+    parsed = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    got = sorted((n.pitch, round(n.start / 0.5), round(n.end / 0.5)) for i in parsed.instruments for n in i.notes)
+    assert got == sorted(roll_to_notes(sample.roll)) and len(got) == sample.notes > 0
+    midi_file = mido.MidiFile(file=io.BytesIO(data))
+    note_ons = [m for m in midi_file if m.type == "note_on" and m.velocity > 0]
+    assert len(note_ons) == sample.notes
+    # Separate tracks: the same notes, cut at the primer boundary, on two instruments.
+    (split,) = sample_run(run, steps=30, primer="test:1:8", seed=3, temperature=0.7, separate_tracks=True)
+    assert np.array_equal(split.roll, sample.roll)
+    assert [i.name for i in split.midi.instruments] == ["primer", "continuation"]
+
+
+def test_cli_generate_writes_playable_midi_wav_and_json(tiny_run, tmp_path):
+    import io
+
+    import mido
+    import pretty_midi
+
+    from lapmusic.audio import read_wav
+    from lapmusic.midi import roll_to_notes
+    from lapmusic.sample import sample_run
+    from lapmusic.train import load_run
+
+    out, wav, html = tmp_path / "s.mid", tmp_path / "s.wav", tmp_path / "s.html"
+    code, stdout, _ = run_cli("generate", tiny_run, "--steps", 24, "--primer", "chord:C4,E4,G4:2", "--seed", 11,
+                              "--max-polyphony", 6, "--out", out, "--wav", wav, "--sample-rate", 44100,
+                              "--html", html, "--json")
+    assert code == 0
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["midi"] == str(out) and result["wav"] == str(wav) and result["html"] == str(html)
+    assert result["frames"] == 26 and result["primer_frames"] == 2
+    assert result["duration_seconds"] == pytest.approx(13.0)  # 26 frames x 0.5 s (JSB's step)
+    assert result["renderer"] in ("fluidsynth", "pretty_midi")
+    # The files hold what the same seed gives in the library.
+    (expected,) = sample_run(load_run(tiny_run, device="cpu"), steps=24, primer="chord:C4,E4,G4:2", seed=11,
+                             max_polyphony=6)
+    assert expected.roll[2:].sum(axis=1).max() <= 6
+    parsed = pretty_midi.PrettyMIDI(str(out))
+    got = sorted((n.pitch, round(n.start / 0.5), round(n.end / 0.5)) for i in parsed.instruments for n in i.notes)
+    assert got == sorted(roll_to_notes(expected.roll)) and len(got) == result["notes"]
+    assert len(mido.MidiFile(str(out)).tracks) >= 1
+    samples, rate = read_wav(wav.read_bytes())
+    assert rate == 44100 and np.isfinite(samples).all() and np.abs(samples).max() > 0.1
+    assert len(samples) >= 13.0 * 44100
+    assert "plotly" in html.read_text()[:5000].lower()
+
+
+def test_cli_generate_human_output(tiny_run, tmp_path):
+    code, stdout, _ = run_cli("generate", tiny_run, "--steps", 4, "--out", tmp_path / "x.mid")
+    assert code == 0 and stdout.startswith(f"wrote {tmp_path / 'x.mid'}")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--steps", 0], "--steps must be at least 1"),
+        (["--temperature", -1], "--temperature must be"),
+        (["--max-polyphony", 0], "--max-polyphony"),
+        (["--primer", "test:3:4"], "has 3 pieces"),
+        (["--primer", "test:0:500"], "frames long"),
+        (["--primer", "chord:200"], "off the 88-key piano"),
+        (["--step-seconds", 0], "--step-seconds"),
+        (["--program", 128], "--program"),
+    ],
+)
+def test_cli_generate_bad_input(tiny_run, tiny_dataset, tmp_path, args, words):
+    code, _, err = run_cli("generate", tiny_run, "--out", tmp_path / "x.mid", *args)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: ") and words in err
+    assert not (tmp_path / "x.mid").exists()
+
+
+def test_cli_generate_bad_run_folders(tiny_run, tmp_path):
+    import shutil
+
+    import torch
+
+    code, _, err = run_cli("generate", tmp_path / "missing", "--out", tmp_path / "x.mid")
+    assert code == 2 and "does not exist" in err
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_run, corrupt)
+    (corrupt / "best.pt").write_bytes(b"not a checkpoint at all")
+    code, _, err = run_cli("generate", corrupt, "--out", tmp_path / "x.mid")
+    assert code == 2 and "error:" in err and "best.pt" in err
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tiny_run, foreign)
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign / "best.pt")
+    code, _, err = run_cli("generate", foreign, "--out", tmp_path / "x.mid")
+    assert code == 2 and "not a lapmusic checkpoint" in err
+    assert not (tmp_path / "x.mid").exists()
