@@ -1,0 +1,67 @@
+"""Data tab: facts about the chosen dataset, a piano roll of one piece, and how it sounds."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import common
+from ..sidebar import Settings
+
+MAX_LISTEN_FRAMES = 256  # a piece's first frames are enough to hear it; keeps rendering quick
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _piece_audio(token: str, split: str, index: int, step_seconds: float, _roll) -> tuple[bytes, str | None]:
+    from ...audio import render_wav
+    from ...midi import roll_to_midi
+
+    roll = _roll[:MAX_LISTEN_FRAMES]
+    result = render_wav(roll_to_midi(roll, step_seconds=step_seconds), min_seconds=len(roll) * step_seconds)
+    return result.wav, result.warning
+
+
+def render(settings: Settings) -> None:
+    st.subheader("The data")
+    if settings.dataset is None:
+        st.info("Upload your MIDI files in the sidebar and build a dataset, or choose one of the datasets.")
+        return
+    from ...data import DATASETS
+
+    dataset = common.get_dataset(settings.dataset)
+    info = DATASETS.get(settings.dataset)
+    st.markdown(f"**{dataset.name}**" + (f" — {info.description}" if info else ""))
+    facts = dataset.summary()
+    sizes, frames = facts["split_sizes"], facts["frames"]
+    cols = st.columns(4)
+    cols[0].metric("Pieces (train / valid / test)", f"{sizes['train']} / {sizes['valid']} / {sizes['test']}")
+    cols[1].metric("Frames (all splits)", f"{sum(frames.values()):,}")
+    cols[2].metric("Notes per frame", f"{facts['notes_per_frame']:.2f}")
+    cols[3].metric("One frame lasts", f"{dataset.step_seconds:g} s")
+    st.caption(
+        "A piece is a piano roll: one row per time step (frame), one column per piano key (88 keys, A0 to C8), "
+        "1 where the key sounds. The network learns to predict each frame from the ones before it."
+    )
+
+    splits = [s for s in ("train", "valid", "test") if sizes[s] > 0]
+    left, right = st.columns([1, 2])
+    split = left.radio("Split", splits, horizontal=True, key="data_split")
+    pieces = dataset.split(split)
+    index = right.number_input(
+        f"Piece (0 to {len(pieces) - 1})", min_value=0, max_value=len(pieces) - 1, value=0, key="data_piece"
+    )
+    roll = pieces[int(index)]
+    from ...plots import piano_roll_figure
+
+    figure = piano_roll_figure(
+        roll, primer_frames=0, step_seconds=dataset.step_seconds,
+        title=f"{split} piece {int(index)}: {len(roll)} frames, {len(roll) * dataset.step_seconds:.0f} s",
+    )
+    st.plotly_chart(figure, key="data_roll")
+    wav, warning = _piece_audio(
+        common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
+    )
+    st.audio(wav, format="audio/wav")
+    if len(roll) > MAX_LISTEN_FRAMES:
+        st.caption(f"Audio: the first {MAX_LISTEN_FRAMES} frames.")
+    if warning:
+        st.caption(warning)

@@ -1,0 +1,87 @@
+"""Pre-training tab: the linear autoencoder's singular value spectrum, energy captured at p, solver, time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ...jobs import read_json
+from .. import common
+from ..sidebar import Settings
+
+EXPLANATION = (
+    "Each bar is a singular value of the matrix that stacks the whole history of every training piece: it "
+    "measures how much of the music one direction of the linear autoencoder's state explains. The line is the "
+    "share of the total energy kept by the first components, so its height at the marker p (your hidden size) "
+    "says how much of the history the pre-trained network starts out remembering."
+)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _load_lae(path: str, mtime_ns: int):
+    from ...lae import LinearAutoencoder
+
+    return LinearAutoencoder.load(path)
+
+
+def _lae_runs() -> list[Path]:
+    runs = []
+    for run in common.focused_runs():
+        config = read_json(run / "config.json") or {}
+        if config.get("init") == "lae":
+            runs.append(run)
+    return runs
+
+
+def render(settings: Settings) -> None:
+    st.subheader("Pre-training: the linear autoencoder")
+    runs = _lae_runs()
+    if not runs:
+        st.info(
+            "Train with the LAE initialisation (or both) from the sidebar, or reopen an LAE run on the Runs "
+            "tab: its spectrum appears here as soon as the pre-training step is done."
+        )
+        st.caption(EXPLANATION)
+        return
+    run = runs[0]
+    if len(runs) > 1:
+        run = Path(st.selectbox("Run", [str(r) for r in runs], format_func=lambda p: Path(p).name, key="lae_run"))
+    path = run / "lae.npz"
+    if not path.is_file():
+        job = common.manager().job_for_run(run)
+        if job is not None and job.active:
+            _wait_for_lae(run)
+        else:
+            st.warning(f"Run {run.name} has no pre-trained LAE saved (lae.npz is missing).")
+        return
+    _show(run, path, settings)
+
+
+@st.fragment(run_every=common.poll_seconds())
+def _wait_for_lae(run: Path) -> None:
+    if (run / "lae.npz").is_file():
+        st.rerun()  # whole page: the spectrum can be drawn now
+    job = common.manager().job_for_run(run)
+    if job is None or not job.active:
+        st.rerun()
+    st.info(f"Pre-training in progress for {run.name}: {job.message}")
+
+
+def _show(run: Path, path: Path, settings: Settings) -> None:
+    from ...plots import spectrum_figure
+
+    lae = _load_lae(str(path), path.stat().st_mtime_ns)
+    summary = lae.summary() if hasattr(lae, "summary") else {}
+    energy = getattr(lae, "energy_per_component", None)
+    energy = energy() if callable(energy) else energy
+    st.plotly_chart(spectrum_figure(lae.singular_values, lae.p, energy=energy), key="lae_spectrum")
+    captured = lae.energy_captured() if callable(getattr(lae, "energy_captured", None)) else lae.energy_captured
+    cols = st.columns(4)
+    cols[0].metric("Hidden units p", f"{lae.p}")
+    cols[1].metric("Energy captured at p", f"{100 * float(captured):.1f}%")
+    cols[2].metric("Solver", str(summary.get("solver", "-")))
+    seconds = summary.get("seconds")
+    cols[3].metric("Time to fit", common.format_seconds(seconds) if seconds is not None else "-")
+    st.caption(EXPLANATION)
+    st.caption(f"Run: {run.name} · dataset {(read_json(run / 'config.json') or {}).get('dataset', '?')}")

@@ -1,0 +1,79 @@
+"""Results tab: test metrics of finished runs against the trivial baselines, and published anchors."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ...jobs import FINISHED, list_runs
+from .. import common
+from ..sidebar import Settings
+
+# Test NLL (nats per frame, lower is better) reported in the literature, to place a run on the map.
+ANCHORS = [
+    {"model": "TCN (Bai et al., 2018)", "jsb": 8.10, "nottingham": 3.07, "musedata": None, "pianomidi": None},
+    {"model": "LSTM (as reported with RRU)", "jsb": None, "nottingham": None, "musedata": 7.24, "pianomidi": 7.54},
+    {"model": "RRU (Zakovskis et al.)", "jsb": 7.72, "nottingham": 2.92, "musedata": 7.03, "pianomidi": 7.38},
+]
+ANCHOR_COLUMNS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def render(settings: Settings) -> None:
+    st.subheader("Results on the test split")
+    finished = [r for r in list_runs(manager=common.manager()) if r.state == FINISHED and r.final]
+    if not finished:
+        st.info("No finished run yet. When a run finishes, its test metrics are compared here.")
+    else:
+        focus = {str(p) for p in common.focused_runs()}
+        names = [str(r.run_dir) for r in finished]
+        default = [n for n in names if n in focus] or names[: min(4, len(names))]
+        chosen = st.multiselect(
+            "Runs", names, default=default, key="results_runs", format_func=lambda p: p.rsplit("/", 1)[-1]
+        )
+        rows = []
+        for run in finished:
+            if str(run.run_dir) not in chosen:
+                continue
+            final = run.final
+            base = final.get("baselines") or {}
+            rows.append(
+                {
+                    "run": run.name,
+                    "dataset": final.get("dataset", run.config.get("dataset")),
+                    "init": final.get("init", run.config.get("init")),
+                    "hidden": final.get("hidden", run.config.get("hidden")),
+                    "epochs": final.get("epochs"),
+                    "test NLL": _number(final.get("nll")),
+                    "baseline NLL (key frequencies)": _number(base.get("marginal_nll")),
+                    "test ACC": _percent(final.get("acc")),
+                    "baseline ACC (repeat last frame)": _percent(base.get("copy_previous_acc")),
+                    "expected ACC": _percent(final.get("expected_acc")),
+                    "training time": common.format_seconds(final.get("total_seconds")),
+                }
+            )
+        if rows:
+            st.dataframe(rows, hide_index=True)
+        st.caption(
+            "NLL: negative log-likelihood of the next frame in nats per frame (lower is better). ACC: "
+            "frame-level accuracy TP/(TP+FP+FN) of predicting each key at probability 0.5 (higher is better). "
+            "A network must beat both trivial baselines to have learned anything about time."
+        )
+
+    st.markdown("**Published test NLL, for orientation**")
+    st.dataframe(
+        [
+            {"model": a["model"], **{ANCHOR_COLUMNS[k]: _number(a[k]) for k in ANCHOR_COLUMNS}}
+            for a in ANCHORS
+        ],
+        hide_index=True,
+    )
+    st.caption(
+        "Full-size models trained for hours; a classroom run with a few epochs lands well above these numbers."
+    )

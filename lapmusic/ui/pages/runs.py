@@ -1,0 +1,84 @@
+"""Runs tab: every run folder on disk (the app's and the CLI's), to reopen, compare, sample or resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ...jobs import list_runs
+from .. import common
+from ..sidebar import Settings
+from .training import resume_run
+
+
+def render(settings: Settings) -> None:
+    st.subheader("Runs")
+    manager = common.manager()
+    note = st.session_state.pop("resume_error", None)
+    if note:
+        st.error(note)
+    runs = list_runs(manager=manager)
+    if not runs:
+        st.info(f"No runs in `{manager.runs_dir}` yet. Train one from the sidebar.")
+        return
+    mine = {str(job.run_dir) for job in manager.jobs(common.session_id())}
+    st.dataframe(
+        [
+            {
+                "run": r.name,
+                "yours": "yes" if str(r.run_dir) in mine else "",
+                "state": r.state,
+                "dataset": r.config.get("dataset"),
+                "init": r.config.get("init"),
+                "hidden": r.config.get("hidden"),
+                "epochs": f"{max(r.epochs_done - 1, 0)}/{r.config.get('epochs', '?')}",
+                "test NLL": f"{r.final['nll']:.3f}" if r.final and isinstance(r.final.get("nll"), float) else "",
+                "saved": r.started,
+            }
+            for r in runs
+        ],
+        hide_index=True,
+    )
+    st.caption(f"Saved in `{manager.runs_dir}`; runs made with the `lapmusic` command appear here too.")
+    by_name = {str(r.run_dir): r for r in runs}
+    chosen = st.multiselect(
+        "Choose one run, or several to compare", list(by_name), key="runs_chosen",
+        format_func=lambda p: Path(p).name,
+    )
+    picked = [by_name[c] for c in chosen if c in by_name]
+    cols = st.columns(3)
+    # The callbacks read the choice from the session: it is always the one the user sees when clicking.
+    cols[0].button("Open (curves on Training)", key="runs_open", disabled=not picked, on_click=_open)
+    cols[1].button(
+        "Sample from it", key="runs_sample", disabled=len(picked) != 1 or not picked[0].has_model,
+        on_click=_sample,
+    )
+    resumable = len(picked) == 1 and picked[0].resumable
+    cols[2].button("Resume training", key="runs_resume", disabled=not resumable, on_click=_resume)
+    if len(picked) == 1 and not picked[0].resumable and picked[0].state not in ("queued", "running"):
+        st.caption("Only stopped, failed or interrupted runs with a checkpoint can be resumed.")
+
+
+def _chosen() -> list[Path]:
+    return [Path(p) for p in st.session_state.get("runs_chosen") or [] if Path(p).is_dir()]
+
+
+def _open() -> None:
+    if _chosen():
+        common.set_focus(_chosen())
+        common.go_to("Training")
+
+
+def _sample() -> None:
+    chosen = _chosen()
+    if len(chosen) == 1:
+        common.set_focus(chosen)
+        st.session_state["sample_run"] = str(chosen[0])
+        common.go_to("Samples")
+
+
+def _resume() -> None:
+    chosen = _chosen()
+    if len(chosen) == 1:
+        resume_run(chosen[0])

@@ -1,0 +1,233 @@
+"""The sidebar: what to train (dataset, own MIDI upload, hidden size, init, epochs, ...) and the Train button.
+
+Every widget constrains its range, so a setting outside it cannot be entered. The defaults (the offline
+Bach set, 128 hidden units, a few epochs) give a first result in about a minute on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from ..errors import LapMusicError
+from . import common
+
+UPLOAD = "__upload__"
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+INIT_CHOICES = {"lae": "LAE pre-trained", "random": "random", "both": "both, side by side"}
+
+
+@dataclass
+class Settings:
+    """What the sidebar says to train. ``dataset`` is None while an upload is not built yet."""
+
+    dataset: str | None
+    hidden: int
+    init: str  # "lae", "random" or "both"
+    epochs: int
+    lr: float
+    batch_size: int
+    max_sequences: int  # 0 = every piece
+    patience: int  # 0 = no early stopping
+    seed: int
+    device: str
+    extra: dict = field(default_factory=dict)
+
+    def configs(self) -> list:
+        """One TrainConfig per initialisation to train (two for "both")."""
+        inits = ["lae", "random"] if self.init == "both" else [self.init]
+        return [make_config(self, init) for init in inits]
+
+
+def make_config(settings: Settings, init: str):
+    """A ``lapmusic.train.TrainConfig`` for these settings (fields it does not know are left out)."""
+    from dataclasses import fields
+
+    from ..train import TrainConfig
+
+    values = {
+        "dataset": settings.dataset,
+        "hidden": settings.hidden,
+        "init": init,
+        "epochs": settings.epochs,
+        "lr": settings.lr,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "device": settings.device,
+        "max_sequences": settings.max_sequences or None,
+        "patience": settings.patience or None,
+        **settings.extra,
+    }
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def _dataset_options() -> tuple[list[str], dict[str, str]]:
+    from ..data import DATASETS, is_available, user_dataset_keys
+
+    labels: dict[str, str] = {}
+    for key, info in DATASETS.items():
+        note = "" if is_available(key) else " (needs a download)"
+        labels[key] = f"{info.name}{note}"
+    for key in user_dataset_keys():
+        labels[key] = f"my MIDI: {key.removeprefix('user:')}"
+    labels[UPLOAD] = "my MIDI files (upload)..."
+    return list(labels), labels
+
+
+def _cuda_line() -> tuple[bool, str]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True, f"CUDA available: {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a broken CUDA setup just means CPU
+        pass
+    return False, "No CUDA GPU found: training runs on the CPU."
+
+
+def render() -> Settings:
+    """Draw the sidebar and return its settings."""
+    defaults = common.app_defaults()
+    sidebar = st.sidebar
+    sidebar.title("lapmusic")
+    sidebar.caption("Pre-training RNNs on polyphonic music with linear autoencoders (Pasa & Sperduti, NIPS 2014).")
+
+    options, labels = _dataset_options()
+    if "dataset_choice" not in st.session_state or st.session_state.dataset_choice not in options:
+        st.session_state.dataset_choice = defaults["dataset"] if defaults["dataset"] in options else options[0]
+    choice = sidebar.selectbox("Dataset", options, format_func=labels.get, key="dataset_choice")
+    if choice == UPLOAD:
+        _upload_box(sidebar)
+    report = st.session_state.get("upload_report")
+    if report and (choice == UPLOAD or choice == report.get("key")):
+        _upload_report(sidebar, report)
+
+    sidebar.number_input(
+        "Hidden units", min_value=1, max_value=2048, value=int(defaults["hidden"]), step=8, key="hidden",
+        help="Size p of the recurrent state; the LAE keeps the p strongest directions of the history.",
+    )
+    sidebar.radio(
+        "Initialisation", list(INIT_CHOICES), format_func=INIT_CHOICES.get, key="init",
+        index=list(INIT_CHOICES).index(defaults["init"]) if defaults["init"] in INIT_CHOICES else 2,
+        help="LAE: weights from the linear autoencoder (the paper). Random: the usual small random weights.",
+    )
+    sidebar.number_input("Epochs", min_value=1, max_value=1000, value=int(defaults["epochs"]), key="epochs")
+    lr_default = min(LEARNING_RATES, key=lambda v: abs(v - float(defaults["lr"])))
+    sidebar.select_slider(
+        "Learning rate", options=list(LEARNING_RATES), value=lr_default, key="lr", format_func=lambda v: f"{v:g}"
+    )
+    with sidebar.expander("Advanced settings"):
+        st.number_input(
+            "Batch size (pieces)", min_value=1, max_value=512, value=int(defaults["batch_size"]), key="batch_size"
+        )
+        st.number_input(
+            "Use only the first N pieces of each split (0 = all)", min_value=0, max_value=100000,
+            value=int(defaults["max_sequences"]), key="max_sequences",
+            help="A quick way to make a run faster in class.",
+        )
+        st.number_input(
+            "Stop early after N epochs without a better validation NLL (0 = never)", min_value=0,
+            max_value=1000, value=int(defaults["patience"]), key="patience",
+        )
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(defaults["seed"]), key="seed")
+        cuda, cuda_text = _cuda_line()
+        devices = ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"]
+        st.radio(
+            "Device", devices, horizontal=True, key="device",
+            index=devices.index(defaults["device"]) if defaults["device"] in devices else 0,
+        )
+        st.caption(cuda_text + (" `auto` uses it." if cuda else ""))
+
+    settings = current_settings()
+    _train_button(sidebar, settings)
+    _server_line(sidebar)
+    return settings
+
+
+def current_settings() -> Settings:
+    """The settings as the sidebar widgets hold them now (also right inside a widget callback)."""
+    state = st.session_state
+    choice = state.get("dataset_choice")
+    dataset = None if choice in (None, UPLOAD) else choice
+    return Settings(
+        dataset=dataset, hidden=int(state["hidden"]), init=state["init"], epochs=int(state["epochs"]),
+        lr=float(state["lr"]), batch_size=int(state["batch_size"]), max_sequences=int(state["max_sequences"]),
+        patience=int(state["patience"]), seed=int(state["seed"]), device=state["device"],
+    )
+
+
+def _upload_box(sidebar) -> None:
+    """Upload MIDI files and turn them into a dataset (selected in the Dataset box once built)."""
+    files = sidebar.file_uploader(
+        "Your MIDI files", accept_multiple_files=True, key="uploads",
+        help="Files that are not MIDI, corrupt, empty or too large are listed with the reason; the rest are used.",
+    )
+    name = sidebar.text_input("Name of this dataset", value="my songs", max_chars=40, key="upload_name")
+    sidebar.button("Build dataset from these files", on_click=_build_upload, disabled=not files, key="build_upload")
+
+
+def _upload_report(sidebar, report: dict) -> None:
+    """Which uploads were used, and every one that was not, by name, with the reason."""
+    if report.get("error"):
+        sidebar.error(report["error"])
+    for name, reason in report.get("bad", []):
+        sidebar.warning(f"{name}: {reason}")
+    if report.get("key"):
+        sidebar.success(f"Built {report['key']} from {report['used']} file(s).")
+
+
+def _build_upload() -> None:
+    from ..data import dataset_from_midi, save_user_dataset
+
+    files = st.session_state.get("uploads") or []
+    name = (st.session_state.get("upload_name") or "my songs").strip() or "my songs"
+    try:
+        dataset, bad = dataset_from_midi([(f.name, f.getvalue()) for f in files], name)
+        key = save_user_dataset(dataset)
+    except LapMusicError as exc:
+        st.session_state.upload_report = {"error": str(exc), "bad": []}
+        return
+    used = len(dataset.train) + len(dataset.valid) + len(dataset.test)
+    st.session_state.upload_report = {"key": key, "used": used, "bad": [(b.name, b.reason) for b in bad]}
+    st.session_state.dataset_choice = key  # select it (the options list gains it on this rerun)
+
+
+def _train_button(sidebar, settings: Settings) -> None:
+    if settings.dataset is None:
+        sidebar.info("Build a dataset from your MIDI files first, or choose another dataset.")
+    sidebar.button(
+        "Train", type="primary", width="stretch", key="train",
+        disabled=settings.dataset is None, on_click=_start_training,
+    )
+    note = st.session_state.pop("train_error", None)
+    if note:
+        sidebar.error(note)
+
+
+def _start_training() -> None:
+    try:
+        configs = current_settings().configs()
+        manager = common.manager()
+        group = uuid.uuid4().hex[:8]
+        submitted = [manager.submit(c, session=common.session_id(), group=group) for c in configs]
+    except LapMusicError as exc:
+        st.session_state.train_error = str(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - never a traceback in the page
+        common.log.exception("could not start training")
+        st.session_state.train_error = f"Could not start the training ({type(exc).__name__}: {exc})."
+        return
+    common.set_focus([job.run_dir for job in submitted])
+    common.go_to("Training")
+
+
+def _server_line(sidebar) -> None:
+    manager = common.manager()
+    running, queued = manager.running_count, manager.queued_count
+    sidebar.caption(
+        f"Server: {running} training, {queued} waiting (at most {manager.max_jobs} at a time). "
+        f"Runs are saved in `{manager.runs_dir}`."
+    )

@@ -1,0 +1,275 @@
+"""The app's page flows with Streamlit's AppTest: real training (tiny), real sampling, no browser.
+
+Every test uses a tiny synthetic user dataset in a temporary cache and a temporary runs folder, so the
+whole file runs in about a minute. Jobs run in the job manager's background threads; the tests rerun the
+script until the page shows the expected state (with a generous deadline that only a bug reaches).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DEADLINE = 180.0  # seconds; a tiny run takes a few
+
+
+def _piece(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """A chorale-like roll: a repeating I-IV-V-I progression with a random melody on top."""
+    chords = [(48, 52, 55), (53, 57, 60), (55, 59, 62), (48, 52, 55)]
+    roll = np.zeros((frames, 88), dtype=np.uint8)
+    for t in range(frames):
+        for pitch in chords[(t // 2) % 4]:
+            roll[t, pitch - 21] = 1
+        roll[t, 72 - 21 + int(rng.integers(0, 8))] = 1
+    return roll
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    """Temporary cache (with datasets ``user:tiny`` and ``user:broken``) and runs folder, small defaults."""
+    from lapmusic.data import Dataset, save_user_dataset
+
+    root = tmp_path_factory.mktemp("app")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LAPMUSIC_CACHE_DIR", str(root / "cache"))
+    patch.setenv("LAPMUSIC_RUNS_DIR", str(root / "runs"))
+    patch.setenv("LAPMUSIC_POLL_SECONDS", "0.3")
+    patch.setenv("LAPMUSIC_MAX_JOBS", "1")
+    patch.setenv(
+        "LAPMUSIC_APP_DEFAULTS",
+        json.dumps({"dataset": "user:tiny", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}),
+    )
+    rng = np.random.default_rng(0)
+    tiny = Dataset("user:tiny", "tiny", [_piece(rng, 24) for _ in range(6)], [_piece(rng, 16) for _ in range(2)],
+                   [_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
+    assert save_user_dataset(tiny) == "user:tiny"
+    # Valid pieces of one frame: training refuses them, so a job on this dataset fails.
+    broken = Dataset("user:broken", "broken", [_piece(rng, 24) for _ in range(3)], [_piece(rng, 1)],
+                     [_piece(rng, 8)], step_seconds=0.25)
+    assert save_user_dataset(broken) == "user:broken"
+    yield root
+    from lapmusic.ui import common
+
+    common.manager().shutdown()
+    patch.undo()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    return at.run()
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [element.value for element in getattr(at, kind)]
+
+
+def all_texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error"):
+        parts.extend(str(v) for v in texts(at, kind))
+    parts.extend(str(p.proto.text) for p in at.get("progress"))
+    return "\n".join(parts)
+
+
+def show(at: AppTest, page: str) -> AppTest:
+    """Click a tab (the tabs are bound to the ``page`` query parameter, as in the browser's URL)."""
+    at.session_state["page"] = page
+    at.query_params["page"] = page
+    at.run()
+    assert at.session_state["page"] == page
+    return at
+
+
+def rerun_until(at: AppTest, condition, what: str) -> AppTest:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        at.run()
+        no_exceptions(at)
+        if condition(at):
+            return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; page says:\n{all_texts(at)}")
+        time.sleep(0.3)
+
+
+def finished_count(at: AppTest) -> int:
+    return sum(" finished" in s for s in texts(at, "success"))
+
+
+def test_the_first_page_shows_the_data_its_piano_roll_and_its_audio(app_env):
+    at = new_app()
+    no_exceptions(at)
+    assert [t.label for t in at.tabs] == ["Data", "Pre-training", "Training", "Samples", "Results", "Runs"]
+    assert at.sidebar.selectbox(key="dataset_choice").value == "user:tiny"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pieces (train / valid / test)"] == "6 / 2 / 2"
+    assert metrics["Frames (all splits)"] == f"{6 * 24 + 4 * 16:,}"
+    assert metrics["Notes per frame"] == "4.00"  # three chord notes + one melody note in every frame
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("audio")) == 1
+
+    at.number_input(key="data_piece").set_value(1)
+    at.radio(key="data_split").set_value("test")
+    at.run()
+    no_exceptions(at)
+    assert "test piece 1: 16 frames" in json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec))
+
+
+def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
+    at = new_app()
+    at.sidebar.button(key="train").click()
+    at.run()
+    no_exceptions(at)
+    assert at.session_state["page"] == "Training"  # pressing Train shows the Training tab
+    assert "Pre-training" in all_texts(at) or "epoch" in all_texts(at) or "queue" in all_texts(at)
+
+    rerun_until(at, lambda a: finished_count(a) == 2, "both runs to finish")
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {trace.get("name") for trace in chart["data"]}
+    assert any("LAE" in str(n) for n in names) and any("random" in str(n) for n in names)
+    epochs_drawn = {x for trace in chart["data"] for x in (trace.get("x") or [])}
+    assert {1, 2} <= epochs_drawn
+
+    show(at, "Pre-training")
+    no_exceptions(at)
+    assert not at.error, all_texts(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Hidden units p"] == "8"
+    assert metrics["Energy captured at p"].endswith("%")
+    assert 0.0 < float(metrics["Energy captured at p"].rstrip("%")) <= 100.0
+    assert metrics["Solver"] in ("exact", "approx")
+    assert len(at.get("plotly_chart")) == 1
+
+    show(at, "Samples")
+    at.number_input(key="steps").set_value(16)
+    at.radio(key="primer_kind").set_value("chord")
+    at.button(key="generate").click()
+    at.run()
+    no_exceptions(at)
+    assert not at.error, texts(at, "error")
+    sample = at.session_state["sample"]
+    assert sample["roll"].shape == (2 + 16, 88)  # a chord held 2 frames, then 16 generated
+    assert sample["midi"][:4] == b"MThd" and sample["wav"][:4] == b"RIFF"
+    assert len(at.get("audio")) == 1
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert downloads == ["Download MIDI", "Download WAV"]
+
+    show(at, "Results")
+    no_exceptions(at)
+    rows = at.dataframe[0].value
+    assert len(rows) == 2 and set(rows["init"]) == {"lae", "random"}
+    anchors = at.dataframe[1].value
+    assert list(anchors["JSB Chorales"]) == ["8.100", "-", "7.720"]
+
+
+def test_stop_a_run_then_resume_it(app_env):
+    at = new_app()
+    at.sidebar.radio(key="init").set_value("random")
+    at.sidebar.number_input(key="epochs").set_value(1000)
+    at.sidebar.number_input(key="patience").set_value(0)  # no early stopping: only Stop ends this run
+    at.sidebar.button(key="train").click()
+    at.run()
+    rerun_until(
+        at,
+        lambda a: any(b.label == "Stop" for b in a.button)
+        and (Path(a.session_state["focus"][0]) / "checkpoint.pt").is_file(),
+        "a running job with a first checkpoint",
+    )
+    next(b for b in at.button if b.label == "Stop").click()
+    rerun_until(at, lambda a: "was stopped after epoch" in all_texts(a), "the run to stop")
+    run_dir = Path(at.session_state["focus"][0])
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+
+    at.button(key=f"resume-{run_dir.name}").click()
+    at.run()
+    rerun_until(at, lambda a: any(b.label == "Stop" for b in a.button), "the resumed run")
+    next(b for b in at.button if b.label == "Stop").click()
+    rerun_until(at, lambda a: "was stopped after epoch" in all_texts(a), "the resumed run to stop")
+    assert at.session_state["focus"] == [str(run_dir)]
+
+
+def test_a_failing_job_shows_its_error_and_the_app_stays_usable(app_env):
+    at = new_app()
+    at.sidebar.selectbox(key="dataset_choice").set_value("user:broken")
+    at.sidebar.radio(key="init").set_value("random")
+    at.run()
+    at.sidebar.button(key="train").click()
+    at.run()
+    rerun_until(at, lambda a: any("failed" in e for e in texts(a, "error")), "the job to fail")
+    message = next(e for e in texts(at, "error") if "failed" in e)
+    assert "no validation piece of two or more frames" in message
+    assert "Traceback" not in all_texts(at)
+
+    at.sidebar.selectbox(key="dataset_choice").set_value("user:tiny")
+    show(at, "Data")
+    no_exceptions(at)
+    assert {m.label: m.value for m in at.metric}["Pieces (train / valid / test)"] == "6 / 2 / 2"
+
+
+def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
+    from lapmusic.midi import roll_to_midi_bytes
+
+    good = roll_to_midi_bytes(_piece(np.random.default_rng(1), 32), step_seconds=0.25)
+    at = new_app()
+    at.sidebar.selectbox(key="dataset_choice").set_value("__upload__")
+    at.run()
+    no_exceptions(at)
+    assert at.sidebar.button(key="build_upload").disabled  # nothing uploaded yet
+    at.sidebar.file_uploader(key="uploads").set_value(
+        [
+            ("song one.mid", good, "audio/midi"),
+            ("song two.mid", good, "audio/midi"),
+            ("notes.txt", b"hello", "text/plain"),
+            ("empty.mid", b"", "audio/midi"),
+            ("broken.mid", b"MThd\x00\x00\x00\x06garbage", "audio/midi"),
+        ]
+    )
+    at.sidebar.text_input(key="upload_name").set_value("class songs")
+    at.run()
+    at.sidebar.button(key="build_upload").click()
+    at.run()
+    no_exceptions(at)
+    warnings = texts(at.sidebar, "warning")
+    assert [w.split(":")[0] for w in warnings] == ["notes.txt", "empty.mid", "broken.mid"]
+    assert "not a MIDI file" in warnings[0] and "empty" in warnings[1] and "corrupt" in warnings[2]
+    assert any("Built user:class-songs from 2 file(s)" in s for s in texts(at.sidebar, "success"))
+    assert at.sidebar.selectbox(key="dataset_choice").value == "user:class-songs"
+    assert {m.label: m.value for m in at.metric}["Pieces (train / valid / test)"] == "2 / 0 / 0"
+
+
+def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env):
+    at = new_app()  # a new browser session: it owns no jobs, but sees every run on disk
+    show(at, "Runs")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert len(table) >= 3 and set(table["yours"]) == {""}
+    finished = [r for r, s in zip(table["run"], table["state"]) if s == "finished"]
+    assert finished
+    runs_dir = Path(app_env) / "runs"
+    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    at.run()
+    at.button(key="runs_open").click()
+    at.run()
+    no_exceptions(at)
+    assert at.session_state["page"] == "Training"
+    assert any(finished[0] in c for c in texts(at, "caption"))
+    assert len(at.get("plotly_chart")) == 1
+
+    show(at, "Runs")
+    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    at.run()
+    at.button(key="runs_sample").click()
+    at.run()
+    assert at.session_state["page"] == "Samples"
+    assert at.selectbox(key="sample_run").value == str(runs_dir / finished[0])
