@@ -105,16 +105,168 @@ def cmd_lae(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- train
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """Training settings shared by ``train`` and ``compare`` (defaults: lapmusic.train.TrainConfig)."""
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=_positive_int, help="pieces per mini-batch (default 32)")
+    p.add_argument("--bptt", type=_positive_int, help="truncated-BPTT window in frames (default 100)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum 0.9")
+    p.add_argument("--dropout", type=float, help="dropout on the hidden states (default 0)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0)")
+    p.add_argument("--patience", type=_positive_int,
+                   help="stop after this many epochs without a better validation NLL (default 5)")
+    p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
+    p.add_argument("--alpha", type=float,
+                   help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
+                   "initial pre-activations lie in [-0.5, 0.5])")
+    p.add_argument("--max-train-sequences", type=_positive_int,
+                   help="train on a seeded random subset of N training pieces (budget runs)")
+
+
+_TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
+                     "lae_solver", "alpha", "max_train_sequences")
+
+
+def _training_config(args: argparse.Namespace, **fields):
+    from .train import TrainConfig
+
+    values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
+    values.update({k: v for k, v in fields.items() if v is not None})
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _final_text(result: dict) -> str:
+    if result.get("state") == "cancelled":
+        return f"cancelled after epoch {result.get('epoch')}; resume with --resume {result.get('run_dir')}"
+
+    def number(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (f"test NLL {number(result.get('nll'))}  ACC {number(result.get('acc'), 2)}%  "
+            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames)\n"
+            f"best epoch {result.get('best_epoch')} of {result.get('epochs')} ({result.get('stopped')}), "
+            f"pre-training {number(result.get('pretrain_seconds'), 1)} s, training {number(result.get('seconds'), 1)} s "
+            f"on {result.get('device')}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    raise LapMusicError("lapmusic train is not implemented yet")
+    from .train import train
+
+    if args.resume:
+        config = None
+        if args.epochs is not None or args.patience is not None:
+            from pathlib import Path
+
+            from .train import _config_from_run
+
+            config = _config_from_run(Path(args.resume))
+            config.epochs = args.epochs or config.epochs
+            config.patience = args.patience or config.patience
+        run_dir = args.resume
+    else:
+        if not args.dataset or not args.hidden or not args.out:
+            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
+        config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,
+                                  epochs=args.epochs or 20, seed=args.seed, max_sequences=args.max_sequences,
+                                  device=args.device, cell=args.cell)
+        run_dir = args.out
+    progress = ProgressLine()
+    try:
+        result = train(config, run_dir, progress=progress, resume=bool(args.resume))
+    finally:
+        progress.close()
+    result = dict(result, run_dir=str(run_dir))
+    emit(result, args.json, _final_text)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    raise LapMusicError("lapmusic evaluate is not implemented yet")
+    from .metrics import baselines
+    from .train import evaluate, load_run, run_split
+
+    run = load_run(args.rundir, device=args.device)
+    progress = ProgressLine()
+    progress(0.0, f"loading dataset {run.config.dataset}")
+    from .train import _load_dataset
+
+    dataset = _load_dataset(run.config.dataset)
+    seqs = run_split(run.config, args.split, dataset)
+    progress(0.3, f"evaluating {len(seqs)} {args.split} pieces")
+    result = evaluate(run, seqs)
+    result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
+    progress(1.0, "done")
+    progress.close()
+    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch)
+
+    def human(r: dict) -> str:
+        def number(value, digits=3):
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        b = r["baselines"]
+        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}%  expected ACC "
+                f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
+                f"{r['epoch']})\nbaselines: copy-previous-frame ACC {number(b['copy_previous_acc'], 2)}%, "
+                f"per-key frequency NLL {number(b['marginal_nll'])}")
+
+    emit(result, args.json, human)
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    raise LapMusicError("lapmusic compare is not implemented yet")
+    import json as json_module
+    from pathlib import Path
+
+    from .train import compare_runs, train
+
+    parent = Path(args.out)
+    run_dirs = []
+    jobs = [(seed, init) for seed in range(args.seeds) for init in ("lae", "random")]
+    for number, (seed, init) in enumerate(jobs):
+        config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
+                                  seed=seed, max_sequences=args.max_sequences, device=args.device)
+        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}"
+        run_dirs.append(run_dir)
+        if (run_dir / "final.json").exists():
+            saved = json_module.loads((run_dir / "config.json").read_text())
+            if saved == config.to_dict():
+                print(f"reusing finished run {run_dir}", file=sys.stderr)
+                continue
+            raise LapMusicError(f"{run_dir} holds a run with other settings; choose another --out")
+        label = f"[{number + 1}/{len(jobs)}] {init} seed {seed}"
+        progress = ProgressLine()
+        try:
+            result = train(config, run_dir, progress=lambda f, m: progress(f, f"{label}: {m}"),
+                           resume=(run_dir / "checkpoint.pt").exists())
+        finally:
+            progress.close()
+        if result.get("state") != "finished":
+            raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
+    summary = compare_runs(run_dirs)
+    summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
+                   run_dirs=[str(d) for d in run_dirs])
+
+    def human(r: dict) -> str:
+        def cell(stats, digits=3):
+            if stats["mean"] is None:
+                return "-"
+            return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
+
+        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, {r['seeds']} seed(s)",
+                 f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
+                 f"{'pre-train s':>14}{'train s':>12}"]
+        for init, s in r["inits"].items():
+            lines.append(f"{init:<8}{cell(s['nll']):>20}{cell(s['acc'], 2):>18}{cell(s['expected_acc'], 2):>18}"
+                         f"{cell(s['best_epoch'], 1):>14}{cell(s['pretrain_seconds'], 1):>14}{cell(s['seconds'], 1):>12}")
+        reach = r["epochs_to_reach_random_best"]
+        mean = "-" if reach["mean"] is None else f"{reach['mean']:.1f}"
+        lines.append(f"epochs for LAE init to reach random init's best validation NLL: {mean} "
+                     f"(reached in {reach['reached']} seed pairs)")
+        return "\n".join(lines)
+
+    emit(summary, args.json, human)
+    return 0
 
 
 # --------------------------------------------------------------------------------------- generate
@@ -243,13 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lae)
 
     p = sub.add_parser("train", help="train an RNN (LAE pre-trained or random init) and write a run folder")
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units")
+    p.add_argument("--dataset", help=DATASET_HELP + " (required unless --resume)")
+    p.add_argument("--hidden", type=_positive_int, help="number of hidden units (required unless --resume)")
     p.add_argument("--init", choices=["lae", "random"], default="lae", help="initialisation (default lae)")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="maximum number of epochs")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="maximum number of epochs (default 20; with --resume: train up to this many)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-sequences", type=_positive_int, help="use only the first N pieces of each split")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="rnn",
+                   help="recurrent cell (default rnn, the paper's; gru/lstm only with --init random)")
+    _add_training_options(p)
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
@@ -258,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
     p.add_argument("rundir")
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the run's device setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_evaluate)
 
@@ -268,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per init")
     p.add_argument("--max-sequences", type=_positive_int)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="runs/compare", help="parent folder for the run folders")
+    _add_training_options(p)
+    p.add_argument("--out", default="runs/compare",
+                   help="parent folder for the run folders (finished runs with identical settings are reused)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_compare)
 

@@ -1,0 +1,227 @@
+"""The recurrent network of the paper and its initialisation from a linear autoencoder (LAE).
+
+An Elman RNN reads piano-roll frames ``x_1 .. x_t`` (88 keys) and predicts frame ``x_{t+1}``:
+
+    h_t      = tanh(W_in x_t + W_rec h_{t-1} + b)          (p hidden units)
+    logits_t = W_out h_t + c                               (one independent sigmoid per key)
+
+GRU and LSTM cells are available as random-init baselines.
+
+LAE initialisation (Pasa & Sperduti, 2014): the LAE's state ``y_t = A x_t + B y_{t-1}`` compresses the
+whole prefix. Setting ``W_in = alpha * A`` and ``W_rec = B`` gives pre-activations ``alpha * y_t`` (because the
+recursion is linear, scaling the input scales every state), so with a small ``alpha`` the tanh is almost
+linear and ``h_t ~= alpha * y_t``: the RNN starts out computing the LAE's states. The readout is then fitted
+to the next frame on those states (see :func:`fit_readout`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+N_KEYS = 88
+CELLS = ("rnn", "gru", "lstm")
+
+
+class PianoRollRNN(nn.Module):
+    """88 inputs -> ``hidden`` recurrent units -> 88 logits (frame ``t+1`` from frames ``<= t``).
+
+    ``forward(x, h=None)`` takes ``x`` of shape ``(B, T, 88)`` (float 0/1) and returns
+    ``(logits, h)``: ``logits`` ``(B, T, 88)`` where ``logits[:, t]`` scores frame ``t+1``, and ``h`` the
+    final recurrent state, to pass back in to continue the same sequences (a tensor ``(1, B, hidden)``,
+    or a pair of them for ``cell="lstm"``). Sampling one step at a time is ``forward(x[:, None, :], h)``.
+    """
+
+    def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        if hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden}")
+        self.hidden = int(hidden)
+        self.cell = cell
+        self.n_keys = int(n_keys)
+        self.dropout_rate = float(dropout)
+        if cell == "rnn":
+            self.recurrent = nn.RNN(n_keys, hidden, nonlinearity="tanh", batch_first=True)
+        elif cell == "gru":
+            self.recurrent = nn.GRU(n_keys, hidden, batch_first=True)
+        else:
+            self.recurrent = nn.LSTM(n_keys, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.readout = nn.Linear(hidden, n_keys)
+
+    def forward(self, x: torch.Tensor, h=None):
+        states, h = self.recurrent(x, h)
+        return self.readout(self.dropout(states)), h
+
+    def hidden_states(self, x: torch.Tensor, h=None):
+        """``(B, T, hidden)`` states (before dropout) and the final state."""
+        return self.recurrent(x, h)
+
+    def extra_repr(self) -> str:
+        return f"hidden={self.hidden}, cell={self.cell!r}, dropout={self.dropout_rate}"
+
+
+# ------------------------------------------------------------------------------------------ LAE init
+def lae_state_scale(lae, seqs: Sequence[np.ndarray], quantile: float = 0.99, max_pieces: int = 200) -> float:
+    """The ``quantile`` of ``|y_t|`` over every LAE state of (up to ``max_pieces`` of) ``seqs``."""
+    pieces = list(seqs)[:max_pieces]
+    states = lae.encode(pieces)
+    values = np.concatenate([np.abs(np.asarray(s, dtype=np.float64)).ravel() for s in states])
+    scale = float(np.quantile(values, quantile)) if values.size else 0.0
+    return scale
+
+
+def choose_alpha(lae, seqs: Sequence[np.ndarray], target: float = 0.5, quantile: float = 0.99) -> float:
+    """``alpha`` such that 99 % of the RNN's initial pre-activations ``alpha * y_t`` lie in ``[-target, target]``.
+
+    With ``target = 0.5``, ``tanh`` differs from the identity by at most 7.6 % there, so the network starts
+    in the near-linear regime where it reproduces the LAE states (scaled by ``alpha``).
+    """
+    scale = lae_state_scale(lae, seqs, quantile=quantile)
+    if not math.isfinite(scale) or scale <= 0:
+        return 1.0
+    return target / scale
+
+
+def init_from_lae(model: PianoRollRNN, lae, alpha: float) -> None:
+    """Set ``W_in = alpha * A``, ``W_rec = B`` and the hidden bias from the LAE (in place).
+
+    ``lae.A`` is ``(p, 88)``, ``lae.B`` is ``(p, p)`` with ``p == model.hidden``. If the LAE centres its
+    input (an attribute ``mean`` of shape ``(88,)``), the bias ``-alpha * A @ mean`` makes the pre-activation
+    ``alpha * A (x_t - mean) + B h_{t-1}``, matching the centred LAE.
+    """
+    if model.cell != "rnn":
+        raise ValueError("LAE initialisation is defined for the Elman cell (cell='rnn') only")
+    A = np.asarray(lae.A, dtype=np.float64)
+    B = np.asarray(lae.B, dtype=np.float64)
+    if A.shape != (model.hidden, model.n_keys) or B.shape != (model.hidden, model.hidden):
+        raise ValueError(
+            f"LAE shapes A {A.shape}, B {B.shape} do not fit a network with {model.hidden} hidden units "
+            f"and {model.n_keys} keys; fit the LAE with p = hidden"
+        )
+    bias = np.zeros(model.hidden)
+    mean = getattr(lae, "mean", None)
+    if mean is not None:
+        bias = -alpha * (A @ np.asarray(mean, dtype=np.float64))
+    rnn = model.recurrent
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.as_tensor(alpha * A, dtype=rnn.weight_ih_l0.dtype))
+        rnn.weight_hh_l0.copy_(torch.as_tensor(B, dtype=rnn.weight_hh_l0.dtype))
+        rnn.bias_ih_l0.copy_(torch.as_tensor(bias, dtype=rnn.bias_ih_l0.dtype))
+        rnn.bias_hh_l0.zero_()
+
+
+# ------------------------------------------------------------------------------------------ readout fit
+@torch.no_grad()
+def collect_states(
+    model: PianoRollRNN,
+    seqs: Sequence[np.ndarray],
+    device: torch.device | str = "cpu",
+    max_frames: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states ``H`` ``(N, hidden)`` after frames ``1..T-1`` and their next frames ``Y`` ``(N, 88)``.
+
+    With ``max_frames``, a random subset of ``max_frames`` (state, next frame) pairs is kept (seeded).
+    """
+    device = torch.device(device)
+    states, targets = [], []
+    for seq in seqs:
+        if len(seq) < 2:
+            continue
+        x = torch.as_tensor(np.asarray(seq[:-1]), dtype=torch.float32, device=device)[None]
+        h, _ = model.hidden_states(x)
+        states.append(h[0])
+        targets.append(torch.as_tensor(np.asarray(seq[1:]), dtype=torch.float32, device=device))
+    if not states:
+        raise ValueError("no piece has two or more frames: nothing to fit the readout on")
+    H = torch.cat(states)
+    Y = torch.cat(targets)
+    if max_frames is not None and len(H) > max_frames:
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(H), generator=generator)[:max_frames].to(device)
+        H, Y = H[keep], Y[keep]
+    return H, Y
+
+
+def _mean_key_nll(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Per-key mean binary cross-entropy ``(88,)`` (float64 for stable comparisons)."""
+    return nn.functional.binary_cross_entropy_with_logits(logits, Y, reduction="none").double().mean(0)
+
+
+def fit_readout(
+    H: torch.Tensor,
+    Y: torch.Tensor,
+    logistic_steps: int = 20,
+    ridge: float = 1e-3,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readout ``(W (88, p), c (88,))`` predicting next frames ``Y`` ``(N, 88)`` from states ``H`` ``(N, p)``.
+
+    Step 1 is the paper's least squares, made to suit sigmoid outputs: it is the first Newton (IRLS) step
+    of per-key logistic regression from the best constant model ``logit(mean y_k)``, i.e. ridge least
+    squares of the working response ``logit(m_k) + (y - m_k) / (m_k (1 - m_k))`` on ``[H, 1]``. Every key
+    shares one ``(p+1, p+1)`` system, so it costs one solve. A per-key step size (1, 1/2, 1/4, ...) keeps
+    only what lowers that key's training NLL (a Newton step can overshoot on rare keys).
+    Step 2 (``logistic_steps > 0``): L-BFGS on the same convex logistic loss, states frozen.
+    """
+    H = H.double()
+    Y64 = Y.double()
+    n, p = H.shape
+    design = torch.cat([H, torch.ones(n, 1, dtype=H.dtype, device=H.device)], dim=1)
+    m = Y64.mean(0).clamp(1e-4, 1 - 1e-4)
+    base_logit = torch.log(m / (1 - m))
+    working = base_logit + (Y64 - m) / (m * (1 - m))
+    gram = design.T @ design
+    reg = ridge * torch.trace(gram) / (p + 1) * torch.eye(p + 1, dtype=H.dtype, device=H.device)
+    reg[-1, -1] = 0.0  # never shrink the intercept
+    solution = torch.linalg.solve(gram + reg, design.T @ working)  # (p+1, 88)
+    start = torch.zeros_like(solution)
+    start[-1] = base_logit
+    best = start.clone()
+    best_loss = _mean_key_nll(design @ start, Y64)
+    step = 1.0
+    for _ in range(12):
+        candidate = start + step * (solution - start)
+        loss = _mean_key_nll(design @ candidate, Y64)
+        better = loss < best_loss
+        best[:, better] = candidate[:, better]
+        best_loss = torch.where(better, loss, best_loss)
+        step /= 2
+    if progress:
+        progress(0.2 if logistic_steps else 1.0, f"readout: least squares, NLL {best_loss.sum().item():.3f}")
+    least_squares = best.float().clone()
+    weights = least_squares.clone().requires_grad_(True)
+    if logistic_steps > 0:
+        design32 = design.float()
+        optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=logistic_steps, history_size=10,
+                                      line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(design32 @ weights, Y, reduction="sum") / n
+            loss.backward()
+            weights.grad = weights.grad.contiguous()  # L-BFGS flattens gradients with .view
+            return loss
+
+        optimizer.step(closure)
+        refined = closure().item()
+        if not math.isfinite(refined) or refined > best_loss.sum().item():
+            # A failed line search can leave L-BFGS worse off; the least-squares fit is then kept.
+            weights = least_squares.clone().requires_grad_(True)
+        elif progress:
+            progress(1.0, f"readout: logistic refinement, NLL {refined:.3f}")
+    weights = weights.detach()
+    return weights[:-1].T.contiguous().float(), weights[-1].contiguous().float()
+
+
+def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor) -> None:
+    with torch.no_grad():
+        model.readout.weight.copy_(W.to(model.readout.weight.device))
+        model.readout.bias.copy_(c.to(model.readout.bias.device))

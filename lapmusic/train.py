@@ -1,0 +1,830 @@
+"""The training engine: LAE pre-training, mini-batches with truncated BPTT, checkpoints, resume, cancel.
+
+A run lives in a folder (layout in ``docs/architecture.md``)::
+
+    RUNDIR/config.json    the TrainConfig
+    RUNDIR/status.json    {"state", "epoch", "epochs", "fraction", "message", "error", "updated"}
+    RUNDIR/metrics.jsonl  one JSON line per epoch (epoch 0 = the network right after initialisation)
+    RUNDIR/lae.npz        the LAE (init == "lae")
+    RUNDIR/checkpoint.pt  last good state: model, optimizer, scheduler, epoch, config, RNG
+    RUNDIR/best.pt        the model with the lowest validation NLL so far
+    RUNDIR/final.json     test metrics of the best model, epochs, seconds, device, ...
+
+Every file is replaced atomically, so a reader (the app polls ``status.json`` and ``metrics.jsonl``) never
+sees half a file, and a crash or a cancel leaves the last good checkpoint in place.
+
+Batching: pieces are bucketed by length (sorted, random tie-breaks, then cut into batches whose order is
+shuffled each epoch), padded to the longest piece of the batch and masked. Each batch is cut into windows
+of ``bptt`` frames; the recurrent state is carried across windows (detached), one optimizer step per window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CheckpointError, LapMusicError
+from .io import atomic_save, atomic_write_json, atomic_write_text
+from .metrics import MetricAccumulator, baselines
+from .model import CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+
+CHECKPOINT_FORMAT = "lapmusic-run-checkpoint"
+CHECKPOINT_VERSION = 1
+STATUS_MIN_INTERVAL = 1.0  # seconds between two progress updates of status.json
+
+Progress = Callable[[float, str], None]
+
+
+class TrainingDiverged(LapMusicError):
+    """The loss became NaN or infinite; the run folder keeps its last good checkpoint."""
+
+
+class TrainingCancelled(LapMusicError):
+    """Raised internally when the cancel flag is set (``train`` returns instead of raising it)."""
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``)."""
+
+    dataset: str = "jsb"
+    hidden: int = 128
+    init: str = "lae"  # "lae" | "random"
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    max_sequences: int | None = None  # first N pieces of every split
+    max_train_sequences: int | None = None  # a seeded random subset of N training pieces (budget runs)
+    cell: str = "rnn"  # "rnn" | "gru" | "lstm"
+    bptt: int = 100  # truncated-BPTT window in frames
+    optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
+    momentum: float = 0.9
+    clip: float | None = 1.0  # max gradient norm (None: no clipping)
+    dropout: float = 0.0  # on the hidden states, before the readout
+    weight_decay: float = 0.0
+    patience: int | None = 5  # early stopping after this many epochs without a better validation NLL
+    lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    lae_solver: str = "approx"  # "exact" | "approx"
+    lae_max_lag: int | None = None
+    alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
+    alpha_target: float = 0.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
+    readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
+    readout_max_frames: int = 100_000  # (state, next frame) pairs used to fit the readout
+    eval_batch_size: int = 64
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise LapMusicError("a training config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LapMusicError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        problems = []
+        if self.init not in ("lae", "random"):
+            problems.append(f"init must be 'lae' or 'random', not {self.init!r}")
+        if self.cell not in CELLS:
+            problems.append(f"cell must be one of {list(CELLS)}, not {self.cell!r}")
+        if self.init == "lae" and self.cell != "rnn":
+            problems.append("init 'lae' needs cell 'rnn' (GRU/LSTM are random-init baselines)")
+        if self.optimizer not in ("adam", "sgd"):
+            problems.append(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
+        if self.lae_solver not in ("exact", "approx"):
+            problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
+        for name in ("hidden", "epochs", "batch_size", "bptt", "eval_batch_size", "readout_max_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, not {getattr(self, name)!r}")
+        for name in ("max_sequences", "max_train_sequences", "patience", "lae_max_lag"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name} must be a positive integer or null, not {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be positive, not {self.lr!r}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if self.alpha is not None and not (self.alpha > 0 and math.isfinite(self.alpha)):
+            problems.append(f"alpha must be positive (or null for automatic), not {self.alpha!r}")
+        if self.clip is not None and not self.clip > 0:
+            problems.append(f"clip must be positive or null, not {self.clip!r}")
+        if self.weight_decay < 0 or self.readout_steps < 0 or self.lr_patience < 0:
+            problems.append("weight_decay, readout_steps and lr_patience must not be negative")
+        if problems:
+            raise LapMusicError("invalid training config: " + "; ".join(problems))
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise LapMusicError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise LapMusicError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
+
+
+# ------------------------------------------------------------------------------------------ batching
+def _to_tensors(seqs: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    tensors = []
+    for index, seq in enumerate(seqs):
+        array = np.asarray(seq)
+        if array.ndim != 2 or array.shape[1] != N_KEYS:
+            raise LapMusicError(f"piece {index} has shape {array.shape}; every piece must be (T, {N_KEYS})")
+        tensors.append(torch.as_tensor((array > 0).astype(np.uint8), device=device))
+    return tensors
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (bucketing); shuffled when ``rng`` is given."""
+    lengths = np.asarray(lengths)
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    order = np.lexsort((rng.random(len(lengths)), lengths))  # by length, random among equal lengths
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(pieces: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs ``(B, L-1, 88)`` (frames ``1..T-1``), targets ``(B, L-1, 88)`` (frames ``2..T``), mask ``(B, L-1)``."""
+    longest = max(len(p) for p in pieces)
+    device = pieces[0].device
+    rolls = torch.zeros(len(pieces), longest, N_KEYS, dtype=torch.float32, device=device)
+    mask = torch.zeros(len(pieces), max(longest - 1, 0), dtype=torch.float32, device=device)
+    for row, piece in enumerate(pieces):
+        rolls[row, : len(piece)] = piece
+        mask[row, : max(len(piece) - 1, 0)] = 1.0
+    return rolls[:, :-1], rolls[:, 1:], mask
+
+
+def _detach(h):
+    if h is None:
+        return None
+    if isinstance(h, tuple):
+        return tuple(part.detach() for part in h)
+    return h.detach()
+
+
+@torch.no_grad()
+def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64,
+                     window: int = 1000) -> dict:
+    """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled."""
+    was_training = model.training
+    model.eval()
+    totals = MetricAccumulator()
+    lengths = [len(p) for p in pieces]
+    usable = [i for i, n in enumerate(lengths) if n >= 2]
+    for batch in length_batches([lengths[i] for i in usable], batch_size, None):
+        inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
+        h = None
+        for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
+            logits, h = model(inputs[:, start : start + window], h)
+            totals.update(logits, targets[:, start : start + window], mask[:, start : start + window])
+    model.train(was_training)
+    return totals.result()
+
+
+def train_epoch(
+    model: PianoRollRNN,
+    optimizer: torch.optim.Optimizer,
+    pieces: Sequence[torch.Tensor],
+    *,
+    batch_size: int,
+    bptt: int,
+    clip: float | None,
+    rng: np.random.Generator | None,
+    on_batch: Callable[[int, int], None] | None = None,
+    cancel=None,
+) -> dict:
+    """One pass over ``pieces``; returns ``{"nll": mean training NLL per frame, "frames", "steps"}``.
+
+    ``batch_size=1`` with a ``bptt`` longer than every piece is the batch-of-one loop of reference code
+    (one piece per optimizer step), used as the baseline of the throughput benchmark.
+    """
+    model.train()
+    lengths = [len(p) for p in pieces]
+    usable = [i for i, n in enumerate(lengths) if n >= 2]
+    batches = length_batches([lengths[i] for i in usable], batch_size, rng)
+    total_nll, total_frames, steps = 0.0, 0, 0
+    for number, batch in enumerate(batches):
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled")
+        inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
+        h = None
+        for start in range(0, inputs.shape[1], bptt):
+            window_mask = mask[:, start : start + bptt]
+            frames = window_mask.sum()
+            logits, h = model(inputs[:, start : start + bptt], h)
+            h = _detach(h)
+            per_key = nn.functional.binary_cross_entropy_with_logits(
+                logits, targets[:, start : start + bptt], reduction="none"
+            )
+            loss_sum = (per_key.sum(-1) * window_mask).sum()
+            loss = loss_sum / frames
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    "the training loss became NaN/inf; the run keeps its last good checkpoint. "
+                    "Try a lower --lr, gradient clipping, or a smaller --alpha"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            total_nll += float(loss_sum.detach())
+            total_frames += int(frames)
+            steps += 1
+        if on_batch is not None:
+            on_batch(number + 1, len(batches))
+    return {"nll": total_nll / total_frames if total_frames else float("nan"), "frames": total_frames,
+            "steps": steps}
+
+
+# ------------------------------------------------------------------------------------------ run folder
+class _StatusWriter:
+    """Writes ``status.json`` atomically; progress-only updates at most once per ``STATUS_MIN_INTERVAL``."""
+
+    def __init__(self, run_dir: Path, epochs: int):
+        self.path = run_dir / "status.json"
+        self.epochs = epochs
+        self._last = 0.0
+        self.data = {"state": "queued", "epoch": 0, "epochs": epochs, "fraction": 0.0, "message": "",
+                     "error": None}
+
+    def update(self, force: bool = False, **fields) -> None:
+        self.data.update(fields)
+        now = time.monotonic()
+        if force or now - self._last >= STATUS_MIN_INTERVAL:
+            self._last = now
+            self.data["updated"] = time.time()
+            atomic_write_json(self.path, self.data)
+
+
+def read_status(run_dir) -> dict:
+    """``status.json`` of a run folder (``{"state": "missing"}`` when there is none yet)."""
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"state": "missing", "error": None, "epoch": 0}
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"state": "unknown", "error": f"unreadable status.json: {exc}", "epoch": 0}
+
+
+def read_history(run_dir) -> list[dict]:
+    """The epoch lines of ``metrics.jsonl`` (an empty list when there are none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    history = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # never fatal for a reader: the file is rewritten every epoch
+    return history
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    atomic_save(path, lambda handle: torch.save(payload, handle))
+
+
+def _load_checkpoint(path: Path, map_location) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: the run has no saved model yet (did it finish an epoch?)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or holding objects that weights_only refuses
+        raise CheckpointError(
+            f"{path} could not be read as a lapmusic checkpoint ({type(exc).__name__}: {exc}); "
+            "it is corrupt or not from lapmusic: train again or resume from an intact run"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a lapmusic checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; this lapmusic reads version "
+            f"{CHECKPOINT_VERSION}: retrain with this version"
+        )
+    return payload
+
+
+def _config_from_run(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} is not a run folder: it has no config.json") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); the run folder is corrupt") from exc
+    try:
+        return TrainConfig.from_dict(data)
+    except (LapMusicError, TypeError) as exc:
+        raise CheckpointError(f"{path} does not hold a valid lapmusic training config: {exc}") from exc
+
+
+def _build_model(config: TrainConfig) -> PianoRollRNN:
+    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout)
+
+
+def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not match the run's config.json (hidden size or cell): {exc}") from exc
+
+
+def _make_optimizer(model: PianoRollRNN, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _load_dataset(key: str):
+    from .data import load_dataset
+
+    return load_dataset(key)
+
+
+def run_split(config: TrainConfig, split: str, dataset=None) -> list[np.ndarray]:
+    """The pieces of ``split`` a run with ``config`` trains or is evaluated on (limits applied)."""
+    dataset = dataset if dataset is not None else _load_dataset(config.dataset)
+    if split == "train":
+        return _training_pieces(config, dataset)
+    if split not in ("valid", "test"):
+        raise LapMusicError(f"split must be train, valid or test, not {split!r}")
+    return _select(getattr(dataset, split), config.max_sequences)
+
+
+def _select(seqs: Sequence[np.ndarray], limit: int | None) -> list[np.ndarray]:
+    seqs = list(seqs)
+    return seqs if limit is None else seqs[:limit]
+
+
+def _training_pieces(config: TrainConfig, dataset) -> list[np.ndarray]:
+    train = _select(dataset.train, config.max_sequences)
+    if config.max_train_sequences is not None and len(train) > config.max_train_sequences:
+        rng = np.random.default_rng([config.seed, 7919])
+        keep = np.sort(rng.choice(len(train), config.max_train_sequences, replace=False))
+        train = [train[i] for i in keep]
+    return train
+
+
+# ------------------------------------------------------------------------------------------ train
+def train(
+    config: TrainConfig | None,
+    run_dir,
+    *,
+    progress: Progress | None = None,
+    cancel=None,
+    resume: bool = False,
+    dataset=None,
+) -> dict:
+    """Train a network as ``config`` says and keep everything in ``run_dir``; returns ``final.json``'s content.
+
+    - ``progress(fraction, message)`` is called often (every batch); ``status.json`` is updated at most
+      once a second with the same information.
+    - ``cancel``: anything with ``is_set()``, checked every batch. A cancelled run keeps its last
+      checkpoint (end of the last finished epoch), gets state ``cancelled``, and this function returns
+      ``{"state": "cancelled", "epoch": ...}`` (no ``final.json``); ``resume=True`` continues it.
+    - ``resume=True`` continues from ``checkpoint.pt``; ``config`` may be ``None`` (read from the folder) or
+      differ only in ``epochs`` / ``patience`` (to train longer).
+    - ``dataset``: an object with ``.train``, ``.valid``, ``.test`` lists of ``(T, 88)`` arrays; by default
+      ``lapmusic.data.load_dataset(config.dataset)``.
+
+    Raises :class:`TrainingDiverged` on a NaN/inf loss and :class:`LapMusicError` for bad settings; in
+    both cases ``status.json`` says ``failed`` with the message.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        saved = _config_from_run(run_dir)
+        if config is not None:
+            changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"epochs", "patience"}
+            if changed:
+                raise LapMusicError(
+                    f"cannot resume {run_dir} with different settings {sorted(changed)}; "
+                    "only epochs and patience may change"
+                )
+            saved.epochs, saved.patience = config.epochs, config.patience
+        config = saved
+    else:
+        if config is None:
+            raise LapMusicError("a TrainConfig is needed to start a new run")
+        config.validate()
+        if (run_dir / "checkpoint.pt").exists():
+            raise LapMusicError(f"{run_dir} already holds a run: resume it or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+    status = _StatusWriter(run_dir, config.epochs)
+    status.update(force=True, state="running", message="starting", error=None)
+
+    def report(fraction: float, message: str, **fields) -> None:
+        fraction = max(0.0, min(1.0, fraction))
+        status.update(fraction=fraction, message=message, **fields)
+        if progress is not None:
+            progress(fraction, message)
+
+    try:
+        return _train(config, run_dir, status, report, cancel, resume, dataset)
+    except TrainingCancelled:
+        status.update(force=True, state="cancelled", message="cancelled: the last checkpoint is kept")
+        if progress is not None:
+            progress(status.data.get("fraction", 0.0), "cancelled")
+        return {"state": "cancelled", "epoch": status.data.get("epoch", 0), "run_dir": str(run_dir)}
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, LapMusicError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, KeyboardInterrupt):
+            message = "interrupted"
+        status.update(force=True, state="failed", error=message, message="failed")
+        raise
+
+
+def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, cancel, resume: bool,
+           dataset) -> dict:
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if dataset is None:
+        report(0.0, f"loading dataset {config.dataset}")
+        dataset = _load_dataset(config.dataset)
+    train_seqs = _training_pieces(config, dataset)
+    valid_seqs = _select(dataset.valid, config.max_sequences)
+    test_seqs = _select(dataset.test, config.max_sequences)
+    if not any(len(s) >= 2 for s in train_seqs):
+        raise LapMusicError(f"dataset {config.dataset!r} has no training piece of two or more frames")
+    if not any(len(s) >= 2 for s in valid_seqs):
+        raise LapMusicError(f"dataset {config.dataset!r} has no validation piece of two or more frames")
+    train_t = _to_tensors(train_seqs, device)
+    valid_t = _to_tensors(valid_seqs, device)
+    slots = config.epochs + 1  # slot 0: pre-training and the evaluation of the initial network
+
+    model = _build_model(config)
+    pretrain: dict[str, Any] = {}
+    if resume:
+        payload = _load_checkpoint(run_dir / "checkpoint.pt", device)
+        if payload.get("config", {}).get("hidden") != config.hidden:
+            raise CheckpointError(f"{run_dir}/checkpoint.pt does not belong to this run's config.json")
+        _load_model_state(model, payload["model"], run_dir / "checkpoint.pt")
+        model.to(device)
+        optimizer = _make_optimizer(model, config)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"].cpu())
+        start_epoch = int(payload["epoch"]) + 1
+        best_nll = float(payload["best_valid_nll"])
+        best_epoch = int(payload["best_epoch"])
+        since_best = int(payload["epochs_since_best"])
+        train_seconds = float(payload["train_seconds"])
+        pretrain = dict(payload.get("pretrain") or {})
+        history = [h for h in read_history(run_dir) if h.get("epoch", 0) < start_epoch]
+        _write_history(run_dir, history)
+        report(start_epoch / slots, f"resumed after epoch {start_epoch - 1}", epoch=start_epoch - 1)
+    else:
+        pretrain = _initialise(model, config, train_seqs, run_dir, device,
+                               lambda f, m: report(0.9 * f / slots, m), cancel)
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled")
+        model.to(device)
+        optimizer = _make_optimizer(model, config)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
+        report(0.9 / slots, "evaluating the initial network")
+        initial_train = evaluate_tensors(model, train_t, config.eval_batch_size)
+        initial_valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
+        if initial_valid["nll"] is None or not math.isfinite(initial_valid["nll"]):
+            raise TrainingDiverged("the initial network gives a NaN/inf validation NLL; try a smaller --alpha")
+        train_seconds = 0.0
+        history = [_epoch_line(0, initial_train["nll"], initial_valid, 0.0, time.perf_counter() - started,
+                               optimizer)]
+        best_nll, best_epoch, since_best, start_epoch = initial_valid["nll"], 0, 0, 1
+        _save_best(run_dir, model, config, 0, best_nll)
+        _save_checkpoint(run_dir / "checkpoint.pt", _checkpoint_payload(
+            model, optimizer, scheduler, config, 0, best_nll, best_epoch, since_best, train_seconds, pretrain))
+        _write_history(run_dir, history)
+        report(1 / slots, f"epoch 0: valid NLL {initial_valid['nll']:.3f}", epoch=0)
+
+    stopped = "epochs"
+    for epoch in range(start_epoch, config.epochs + 1):
+        if config.patience is not None and since_best >= config.patience:
+            stopped = "early stopping"
+            break
+        epoch_started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+
+        def on_batch(done: int, total: int, epoch=epoch) -> None:
+            report((epoch + done / total) / slots, f"epoch {epoch}/{config.epochs}: batch {done}/{total}",
+                   epoch=epoch - 1)
+
+        result = train_epoch(model, optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
+                             clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel)
+        valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
+        if valid["nll"] is None or not math.isfinite(valid["nll"]) or not math.isfinite(result["nll"]):
+            raise TrainingDiverged(
+                f"epoch {epoch} gave a NaN/inf NLL; the run keeps its last good checkpoint (epoch {epoch - 1}). "
+                "Try a lower --lr"
+            )
+        seconds = time.perf_counter() - epoch_started
+        train_seconds += seconds
+        line = _epoch_line(epoch, result["nll"], valid, seconds, 0.0, optimizer)
+        scheduler.step(valid["nll"])
+        if valid["nll"] < best_nll:
+            best_nll, best_epoch, since_best = valid["nll"], epoch, 0
+            _save_best(run_dir, model, config, epoch, best_nll)
+        else:
+            since_best += 1
+        _save_checkpoint(run_dir / "checkpoint.pt", _checkpoint_payload(
+            model, optimizer, scheduler, config, epoch, best_nll, best_epoch, since_best, train_seconds, pretrain))
+        line["elapsed"] = (history[-1].get("elapsed", 0.0) if history else 0.0) + seconds
+        history.append(line)
+        _write_history(run_dir, history)
+        report((epoch + 1) / slots, f"epoch {epoch}: train NLL {result['nll']:.3f}, valid NLL {valid['nll']:.3f}",
+               epoch=epoch)
+
+    report(0.99, "evaluating the best model on the test split")
+    best_payload = _load_checkpoint(run_dir / "best.pt", device)
+    _load_model_state(model, best_payload["model"], run_dir / "best.pt")
+    test = evaluate_tensors(model, _to_tensors(test_seqs, device), config.eval_batch_size) if test_seqs else {}
+    epochs_run = history[-1]["epoch"] if history else 0
+    final = {
+        "state": "finished",
+        "dataset": config.dataset,
+        "init": config.init,
+        "hidden": config.hidden,
+        "cell": config.cell,
+        "seed": config.seed,
+        "nll": test.get("nll"),
+        "acc": test.get("acc"),
+        "expected_acc": test.get("expected_acc"),
+        "frames": test.get("frames", 0),
+        "baselines": baselines(train_seqs, test_seqs) if test_seqs else None,
+        "epochs": epochs_run,
+        "best_epoch": best_epoch,
+        "best_valid_nll": best_nll,
+        "stopped": stopped,
+        "seconds": train_seconds,
+        "pretrain_seconds": pretrain.get("seconds", 0.0),
+        "total_seconds": time.perf_counter() - started,
+        "pretrain": pretrain,
+        "device": str(device),
+        "train_pieces": len(train_seqs),
+        "train_frames": int(sum(len(s) for s in train_seqs)),
+    }
+    atomic_write_json(run_dir / "final.json", final)
+    status.update(force=True, state="finished", fraction=1.0, epoch=epochs_run,
+                  message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")
+    return final
+
+
+def _epoch_line(epoch: int, train_nll, valid: dict, seconds: float, elapsed: float, optimizer) -> dict:
+    return {
+        "epoch": epoch,
+        "train_nll": train_nll,
+        "valid_nll": valid["nll"],
+        "valid_acc": valid["acc"],
+        "valid_expected_acc": valid["expected_acc"],
+        "seconds": seconds,
+        "elapsed": elapsed,
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+def _checkpoint_payload(model, optimizer, scheduler, config, epoch, best_nll, best_epoch, since_best,
+                        train_seconds, pretrain) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "config": config.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "best_valid_nll": best_nll,
+        "best_epoch": best_epoch,
+        "epochs_since_best": since_best,
+        "train_seconds": train_seconds,
+        "pretrain": pretrain,
+    }
+
+
+def _save_best(run_dir: Path, model, config: TrainConfig, epoch: int, valid_nll: float) -> None:
+    _save_checkpoint(run_dir / "best.pt", {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch, "valid_nll": valid_nll,
+        "model": model.state_dict(), "config": config.to_dict(),
+    })
+
+
+def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Path, device, report,
+                cancel=None) -> dict:
+    """Random init (PyTorch's defaults, already done) or the LAE init: fit the LAE, set alpha, fit the readout."""
+    if config.init == "random":
+        return {"seconds": 0.0}
+    started = time.perf_counter()
+    report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
+    try:
+        lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
+                       device=str(device), seed=config.seed, cancel=cancel,
+                       progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
+    except LapMusicError:
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled") from None
+        raise
+    lae.save(run_dir / "lae.npz")
+    lae_seconds = time.perf_counter() - started
+    alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
+    init_from_lae(model, lae, alpha)
+    report(0.65, f"pre-training: fitting the readout (alpha={alpha:.4g})")
+    readout_started = time.perf_counter()
+    model.to(device)
+    H, Y = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed)
+    W, c = fit_readout(H, Y, logistic_steps=config.readout_steps,
+                       progress=lambda f, m: report(0.65 + 0.35 * f, m))
+    set_readout(model, W, c)
+    model.cpu()
+    return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
+            "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
+            "readout_frames": int(len(H))}
+
+
+def _fit_lae(seqs, p, **options):
+    from .lae import fit_lae  # imported late: lae.py pulls in its solvers only when pre-training is asked for
+
+    return fit_lae(seqs, p, **options)
+
+
+# ------------------------------------------------------------------------------------------ loading
+@dataclass
+class LoadedRun:
+    """A trained run, ready to sample from or evaluate (``model`` in eval mode on ``device``)."""
+
+    model: PianoRollRNN
+    config: TrainConfig
+    device: torch.device
+    history: list[dict]
+    final: dict | None
+    status: dict
+    run_dir: Path
+    lae: Any = None
+    checkpoint: str = "best"  # which file the weights came from: "best" or "last"
+    epoch: int = 0  # the epoch those weights are from
+    extra: dict = field(default_factory=dict)
+
+
+def load_run(run_dir, device=None) -> LoadedRun:
+    """Load a run folder: its best model (``best.pt``, else ``checkpoint.pt``), config, history, final, LAE.
+
+    Raises :class:`CheckpointError` when the folder, config or checkpoint is missing, corrupt or foreign.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    config = _config_from_run(run_dir)
+    device = resolve_device(device if device is not None else config.device)
+    path = run_dir / "best.pt"
+    which = "best"
+    if not path.exists():
+        path, which = run_dir / "checkpoint.pt", "last"
+    payload = _load_checkpoint(path, device)
+    model = _build_model(config)
+    _load_model_state(model, payload.get("model", {}), path)
+    model.to(device).eval()
+    final = None
+    final_path = run_dir / "final.json"
+    if final_path.exists():
+        try:
+            final = json.loads(final_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            final = None
+    lae = None
+    if (run_dir / "lae.npz").exists():
+        try:
+            from .lae import LinearAutoencoder
+
+            lae = LinearAutoencoder.load(run_dir / "lae.npz")
+        except Exception:  # the LAE is informative only; a broken one must not block sampling
+            lae = None
+    return LoadedRun(model=model, config=config, device=device, history=read_history(run_dir), final=final,
+                     status=read_status(run_dir), run_dir=run_dir, lae=lae, checkpoint=which,
+                     epoch=int(payload.get("epoch", 0)))
+
+
+def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64) -> dict:
+    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces."""
+    model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
+    if device is None:
+        device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
+    device = resolve_device(device)
+    model.to(device)
+    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size)
+
+
+# ------------------------------------------------------------------------------------------ comparing runs
+def _mean_std(values: Sequence[float | None]) -> dict:
+    clean = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not clean:
+        return {"mean": None, "std": None, "n": 0}
+    array = np.asarray(clean)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+            "n": len(clean)}
+
+
+def epochs_to_reach(history: Sequence[dict], target: float) -> int | None:
+    """The first epoch whose validation NLL is at or below ``target`` (``None`` if never)."""
+    for line in history:
+        if line.get("valid_nll") is not None and line["valid_nll"] <= target:
+            return int(line["epoch"])
+    return None
+
+
+def compare_runs(run_dirs: Sequence) -> dict:
+    """Mean +- std (over seeds) of finished runs, grouped by init, plus the epoch-matched comparison.
+
+    Returns ``{"inits": {init: {"nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
+    "pretrain_seconds"} (each {"mean", "std", "n"}), "valid_curve": {init: [mean valid NLL per epoch]},
+    "epochs_to_reach_random_best": {"per_seed": [...], "mean": ...}, "lae_better_at_equal_epochs": bool}``.
+    ``epochs_to_reach_random_best`` pairs runs by seed: the first epoch at which the LAE run's validation
+    NLL is at or below the best validation NLL of the random run with the same seed.
+    """
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        final_path = run_dir / "final.json"
+        if not final_path.exists():
+            continue
+        config = _config_from_run(run_dir)
+        runs.append((config, json.loads(final_path.read_text()), read_history(run_dir)))
+    inits: dict[str, dict] = {}
+    curves: dict[str, list] = {}
+    for init in ("lae", "random"):
+        group = [r for r in runs if r[0].init == init]
+        if not group:
+            continue
+        inits[init] = {key: _mean_std([final.get(key) for _, final, _ in group])
+                       for key in ("nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
+                                   "pretrain_seconds", "best_valid_nll")}
+        longest = max(len(history) for _, _, history in group)
+        curve = []
+        for epoch in range(longest):
+            values = [h[epoch]["valid_nll"] for _, _, h in group if len(h) > epoch]
+            curve.append(float(np.mean(values)) if values else None)
+        curves[init] = curve
+    reach = []
+    by_seed_random = {c.seed: (f, h) for c, f, h in runs if c.init == "random"}
+    for config, final, history in runs:
+        if config.init == "lae" and config.seed in by_seed_random:
+            random_best = by_seed_random[config.seed][0].get("best_valid_nll")
+            reach.append({"seed": config.seed,
+                          "epoch": epochs_to_reach(history, random_best) if random_best is not None else None})
+    reached = [r["epoch"] for r in reach if r["epoch"] is not None]
+    better = None
+    if "lae" in curves and "random" in curves:
+        common = min(len(curves["lae"]), len(curves["random"]))
+        better = all(curves["lae"][e] < curves["random"][e] for e in range(common))
+    return {
+        "inits": inits,
+        "valid_curve": curves,
+        "epochs_to_reach_random_best": {"per_seed": reach, "mean": float(np.mean(reached)) if reached else None,
+                                        "reached": f"{len(reached)}/{len(reach)}"},
+        "lae_better_at_equal_epochs": better,
+        "runs": len(runs),
+    }

@@ -1,0 +1,220 @@
+"""The RNN, its LAE initialisation and the readout fit, checked against brute force on tiny data."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from lapmusic.model import PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+
+from conftest import random_rolls
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The machine is shared: one BLAS thread per test is faster here than fighting over cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_force_lae(seqs, p=None):
+    """The LAE by its definition: SVD of the reversed-prefix matrix Xi (rows [x_t, x_{t-1}, ..., x_1, 0...]).
+
+    Returns (A, B, states) with states = Xi U_p, the LAE states by definition (row blocks per piece).
+    With p = rank(Xi) the recursion y_t = A x_t + B y_{t-1} reproduces them exactly.
+    """
+    keys = seqs[0].shape[1]
+    lags = max(len(s) for s in seqs)
+    rows = []
+    for seq in seqs:
+        for t in range(len(seq)):
+            row = np.zeros(keys * lags)
+            prefix = seq[t::-1].astype(float)  # x_t, x_{t-1}, ..., x_1
+            row[: prefix.size] = prefix.reshape(-1)
+            rows.append(row)
+    xi = np.array(rows)
+    _, singular, vt = np.linalg.svd(xi, full_matrices=False)
+    rank = int((singular > 1e-9 * singular[0]).sum())
+    p = rank if p is None else p
+    U = vt[:p].T  # (keys * lags, p)
+    shift = np.eye(keys * lags, k=keys)  # a row times shift = the row moved right by one block
+    A = U[:keys].T
+    B = U.T @ shift.T @ U
+    return A, B, xi @ U
+
+
+class RecursionLAE:
+    """A duck-typed LAE (A, B, encode) for tests."""
+
+    def __init__(self, A, B, mean=None):
+        self.A, self.B = A, B
+        if mean is not None:
+            self.mean = mean
+
+    def encode(self, seqs):
+        out = []
+        for seq in seqs:
+            y = np.zeros(self.A.shape[0])
+            states = []
+            for x in np.asarray(seq, dtype=float):
+                x = x - getattr(self, "mean", 0.0)
+                y = self.A @ x + self.B @ y
+                states.append(y)
+            out.append(np.array(states))
+        return out
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_forward_shapes_and_stepwise_state_carry(cell):
+    torch.manual_seed(0)
+    model = PianoRollRNN(8, cell=cell).eval()
+    x = torch.as_tensor(np.stack(random_rolls(2, 9, seed=1)), dtype=torch.float32)
+    logits, h = model(x)
+    assert logits.shape == (2, 9, 88)
+    # The sampler feeds one frame at a time and carries the state: same logits as the whole sequence.
+    state, steps = None, []
+    for t in range(9):
+        step, state = model(x[:, t : t + 1], state)
+        steps.append(step)
+    assert torch.allclose(torch.cat(steps, dim=1), logits, atol=1e-5)
+    final = h if cell != "lstm" else h[0]
+    assert final.shape == (1, 2, 8)
+
+
+def test_bad_cell_and_bad_lae_shapes_are_refused():
+    with pytest.raises(ValueError, match="cell"):
+        PianoRollRNN(4, cell="transformer")
+    model = PianoRollRNN(4)
+    with pytest.raises(ValueError, match="p = hidden"):
+        init_from_lae(model, RecursionLAE(np.zeros((5, 88)), np.zeros((5, 5))), alpha=0.1)
+    with pytest.raises(ValueError, match="Elman"):
+        init_from_lae(PianoRollRNN(4, cell="gru"), RecursionLAE(np.zeros((4, 88)), np.zeros((4, 4))), 0.1)
+
+
+def test_brute_force_lae_helper_is_an_exact_autoencoder():
+    # Guards the test helper itself: at full rank the recursion reproduces Xi U exactly.
+    seqs = random_rolls(3, (4, 6), seed=2, density=0.2)
+    A, B, states = brute_force_lae(seqs)
+    recursion = np.concatenate(RecursionLAE(A, B).encode(seqs))
+    assert np.allclose(recursion, states, atol=1e-9)
+
+
+def _rnn_states(model, seqs):
+    with torch.no_grad():
+        return [model.hidden_states(torch.as_tensor(s, dtype=torch.float32)[None])[0][0].double().numpy()
+                for s in seqs]
+
+
+def test_lae_init_reproduces_lae_states_when_alpha_is_small():
+    seqs = random_rolls(3, (4, 6), seed=3, density=0.2)
+    A, B, states = brute_force_lae(seqs)
+    model = PianoRollRNN(A.shape[0])
+    alpha = 1e-3
+    init_from_lae(model, RecursionLAE(A, B), alpha)
+    rnn = np.concatenate(_rnn_states(model, seqs)) / alpha
+    # tanh(a) = a (1 - a^2/3 + ...): relative error ~ (alpha |y|)^2 / 3, about 1e-6 here (plus float32).
+    assert np.allclose(rnn, states, rtol=1e-3, atol=1e-4 * np.abs(states).max())
+    # Not vacuous: with a large alpha, tanh saturates and the states no longer match.
+    init_from_lae(model, RecursionLAE(A, B), 3.0)
+    saturated = np.concatenate(_rnn_states(model, seqs)) / 3.0
+    assert np.abs(saturated - states).max() > 0.1 * np.abs(states).max()
+
+
+def test_lae_init_with_centring_uses_the_hidden_bias():
+    rng = np.random.default_rng(4)
+    p = 6
+    A = rng.normal(size=(p, 88)) / 5
+    B = 0.8 * np.linalg.qr(rng.normal(size=(p, p)))[0]
+    mean = rng.uniform(0, 0.2, size=88)
+    lae = RecursionLAE(A, B, mean=mean)
+    seqs = random_rolls(2, 7, seed=5)
+    model = PianoRollRNN(p)
+    init_from_lae(model, lae, 1e-3)
+    rnn = np.concatenate(_rnn_states(model, seqs)) / 1e-3
+    expected = np.concatenate(lae.encode(seqs))
+    assert np.allclose(rnn, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_lae_init_from_the_library_lae_if_present():
+    lae_module = pytest.importorskip("lapmusic.lae")
+    seqs = random_rolls(4, (5, 8), seed=6, density=0.2)
+    lae = lae_module.fit_lae(seqs, 10, solver="exact")
+    model = PianoRollRNN(10)
+    init_from_lae(model, lae, 1e-3)
+    rnn = np.concatenate(_rnn_states(model, seqs)) / 1e-3
+    expected = np.concatenate(lae.encode(seqs))
+    assert np.allclose(rnn, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_choose_alpha_puts_the_quantile_at_the_target():
+    rng = np.random.default_rng(7)
+    p = 5
+    lae = RecursionLAE(rng.normal(size=(p, 88)), 0.5 * np.eye(p))
+    seqs = random_rolls(5, 20, seed=8)
+    alpha = choose_alpha(lae, seqs, target=0.5, quantile=0.99)
+    scaled = alpha * np.abs(np.concatenate(lae.encode(seqs)))
+    assert np.quantile(scaled, 0.99) == pytest.approx(0.5)
+
+
+def _logistic_loss(H, Y, W, c):
+    z = H @ W.T + c
+    return float((np.logaddexp(0, z) - Y * z).sum(1).mean())
+
+
+def test_readout_least_squares_is_the_first_newton_step():
+    rng = np.random.default_rng(9)
+    H = rng.normal(size=(400, 3))
+    truth = rng.normal(size=(2, 3))
+    Y = (rng.random((400, 2)) < 1 / (1 + np.exp(-(H @ truth.T)))).astype(float)
+    W, c = fit_readout(torch.tensor(H), torch.tensor(Y, dtype=torch.float32), logistic_steps=0, ridge=0.0)
+    # By hand: working response z = logit(m) + (y - m) / (m (1 - m)) regressed on [H, 1] by least squares.
+    m = Y.mean(0)
+    z = np.log(m / (1 - m)) + (Y - m) / (m * (1 - m))
+    design = np.hstack([H, np.ones((400, 1))])
+    solution = np.linalg.lstsq(design, z, rcond=None)[0]
+    # The step is kept whole when it lowers the loss (it does here: the data follow a logistic model).
+    assert np.allclose(W.numpy(), solution[:-1].T, atol=1e-4)
+    assert np.allclose(c.numpy(), solution[-1], atol=1e-4)
+    constant = _logistic_loss(H, Y, np.zeros((2, 3)), np.log(m / (1 - m)))
+    assert _logistic_loss(H, Y, W.double().numpy(), c.double().numpy()) < constant
+
+
+def test_readout_logistic_refinement_reaches_the_optimum():
+    rng = np.random.default_rng(10)
+    H = rng.normal(size=(300, 4))
+    Y = (rng.random((300, 3)) < 1 / (1 + np.exp(-(H @ rng.normal(size=(3, 4)).T + 0.5)))).astype(float)
+    W, c = fit_readout(torch.tensor(H, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32),
+                       logistic_steps=100)
+    ours = _logistic_loss(H, Y, W.double().numpy(), c.double().numpy())
+
+    def objective(flat):
+        return _logistic_loss(H, Y, flat[:12].reshape(3, 4), flat[12:])
+
+    best = minimize(objective, np.zeros(15), method="BFGS", options={"gtol": 1e-8}).fun
+    assert ours == pytest.approx(best, abs=1e-4)
+
+
+def test_readout_on_rnn_states_predicts_a_deterministic_pattern():
+    # Frame t+1 repeats frame t one key up: a readout on good states should learn it from the LAE states.
+    seqs = []
+    for start in range(20, 40):
+        roll = np.zeros((10, 88), dtype=np.uint8)
+        roll[np.arange(10), start + np.arange(10)] = 1
+        seqs.append(roll)
+    A, B, _ = brute_force_lae(seqs[:3], p=None)
+    model = PianoRollRNN(A.shape[0])
+    init_from_lae(model, RecursionLAE(A, B), 0.05)
+    H, Y = collect_states(model, seqs[:3])
+    assert H.shape == (27, A.shape[0]) and Y.shape == (27, 88)
+    W, c = fit_readout(H, Y, logistic_steps=50)
+    set_readout(model, W, c)
+    with torch.no_grad():
+        logits, _ = model(torch.as_tensor(seqs[0][:-1], dtype=torch.float32)[None])
+    predicted = (torch.sigmoid(logits[0]) >= 0.5).numpy()
+    assert (predicted == seqs[0][1:].astype(bool)).mean() > 0.99

@@ -1,0 +1,275 @@
+"""The training engine on tiny synthetic data: learning, resume, cancel, divergence, run folders, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lapmusic import cli
+from lapmusic import train as train_module
+from lapmusic.errors import CheckpointError, LapMusicError
+from lapmusic.metrics import accuracy, expected_accuracy, nll
+from lapmusic.model import PianoRollRNN
+from lapmusic.train import (
+    TrainConfig,
+    TrainingDiverged,
+    compare_runs,
+    evaluate,
+    evaluate_tensors,
+    length_batches,
+    load_run,
+    read_history,
+    read_status,
+    train,
+)
+
+from conftest import random_rolls
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The machine is shared: one BLAS thread per test is faster here than fighting over cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return SimpleNamespace(
+        key="synthetic",
+        train=random_rolls(24, (10, 40), seed=0, density=0.15),
+        valid=random_rolls(6, (10, 40), seed=1, density=0.15),
+        test=random_rolls(6, (10, 40), seed=2, density=0.15),
+    )
+
+
+def small_config(**fields) -> TrainConfig:
+    values = dict(dataset="synthetic", hidden=12, init="random", epochs=4, lr=1e-2, batch_size=6, bptt=8,
+                  seed=3, device="cpu", patience=None)
+    values.update(fields)
+    return TrainConfig(**values)
+
+
+def test_config_round_trips_through_json_and_refuses_nonsense():
+    config = small_config(alpha=0.2, max_train_sequences=5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(LapMusicError, match="unknown training config keys"):
+        TrainConfig.from_dict({**config.to_dict(), "hiddne": 3})
+    with pytest.raises(LapMusicError, match="init 'lae' needs cell 'rnn'"):
+        small_config(init="lae", cell="lstm").validate()
+    with pytest.raises(LapMusicError, match="lr must be positive"):
+        small_config(lr=-1.0).validate()
+
+
+def test_length_batches_cover_every_piece_once_with_similar_lengths():
+    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
+    batches = length_batches(lengths, 4, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(8))
+    spreads = sorted(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    assert spreads == [3, 3]  # short pieces together, long pieces together
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path, dataset):
+    final = train(small_config(epochs=6), tmp_path / "run", dataset=dataset)
+    history = read_history(tmp_path / "run")
+    assert [h["epoch"] for h in history] == list(range(7))  # epoch 0 = the initial network
+    assert history[-1]["valid_nll"] < 0.5 * history[0]["valid_nll"]
+    assert history[-1]["train_nll"] < history[1]["train_nll"]
+    for line in history:
+        assert {"epoch", "train_nll", "valid_nll", "valid_acc", "seconds", "lr"} <= set(line)
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "finished" and status["error"] is None and status["fraction"] == 1.0
+    on_disk = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert on_disk == json.loads(json.dumps(final))
+    assert {"nll", "acc", "expected_acc", "epochs", "seconds", "device"} <= set(final)
+    assert final["best_valid_nll"] == min(h["valid_nll"] for h in history)
+    for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"):
+        assert (tmp_path / "run" / name).exists()
+
+
+def test_evaluate_matches_metrics_computed_piece_by_piece(dataset):
+    torch.manual_seed(0)
+    model = PianoRollRNN(10).eval()
+    pieces = dataset.test
+    probs, targets = [], []
+    with torch.no_grad():
+        for piece in pieces:
+            logits, _ = model(torch.as_tensor(piece[:-1], dtype=torch.float32)[None])
+            probs.append(torch.sigmoid(logits[0]).double().numpy())
+            targets.append(piece[1:])
+    probs, targets = np.concatenate(probs), np.concatenate(targets)
+    result = evaluate(model, pieces)
+    assert result["frames"] == sum(len(p) - 1 for p in pieces)
+    assert result["nll"] == pytest.approx(nll(probs, targets), rel=1e-5)
+    assert result["acc"] == pytest.approx(accuracy(probs, targets), abs=1e-6)
+    assert result["expected_acc"] == pytest.approx(expected_accuracy(probs, targets), rel=1e-5)
+    # Windows carry the state: 3-frame windows give the same numbers as whole pieces.
+    tensors = [torch.as_tensor(p) for p in pieces]
+    assert evaluate_tensors(model, tensors, window=3)["nll"] == pytest.approx(result["nll"], rel=1e-5)
+
+
+def _weights(run_dir):
+    payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    return payload["epoch"], payload["model"]
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, dataset):
+    train(small_config(epochs=4, dropout=0.2), tmp_path / "whole", dataset=dataset)
+    train(small_config(epochs=2, dropout=0.2), tmp_path / "split", dataset=dataset)
+    assert _weights(tmp_path / "split")[0] == 2
+    final = train(small_config(epochs=4, dropout=0.2), tmp_path / "split", dataset=dataset, resume=True)
+    assert final["epochs"] == 4
+    assert [h["epoch"] for h in read_history(tmp_path / "split")] == [0, 1, 2, 3, 4]
+    epoch_whole, whole = _weights(tmp_path / "whole")
+    epoch_split, split = _weights(tmp_path / "split")
+    assert epoch_whole == epoch_split == 4
+    for name in whole:  # same batches, optimizer state, dropout RNG: the same network
+        assert torch.allclose(whole[name], split[name], atol=1e-6), name
+    with pytest.raises(LapMusicError, match="only epochs and patience"):
+        train(small_config(epochs=6, lr=0.5), tmp_path / "split", dataset=dataset, resume=True)
+    with pytest.raises(LapMusicError, match="already holds a run"):
+        train(small_config(), tmp_path / "split", dataset=dataset)
+
+
+def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tmp_path, dataset):
+    cancel = threading.Event()
+
+    def progress(fraction, message):
+        if message.startswith("epoch 3/"):  # during epoch 3: epochs 0..2 are saved
+            cancel.set()
+
+    result = train(small_config(epochs=5), tmp_path / "run", dataset=dataset, progress=progress, cancel=cancel)
+    assert result["state"] == "cancelled"
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "cancelled" and status["epoch"] == 2
+    assert _weights(tmp_path / "run")[0] == 2
+    assert not (tmp_path / "run" / "final.json").exists()
+    run = load_run(tmp_path / "run")  # the kept model is usable
+    assert run.final is None and run.status["state"] == "cancelled"
+    final = train(None, tmp_path / "run", dataset=dataset, resume=True)
+    assert final["state"] == "finished" and final["epochs"] == 5
+    assert read_status(tmp_path / "run")["state"] == "finished"
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, dataset):
+    config = small_config(optimizer="sgd", lr=1e38, clip=None, momentum=0.0)
+    with pytest.raises(TrainingDiverged, match="NaN/inf"):
+        train(config, tmp_path / "run", dataset=dataset)
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "failed" and "NaN/inf" in status["error"]
+    epoch, state = _weights(tmp_path / "run")
+    assert epoch == 0 and all(torch.isfinite(v).all() for v in state.values())
+    assert load_run(tmp_path / "run").epoch == 0
+
+
+def test_lae_init_starts_far_ahead_of_random_init(tmp_path, dataset):
+    pytest.importorskip("lapmusic.lae")
+    lae_final = train(small_config(init="lae", epochs=1), tmp_path / "lae", dataset=dataset)
+    random_final = train(small_config(init="random", epochs=1), tmp_path / "random", dataset=dataset)
+    lae_start = read_history(tmp_path / "lae")[0]["valid_nll"]
+    random_start = read_history(tmp_path / "random")[0]["valid_nll"]
+    assert lae_start < 0.5 * random_start  # the readout is fitted before any gradient step
+    assert 0 < lae_final["pretrain"]["alpha"] and lae_final["pretrain_seconds"] > 0
+    assert random_final["pretrain_seconds"] == 0.0
+    run = load_run(tmp_path / "lae")
+    assert run.lae is not None and run.lae.A.shape == (12, 88)
+
+
+def test_load_run_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path, dataset):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_run(tmp_path / "empty")
+    train(small_config(epochs=1), tmp_path / "run", dataset=dataset)
+    best = tmp_path / "run" / "best.pt"
+    best.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_run(tmp_path / "run")
+    torch.save({"weights": torch.zeros(3)}, best)
+    with pytest.raises(CheckpointError, match="not a lapmusic checkpoint"):
+        load_run(tmp_path / "run")
+    torch.save(SimpleNamespace(evil=True), best)  # arbitrary objects: weights_only refuses them
+    with pytest.raises(CheckpointError):
+        load_run(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    torch.save({"format": train_module.CHECKPOINT_FORMAT, "version": 1, "epoch": 0,
+                "model": PianoRollRNN(5).state_dict()}, best)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_run(tmp_path / "run")
+    assert config["hidden"] == 12
+
+
+def test_load_run_gives_an_eval_model_the_sampler_can_step(tmp_path, dataset):
+    train(small_config(epochs=2), tmp_path / "run", dataset=dataset)
+    run = load_run(tmp_path / "run", device="cpu")
+    assert not run.model.training and run.device == torch.device("cpu")
+    assert len(run.history) == 3 and run.final["epochs"] == 2 and run.status["state"] == "finished"
+    x = torch.zeros(1, 1, 88)
+    logits, h = run.model(x)
+    logits2, _ = run.model(x, h)
+    assert logits.shape == logits2.shape == (1, 1, 88)
+    assert evaluate(run, dataset.test)["nll"] == pytest.approx(run.final["nll"], rel=1e-6)
+
+
+def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    common = ["--dataset", "synthetic", "--hidden", "8", "--epochs", "2", "--device", "cpu", "--batch-size", "6",
+              "--lr", "0.01"]
+    assert cli.main(["train", *common, "--init", "random", "--out", str(tmp_path / "run"), "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["state"] == "finished" and trained["epochs"] == 2
+
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(evaluated) >= {"nll", "acc", "expected_acc", "frames", "baselines"}
+    assert set(evaluated["baselines"]) == {"copy_previous_acc", "marginal_nll"}
+    assert evaluated["nll"] == pytest.approx(trained["nll"], rel=1e-6)
+
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["epochs"] == 3
+
+    assert cli.main(["train", "--hidden", "8", "--out", str(tmp_path / "x")]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+    pytest.importorskip("lapmusic.lae")
+    out = tmp_path / "compare"
+    assert cli.main(["compare", *common, "--seeds", "2", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["runs"] == 4 and set(summary["inits"]) == {"lae", "random"}
+    assert summary["inits"]["lae"]["nll"]["n"] == 2
+    assert len(summary["epochs_to_reach_random_best"]["per_seed"]) == 2
+    # A second call reuses the finished runs and prints the same table.
+    assert cli.main(["compare", *common, "--seeds", "2", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "lae" in table and "random" in table and "+-" in table
+
+
+def test_compare_runs_epochs_to_reach(tmp_path):
+    def fake_run(name, init, seed, curve):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(json.dumps(small_config(init=init, seed=seed).to_dict()))
+        (run_dir / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "valid_nll": v}) + "\n" for e, v in enumerate(curve)))
+        (run_dir / "final.json").write_text(json.dumps({"nll": curve[-1], "best_valid_nll": min(curve)}))
+        return run_dir
+
+    dirs = [fake_run("l0", "lae", 0, [5, 4, 3, 2]), fake_run("r0", "random", 0, [9, 6, 4, 3.5]),
+            fake_run("l1", "lae", 1, [5, 4.5, 4.2, 4.1]), fake_run("r1", "random", 1, [9, 7, 5, 4])]
+    summary = compare_runs(dirs)
+    # Seed 0: random's best 3.5, LAE reaches it at epoch 2. Seed 1: random's best 4.0, never reached.
+    assert summary["epochs_to_reach_random_best"]["per_seed"] == [{"seed": 0, "epoch": 2}, {"seed": 1, "epoch": None}]
+    assert summary["epochs_to_reach_random_best"]["reached"] == "1/2"
+    assert summary["inits"]["lae"]["nll"]["mean"] == pytest.approx(3.05)
+    assert summary["inits"]["lae"]["nll"]["std"] == pytest.approx(np.std([2, 4.1], ddof=1))
+    assert summary["valid_curve"]["lae"] == [5, 4.25, 3.6, 3.05]
+    assert summary["lae_better_at_equal_epochs"] is True
