@@ -22,6 +22,7 @@ RUN_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 MAX_NOTE_BARS = 20000
 """Above this many notes the roll is drawn as one heatmap image instead of one bar per note."""
 
+_BLACK_KEYS = {1, 3, 6, 8, 10}  # pitch classes C#, D#, F#, G#, A#
 _NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -111,11 +112,21 @@ def piano_roll_figure(
     )
     fig.update_xaxes(title_text="time (s)" if step_seconds else "time (frames)", range=[0, max(frames, 1) * scale],
                      zeroline=False)
+    # Shade the black keys' rows, as on a keyboard, so a pitch can be read off at a glance.
+    # (Built as plain dicts in one update: add_hrect is ~20 ms per call.)
+    shapes = [
+        dict(type="rect", xref="paper", x0=0, x1=1, y0=pitch - 0.5, y1=pitch + 0.5, fillcolor="rgba(0,0,0,0.045)",
+             line=dict(width=0), layer="below")
+        for pitch in range(int(math.ceil(low)), int(high) + 1)
+        if pitch % 12 in _BLACK_KEYS
+    ]
     if 0 < primer_frames < frames:
-        fig.add_vline(x=primer_frames * scale, line=dict(color="black", width=1, dash="dash"))
+        shapes.append(dict(type="line", xref="x", yref="paper", x0=primer_frames * scale, x1=primer_frames * scale,
+                           y0=0, y1=1, line=dict(color="black", width=1, dash="dash")))
         fig.add_annotation(x=primer_frames * scale, y=1.0, yref="paper", text="primer | generated", showarrow=False,
                            xanchor="center", yanchor="bottom", font=dict(size=11))
     fig.update_layout(
+        shapes=shapes,
         title=title,
         barmode="overlay",  # bars of both parts share the pitch rows; never side by side
         bargap=0,

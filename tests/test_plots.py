@@ -72,6 +72,14 @@ def test_pitch_axis_shows_note_names():
     assert "B3" in axis.ticktext and "C#4" in axis.ticktext
 
 
+def test_black_key_rows_are_shaded():
+    roll = np.zeros((4, 88), dtype=np.uint8)
+    roll[:, [60 - 21, 72 - 21]] = 1  # C4 and C5: the axis spans A3 (57) .. D#5 (75)
+    fig = piano_roll_figure(roll)
+    shaded = sorted(int(shape.y0 + 0.5) for shape in fig.layout.shapes if shape.type == "rect")
+    assert shaded == [58, 61, 63, 66, 68, 70, 73, 75]  # A#3 C#4 D#4 F#4 G#4 A#4 C#5 D#5
+
+
 def test_long_roll_stays_two_traces():
     roll = random_roll(2500, density=0.04)
     fig = piano_roll_figure(roll, primer_frames=100)
