@@ -23,6 +23,8 @@ from . import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
 from .errors import LapMusicError
 
 SPLITS = ("train", "valid", "test")
+MAX_STEPS = 100_000
+"""Longest sample accepted (about 7 hours at 0.25 s a frame): a typo should not start a day-long loop."""
 
 ProgressFn = Callable[[float, str], None]
 
@@ -60,6 +62,8 @@ def generate(
         ``(n_samples, k + steps, 88)`` uint8 array of 0/1.
     """
     steps = _check_int("steps", steps, minimum=1)
+    if steps > MAX_STEPS:
+        raise LapMusicError(f"steps must be at most {MAX_STEPS:,} frames, got {steps:,}")
     n_samples = _check_int("n_samples", n_samples, minimum=1)
     temperature = _check_temperature(temperature)
     if max_polyphony is not None:
