@@ -432,12 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
-    p.add_argument("rundir")
+    p.add_argument("rundir", help="a run folder written by lapmusic train")
     p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= 0.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same run, same device: the same sample")
     p.add_argument("--primer", default="none",
-                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67")
+                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
+                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames)")
     p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
     p.add_argument("--out", required=True, help="MIDI file to write")
     p.add_argument("--wav", help="also render audio to this WAV file")
