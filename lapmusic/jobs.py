@@ -420,7 +420,7 @@ class RunSummary:
     status: dict
     state: str
     final: dict | None
-    epochs_done: int
+    epochs_done: int  # the last epoch in metrics.jsonl (epoch 0 is the untrained network)
     modified: float
 
     @property
@@ -464,7 +464,7 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
         status=status,
         state=state,
         final=read_json(run_dir / "final.json"),
-        epochs_done=len(metrics),
+        epochs_done=max((int(row.get("epoch") or 0) for row in metrics), default=0),
         modified=modified,
     )
 

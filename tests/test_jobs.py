@@ -230,7 +230,7 @@ def test_after_a_restart_runs_are_listed_and_a_dead_running_run_is_interrupted(r
     atomic_write_json(died / "config.json", config(dataset="jsb", init="random"))
     atomic_write_json(died / "status.json", {"state": "running", "epoch": 1})
     (died / "checkpoint.pt").write_bytes(b"x")
-    (died / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "tr')  # killed mid-write
+    (died / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epoch": 2, "tr')  # killed mid-write
 
     nested = runs_dir / "compare" / "lae-s0"  # lapmusic compare writes one level deeper
     atomic_write_json(nested / "config.json", config())

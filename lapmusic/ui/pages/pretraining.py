@@ -11,7 +11,7 @@ from .. import common
 from ..sidebar import Settings
 
 EXPLANATION = (
-    "Each bar is a singular value of the matrix that stacks the whole history of every training piece: it "
+    "Each point of the blue line is a singular value of the matrix that stacks the whole history of every training piece: it "
     "measures how much of the music one direction of the linear autoencoder's state explains. The line is the "
     "share of the total energy kept by the first components, so its height at the marker p (your hidden size) "
     "says how much of the history the pre-trained network starts out remembering."

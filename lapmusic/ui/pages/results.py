@@ -18,7 +18,8 @@ ANCHOR_COLUMNS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata":
 
 
 def _percent(value) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
+    """ACC values from lapmusic.metrics are already in percent."""
+    return f"{value:.1f}%" if isinstance(value, (int, float)) else "-"
 
 
 def _number(value) -> str:

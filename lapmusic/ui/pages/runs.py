@@ -32,7 +32,7 @@ def render(settings: Settings) -> None:
                 "dataset": r.config.get("dataset"),
                 "init": r.config.get("init"),
                 "hidden": r.config.get("hidden"),
-                "epochs": f"{max(r.epochs_done - 1, 0)}/{r.config.get('epochs', '?')}",
+                "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
                 "test NLL": f"{r.final['nll']:.3f}" if r.final and isinstance(r.final.get("nll"), float) else "",
                 "saved": r.started,
             }

@@ -52,7 +52,7 @@ def render(settings: Settings) -> None:
         st.session_state.sample_run = focus[0] if focus else names[0]
     chosen = st.selectbox(
         "Run", names, key="sample_run",
-        format_func=lambda p: f"{Path(p).name} ({by_name[p].state}, {by_name[p].epochs_done} epochs logged)",
+        format_func=lambda p: f"{Path(p).name} ({by_name[p].state}, {by_name[p].epochs_done} epochs)",
     )
     run = by_name[chosen]
     if run.state not in ("finished",):

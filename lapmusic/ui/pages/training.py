@@ -121,7 +121,7 @@ def _final_text(final: dict | None) -> str:
     if isinstance(nll, (int, float)):
         bits.append(f"test NLL {nll:.3f}")
     if isinstance(acc, (int, float)):
-        bits.append(f"test ACC {100 * acc:.1f}%")
+        bits.append(f"test ACC {acc:.1f}%")  # lapmusic.metrics gives ACC in percent
     return ": " + ", ".join(bits) if bits else ""
 
 

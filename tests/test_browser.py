@@ -1,0 +1,181 @@
+"""End to end in a real headless Chromium: ``streamlit run app.py``, choose a dataset, train, listen.
+
+Starts the app on a free local port in a subprocess (temporary runs folder and dataset cache holding two
+tiny datasets), drives it with Playwright exactly as a person would, and saves a screenshot
+(``$LAPMUSIC_SCREENSHOT``, default ``browser-app.png`` in the test's temporary folder). Skipped when
+Debian's ``/usr/bin/chromium`` or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TRAINING_DEADLINE_MS = 240_000  # a tiny run takes seconds; this is only reached on a bug or a stalled machine
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _piece(rng: np.random.Generator, frames: int) -> np.ndarray:
+    chords = [(48, 52, 55), (53, 57, 60), (55, 59, 62), (48, 52, 55)]
+    roll = np.zeros((frames, 88), dtype=np.uint8)
+    for t in range(frames):
+        for pitch in chords[(t // 2) % 4]:
+            roll[t, pitch - 21] = 1
+        roll[t, 72 - 21 + int(rng.integers(0, 8))] = 1
+    return roll
+
+
+def _make_dataset(key_name: str, rng, train: int) -> None:
+    from lapmusic.data import Dataset, save_user_dataset
+
+    dataset = Dataset(f"user:{key_name}", key_name, [_piece(rng, 32) for _ in range(train)],
+                      [_piece(rng, 16) for _ in range(2)], [_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
+    assert save_user_dataset(dataset) == f"user:{key_name}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app served by ``streamlit run app.py`` on a free port; yields its URL."""
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path_factory.mktemp("browser")
+    env = dict(os.environ)
+    env.update(
+        {
+            "LAPMUSIC_CACHE_DIR": str(root / "cache"),
+            "LAPMUSIC_RUNS_DIR": str(root / "runs"),
+            "LAPMUSIC_POLL_SECONDS": "0.5",
+            "LAPMUSIC_APP_DEFAULTS": json.dumps(
+                {"dataset": "user:warmup", "hidden": 8, "epochs": 3, "init": "both", "batch_size": 4}
+            ),
+        }
+    )
+    old_cache = os.environ.get("LAPMUSIC_CACHE_DIR")
+    os.environ["LAPMUSIC_CACHE_DIR"] = env["LAPMUSIC_CACHE_DIR"]  # where _make_dataset saves
+    try:
+        rng = np.random.default_rng(0)
+        _make_dataset("warmup", rng, 4)
+        _make_dataset("tiny", rng, 6)
+    finally:
+        if old_cache is None:
+            os.environ.pop("LAPMUSIC_CACHE_DIR", None)
+        else:
+            os.environ["LAPMUSIC_CACHE_DIR"] = old_cache
+
+    port = _free_port()
+    log_path = root / "streamlit.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_choose_data_train_watch_the_curves_then_hear_a_sample(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    screenshot = Path(os.environ.get("LAPMUSIC_SCREENSHOT") or tmp_path / "browser-app.png")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            sidebar = page.get_by_test_id("stSidebar")
+
+            # Choose the dataset, as a person would, and see its facts.
+            expect(page.get_by_text("Pieces (train / valid / test)")).to_be_visible(timeout=60_000)
+            sidebar.get_by_test_id("stSelectbox").click()
+            page.get_by_role("option", name="my MIDI: tiny").click()
+            expect(page.get_by_text("6 / 2 / 2")).to_be_visible(timeout=30_000)
+
+            # Train LAE and random side by side; the app switches to the Training tab.
+            sidebar.get_by_role("button", name="Train").click()
+            expect(page.get_by_role("tab", name="Training", selected=True)).to_be_visible(timeout=30_000)
+
+            # The live loss chart must come to show at least two epochs of both runs.
+            page.wait_for_function(
+                """() => {
+                    for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+                        const traces = (plot.data || []).filter(t => t.x && t.x.length);
+                        const epochs = traces.map(t => Math.max(...t.x.filter(x => x !== null)));
+                        if (traces.length >= 2 && epochs.length && Math.min(...epochs) >= 2) return true;
+                    }
+                    return false;
+                }""",
+                timeout=TRAINING_DEADLINE_MS,
+                polling=500,
+            )
+            expect(page.get_by_text("finished", exact=False).first).to_be_visible(timeout=TRAINING_DEADLINE_MS)
+
+            # Generate a sample and find an audio player and a MIDI download.
+            page.get_by_role("tab", name="Samples").click()
+            page.get_by_role("button", name="Generate").click()
+            main = page.get_by_test_id("stMain")
+            audio = main.locator("audio")
+            expect(audio).to_have_count(1, timeout=60_000)
+            assert (audio.get_attribute("src") or "").strip()
+            midi_button = page.get_by_role("button", name="Download MIDI")
+            expect(midi_button).to_be_visible()
+            with page.expect_download() as download_info:
+                midi_button.click()
+            midi_path = download_info.value.path()
+            assert Path(midi_path).read_bytes()[:4] == b"MThd"
+            expect(page.get_by_role("button", name="Download WAV")).to_be_visible()
+
+            body = page.inner_text("body")
+            assert "Traceback" not in body and "Something went wrong" not in body
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
