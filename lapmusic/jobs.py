@@ -62,6 +62,18 @@ def default_max_jobs() -> int:
         return 1
 
 
+def default_max_per_session() -> int | None:
+    """``$LAPMUSIC_MAX_JOBS_PER_SESSION``: queued + running jobs one browser session may have (default 2,
+    one LAE/random pair, so one eager student cannot fill a classroom's queue); 0 = no limit."""
+    text = os.environ.get("LAPMUSIC_MAX_JOBS_PER_SESSION", "").strip()
+    try:
+        value = int(text) if text else 2
+    except ValueError:
+        log.warning("ignoring LAPMUSIC_MAX_JOBS_PER_SESSION=%r (not an integer)", text)
+        value = 2
+    return None if value <= 0 else value
+
+
 def _default_train(config, run_dir, *, progress=None, cancel=None, resume=False):
     from .train import train  # imported lazily: torch is heavy and tests use a fake
 
@@ -148,10 +160,12 @@ class JobManager:
         runs_dir: str | os.PathLike | None = None,
         *,
         max_jobs: int | None = None,
+        max_per_session: int | None | str = "env",
         train_fn: TrainFunction | None = None,
     ):
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.max_jobs = max(1, int(max_jobs)) if max_jobs is not None else default_max_jobs()
+        self.max_per_session = default_max_per_session() if max_per_session == "env" else max_per_session
         self._train_fn = train_fn or _default_train
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
@@ -174,7 +188,8 @@ class JobManager:
 
         ``config``: a TrainConfig (or dict); ``run_dir``: default a new folder under ``runs_dir``;
         ``resume``: continue the run in ``run_dir`` from its checkpoint; ``group``: jobs started
-        together (LAE and random side by side) share it.
+        together (LAE and random side by side) share it. Raises LapMusicError when ``session`` already
+        has ``max_per_session`` jobs queued or running.
         """
         config_dict = config_to_dict(config)
         if resume:
@@ -187,6 +202,11 @@ class JobManager:
             run_dir = Path(run_dir) if run_dir is not None else self.runs_dir / run_folder_name(config_dict)
         run_dir = run_dir.resolve()
         with self._lock:
+            if session is not None and self.slots_left(session) <= 0:
+                raise LapMusicError(
+                    f"you already have {self.max_per_session} runs queued or training; "
+                    "wait for one to finish or stop it, then start another"
+                )
             for other in self._jobs.values():
                 if other.active and other.run_dir == run_dir:
                     raise LapMusicError(f"run {run_dir.name} is already {other.state}; wait for it or stop it first")
@@ -217,6 +237,14 @@ class JobManager:
         with self._lock:
             found = [j for j in self._jobs.values() if session is None or j.session == session]
         return sorted(found, key=lambda j: j.submitted_at)
+
+    def slots_left(self, session: str) -> int:
+        """How many more jobs ``session`` may submit now (a large number when there is no limit)."""
+        if self.max_per_session is None:
+            return 1 << 30
+        with self._lock:
+            active = sum(1 for j in self._jobs.values() if j.session == session and j.active)
+        return max(0, self.max_per_session - active)
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start, 2 after it, ...; None when the job is not waiting."""

@@ -172,6 +172,20 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     anchors = at.dataframe[1].value
     assert list(anchors["JSB Chorales"]) == ["8.100", "-", "7.720"]
 
+    show(at, "Runs")
+    table = at.dataframe[0].value
+    mine = set(table[table["yours"] == "yes"]["run"])
+    assert mine == {Path(p).name for p in at.session_state["focus"]} and len(mine) == 2
+
+    # A page refresh is a new Streamlit session with the same ?session= id: it shows the same runs again.
+    refreshed = AppTest.from_file(APP, default_timeout=60)
+    refreshed.query_params["session"] = at.session_state["session_id"]
+    refreshed.query_params["page"] = "Training"
+    refreshed.run()
+    no_exceptions(refreshed)
+    assert refreshed.session_state["focus"] == at.session_state["focus"]
+    assert finished_count(refreshed) == 2 and len(refreshed.get("plotly_chart")) == 1
+
 
 def test_stop_a_run_then_resume_it(app_env):
     at = new_app()
@@ -186,6 +200,14 @@ def test_stop_a_run_then_resume_it(app_env):
         and (Path(a.session_state["focus"][0]) / "checkpoint.pt").is_file(),
         "a running job with a first checkpoint",
     )
+    # One browser session may not queue more than two jobs: a second pair is refused with a message.
+    at.sidebar.radio(key="init").set_value("both")
+    at.run()
+    at.sidebar.button(key="train").click()
+    at.run()
+    assert any("you already have runs queued or training" in e for e in texts(at.sidebar, "error"))
+    assert len(at.session_state["focus"]) == 1
+
     next(b for b in at.button if b.label == "Stop").click()
     rerun_until(at, lambda a: "was stopped after epoch" in all_texts(a), "the run to stop")
     run_dir = Path(at.session_state["focus"][0])

@@ -278,3 +278,36 @@ def test_run_folder_names_are_safe_for_user_datasets():
     name = jobs.run_folder_name(config(dataset="user:my songs/1"))
     assert "/" not in name and ":" not in name and " " not in name
     assert "user_my_songs_1-h8-lae-s0" in name
+
+
+def test_one_browser_session_cannot_fill_the_queue(runs_dir):
+    gate = threading.Event()
+    manager = jobs.JobManager(runs_dir, max_jobs=1, max_per_session=2, train_fn=FakeTrain(gate=gate))
+    first = [manager.submit(config(seed=s), session="eager") for s in (1, 2)]
+    assert manager.slots_left("eager") == 0 and manager.slots_left("other") == 2
+    with pytest.raises(LapMusicError, match="already have 2 runs queued or training"):
+        manager.submit(config(seed=3), session="eager")
+    other = manager.submit(config(seed=4), session="other")  # the rest of the class is not blocked
+    assert manager.queue_position(other.id) == 2
+    gate.set()
+    for job in (*first, other):
+        manager.wait(job.id, timeout=WAIT)
+    assert manager.slots_left("eager") == 2
+    manager.wait(manager.submit(config(seed=5), session="eager").id, timeout=WAIT)
+
+    unlimited = jobs.JobManager(runs_dir, max_jobs=1, max_per_session=None, train_fn=FakeTrain(gate=threading.Event()))
+    for seed in range(5):
+        unlimited.submit(config(seed=10 + seed), session="eager")
+    unlimited.shutdown()
+
+
+def test_the_per_session_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("LAPMUSIC_MAX_JOBS_PER_SESSION", raising=False)
+    assert jobs.default_max_per_session() == 2
+    monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "4")
+    assert jobs.default_max_per_session() == 4
+    assert jobs.JobManager(max_jobs=1).max_per_session == 4
+    monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "0")
+    assert jobs.default_max_per_session() is None
+    monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "many")
+    assert jobs.default_max_per_session() == 2

@@ -79,7 +79,17 @@ def go_to(page: str) -> None:
 
 
 def focused_runs() -> list[Path]:
-    """Run folders the Training / Pre-training pages show: the last started group or the runs reopened."""
+    """Run folders the Training / Pre-training pages show: the last started group or the runs reopened.
+
+    After a page refresh (a new Streamlit session with the same ``?session=`` id) it is this browser
+    session's latest group of jobs again.
+    """
+    if "focus" not in st.session_state:
+        jobs = manager().jobs(session_id())
+        if jobs:
+            latest = jobs[-1]
+            group = [j for j in jobs if latest.group is not None and j.group == latest.group] or [latest]
+            set_focus([j.run_dir for j in group])
     return [Path(p) for p in st.session_state.get("focus", []) if Path(p).is_dir()]
 
 
@@ -167,9 +177,20 @@ def app_defaults() -> dict:
     return defaults
 
 
-def run_label(config: dict) -> str:
+def display_path(path) -> str:
+    """``path`` relative to the working folder when it is inside it (``runs/...``), else absolute."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_label(config: dict, *, with_dataset: bool = False) -> str:
+    """``LAE · h128 · seed 0`` (with the dataset first when runs of several datasets are compared)."""
     init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "?")))
-    return f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
+    label = f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
+    return f"{config.get('dataset', '?')} · {label}" if with_dataset else label
 
 
 def now() -> float:

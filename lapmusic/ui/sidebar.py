@@ -139,10 +139,14 @@ def render() -> Settings:
             "Device", devices, horizontal=True, key="device",
             index=devices.index(defaults["device"]) if defaults["device"] in devices else 0,
         )
-        st.caption(cuda_text + (" `auto` uses it." if cuda else ""))
+
 
     settings = current_settings()
     _train_button(sidebar, settings)
+    device_note = cuda_text
+    if cuda:
+        device_note += " This run uses it." if settings.device in ("auto", "cuda") else " This run uses the CPU."
+    sidebar.caption(device_note)
     _server_line(sidebar)
     return settings
 
@@ -211,6 +215,11 @@ def _start_training() -> None:
     try:
         configs = current_settings().configs()
         manager = common.manager()
+        if manager.slots_left(common.session_id()) < len(configs):
+            raise LapMusicError(
+                f"you already have runs queued or training (at most {manager.max_per_session} at a time per "
+                "browser session); wait for them or stop one on the Training tab"
+            )
         group = uuid.uuid4().hex[:8]
         submitted = [manager.submit(c, session=common.session_id(), group=group) for c in configs]
     except LapMusicError as exc:
@@ -229,5 +238,5 @@ def _server_line(sidebar) -> None:
     running, queued = manager.running_count, manager.queued_count
     sidebar.caption(
         f"Server: {running} training, {queued} waiting (at most {manager.max_jobs} at a time). "
-        f"Runs are saved in `{manager.runs_dir}`."
+        f"Runs are saved in `{common.display_path(manager.runs_dir)}`."
     )

@@ -60,12 +60,13 @@ def render(settings: Settings) -> None:
 
 @st.fragment(run_every=common.poll_seconds())
 def _wait_for_lae(run: Path) -> None:
-    if (run / "lae.npz").is_file():
-        st.rerun()  # whole page: the spectrum can be drawn now
     job = common.manager().job_for_run(run)
-    if job is None or not job.active:
-        st.rerun()
-    st.info(f"Pre-training in progress for {run.name}: {job.message}")
+    if (run / "lae.npz").is_file() or job is None or not job.active:
+        st.rerun()  # the whole page: the spectrum can be drawn now (or never will be)
+    if job.state == "queued":
+        st.info(f"{run.name} is waiting in the queue; its pre-training starts when a slot is free.")
+    else:
+        st.info(f"Pre-training in progress for {run.name}: {job.message}")
 
 
 def _show(run: Path, path: Path, settings: Settings) -> None:

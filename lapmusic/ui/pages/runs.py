@@ -20,7 +20,7 @@ def render(settings: Settings) -> None:
         st.error(note)
     runs = list_runs(manager=manager)
     if not runs:
-        st.info(f"No runs in `{manager.runs_dir}` yet. Train one from the sidebar.")
+        st.info(f"No runs in `{common.display_path(manager.runs_dir)}` yet. Train one from the sidebar.")
         return
     mine = {str(job.run_dir) for job in manager.jobs(common.session_id())}
     st.dataframe(
@@ -40,7 +40,7 @@ def render(settings: Settings) -> None:
         ],
         hide_index=True,
     )
-    st.caption(f"Saved in `{manager.runs_dir}`; runs made with the `lapmusic` command appear here too.")
+    st.caption(f"Saved in `{common.display_path(manager.runs_dir)}`; runs made with the `lapmusic` command appear here too.")
     by_name = {str(r.run_dir): r for r in runs}
     chosen = st.multiselect(
         "Choose one run, or several to compare", list(by_name), key="runs_chosen",

@@ -41,7 +41,7 @@ def _is_active(run: Path) -> bool:
 
 @st.fragment(run_every=common.poll_seconds())
 def _live(runs: list[Path]) -> None:
-    _draw(runs)
+    common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
     if not any(_is_active(run) for run in runs):
         st.rerun()  # the whole app: stop polling, refresh the other tabs with the finished runs
 
@@ -49,12 +49,14 @@ def _live(runs: list[Path]) -> None:
 def _draw(runs: list[Path]) -> None:
     manager = common.manager()
     histories: dict[str, list[dict]] = {}
-    for run in runs:
-        summary = summarize_run(run, manager)
-        if summary is None:
-            continue
+    summaries = [s for s in (summarize_run(run, manager) for run in runs) if s is not None]
+    # LAE first, so that it keeps the same colour in every comparison.
+    summaries.sort(key=lambda s: s.config.get("init") != "lae")
+    several_datasets = len({s.config.get("dataset") for s in summaries}) > 1
+    for summary in summaries:
+        run = summary.run_dir
         job = manager.job_for_run(run)
-        label = _unique(common.run_label(summary.config), histories)
+        label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
         histories[label] = read_metrics(run / "metrics.jsonl")
         common.guarded(_status_line, run, summary, job, label)
     if any(histories.values()):
@@ -109,7 +111,7 @@ def _status_line(run: Path, summary, job, label: str) -> None:
     elif state == INTERRUPTED:
         box.warning(f"**{label}** was interrupted (the server stopped during training) after epoch {epoch}.")
         _resume_button(box, summary)
-    box.caption(f"Run folder: `{run}`")
+    box.caption(f"Run folder: `{common.display_path(run)}`")
 
 
 def _final_text(final: dict | None) -> str:
