@@ -120,11 +120,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
                    "initial pre-activations lie in [-0.5, 0.5])")
     p.add_argument("--max-train-sequences", type=_positive_int,
-                   help="train on a seeded random subset of N training pieces (budget runs)")
+                   help="train on a fixed random subset of N training pieces (the same for every seed)")
+    p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
+                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
 
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences")
+                     "lae_solver", "alpha", "max_train_sequences", "lae_path")
 
 
 def _training_config(args: argparse.Namespace, **fields):

@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     max_sequences: int | None = None  # first N pieces of every split
-    max_train_sequences: int | None = None  # a seeded random subset of N training pieces (budget runs)
+    max_train_sequences: int | None = None  # a fixed random subset of N training pieces (budget runs)
     cell: str = "rnn"  # "rnn" | "gru" | "lstm"
     bptt: int = 100  # truncated-BPTT window in frames
     optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
@@ -79,8 +79,10 @@ class TrainConfig:
     lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
     lr_factor: float = 0.5
     min_lr: float = 1e-5
+    warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps (0: none)
     lae_solver: str = "approx"  # "exact" | "approx"
     lae_max_lag: int | None = None
+    lae_path: str | None = None  # reuse an LAE saved with LinearAutoencoder.save (p must equal hidden)
     alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
     alpha_target: float = 0.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
     readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
@@ -131,8 +133,8 @@ class TrainConfig:
             problems.append(f"alpha must be positive (or null for automatic), not {self.alpha!r}")
         if self.clip is not None and not self.clip > 0:
             problems.append(f"clip must be positive or null, not {self.clip!r}")
-        if self.weight_decay < 0 or self.readout_steps < 0 or self.lr_patience < 0:
-            problems.append("weight_decay, readout_steps and lr_patience must not be negative")
+        if self.weight_decay < 0 or self.readout_steps < 0 or self.lr_patience < 0 or self.warmup_steps < 0:
+            problems.append("weight_decay, readout_steps, lr_patience and warmup_steps must not be negative")
         if problems:
             raise LapMusicError("invalid training config: " + "; ".join(problems))
 
@@ -224,11 +226,14 @@ def train_epoch(
     rng: np.random.Generator | None,
     on_batch: Callable[[int, int], None] | None = None,
     cancel=None,
+    warmup_steps: int = 0,
 ) -> dict:
     """One pass over ``pieces``; returns ``{"nll": mean training NLL per frame, "frames", "steps"}``.
 
     ``batch_size=1`` with a ``bptt`` longer than every piece is the batch-of-one loop of reference code
     (one piece per optimizer step), used as the baseline of the throughput benchmark.
+    ``warmup_steps``: the learning rate rises linearly over the first optimizer steps of the run (the
+    count lives in the optimizer's param groups, so it survives checkpoints).
     """
     model.train()
     lengths = [len(p) for p in pieces]
@@ -259,6 +264,8 @@ def train_epoch(
             loss.backward()
             if clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if warmup_steps:
+                _warm_up(optimizer, warmup_steps)
             optimizer.step()
             total_nll += float(loss_sum.detach())
             total_frames += int(frames)
@@ -267,6 +274,21 @@ def train_epoch(
             on_batch(number + 1, len(batches))
     return {"nll": total_nll / total_frames if total_frames else float("nan"), "frames": total_frames,
             "steps": steps}
+
+
+def _warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
+    """Linear warm-up: step ``k`` (1-based) of the run uses ``lr * k / warmup_steps`` until ``k = warmup_steps``.
+
+    Why: right after the LAE init the readout sits at its least-squares/logistic optimum, where gradients
+    are small and noisy; Adam normalises them to full-size steps, which scrambles the init in the first
+    epoch. Warming up (for both inits alike) lets Adam's second-moment estimate settle first.
+    """
+    for group in optimizer.param_groups:
+        done = group.setdefault("warmup_done", 0)
+        if done < warmup_steps:
+            target = group.setdefault("target_lr", group["lr"])
+            group["lr"] = target * (done + 1) / warmup_steps
+            group["warmup_done"] = done + 1
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -402,7 +424,7 @@ def _select(seqs: Sequence[np.ndarray], limit: int | None) -> list[np.ndarray]:
 def _training_pieces(config: TrainConfig, dataset) -> list[np.ndarray]:
     train = _select(dataset.train, config.max_sequences)
     if config.max_train_sequences is not None and len(train) > config.max_train_sequences:
-        rng = np.random.default_rng([config.seed, 7919])
+        rng = np.random.default_rng(7919)  # the same subset for every seed: seeds vary the training only
         keep = np.sort(rng.choice(len(train), config.max_train_sequences, replace=False))
         train = [train[i] for i in keep]
     return train
@@ -556,7 +578,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
                    epoch=epoch - 1)
 
         result = train_epoch(model, optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
-                             clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel)
+                             clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
+                             warmup_steps=config.warmup_steps)
         valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
         if valid["nll"] is None or not math.isfinite(valid["nll"]) or not math.isfinite(result["nll"]):
             raise TrainingDiverged(
@@ -660,15 +683,19 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     if config.init == "random":
         return {"seconds": 0.0}
     started = time.perf_counter()
-    report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
-    try:
-        lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
-                       device=str(device), seed=config.seed, cancel=cancel,
-                       progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
-    except LapMusicError:
-        if cancel is not None and cancel.is_set():
-            raise TrainingCancelled("cancelled") from None
-        raise
+    if config.lae_path:
+        lae = _load_lae(config.lae_path, config.hidden)
+        report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
+    else:
+        report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
+        try:
+            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
+                           device=str(device), seed=config.seed, cancel=cancel,
+                           progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
+        except LapMusicError:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled("cancelled") from None
+            raise
     lae.save(run_dir / "lae.npz")
     lae_seconds = time.perf_counter() - started
     alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
@@ -682,8 +709,30 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     set_readout(model, W, c)
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
+            "lae_fit_seconds": float(getattr(lae, "seconds", lae_seconds)), "lae_reused": bool(config.lae_path),
+            "lae_energy_captured": _energy(lae),
             "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
             "readout_frames": int(len(H))}
+
+
+def _energy(lae) -> float | None:
+    try:
+        return float(lae.energy_captured)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _load_lae(path, hidden: int):
+    from .lae import LinearAutoencoder
+
+    try:
+        lae = LinearAutoencoder.load(path)
+    except FileNotFoundError:
+        raise LapMusicError(f"LAE file {path} does not exist; fit one with `lapmusic lae --out FILE`") from None
+    if lae.A.shape[0] != hidden:
+        raise LapMusicError(f"the LAE in {path} has p={lae.A.shape[0]} units but the network has hidden={hidden}; "
+                            "they must be equal")
+    return lae
 
 
 def _fit_lae(seqs, p, **options):

@@ -273,3 +273,17 @@ def test_compare_runs_epochs_to_reach(tmp_path):
     assert summary["inits"]["lae"]["nll"]["std"] == pytest.approx(np.std([2, 4.1], ddof=1))
     assert summary["valid_curve"]["lae"] == [5, 4.25, 3.6, 3.05]
     assert summary["lae_better_at_equal_epochs"] is True
+
+
+def test_a_saved_lae_can_be_reused(tmp_path, dataset):
+    pytest.importorskip("lapmusic.lae")
+    train(small_config(init="lae", epochs=1), tmp_path / "first", dataset=dataset)
+    reused = train(small_config(init="lae", epochs=1, lae_path=str(tmp_path / "first" / "lae.npz")),
+                   tmp_path / "second", dataset=dataset)
+    assert reused["pretrain"]["lae_reused"] is True
+    # Same LAE, same seed: the same initial network.
+    assert read_history(tmp_path / "second")[0]["valid_nll"] == pytest.approx(
+        read_history(tmp_path / "first")[0]["valid_nll"], rel=1e-6)
+    with pytest.raises(LapMusicError, match="must be equal"):
+        train(small_config(init="lae", hidden=5, lae_path=str(tmp_path / "first" / "lae.npz")),
+              tmp_path / "third", dataset=dataset)
