@@ -119,8 +119,9 @@ def test_the_first_page_shows_the_data_its_piano_roll_and_its_audio(app_env):
     assert metrics["Notes per frame"] == "4.00"  # three chord notes + one melody note in every frame
     assert len(at.get("plotly_chart")) == 1 and len(at.get("audio")) == 1
 
-    at.number_input(key="data_piece").set_value(1)
     at.radio(key="data_split").set_value("test")
+    at.run()
+    at.number_input(key="data_piece-user:tiny-test").set_value(1)
     at.run()
     no_exceptions(at)
     assert "test piece 1: 16 frames" in json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec))
@@ -164,6 +165,19 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     assert len(at.get("audio")) == 1
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads == ["Download MIDI", "Download WAV"]
+
+    at.radio(key="primer_kind").set_value("piece")
+    at.run()
+    assert at.number_input(key="primer_piece-user:tiny").max == 1  # the tiny set has two test pieces
+    at.number_input(key="primer_frames").set_value(4)
+    at.button(key="generate").click()
+    at.run()
+    assert not at.error, texts(at, "error")
+    sample = at.session_state["sample"]
+    assert sample["primer_frames"] == 4 and sample["roll"].shape == (4 + 16, 88)
+    from lapmusic.data import load_dataset
+
+    np.testing.assert_array_equal(sample["roll"][:4], load_dataset("user:tiny").test[0][:4])
 
     show(at, "Results")
     no_exceptions(at)

@@ -46,8 +46,10 @@ def render(settings: Settings) -> None:
     left, right = st.columns([1, 2])
     split = left.radio("Split", splits, horizontal=True, key="data_split")
     pieces = dataset.split(split)
+    # One key per dataset and split: a piece number valid in one may be out of range in another.
     index = right.number_input(
-        f"Piece (0 to {len(pieces) - 1})", min_value=0, max_value=len(pieces) - 1, value=0, key="data_piece"
+        f"Piece (0 to {len(pieces) - 1})", min_value=0, max_value=len(pieces) - 1, value=0,
+        key=f"data_piece-{settings.dataset}-{split}",
     )
     roll = pieces[int(index)]
     from ...plots import piano_roll_figure

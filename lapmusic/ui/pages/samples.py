@@ -71,9 +71,18 @@ def render(settings: Settings) -> None:
     primer_kind = right.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
     primer_spec = "none"
     if primer_kind == "piece":
-        index = right.number_input("Test piece", min_value=0, max_value=10000, value=0, key="primer_piece")
-        frames = right.number_input("Primer frames", min_value=1, max_value=256, value=8, key="primer_frames")
-        primer_spec = f"test:{int(index)}:{int(frames)}"
+        dataset_key = run.config.get("dataset")
+        n_test = len(common.get_dataset(dataset_key).test) if dataset_key else 0
+        if n_test == 0:
+            right.warning("This run's dataset has no test pieces; start from silence or a chord.")
+            primer_spec = "none"
+        else:
+            index = right.number_input(
+                f"Test piece (0 to {n_test - 1})", min_value=0, max_value=n_test - 1, value=0,
+                key=f"primer_piece-{dataset_key}",
+            )
+            frames = right.number_input("Primer frames", min_value=1, max_value=256, value=8, key="primer_frames")
+            primer_spec = f"test:{int(index)}:{int(frames)}"
     elif primer_kind == "chord":
         chord = right.text_input(
             "Chord (note names or MIDI numbers)", value="C4,E4,G4", max_chars=80, key="primer_chord"
