@@ -12,9 +12,15 @@ from ..sidebar import Settings
 ANCHORS = [
     {"model": "TCN (Bai et al., 2018)", "jsb": 8.10, "nottingham": 3.07, "musedata": None, "pianomidi": None},
     {"model": "LSTM (as reported with RRU)", "jsb": None, "nottingham": None, "musedata": 7.24, "pianomidi": 7.54},
-    {"model": "RRU (Zakovskis et al.)", "jsb": 7.72, "nottingham": 2.92, "musedata": 7.03, "pianomidi": 7.38},
+    {"model": "best recurrent (RRU)", "jsb": 7.72, "nottingham": 2.92, "musedata": 7.03, "pianomidi": 7.38},
 ]
 ANCHOR_COLUMNS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
+
+
+def best_published(dataset_key) -> float | None:
+    """The lowest anchor test NLL for a benchmark dataset (None for bach and your own data)."""
+    values = [a[dataset_key] for a in ANCHORS if a.get(dataset_key) is not None] if dataset_key in ANCHOR_COLUMNS else []
+    return min(values) if values else None
 
 
 def _percent(value) -> str:
@@ -56,6 +62,7 @@ def render(settings: Settings) -> None:
                     "test ACC": _percent(final.get("acc")),
                     "baseline ACC (repeat last frame)": _percent(base.get("copy_previous_acc")),
                     "expected ACC": _percent(final.get("expected_acc")),
+                    "best published NLL": _number(best_published(final.get("dataset", run.config.get("dataset")))),
                     "training time": common.format_seconds(final.get("total_seconds")),
                 }
             )
