@@ -169,7 +169,7 @@ def _upload_box(sidebar) -> None:
         "Your MIDI files", accept_multiple_files=True, key="uploads",
         help="Files that are not MIDI, corrupt, empty or too large are listed with the reason; the rest are used.",
     )
-    name = sidebar.text_input("Name of this dataset", value="my songs", max_chars=40, key="upload_name")
+    sidebar.text_input("Name of this dataset", value="my songs", max_chars=40, key="upload_name")
     sidebar.button("Build dataset from these files", on_click=_build_upload, disabled=not files, key="build_upload")
 
 
@@ -194,6 +194,11 @@ def _build_upload() -> None:
     except LapMusicError as exc:
         st.session_state.upload_report = {"error": str(exc), "bad": []}
         return
+    except Exception as exc:  # noqa: BLE001 - never a traceback in the page
+        common.log.exception("could not build a dataset from uploads")
+        st.session_state.upload_report = {"error": f"Could not build the dataset ({type(exc).__name__}: {exc}).",
+                                          "bad": []}
+        return
     used = len(dataset.train) + len(dataset.valid) + len(dataset.test)
     st.session_state.upload_report = {"key": key, "used": used, "bad": [(b.name, b.reason) for b in bad]}
     st.session_state.dataset_choice = key  # select it (the options list gains it on this rerun)
@@ -214,6 +219,8 @@ def _train_button(sidebar, settings: Settings) -> None:
 def _start_training() -> None:
     try:
         configs = current_settings().configs()
+        for config in configs:
+            config.validate()  # bad settings are refused here, before anything is queued
         manager = common.manager()
         if manager.slots_left(common.session_id()) < len(configs):
             raise LapMusicError(
