@@ -309,3 +309,44 @@ def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env
     at.run()
     assert at.session_state["page"] == "Samples"
     assert at.selectbox(key="sample_run").value == str(runs_dir / finished[0])
+
+
+def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch):
+    from lapmusic.io import atomic_write_json
+
+    run = Path(app_env) / "runs" / "20200101-000000-user_tiny-h8-lae-s0-dead"
+    atomic_write_json(run / "config.json", {"dataset": "user:tiny", "hidden": 8, "init": "lae", "epochs": 2, "seed": 0})
+    atomic_write_json(run / "status.json", {"state": "finished", "epoch": 2, "epochs": 2})
+    (run / "lae.npz").write_bytes(b"not an npz file")
+    (run / "best.pt").write_bytes(b"not a checkpoint")
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "train_nll": 9.0, "valid_nll": 9.5, "valid_acc": 10.0}\n')
+
+    at = new_app()
+    at.session_state["focus"] = [str(run)]
+    show(at, "Pre-training")
+    no_exceptions(at)
+    assert len(at.error) == 1 and "Traceback" not in at.error[0].value
+
+    show(at, "Samples")
+    at.selectbox(key="sample_run").set_value(str(run))
+    at.run()
+    at.button(key="generate").click()
+    at.run()
+    no_exceptions(at)
+    assert any("not a lapmusic checkpoint" in e or "could not be read" in e for e in texts(at, "error")), texts(at, "error")
+
+    # An unexpected bug in a page is one line in the page (the traceback goes to the server log).
+    import lapmusic.plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lapmusic.plots, "loss_figure", broken)
+    at.session_state["focus"] = [str(run)]
+    show(at, "Training")
+    no_exceptions(at)
+    assert any("Something went wrong here (RuntimeError: boom)" in e for e in texts(at, "error"))
+    assert at.sidebar.button(key="train")  # the rest of the app is still there
+    show(at, "Results")
+    no_exceptions(at)
+    assert not at.error
