@@ -84,15 +84,21 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     progress.close()
 
     def human(result: dict) -> str:
-        lines = [f"{'key':<12}{'available':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
+        lines = [f"{'key':<12}{'status':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
         for row in result["datasets"]:
             sizes = row.get("split_sizes")
             sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
             frames = row.get("frames", {}).get("train") if row.get("frames") else None
+            if row["key"] == "bach" and not row.get("built"):
+                status = "offline"  # built from music21's corpus on first use
+            else:
+                status = "local" if row["available"] else "download"
             lines.append(
-                f"{row['key']:<12}{'yes' if row['available'] else 'no':<11}{sizes_text:<20}"
+                f"{row['key']:<12}{status:<11}{sizes_text:<20}"
                 f"{frames if frames is not None else '-':>15}  {row['name']}"
             )
+        lines.append("local: on disk; download: fetched on first use (or set LAPMUSIC_DATA_DIR); "
+                     "offline: built from music21 on first use")
         return "\n".join(lines)
 
     emit({"datasets": rows}, args.json, human)
@@ -101,7 +107,36 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- lae
 def cmd_lae(args: argparse.Namespace) -> int:
-    raise LapMusicError("lapmusic lae is not implemented yet")
+    from .data import load_dataset
+    from .lae import fit_lae
+
+    progress = ProgressLine()
+    dataset = load_dataset(args.dataset, progress=progress)
+    pieces = dataset.train[: args.max_sequences] if args.max_sequences else dataset.train
+    model = fit_lae(
+        pieces, args.hidden, solver=args.solver, max_lag=args.max_lag, device=args.device,
+        seed=args.seed, progress=progress,
+    )
+    progress.close()
+    if args.out:
+        model.save(args.out)
+    result = {"dataset": dataset.key, "pieces": len(pieces), **model.summary(), "out": args.out}
+
+    def human(r: dict) -> str:
+        values = ", ".join(f"{v:.3g}" for v in r["top_singular_values"][:5])
+        lines = [
+            f"LAE on {r['dataset']} ({r['pieces']} training pieces), solver {r['solver']} on {r['device']}",
+            f"  Xi: {r['rows']} rows x {r['columns']} columns (max lag {r['max_lag']})",
+            f"  p = {r['p']}: {100 * r['energy_captured']:.1f} % of the energy captured; "
+            f"top singular values {values}",
+            f"  {r['seconds']:.1f} s",
+        ]
+        if r["out"]:
+            lines.append(f"  wrote {r['out']} (A {r['p']}x88, B {r['p']}x{r['p']}, singular_values)")
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
 
 
 # --------------------------------------------------------------------------------------- train

@@ -317,3 +317,28 @@ def test_approx_matches_exact_on_40_jsb_pieces(real_data_dir):
     assert rel.max() < 0.01
     err_exact, err_approx = _reconstruction_error(exact, pieces), _reconstruction_error(approx, pieces)
     assert abs(err_approx - err_exact) <= 0.02 * err_exact
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
+    import json
+
+    from lapmusic import cli, data
+
+    pieces = rolls(12, (3, 20), seed=15)
+    fake = data.Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
+    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)
+    out = tmp_path / "lae.npz"
+    code = cli.main(["lae", "--dataset", "fake", "--hidden", "6", "--max-sequences", "5",
+                     "--solver", "exact", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["solver"] == "exact" and result["p"] == 6 and result["pieces"] == 5
+    assert result["rows"] == sum(len(x) for x in pieces[:5])
+    assert 0 < result["energy_captured"] <= 1 and result["seconds"] >= 0
+    with np.load(out, allow_pickle=False) as saved:
+        assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
+        np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])
+    # a user mistake is one line on stderr and exit code 2
+    assert cli.main(["lae", "--dataset", "fake", "--hidden", "5000", "--max-sequences", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: p=5000")
