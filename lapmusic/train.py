@@ -177,8 +177,13 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
 
 
 def pad_batch(pieces: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs ``(B, L-1, 88)`` (frames ``1..T-1``), targets ``(B, L-1, 88)`` (frames ``2..T``), mask ``(B, L-1)``."""
-    longest = max(len(p) for p in pieces)
+    """Inputs ``(B, L-1, 88)`` (frames ``1..T-1``), targets ``(B, L-1, 88)`` (frames ``2..T``), mask ``(B, L-1)``.
+
+    Rows are ordered longest piece first, so the pieces still running at any frame are a prefix of the rows
+    (windows past the end of the short pieces run on fewer rows: see :func:`_active_rows`).
+    """
+    pieces = sorted(pieces, key=len, reverse=True)
+    longest = len(pieces[0])
     device = pieces[0].device
     rolls = torch.zeros(len(pieces), longest, N_KEYS, dtype=torch.float32, device=device)
     mask = torch.zeros(len(pieces), max(longest - 1, 0), dtype=torch.float32, device=device)
@@ -186,6 +191,20 @@ def pad_batch(pieces: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
         rolls[row, : len(piece)] = piece
         mask[row, : max(len(piece) - 1, 0)] = 1.0
     return rolls[:, :-1], rolls[:, 1:], mask
+
+
+def _active_rows(mask: torch.Tensor, start: int) -> int:
+    """How many (longest-first) rows still have a frame to predict at or after frame ``start``."""
+    return int((mask[:, start:].sum(1) > 0).sum())
+
+
+def _first_rows(h, rows: int):
+    """The state of the first ``rows`` sequences (``h`` is ``(1, B, p)`` or an LSTM pair of them)."""
+    if h is None:
+        return None
+    if isinstance(h, tuple):
+        return tuple(part[:, :rows] for part in h)
+    return h[:, :rows]
 
 
 def _detach(h):
@@ -209,8 +228,9 @@ def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
         inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
         h = None
         for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
-            logits, h = model(inputs[:, start : start + window], h)
-            totals.update(logits, targets[:, start : start + window], mask[:, start : start + window])
+            rows = _active_rows(mask, start)
+            logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
+            totals.update(logits, targets[:rows, start : start + window], mask[:rows, start : start + window])
     model.train(was_training)
     return totals.result()
 
@@ -246,12 +266,13 @@ def train_epoch(
         inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
         h = None
         for start in range(0, inputs.shape[1], bptt):
-            window_mask = mask[:, start : start + bptt]
+            rows = _active_rows(mask, start)  # pieces that ended in earlier windows drop out of the batch
+            window_mask = mask[:rows, start : start + bptt]
             frames = window_mask.sum()
-            logits, h = model(inputs[:, start : start + bptt], h)
+            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows))
             h = _detach(h)
             per_key = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[:, start : start + bptt], reduction="none"
+                logits, targets[:rows, start : start + bptt], reduction="none"
             )
             loss_sum = (per_key.sum(-1) * window_mask).sum()
             loss = loss_sum / frames

@@ -115,6 +115,20 @@ def test_evaluate_matches_metrics_computed_piece_by_piece(dataset):
     assert evaluate_tensors(model, tensors, window=3)["nll"] == pytest.approx(result["nll"], rel=1e-5)
 
 
+def test_train_epoch_loss_is_the_nll_of_every_frame_once(dataset):
+    # With lr = 0 nothing changes, so the epoch's training NLL (windows of 5 frames, batches of 4 pieces of
+    # different lengths, rows dropping out as pieces end) must equal the NLL evaluated piece by piece.
+    torch.manual_seed(1)
+    model = PianoRollRNN(10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    tensors = [torch.as_tensor(p) for p in dataset.train]
+    result = train_module.train_epoch(model, optimizer, tensors, batch_size=4, bptt=5, clip=None,
+                                      rng=np.random.default_rng(0))
+    reference = evaluate(model.eval(), dataset.train)
+    assert result["frames"] == reference["frames"] == sum(len(p) - 1 for p in dataset.train)
+    assert result["nll"] == pytest.approx(reference["nll"], rel=1e-5)
+
+
 def _weights(run_dir):
     payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     return payload["epoch"], payload["model"]
