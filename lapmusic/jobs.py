@@ -74,10 +74,88 @@ def default_max_per_session() -> int | None:
     return None if value <= 0 else value
 
 
-def _default_train(config, run_dir, *, progress=None, cancel=None, resume=False):
+def _default_train(config, run_dir, *, progress=None, cancel=None, resume=False, dataset=None):
     from .train import train  # imported lazily: torch is heavy and tests use a fake
 
-    return train(config, run_dir, progress=progress, cancel=cancel, resume=resume)
+    return train(config, run_dir, progress=progress, cancel=cancel, resume=resume, dataset=dataset)
+
+
+# --------------------------------------------------------------------------------- shared datasets
+def dataset_token(key: str) -> str:
+    """Identifies one version of a dataset: the key, plus the file's mtime for ``user:NAME`` datasets
+    (so that rebuilding an upload under the same name is not served from memory)."""
+    if not key.startswith("user:"):
+        return key
+    from .data import slugify, user_dir
+
+    path = user_dir() / f"{slugify(key.removeprefix('user:'))}.npz"
+    try:
+        return f"{key}@{path.stat().st_mtime_ns}"
+    except OSError:
+        return key
+
+
+class _Loading:
+    """One dataset being loaded (or loaded) in its own thread; any number of callers can wait on it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.fraction = 0.0
+        self.message = "starting"
+        self.result = None
+        self.error: BaseException | None = None
+
+    def update(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = float(fraction), str(message)
+
+    def wait(self, progress=None, poll: float = 0.25):
+        while not self.done.wait(poll):
+            if progress is not None:
+                progress(self.fraction, self.message)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class DatasetCache:
+    """Datasets loaded once per process and shared by every page and job (a classroom uses the same one).
+
+    A load runs in its own thread, so a caller that gives up waiting (a Streamlit rerun) does not abort
+    it, and concurrent callers (the Data page and a training job, both asking for the one-minute Bach
+    build) wait for the same load instead of doing it twice. A failed load is retried by the next call.
+    """
+
+    def __init__(self, loader: Callable[..., Any] | None = None):
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Loading] = {}
+
+    def start(self, key: str) -> _Loading:
+        """Begin loading ``key`` unless it is loaded or loading; returns the entry to wait on."""
+        token = dataset_token(key)
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None and not (entry.done.is_set() and entry.error is not None):
+                return entry
+            entry = _Loading()
+            self._entries[token] = entry
+        threading.Thread(target=self._load, args=(key, entry), name=f"lapmusic-load-{key}", daemon=True).start()
+        return entry
+
+    def get(self, key: str, progress=None):
+        """The dataset ``key`` (a ``lapmusic.data.Dataset``); ``progress(fraction, message)`` while it loads."""
+        return self.start(key).wait(progress)
+
+    def _load(self, key: str, entry: _Loading) -> None:
+        loader = self._loader
+        if loader is None:
+            from .data import load_dataset as loader
+        try:
+            entry.result = loader(key, progress=entry.update)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            entry.error = exc
+        finally:
+            entry.done.set()
 
 
 def config_to_dict(config: Any) -> dict:
@@ -162,11 +240,14 @@ class JobManager:
         max_jobs: int | None = None,
         max_per_session: int | None | str = "env",
         train_fn: TrainFunction | None = None,
+        datasets: DatasetCache | None = None,
     ):
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.max_jobs = max(1, int(max_jobs)) if max_jobs is not None else default_max_jobs()
         self.max_per_session = default_max_per_session() if max_per_session == "env" else max_per_session
         self._train_fn = train_fn or _default_train
+        self.datasets = datasets
+        """When given, jobs take their data from this shared cache (``train(..., dataset=...)``)."""
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._queue: collections.deque[str] = collections.deque()
@@ -349,8 +430,14 @@ class JobManager:
         try:
             try:
                 self._write_status(job, {"state": RUNNING, "error": None, "message": "starting"})
+                extra = {}
+                if self.datasets is not None:
+                    key = str(config_to_dict(job.config).get("dataset"))
+                    extra["dataset"] = self.datasets.get(
+                        key, progress=lambda f, m: progress(0.0, f"loading {key}: {m}")
+                    )
                 result = self._train_fn(
-                    job.config, job.run_dir, progress=progress, cancel=job.cancel_event, resume=job.resume
+                    job.config, job.run_dir, progress=progress, cancel=job.cancel_event, resume=job.resume, **extra
                 )
             except LapMusicError as exc:
                 self._finish(job, FAILED, error=str(exc))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
+import numpy as np
 import pytest
 
 from lapmusic import jobs
@@ -311,3 +313,82 @@ def test_the_per_session_limit_comes_from_the_environment(monkeypatch):
     assert jobs.default_max_per_session() is None
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "many")
     assert jobs.default_max_per_session() == 2
+
+
+class SlowLoader:
+    """A dataset loader that blocks until ``gate`` opens, counts its calls and reports progress."""
+
+    def __init__(self, fail_first: bool = False):
+        self.gate = threading.Event()
+        self.calls = 0
+        self.fail_first = fail_first
+
+    def __call__(self, key, progress=None):
+        self.calls += 1
+        progress(0.5, f"building {key}")
+        self.gate.wait(WAIT)
+        if self.fail_first and self.calls == 1:
+            raise LapMusicError(f"could not download {key}")
+        return {"key": key, "call": self.calls}
+
+
+def test_the_dataset_cache_loads_once_for_every_waiter():
+    loader = SlowLoader()
+    cache = jobs.DatasetCache(loader)
+    results = []
+    waiters = [
+        threading.Thread(target=lambda: results.append(cache.get("bach", progress=lambda f, m: None)))
+        for _ in range(3)
+    ]
+    for thread in waiters:
+        thread.start()
+    entry = cache.start("bach")
+    while entry.message != "building bach":  # the load runs in its own thread
+        threading.Event().wait(0.01)
+    loader.gate.set()
+    for thread in waiters:
+        thread.join(WAIT)
+    assert loader.calls == 1
+    assert results == [{"key": "bach", "call": 1}] * 3 and results[0] is results[1]
+    assert cache.get("bach") is results[0]
+
+
+def test_a_failed_dataset_load_reaches_every_waiter_and_is_retried():
+    loader = SlowLoader(fail_first=True)
+    loader.gate.set()
+    cache = jobs.DatasetCache(loader)
+    with pytest.raises(LapMusicError, match="could not download jsb"):
+        cache.get("jsb")
+    assert cache.get("jsb") == {"key": "jsb", "call": 2}
+
+
+def test_jobs_take_their_data_from_the_shared_cache(runs_dir):
+    loader = SlowLoader(fail_first=True)
+    loader.gate.set()
+    seen = []
+
+    def train(config, run_dir, *, progress=None, cancel=None, resume=False, dataset=None):
+        seen.append(dataset)
+        return {}
+
+    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=train, datasets=jobs.DatasetCache(loader))
+    failed = manager.wait(manager.submit(config(dataset="jsb")).id, timeout=WAIT)
+    assert failed.state == jobs.FAILED and failed.error == "could not download jsb" and seen == []
+    assert jobs.read_json(failed.run_dir / "status.json")["error"] == "could not download jsb"
+    done = manager.wait(manager.submit(config(dataset="jsb")).id, timeout=WAIT)
+    assert done.state == jobs.FINISHED and seen == [{"key": "jsb", "call": 2}]
+
+
+def test_a_rebuilt_user_dataset_gets_a_new_token(monkeypatch, tmp_path):
+    from lapmusic.data import Dataset, save_user_dataset
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
+    assert jobs.dataset_token("bach") == "bach"
+    assert jobs.dataset_token("user:absent") == "user:absent"
+    piece = [np.zeros((4, 88), dtype=np.uint8)]
+    piece[0][:, 40] = 1
+    save_user_dataset(Dataset("user:mine", "mine", piece, piece, piece))
+    first = jobs.dataset_token("user:mine")
+    path = tmp_path / "user" / "mine.npz"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert first.startswith("user:mine@") and jobs.dataset_token("user:mine") != first

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +17,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from ..errors import LapMusicError
-from ..jobs import JobManager, default_max_jobs, default_runs_dir
+from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, default_runs_dir
 
 log = logging.getLogger("lapmusic.app")
 
@@ -54,8 +52,14 @@ def guarded(render: Callable[..., Any], *args, **kwargs) -> Any:
 
 # ------------------------------------------------------------------------------ jobs and sessions
 @st.cache_resource(show_spinner=False)
+def datasets() -> DatasetCache:
+    """The process-wide dataset cache, shared by the pages and the training jobs."""
+    return DatasetCache()
+
+
+@st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str, max_jobs: int) -> JobManager:
-    return JobManager(runs_dir, max_jobs=max_jobs)
+    return JobManager(runs_dir, max_jobs=max_jobs, datasets=datasets())
 
 
 def manager() -> JobManager:
@@ -98,44 +102,24 @@ def set_focus(run_dirs) -> None:
 
 
 # ------------------------------------------------------------------------------ datasets
-@st.cache_resource(show_spinner=False)
-def _dataset_store() -> dict:
-    return {"lock": threading.Lock(), "datasets": {}}
-
-
 def dataset_cache_token(key: str) -> str:
-    """Changes when a user dataset is rebuilt under the same name, so a stale copy is not served."""
-    if not key.startswith("user:"):
-        return key
-    from ..data import slugify, user_dir
-
-    path = user_dir() / f"{slugify(key.removeprefix('user:'))}.npz"
-    try:
-        return f"{key}@{path.stat().st_mtime_ns}"
-    except OSError:
-        return key
+    """Changes when a user dataset is rebuilt under the same name (for caches keyed by dataset)."""
+    return dataset_token(key)
 
 
 def get_dataset(key: str):
-    """Load a dataset once per server process; shows a progress bar while it loads or builds."""
-    from ..data import load_dataset
+    """A dataset, loaded once per server process; shows a progress bar while it loads or builds.
 
-    store = _dataset_store()
-    token = dataset_cache_token(key)
-    if token in store["datasets"]:
-        return store["datasets"][token]
-    bar = st.progress(0.0, text=f"Loading {key}...")
-
-    def progress(fraction: float, message: str) -> None:
-        bar.progress(max(0.0, min(1.0, float(fraction))), text=message)
-
-    try:
-        with store["lock"]:  # two sessions asking for the bach build at once build it once
-            if token not in store["datasets"]:
-                store["datasets"][token] = load_dataset(key, progress=progress)
-    finally:
+    The load runs in its own thread (``DatasetCache``): a rerun that interrupts this page (a click
+    elsewhere) does not abort it, and a training job asking for the same dataset waits for the same load.
+    """
+    entry = datasets().start(key)
+    if not entry.done.is_set():
+        bar = st.progress(0.0, text=f"Loading {key}...")
+        while not entry.done.wait(0.3):
+            bar.progress(max(0.0, min(1.0, entry.fraction)), text=f"Loading {key}: {entry.message}")
         bar.empty()
-    return store["datasets"][token]
+    return entry.wait()
 
 
 # ------------------------------------------------------------------------------ formatting
@@ -191,7 +175,3 @@ def run_label(config: dict, *, with_dataset: bool = False) -> str:
     init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "?")))
     label = f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label
-
-
-def now() -> float:
-    return time.time()
