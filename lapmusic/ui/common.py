@@ -142,7 +142,7 @@ def app_defaults() -> dict:
         "dataset": "bach",
         "hidden": 128,
         "init": "both",
-        "epochs": 10,
+        "epochs": 5,
         "lr": 1e-3,
         "batch_size": 32,
         "max_sequences": 0,

@@ -36,8 +36,12 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     def configs(self) -> list:
-        """One TrainConfig per initialisation to train (two for "both")."""
-        inits = ["lae", "random"] if self.init == "both" else [self.init]
+        """One TrainConfig per initialisation to train (two for "both").
+
+        With both, the random run is queued first: it needs no pre-training, so its curves appear within
+        seconds while the LAE run is still pre-training after it.
+        """
+        inits = ["random", "lae"] if self.init == "both" else [self.init]
         return [make_config(self, init) for init in inits]
 
 

@@ -48,6 +48,7 @@ def render(settings: Settings) -> None:
     names = [str(r.run_dir) for r in runs]
     by_name = {str(r.run_dir): r for r in runs}
     focus = [str(p) for p in common.focused_runs() if str(p) in by_name]
+    focus.sort(key=lambda p: by_name[p].config.get("init") != "lae")  # the pre-trained model by default
     if st.session_state.get("sample_run") not in by_name:
         st.session_state.sample_run = focus[0] if focus else names[0]
     chosen = st.selectbox(
@@ -143,9 +144,7 @@ def _show_sample() -> None:
 
     roll, k = sample["roll"], sample["primer_frames"]
     title = f"{sample['run']} (model of epoch {sample['epoch']})" + (f", primer = first {k} frames" if k else "")
-    st.plotly_chart(
-        piano_roll_figure(roll, primer_frames=k, step_seconds=sample["step_seconds"], title=title), key="sample_roll"
-    )
+    st.markdown(f"**{title}**")
     st.audio(sample["wav"], format="audio/wav")
     if sample["silent"]:
         st.warning("This sample has no notes. Try a higher temperature or another seed.")
@@ -159,4 +158,7 @@ def _show_sample() -> None:
     cols[1].download_button(
         "Download WAV", data=sample["wav"], file_name=f"{sample['stem']}.wav", mime="audio/wav",
         on_click="ignore", key="download_wav",
+    )
+    st.plotly_chart(
+        piano_roll_figure(roll, primer_frames=k, step_seconds=sample["step_seconds"]), key="sample_roll"
     )
