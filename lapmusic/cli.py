@@ -153,7 +153,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
     p.add_argument("--alpha", type=float,
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
-                   "initial pre-activations lie in [-0.5, 0.5])")
+                   "initial pre-activations lie in [-1.5, 1.5]; their median is then about 0.1)")
     p.add_argument("--max-train-sequences", type=_positive_int,
                    help="train on a fixed random subset of N training pieces (the same for every seed)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",

@@ -84,7 +84,8 @@ class TrainConfig:
     lae_max_lag: int | None = None
     lae_path: str | None = None  # reuse an LAE saved with LinearAutoencoder.save (p must equal hidden)
     alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
-    alpha_target: float = 0.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
+    alpha_target: float = 1.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
+    lae_max_radius: float | None = None  # scale W_rec = B down to this spectral radius (None: B exactly)
     readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
     readout_max_frames: int = 100_000  # (state, next frame) pairs used to fit the readout
     eval_batch_size: int = 64
@@ -720,7 +721,7 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     lae.save(run_dir / "lae.npz")
     lae_seconds = time.perf_counter() - started
     alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
-    init_from_lae(model, lae, alpha)
+    init_from_lae(model, lae, alpha, max_spectral_radius=config.lae_max_radius)
     report(0.65, f"pre-training: fitting the readout (alpha={alpha:.4g})")
     readout_started = time.perf_counter()
     model.to(device)

@@ -218,3 +218,16 @@ def test_readout_on_rnn_states_predicts_a_deterministic_pattern():
         logits, _ = model(torch.as_tensor(seqs[0][:-1], dtype=torch.float32)[None])
     predicted = (torch.sigmoid(logits[0]) >= 0.5).numpy()
     assert (predicted == seqs[0][1:].astype(bool)).mean() > 0.99
+
+
+def test_lae_init_can_cap_the_spectral_radius_of_the_recurrent_weights():
+    rng = np.random.default_rng(11)
+    p = 6
+    B = np.linalg.qr(rng.normal(size=(p, p)))[0]  # orthogonal: every eigenvalue on the unit circle
+    lae = RecursionLAE(rng.normal(size=(p, 88)), B)
+    model = PianoRollRNN(p)
+    init_from_lae(model, lae, 0.1, max_spectral_radius=0.9)
+    radius = np.abs(np.linalg.eigvals(model.recurrent.weight_hh_l0.detach().double().numpy())).max()
+    assert radius == pytest.approx(0.9, abs=1e-5)
+    init_from_lae(model, lae, 0.1, max_spectral_radius=1.5)  # already below the cap: B unchanged
+    assert np.allclose(model.recurrent.weight_hh_l0.detach().numpy(), B, atol=1e-6)
