@@ -41,6 +41,9 @@ INTERRUPTED = "interrupted"
 (its server stopped). Reported by :func:`list_runs`, never written to disk."""
 
 ACTIVE_STATES = (QUEUED, RUNNING)
+STALE_SECONDS = 300.0
+"""A queued/running status.json not owned by this process counts as live (another server, or the
+``lapmusic`` command, is on it) while it was updated this recently; after that the run is interrupted."""
 DONE_STATES = (FINISHED, CANCELLED, FAILED)
 
 TrainFunction = Callable[..., Any]
@@ -481,6 +484,7 @@ class JobManager:
         path = job.run_dir / "status.json"
         status = read_json(path) or {}
         status.update(update)
+        status["updated"] = time.time()
         status.setdefault("epoch", 0)
         status.setdefault("epochs", config_to_dict(job.config).get("epochs"))
         try:
@@ -537,6 +541,7 @@ class RunSummary:
     final: dict | None
     epochs_done: int  # the last epoch in metrics.jsonl (epoch 0 is the untrained network)
     modified: float
+    owner: Job | None = None  # the live job of this process training it, if any
 
     @property
     def name(self) -> str:
@@ -546,6 +551,11 @@ class RunSummary:
     def has_model(self) -> bool:
         """A model to sample from exists (best so far or last checkpoint)."""
         return (self.run_dir / "best.pt").is_file() or (self.run_dir / "checkpoint.pt").is_file()
+
+    @property
+    def elsewhere(self) -> bool:
+        """Queued or running, but in another process (its status.json is fresh and no job here owns it)."""
+        return self.state in ACTIVE_STATES and self.owner is None
 
     @property
     def resumable(self) -> bool:
@@ -564,10 +574,14 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
         return None
     status = read_json(run_dir / "status.json") or {}
     state = str(status.get("state") or (FINISHED if (run_dir / "final.json").is_file() else INTERRUPTED))
+    job = manager.job_for_run(run_dir) if manager is not None else None
+    owner = job if job is not None and job.active else None
     if state in ACTIVE_STATES:
-        job = manager.job_for_run(run_dir) if manager is not None else None
-        if job is None or not job.active:
-            state = INTERRUPTED
+        if owner is None:
+            updated = status.get("updated")
+            recent = isinstance(updated, (int, float)) and time.time() - updated < STALE_SECONDS
+            if not recent:
+                state = INTERRUPTED
     metrics = read_metrics(run_dir / "metrics.jsonl")
     try:
         modified = (run_dir / "config.json").stat().st_mtime
@@ -581,6 +595,7 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
         final=read_json(run_dir / "final.json"),
         epochs_done=max((int(row.get("epoch") or 0) for row in metrics), default=0),
         modified=modified,
+        owner=owner,
     )
 
 

@@ -392,3 +392,34 @@ def test_a_rebuilt_user_dataset_gets_a_new_token(monkeypatch, tmp_path):
     path = tmp_path / "user" / "mine.npz"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert first.startswith("user:mine@") and jobs.dataset_token("user:mine") != first
+
+
+def test_a_run_trained_by_another_process_is_not_called_interrupted(runs_dir):
+    import time as clock
+
+    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=FakeTrain())
+    live = runs_dir / "cli-run"
+    atomic_write_json(live / "config.json", config())
+    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3, "updated": clock.time()})
+    (live / "checkpoint.pt").write_bytes(b"x")
+    summary = jobs.summarize_run(live, manager)
+    assert summary.state == jobs.RUNNING and summary.elsewhere and not summary.resumable
+
+    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3,
+                                              "updated": clock.time() - jobs.STALE_SECONDS - 1})
+    summary = jobs.summarize_run(live, manager)
+    assert summary.state == jobs.INTERRUPTED and not summary.elsewhere and summary.resumable
+
+
+def test_the_managers_own_job_is_its_owner(runs_dir):
+    gate = threading.Event()
+    fake = FakeTrain(gate=gate)
+    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
+    job = manager.submit(config())
+    assert fake.started.acquire(timeout=WAIT)
+    summary = jobs.summarize_run(job.run_dir, manager)
+    assert summary.owner is manager.get(job.id) and not summary.elsewhere
+    assert isinstance(jobs.read_json(job.run_dir / "status.json")["updated"], float)
+    gate.set()
+    manager.wait(job.id, timeout=WAIT)
+    assert jobs.summarize_run(job.run_dir, manager).owner is None

@@ -35,8 +35,9 @@ def render(settings: Settings) -> None:
 
 
 def _is_active(run: Path) -> bool:
-    job = common.manager().job_for_run(run)
-    return job is not None and job.active
+    """Queued or training, here or in another process (then its files still change)."""
+    summary = summarize_run(run, common.manager())
+    return summary is not None and summary.state in (QUEUED, RUNNING)
 
 
 @st.fragment(run_every=common.poll_seconds())
@@ -81,7 +82,12 @@ def _status_line(run: Path, summary, job, label: str) -> None:
     epochs = status.get("epochs") or summary.config.get("epochs")
     epoch = status.get("epoch") or summary.epochs_done
     box = st.container(border=True)
-    if state == RUNNING and job is not None:
+    if summary.elsewhere:
+        box.info(
+            f"**{label}** is {state} in another process (another app server or the `lapmusic` command): "
+            f"epoch {epoch} of {epochs}, {status.get('message') or ''}. Its curves update here; stop it there."
+        )
+    elif state == RUNNING and job is not None:
         eta = job.eta_seconds
         text = f"**{label}** — epoch {epoch}/{epochs} · {job.message}"
         if eta is not None:
