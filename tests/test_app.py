@@ -254,7 +254,7 @@ def test_a_failing_job_shows_its_error_and_the_app_stays_usable(app_env):
 
 
 def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
-    from lapmusic.midi import roll_to_midi_bytes
+    from lapmusic.midi import MAX_MIDI_BYTES, roll_to_midi_bytes
 
     good = roll_to_midi_bytes(_piece(np.random.default_rng(1), 32), step_seconds=0.25)
     at = new_app()
@@ -269,6 +269,7 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
             ("notes.txt", b"hello", "text/plain"),
             ("empty.mid", b"", "audio/midi"),
             ("broken.mid", b"MThd\x00\x00\x00\x06garbage", "audio/midi"),
+            ("huge.mid", b"MThd" + bytes(MAX_MIDI_BYTES), "audio/midi"),
         ]
     )
     at.sidebar.text_input(key="upload_name").set_value("class songs")
@@ -277,8 +278,9 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
     at.run()
     no_exceptions(at)
     warnings = texts(at.sidebar, "warning")
-    assert [w.split(":")[0] for w in warnings] == ["notes.txt", "empty.mid", "broken.mid"]
+    assert [w.split(":")[0] for w in warnings] == ["notes.txt", "empty.mid", "broken.mid", "huge.mid"]
     assert "not a MIDI file" in warnings[0] and "empty" in warnings[1] and "corrupt" in warnings[2]
+    assert "too large" in warnings[3]
     assert any("Built user:class-songs from 2 file(s)" in s for s in texts(at.sidebar, "success"))
     assert at.sidebar.selectbox(key="dataset_choice").value == "user:class-songs"
     assert {m.label: m.value for m in at.metric}["Pieces (train / valid / test)"] == "2 / 0 / 0"
