@@ -93,7 +93,7 @@ def dataset_token(key: str) -> str:
 
     path = user_dir() / f"{slugify(key.removeprefix('user:'))}.npz"
     try:
-        return f"{key}@{path.stat().st_mtime_ns}"
+        return f"{key}@{path}@{path.stat().st_mtime_ns}"
     except OSError:
         return key
 

@@ -21,8 +21,7 @@ from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, de
 
 log = logging.getLogger("lapmusic.app")
 
-PAGES = ("Data", "Pre-training", "Training", "Samples", "Results", "Runs")
-PAGE_KEY = "page"
+PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
 
 
 def poll_seconds() -> float:
@@ -52,9 +51,15 @@ def guarded(render: Callable[..., Any], *args, **kwargs) -> Any:
 
 # ------------------------------------------------------------------------------ jobs and sessions
 @st.cache_resource(show_spinner=False)
-def datasets() -> DatasetCache:
-    """The process-wide dataset cache, shared by the pages and the training jobs."""
+def _datasets_for(data_dir: str, cache_dir: str) -> DatasetCache:
     return DatasetCache()
+
+
+def datasets() -> DatasetCache:
+    """The process-wide dataset cache, shared by the pages and the training jobs (one per data folders)."""
+    from ..data import cache_dir
+
+    return _datasets_for(os.environ.get("LAPMUSIC_DATA_DIR", ""), str(cache_dir()))
 
 
 @st.cache_resource(show_spinner=False)
