@@ -153,7 +153,7 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     assert len(at.get("plotly_chart")) == 1
 
     show(at, "Samples")
-    at.number_input(key="steps").set_value(16)
+    at.number_input(key="steps-1200").set_value(16)  # 0.25 s frames: at most 300 s of audio
     at.radio(key="primer_kind").set_value("chord")
     at.button(key="generate").click()
     at.run()

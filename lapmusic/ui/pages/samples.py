@@ -10,6 +10,7 @@ from ...jobs import list_runs
 from .. import common
 from ..sidebar import Settings
 
+MAX_AUDIO_SECONDS = 300.0
 PRIMERS = {"none": "silence", "piece": "the start of a test piece", "chord": "a chord"}
 
 
@@ -64,7 +65,12 @@ def render(settings: Settings) -> None:
         "Temperature", min_value=0.0, max_value=2.0, value=1.0, step=0.05, key="temperature",
         help="Below 1: safer, more repetitive; above 1: wilder. 0 plays every key with probability >= 0.5.",
     )
-    steps = left.number_input("Length (frames)", min_value=8, max_value=2048, value=64, step=8, key="steps")
+    step = step_seconds_for(run.config["dataset"]) if run.config.get("dataset") else 0.25
+    longest = max(8, int(MAX_AUDIO_SECONDS / step) // 8 * 8)  # keeps the WAV a few MB at most
+    steps = left.number_input(
+        f"Length (frames of {step:g} s, at most {longest})", min_value=8, max_value=longest, value=min(64, longest),
+        step=8, key=f"steps-{longest}",
+    )
     max_poly = left.number_input(
         "Max notes at once (0 = no limit)", min_value=0, max_value=12, value=6, key="max_polyphony"
     )
