@@ -224,7 +224,8 @@ class Job:
     @property
     def eta_seconds(self) -> float | None:
         """Remaining seconds, extrapolated from the progress so far; None when unknown."""
-        if self.state != RUNNING or self.fraction <= 0.02 or self.started_at is None:
+        # A few seconds of history before extrapolating: the first progress reports are too noisy.
+        if self.state != RUNNING or self.fraction <= 0.001 or self.started_at is None or self.elapsed < 3.0:
             return None
         return self.elapsed * (1.0 - self.fraction) / self.fraction
 

@@ -133,7 +133,8 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     at.run()
     no_exceptions(at)
     assert at.session_state["page"] == "Training"  # pressing Train shows the Training tab
-    assert "Pre-training" in all_texts(at) or "epoch" in all_texts(at) or "queue" in all_texts(at)
+    focus = [Path(p).name for p in at.session_state["focus"]]
+    assert len(focus) == 2 and all(any(name in c for c in texts(at, "caption")) for name in focus)
 
     rerun_until(at, lambda a: finished_count(a) == 2, "both runs to finish")
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -214,6 +215,7 @@ def test_stop_a_run_then_resume_it(app_env):
         and (Path(a.session_state["focus"][0]) / "checkpoint.pt").is_file(),
         "a running job with a first checkpoint",
     )
+    assert "epochs done" in all_texts(at)
     # One browser session may not queue more than two jobs: a second pair is refused with a message.
     at.sidebar.radio(key="init").set_value("both")
     at.run()

@@ -274,6 +274,8 @@ def test_eta_extrapolates_progress():
     job.finished_at = 130.0  # pretend 30 s elapsed
     assert job.elapsed == pytest.approx(30.0)
     assert job.eta_seconds == pytest.approx(90.0)
+    job.finished_at = 101.0  # 1 s of history is not enough to extrapolate from
+    assert job.eta_seconds is None
 
 
 def test_run_folder_names_are_safe_for_user_datasets():

@@ -89,7 +89,7 @@ def _status_line(run: Path, summary, job, label: str) -> None:
         )
     elif state == RUNNING and job is not None:
         eta = job.eta_seconds
-        text = f"**{label}** — epoch {epoch}/{epochs} · {job.message}"
+        text = f"**{label}** — {epoch} of {epochs} epochs done · {job.message}"
         if eta is not None:
             text += f" · about {common.format_seconds(eta)} left"
         cols = box.columns([5, 1])
