@@ -45,6 +45,7 @@ N_KEYS = 88
 SOLVERS = ("exact", "approx")
 DEFAULT_ITERATIONS = 4  # block Krylov iterations q of the approx solver
 DEFAULT_CHUNK_BYTES = 512 * 2**20  # working memory per FFT chunk in the approx solver
+DENSE_RITZ_BYTES = 256 * 2**20  # below this, the approx solver's final step is a plain float64 SVD
 FORMAT_VERSION = 1
 
 ProgressCallback = Callable[[float, str], None]
@@ -520,34 +521,48 @@ def _resolve_dtype(dtype):
         raise SolverError(f"dtype must be float32 or float64, got {dtype!r}") from None
 
 
-def _fast_fft_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n (FFT-friendly)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            candidate = power35
-            while candidate < n:
-                candidate *= 2
-            best = min(best, candidate)
-            power35 *= 3
-        power5 *= 5
-    return best
+SEGMENT_CHOICES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def multiply_adds(lengths, lags: int, segment: int) -> int:
+    """Frequency rows the partitioned convolution multiplies for these piece lengths and segment size.
+
+    Segment ``i`` of a piece meets the lag partitions ``0..min(i, J-1)`` (``J = ceil(L / S)``), each
+    pair costing ``S + 1`` frequencies of a ``(K) x (K, r)`` complex product.
+    """
+    counts = -(-np.asarray(lengths) // segment)
+    partitions = -(-lags // segment)
+    pairs = sum(int(np.minimum(np.arange(1, n + 1), partitions).sum()) for n in counts)
+    return pairs * (segment + 1)
+
+
+def choose_segment(lengths, lags: int) -> int:
+    """The segment size ``S`` (a power of two) that minimises :func:`multiply_adds`.
+
+    Short segments waste little padding but pair every segment with many lag partitions; long ones
+    the reverse. Ties go to the shorter segment (less memory).
+    """
+    return min(SEGMENT_CHOICES, key=lambda S: (multiply_adds(lengths, lags, S), S))
 
 
 class XiOperator:
     """Products with ``Xi`` and ``Xi^T`` without building it (torch; CPU or CUDA).
 
-    A matrix ``W`` ``(len(keys) * L, r)`` with the rows of ``Xi``'s columns is handled as lag blocks
-    ``(L, K, r)``. For a piece ``x`` (``(T, K)``), its rows of ``Xi W`` are the causal convolution
-    ``sum_k x_{t-k} W[k]`` and ``Xi^T Y`` gets the cross-correlations ``sum_t x_{t-k}^T Y_t``. Both are
-    done with real FFTs of length ``>= T + min(T, L) - 1`` (no wrap-around). Pieces are grouped by
-    that FFT length, so each group pads little and shares one transform of ``W``.
+    A matrix ``W`` ``(K * L, r)`` whose rows index ``Xi``'s columns is handled as lag blocks
+    ``(L, K, r)``. A piece ``x`` (``(T, K)``, only the keys in use) contributes the rows
+    ``sum_k x_{t-k} W[k]`` to ``Xi W``: a causal convolution, and ``Xi^T Y`` collects the
+    cross-correlations ``sum_t x_{t-k}^T Y_t``.
+
+    Both use a uniformly partitioned overlap-save convolution (as for long audio reverbs): time is cut
+    into segments of ``S`` frames and the lags into ``J = ceil(L / S)`` partitions of ``S``; every
+    FFT has length ``2 S``. Output segment ``i`` is ``sum_j X_hat[i - j] W_hat[j]`` in the frequency
+    domain, so for each partition ``j`` one batched complex matrix product covers every segment of
+    every piece at once: large, efficient products, and one short FFT of ``W`` per partition, whatever
+    the spread of piece lengths.
     """
 
     def __init__(self, pieces, keys, lags, *, device, dtype, columns: int,
-                 chunk_bytes: int = 512 * 2**20):
+                 chunk_bytes: int = 512 * 2**20, segment: int | None = None):
         import torch
 
         self.torch = torch
@@ -556,84 +571,94 @@ class XiOperator:
         self.lags = lags
         self.keys = np.asarray(keys)
         self.width = len(keys)
-        self.rows = sum(x.shape[0] for x in pieces)
-        self.chunk_bytes = int(chunk_bytes)
-        itemsize = 8 if dtype == torch.float32 else 16  # bytes per complex value
         lengths = np.array([x.shape[0] for x in pieces])
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        sizes = np.array([_fast_fft_size(int(T + min(T, lags) - 1)) for T in lengths])
-        # Columns of W transformed at once: W's spectrum (F, K, rc) and its temporaries stay in budget.
-        max_freqs = int(sizes.max()) // 2 + 1
-        self.columns_per_pass = max(1, min(int(columns), self.chunk_bytes // (3 * max_freqs * self.width * itemsize)))
-        self.groups = []  # (n_fft, used_lags, [(spectra, positions, rows, longest, count), ...])
-        for n_fft in sorted(set(sizes.tolist())):
-            members = np.flatnonzero(sizes == n_fft)
-            members = members[np.argsort(lengths[members], kind="stable")]
-            freqs = n_fft // 2 + 1
-            # n_fft >= T + min(T, L) - 1 for the longest piece of the group, so lags up to
-            # min(L, longest) never wrap around, for every (shorter) piece of the group too.
-            used_lags = min(lags, int(lengths[members].max()))
-            # Pieces per chunk: the chunk's spectra and products (F, n, max(K, rc)) stay in budget.
-            per_piece = 3 * freqs * itemsize * max(self.width, self.columns_per_pass)
-            cap = max(1, self.chunk_bytes // per_piece)
-            chunks = []
-            for start in range(0, len(members), cap):
-                chunk = members[start:start + cap]
-                longest = int(lengths[chunk].max())
-                frames = np.zeros((longest, len(chunk), self.width), dtype=np.float32)
-                positions, rows = [], []
-                for j, i in enumerate(chunk):
-                    T = int(lengths[i])
-                    frames[:T, j] = pieces[i][:, self.keys]
-                    positions.append(np.arange(T) * len(chunk) + j)  # flat index into (longest, n)
-                    rows.append(offsets[i] + np.arange(T))
-                frames_t = torch.from_numpy(frames).to(device=device, dtype=dtype)
-                spectra = torch.fft.rfft(frames_t, n=n_fft, dim=0)  # (F, n, K)
-                chunks.append((
-                    spectra,
-                    torch.from_numpy(np.concatenate(positions)).to(device),
-                    torch.from_numpy(np.concatenate(rows)).to(device),
-                    longest,
-                    len(chunk),
-                ))
-            self.groups.append((n_fft, used_lags, chunks))
+        self.rows = int(lengths.sum())
+        S = int(segment) if segment else choose_segment(lengths, lags)
+        self.segment = S
+        self.partitions = -(-lags // S)
+        self.freqs = S + 1
+        counts = -(-lengths // S)  # segments per piece
+        self.segments = int(counts.sum())
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])  # index of each piece's first segment
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # its first row in Xi
+
+        # Overlap-save input blocks: block m of a piece = frames [(m-1)S, (m+1)S), zeros before t=0.
+        blocks = np.zeros((self.segments, 2 * S, self.width), dtype=np.float32)
+        positions, rows = [], []
+        for i, x in enumerate(pieces):
+            n = int(counts[i])
+            padded = np.zeros(((n + 1) * S, self.width), dtype=np.float32)
+            padded[S:S + x.shape[0]] = x[:, self.keys]
+            padded = padded.reshape(n + 1, S, self.width)
+            blocks[first[i]:first[i] + n] = np.concatenate([padded[:-1], padded[1:]], axis=1)
+            t = np.arange(x.shape[0])
+            positions.append((t % S) * self.segments + first[i] + t // S)  # flat index into (S, segments)
+            rows.append(offsets[i] + t)
+        spectra = torch.fft.rfft(torch.from_numpy(blocks).to(device=device, dtype=dtype), dim=1)
+        self.spectra = spectra.permute(1, 0, 2).contiguous()  # (F, segments, K)
+        # Conjugate transpose, materialised: batched complex products on conjugate views are slow.
+        self.spectra_h = spectra.permute(1, 2, 0).conj().resolve_conj().contiguous()  # (F, K, segments)
+        del blocks, spectra
+        self.positions = torch.from_numpy(np.concatenate(positions)).to(device)
+        self.row_index = torch.from_numpy(np.concatenate(rows)).to(device)
+        # Segment pairs (target i, source i - j) for partitions j >= 1, within each piece.
+        self.pairs = []
+        for j in range(1, self.partitions):
+            targets = np.concatenate([first[i] + np.arange(j, counts[i]) for i in range(len(pieces))])
+            if targets.size == 0:
+                break
+            self.pairs.append((torch.from_numpy(targets).to(device), torch.from_numpy(targets - j).to(device)))
+        itemsize = 8 if dtype == torch.float32 else 16  # bytes per complex value
+        # Columns per pass: the output spectrum and one product (F, segments, rc) stay within budget.
+        per_column = 3 * self.freqs * max(self.segments, self.width * self.partitions) * itemsize
+        self.columns_per_pass = max(1, min(int(columns), int(chunk_bytes) // per_column))
 
     def matmul(self, W):
         """``Xi W``: ``W`` ``(L * K, r)`` -> ``(N, r)``."""
         torch = self.torch
-        r = W.shape[1]
+        S, J, r = self.segment, self.partitions, W.shape[1]
         blocks = W.reshape(self.lags, self.width, r)
         out = torch.empty((self.rows, r), device=self.device, dtype=self.dtype)
-        step = self.columns_per_pass
-        for c0 in range(0, r, step):
-            part = blocks[:, :, c0:c0 + step]
-            for n_fft, used_lags, chunks in self.groups:
-                kernel_hat = torch.fft.rfft(part[:used_lags], n=n_fft, dim=0)  # (F, K, rc)
-                for spectra, positions, rows, longest, count in chunks:
-                    product = torch.matmul(spectra, kernel_hat)  # (F, n, rc)
-                    series = torch.fft.irfft(product, n=n_fft, dim=0)[:longest]  # (T, n, rc)
-                    out[rows, c0:c0 + part.shape[2]] = series.reshape(-1, part.shape[2])[positions]
+        for c0 in range(0, r, self.columns_per_pass):
+            part = blocks[:, :, c0:c0 + self.columns_per_pass]
+            rc = part.shape[2]
+            kernel = torch.zeros((J * S, self.width, rc), device=self.device, dtype=self.dtype)
+            kernel[: self.lags] = part
+            # .contiguous(): rfft returns the transformed dim innermost, and batched products on such
+            # strides fall back to one slow copy per frequency.
+            kernel_hat = torch.fft.rfft(kernel.reshape(J, S, self.width, rc), n=2 * S, dim=1).contiguous()  # (J, F, K, rc)
+            del kernel
+            output_hat = torch.matmul(self.spectra, kernel_hat[0])  # (F, segments, rc)
+            for j, (targets, sources) in enumerate(self.pairs, start=1):
+                output_hat.index_add_(1, targets, torch.matmul(self.spectra[:, sources], kernel_hat[j]))
+            del kernel_hat
+            series = torch.fft.irfft(output_hat, n=2 * S, dim=0)[S:]  # (S, segments, rc): overlap-save keeps the second half
+            del output_hat
+            out[self.row_index, c0:c0 + rc] = series.reshape(-1, rc)[self.positions]
         return out
 
     def rmatmul(self, Y):
         """``Xi^T Y``: ``Y`` ``(N, r)`` -> ``(L * K, r)``."""
         torch = self.torch
-        r = Y.shape[1]
-        out = torch.zeros((self.lags, self.width, r), device=self.device, dtype=self.dtype)
-        step = self.columns_per_pass
-        for c0 in range(0, r, step):
-            part = Y[:, c0:c0 + step]
+        S, J, r = self.segment, self.partitions, Y.shape[1]
+        out = torch.empty((self.lags, self.width, r), device=self.device, dtype=self.dtype)
+        for c0 in range(0, r, self.columns_per_pass):
+            part = Y[:, c0:c0 + self.columns_per_pass]
             rc = part.shape[1]
-            for n_fft, used_lags, chunks in self.groups:
-                accumulated = None
-                for spectra, positions, rows, longest, count in chunks:
-                    padded = torch.zeros((longest * count, rc), device=self.device, dtype=self.dtype)
-                    padded[positions] = part[rows]
-                    padded_hat = torch.fft.rfft(padded.reshape(longest, count, rc), n=n_fft, dim=0)
-                    term = torch.matmul(spectra.mH, padded_hat)  # (F, K, rc)
-                    accumulated = term if accumulated is None else accumulated.add_(term)
-                lagged = torch.fft.irfft(accumulated, n=n_fft, dim=0)[:used_lags]  # (lags, K, rc)
-                out[:used_lags, :, c0:c0 + rc] += lagged
+            series = torch.zeros((2 * S * self.segments, rc), device=self.device, dtype=self.dtype)
+            # The second half of each length-2S block holds the segment (first half zero).
+            series[self.positions + S * self.segments] = part[self.row_index]
+            series_hat = torch.fft.rfft(series.reshape(2 * S, self.segments, rc), dim=0).contiguous()  # (F, segments, rc)
+            del series
+            lagged_hat = torch.empty((J, self.freqs, self.width, rc), device=self.device,
+                                     dtype=series_hat.dtype)
+            torch.matmul(self.spectra_h, series_hat, out=lagged_hat[0])
+            for j, (targets, sources) in enumerate(self.pairs, start=1):
+                torch.matmul(self.spectra_h[:, :, sources], series_hat[:, targets], out=lagged_hat[j])
+            lagged_hat[len(self.pairs) + 1:] = 0  # partitions no segment pair reaches
+            del series_hat
+            lagged = torch.fft.irfft(lagged_hat, n=2 * S, dim=1)[:, :S]  # (J, S, K, rc)
+            out[:, :, c0:c0 + rc] = lagged.reshape(J * S, self.width, rc)[: self.lags]
         return out.reshape(self.lags * self.width, r)
 
 
@@ -678,6 +703,8 @@ def _approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_by
     def orthonormal(M):
         return torch.linalg.qr(M, mode="reduced")[0]
 
+    tiny = float(torch.finfo(torch_dtype).eps) ** 0.5
+
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     omega = torch.randn((width, r), generator=generator, dtype=torch_dtype).to(torch_device)
     with torch.no_grad():
@@ -694,21 +721,36 @@ def _approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_by
                 break
             W = op.matmul(images[:, block])
             previous = basis[:, : (j + 1) * r]
+            scale = torch.linalg.vector_norm(W, dim=0).max()
             for _ in range(2):  # classical Gram-Schmidt twice: orthogonal to working precision
                 W -= previous @ (previous.T @ W)
-            W = orthonormal(W)
-            # Once more after normalising: if the space is exhausted (rank reached), W was noise.
-            W -= previous @ (previous.T @ W)
-            basis[:, (j + 1) * r:(j + 2) * r] = orthonormal(W)
-            del W
+            W, R = torch.linalg.qr(W, mode="reduced")
+            if R.diagonal().abs().min() <= tiny * scale:
+                # The Krylov space is (nearly) exhausted (rank reached): part of W was rounding
+                # noise, so orthogonalise its normalised columns once more.
+                W -= previous @ (previous.T @ W)
+                W = orthonormal(W)
+            basis[:, (j + 1) * r:(j + 2) * r] = W
+            del W, R
             step(f"Krylov block {j + 2}: Xi P")
         del basis
         # Rayleigh-Ritz: Xi ~ Q P^T, so the SVD of P gives Xi's top singular values and right vectors.
-        if torch_dtype == torch.float64 or width * m * 8 <= 256 * 2**20:
+        report(0.95, f"Rayleigh-Ritz on the {m}-dimensional Krylov space")
+        if torch_dtype == torch.float64 or width * m * 8 <= DENSE_RITZ_BYTES:
             U, S, _ = torch.linalg.svd(images.to(torch.float64), full_matrices=False)
             U, S = U[:, :p], S
         else:
-            gram = (images.T @ images).to(torch.float64)  # (m, m); float32 products, float64 eigensolver
+            # P^T P = Q^T Xi Xi^T Q is block tridiagonal: Xi Xi^T Q_j lies in span(Q_0..Q_{j+1}) by
+            # construction, so only the diagonal and first off-diagonal blocks are computed.
+            gram = torch.zeros((m, m), device=torch_device, dtype=torch.float64)
+            for j in range(q + 1):
+                here = slice(j * r, (j + 1) * r)
+                gram[here, here] = (images[:, here].T @ images[:, here]).to(torch.float64)
+                if j:
+                    before = slice((j - 1) * r, j * r)
+                    coupling = (images[:, here].T @ images[:, before]).to(torch.float64)
+                    gram[here, before] = coupling
+                    gram[before, here] = coupling.T
             values, vectors = torch.linalg.eigh(gram)
             values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
             S = values.sqrt()
