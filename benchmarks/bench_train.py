@@ -7,7 +7,8 @@ Both use the same network, the same pieces and the same code path (``lapmusic.tr
 - **lapmusic**: pieces bucketed by length into mini-batches, padded and masked, truncated BPTT windows.
 
 Figures are frames per second of a training epoch (predicted frames / wall seconds), measured in one run
-on one machine, so the ratio compares like with like. With CUDA available the same runs are repeated on
+on one machine with the two settings interleaved epoch by epoch (each round: one baseline epoch, then
+batched epochs for about as long), so that a change of machine load hits both alike. With CUDA available the same runs are repeated on
 the GPU.
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_train.py --dataset jsb --hidden 128
@@ -40,32 +41,54 @@ def synthetic_pieces(n: int, low: int, high: int, seed: int = 0) -> list[np.ndar
     return pieces
 
 
-def measure(pieces, device, hidden: int, batch_size: int, bptt: int, seconds: float, seed: int = 0) -> dict:
-    """Frames/s over whole epochs of ``pieces`` (repeated until ``seconds`` have passed, at least one)."""
-    torch.manual_seed(seed)
-    model = PianoRollRNN(hidden).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tensors = _to_tensors(pieces, device)
-    # Warm-up on a few pieces (allocator, kernels) so that the first epoch is not charged for it.
-    train_epoch(model, optimizer, tensors[: max(batch_size, 2)], batch_size=batch_size, bptt=bptt, clip=1.0,
-                rng=np.random.default_rng(0))
-    frames = steps = epochs = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    while True:
-        result = train_epoch(model, optimizer, tensors, batch_size=batch_size, bptt=bptt, clip=1.0,
-                             rng=np.random.default_rng(epochs))
-        frames += result["frames"]
-        steps += result["steps"]
-        epochs += 1
-        if device.type == "cuda":
+class Setting:
+    """A network + optimizer trained with one batching setting; ``epoch()`` times one epoch."""
+
+    def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0):
+        torch.manual_seed(seed)
+        self.name, self.tensors, self.device = name, tensors, device
+        self.batch_size, self.bptt = batch_size, bptt
+        self.model = PianoRollRNN(hidden).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.frames = self.steps = self.epochs = 0
+        self.seconds = 0.0
+        # Warm-up on a few pieces (allocator, kernels) so that the first epoch is not charged for it.
+        self._run(tensors[: max(batch_size, 2)], 0)
+
+    def _run(self, tensors, epoch):
+        return train_epoch(self.model, self.optimizer, tensors, batch_size=self.batch_size, bptt=self.bptt,
+                           clip=1.0, rng=np.random.default_rng(epoch))
+
+    def epoch(self):
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
+        started = time.perf_counter()
+        result = self._run(self.tensors, self.epochs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - started
+        self.frames += result["frames"]
+        self.steps += result["steps"]
+        self.epochs += 1
+
+    def row(self) -> dict:
+        return {"frames_per_second": self.frames / self.seconds, "epochs": self.epochs, "seconds": self.seconds,
+                "steps": self.steps, "frames": self.frames}
+
+
+def measure_pair(pieces, device, hidden, batch_size, bptt, seconds) -> tuple[dict, dict]:
+    """Both settings, interleaved epoch by epoch (so a change in machine load hits both alike)."""
+    tensors = _to_tensors(pieces, device)
+    one = Setting("one", tensors, device, hidden, batch_size=1, bptt=10**9)
+    ours = Setting("ours", tensors, device, hidden, batch_size=batch_size, bptt=bptt)
+    while True:
+        one.epoch()
+        target = one.seconds  # give the batched setting about as much time as the baseline in every round
+        while ours.seconds < target:
+            ours.epoch()
+        if one.epochs >= 2 and one.seconds + ours.seconds >= 2 * seconds:
             break
-    return {"frames_per_second": frames / elapsed, "epochs": epochs, "seconds": elapsed, "steps": steps,
-            "frames": frames}
+    return one.row(), ours.row()
 
 
 def main(argv=None) -> int:
@@ -76,7 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=20.0, help="minimum measuring time per setting")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="minimum measuring time per setting (at least two baseline epochs are timed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--devices", default="auto", help="auto (cpu, plus cuda when present), cpu or cuda")
     parser.add_argument("--json-out", help="also write the figures to this JSON file")
@@ -106,11 +130,9 @@ def main(argv=None) -> int:
     for name in devices:
         device = torch.device(name)
         label = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-        one = measure(pieces, device, args.hidden, batch_size=1, bptt=10**9, seconds=args.seconds)
+        one, ours = measure_pair(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds)
         rows.append({"device": label, "setting": "batch of one (1 piece/step, full BPTT)", **one})
         print(f"  {label}: batch of one {one['frames_per_second']:,.0f} frames/s", flush=True)
-        ours = measure(pieces, device, args.hidden, batch_size=args.batch_size, bptt=args.bptt,
-                       seconds=args.seconds)
         ours["speedup"] = ours["frames_per_second"] / one["frames_per_second"]
         rows.append({"device": label, "setting": f"lapmusic (batch {args.batch_size}, bptt {args.bptt})", **ours})
         print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)

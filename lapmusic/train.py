@@ -79,6 +79,7 @@ class TrainConfig:
     lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
     lr_factor: float = 0.5
     min_lr: float = 1e-5
+    relative_lr: bool = False  # scale each weight matrix's lr by its initial RMS (see _parameter_groups)
     warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps (0: none)
     lae_solver: str = "approx"  # "exact" | "approx"
     lae_max_lag: int | None = None
@@ -415,11 +416,37 @@ def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
         raise CheckpointError(f"{path} does not match the run's config.json (hidden size or cell): {exc}") from exc
 
 
+def _parameter_groups(model: PianoRollRNN, config: TrainConfig) -> list[dict]:
+    """One group per parameter tensor; with ``relative_lr`` each weight matrix's learning rate is scaled by
+    its RMS at the start of training over the RMS of PyTorch's default init (``1 / sqrt(3 * hidden)``).
+
+    Why: Adam moves every parameter by about ``lr`` per step whatever its scale. After the LAE init,
+    ``W_in = alpha * A`` has entries around 1e-3, so ``lr = 1e-3`` rewrites it within a few steps and the
+    pre-training is lost. Scaling each matrix's rate by its own size gives every matrix the same *relative*
+    step; for the random init all matrices have the default RMS, so nothing changes there. Biases keep ``lr``.
+    """
+    reference = 1.0 / math.sqrt(3.0 * config.hidden)
+    groups = []
+    for name, parameter in model.named_parameters():
+        factor = 1.0
+        if config.relative_lr and parameter.dim() > 1:
+            rms = float(parameter.detach().pow(2).mean().sqrt())
+            factor = max(rms / reference, 1e-3) if math.isfinite(rms) else 1.0
+        groups.append({"params": [parameter], "lr": config.lr * factor, "name": name, "lr_factor": factor})
+    return groups
+
+
 def _make_optimizer(model: PianoRollRNN, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _parameter_groups(model, config)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience,
+        min_lr=[config.min_lr * group["lr_factor"] for group in optimizer.param_groups])
 
 
 def _load_dataset(key: str):
@@ -550,8 +577,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         model.to(device)
         optimizer = _make_optimizer(model, config)
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
+        scheduler = _make_scheduler(optimizer, config)
         scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"].cpu())
         start_epoch = int(payload["epoch"]) + 1
@@ -570,8 +596,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
             raise TrainingCancelled("cancelled")
         model.to(device)
         optimizer = _make_optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
+        scheduler = _make_scheduler(optimizer, config)
         report(0.9 / slots, "evaluating the initial network")
         initial_train = evaluate_tensors(model, train_t, config.eval_batch_size)
         initial_valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
@@ -669,7 +694,7 @@ def _epoch_line(epoch: int, train_nll, valid: dict, seconds: float, elapsed: flo
         "valid_expected_acc": valid["expected_acc"],
         "seconds": seconds,
         "elapsed": elapsed,
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_factor", 1.0),
     }
 
 

@@ -301,3 +301,27 @@ def test_a_saved_lae_can_be_reused(tmp_path, dataset):
     with pytest.raises(LapMusicError, match="must be equal"):
         train(small_config(init="lae", hidden=5, lae_path=str(tmp_path / "first" / "lae.npz")),
               tmp_path / "third", dataset=dataset)
+
+
+def test_relative_lr_scales_each_matrix_by_its_initial_size(tmp_path, dataset):
+    pytest.importorskip("lapmusic.lae")
+    config = small_config(init="lae", epochs=2, relative_lr=True, lr=1e-3)
+    train(config, tmp_path / "lae", dataset=dataset)
+    groups = {g["name"]: g for g in torch.load(tmp_path / "lae" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]}
+    lae = load_run(tmp_path / "lae").lae
+    reference = 1 / np.sqrt(3 * 12)
+    alpha = json.loads((tmp_path / "lae" / "final.json").read_text())["pretrain"]["alpha"]
+    expected = np.sqrt(np.mean((alpha * lae.A) ** 2)) / reference
+    assert groups["recurrent.weight_ih_l0"]["lr_factor"] == pytest.approx(expected, rel=1e-4)
+    assert groups["recurrent.bias_ih_l0"]["lr_factor"] == 1.0
+    # PyTorch's default init has the reference RMS: the random init keeps (about) one learning rate.
+    train(small_config(init="random", epochs=1, relative_lr=True), tmp_path / "random", dataset=dataset)
+    factors = [g["lr_factor"] for g in torch.load(tmp_path / "random" / "checkpoint.pt",
+                                                   weights_only=True)["optimizer"]["param_groups"]]
+    assert all(0.8 < f < 1.2 for f in factors)
+    # The factors survive a resume (they are not recomputed from the trained weights).
+    train(small_config(init="lae", epochs=3, relative_lr=True, lr=1e-3), tmp_path / "lae", dataset=dataset,
+          resume=True)
+    resumed = {g["name"]: g for g in torch.load(tmp_path / "lae" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]}
+    assert resumed["recurrent.weight_ih_l0"]["lr_factor"] == groups["recurrent.weight_ih_l0"]["lr_factor"]
+    assert read_history(tmp_path / "lae")[-1]["lr"] == pytest.approx(1e-3)
