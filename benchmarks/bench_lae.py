@@ -1,0 +1,153 @@
+"""Benchmark of the LAE solvers: exact (dense SVD of Xi) vs approx (block Krylov SVD, FFT products).
+
+Every case runs in its own subprocess so that its peak memory (``ru_maxrss``: the whole process,
+interpreter, torch and the loaded dataset included) is measured alone. A ``load only`` row per
+dataset gives that fixed part, to subtract by eye.
+
+Prints one table:
+
+* JSB Chorales: growing training subsets and the full training set, exact vs approx at
+  p = 64, 128, 256: seconds, peak memory, the largest relative error of the top-p singular values
+  (approx against exact, same run), energy captured, and the speed-up exact / approx;
+* Nottingham and MuseData (full training sets): approx alone at p = 64, 128, 256 (Xi would need
+  hundreds of GB, so exact refuses).
+
+Usage::
+
+    LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_lae.py            # everything (~15 min on 2 cores)
+    LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --quick                  # no full-JSB exact SVD
+    LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --json out.json          # also save the rows
+
+Targets (issue 3): full Nottingham at p = 256 under 60 s with peak memory under 4 GB on 2 CPU
+cores; on full JSB approx at least 50x faster than exact with the top-p singular values within 1 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HIDDEN = (64, 128, 256)
+JSB_SUBSETS = (25, 50, 100)
+
+
+def run_case(case: dict) -> dict:
+    """Run one case in a fresh interpreter; returns its JSON result (or an error row)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        command = [sys.executable, __file__, "--case", json.dumps(case), "--case-out", str(out)]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0 or not out.is_file():
+            tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {**case, "error": tail[0]}
+        return {**case, **json.loads(out.read_text())}
+
+
+def child(case: dict, out_path: str) -> None:
+    import resource
+
+    import numpy as np  # noqa: F401
+    import scipy.linalg  # noqa: F401  (imported before the clock starts, like torch: not solver time)
+    import torch  # noqa: F401
+
+    from lapmusic.data import load_dataset
+    from lapmusic.lae import fit_lae
+
+    dataset = load_dataset(case["dataset"])
+    pieces = dataset.train[: case["pieces"]] if case.get("pieces") else dataset.train
+    result: dict = {"n_pieces": len(pieces), "frames": int(sum(len(x) for x in pieces))}
+    if case["solver"] != "load":
+        started = time.perf_counter()
+        model = fit_lae(pieces, case["p"], solver=case["solver"])
+        result.update(
+            seconds=time.perf_counter() - started,
+            rows=model.rows,
+            columns=model.columns,
+            energy=model.energy_captured,
+            iterations=model.iterations,
+            singular_values=model.singular_values[: max(HIDDEN)].tolist(),
+        )
+    result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    Path(out_path).write_text(json.dumps(result))
+
+
+def relative_error(approx: list[float], exact: list[float], p: int) -> float:
+    import numpy as np
+
+    a, e = np.asarray(approx[:p]), np.asarray(exact[:p])
+    return float(np.max(np.abs(a - e) / e))
+
+
+def fmt_row(row: dict) -> str:
+    if "error" in row:
+        return f"{row['label']:<32}{row['solver']:<8}{row.get('p', '-')!s:>5}  error: {row['error']}"
+    seconds = f"{row['seconds']:10.2f}" if "seconds" in row else f"{'-':>10}"
+    energy = f"{100 * row['energy']:10.1f}" if "energy" in row else f"{'-':>10}"
+    err = f"{row['rel_err']:11.1e}" if row.get("rel_err") is not None else f"{'-':>11}"
+    speed = f"{row['speedup']:9.0f}x" if row.get("speedup") else f"{'-':>10}"
+    shape = f"{row['frames']}x{row['columns']}" if "columns" in row else f"{row['frames']} frames"
+    return (f"{row['label']:<32}{row['solver']:<8}{row.get('p', '-')!s:>5}{shape:>17}{seconds}"
+            f"{row['peak_bytes'] / 2**20:10.0f}{energy}{err}{speed}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="skip the exact SVD of the full JSB set")
+    parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--case-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        child(json.loads(args.case), args.case_out)
+        return 0
+    if not os.environ.get("LAPMUSIC_DATA_DIR"):
+        print("set LAPMUSIC_DATA_DIR to the folder holding JSB_Chorales.mat, Nottingham.mat, MuseData.mat",
+              file=sys.stderr)
+        return 2
+
+    print(f"{'case':<32}{'solver':<8}{'p':>5}{'Xi rows x cols':>17}{'seconds':>10}{'peak MiB':>10}"
+          f"{'energy %':>10}{'top-p err':>11}{'speed-up':>10}")
+    rows = []
+
+    def show(row):
+        rows.append(row)
+        print(fmt_row(row), flush=True)
+
+    started = time.time()
+    load = 1.0  # a rough contention indicator, printed with the table
+    jsb_cases = [(n, f"JSB first {n}") for n in JSB_SUBSETS] + [(None, "JSB full train")]
+    for pieces, label in jsb_cases:
+        show(run_case({"label": f"{label} (load only)", "dataset": "jsb", "pieces": pieces, "solver": "load"}))
+        exact = None
+        if pieces is not None or not args.quick:
+            exact = run_case({"label": label, "dataset": "jsb", "pieces": pieces, "solver": "exact",
+                              "p": max(HIDDEN)})
+            show(exact)
+        for p in HIDDEN:
+            row = run_case({"label": label, "dataset": "jsb", "pieces": pieces, "solver": "approx", "p": p})
+            if exact and "error" not in exact and "error" not in row:
+                row["rel_err"] = relative_error(row["singular_values"], exact["singular_values"], p)
+                row["speedup"] = exact["seconds"] / row["seconds"]
+            show(row)
+    for key, label in (("nottingham", "Nottingham full train"), ("musedata", "MuseData full train")):
+        show(run_case({"label": f"{label} (load only)", "dataset": key, "solver": "load"}))
+        for p in HIDDEN:
+            show(run_case({"label": label, "dataset": key, "solver": "approx", "p": p}))
+    load = os.getloadavg()
+    print(f"\n{time.time() - started:.0f} s in all; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
+          f"{load[2]:.1f} on {os.cpu_count()} CPUs (above {os.cpu_count()} means the timings were contended)")
+    if args.json:
+        for row in rows:
+            row.pop("singular_values", None)
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
