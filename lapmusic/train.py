@@ -877,7 +877,10 @@ def compare_runs(run_dirs: Sequence) -> dict:
 
     Returns ``{"inits": {init: {"nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
     "pretrain_seconds"} (each {"mean", "std", "n"}), "valid_curve": {init: [mean valid NLL per epoch]},
+    "best_so_far_curve": {init: [mean over seeds of the best validation NLL up to each epoch]},
     "epochs_to_reach_random_best": {"per_seed": [...], "mean": ...}, "lae_better_at_equal_epochs": bool}``.
+    ``lae_better_at_equal_epochs``: the LAE init's best-so-far curve is below the random init's at every
+    epoch (runs that stopped early keep their best model).
     ``epochs_to_reach_random_best`` pairs runs by seed: the first epoch at which the LAE run's validation
     NLL is at or below the best validation NLL of the random run with the same seed.
     """
@@ -912,15 +915,27 @@ def compare_runs(run_dirs: Sequence) -> dict:
             reach.append({"seed": config.seed,
                           "epoch": epochs_to_reach(history, random_best) if random_best is not None else None})
     reached = [r["epoch"] for r in reach if r["epoch"] is not None]
+    # The model one keeps after e epochs is the best so far, and a run that stopped early keeps it: compare
+    # inits on the mean over seeds of the best validation NLL reached by epoch e, up to the longest run.
+    longest = max((len(h) for _, _, h in runs), default=0)
+    best_so_far: dict[str, list] = {}
+    for init in curves:
+        per_run = []
+        for config, _, history in runs:
+            if config.init != init or not history:
+                continue
+            values = np.minimum.accumulate([h["valid_nll"] for h in history])
+            per_run.append(np.concatenate([values, np.full(longest - len(values), values[-1])]))
+        best_so_far[init] = np.mean(per_run, axis=0).tolist()
     better = None
-    if "lae" in curves and "random" in curves:
-        common = min(len(curves["lae"]), len(curves["random"]))
-        better = all(curves["lae"][e] < curves["random"][e] for e in range(common))
+    if "lae" in best_so_far and "random" in best_so_far:
+        better = all(l < r for l, r in zip(best_so_far["lae"], best_so_far["random"]))
     return {
         "inits": inits,
         "valid_curve": curves,
         "epochs_to_reach_random_best": {"per_seed": reach, "mean": float(np.mean(reached)) if reached else None,
                                         "reached": f"{len(reached)}/{len(reach)}"},
+        "best_so_far_curve": best_so_far,
         "lae_better_at_equal_epochs": better,
         "runs": len(runs),
     }

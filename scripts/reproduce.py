@@ -275,7 +275,8 @@ def report(args, record: dict) -> str:
         per = ", ".join(f"{NAMES.get(k, k)} {v['wall_seconds'] / 60:.1f} min" for k, v in timing.items())
         total = sum(v["wall_seconds"] for v in timing.values())
         lines.append(f"Runs started {record.get('started_at')} on an {platform.machine()} CPU, one torch thread per "
-                     f"process; wall clock per dataset (LAE fit + {args.seeds} seeds x 2 inits): {per}; "
+                     f"process; wall clock per dataset ({args.seeds} seeds x 2 inits, plus the LAE fit unless a "
+                     f"saved one was reused): {per}; "
                      f"{total / 60:.0f} min of CPU in all. Load average at the start "
                      f"{record.get('load_before', [0])[0]:.1f} on 2 cores shared with other jobs, so every "
                      "second below is pessimistic.")
@@ -328,14 +329,17 @@ def report(args, record: dict) -> str:
     lines[-1] = lines[-1].rstrip("; ") + "."
     lines.append("")
 
-    lines += ["### Equal epochs: validation NLL (mean over seeds)", "",
-              "| dataset | init | epoch 0 | epoch 1 | epoch 2 | epoch 5 | epoch 10 | last | LAE lower at every epoch | "
-              "epochs for LAE to reach random's best |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines += ["### Equal epochs: validation NLL of the best model so far (mean over seeds)", "",
+              "A run stopped early keeps its best model, so its value is carried on to later epochs. The raw "
+              "per-epoch curves are in the images below.", "",
+              "| dataset | init | epoch 0 | epoch 1 | epoch 2 | epoch 5 | epoch 10 | epoch 20 | last | LAE ahead at every epoch | "
+              "epochs for LAE to reach random's best |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for key, summary in summaries.items():
         for init in ("lae", "random"):
-            curve = summary["valid_curve"].get(init) or []
-            cells = [number(curve[e]) if e < len(curve) else "-" for e in (0, 1, 2, 5, 10)]
-            last = number(curve[-1]) if curve else "-"
+            curve = summary["best_so_far_curve"].get(init) or []
+            cells = [number(curve[e]) if e < len(curve) else "-" for e in (0, 1, 2, 5, 10, 20)]
+            last = f"{number(curve[-1])} (epoch {len(curve) - 1})" if curve else "-"
             reach = summary["epochs_to_reach_random_best"]
             extra = ("| " + ("yes" if summary["lae_better_at_equal_epochs"] else "no") + " | " +
                      (f"{reach['mean']:.1f} (reached in {reach['reached']} seeds)" if reach["mean"] is not None

@@ -286,7 +286,11 @@ def test_compare_runs_epochs_to_reach(tmp_path):
     assert summary["inits"]["lae"]["nll"]["mean"] == pytest.approx(3.05)
     assert summary["inits"]["lae"]["nll"]["std"] == pytest.approx(np.std([2, 4.1], ddof=1))
     assert summary["valid_curve"]["lae"] == [5, 4.25, 3.6, 3.05]
+    assert summary["best_so_far_curve"]["random"] == [9, 6.5, 4.5, 3.75]
     assert summary["lae_better_at_equal_epochs"] is True
+    # A random run that goes on after the LAE run stopped and ends lower: the LAE is no longer ahead.
+    dirs.append(fake_run("r2", "random", 2, [9, 6, 4, 3, 1.0]))
+    assert compare_runs(dirs)["lae_better_at_equal_epochs"] is False
 
 
 def test_a_saved_lae_can_be_reused(tmp_path, dataset):
