@@ -23,9 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -540,10 +539,12 @@ def train(
         if progress is not None:
             progress(status.data.get("fraction", 0.0), "cancelled")
         return {"state": "cancelled", "epoch": status.data.get("epoch", 0), "run_dir": str(run_dir)}
+    except KeyboardInterrupt:
+        # Ctrl-C in the terminal: like a cancel, the last checkpoint stays and --resume continues.
+        status.update(force=True, state="cancelled", message="interrupted: the last checkpoint is kept")
+        raise
     except BaseException as exc:
         message = str(exc) if isinstance(exc, LapMusicError) else f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
         status.update(force=True, state="failed", error=message, message="failed")
         raise
 
@@ -803,7 +804,6 @@ class LoadedRun:
     lae: Any = None
     checkpoint: str = "best"  # which file the weights came from: "best" or "last"
     epoch: int = 0  # the epoch those weights are from
-    extra: dict = field(default_factory=dict)
 
 
 def load_run(run_dir, device=None) -> LoadedRun:
