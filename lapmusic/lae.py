@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -75,7 +75,6 @@ class LinearAutoencoder:
     dtype: str = "float64"
     iterations: int = 0
     seed: int = 0
-    extra: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- spectrum
     @property
@@ -728,8 +727,12 @@ def _approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_by
             W = op.matmul(images[:, block])
             previous = basis[:, : (j + 1) * r]
             scale = torch.linalg.vector_norm(W, dim=0).max()
-            for _ in range(2):  # classical Gram-Schmidt twice: orthogonal to working precision
-                W -= previous @ (previous.T @ W)
+            # Block Lanczos: in exact arithmetic W is already orthogonal to all blocks but the last
+            # two, so project those out first (cheap), then reorthogonalise against every block once
+            # (classical Gram-Schmidt, the costly pass) to remove the rounding drift.
+            recent = basis[:, max(0, j - 1) * r: (j + 1) * r]
+            W -= recent @ (recent.T @ W)
+            W -= previous @ (previous.T @ W)
             W, R = torch.linalg.qr(W, mode="reduced")
             if R.diagonal().abs().min() <= tiny * scale:
                 # The Krylov space is (nearly) exhausted (rank reached): part of W was rounding
