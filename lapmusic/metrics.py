@@ -151,3 +151,19 @@ def marginal_nll(train_seqs: Sequence[np.ndarray], seqs: Sequence[np.ndarray]) -
 def baselines(train_seqs: Sequence[np.ndarray], seqs: Sequence[np.ndarray]) -> dict:
     """``{"copy_previous_acc", "marginal_nll"}`` on frames ``2..T`` of ``seqs``."""
     return {"copy_previous_acc": copy_previous_acc(seqs), "marginal_nll": marginal_nll(train_seqs, seqs)}
+
+
+# Test NLL (nats per frame) reported in the literature, for orientation only: never produced by this code.
+# Per dataset, the reference anchor comes first and the best known recurrent model last.
+ANCHOR_NLL: dict[str, dict[str, float]] = {
+    "jsb": {"TCN (Bai et al. 2018)": 8.10, "best recurrent (RRU)": 7.72},
+    "nottingham": {"TCN (Bai et al. 2018)": 3.07, "best recurrent (RRU)": 2.92},
+    "musedata": {"LSTM (as reported with RRU)": 7.24, "best recurrent (RRU)": 7.03},
+    "pianomidi": {"LSTM (as reported with RRU)": 7.54, "best recurrent (RRU)": 7.38},
+}
+
+
+def best_published_nll(dataset_key: str | None) -> float | None:
+    """The lowest anchor test NLL for a benchmark (None for ``bach`` and your own data)."""
+    anchors = ANCHOR_NLL.get(dataset_key or "")
+    return min(anchors.values()) if anchors else None

@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lapmusic.metrics import ANCHOR_NLL  # noqa: E402
 from lapmusic.train import TrainConfig, compare_runs, read_history, train  # noqa: E402
 
 DATASETS = ("jsb", "nottingham", "musedata", "pianomidi")
@@ -63,14 +64,6 @@ BUDGETS = {
     },
 }
 LAE_MAX_LAG = {"jsb": None, "nottingham": 250, "musedata": 250, "pianomidi": 250}
-
-# Test NLL reported in the literature (nats per frame), for orientation only: not produced by this code.
-ANCHORS = {
-    "jsb": {"TCN (Bai et al. 2018)": 8.10, "best recurrent (RRU)": 7.72},
-    "nottingham": {"TCN (Bai et al. 2018)": 3.07, "best recurrent (RRU)": 2.92},
-    "musedata": {"LSTM (as reported with RRU)": 7.24, "best recurrent (RRU)": 7.03},
-    "pianomidi": {"LSTM (as reported with RRU)": 7.54, "best recurrent (RRU)": 7.38},
-}
 
 # The "what was tried" grid: one seed, LAE init (plus random init where the change applies to both), the
 # standard settings otherwise; Nottingham variants are capped at EXPLORE_EPOCHS["nottingham"] epochs.
@@ -232,7 +225,10 @@ def number(value, digits: int = 2) -> str:
 
 
 def curve_image(key: str, run_dirs: list[Path], image: Path, anchors: dict) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("the learning-curve images need matplotlib: pip install -e '.[repro]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -313,7 +309,7 @@ def report(args, record: dict) -> str:
         summaries[key] = compare_runs(run_dirs)
         finals_by_key[key] = [json.loads((d / "final.json").read_text()) for d in run_dirs]
         settings_by_key[key] = json.loads((run_dirs[0] / "config.json").read_text())
-        curve_image(key, run_dirs, Path(args.img) / image_name(args.budget, key), ANCHORS[key])
+        curve_image(key, run_dirs, Path(args.img) / image_name(args.budget, key), ANCHOR_NLL[key])
 
     lines += ["### Settings (identical for both inits)", "",
               "| dataset | hidden | max epochs | batch | lr | BPTT | early stop | training pieces used | "
@@ -375,8 +371,8 @@ def report(args, record: dict) -> str:
               "| dataset | this code, LAE | this code, random | anchor (test NLL) | best known recurrent | "
               "per-key frequency NLL | copy-previous-frame ACC % |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, summary in summaries.items():
-        anchor_name, anchor = next(iter(ANCHORS[key].items()))
-        best_name, best = list(ANCHORS[key].items())[-1]
+        anchor_name, anchor = next(iter(ANCHOR_NLL[key].items()))
+        best_name, best = list(ANCHOR_NLL[key].items())[-1]
         base = finals_by_key[key][0].get("baselines") or {}
         lines.append(f"| {NAMES[key]} | {fmt(summary['inits'].get('lae', {}).get('nll'))} | "
                      f"{fmt(summary['inits'].get('random', {}).get('nll'))} | {anchor} ({anchor_name}) | {best} | "

@@ -13,23 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chorale_like_piece
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DEADLINE = 180.0  # seconds; a tiny run takes a few
-
-
-def _piece(rng: np.random.Generator, frames: int) -> np.ndarray:
-    """A chorale-like roll: a repeating I-IV-V-I progression with a random melody on top."""
-    chords = [(48, 52, 55), (53, 57, 60), (55, 59, 62), (48, 52, 55)]
-    roll = np.zeros((frames, 88), dtype=np.uint8)
-    for t in range(frames):
-        for pitch in chords[(t // 2) % 4]:
-            roll[t, pitch - 21] = 1
-        roll[t, 72 - 21 + int(rng.integers(0, 8))] = 1
-    return roll
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +38,12 @@ def app_env(tmp_path_factory):
         json.dumps({"dataset": "user:tiny", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}),
     )
     rng = np.random.default_rng(0)
-    tiny = Dataset("user:tiny", "tiny", [_piece(rng, 24) for _ in range(6)], [_piece(rng, 16) for _ in range(2)],
-                   [_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
+    tiny = Dataset("user:tiny", "tiny", [chorale_like_piece(rng, 24) for _ in range(6)], [chorale_like_piece(rng, 16) for _ in range(2)],
+                   [chorale_like_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
     assert save_user_dataset(tiny) == "user:tiny"
     # Valid pieces of one frame: training refuses them, so a job on this dataset fails.
-    broken = Dataset("user:broken", "broken", [_piece(rng, 24) for _ in range(3)], [_piece(rng, 1)],
-                     [_piece(rng, 8)], step_seconds=0.25)
+    broken = Dataset("user:broken", "broken", [chorale_like_piece(rng, 24) for _ in range(3)], [chorale_like_piece(rng, 1)],
+                     [chorale_like_piece(rng, 8)], step_seconds=0.25)
     assert save_user_dataset(broken) == "user:broken"
     yield root
     from lapmusic.ui import common
@@ -258,7 +248,7 @@ def test_a_failing_job_shows_its_error_and_the_app_stays_usable(app_env):
 def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
     from lapmusic.midi import MAX_MIDI_BYTES, roll_to_midi_bytes
 
-    good = roll_to_midi_bytes(_piece(np.random.default_rng(1), 32), step_seconds=0.25)
+    good = roll_to_midi_bytes(chorale_like_piece(np.random.default_rng(1), 32), step_seconds=0.25)
     at = new_app()
     at.sidebar.selectbox(key="dataset_choice").set_value("__upload__")
     at.run()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chorale_like_piece
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[1]
@@ -44,21 +45,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _piece(rng: np.random.Generator, frames: int) -> np.ndarray:
-    chords = [(48, 52, 55), (53, 57, 60), (55, 59, 62), (48, 52, 55)]
-    roll = np.zeros((frames, 88), dtype=np.uint8)
-    for t in range(frames):
-        for pitch in chords[(t // 2) % 4]:
-            roll[t, pitch - 21] = 1
-        roll[t, 72 - 21 + int(rng.integers(0, 8))] = 1
-    return roll
-
-
 def _make_dataset(key_name: str, rng, train: int) -> None:
     from lapmusic.data import Dataset, save_user_dataset
 
-    dataset = Dataset(f"user:{key_name}", key_name, [_piece(rng, 32) for _ in range(train)],
-                      [_piece(rng, 16) for _ in range(2)], [_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
+    dataset = Dataset(f"user:{key_name}", key_name, [chorale_like_piece(rng, 32) for _ in range(train)],
+                      [chorale_like_piece(rng, 16) for _ in range(2)], [chorale_like_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
     assert save_user_dataset(dataset) == f"user:{key_name}"
 
 

@@ -13,13 +13,7 @@ from lapmusic.model import PianoRollRNN, choose_alpha, collect_states, fit_reado
 from conftest import random_rolls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The machine is shared: one BLAS thread per test is faster here than fighting over cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def brute_force_lae(seqs, p=None):

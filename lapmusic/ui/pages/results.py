@@ -5,22 +5,23 @@ from __future__ import annotations
 import streamlit as st
 
 from ...jobs import FINISHED, list_runs
+from ...metrics import ANCHOR_NLL, best_published_nll
 from .. import common
 from ..sidebar import Settings
 
-# Test NLL (nats per frame, lower is better) reported in the literature, to place a run on the map.
-ANCHORS = [
-    {"model": "TCN (Bai et al., 2018)", "jsb": 8.10, "nottingham": 3.07, "musedata": None, "pianomidi": None},
-    {"model": "LSTM (as reported with RRU)", "jsb": None, "nottingham": None, "musedata": 7.24, "pianomidi": 7.54},
-    {"model": "best recurrent (RRU)", "jsb": 7.72, "nottingham": 2.92, "musedata": 7.03, "pianomidi": 7.38},
-]
 ANCHOR_COLUMNS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
 
 
-def best_published(dataset_key) -> float | None:
-    """The lowest anchor test NLL for a benchmark dataset (None for bach and your own data)."""
-    values = [a[dataset_key] for a in ANCHORS if a.get(dataset_key) is not None] if dataset_key in ANCHOR_COLUMNS else []
-    return min(values) if values else None
+def anchor_rows() -> list[dict]:
+    """One row per published model, one column per benchmark (from ``metrics.ANCHOR_NLL``)."""
+    # Each dataset lists its reference first and the best known model last; keep that order across datasets.
+    names = list(dict.fromkeys(name for anchors in ANCHOR_NLL.values() for name in anchors))
+    best = {list(anchors)[-1] for anchors in ANCHOR_NLL.values()}
+    models = [n for n in names if n not in best] + [n for n in names if n in best]
+    return [
+        {"model": model, **{ANCHOR_COLUMNS[k]: _number(ANCHOR_NLL[k].get(model)) for k in ANCHOR_COLUMNS}}
+        for model in models
+    ]
 
 
 def _percent(value) -> str:
@@ -62,7 +63,7 @@ def render(settings: Settings) -> None:
                     "test ACC": _percent(final.get("acc")),
                     "baseline ACC (repeat last frame)": _percent(base.get("copy_previous_acc")),
                     "expected ACC": _percent(final.get("expected_acc")),
-                    "best published NLL": _number(best_published(final.get("dataset", run.config.get("dataset")))),
+                    "best published NLL": _number(best_published_nll(final.get("dataset", run.config.get("dataset")))),
                     "training time": common.format_seconds(final.get("total_seconds")),
                 }
             )
@@ -75,13 +76,7 @@ def render(settings: Settings) -> None:
         )
 
     st.markdown("**Published test NLL, for orientation**")
-    st.dataframe(
-        [
-            {"model": a["model"], **{ANCHOR_COLUMNS[k]: _number(a[k]) for k in ANCHOR_COLUMNS}}
-            for a in ANCHORS
-        ],
-        hide_index=True,
-    )
+    st.dataframe(anchor_rows(), hide_index=True)
     st.caption(
         "Full-size models trained for hours; a classroom run with a few epochs lands well above these numbers."
     )
