@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+if [ "${1:-}" = "--test" ]; then want_test=1; fi
 venv="${LAPMUSIC_VENV:-.venv}"
 python="${PYTHON:-python3}"
 
@@ -17,7 +17,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages (FluidSynth for audio, Chromium for the browser tests) -------------------------
 apt_packages=(libfluidsynth3 fluid-soundfont-gm)
-[ $want_test = 1 ] && apt_packages+=(chromium chromium-driver)
+if [ $want_test = 1 ]; then apt_packages+=(chromium chromium-driver); fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -55,9 +55,10 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 
 # The package itself (editable), reinstalled only when pyproject.toml changed.
-extras=""
-[ $want_test = 1 ] && extras="[test]"
-stamp="$venv/.lapmusic-installed$( [ $want_test = 1 ] && echo -test )"
+extras="" stamp="$venv/.lapmusic-installed"
+if [ $want_test = 1 ]; then
+  extras="[test]" stamp="$stamp-test"
+fi
 digest=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   say "installing lapmusic$extras and its dependencies"
