@@ -34,7 +34,7 @@ import numpy as np
 from . import LOWEST_PITCH, N_KEYS
 from .errors import DataError, DownloadError
 from .io import atomic_save
-from .midi import DEFAULT_STEP_SECONDS, MAX_MIDI_BYTES, midi_to_roll
+from .midi import DEFAULT_STEP_SECONDS, MAX_MIDI_BYTES, check_roll, midi_to_roll
 
 Progress = Callable[[float, str], None]
 SPLITS = ("train", "valid", "test")
@@ -175,16 +175,6 @@ def cache_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------ validation
-def validate_roll(roll, what: str) -> np.ndarray:
-    """Check one piece: 2-D, 88 columns, only 0/1. Returns it as uint8."""
-    array = np.asarray(roll)
-    if array.ndim != 2 or array.shape[1] != N_KEYS:
-        raise DataError(f"{what}: expected a (T, {N_KEYS}) piano roll, got shape {array.shape}")
-    if array.size and not np.isin(array, (0, 1)).all():
-        raise DataError(f"{what}: values must be 0 or 1")
-    return np.ascontiguousarray(array, dtype=np.uint8)
-
-
 def _check_split_sizes(splits: dict[str, list], expected: dict[str, int] | None, origin: str) -> None:
     if expected is None:
         return
@@ -212,7 +202,7 @@ def load_mat(path: str | os.PathLike, expected_sizes: dict[str, int] | None = No
         if field_name not in content:
             raise DataError(f"{path.name}: no '{field_name}' entry; expected traindata/validdata/testdata")
         cells = np.asarray(content[field_name]).ravel()
-        splits[name] = [validate_roll(cell, f"{path.name} {name}[{i}]") for i, cell in enumerate(cells)]
+        splits[name] = [check_roll(cell, f"{path.name} {name}[{i}]") for i, cell in enumerate(cells)]
     _check_split_sizes(splits, expected_sizes, path.name)
     return splits
 
@@ -431,7 +421,7 @@ def load_dataset_npz(path: str | os.PathLike, key: str) -> Dataset:
         with np.load(path, allow_pickle=False) as content:
             splits = {}
             for name in SPLITS:
-                frames = validate_roll(content[f"{name}_frames"], f"{path.name} {name}")
+                frames = check_roll(content[f"{name}_frames"], f"{path.name} {name}")
                 bounds = np.cumsum(content[f"{name}_lengths"])[:-1]
                 splits[name] = [np.ascontiguousarray(p) for p in np.split(frames, bounds)] if len(frames) else []
             name = str(content["name"])

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or a cancel never leaves a half-written file behind."""
+"""Small file helpers: atomic writes (a crash or a cancel never leaves a half-written file behind) and
+tolerant readers for the JSON files of a run folder, which another thread or process may be rewriting."""
 
 from __future__ import annotations
 
@@ -39,3 +40,30 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing or not (yet) valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """One dict per line of a JSON-lines file (``[]`` when it is missing); unreadable lines are skipped."""
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # blank or half-written: never fatal for a reader
+                if isinstance(row, dict):
+                    rows.append(row)
+    except OSError:
+        return []
+    return rows

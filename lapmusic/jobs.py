@@ -18,7 +18,6 @@ No Streamlit here: this module is tested with a fake training function.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import LapMusicError
-from .io import atomic_write_json
+from .io import atomic_write_json, read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -501,36 +500,6 @@ def _default_label(config: dict) -> str:
 
 
 # --------------------------------------------------------------------------------- run folders on disk
-def read_json(path: str | os.PathLike) -> dict | None:
-    """The JSON object in ``path``, or None when it is missing or not (yet) valid JSON."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """One dict per epoch from ``metrics.jsonl``; a half-written last line is skipped."""
-    rows: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except OSError:
-        return []
-    return rows
-
-
 @dataclass
 class RunSummary:
     """What the Runs page lists about one run folder."""
@@ -583,7 +552,7 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
             recent = isinstance(updated, (int, float)) and time.time() - updated < STALE_SECONDS
             if not recent:
                 state = INTERRUPTED
-    metrics = read_metrics(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     try:
         modified = (run_dir / "config.json").stat().st_mtime
     except OSError:

@@ -38,10 +38,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import N_KEYS
 from .errors import CheckpointError, LapMusicError, SolverError
 from .io import atomic_save
+from .midi import check_roll
 
-N_KEYS = 88
 SOLVERS = ("exact", "approx")
 KRYLOV_TARGET_WIDTH = 1024  # default q: about this many Krylov columns, with 4 <= q <= 8
 DEFAULT_CHUNK_BYTES = 512 * 2**20  # working memory per FFT chunk in the approx solver
@@ -95,7 +96,7 @@ class LinearAutoencoder:
 
         Runs the recursion ``y_t = A x_t + B y_{t-1}`` (``y_0 = 0``), pieces of similar length batched.
         """
-        pieces = [_as_frames(seq, index) for index, seq in enumerate(seqs)]
+        pieces = [check_roll(seq, f"piece {index}") for index, seq in enumerate(seqs)]
         out: list[np.ndarray | None] = [None] * len(pieces)
         order = sorted(range(len(pieces)), key=lambda i: pieces[i].shape[0])
         A_T = np.ascontiguousarray(self.A.T)
@@ -225,30 +226,6 @@ class LinearAutoencoder:
 
 
 # ------------------------------------------------------------------------------------------ input
-def _as_frames(seq, index: int) -> np.ndarray:
-    """``seq`` as a ``(T, 88)`` uint8 0/1 array, or a LapMusicError naming the piece and the problem."""
-    try:
-        x = np.asarray(seq)
-    except Exception as exc:  # e.g. ragged nested lists
-        raise LapMusicError(f"piece {index} is not an array of frames: {exc}") from None
-    if x.ndim != 2 or x.shape[1] != N_KEYS:
-        raise LapMusicError(
-            f"piece {index} has shape {x.shape}; every piece must be a (T, {N_KEYS}) piano roll "
-            f"(one column per key, MIDI pitches 21..108)"
-        )
-    if x.dtype == np.uint8 or x.dtype == np.bool_:
-        bad = x.dtype == np.uint8 and bool((x > 1).any())
-    elif np.issubdtype(x.dtype, np.number):
-        bad = bool(((x != 0) & (x != 1)).any())
-    else:
-        raise LapMusicError(f"piece {index} has dtype {x.dtype}; piano rolls hold 0/1 numbers")
-    if bad:
-        raise LapMusicError(
-            f"piece {index} is not binary (values other than 0 and 1); binarise it first, e.g. roll > 0"
-        )
-    return x.astype(np.uint8, copy=False)
-
-
 def validate_sequences(seqs) -> list[np.ndarray]:
     """Check training pieces: a non-empty list of ``(T, 88)`` 0/1 arrays with ``T >= 2``.
 
@@ -265,7 +242,7 @@ def validate_sequences(seqs) -> list[np.ndarray]:
         raise LapMusicError("no training pieces: the dataset (or --max-sequences selection) is empty")
     out = []
     for index, seq in enumerate(pieces):
-        x = _as_frames(seq, index)
+        x = check_roll(seq, f"piece {index}")
         if x.shape[0] < 2:
             raise LapMusicError(
                 f"piece {index} has {x.shape[0]} frame(s); every piece needs at least 2 frames "

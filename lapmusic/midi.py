@@ -32,14 +32,32 @@ MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.Pre
 
 
 # ------------------------------------------------------------------------------ roll -> MIDI
-def check_roll(roll: np.ndarray, what: str = "piano roll") -> np.ndarray:
-    """Return ``roll`` as a ``(T, 88)`` uint8 0/1 array or raise :class:`DataError` saying what is off."""
-    array = np.asarray(roll)
+def check_roll(roll, what: str = "piano roll") -> np.ndarray:
+    """Return ``roll`` as a contiguous ``(T, 88)`` uint8 0/1 array, or raise :class:`DataError` saying what
+    is off. The one check every module (data loading, the LAE, MIDI, plots) uses for a piece."""
+    try:
+        array = np.asarray(roll)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise DataError(f"{what} is not an array of frames: {exc}") from None
     if array.ndim != 2 or array.shape[1] != N_KEYS:
-        raise DataError(f"{what} must have shape (T, {N_KEYS}), got {array.shape}")
-    if array.size and not np.isin(array, (0, 1)).all():
-        raise DataError(f"{what} must hold only 0 and 1 (key off/on)")
-    return array.astype(np.uint8, copy=False)
+        raise DataError(
+            f"{what}: expected a (T, {N_KEYS}) piano roll, got shape {array.shape}; a roll must have "
+            f"shape (T, {N_KEYS}), one column per key (MIDI pitches {LOWEST_PITCH}..{LOWEST_PITCH + N_KEYS - 1})"
+        )
+    if array.dtype == np.bool_:
+        bad = False
+    elif array.dtype == np.uint8:
+        bad = bool((array > 1).any())
+    elif np.issubdtype(array.dtype, np.number):
+        bad = bool(((array != 0) & (array != 1)).any())  # NaN fails both comparisons: refused too
+    else:
+        raise DataError(f"{what} has dtype {array.dtype}; piano rolls hold 0/1 numbers")
+    if bad:
+        raise DataError(
+            f"{what} is not binary: values must be 0 or 1 (a roll holds only 0 and 1, key off/on); "
+            "binarise it first, e.g. roll > 0"
+        )
+    return np.ascontiguousarray(array, dtype=np.uint8)
 
 
 def roll_to_notes(roll: np.ndarray) -> list[tuple[int, int, int]]:

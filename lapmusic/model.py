@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-N_KEYS = 88
+from . import N_KEYS
+
 CELLS = ("rnn", "gru", "lstm")
 
 

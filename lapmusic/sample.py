@@ -237,22 +237,15 @@ def _parse_int_field(text: str, what: str, spec: str, *, minimum: int) -> int:
 
 
 # --------------------------------------------------------------------------------------- from a run
-FALLBACK_STEP_SECONDS = 0.25
-
-
 def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
-    """Playback duration of one frame for a dataset: its own suggestion, else 0.25 s."""
-    if dataset is not None and getattr(dataset, "step_seconds", None):
-        return float(dataset.step_seconds)
-    try:
-        from .data import DATASETS
+    """Playback duration of one frame for a dataset: its own suggestion, else ``DEFAULT_STEP_SECONDS``."""
+    from .data import DATASETS
+    from .midi import DEFAULT_STEP_SECONDS
 
-        info = DATASETS.get(dataset_key or "")
-        if info is not None and getattr(info, "step_seconds", None):
-            return float(info.step_seconds)
-    except ImportError:  # pragma: no cover - data.py is part of the package
-        pass
-    return FALLBACK_STEP_SECONDS
+    if dataset is not None and dataset.step_seconds:
+        return float(dataset.step_seconds)
+    info = DATASETS.get(dataset_key or "")
+    return float(info.step_seconds) if info is not None else DEFAULT_STEP_SECONDS
 
 
 @dataclass

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, LapMusicError
-from .io import atomic_save, atomic_write_json, atomic_write_text
+from .io import atomic_save, atomic_write_json, atomic_write_text, read_jsonl
 from .metrics import MetricAccumulator, baselines
 from .model import CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
 
@@ -346,20 +346,7 @@ def read_status(run_dir) -> dict:
 
 def read_history(run_dir) -> list[dict]:
     """The epoch lines of ``metrics.jsonl`` (an empty list when there are none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    history = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            try:
-                history.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # never fatal for a reader: the file is rewritten every epoch
-    return history
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:

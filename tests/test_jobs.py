@@ -11,7 +11,7 @@ import pytest
 
 from lapmusic import jobs
 from lapmusic.errors import LapMusicError
-from lapmusic.io import atomic_write_json
+from lapmusic.io import atomic_write_json, read_jsonl
 
 WAIT = 20.0  # generous timeout for a job that does no real work; only hit on a bug
 
@@ -82,7 +82,7 @@ def test_a_job_runs_in_the_background_and_leaves_a_run_folder(runs_dir):
     assert "bach-h8-lae-s0" in job.run_dir.name
     assert jobs.read_json(job.run_dir / "config.json") == config()
     assert jobs.read_json(job.run_dir / "status.json")["state"] == "finished"
-    assert [row["epoch"] for row in jobs.read_metrics(job.run_dir / "metrics.jsonl")] == [1, 2, 3]
+    assert [row["epoch"] for row in read_jsonl(job.run_dir / "metrics.jsonl")] == [1, 2, 3]
 
 
 def test_training_never_runs_in_the_calling_thread(runs_dir):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, read_metrics, summarize_run
+from ...io import read_jsonl
+from ...jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
 from .. import common
 from ..sidebar import Settings
 
@@ -58,7 +59,7 @@ def _draw(runs: list[Path]) -> None:
         run = summary.run_dir
         job = manager.job_for_run(run)
         label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
-        histories[label] = read_metrics(run / "metrics.jsonl")
+        histories[label] = read_jsonl(run / "metrics.jsonl")
         common.guarded(_status_line, run, summary, job, label)
     if any(histories.values()):
         from ...plots import loss_figure
