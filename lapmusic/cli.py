@@ -158,10 +158,15 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="train on a fixed random subset of N training pieces (the same for every seed)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
                    help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
+    p.add_argument("--output", choices=["bernoulli", "nade"],
+                   help="output layer (default bernoulli: one independent sigmoid per key; nade: RNN-NADE, "
+                   "the keys of a frame drawn low to high, each conditioned on the lower ones and the state)")
+    p.add_argument("--nade-hidden", type=_positive_int,
+                   help="hidden units of the NADE output (default 64; only with --output nade)")
 
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences", "lae_path")
+                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "output", "nade_hidden")
 
 
 def _training_config(args: argparse.Namespace, **fields):

@@ -35,7 +35,8 @@ from torch import nn
 from .errors import CheckpointError, LapMusicError
 from .io import atomic_save, atomic_write_json, atomic_write_text, read_jsonl
 from .metrics import MetricAccumulator, baselines
-from .model import CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+from .nade import EXPECTED_ACC_SAMPLES, metric_predictions
+from .model import CELLS, N_KEYS, OUTPUTS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
 
 CHECKPOINT_FORMAT = "lapmusic-run-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -68,6 +69,8 @@ class TrainConfig:
     max_sequences: int | None = None  # first N pieces of every split
     max_train_sequences: int | None = None  # a fixed random subset of N training pieces (budget runs)
     cell: str = "rnn"  # "rnn" | "gru" | "lstm"
+    output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
+    nade_hidden: int = 64  # NADE hidden units (output "nade" only)
     bptt: int = 100  # truncated-BPTT window in frames
     optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
     momentum: float = 0.9
@@ -111,6 +114,8 @@ class TrainConfig:
             problems.append(f"init must be 'lae' or 'random', not {self.init!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {list(CELLS)}, not {self.cell!r}")
+        if self.output not in OUTPUTS:
+            problems.append(f"output must be one of {list(OUTPUTS)}, not {self.output!r}")
         if self.init == "lae" and self.cell != "rnn":
             problems.append("init 'lae' needs cell 'rnn' (GRU/LSTM are random-init baselines)")
         if self.optimizer not in ("adam", "sgd"):
@@ -119,7 +124,8 @@ class TrainConfig:
             problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
-        for name in ("hidden", "epochs", "batch_size", "bptt", "eval_batch_size", "readout_max_frames"):
+        for name in ("hidden", "epochs", "batch_size", "bptt", "eval_batch_size", "readout_max_frames",
+                     "nade_hidden"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, not {getattr(self, name)!r}")
         for name in ("max_sequences", "max_train_sequences", "patience", "lae_max_lag"):
@@ -219,7 +225,11 @@ def _detach(h):
 @torch.no_grad()
 def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64,
                      window: int = 1000) -> dict:
-    """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled."""
+    """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled.
+
+    NADE output: NLL from the conditional logits (exact), ACC of the greedy frame and expected ACC from
+    ``lapmusic.nade.EXPECTED_ACC_SAMPLES`` sampled frames per predicted frame (:func:`metric_predictions`).
+    """
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
@@ -230,8 +240,15 @@ def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
         h = None
         for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
             rows = _active_rows(mask, start)
-            logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
-            totals.update(logits, targets[:rows, start : start + window], mask[:rows, start : start + window])
+            window_targets = targets[:rows, start : start + window]
+            if model.nade is None:
+                logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
+                totals.update(logits, window_targets, mask[:rows, start : start + window])
+            else:
+                states, h = model.hidden_states(inputs[:rows, start : start + window], _first_rows(h, rows))
+                logits = model.nade.conditional_logits(states, window_targets)
+                on, probs = metric_predictions(model.nade, states, seed=start)
+                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
     model.train(was_training)
     return totals.result()
 
@@ -270,11 +287,11 @@ def train_epoch(
             rows = _active_rows(mask, start)  # pieces that ended in earlier windows drop out of the batch
             window_mask = mask[:rows, start : start + bptt]
             frames = window_mask.sum()
-            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows))
+            window_targets = targets[:rows, start : start + bptt]
+            # NADE: conditional logits given the lower keys of the target frame; its exact NLL is the same sum.
+            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows), targets=window_targets)
             h = _detach(h)
-            per_key = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[:rows, start : start + bptt], reduction="none"
-            )
+            per_key = nn.functional.binary_cross_entropy_with_logits(logits, window_targets, reduction="none")
             loss_sum = (per_key.sum(-1) * window_mask).sum()
             loss = loss_sum / frames
             if not torch.isfinite(loss):
@@ -392,14 +409,15 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 
 
 def _build_model(config: TrainConfig) -> PianoRollRNN:
-    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout)
+    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
+                        nade_hidden=config.nade_hidden)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path} does not match the run's config.json (hidden size or cell): {exc}") from exc
+        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): {exc}") from exc
 
 
 def _parameter_groups(model: PianoRollRNN, config: TrainConfig) -> list[dict]:
@@ -649,10 +667,12 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         "init": config.init,
         "hidden": config.hidden,
         "cell": config.cell,
+        "output": config.output,
         "seed": config.seed,
         "nll": test.get("nll"),
         "acc": test.get("acc"),
         "expected_acc": test.get("expected_acc"),
+        "acc_method": _acc_method(config),
         "frames": test.get("frames", 0),
         "baselines": baselines(train_seqs, test_seqs) if test_seqs else None,
         "epochs": epochs_run,
@@ -671,6 +691,14 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     status.update(force=True, state="finished", fraction=1.0, epoch=epochs_run,
                   message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")
     return final
+
+
+def _acc_method(config: TrainConfig) -> str:
+    """How ACC and expected ACC were computed for this output (written into final.json)."""
+    if config.output == "nade":
+        return (f"ACC: greedy frame (key by key, conditional p >= 0.5); expected ACC: {EXPECTED_ACC_SAMPLES} "
+                "sampled frames per predicted frame")
+    return "ACC: each key p >= 0.5; expected ACC: soft counts of the key probabilities"
 
 
 def _epoch_line(epoch: int, train_nll, valid: dict, seconds: float, elapsed: float, optimizer) -> dict:
