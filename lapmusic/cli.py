@@ -401,6 +401,56 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- stats
+def cmd_stats(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import stats
+
+    if not args.run and not args.files:
+        raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
+    if args.steps < 1 or args.samples < 1:
+        raise LapMusicError("--steps and --samples must be at least 1")
+    if args.run:
+        from .train import load_run
+
+        run = load_run(args.run, device=args.device)
+        if args.files:
+            raise LapMusicError("give either --run (its samples are drawn) or files, not both")
+        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
+                                    seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
+    else:
+        if not args.dataset:
+            raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
+        from .data import load_dataset
+
+        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
+        dataset = load_dataset(args.dataset)
+        frames = int(np.median([len(r) for r in rolls]))
+        reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
+        result = stats.compare(rolls, reference)
+        result["settings"] = {"files": [str(f) for f in args.files], "dataset": args.dataset, "split": args.split,
+                              "excerpt_frames": frames}
+
+    def human(r: dict) -> str:
+        rows = stats.table_rows(r)
+        lines = [f"{r['samples']['pieces']} sample(s) vs {r['reference']['pieces']} real excerpts "
+                 f"({r['settings'].get('dataset')}, {r['settings'].get('split')} split)",
+                 f"{'statistic':<40}{'samples':>9}{'real mean':>11}{'real 10-90 %':>16}{'inside':>8}"]
+        for row in rows:
+            lines.append(f"{row['statistic']:<40}{row['samples']:>9}{row['real (mean)']:>11}"
+                         f"{row['real (10-90 %)']:>16}{row['inside']:>8}")
+        hist = r["samples"]["note_length_hist"]
+        real = r["reference"]["note_length_hist"]
+        if hist and real:
+            lines.append("note lengths (frames " + "/".join(stats.NOTE_BIN_LABELS) + "): samples "
+                         + " ".join(f"{100 * h:.0f}%" for h in hist) + ", real " + " ".join(f"{100 * h:.0f}%" for h in real))
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
+
+
 # --------------------------------------------------------------------------------------- parser
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -497,6 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="musicality statistics of a run's samples or of MIDI/.npz files vs real pieces")
+    p.add_argument("files", nargs="*", help="MIDI (.mid), .npz or .npy piano rolls, or folders of them "
+                   "(instead of --run; needs --dataset)")
+    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset")
+    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="train",
+                   help="split the real pieces come from (default train)")
+    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
+    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--max-polyphony", type=_positive_int, help="keep at most K keys per frame (default: no cap)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when reading MIDI files (default 0.25)")
+    p.add_argument("--device", help="cpu or cuda (default: the run's device setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 
