@@ -160,6 +160,12 @@ def compare(samples: Sequence, reference: Sequence) -> dict:
     return {"samples": s, "reference": r, "inside": inside}
 
 
+def compare_with_pieces(generated, pieces: Sequence, max_pieces: int = 200) -> dict:
+    """One generated roll ``(T, 88)`` against ``T``-frame excerpts of real ``pieces`` (:func:`compare`)."""
+    generated = np.asarray(generated)
+    return compare([generated], reference_excerpts(pieces, max(len(generated), 1), max_pieces=max_pieces))
+
+
 def table_rows(comparison: dict) -> list[dict]:
     """One row per statistic (for the app's table and the CLI): label, samples' mean, real mean and range."""
     rows = []

@@ -187,3 +187,13 @@ def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
     assert result["output"] == "nade"
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["output"] == "nade" and config["nade_hidden"] == 6
+
+
+def test_the_app_sidebar_output_choice_reaches_the_config():
+    pytest.importorskip("streamlit")
+    from lapmusic.ui.sidebar import Settings, make_config
+
+    settings = Settings(dataset="jsb", hidden=8, init="both", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
+                        patience=0, seed=0, device="cpu", output="nade")
+    assert [c.output for c in settings.configs()] == ["nade", "nade"]
+    assert make_config(settings, "lae").output == "nade"

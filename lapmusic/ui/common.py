@@ -154,6 +154,7 @@ def app_defaults() -> dict:
         "patience": 5,
         "seed": 0,
         "device": "auto",
+        "output": "bernoulli",
     }
     text = os.environ.get("LAPMUSIC_APP_DEFAULTS", "").strip()
     if text:

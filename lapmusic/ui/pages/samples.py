@@ -138,7 +138,7 @@ def _generate(run_dir: Path, dataset_key: str | None, temperature: float, steps:
     st.session_state.sample = {
         "roll": roll, "primer_frames": k, "step_seconds": step, "midi": midi_to_bytes(midi), "wav": audio.wav,
         "warning": audio.warning, "silent": audio.silent, "stem": stem, "run": run_dir.name,
-        "epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
+        "epoch": loaded.epoch, "checkpoint": loaded.checkpoint, "dataset": dataset_key,
     }
 
 
@@ -168,3 +168,22 @@ def _show_sample() -> None:
     st.plotly_chart(
         piano_roll_figure(roll, primer_frames=k, step_seconds=sample["step_seconds"]), key="sample_roll"
     )
+    # --- musicality statistics (lapmusic.stats; owner: nade) ---
+    if sample.get("dataset"):
+        _show_stats(roll[k:], sample["dataset"])
+    # --- end musicality statistics ---
+
+
+def _show_stats(generated, dataset_key: str) -> None:
+    """The sample's musicality statistics beside excerpts of real training pieces of the same length."""
+    from ...stats import compare_with_pieces, table_rows
+
+    with st.expander("Musicality: this sample vs real pieces"):
+        try:
+            comparison = compare_with_pieces(generated, common.get_dataset(dataset_key).train)
+        except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
+            st.caption(f"Statistics unavailable ({type(exc).__name__}: {exc}).")
+            return
+        st.dataframe(table_rows(comparison), hide_index=True)
+        st.caption(f"Real: the first {len(generated)} frames of {comparison['reference']['pieces']} training pieces; "
+                   "range = their 10th-90th percentiles. See docs/sampling.md.")
