@@ -114,24 +114,26 @@ class NADEOutput(nn.Module):
         so the keys already drawn condition everything after them as usual.
         """
         n = states.shape[0]
-        b = self.visible_bias(states)  # (N, K)
+        b = self.visible_bias(states).T.contiguous()  # (K, N): row k is b_k(s) for every frame
         a = self.hidden_bias(states)  # (N, H): running pre-activation a_k
-        frame = torch.zeros(n, self.n_keys, dtype=torch.uint8, device=states.device)
-        count = torch.zeros(n, dtype=torch.long, device=states.device)
+        # Key k is on iff l_k / T > logit(u_k), u_k ~ U(0, 1): the thresholds of all keys drawn at once.
+        if temperature == 0.0:
+            thresholds = torch.zeros(self.n_keys, n, dtype=a.dtype, device=a.device)
+        else:
+            uniform = torch.rand(self.n_keys, n, generator=generator, device=a.device, dtype=a.dtype)
+            thresholds = temperature * torch.logit(uniform)
+        on_keys = []
+        count = torch.zeros(n, dtype=a.dtype, device=a.device) if max_polyphony is not None else None
         Wt = self.W.T.contiguous()
         for k in range(self.n_keys):
-            logit = b[:, k] + torch.sigmoid(a) @ self.V[k]
-            if temperature == 0.0:
-                on = logit >= 0
-            else:
-                uniform = torch.rand(n, generator=generator, device=states.device, dtype=logit.dtype)
-                on = uniform < torch.sigmoid(logit / temperature)
-            if max_polyphony is not None:
-                on = on & (count < max_polyphony)
-            frame[:, k] = on.to(torch.uint8)
-            count += on.long()
-            a = a + on.to(a.dtype).unsqueeze(1) * Wt[k]
-        return frame
+            logit = torch.addmv(b[k], torch.sigmoid(a), self.V[k])  # b_k(s) + V[k] . sigmoid(a_k)
+            on = (logit >= thresholds[k]).to(a.dtype)
+            if count is not None:
+                on = on * (count < max_polyphony)
+                count += on
+            on_keys.append(on)
+            a = torch.addr(a, on, Wt[k])  # a_{k+1} = a_k + v_k W[:, k]
+        return torch.stack(on_keys, dim=1).to(torch.uint8)
 
 
 @torch.no_grad()
