@@ -187,7 +187,8 @@ def _final_text(result: dict) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     return (f"test NLL {number(result.get('nll'))}  ACC {number(result.get('acc'), 2)}%  "
-            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames)\n"
+            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames, "
+            f"{result.get('output', 'bernoulli')} output)\n"
             f"best epoch {result.get('best_epoch')} of {result.get('epochs')} ({result.get('stopped')}), "
             f"pre-training {number(result.get('pretrain_seconds'), 1)} s, training {number(result.get('seconds'), 1)} s "
             f"on {result.get('device')}")
@@ -226,7 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import baselines
-    from .train import evaluate, load_run, run_split
+    from .train import _acc_method, evaluate, load_run, run_split
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -240,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
     progress(1.0, "done")
     progress.close()
-    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch)
+    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch,
+                  output=run.config.output, acc_method=_acc_method(run.config))
 
     def human(r: dict) -> str:
         def number(value, digits=3):
@@ -249,8 +251,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         b = r["baselines"]
         return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}%  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
-                f"{r['epoch']})\nbaselines: copy-previous-frame ACC {number(b['copy_previous_acc'], 2)}%, "
-                f"per-key frequency NLL {number(b['marginal_nll'])}")
+                f"{r['epoch']}, {r['output']} output; {r['acc_method']})\nbaselines: copy-previous-frame ACC "
+                f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}")
 
     emit(result, args.json, human)
     return 0
@@ -268,7 +270,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for number, (seed, init) in enumerate(jobs):
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
-        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}"
+        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
+        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():
             saved = json_module.loads((run_dir / "config.json").read_text())
@@ -287,7 +290,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
-                   run_dirs=[str(d) for d in run_dirs])
+                   output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
@@ -295,7 +298,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 return "-"
             return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
-        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, {r['seeds']} seed(s)",
+        lines = [f"{r['dataset']}, {r['hidden']} hidden units, {r['output']} output, up to {r['epochs']} epochs, "
+                 f"{r['seeds']} seed(s)",
                  f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
                  f"{'pre-train s':>14}{'train s':>12}"]
         for init, s in r["inits"].items():
@@ -362,6 +366,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "warning": None,
         "run": str(args.rundir),
         "dataset": run.config.dataset,
+        "output": run.config.output,
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,

@@ -197,3 +197,22 @@ def test_the_app_sidebar_output_choice_reaches_the_config():
                         patience=0, seed=0, device="cpu", output="nade")
     assert [c.output for c in settings.configs()] == ["nade", "nade"]
     assert make_config(settings, "lae").output == "nade"
+
+
+def test_cli_evaluate_generate_compare_with_nade(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    config = TrainConfig(dataset="synthetic", hidden=8, init="random", epochs=1, batch_size=4, device="cpu",
+                         output="nade", nade_hidden=6)
+    train(config, tmp_path / "run", dataset=dataset)
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["output"] == "nade" and "greedy" in result["acc_method"]
+    assert cli.main(["generate", str(tmp_path / "run"), "--steps", "8", "--out", str(tmp_path / "s.mid"),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["output"] == "nade"
+    assert cli.main(["compare", "--dataset", "synthetic", "--hidden", "6", "--epochs", "1", "--output", "nade",
+                     "--nade-hidden", "4", "--max-sequences", "8", "--device", "cpu", "--out",
+                     str(tmp_path / "cmp"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == "nade" and set(summary["inits"]) == {"lae", "random"}
+    assert all(d.endswith("-nade") for d in summary["run_dirs"])
