@@ -19,8 +19,8 @@ vectors linear functions of the recurrent state::
 Every conditional is normalised, so the product is a normalised distribution over all ``2^K`` frames and
 its negative log-likelihood is *exact*: ``-log P(v | s_t) = sum_k BCE(l_k, v_k)`` with the conditional
 logits ``l_k = b_k(s_t) + V[k] . h_k``. Given the observed frame (teacher forcing), all ``a_k`` follow from
-one exclusive cumulative sum over the keys of ``W[:, j] v_j`` (the running-sum form of NADE), so training
-and evaluation cost ``O(K H)`` per frame with no loop over keys. Sampling has to go key by key (``v_k``
+one exclusive cumulative sum over the keys of ``W[:, j] v_j`` (the running-sum form of NADE; computed over
+the keys that are on, see :meth:`NADEOutput._logits`), so training and evaluation need no loop over keys. Sampling has to go key by key (``v_k``
 is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
 
 With ``V = 0`` every conditional is ``sigmoid(b_k(s_t))``: the layer is then exactly the Bernoulli readout
@@ -35,7 +35,7 @@ from torch import nn
 EXPECTED_ACC_SAMPLES = 10
 """Frames drawn per predicted frame to estimate NADE's expected ACC (see :func:`metric_predictions`)."""
 
-_CHUNK_FRAMES = 4096  # frames per chunk when no gradient is needed: bounds the (N, K, H) memory
+_CHUNK_FRAMES = 4096  # frames per chunk when no gradient is needed: bounds the (N, S, K) memory
 
 
 class NADEOutput(nn.Module):
@@ -66,8 +66,8 @@ class NADEOutput(nn.Module):
         """Logits ``l_k`` of ``P(v_k = 1 | v_{<k}, s)`` for observed frames, all keys at once.
 
         ``states`` ``(..., p)``, ``frames`` ``(..., K)`` 0/1 (any matching leading shape) -> ``(..., K)``.
-        ``a = c(s) + exclusive_cumsum_k(v_k W[:, k])`` is a ``(..., K, H)`` tensor; without gradients it
-        is built in chunks of frames to bound memory (the result is the same).
+        See :meth:`_logits` for the running-sum computation; without gradients it runs in chunks of frames
+        to bound memory (the result is the same).
         """
         lead = frames.shape[:-1]
         s = states.reshape(-1, states.shape[-1])
@@ -82,19 +82,28 @@ class NADEOutput(nn.Module):
     def _logits(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``(N, p)`` states, ``(N, K)`` frames -> ``(N, K)`` conditional logits.
 
-        The running sums ``sum_{j<k} v_j W[:, j]`` of all keys are one matrix product: with the masked
-        frames ``M[k, n, j] = v_{n,j} [j < k]`` (``(K, N, K)``, a constant: no gradient flows into data),
-        ``running = M @ W^T`` is ``(K, N, H)``. This equals the exclusive cumulative sum over keys but runs
-        as a GEMM (``torch.cumsum`` along the key axis, and its flipped backward, were 3x slower on CPU).
-        Keys lead the layout so that ``l_k = V[k] . sigmoid(a_k)`` is one batched product per key.
+        The running sum ``a_k = c(s) + sum_{j<k} v_j W[:, j]`` only changes at the keys that are on, so
+        within a frame holding ``m`` keys it takes ``m + 1`` values ("segments"): segment ``i`` is
+        ``c(s)`` plus the columns of ``W`` of the frame's lowest ``i`` keys on (a cumulative sum over the
+        keys on, the running-sum form without its zero terms), and key ``k`` lies in segment
+        ``i(k) = sum_{j<k} v_j``. So ``l_k = b_k(s) + V[k] . sigmoid(a_seg[i(k)])``: with ``S = 1 + max m`` over
+        the frames, one ``(N, S, H)`` sigmoid and one ``(N, S, H) x (H, K)`` product give every key of every
+        frame. Exact, and for chords of a few keys about ``K / S`` times less work than the dense
+        ``(N, K, H)`` form (``a_k`` for every key), which it equals (tests/test_nade.py).
         """
         n, keys = v.shape
-        lower = torch.ones(keys, keys, dtype=v.dtype, device=v.device).tril(-1)  # [j < k]
-        masked = lower.unsqueeze(1) * v.unsqueeze(0)  # (K, N, K)
-        running = (masked.reshape(keys * n, keys) @ self.W.T).reshape(keys, n, self.hidden)
-        a = running + self.hidden_bias(s).unsqueeze(0)  # (K, N, H)
-        scores = torch.bmm(torch.sigmoid(a), self.V.unsqueeze(-1)).squeeze(-1)  # (K, N): V[k] . h_k
-        return self.visible_bias(s) + scores.T
+        on = v > 0.5
+        most = int(on.sum(1).max()) if n else 0
+        # Indices of the keys on, lowest first, padded with the index `keys` (a zero column of W).
+        positions = torch.where(on, torch.arange(keys, device=v.device), keys)
+        lowest = positions.sort(dim=1).values[:, :most]  # (N, m)
+        columns = torch.cat([self.W.T, self.W.new_zeros(1, self.hidden)])  # (K + 1, H)
+        running = torch.cumsum(columns[lowest], dim=1)  # (N, m, H): W[:, j1], W[:, j1] + W[:, j2], ...
+        c = self.hidden_bias(s).unsqueeze(1)  # (N, 1, H)
+        a = torch.cat([c, c + running], dim=1)  # (N, S, H), segment 0 = no key below
+        scores = torch.sigmoid(a) @ self.V.T  # (N, S, K): V[k] . sigmoid(a_seg) for every segment and key
+        segment = (torch.cumsum(on, dim=1) - on.long()).unsqueeze(1)  # (N, 1, K): keys on below key k
+        return self.visible_bias(s) + scores.gather(1, segment).squeeze(1)
 
     def log_prob(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """``log P(v | s)`` ``(...)`` of whole frames: ``-sum_k BCE(l_k, v_k)``."""
