@@ -240,7 +240,9 @@ def test_bach_build_is_offline_deterministic_and_cached(tmp_path, monkeypatch):
     assert data.bach_split_of("bwv1.6.mxl") == data.bach_split_of("bwv1.6.mxl")
     # The cache is what load_dataset reads: once it exists, nothing is parsed again.
     data.save_dataset_npz(small, tmp_path / data.BACH_CACHE_NAME)
-    monkeypatch.setattr(data, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
+    from lapmusic import bach
+
+    monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
     again = data.load_dataset("bach")
     for a, b in zip(small.train, again.train):
         np.testing.assert_array_equal(a, b)

@@ -11,8 +11,9 @@ import pytest
 
 from lapmusic.errors import DataError
 from lapmusic.midi import (
+    MidiLimits,
     fold_pitch,
-    load_midi,
+    read_midi,
     midi_to_bytes,
     midi_to_roll,
     roll_to_midi,
@@ -38,7 +39,10 @@ def test_consecutive_frames_merge_into_one_held_note():
 def test_round_trip_is_identity_for_held_notes(make_rolls, grid):
     for roll in make_rolls(5, (10, 80), seed=3):
         roll[-1, 10] = 1  # a note sounding in the last frame, so no trailing silence is cut off
-        data = roll_to_midi_bytes(roll, step_seconds=0.25 if "steps_per_beat" in grid else grid["step_seconds"])
+        if "steps_per_beat" in grid:  # four frames to a quarter note, so the beat grid is the frame grid
+            data = roll_to_midi_bytes(roll, step_seconds=0.25, frames_per_beat=4)
+        else:
+            data = roll_to_midi_bytes(roll, step_seconds=grid["step_seconds"])
         back = midi_to_roll(data, **grid)
         np.testing.assert_array_equal(back, roll)
 
@@ -124,18 +128,19 @@ def test_short_notes_keep_at_least_one_frame():
         (b"", "empty"),
         (b"RIFF....WAVEfmt ", "not a MIDI file"),
         (b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xffgarbage", "corrupt"),
+        (b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x01\x00\x00\x90\x3c", "truncated"),
     ],
 )
 def test_bad_midi_is_refused_by_name(data, reason):
     with pytest.raises(DataError, match=rf"song\.mid: .*{reason}"):
-        load_midi(("song.mid", data))
+        read_midi(("song.mid", data))
 
 
 def test_too_large_midi_is_refused(tmp_path):
     path = tmp_path / "huge.mid"
     path.write_bytes(b"MThd" + b"\x00" * 2000)
     with pytest.raises(DataError, match="huge.mid: too large"):
-        load_midi(path, max_bytes=1000)
+        read_midi(path, MidiLimits(max_bytes=1000))
 
 
 def test_bad_rolls_and_settings_are_refused():
