@@ -575,6 +575,8 @@ def describe_datasets(progress: Progress | None = None, load: bool = True) -> li
                 summary = load_dataset(key).summary()
             except DataError as exc:
                 row["error"] = str(exc)
+                local_file = find_local_file(info) if info and info.mat_file else None
+                row["file"] = str(local_file) if local_file else None
             else:
                 row["split_sizes"] = summary["split_sizes"]
                 row["frames"] = summary["frames"]

@@ -271,8 +271,10 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, limits: "MidiLimits
     """Scan one ``MTrk`` chunk ``data[pos:end]``; append ``(start, end, pitch, drum)`` to ``notes`` and
     ``(tick, microseconds per quarter)`` to ``tempos``. ``counted[0]`` counts note-ons over the file.
 
-    Note pairing follows ``pretty_midi``: a note-off closes every open note of its (channel, pitch), except
-    those that started on the same tick when others are open too (a re-struck key).
+    Note pairing follows ``pretty_midi``: a note-off closes every open note of its (channel, pitch) that
+    started on an earlier tick; one that started on the same tick stays open if others were closed (a
+    re-struck key) and is dropped otherwise (a zero-length note). Tempo events count only in the first
+    track, where the standard puts the tempo map (``pretty_midi`` reads them there too).
     """
     tick = 0
     status = 0  # running status: the last channel-message status byte
@@ -331,7 +333,6 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, limits: "MidiLimits
                     if closing and len(closing) < len(starts):
                         open_notes[index] = [s for s in starts if s == tick]
                     else:
-                        closing = starts
                         del open_notes[index]
                     drum = (kind & 0x0F) == 9
                     for start in closing:
@@ -357,7 +358,7 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, limits: "MidiLimits
             if pos + size > end:
                 _refuse_truncated(f"{where} ends inside an event of {size:,} bytes")
             if kind == 0xFF:
-                if meta == 0x51 and size == 3:
+                if meta == 0x51 and size == 3 and track == 1:
                     tempos.append((tick, (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]))
                 elif meta == 0x2F:
                     return  # end of track; bytes after it are ignored, as mido does

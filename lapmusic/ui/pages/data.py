@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import common
-from ..sidebar import Settings
+from ..sidebar import Settings, escape_markdown
 
 MAX_LISTEN_FRAMES = 256  # a piece's first frames are enough to hear it; keeps rendering quick
 
@@ -29,7 +29,8 @@ def render(settings: Settings) -> None:
 
     dataset = common.get_dataset(settings.dataset)
     info = DATASETS.get(settings.dataset)
-    st.markdown(f"**{dataset.name}**" + (f" — {info.description}" if info else ""))
+    # A user dataset's name is chosen by whoever uploaded it: shown literally, never as Markdown.
+    st.markdown(f"**{escape_markdown(dataset.name)}**" + (f" — {info.description}" if info else ""))
     facts = dataset.summary()
     sizes, frames = facts["split_sizes"], facts["frames"]
     cols = st.columns(4)
