@@ -39,6 +39,15 @@ MAX_MIDI_BYTES = 8 * 1024 * 1024
 MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.PrettyMIDI]
 
 # ------------------------------------------------------------------------------ limits
+def megabytes(size: int) -> str:
+    """A byte count as users read it: ``16777216 -> '16 MB'``, ``17000000 -> '16.2 MB'``, ``5000 -> '5 KB'``
+    (KB, MB = 2**10, 2**20 bytes, as file managers count)."""
+    if size < 2**20:
+        return f"{size / 2**10:.0f} KB"
+    value = size / 2**20
+    return f"{value:.0f} MB" if value.is_integer() else f"{value:.1f} MB"
+
+
 def _env_number(variable: str, default, kind=int):
     """A positive limit from the environment (``default`` when unset); a bad value is a clear error."""
     text = os.environ.get(variable, "").strip()
@@ -279,6 +288,7 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, limits: "MidiLimits
     tick = 0
     status = 0  # running status: the last channel-message status byte
     open_notes: dict[int, list[int]] = {}
+    add = notes.append
     where = f"track {track}"
     while pos < end:
         byte = data[pos]
@@ -324,19 +334,26 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, limits: "MidiLimits
                         f"too many notes: more than {limits.max_notes:,} (the limit, LAPMUSIC_MAX_MIDI_NOTES); "
                         "split the file into shorter pieces, or raise the limit"
                     )
-                open_notes.setdefault(((kind & 0x0F) << 7) | key, []).append(tick)
-            elif high == 0x80 or high == 0x90:
                 index = ((kind & 0x0F) << 7) | key
                 starts = open_notes.get(index)
-                if starts:
-                    closing = [s for s in starts if s != tick]
-                    if closing and len(closing) < len(starts):
-                        open_notes[index] = [s for s in starts if s == tick]
-                    else:
-                        del open_notes[index]
-                    drum = (kind & 0x0F) == 9
-                    for start in closing:
-                        notes.append((start, tick, key, drum))
+                if starts is None:
+                    open_notes[index] = [tick]
+                else:
+                    starts.append(tick)
+            elif high == 0x80 or high == 0x90:
+                starts = open_notes.pop(((kind & 0x0F) << 7) | key, None)
+                if starts is None:
+                    continue  # a note-off without a note-on: ignored
+                drum = (kind & 0x0F) == 9
+                if len(starts) == 1:  # the common case, without building lists
+                    if starts[0] != tick:
+                        add((starts[0], tick, key, drum))
+                    continue
+                closing = [s for s in starts if s != tick]
+                if closing and len(closing) < len(starts):
+                    open_notes[((kind & 0x0F) << 7) | key] = [s for s in starts if s == tick]
+                for start in closing:
+                    add((start, tick, key, drum))
             continue
         if kind == 0xFF or kind == 0xF0 or kind == 0xF7:
             if kind == 0xFF:
@@ -398,7 +415,7 @@ def read_midi_bytes(source: MidiSource, max_bytes: int = MAX_MIDI_BYTES) -> tupl
 
 def _too_large(name: str, size: int, max_bytes: int):
     raise DataError(
-        f"{name}: too large ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB per file, "
+        f"{name}: too large ({megabytes(size)}, {size:,} bytes; the limit is {megabytes(max_bytes)} per file, "
         "LAPMUSIC_MAX_MIDI_BYTES); real MIDI files are kilobytes: is it a MIDI file? Split it, or raise the limit"
     )
 

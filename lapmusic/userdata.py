@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .data import Dataset, cache_dir, save_dataset_npz
 from .errors import DataError
-from .midi import MidiLimits, _env_number, midi_to_roll
+from .midi import MidiLimits, _env_number, megabytes, midi_to_roll
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -30,12 +30,12 @@ class UploadLimits:
     """What one upload (or one ``lapmusic datasets add``) may hold, checked before any file is parsed.
 
     ``max_files`` (``LAPMUSIC_MAX_UPLOAD_FILES``, default 50) and ``max_bytes`` (``LAPMUSIC_MAX_UPLOAD_BYTES``,
-    default 32 MB, which the scanner reads in about 6 CPU seconds in the worst case; see
-    ``benchmarks/bench_upload.py``).
+    default 16 MB: the densest 16 MB of MIDI costs about 4 CPU seconds, see ``benchmarks/bench_upload.py``
+    and docs/app.md).
     """
 
     max_files: int = 50
-    max_bytes: int = 32 * 1024 * 1024
+    max_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> "UploadLimits":
@@ -96,7 +96,7 @@ def check_upload(items: Sequence, limits: UploadLimits, complete: bool = True) -
                 pass
     if total > limits.max_bytes:
         raise DataError(
-            f"too much data: {total / 1e6:.1f} MB in one upload; the limit is {limits.max_bytes / 1e6:.1f} MB "
+            f"too much data: {megabytes(total)} ({total:,} bytes) in one upload; the limit is {megabytes(limits.max_bytes)} "
             "(LAPMUSIC_MAX_UPLOAD_BYTES); make the dataset from fewer or smaller files, or raise the limit"
         )
 

@@ -304,6 +304,6 @@ def test_upload_limits_default_to_the_documented_values(monkeypatch):
     for variable in ("LAPMUSIC_MAX_UPLOAD_FILES", "LAPMUSIC_MAX_UPLOAD_BYTES", "LAPMUSIC_MAX_MIDI_BYTES",
                      "LAPMUSIC_MAX_MIDI_SECONDS", "LAPMUSIC_MAX_MIDI_NOTES", "LAPMUSIC_MAX_MIDI_FRAMES"):
         monkeypatch.delenv(variable, raising=False)
-    assert UploadLimits.from_env() == UploadLimits(max_files=50, max_bytes=32 * MB)
+    assert UploadLimits.from_env() == UploadLimits(max_files=50, max_bytes=16 * MB)
     assert MidiLimits.from_env() == MidiLimits(max_bytes=8 * MB, max_seconds=1200.0, max_notes=200_000,
                                                max_frames=20_000)

@@ -183,7 +183,7 @@ def escape_markdown(text: str) -> str:
 
 def _upload_box(sidebar) -> None:
     """Upload MIDI files and turn them into a dataset (selected in the Dataset box once built)."""
-    from ..midi import MidiLimits
+    from ..midi import MidiLimits, megabytes
     from ..userdata import UploadLimits
 
     try:
@@ -194,8 +194,8 @@ def _upload_box(sidebar) -> None:
     files = sidebar.file_uploader(
         "Your MIDI files", accept_multiple_files=True, key="uploads",
         max_upload_size=max(1, -(-limits.max_bytes // (1024 * 1024))),  # the browser refuses larger files
-        help=f"At most {upload.max_files} files and {upload.max_bytes / 1e6:.0f} MB in all; each file at most "
-        f"{limits.max_bytes / 1e6:.0f} MB, {limits.max_notes:,} notes and {limits.max_seconds / 60:.0f} minutes. "
+        help=f"At most {upload.max_files} files and {megabytes(upload.max_bytes)} in all; each file at most "
+        f"{megabytes(limits.max_bytes)}, {limits.max_notes:,} notes and {limits.max_seconds / 60:g} minutes. "
         "Files that are not MIDI, corrupt, truncated, empty or over a limit are listed with the reason; the "
         "rest are used.",
     )

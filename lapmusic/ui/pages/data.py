@@ -8,6 +8,7 @@ from .. import common
 from ..sidebar import Settings, escape_markdown
 
 MAX_LISTEN_FRAMES = 256  # a piece's first frames are enough to hear it; keeps rendering quick
+MAX_PLOT_FRAMES = 4096  # longer pieces (a user's MIDI may have up to 20,000 frames) are drawn in part
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -56,10 +57,12 @@ def render(settings: Settings) -> None:
     from ...plots import piano_roll_figure
 
     figure = piano_roll_figure(
-        roll, primer_frames=0, step_seconds=dataset.step_seconds,
+        roll[:MAX_PLOT_FRAMES], primer_frames=0, step_seconds=dataset.step_seconds,
         title=f"{split} piece {int(index)}: {len(roll)} frames, {len(roll) * dataset.step_seconds:.0f} s",
     )
     st.plotly_chart(figure, key="data_roll")
+    if len(roll) > MAX_PLOT_FRAMES:
+        st.caption(f"Piano roll: the first {MAX_PLOT_FRAMES:,} of {len(roll):,} frames.")
     wav, warning = _piece_audio(
         common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
     )
