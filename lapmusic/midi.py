@@ -42,6 +42,8 @@ MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.Pre
 def megabytes(size: int) -> str:
     """A byte count as users read it: ``16777216 -> '16 MB'``, ``17000000 -> '16.2 MB'``, ``5000 -> '5 KB'``
     (KB, MB = 2**10, 2**20 bytes, as file managers count)."""
+    if size < 2**10:
+        return f"{size} bytes"
     if size < 2**20:
         return f"{size / 2**10:.0f} KB"
     value = size / 2**20

@@ -96,7 +96,7 @@ def check_upload(items: Sequence, limits: UploadLimits, complete: bool = True) -
                 pass
     if total > limits.max_bytes:
         raise DataError(
-            f"too much data: {megabytes(total)} ({total:,} bytes) in one upload; the limit is {megabytes(limits.max_bytes)} "
+            f"too much data: {megabytes(total)}{f' ({total:,} bytes)' if total >= 2**10 else ''} in one upload; the limit is {megabytes(limits.max_bytes)} "
             "(LAPMUSIC_MAX_UPLOAD_BYTES); make the dataset from fewer or smaller files, or raise the limit"
         )
 

@@ -172,8 +172,8 @@ def test_too_many_bytes_in_one_upload_are_refused_before_parsing(monkeypatch):
     limit = sum(len(b) for _, b in files) - 1
     monkeypatch.setenv("LAPMUSIC_MAX_UPLOAD_BYTES", str(limit))
     _never_parse(monkeypatch)
-    with pytest.raises(DataError, match=r"too much data: .* MB in one upload; the limit is .* MB "
-                                        r"\(LAPMUSIC_MAX_UPLOAD_BYTES\)"):
+    with pytest.raises(DataError, match=rf"too much data: {limit + 1} bytes in one upload; "
+                                        rf"the limit is {limit} bytes \(LAPMUSIC_MAX_UPLOAD_BYTES\)"):
         dataset_from_midi(files, "big")
 
 
