@@ -5,6 +5,7 @@ holds them too), then measures the app's own path: ``dataset_from_midi`` on ``(n
 ``save_user_dataset`` into a temporary cache. Reported per case: CPU seconds (user + system of the child,
 ``resource.getrusage``), wall seconds, and the peak resident memory above the child's idle level (Linux:
 ``/proc/self/clear_refs`` resets the high-water mark after the bytes are loaded, ``VmHWM - VmRSS``).
+MB are 2**20 bytes throughout.
 
 Accepted cases are the largest uploads the default limits let through, each pushing one cost:
 
@@ -160,9 +161,9 @@ def run_case(name: str, folder: str) -> dict:
     wall = time.perf_counter() - wall0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "case": name, "files": len(upload), "megabytes": round(sum(len(b) for _, b in upload) / 1e6, 2),
+        "case": name, "files": len(upload), "megabytes": round(sum(len(b) for _, b in upload) / 2**20, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu0, 3), "wall_s": round(wall, 3),
-        "peak_above_idle_mb": round((_status("VmHWM") - idle) / 1e6, 1), "outcome": outcome[:200],
+        "peak_above_idle_mb": round((_status("VmHWM") - idle) / 2**20, 1), "outcome": outcome[:200],
     }
 
 

@@ -20,7 +20,8 @@ from typing import Sequence
 
 from .data import Dataset, cache_dir, save_dataset_npz
 from .errors import DataError
-from .midi import MidiLimits, _env_number, megabytes, midi_to_roll
+from .midi import midi_to_roll
+from .midifile import MidiLimits, env_limit, megabytes
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -40,8 +41,8 @@ class UploadLimits:
     @classmethod
     def from_env(cls) -> "UploadLimits":
         return cls(
-            max_files=_env_number("LAPMUSIC_MAX_UPLOAD_FILES", cls.max_files),
-            max_bytes=_env_number("LAPMUSIC_MAX_UPLOAD_BYTES", cls.max_bytes),
+            max_files=env_limit("LAPMUSIC_MAX_UPLOAD_FILES", cls.max_files),
+            max_bytes=env_limit("LAPMUSIC_MAX_UPLOAD_BYTES", cls.max_bytes),
         )
 
 

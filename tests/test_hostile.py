@@ -130,7 +130,8 @@ def test_a_truncated_file_says_it_is_truncated(cut):
 
 @pytest.mark.parametrize(
     "value, what",
-    [("abc", "is not a positive number"), ("-5", "is not a positive number"), ("nan", "is not a positive number")],
+    [("abc", "is not a positive number"), ("-5", "is not a positive number"), ("nan", "is not a positive number"),
+     ("inf", "is not a positive number"), ("0.5", "is not a positive number")],
 )
 def test_a_bad_limit_in_the_environment_is_named(monkeypatch, value, what):
     monkeypatch.setenv("LAPMUSIC_MAX_MIDI_NOTES", value)
