@@ -123,11 +123,11 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
     """``lapmusic datasets add NAME FILES_OR_FOLDERS...``: the app's upload, from the command line."""
     from pathlib import Path
 
-    from .userdata import dataset_from_midi, save_user_dataset, slugify, user_dataset_path
-
-    missing = [f for f in args.files if not Path(f).exists()]
+    missing = [f for f in args.files if not Path(f).exists()]  # before the heavy imports: answers at once
     if missing:
         raise LapMusicError(f"no such file or folder: {', '.join(missing)}")
+    from .userdata import dataset_from_midi, save_user_dataset, slugify, user_dataset_path
+
     path = user_dataset_path(args.name)
     if path.exists() and not args.replace:
         raise LapMusicError(f"a dataset user:{slugify(args.name)} exists already ({path}); "

@@ -75,31 +75,34 @@ def _label(item) -> str:
     return item[0] if isinstance(item, tuple) else Path(item).name
 
 
-def check_upload(items: Sequence, limits: UploadLimits, complete: bool = True) -> None:
+def check_upload(sizes: Sequence[int], limits: UploadLimits, complete: bool = True) -> None:
     """Refuse, before reading any file, an upload with too many files or too many bytes in all.
 
-    ``items`` are paths (sized by ``stat``) or ``(name, bytes)`` pairs; a path that cannot be read is left
-    for the per-file report. ``complete=False``: ``items`` is only the start of a longer list."""
-    if len(items) > limits.max_files:
-        count = f"{len(items)}" if complete else f"more than {limits.max_files}"
+    ``sizes``: the byte count of each file (``complete=False``: only the start of a longer list)."""
+    if len(sizes) > limits.max_files:
+        count = f"{len(sizes)}" if complete else f"more than {limits.max_files}"
         raise DataError(
             f"too many files: {count} in one upload; the limit is {limits.max_files} "
             "(LAPMUSIC_MAX_UPLOAD_FILES); make the dataset from fewer files, or raise the limit"
         )
-    total = 0
-    for item in items:
-        if isinstance(item, tuple):
-            total += len(item[1])
-        else:
-            try:
-                total += Path(item).stat().st_size
-            except OSError:
-                pass
+    total = sum(sizes)
     if total > limits.max_bytes:
         raise DataError(
-            f"too much data: {megabytes(total)}{f' ({total:,} bytes)' if total >= 2**10 else ''} in one upload; the limit is {megabytes(limits.max_bytes)} "
-            "(LAPMUSIC_MAX_UPLOAD_BYTES); make the dataset from fewer or smaller files, or raise the limit"
+            f"too much data: {megabytes(total)}{f' ({total:,} bytes)' if total >= 2**10 else ''} in one upload; "
+            f"the limit is {megabytes(limits.max_bytes)} (LAPMUSIC_MAX_UPLOAD_BYTES); make the dataset from "
+            "fewer or smaller files, or raise the limit"
         )
+
+
+def _size(item) -> int:
+    """Bytes of a ``(name, bytes)`` pair, or of a file by ``stat`` (0 when unreadable: the per-file report
+    says why)."""
+    if isinstance(item, tuple):
+        return len(item[1])
+    try:
+        return Path(item).stat().st_size
+    except OSError:
+        return 0
 
 
 def dataset_from_midi(
@@ -133,7 +136,7 @@ def dataset_from_midi(
     limits = limits or MidiLimits.from_env(max_bytes=max_bytes)
     upload_limits = upload_limits or UploadLimits.from_env()
     items, complete = _expand(files, upload_limits.max_files)
-    check_upload(items, upload_limits, complete)
+    check_upload([_size(item) for item in items], upload_limits, complete)
     rolls, bad = [], []
     for i, item in enumerate(items):
         label = _label(item)

@@ -308,3 +308,25 @@ def test_upload_limits_default_to_the_documented_values(monkeypatch):
     assert UploadLimits.from_env() == UploadLimits(max_files=50, max_bytes=16 * MB)
     assert MidiLimits.from_env() == MidiLimits(max_bytes=8 * MB, max_seconds=1200.0, max_notes=200_000,
                                                max_frames=20_000)
+
+
+def test_the_app_refuses_too_many_files_before_reading_them(tmp_path, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAPMUSIC_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LAPMUSIC_MAX_UPLOAD_FILES", "3")
+    monkeypatch.setenv("LAPMUSIC_APP_DEFAULTS", '{"dataset": "user:seed", "hidden": 8, "epochs": 1}')
+    rolls = [np.eye(88, dtype=np.uint8)[i:i + 8] for i in range(4)]
+    data.save_user_dataset(data.Dataset("user:seed", "seed", rolls[:2], rolls[2:3], rolls[3:], 0.25))
+    _never_parse(monkeypatch)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
+    at.sidebar.selectbox(key="dataset_choice").set_value("__upload__").run()
+    at.sidebar.file_uploader(key="uploads").set_value([(n, b, "audio/midi") for n, b in map(_good_file, range(4))])
+    at.run()
+    at.sidebar.button(key="build_upload").click().run()
+    assert [e.value for e in at.sidebar.error] == [
+        "too many files\\: 4 in one upload; the limit is 3 \\(LAPMUSIC\\_MAX\\_UPLOAD\\_FILES\\); make the dataset "
+        "from fewer files, or raise the limit"]
+    assert not at.exception

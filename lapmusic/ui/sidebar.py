@@ -214,12 +214,13 @@ def _upload_report(sidebar, report: dict) -> None:
 
 
 def _build_upload() -> None:
-    from ..userdata import dataset_from_midi, save_user_dataset
+    from ..userdata import UploadLimits, check_upload, dataset_from_midi, save_user_dataset
 
     files = st.session_state.get("uploads") or []
     name = (st.session_state.get("upload_name") or "my songs").strip() or "my songs"
     try:
-        # Sizes first: an upload over the per-upload limits is refused before a byte is parsed.
+        # Count and sizes first: an upload over the per-upload limits is refused before a byte is copied.
+        check_upload([f.size for f in files], UploadLimits.from_env())
         dataset, bad = dataset_from_midi([(f.name, f.getvalue()) for f in files], name)
         key = save_user_dataset(dataset)
     except LapMusicError as exc:
