@@ -192,6 +192,15 @@ def _describe_seconds(seconds: float) -> str:
     return f"{seconds / 86400:,.0f} days"
 
 
+def _too_many_frames(name: str, frames: float, limits: MidiLimits):
+    count = f"{int(frames):,}" if frames < 1e12 else f"{frames:.1e}"
+    raise DataError(
+        f"{name}: its piano roll would have {count} frames; the limit is {limits.max_frames:,} "
+        "(LAPMUSIC_MAX_MIDI_FRAMES); use a coarser time step (fewer steps per beat, or longer steps), "
+        "cut the file, or raise the limit"
+    )
+
+
 def midi_to_roll(
     source: MidiSource,
     *,
@@ -246,6 +255,13 @@ def midi_to_roll(
             f"{_describe_seconds(limits.max_seconds)} per file (LAPMUSIC_MAX_MIDI_SECONDS); cut it into "
             "shorter pieces, or raise the limit"
         )
+    # The roll's length in floating point first, so that no integer below can overflow on absurd settings.
+    if step_seconds is not None:
+        estimate = length / step_seconds
+    else:
+        estimate = last_tick * float(steps_per_beat) / notes.ticks_per_beat
+    if estimate > limits.max_frames:
+        _too_many_frames(notes.name, math.floor(estimate + 0.5) if estimate < 1e12 else estimate, limits)
     if step_seconds is not None:
         first = np.floor(notes.seconds(start) / step_seconds + 0.5).astype(np.int64)
         last = np.floor(notes.seconds(end) / step_seconds + 0.5).astype(np.int64)
@@ -256,12 +272,8 @@ def midi_to_roll(
         last = (2 * end * scale + tpb) // (2 * tpb)
     last = np.maximum(last, first + 1)
     frames = int(last.max())
-    if frames > limits.max_frames:
-        raise DataError(
-            f"{notes.name}: its piano roll would have {frames:,} frames; the limit is {limits.max_frames:,} "
-            "(LAPMUSIC_MAX_MIDI_FRAMES); use a coarser time step (fewer steps per beat, or longer steps), "
-            "cut the file, or raise the limit"
-        )
+    if frames > limits.max_frames:  # the estimate's rounding, or a one-frame note at the very end
+        _too_many_frames(notes.name, frames, limits)
     # Each note adds +1 at its first frame and -1 after its last; a running sum > 0 means the key sounds.
     keys = pitch - LOWEST_PITCH
     counts = np.zeros((frames + 1, N_KEYS), dtype=np.int32)
