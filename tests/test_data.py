@@ -412,3 +412,16 @@ def test_readme_data_table_matches_the_code():
     for key, sizes in EXPECTED.items():
         assert f"| `{key}` |" in readme and " / ".join(map(str, sizes)) in readme
     assert "252 / 79 / 77" in readme and "60/20/20 split |" not in readme
+
+
+def test_datasets_reports_a_damaged_bach_cache_without_rebuilding_it(tmp_path, monkeypatch, capsys):
+    from lapmusic import bach
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("LAPMUSIC_DATA_DIR", raising=False)
+    (tmp_path / data.BACH_CACHE_NAME).write_bytes(b"not an npz")
+    monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("listing rebuilt the Bach set"))
+    assert cli.main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["bach", "bad"] for line in out.splitlines())
+    assert "unreadable dataset file" in out and "lapmusic datasets prepare bach --rebuild" in out
