@@ -18,7 +18,6 @@ reported, so one damaged folder cannot break a page listing many.
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import re
 import time
@@ -31,8 +30,8 @@ CHECKPOINT_FORMAT = "lapmusic-run-checkpoint"
 CHECKPOINT_VERSION = 1
 STATUS_MIN_INTERVAL = 1.0  # seconds between two progress updates of status.json
 
-# keys of a metrics line that must be numbers when present (valid_nll: always, and finite)
-_NUMERIC = ("train_nll", "valid_acc", "valid_expected_acc", "seconds", "elapsed", "lr")
+# keys of a metrics line that must be numbers (or null) when present
+_NUMERIC = ("valid_nll", "train_nll", "valid_acc", "valid_expected_acc", "seconds", "elapsed", "lr")
 # what a resume needs from checkpoint.pt, with the type each must have
 # (torch is imported inside the functions that need it: the app lists run folders without loading torch)
 _RESUME_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "torch_rng": "tensor",
@@ -93,9 +92,6 @@ def _line_problem(row: dict) -> str | None:
     epoch = row.get("epoch")
     if not _is_int(epoch) or epoch < 0:
         return f"epoch {epoch!r} is not a non-negative integer"
-    nll = row.get("valid_nll")
-    if not _is_number(nll) or not math.isfinite(nll):
-        return f"epoch {epoch}: valid_nll {nll!r} is not a finite number"
     for key in _NUMERIC:
         if row.get(key) is not None and not _is_number(row[key]):
             return f"epoch {epoch}: {key} {row[key]!r} is not a number"
