@@ -7,7 +7,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +118,16 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
     """
     path = Path(path)
     tmp = None
+    pause = _test_pause()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            writer(handle)
+            writer(_PausingHandle(handle, pause) if pause else handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if pause:
+            time.sleep(random.uniform(0, pause))
         os.replace(tmp, path)
         tmp = None
         fsync_dir(path.parent)
@@ -137,6 +142,40 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
             raise storage_error(path.parent, exc) from exc
         raise
     return path
+
+
+TEST_WRITE_PAUSE = "LAPMUSIC_TEST_WRITE_PAUSE"
+
+
+def _test_pause() -> float:
+    """Crash tests only (``benchmarks/bench_killloop.py``): with ``LAPMUSIC_TEST_WRITE_PAUSE=SECONDS`` set,
+    every atomic write sleeps up to that long at a random byte offset and again before its rename, so
+    that a ``kill -9`` at a random moment often lands inside a write. Unset (always, in real use): 0."""
+    try:
+        return max(0.0, float(os.environ.get(TEST_WRITE_PAUSE) or 0.0))
+    except ValueError:
+        return 0.0
+
+
+class _PausingHandle:
+    """A file object that sleeps once, in the middle of its first write, at a random byte offset."""
+
+    def __init__(self, handle, pause: float):
+        self._handle, self._pause, self._paused = handle, pause, False
+
+    def write(self, data) -> int:
+        if self._paused or not len(data):
+            return self._handle.write(data)
+        self._paused = True
+        view = memoryview(data).cast("B")
+        cut = random.randrange(len(view) + 1)
+        written = self._handle.write(view[:cut])
+        self._handle.flush()  # the bytes so far reach the temp file: a kill now leaves it half-written
+        time.sleep(random.uniform(0, self._pause))
+        return written + self._handle.write(view[cut:])
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
 
 
 def read_json(path: str | os.PathLike) -> dict | None:
