@@ -38,7 +38,7 @@ from .lock import run_lock
 from .metrics import MetricAccumulator, baselines
 from .model import CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
-                     check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
+                     _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
 
 Progress = Callable[[float, str], None]
@@ -162,16 +162,15 @@ class TrainConfig:
             raise LapMusicError("invalid training config: " + "; ".join(problems))
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# Every key of config.json at this version: a config.json without one of them is refused (TrainConfig.from_dict).
-CONFIG_KEYS_V1 = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+# The keys of config.json when missing keys became an error: a config.json without one of them is refused
+# (TrainConfig.from_dict). Written out, not derived: a field added later may be missing from older folders.
+CONFIG_KEYS_V1 = frozenset((
+    "dataset", "hidden", "init", "epochs", "lr", "batch_size", "seed", "device", "max_sequences",
+    "max_train_sequences", "cell", "bptt", "optimizer", "momentum", "clip", "dropout", "weight_decay",
+    "patience", "lr_patience", "lr_factor", "min_lr", "relative_lr", "warmup_steps", "lae_solver",
+    "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius", "readout_steps", "readout_max_frames",
+    "eval_batch_size",
+))
 # name -> (minimum, maximum, may be null). The maxima bound memory and time before anything is allocated:
 # hidden 4096 is a 4096x4096 recurrent matrix (64 MB, 256 MB for an LSTM's four gates).
 _INT_FIELDS = {
@@ -490,8 +489,10 @@ def train(
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise CheckpointError(f"run folder {run_dir} does not exist: nothing to resume")
-    if not resume and config is None:
-        raise LapMusicError("a TrainConfig is needed to start a new run")
+    if not resume:
+        if config is None:
+            raise LapMusicError("a TrainConfig is needed to start a new run")
+        config.validate()  # before the lock: bad settings create no folder
     with run_lock(run_dir):
         return _train_locked(config, run_dir, progress, cancel, resume, dataset)
 
@@ -512,7 +513,6 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
         if not (run_dir / "checkpoint.pt").exists():
             raise CheckpointError(no_checkpoint_message(run_dir, config.to_dict()))
     else:
-        config.validate()
         if (run_dir / "checkpoint.pt").exists():
             raise LapMusicError(f"{run_dir} already holds a run: resume it or choose another folder")
     atomic_write_json(run_dir / "config.json", config.to_dict())
