@@ -37,6 +37,21 @@ _held: dict[str, dict] = {}  # realpath of a lock file -> {"fd", "thread", "coun
 _held_guard = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's locks are the parent's. Close the inherited descriptors (closing a
+    copy leaves the parent's flock in place; LOCK_UN would release it) and forget them, so that the child
+    is refused like any other process instead of counting as the re-entrant owner."""
+    for entry in _held.values():
+        try:
+            os.close(entry["fd"])
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class RunFolderBusy(LapMusicError):
     """Another process (or thread) is writing this run folder."""
 

@@ -155,6 +155,21 @@ def test_the_lock_is_reentrant_in_a_thread_and_refuses_other_threads(tmp_path):
     assert lock_owner(tmp_path / "run") is None
 
 
+def test_a_forked_child_does_not_inherit_the_lock(tmp_path):
+    with run_lock(tmp_path / "run"):
+        pid = os.fork()
+        if pid == 0:  # the child: refused like any other process, and the parent still owns the folder
+            try:
+                with run_lock(tmp_path / "run"):
+                    os._exit(1)
+            except RunFolderBusy:
+                os._exit(0 if lock_owner(tmp_path / "run")["pid"] == os.getppid() else 2)
+            except BaseException:
+                os._exit(3)
+        assert os.waitpid(pid, 0)[1] == 0
+    assert lock_owner(tmp_path / "run") is None
+
+
 # ------------------------------------------------------------------------------------------ damaged folders
 def test_one_damaged_folder_does_not_hide_the_others(tmp_path, dataset):
     good = tmp_path / "runs" / "good"
