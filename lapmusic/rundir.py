@@ -226,7 +226,9 @@ def reconcile(run_dir: Path, payload: dict, map_location) -> list[dict]:
       ``metrics.jsonl`` rewritten; malformed lines are dropped too;
     - a missing epoch line up to the checkpoint is refused (it cannot happen by construction);
     - when the checkpoint's epoch is its best epoch and ``best.pt`` is older (crash between steps 2 and 3),
-      ``best.pt`` is written from the checkpoint's model.
+      ``best.pt`` is written from the checkpoint's model;
+    - a ``best.pt`` that is missing, damaged or of another epoch than the checkpoint's ``best_epoch`` is
+      refused now (only a hand edit does that), not after training the remaining epochs.
     """
     run_dir = Path(run_dir)
     epoch = payload["epoch"]
@@ -240,19 +242,26 @@ def reconcile(run_dir: Path, payload: dict, map_location) -> list[dict]:
             f"claims{detail}: the folder was edited or damaged; start the run again in a new folder")
     if kept != rows or problems:
         write_history(run_dir, kept)
+    best_path = run_dir / "best.pt"
+    best, problem = None, "missing"
+    if best_path.exists():
+        try:
+            best = load_checkpoint(best_path, map_location)
+        except CheckpointError as exc:
+            problem = str(exc)
     if payload["best_epoch"] == epoch:
-        best_path = run_dir / "best.pt"
-        best = None
-        if best_path.exists():
-            try:
-                best = load_checkpoint(best_path, map_location)
-            except CheckpointError:
-                best = None
         if best is None or best.get("epoch") != epoch:
             save_checkpoint(best_path, {
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
                 "valid_nll": payload["best_valid_nll"], "model": payload["model"], "config": payload.get("config"),
             })
+    elif best is None or best.get("epoch") != payload["best_epoch"]:
+        # best.pt is written right after the checkpoint of its epoch and then left alone: only a hand edit
+        # or a damaged disk gets here. Say so now, not after training all the remaining epochs.
+        found = problem if best is None else f"it holds epoch {best.get('epoch')!r}"
+        raise CheckpointError(
+            f"{best_path} should hold the best model (epoch {payload['best_epoch']}) but {found}; "
+            "the best model is lost: start the run again in a new folder")
     return kept
 
 

@@ -107,6 +107,21 @@ def test_resume_refuses_a_folder_whose_metrics_miss_a_checkpointed_epoch(tmp_pat
     assert read_status(run)["state"] == "failed"
 
 
+def test_resume_refuses_a_lost_best_model_before_training(tmp_path, dataset):
+    run = tmp_path / "run"
+    train(small_config(epochs=2), run, dataset=dataset)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**payload, "best_epoch": 1, "epoch": 2}, run / "checkpoint.pt")
+    best = torch.load(run / "best.pt", weights_only=True)
+    torch.save({**best, "epoch": 0}, run / "best.pt")  # not the epoch the checkpoint names
+    with pytest.raises(CheckpointError, match=r"should hold the best model \(epoch 1\) but it holds epoch 0"):
+        train(small_config(epochs=5), run, dataset=dataset, resume=True)
+    (run / "best.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"should hold the best model \(epoch 1\) but .*corrupt"):
+        train(small_config(epochs=5), run, dataset=dataset, resume=True)
+    assert [h["epoch"] for h in read_history(run)] == [0, 1, 2]  # nothing trained
+
+
 # ------------------------------------------------------------------------------------------ one writer
 def test_a_second_writer_is_refused_before_writing_anything(tmp_path, dataset, monkeypatch, capsys):
     run = tmp_path / "run"
