@@ -25,8 +25,10 @@ _STORAGE_ERRORS = {
 }
 
 
-class StorageError(LapMusicError):
-    """A file could not be written: disk full, permission denied or a read-only file system."""
+class StorageError(LapMusicError, OSError):
+    """A file could not be written: disk full, permission denied or a read-only file system.
+
+    Also an ``OSError``, so that code which already tolerated failed writes (``except OSError``) still does."""
 
 
 def storage_cause(exc: BaseException) -> OSError | None:

@@ -325,6 +325,17 @@ def test_a_full_disk_during_torch_save_is_a_clear_error_and_says_so_in_status(tm
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(torch, "save", _enospc_in_torch_save)
+    manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None,
+                              train_fn=lambda config, run_dir, **kw: train(config, run_dir, dataset=dataset,
+                                                                          **{k: v for k, v in kw.items()
+                                                                             if k != "dataset"}))
+    job = manager.wait(manager.submit(small_config()).id, timeout=60)
+    assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error
+    assert "the disk is full" in read_status(job.run_dir)["error"]
+
+
 def test_a_full_disk_everywhere_is_one_cli_line(tmp_path, monkeypatch, capsys):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
