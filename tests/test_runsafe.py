@@ -7,7 +7,6 @@ import errno
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -219,6 +218,7 @@ def test_one_damaged_folder_does_not_hide_the_others(tmp_path, dataset):
 @pytest.mark.parametrize("edit, message", [
     ({"hidden": True}, "hidden must be an integer from 1 to 4,096, not True"),
     ({"hidden": 10**9}, "hidden must be an integer from 1 to 4,096"),
+    ({"hidden": 1e9}, "hidden must be an integer from 1 to 4,096, not 1000000000.0"),
     ({"min_lr": "x"}, "min_lr must be non-negative and finite, not 'x'"),
     ({"weight_decay": float("nan")}, "weight_decay must be non-negative and finite"),
     ({"bptt": 2.5}, "bptt must be an integer"),
