@@ -11,6 +11,10 @@ Every metric pools those predicted frames over all pieces of a split:
 
 ACC is ``None`` when ``TP + FP + FN = 0`` (nothing played and nothing predicted: undefined).
 
+For the NADE output (:mod:`lapmusic.nade`) the same NLL formula applies to its conditional logits (exact),
+ACC counts the greedy frame (keys decoded low to high at conditional ``p >= 0.5``) and expected ACC uses the
+share of sampled frames with each key on (:meth:`MetricAccumulator.update`'s ``on`` and ``probs``).
+
 Trivial baselines on the same frames: **copy-previous-frame ACC** (predict frame ``t`` = frame ``t-1``) and
 **marginal NLL** (each key independently on with its frequency in the training frames, smoothed as
 ``(count + 0.5) / (frames + 1)`` so no probability is 0 or 1).
