@@ -1,6 +1,6 @@
 """An audio player over its piano roll, with a playhead that follows the music.
 
-One self-contained HTML document (no CDN, no network: it works offline): a ``<canvas>`` piano roll (time
+One self-contained piece of HTML (no CDN, no network: it works offline): a ``<canvas>`` piano roll (time
 across, pitch up, primer grey, continuation blue, black-key rows shaded), a red vertical line (the
 playhead) and a native ``<audio>`` element holding the WAV as a ``data:`` URI. The playhead is placed at
 
@@ -10,8 +10,11 @@ on every ``timeupdate``/``seeked`` event and on every animation frame while the 
 smoothly. A click on the roll seeks there. When one player starts, the others on the page pause (a
 ``BroadcastChannel``), so the LAE and random samples side by side are heard one at a time.
 
-:func:`player_html` builds the document (no Streamlit, testable); :func:`show_player` puts it on the page
-with ``st.components.v1.html``. The playhead element carries ``data-seconds`` (the time it shows) for tests.
+:func:`player_html` builds the HTML (no Streamlit, testable; it also works as a file of its own);
+:func:`show_player` puts it on the page with ``st.html(..., unsafe_allow_javascript=True)`` (in the page, not
+in an iframe: ``st.components.v1.html`` is deprecated, and one page lets the players pause each other). The
+JavaScript is ours; the only data in it is the roll as JSON and the WAV as base64. Element ids are
+``<id>-audio``, ``<id>-playhead`` (with ``data-seconds``, the time it shows, for tests), ``<id>-roll``.
 """
 
 from __future__ import annotations
@@ -29,14 +32,8 @@ MAX_EMBED_BYTES = 24 * 2**20
 """Larger WAVs are not embedded (the page would carry them base64-encoded): the roll is drawn without audio."""
 
 ROLL_HEIGHT = 260  # pixels of the canvas
-CHROME_HEIGHT = 100  # title, audio controls and margins around the canvas
 
 _NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
-def frame_height(title: bool = True) -> int:
-    """Height in pixels that :func:`show_player` gives its frame."""
-    return ROLL_HEIGHT + CHROME_HEIGHT - (0 if title else 22)
 
 
 def roll_notes(roll: np.ndarray, primer_frames: int = 0) -> list[list[int]]:
@@ -67,7 +64,7 @@ def player_html(
     title: str | None = None,
     player_id: str | None = None,
 ) -> str:
-    """The player document for one sample (see the module docstring).
+    """The player's HTML for one sample (see the module docstring).
 
     Args:
         roll: ``(T, 88)`` 0/1 piano roll, primer first.
@@ -108,19 +105,16 @@ def player_html(
 
 
 def show_player(roll, *, wav, step_seconds, primer_frames=0, title=None) -> None:
-    """Draw :func:`player_html` on the Streamlit page (an iframe as wide as its column)."""
-    import streamlit.components.v1 as components
+    """Draw :func:`player_html` on the Streamlit page, as wide as its column."""
+    import streamlit as st
 
-    components.html(
-        player_html(roll, wav=wav, step_seconds=step_seconds, primer_frames=primer_frames, title=title),
-        height=frame_height(bool(title)),
-    )
+    st.html(player_html(roll, wav=wav, step_seconds=step_seconds, primer_frames=primer_frames, title=title),
+            unsafe_allow_javascript=True)
 
 
 # Braces doubled for str.format; the script draws once, then moves only the playhead element.
-_TEMPLATE = """<!doctype html>
-<html><head><meta charset="utf-8"><style>
-  body {{ margin: 0; font-family: "Source Sans Pro", sans-serif; color: #31333f; background: white; }}
+_TEMPLATE = """<style>
+  .lm-player {{ font-family: "Source Sans Pro", sans-serif; color: #31333f; background: white; }}
   .lm-title {{ font-weight: 600; font-size: 15px; margin: 2px 0 4px 0; white-space: nowrap; overflow: hidden;
               text-overflow: ellipsis; }}
   .lm-wrap {{ position: relative; width: 100%; height: {height}px; cursor: pointer; }}
@@ -129,7 +123,7 @@ _TEMPLATE = """<!doctype html>
                   pointer-events: none; }}
   audio {{ width: 100%; margin-top: 6px; height: 36px; }}
   .lm-note {{ font-size: 13px; color: #808495; margin-top: 6px; }}
-</style></head><body>
+</style>
 <div class="lm-player" id="{pid}">
   {heading}
   <div class="lm-wrap" id="{pid}-wrap"><canvas id="{pid}-roll"></canvas>
@@ -219,5 +213,5 @@ _TEMPLATE = """<!doctype html>
   window.addEventListener("resize", draw);
   draw();
 }})();
-</script></body></html>
+</script>
 """
