@@ -1,5 +1,8 @@
 """End to end in a real headless Chromium: ``streamlit run app.py``, choose a dataset, train, listen.
 
+One page session: choose a dataset, train both inits (tiny), wait for one trained epoch of each on the live
+chart, then sample both side by side and check the two players and their playheads.
+
 Starts the app on a free local port in a subprocess (temporary runs folder and dataset cache holding two
 tiny datasets), drives it with Playwright exactly as a person would, and saves a screenshot
 (``$LAPMUSIC_SCREENSHOT``, default ``browser-app.png`` in the test's temporary folder). Skipped when
@@ -30,6 +33,7 @@ BROWSER_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",  # the test starts the players from JavaScript
 ]
 TRAINING_DEADLINE_MS = 240_000  # a tiny run takes seconds; this is only reached on a bug or a stalled machine
 
@@ -65,7 +69,7 @@ def server(tmp_path_factory):
             "LAPMUSIC_RUNS_DIR": str(root / "runs"),
             "LAPMUSIC_POLL_SECONDS": "0.5",
             "LAPMUSIC_APP_DEFAULTS": json.dumps(
-                {"dataset": "user:warmup", "hidden": 8, "epochs": 3, "init": "both", "batch_size": 4}
+                {"dataset": "user:warmup", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}
             ),
         }
     )
@@ -112,7 +116,16 @@ def server(tmp_path_factory):
             process.wait()
 
 
-def test_choose_data_train_watch_the_curves_then_hear_a_sample(server, tmp_path):
+def _playhead(page, index: int) -> tuple[float, float]:
+    """``(seconds, x in px)`` of the ``index``-th player's playhead on the page."""
+    return tuple(page.evaluate(
+        """(i) => { const h = document.querySelectorAll('[id$="-playhead"]')[i];
+                   return [parseFloat(h.dataset.seconds), parseFloat(h.style.left)]; }""",
+        index,
+    ))
+
+
+def test_choose_data_train_watch_the_curves_then_hear_lae_and_random_side_by_side(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     screenshot = Path(os.environ.get("LAPMUSIC_SCREENSHOT") or tmp_path / "browser-app.png")
@@ -133,40 +146,61 @@ def test_choose_data_train_watch_the_curves_then_hear_a_sample(server, tmp_path)
             sidebar.get_by_role("button", name="Train").click()
             expect(page.get_by_role("tab", name="Training", selected=True)).to_be_visible(timeout=30_000)
 
-            # The live loss chart must come to show at least two epochs of both runs.
+            # The live loss chart must come to show a trained epoch of both runs (epoch 0 is the untrained net).
             page.wait_for_function(
                 """() => {
                     for (const plot of document.querySelectorAll('.js-plotly-plot')) {
-                        const traces = (plot.data || []).filter(t => t.x && t.x.length);
+                        const traces = (plot.data || []).filter(t => t.x && t.x.length && t.yaxis !== 'y2');
                         const epochs = traces.map(t => Math.max(...t.x.filter(x => x !== null)));
-                        if (traces.length >= 2 && epochs.length && Math.min(...epochs) >= 2) return true;
+                        if (traces.length >= 4 && Math.min(...epochs) >= 1) return true;
                     }
                     return false;
                 }""",
                 timeout=TRAINING_DEADLINE_MS,
-                polling=500,
+                polling=300,
             )
-            expect(page.get_by_text("finished", exact=False).first).to_be_visible(timeout=TRAINING_DEADLINE_MS)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
 
-            # Generate a sample and find an audio player and a MIDI download.
+            # Both runs have a model now: sample them side by side (same seed, primer, temperature).
             page.get_by_role("tab", name="Samples").click()
-            page.get_by_role("button", name="Generate").click()
+            page.get_by_role("button", name="Listen side by side: LAE and random").click()
             main = page.get_by_test_id("stMain")
             audio = main.locator("audio")
-            expect(audio).to_have_count(1, timeout=60_000)
-            assert (audio.get_attribute("src") or "").strip()
-            midi_button = page.get_by_role("button", name="Download MIDI")
-            expect(midi_button).to_be_visible()
+            expect(audio).to_have_count(2, timeout=60_000)
+            for i in range(2):
+                assert (audio.nth(i).get_attribute("src") or "").startswith("data:audio/wav;base64,")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=30_000
+            )
+
+            # The playhead follows the audio: it moves while the LAE sample plays ...
+            start = _playhead(page, 0)
+            page.evaluate("document.querySelectorAll('audio')[0].play()")
+            page.wait_for_function(
+                """() => parseFloat(document.querySelectorAll('[id$="-playhead"]')[0].dataset.seconds) > 0.3""",
+                timeout=20_000,
+            )
+            moving = _playhead(page, 0)
+            assert moving[0] > start[0] and moving[1] > start[1]
+            # ... and where the audio is set; starting the random sample pauses the LAE one.
+            page.evaluate("(() => { const a = document.querySelectorAll('audio')[1]; a.currentTime = 1.0; a.play(); })()")
+            page.wait_for_function("() => document.querySelectorAll('audio')[0].paused", timeout=10_000)
+            page.wait_for_function(
+                """() => parseFloat(document.querySelectorAll('[id$="-playhead"]')[1].dataset.seconds) >= 1.0""",
+                timeout=10_000,
+            )
+            assert _playhead(page, 1)[1] > start[1]
+
+            midi_button = page.get_by_role("button", name="Download MIDI").first
             with page.expect_download() as download_info:
                 midi_button.click()
-            midi_path = download_info.value.path()
-            assert Path(midi_path).read_bytes()[:4] == b"MThd"
-            expect(page.get_by_role("button", name="Download WAV")).to_be_visible()
+            assert Path(download_info.value.path()).read_bytes()[:4] == b"MThd"
+            expect(page.get_by_role("button", name="Download WAV")).to_have_count(2)
 
             body = page.inner_text("body")
             assert "Traceback" not in body and "Something went wrong" not in body
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
+            page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-samples.png")), full_page=True)
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000

@@ -178,7 +178,7 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
 def _title(item: dict) -> str:
     init = INIT_NAMES.get(str(item.get("init")), str(item.get("init", "")))
     k = item.get("primer_frames") or 0
-    return f"{init} · {item['run']} · model of epoch {item.get('epoch', '?')}" + (f" · primer {k} frames" if k else "")
+    return f"{init} · model of epoch {item.get('epoch', '?')}" + (f" · primer {k} frames" if k else "")
 
 
 def _show_fresh() -> None:
@@ -204,6 +204,7 @@ def _show_items(items: list[dict], *, key: str) -> None:
         with column:
             show_player(item["roll"], wav=item.get("wav"), step_seconds=item["step_seconds"],
                         primer_frames=item.get("primer_frames") or 0, title=_title(item))
+            st.caption(f"Run `{item['run']}` · sample `{item['meta'].get('name', '')}`")
             if item.get("silent"):
                 st.warning("This sample has no notes. Try a higher temperature or another seed.")
             if item.get("warning"):
