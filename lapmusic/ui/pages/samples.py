@@ -99,13 +99,14 @@ def render(settings: Settings) -> None:
     request = dict(temperature=float(temperature), steps=int(steps), max_polyphony=int(max_poly) or None,
                    seed=int(seed), primer_spec=primer_spec, step_seconds=step)
     buttons = st.columns(2)
-    if buttons[0].button("Generate", type="primary", key="generate", help="Sample from the run chosen above."):
+    if buttons[0].button("Generate", type="secondary" if partner is not None else "primary", key="generate",
+                         help="Sample from the run chosen above."):
         with st.spinner("Composing..."):
             _generate([run.run_dir], run.config.get("dataset"), request)
     if partner is not None:
         pair = sorted([run, partner], key=lambda r: r.config.get("init") != "lae")  # LAE left, random right
         if buttons[1].button(
-            "Listen side by side: LAE and random", key="generate_pair",
+            "Listen side by side: LAE and random", key="generate_pair", type="primary",
             help="Sample the LAE run and the random run trained with the same settings, with the same seed, "
                  "primer and temperature: both draw from the same random numbers, so what differs is the model.",
         ):
