@@ -426,3 +426,20 @@ def test_a_run_without_a_partner_offers_no_side_by_side(app_env):
     no_exceptions(at)
     assert not [b for b in at.button if b.key == "generate_pair"]
     assert any("train *both* to compare" in c for c in texts(at, "caption"))
+
+
+def test_results_rows_use_short_headers_and_show_the_tuned_acc_when_the_run_has_it():
+    from types import SimpleNamespace
+
+    from lapmusic.ui.pages.results import COLUMN_HELP, result_row
+
+    final = {"dataset": "jsb", "init": "lae", "epochs": 12, "nll": 9.4691, "acc": 17.21, "expected_acc": 17.8,
+             "baselines": {"marginal_nll": 11.599, "copy_previous_acc": 21.296}, "total_seconds": 64}
+    run = SimpleNamespace(final=final, config={"dataset": "jsb", "hidden": 128, "seed": 0, "init": "lae"})
+    row = result_row(run)
+    assert list(row) == list(COLUMN_HELP)  # every column explained in its header's tooltip
+    assert (row["run"], row["NLL"], row["NLL base"], row["ACC"], row["ACC base"], row["published"]) == (
+        "jsb · h128 · seed 0", "9.469", "11.599", "17.2%", "21.3%", "7.720")
+    assert row["ACC tuned"] == "-"
+    row = result_row(SimpleNamespace(final={**final, "acc_tuned": 29.04, "threshold": 0.21}, config=run.config))
+    assert row["ACC tuned"] == "29.0% (t=0.21)"

@@ -34,17 +34,19 @@ def _number(value) -> str:
 
 
 COLUMN_HELP = {
-    "run": "dataset · initialisation · hidden units · seed; the run folder's name is in the tooltip of the Runs tab",
+    "run": "dataset · hidden units · seed (the run folders are listed on the Runs tab)",
+    "init": "initialisation: lae (pre-trained linear autoencoder) or random",
     "epochs": "epochs trained (the test metrics are those of the epoch with the best validation NLL)",
-    "test NLL": "negative log-likelihood of the next frame, nats per frame (lower is better)",
-    "NLL baseline": "every key on independently with its training frequency: a network must get below this",
-    "test ACC": "frame accuracy TP/(TP+FP+FN), a key predicted on when p >= 0.5 (higher is better)",
-    "ACC, tuned t": "the same with keys on when p >= t, t chosen on the validation split (shown as t)",
-    "ACC baseline": "repeat the previous frame: a network must get above this",
-    "expected ACC": "ACC with the predicted probabilities as soft counts (no threshold)",
-    "best published": "best published test NLL on this benchmark (see the table below)",
+    "NLL": "test negative log-likelihood of the next frame, nats per frame (lower is better)",
+    "NLL base": "baseline: every key on independently with its training frequency; a network must get below this",
+    "ACC": "test frame accuracy TP/(TP+FP+FN), a key predicted on when p >= 0.5 (higher is better)",
+    "ACC tuned": "the same with keys on when p >= t, t chosen on the validation split (shown as t)",
+    "ACC base": "baseline: repeat the previous frame; a network must get above this",
+    "exp. ACC": "expected ACC: the predicted probabilities as soft counts (no threshold)",
+    "published": "best published test NLL on this benchmark (see the table below)",
     "time": "training time, pre-training included",
 }
+OPTIONAL_COLUMNS = ("ACC tuned", "published")  # left out when no chosen run has them
 
 
 def result_row(run) -> dict:
@@ -55,17 +57,17 @@ def result_row(run) -> dict:
     tuned = final.get("acc_tuned")
     threshold = final.get("threshold")
     return {
-        "run": common.run_label({**run.config, "dataset": dataset}, with_dataset=True),
+        "run": " · ".join(str(x) for x in (dataset, f"h{run.config.get('hidden', '?')}", f"seed {run.config.get('seed', '?')}")),
         "init": final.get("init", run.config.get("init")),
         "epochs": final.get("epochs"),
-        "test NLL": _number(final.get("nll")),
-        "NLL baseline": _number(base.get("marginal_nll")),
-        "test ACC": _percent(final.get("acc")),
-        "ACC, tuned t": (f"{_percent(tuned)} (t={threshold:.2f})" if isinstance(tuned, (int, float))
-                         and isinstance(threshold, (int, float)) else "-"),
-        "ACC baseline": _percent(base.get("copy_previous_acc")),
-        "expected ACC": _percent(final.get("expected_acc")),
-        "best published": _number(best_published_nll(dataset)),
+        "NLL": _number(final.get("nll")),
+        "NLL base": _number(base.get("marginal_nll")),
+        "ACC": _percent(final.get("acc")),
+        "ACC tuned": (f"{_percent(tuned)} (t={threshold:.2f})" if isinstance(tuned, (int, float))
+                      and isinstance(threshold, (int, float)) else "-"),
+        "ACC base": _percent(base.get("copy_previous_acc")),
+        "exp. ACC": _percent(final.get("expected_acc")),
+        "published": _number(best_published_nll(dataset)),
         "time": common.format_seconds(final.get("total_seconds")),
     }
 
@@ -85,14 +87,17 @@ def render(settings: Settings) -> None:
             format_func=lambda p: f"{common.run_label(by_name[p].config, with_dataset=True)} · {p.rsplit('/', 1)[-1]}",
         )
         rows = [result_row(run) for run in finished if str(run.run_dir) in chosen]
+        empty = [c for c in OPTIONAL_COLUMNS if rows and all(row[c] == "-" for row in rows)]
+        rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
         if rows:
             st.dataframe(
                 rows, hide_index=True, width="stretch",
-                column_config={name: st.column_config.Column(name, help=text) for name, text in COLUMN_HELP.items()},
+                column_config={name: st.column_config.Column(name, help=text) for name, text in COLUMN_HELP.items()
+                               if name not in empty},
             )
         st.caption(
             "NLL: negative log-likelihood of the next frame in nats per frame (lower is better). ACC: frame-level "
-            "accuracy TP/(TP+FP+FN) (higher is better); at p >= 0.5 it is low for every model here, because the "
+            "accuracy TP/(TP+FP+FN) (higher is better; hover a column header for its meaning); at p >= 0.5 it is low for every model here, because the "
             "networks rarely give a key that much probability. A network has learned something about time only "
             "when it beats both baselines: the NLL of playing every key at its training frequency, and the ACC "
             "of repeating the previous frame."
