@@ -170,7 +170,7 @@ def test_player_is_self_contained_and_carries_the_roll_and_the_audio():
     without = player_html(roll, wav=None, step_seconds=0.5)
     assert "<audio" not in without
     too_big = player_html(roll, wav=b"RIFF" + bytes(MAX_EMBED_BYTES), step_seconds=0.5)
-    assert "<audio" not in too_big and "download the WAV" in too_big
+    assert "<audio" not in too_big and "play it with the player below" in too_big
 
 
 def test_playhead_position_follows_the_audio_time_in_a_real_browser(tmp_path):

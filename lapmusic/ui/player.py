@@ -28,8 +28,10 @@ import numpy as np
 
 from .. import LOWEST_PITCH
 
-MAX_EMBED_BYTES = 24 * 2**20
-"""Larger WAVs are not embedded (the page would carry them base64-encoded): the roll is drawn without audio."""
+MAX_EMBED_BYTES = 8 * 2**20
+"""Larger WAVs (above about 3 minutes at 22,050 Hz) are not embedded: the page would carry them base64-encoded
+on every rerun. The roll is then drawn without a playhead and :func:`show_player` adds Streamlit's own audio
+player (served bytes) under it."""
 
 ROLL_HEIGHT = 260  # pixels of the canvas
 
@@ -98,7 +100,8 @@ def player_html(
         uri = "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii")
         audio = f'<audio id="{pid}-audio" controls preload="auto" src="{uri}"></audio>'
     elif wav:
-        note = f"<div class='lm-note'>The audio is too long to play here ({len(wav) / 2**20:.0f} MB): download the WAV.</div>"
+        note = (f"<div class='lm-note'>A long sample ({len(wav) / 2**20:.0f} MB of audio): the playhead is shown for "
+                f"samples up to {MAX_EMBED_BYTES // 2**20} MB; play it with the player below.</div>")
     heading = f"<div class='lm-title'>{html.escape(title)}</div>" if title else ""
     return _TEMPLATE.format(pid=pid, heading=heading, audio=audio, note=note, height=ROLL_HEIGHT,
                             data=json.dumps(data, separators=(",", ":")))
@@ -110,6 +113,8 @@ def show_player(roll, *, wav, step_seconds, primer_frames=0, title=None) -> None
 
     st.html(player_html(roll, wav=wav, step_seconds=step_seconds, primer_frames=primer_frames, title=title),
             unsafe_allow_javascript=True)
+    if wav and len(wav) > MAX_EMBED_BYTES:
+        st.audio(wav, format="audio/wav")
 
 
 # Braces doubled for str.format; the script draws once, then moves only the playhead element.
