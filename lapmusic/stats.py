@@ -166,6 +166,24 @@ def compare_with_pieces(generated, pieces: Sequence, max_pieces: int = 200) -> d
     return compare([generated], reference_excerpts(pieces, max(len(generated), 1), max_pieces=max_pieces))
 
 
+def samples_table(rolls: dict, pieces: Sequence, max_pieces: int = 200) -> tuple[list[dict], str]:
+    """Rows (one per statistic) with a column per named roll (``{label: (T, 88) roll}``) and the real pieces'
+    mean and 10-90 % range over excerpts as long as the longest roll; plus a caption saying what "real" is."""
+    frames = max([len(r) for r in rolls.values()] + [1])
+    reference = summarize(reference_excerpts(pieces, frames, max_pieces=max_pieces))
+    per_roll = {label: piece_stats(roll) for label, roll in rolls.items()}
+    rows = []
+    for name in STATS:
+        row = {"statistic": LABELS[name]}
+        row.update({label: _fmt(values[name]) for label, values in per_roll.items()})
+        row["real (mean)"] = _fmt(reference[name]["mean"])
+        row["real (10-90 %)"] = f"{_fmt(reference[name]['p10'])} - {_fmt(reference[name]['p90'])}"
+        rows.append(row)
+    caption = (f"Real: the first {frames} frames of {reference['pieces']} training pieces; "
+               "range = their 10th-90th percentiles.")
+    return rows, caption
+
+
 def table_rows(comparison: dict) -> list[dict]:
     """One row per statistic (for the app's table and the CLI): label, samples' mean, real mean and range."""
     rows = []

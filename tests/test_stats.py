@@ -119,3 +119,15 @@ def test_stats_of_a_run(tmp_path, capsys):
     result = stats.sample_stats(load_run(tmp_path / "run"), n_samples=3, steps=10, dataset=dataset)
     assert result["samples"]["pieces"] == 3 and result["reference"]["pieces"] == 8
     assert result["settings"]["output"] == "nade"
+
+
+def test_samples_table_and_one_sample_comparison():
+    real = [_roll([[C, E, G]] * 4), _roll([[A]] * 2 + [[C]] * 2)]
+    sample = _roll([[C], [E], [G], [A]])
+    rows, caption = stats.samples_table({"LAE": sample, "random": sample[:2]}, real)
+    assert [r["statistic"] for r in rows] == [stats.LABELS[name] for name in stats.STATS]
+    repeated = rows[stats.STATS.index("repeated_frames")]
+    assert repeated["LAE"] == "0.00" and repeated["real (mean)"] == "0.83"  # real: 3/3 and 2/3 repeats
+    assert "first 4 frames of 2 training pieces" in caption
+    one = stats.compare_with_pieces(sample, real)
+    assert one["samples"]["pieces"] == 1 and one["inside"]["repeated_frames"] is False
