@@ -39,8 +39,11 @@ NADE_WARMUP = {"jsb": 0}
 NADE_WARMUP_DEFAULT = 300
 
 
-def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0) -> TrainConfig:
+def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0,
+               all_pieces: bool = False) -> TrainConfig:
     max_epochs, batch, pieces, lag = SETTINGS[dataset]
+    if all_pieces:
+        pieces = None
     lr = 1e-3
     warmup = 0
     if output == "nade":
@@ -57,17 +60,20 @@ def main(argv=None) -> int:
     parser.add_argument("--outputs", nargs="+", choices=["bernoulli", "nade"], default=["nade", "bernoulli"])
     parser.add_argument("--inits", nargs="+", choices=["lae", "random"], default=["lae", "random"])
     parser.add_argument("--epochs", type=int, help="override the epoch cap of SETTINGS")
+    parser.add_argument("--all-pieces", action="store_true",
+                        help="train on the whole training split instead of the subset of SETTINGS (folder ...-full)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for output in args.outputs:
         for init in args.inits:
-            run_dir = Path(args.out) / f"{args.dataset}-{output}-{init}"
+            full = "-full" if args.all_pieces else ""
+            run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}"
             if (run_dir / "final.json").exists():
                 final = json.loads((run_dir / "final.json").read_text())
             else:
-                config = config_for(args.dataset, output, init, args.epochs)
+                config = config_for(args.dataset, output, init, args.epochs, all_pieces=args.all_pieces)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                               progress=lambda f, m: None)
             print(json.dumps({"run": str(run_dir), "output": output, "init": init, "nll": final.get("nll"),
