@@ -299,8 +299,8 @@ class JobManager:
         config_dict = config_to_dict(config)
         key = run_key(config_dict, cuda=self.gpus > 0)
         with self._lock:
-            existing = self._by_key.get(key)
-            if existing is not None and existing.state in (QUEUED, RUNNING, FINISHED) and existing.run_dir.is_dir():
+            if self.has_run_for(key):
+                existing = self._by_key[key]
                 self._follow(existing, session, group)
                 return existing
             self._check_quota(session, client)
@@ -344,6 +344,8 @@ class JobManager:
         summary = summarize_run(run_dir)
         with self._lock:
             job = self._jobs.get(run_dir)
+            if job is not None and job.state == RUNNING and summary is not None and summary.state in DONE_STATES:
+                self._reap(job)  # its worker has written its last status and is exiting right now
             if summary is not None and summary.state in ACTIVE_STATES or (job is not None and job.active):
                 raise LapMusicError(f"run {run_dir.name} is already {summary.state if summary else job.state}; "
                                     "wait for it or stop it first")
@@ -379,6 +381,12 @@ class JobManager:
         if session is None:
             return sorted(found, key=lambda j: j.submitted_at)
         return sorted(found, key=lambda j: (j.sessions[session].get("at") or 0.0, j.submitted_at))
+
+    def has_run_for(self, key: str) -> bool:
+        """True when Train with this run key would follow an existing run rather than make a new one."""
+        with self._lock:
+            job = self._by_key.get(key)
+            return job is not None and job.state in (QUEUED, RUNNING, FINISHED) and job.run_dir.is_dir()
 
     def slots_left(self, session: str, client: str | None = None) -> int:
         """How many more NEW runs ``session`` (from ``client``) may queue now (attaching is free)."""
@@ -609,6 +617,14 @@ class JobManager:
         job.pid, job.state, job.started_at, job.stopping = job.proc.pid, RUNNING, time.time(), False
         write_worker_file(job.run_dir, job.proc.pid)  # alive from now on, before the worker's first beat
         self._write_status(job, state=RUNNING, error=None, message="starting a worker")
+
+    def _reap(self, job: Job, timeout: float = 10.0) -> None:
+        if job.proc is not None:
+            try:
+                job.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return
+            self._ended(job)
 
     def _ended(self, job: Job) -> None:
         """A worker is gone: record how its run ended."""

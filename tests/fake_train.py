@@ -2,7 +2,8 @@
 
 The worker imports it through ``LAPMUSIC_WORKER_TRAIN=fake_train:train`` (tests put this folder on
 PYTHONPATH). Config keys it understands besides the usual ones:
-``gate``: a file path; each epoch waits until it exists (checking the cancel flag meanwhile);
+``gate``: a file path; epoch ``e`` waits until it exists and, when it holds a number, until that number
+is at least ``e`` (checking the cancel flag meanwhile);
 ``fail``: raise this message as a LapMusicError; ``pid_file``: write the worker's pid there at start.
 It writes status.json, metrics.jsonl, checkpoint.pt (after epoch 1 on), final.json like the real one.
 """
@@ -32,7 +33,7 @@ def train(config: dict, run_dir, *, progress=None, cancel=None, resume=False):
         raise LapMusicError("no checkpoint to resume from")
     gate = Path(config["gate"]) if config.get("gate") else None
     for epoch in range(done + 1, epochs + 1):
-        while gate is not None and not gate.exists():
+        while gate is not None and not _open(gate, epoch):
             if cancel.is_set():
                 break
             time.sleep(0.02)
@@ -50,3 +51,11 @@ def train(config: dict, run_dir, *, progress=None, cancel=None, resume=False):
     atomic_write_json(run_dir / "final.json", {"nll": 7.5, "epochs": epochs})
     (run_dir / "best.pt").write_bytes(b"model")
     return {"state": "finished", "nll": 7.5}
+
+
+def _open(gate: Path, epoch: int) -> bool:
+    try:
+        text = gate.read_text().strip()
+    except OSError:
+        return False
+    return not text or (text.isdigit() and int(text) >= epoch)

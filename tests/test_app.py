@@ -1,7 +1,7 @@
 """The app's page flows with Streamlit's AppTest: real training (tiny), real sampling, no browser.
 
 Every test uses a tiny synthetic user dataset in a temporary cache and a temporary runs folder, so the
-whole file runs in about a minute. Jobs run in the job manager's background threads; the tests rerun the
+whole file runs in about a minute. Jobs run in the job manager's worker processes; the tests rerun the
 script until the page shows the expected state (with a generous deadline that only a bug reaches).
 """
 
@@ -179,12 +179,13 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
 
     show(at, "Runs")
     table = at.dataframe[0].value
-    mine = set(table[table["yours"] == "yes"]["run"])
+    mine = set(table[table["yours"] == "yes"]["folder"])
     assert mine == {Path(p).name for p in at.session_state["focus"]} and len(mine) == 2
 
-    # A page refresh is a new Streamlit session with the same ?session= id: it shows the same runs again.
+    # A page refresh is a new Streamlit session with the same signed ?session= link: the same runs again.
     refreshed = AppTest.from_file(APP, default_timeout=60)
     refreshed.query_params["session"] = at.session_state["session_id"]
+    refreshed.query_params["token"] = at.session_state["session_token"]
     refreshed.query_params["page"] = "Training"
     refreshed.run()
     no_exceptions(refreshed)
@@ -206,8 +207,10 @@ def test_stop_a_run_then_resume_it(app_env):
         "a running job with a first checkpoint",
     )
     assert "epochs done" in all_texts(at)
-    # One browser session may not queue more than two jobs: a second pair is refused with a message.
+    # One browser session may not queue more than two new runs: a second pair is refused with a message
+    # (another seed, so that neither run of the pair exists already: following one is free).
     at.sidebar.radio(key="init").set_value("both")
+    at.sidebar.number_input(key="seed").set_value(1)
     at.run()
     at.sidebar.button(key="train").click()
     at.run()
@@ -284,7 +287,7 @@ def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env
     no_exceptions(at)
     table = at.dataframe[0].value
     assert len(table) >= 3 and set(table["yours"]) == {""}
-    finished = [r for r, s in zip(table["run"], table["state"]) if s == "finished"]
+    finished = [r for r, s in zip(table["folder"], table["state"]) if s == "finished"]
     assert finished
     runs_dir = Path(app_env) / "runs"
     at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])

@@ -82,7 +82,7 @@ def test_slots_bound_the_workers_and_the_queue_is_fifo(runs_dir, tmp_path, manag
     estimates = manager.estimates()
     assert estimates[submitted[2].id]["position"] == 1 and estimates[submitted[3].id]["position"] == 2
     assert 0 < estimates[submitted[2].id]["start_in"] <= estimates[submitted[3].id]["start_in"]
-    gate.touch()
+    gate.write_text("")
     for job in submitted:
         assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
 
@@ -98,7 +98,7 @@ def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
     assert manager.slots_left("a") == 0 and manager.slots_left("s0") == 1  # attaching is free
     different = manager.submit(config(tmp_path, gate=str(gate), seed=1), session="s0")
     assert different is not first
-    gate.touch()
+    gate.write_text("")
     manager.wait(first.id, timeout=WAIT)
     again = manager.submit(config(tmp_path, gate=str(gate)), session="late")  # a finished run is shared too
     assert again is first and again.state == jobs.FINISHED
@@ -144,17 +144,16 @@ def test_a_killed_worker_is_recognised_within_seconds_and_resumable(runs_dir, tm
     managers.append(manager)
     job = manager.submit(config(tmp_path, epochs=3, gate=str(gate), pid_file=str(tmp_path / "pid.json")))
     until(lambda: (tmp_path / "pid.json").is_file(), what="worker start")
-    # Let epoch 1 through (a checkpoint), then hold the worker in epoch 2 and kill it.
-    gate.touch()
+    # Let epoch 1 through (a checkpoint), hold the worker in epoch 2 and kill it.
+    gate.write_text("1")
     until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="first checkpoint")
-    gate.unlink()
     os.kill(read_json(tmp_path / "pid.json")["pid"], signal.SIGKILL)
     until(lambda: jobs.summarize_run(job.run_dir, manager).state == jobs.INTERRUPTED, timeout=10,
           what="interrupted within 10 s")
     until(lambda: manager.get(job.id).state == jobs.INTERRUPTED, timeout=10, what="manager notices")
     summary = jobs.summarize_run(job.run_dir, manager)
     assert summary.resumable
-    gate.touch()
+    gate.write_text("")
     resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
     assert manager.wait(resumed.id, timeout=WAIT).state == jobs.FINISHED
     assert read_json(tmp_path / "pid.json")["resume"] is True
@@ -172,7 +171,7 @@ def test_a_worker_killed_before_its_first_checkpoint_is_requeued_not_interrupted
     os.kill(first_pid, signal.SIGKILL)
     until(lambda: (read_json(tmp_path / "pid.json") or {}).get("pid") not in (None, first_pid),
           what="a second worker")
-    gate.touch()
+    gate.write_text("")
     assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
     assert read_json(job.run_dir / "job.json")["attempts"] == 1
 
@@ -195,7 +194,7 @@ def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, t
     assert jobs.summarize_run(running.run_dir, second).state == jobs.RUNNING
     assert {j.id for j in second.jobs("a")} == {running.id} | {j.id for j in queued}  # the session's runs
     assert second.get(running.id).group_of("a") == "g1"
-    gate.touch()
+    gate.write_text("")
     for job in [running] + queued:
         assert second.wait(job.id, timeout=WAIT).state == jobs.FINISHED
 
@@ -260,3 +259,18 @@ def _tiny_config() -> dict:
 
     return TrainConfig(hidden=4, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0,
                        patience=None).to_dict()
+
+
+def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir, start=False)  # no supervisor: the test decides when workers are noticed
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, epochs=3, gate=str(gate)), session="a")
+    manager.tick()
+    gate.write_text("1")
+    until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="a checkpoint")
+    manager.cancel(job.id, "a")
+    until(lambda: read_json(job.run_dir / "status.json")["state"] == "cancelled", what="cancelled on disk")
+    assert manager.get(job.id).state == jobs.RUNNING  # the supervisor has not looked yet
+    resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
+    assert resumed.state == jobs.QUEUED and manager.queue_position(job.id) == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import list_runs
+from ...jobs import list_runs, newest_lae_first
 from .. import common
 from ..sidebar import Settings
 
@@ -51,7 +51,8 @@ def render(settings: Settings) -> None:
     focus = [str(p) for p in common.focused_runs() if str(p) in by_name]
     focus.sort(key=lambda p: by_name[p].config.get("init") != "lae")  # the pre-trained model by default
     if st.session_state.get("sample_run") not in by_name:
-        st.session_state.sample_run = focus[0] if focus else names[0]
+        # A new session opens on the newest LAE run (the pre-trained model), not on whatever ran last.
+        st.session_state.sample_run = focus[0] if focus else str(newest_lae_first(runs)[0].run_dir)
     chosen = st.selectbox(
         "Run", names, key="sample_run",
         format_func=lambda p: f"{Path(p).name} ({by_name[p].state}, {by_name[p].epochs_done} epochs)",
