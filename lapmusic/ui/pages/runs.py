@@ -25,6 +25,7 @@ def render(settings: Settings) -> None:
     runs = list_runs(manager=manager)
     if not runs:
         st.info(f"No runs in `{common.display_path(manager.runs_dir)}` yet. Train one from the sidebar.")
+        _teacher_box()
         return
     mine = {str(job.run_dir) for job in manager.jobs(common.session_id())}
     st.dataframe(
@@ -88,7 +89,9 @@ def _teacher_box() -> None:
 def _enter_teacher() -> None:
     from ...sessions import is_teacher_password
 
-    if is_teacher_password(st.session_state.pop("teacher_password", "")):
+    candidate = st.session_state.get("teacher_password", "")
+    st.session_state["teacher_password"] = ""  # not kept in the page
+    if is_teacher_password(candidate):
         st.session_state["teacher"] = True
     else:
         st.session_state["teacher_refused"] = True
