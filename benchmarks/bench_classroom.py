@@ -115,7 +115,7 @@ def open_session(browser, url: str, timeout_ms: int = 120_000):
     started = time.monotonic()
     page.goto(url, timeout=timeout_ms)
     page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_ms)
-    page.get_by_role("tab", name="Training").wait_for(timeout=timeout_ms)
+    page.get_by_role("tab", name="Training", exact=True).wait_for(timeout=timeout_ms)
     return context, page, time.monotonic() - started
 
 
@@ -159,7 +159,25 @@ def main() -> int:
                     "args": vars(args), "folder": str(root)}
     result["server_start_s"] = round(server.start(), 2)
     print(f"server on {server.url}, folder {root}", flush=True)
+    try:
+        _phases(args, server, runs_dir, result, sync_playwright)
+    finally:
+        if server.process.poll() is None:
+            code = server.stop()
+            log_text = (root / "streamlit.log").read_text(errors="replace")
+            result["clean_stop_exit_code"] = code
+            result["terminate_called_in_log"] = "terminate called" in log_text
+        # Leave no worker behind: stop every run still queued or training.
+        for name in run_folders(runs_dir):
+            (runs_dir / name / "cancel").touch()
+    result["load_after"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
 
+
+def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         # ---------------------------------------------------------------- phase 1: a class on the defaults
@@ -198,7 +216,7 @@ def main() -> int:
         others, waits, links = [], [], []
         for n in range(args.settings):
             context, page, _ = open_session(browser, server.url)
-            field = page.get_by_test_id("stSidebar").get_by_label("Hidden units")
+            field = page.get_by_test_id("stSidebar").get_by_role("spinbutton", name="Hidden units")
             field.fill(str(16 + 8 * n))
             field.press("Enter")
             time.sleep(1.0)  # the rerun that takes the new value
@@ -243,7 +261,7 @@ def main() -> int:
         result["phase3_lost_runs"] = sorted(set(before) - set(after))
         result["phase3_queue_unchanged"] = order == order_after or order[len(running):] == order_after
         result["phase3_running_adopted"] = [after.get(name) == "running" for name in running]
-        page.get_by_role("tab", name="Training").click()
+        page.get_by_role("tab", name="Training", exact=True).click()
         try:
             page.get_by_text("waiting", exact=False).first.wait_for(timeout=30_000)
             result["phase3_session_link_restores_runs"] = True
@@ -266,19 +284,6 @@ def main() -> int:
                 time.sleep(0.1)
         result["phase3_killed_worker_detected"] = detect
         browser.close()
-
-    code = server.stop()
-    log_text = (root / "streamlit.log").read_text(errors="replace")
-    result["clean_stop_exit_code"] = code
-    result["terminate_called_in_log"] = "terminate called" in log_text
-    result["load_after"] = os.getloadavg()
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
-    # Leave no worker behind: stop every run still queued or training.
-    for name in run_folders(runs_dir):
-        (runs_dir / name / "cancel").touch()
-    return 0
 
 
 if __name__ == "__main__":
