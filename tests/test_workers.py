@@ -274,3 +274,47 @@ def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_pa
     assert manager.get(job.id).state == jobs.RUNNING  # the supervisor has not looked yet
     resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
     assert resumed.state == jobs.QUEUED and manager.queue_position(job.id) == 1
+
+
+SERVER_EXIT = r"""
+import sys, time, json
+from pathlib import Path
+import torch  # the server imports torch too (sidebar, samples)
+from lapmusic import jobs
+manager = jobs.JobManager(sys.argv[1], max_jobs=1, cuda=False, max_per_session=None)
+job = manager.submit(json.loads(sys.argv[2]), session="a")
+deadline = time.monotonic() + 120
+while not (job.run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+    time.sleep(0.1)
+torch.ones(256, 256) @ torch.ones(256, 256)
+print("exiting while training", job.run_dir, flush=True)
+sys.exit(0)  # like Ctrl-C of streamlit: the interpreter exits, atexit runs
+"""
+
+
+def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_rolls):
+    """The old in-process training threads made the server print 'terminate called without an active
+    exception' at exit; now the server stops its worker, re-queues the run and exits quietly."""
+    import json
+    import subprocess
+    import sys
+
+    from lapmusic.data import Dataset, save_user_dataset
+
+    env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(HERE.parent))
+    os.environ["LAPMUSIC_CACHE_DIR"], old = env["LAPMUSIC_CACHE_DIR"], os.environ.get("LAPMUSIC_CACHE_DIR")
+    try:
+        rolls = make_rolls(8, 40)
+        key = save_user_dataset(Dataset("user:tiny", "tiny", rolls[:6], rolls[6:7], rolls[7:]))
+    finally:
+        os.environ["LAPMUSIC_CACHE_DIR"] = old or ""
+    config = {**_tiny_config(), "dataset": key, "init": "random", "epochs": 1000, "patience": None}
+    done = subprocess.run([sys.executable, "-c", SERVER_EXIT, str(runs_dir), json.dumps(config)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exiting while training" in done.stdout
+    assert "terminate called" not in done.stderr
+    run_dir = Path(done.stdout.split()[-1])
+    assert read_json(run_dir / "status.json")["state"] == "queued"  # back at the front of the queue
+    assert read_json(runs_dir / ".lapmusic" / "queue.json")["queue"][0]["run"] == run_dir.name
+    assert worker.worker_state(run_dir) == "dead"
