@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -506,6 +507,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as exc:
+        # A full disk, a permission or a read-only folder outside the library's own writers (torch.save
+        # wraps ENOSPC in a RuntimeError): one clear line naming the folder, no traceback.
+        from .io import storage_cause, storage_error
+
+        cause = storage_cause(exc)
+        if cause is None:
+            raise
+        folder = os.path.dirname(os.path.abspath(cause.filename)) if cause.filename else "the output folder"
+        print(f"error: {storage_error(folder, exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

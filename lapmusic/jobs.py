@@ -48,7 +48,7 @@ from .estimate import Timing, measure, remaining, schedule
 from .io import atomic_write_json, read_json
 from .jobqueue import PersistentQueue
 from .runs import (  # noqa: F401 - re-exported: the pages import the run-folder API from here
-    ACTIVE_STATES, CANCELLED, DONE_STATES, FAILED, FINISHED, INTERRUPTED, JOB_FILE, QUEUED, RUNNING,
+    ACTIVE_STATES, CANCELLED, DAMAGED, DONE_STATES, FAILED, FINISHED, INTERRUPTED, JOB_FILE, QUEUED, RUNNING,
     STALE_SECONDS, RunSummary, candidate_dirs, clean_student, default_runs_dir, list_runs, newest_lae_first,
     run_folder_name, run_key, run_title, summarize_run,
 )

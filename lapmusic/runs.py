@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -22,13 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from .io import read_json, read_jsonl
+from .io import read_json
+from .lock import lock_owner
+from .rundir import inspect_history, read_config_dict
 from .worker import worker_state
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
 INTERRUPTED = "interrupted"
 """A run whose status.json says running but whose process is gone (server or worker killed). Derived by
 :func:`summarize_run`, never written to disk."""
+DAMAGED = "damaged"
+"""A run folder whose config.json or status.json cannot be used; :func:`summarize_run` puts the reason in
+``status["error"]``. Reported by :func:`list_runs`, never written to disk."""
 ACTIVE_STATES = (QUEUED, RUNNING)
 DONE_STATES = (FINISHED, CANCELLED, FAILED)
 STALE_SECONDS = 300.0
@@ -145,22 +153,6 @@ def run_key(config: dict, *, dataset: str | None = None, code: str | None = None
 
 
 # ------------------------------------------------------------------------------ reading run folders
-def _lock_owner(run_dir: Path) -> dict | None:
-    """The live writer holding the run folder's lock (``lapmusic.lock``), if that module is present."""
-    try:
-        from .lock import lock_owner
-    except ImportError:  # the lock arrives with another branch; until then fall back to the age rule
-        return None
-    return lock_owner(run_dir)
-
-
-def _int(value, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return default
-
-
 @dataclass
 class RunSummary:
     """What the pages list about one run folder (read defensively: a bad file gives defaults, not errors)."""
@@ -214,7 +206,7 @@ def live_state(run_dir: Path, status: dict, now: float | None = None) -> str:
     heartbeat = worker_state(run_dir, now)
     if heartbeat is not None:
         return RUNNING if heartbeat == "alive" else INTERRUPTED
-    if _lock_owner(run_dir) is not None:
+    if lock_owner(run_dir) is not None:  # a process holding the folder's writer lock is alive
         return RUNNING
     updated = status.get("updated")
     recent = isinstance(updated, (int, float)) and (now or time.time()) - updated < STALE_SECONDS
@@ -222,19 +214,25 @@ def live_state(run_dir: Path, status: dict, now: float | None = None) -> str:
 
 
 def summarize_run(run_dir: str | os.PathLike, manager=None) -> RunSummary | None:
-    """Read one run folder; None when it is not a run folder (no readable config.json)."""
+    """Read one run folder; None when it is not a run folder. Never raises on a bad folder: a config.json
+    or status.json that cannot be used gives state ``damaged`` with the reason in ``status["error"]``, and
+    malformed metrics lines are skipped."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    config, problem = read_config_dict(run_dir)
     if config is None:
         return None
     status = read_json(run_dir / "status.json") or {}
+    if problem is None and not isinstance(status.get("state"), (str, type(None))):
+        problem = f"status.json: state is {status.get('state')!r}, not a string"
     final = read_json(run_dir / "final.json")
     state = str(status.get("state") or (FINISHED if final is not None else INTERRUPTED))
     if state == RUNNING:
         state = live_state(run_dir, status)
     elif state not in ACTIVE_STATES + DONE_STATES:
         state = INTERRUPTED
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics, _ = inspect_history(run_dir)  # malformed lines skipped
+    if problem is not None:
+        state, status = DAMAGED, {**status, "state": DAMAGED, "error": problem}
     try:
         modified = (run_dir / "config.json").stat().st_mtime
     except OSError:
@@ -246,7 +244,7 @@ def summarize_run(run_dir: str | os.PathLike, manager=None) -> RunSummary | None
         status=status,
         state=state,
         final=final,
-        epochs_done=max((_int(row.get("epoch")) for row in metrics), default=0),
+        epochs_done=max((row["epoch"] for row in metrics), default=0),
         modified=modified,
         job=read_json(run_dir / JOB_FILE) or {},
         owner=owner,
@@ -255,13 +253,18 @@ def summarize_run(run_dir: str | os.PathLike, manager=None) -> RunSummary | None
 
 def list_runs(runs_dir: str | os.PathLike | None = None, manager=None) -> list[RunSummary]:
     """Every run folder directly under ``runs_dir`` (or one level deeper, as ``lapmusic compare``
-    writes them), newest first."""
+    writes them), newest first. One unreadable folder is listed as damaged; it never hides the others."""
     root = Path(runs_dir) if runs_dir is not None else (manager.runs_dir if manager else default_runs_dir())
     if not root.is_dir():
         return []
     found: list[RunSummary] = []
     for child in candidate_dirs(root):
-        summary = summarize_run(child, manager)
+        try:
+            summary = summarize_run(child, manager)
+        except Exception as exc:  # noqa: BLE001 - one bad folder must not break every user's page
+            log.warning("run folder %s is unreadable: %s", child, exc)
+            summary = RunSummary(run_dir=child, config={}, status={"state": DAMAGED, "error": f"unreadable: {exc}"},
+                                 state=DAMAGED, final=None, epochs_done=0, modified=0.0, job={})
         if summary is not None:
             found.append(summary)
     return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
@@ -278,18 +281,30 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("LAPMUSIC_RUNS_DIR") or "runs")
 
 
+def _is_run_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.name.startswith(".") and (path / "config.json").is_file()
+    except OSError:
+        return False
+
+
 def candidate_dirs(root: Path) -> Iterable[Path]:
     try:
-        children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        children = [c for c in root.iterdir() if not c.name.startswith(".")]
     except OSError:
         return []
     out = []
     for child in children:
-        if (child / "config.json").is_file():
+        try:
+            if not child.is_dir():
+                continue
+        except OSError:
+            continue
+        if _is_run_dir(child):
             out.append(child)
         else:
             try:
-                out.extend(g for g in child.iterdir() if g.is_dir() and (g / "config.json").is_file())
+                out.extend(g for g in child.iterdir() if _is_run_dir(g))
             except OSError:
                 continue
     return out

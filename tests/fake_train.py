@@ -59,3 +59,22 @@ def _open(gate: Path, epoch: int) -> bool:
     except OSError:
         return False
     return not text or (text.isdigit() and int(text) >= epoch)
+
+
+def full_disk_train(config: dict, run_dir, **kwargs):
+    """The real training on a disk that is full when torch saves (what torch.save does on ENOSPC)."""
+    import errno
+
+    import torch
+
+    from lapmusic.train import TrainConfig
+    from lapmusic.train import train as real_train
+
+    def no_space(obj, handle):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0") from None
+
+    torch.save = no_space
+    return real_train(TrainConfig.from_dict(config), run_dir, **kwargs)

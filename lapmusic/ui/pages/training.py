@@ -13,8 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...io import read_jsonl
-from ...jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
+from ...jobs import CANCELLED, DAMAGED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
+from ...rundir import read_history
 from .. import common
 from ..sidebar import Settings
 
@@ -64,7 +64,7 @@ def _draw(runs: list[Path]) -> None:
     for summary in summaries:
         run = summary.run_dir
         label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
-        histories[label] = read_jsonl(run / "metrics.jsonl")
+        histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
         common.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
         from ...plots import loss_figure
@@ -131,6 +131,8 @@ def _status_line(summary, job, estimates: dict) -> None:
     elif state == FAILED:
         box.error(f"**{title}** failed: {status.get('error') or (job.error if job else None) or 'unknown error'}")
         _resume_button(box, summary)
+    elif state == DAMAGED:
+        box.error(f"**{title}** cannot be used: {status.get('error')}. Start it again in a new run.")
     elif state == INTERRUPTED:
         box.warning(
             f"**{title}** was interrupted (its training process stopped: a server restart or a crash) after "
