@@ -34,23 +34,32 @@ def render(settings: Settings) -> None:
             "or reopen past runs on the **Runs** tab to compare their curves here."
         )
         return
-    if any(_is_active(run) for run in runs):
+    states = _states(runs)
+    if RUNNING in states:
         _live(runs)
+    elif QUEUED in states:
+        _waiting(runs)  # only waiting: a slower poll (a class of pages polling costs the server CPU)
     else:
         _draw(runs)
 
 
-def _is_active(run: Path) -> bool:
-    """Queued or training, here or in another process (then its files still change)."""
-    summary = summarize_run(run, common.manager())
-    return summary is not None and summary.state in (QUEUED, RUNNING)
+def _states(runs: list[Path]) -> set[str]:
+    manager = common.manager()
+    return {s.state for s in (summarize_run(run, manager) for run in runs) if s is not None}
 
 
 @st.fragment(run_every=common.poll_seconds())
 def _live(runs: list[Path]) -> None:
     common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
-    if not any(_is_active(run) for run in runs):
-        st.rerun()  # the whole app: stop polling, refresh the other tabs with the finished runs
+    if RUNNING not in _states(runs):
+        st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
+
+
+@st.fragment(run_every=max(5.0, 3 * common.poll_seconds()))
+def _waiting(runs: list[Path]) -> None:
+    common.guarded(_draw, runs)
+    if QUEUED not in _states(runs) or RUNNING in _states(runs):
+        st.rerun()
 
 
 def _draw(runs: list[Path]) -> None:
