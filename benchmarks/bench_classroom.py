@@ -181,135 +181,148 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         # ---------------------------------------------------------------- phase 1: a class on the defaults
-        # All pages start loading at once (as a class does), then each is waited for in turn: the time to
-        # its Train button is an upper bound when an earlier page was slower.
-        students, starts = [], []
-        for _ in range(args.students):
-            context = browser.new_context(viewport={"width": 1300, "height": 900})
-            page = context.new_page()
-            starts.append(time.monotonic())
-            page.goto(server.url, wait_until="commit", timeout=120_000)
-            students.append((context, page))
-        loads = []
-        for (_, page), started in zip(students, starts):
-            page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=300_000)
-            loads.append(time.monotonic() - started)
-        result["phase1_page_load_s"] = summary(loads)
-        clicks = []
-        gap = args.spread / max(1, args.students)
-        print("phase 1 loads:", json.dumps(result["phase1_page_load_s"]), flush=True)
-        for _, page in students:
-            try:
-                page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(
-                    no_wait_after=True, timeout=120_000)
-                clicks.append(time.monotonic())
-            except Exception:  # noqa: BLE001 - a page too slow to take the click: counted, not fatal
-                clicks.append(None)
-            time.sleep(gap)
-        result["phase1_clicks_failed"] = sum(c is None for c in clicks)
-        done_clicks = [c for c in clicks if c is not None]
-        result["phase1_click_spread_s"] = round(max(done_clicks) - min(done_clicks), 2)
-        first_curve: list[float | None] = [None] * len(students)
-        deadline = time.monotonic() + args.deadline
-        while time.monotonic() < deadline and any(v is None and c is not None for v, c in zip(first_curve, clicks)):
-            for n, (_, page) in enumerate(students):
-                if first_curve[n] is None and clicks[n] is not None:
-                    try:
-                        if page.evaluate(CURVE_JS):
-                            first_curve[n] = time.monotonic() - clicks[n]
-                    except Exception:  # noqa: BLE001 - a page in the middle of a rerun
-                        pass
-            time.sleep(0.5)
-        result["phase1_first_curve_s"] = summary(first_curve)
-        result["phase1_without_curve"] = sum(v is None and c is not None for v, c in zip(first_curve, clicks))
-        result["phase1_run_folders"] = len(run_folders(runs_dir))
-        print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
-        for context, _ in students:
-            context.close()
+        if args.students > 0:
+            _class_on_defaults(args, browser, server, runs_dir, result)
+        _different_settings_and_restart(args, browser, server, runs_dir, result)
+        browser.close()
 
-        # ---------------------------------------------------------------- phase 2: eight different settings
-        others, waits, links = [], [], []
-        for n in range(args.settings):
-            context, page, _ = open_session(browser, server.url)
-            try:
-                field = page.get_by_test_id("stSidebar").get_by_role("spinbutton", name="Hidden units")
-                field.fill(str(16 + 8 * n), timeout=120_000)
-                field.press("Enter")
-                time.sleep(1.0)  # the rerun that takes the new value
-                started = time.monotonic()
-                page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(timeout=120_000)
-                page.get_by_text("position", exact=False).first.wait_for(timeout=60_000)
-                page.get_by_text("starts in about", exact=False).first.wait_for(timeout=60_000)
-                waits.append(time.monotonic() - started)
-            except Exception:  # noqa: BLE001 - recorded as missing
-                waits.append(None)
-            others.append((context, page))
-            links.append(page.url)
-        result["phase2_queue_estimate_s"] = summary(waits)
 
-        def page_loads(count: int) -> list[float]:
-            out = []
-            for _ in range(count):
-                try:
-                    context, _, seconds = open_session(browser, server.url, timeout_ms=60_000)
-                    out.append(seconds)
-                    context.close()
-                except Exception:  # noqa: BLE001 - a load over 60 s
-                    out.append(60.0)
-            return out
-
-        # (a) with the eight pages open and polling in the same browser on this machine, (b) after closing
-        # them: then only the server and its training workers compete with the new page (as in a classroom,
-        # where the students' browsers run on their own computers).
-        result["phase2_page_load_with_8_pages_open_s"] = summary(page_loads(args.loads))
-        result["phase2_load_average_a"] = os.getloadavg()
-        for context, _ in others[1:]:
-            context.close()
-        result["phase2_runs_training"] = sum(1 for s in run_folders(runs_dir).values() if s == "running")
-        result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads))
-        result["phase2_load_average_b"] = os.getloadavg()
-        print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
-        others[0][0].close()
-
-        # ---------------------------------------------------------------- phase 3: kill -9 and restart
-        from lapmusic.io import read_json
-        from lapmusic.jobs import summarize_run
-        from lapmusic.worker import worker_state
-
-        before, order = run_folders(runs_dir), queue_order(runs_dir)
-        running = [name for name, state in before.items() if state == "running"]
-        server.kill9()
-        result["phase3_restart_s"] = round(server.start(), 2)
-        # The manager is created by the first page session: open one (it also restores the runs).
-        context, page, _ = open_session(browser, links[0])
-        after, order_after = run_folders(runs_dir), queue_order(runs_dir)
-        result["phase3_runs_before_after"] = [len(before), len(after)]
-        result["phase3_lost_runs"] = sorted(set(before) - set(after))
-        result["phase3_queue_unchanged"] = order == order_after or order[len(running):] == order_after
-        result["phase3_running_adopted"] = [after.get(name) == "running" for name in running]
-        page.get_by_role("tab", name="Training", exact=True).click()
+def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
+    # All pages start loading at once (as a class does), then each is waited for in turn: the time to
+    # its Train button is an upper bound when an earlier page was slower.
+    students, starts = [], []
+    for _ in range(args.students):
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        page = context.new_page()
+        starts.append(time.monotonic())
+        page.goto(server.url, wait_until="commit", timeout=120_000)
+        students.append((context, page))
+    loads = []
+    for (_, page), started in zip(students, starts):
+        page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=300_000)
+        loads.append(time.monotonic() - started)
+    result["phase1_page_load_s"] = summary(loads)
+    clicks = []
+    gap = args.spread / max(1, args.students)
+    print("phase 1 loads:", json.dumps(result["phase1_page_load_s"]), flush=True)
+    for _, page in students:
         try:
-            page.get_by_text("waiting", exact=False).first.wait_for(timeout=30_000)
-            result["phase3_session_link_restores_runs"] = True
-        except Exception:  # noqa: BLE001
-            result["phase3_session_link_restores_runs"] = False
+            page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(
+                no_wait_after=True, timeout=120_000)
+            clicks.append(time.monotonic())
+        except Exception:  # noqa: BLE001 - a page too slow to take the click: counted, not fatal
+            clicks.append(None)
+        time.sleep(gap)
+    result["phase1_clicks_failed"] = sum(c is None for c in clicks)
+    done_clicks = [c for c in clicks if c is not None]
+    result["phase1_click_spread_s"] = round(max(done_clicks) - min(done_clicks), 2)
+    first_curve: list[float | None] = [None] * len(students)
+    deadline = time.monotonic() + args.deadline
+    while time.monotonic() < deadline and any(v is None and c is not None for v, c in zip(first_curve, clicks)):
+        for n, (_, page) in enumerate(students):
+            if first_curve[n] is None and clicks[n] is not None:
+                try:
+                    if page.evaluate(CURVE_JS):
+                        first_curve[n] = time.monotonic() - clicks[n]
+                except Exception:  # noqa: BLE001 - a page in the middle of a rerun
+                    pass
+        time.sleep(0.5)
+    result["phase1_first_curve_s"] = summary(first_curve)
+    result["phase1_without_curve"] = sum(v is None and c is not None for v, c in zip(first_curve, clicks))
+    result["phase1_run_folders"] = len(run_folders(runs_dir))
+    print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
+    for context, _ in students:
         context.close()
-        detect = []
-        for name in running:
+
+
+def _different_settings_and_restart(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
+    # ---------------------------------------------------------------- phase 2: eight different settings
+    others, waits, links = [], [], []
+    for n in range(args.settings):
+        context, page, _ = open_session(browser, server.url)
+        try:
+            field = page.get_by_test_id("stSidebar").get_by_role("spinbutton", name="Hidden units")
+            field.fill(str(16 + 8 * n), timeout=120_000)
+            field.press("Enter")
+            time.sleep(1.0)  # the rerun that takes the new value
+            started = time.monotonic()
+            page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(timeout=120_000)
+            page.get_by_text("position", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("starts in about", exact=False).first.wait_for(timeout=60_000)
+            waits.append(time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - recorded as missing
+            waits.append(None)
+        others.append((context, page))
+        links.append(page.url)
+    result["phase2_queue_estimate_s"] = summary(waits)
+
+    def page_loads(count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            try:
+                context, _, seconds = open_session(browser, server.url, timeout_ms=60_000)
+                out.append(seconds)
+                context.close()
+            except Exception:  # noqa: BLE001 - a load over 60 s
+                out.append(60.0)
+        return out
+
+    # (a) with the eight pages open and polling in the same browser on this machine, (b) after closing
+    # them: then only the server and its training workers compete with the new page (as in a classroom,
+    # where the students' browsers run on their own computers).
+    result["phase2_page_load_with_8_pages_open_s"] = summary(page_loads(args.loads))
+    result["phase2_load_average_a"] = os.getloadavg()
+    for context, _ in others[1:]:
+        context.close()
+    result["phase2_runs_training"] = sum(1 for s in run_folders(runs_dir).values() if s == "running")
+    result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads))
+    result["phase2_load_average_b"] = os.getloadavg()
+    print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
+    others[0][0].close()
+
+    # ---------------------------------------------------------------- phase 3: kill -9 and restart
+    from lapmusic.io import read_json
+    from lapmusic.jobs import summarize_run
+    from lapmusic.worker import worker_state
+
+    before, order = run_folders(runs_dir), queue_order(runs_dir)
+    running = [name for name, state in before.items() if state == "running"]
+    server.kill9()
+    result["phase3_restart_s"] = round(server.start(), 2)
+    # The manager is created by the first page session: open one (it also restores the runs).
+    context, page, _ = open_session(browser, links[0])
+    after, order_after = run_folders(runs_dir), queue_order(runs_dir)
+    result["phase3_runs_before_after"] = [len(before), len(after)]
+    result["phase3_lost_runs"] = sorted(set(before) - set(after))
+    result["phase3_queue_unchanged"] = order == order_after or order[len(running):] == order_after
+    result["phase3_running_adopted"] = [after.get(name) == "running" for name in running]
+    page.get_by_role("tab", name="Training", exact=True).click()
+    try:
+        page.get_by_text("waiting", exact=False).first.wait_for(timeout=30_000)
+        result["phase3_session_link_restores_runs"] = True
+    except Exception:  # noqa: BLE001
+        result["phase3_session_link_restores_runs"] = False
+    context.close()
+    # kill -9 of a worker: whichever run trains now (wait for the restarted server to start one).
+    detect = []
+    deadline = time.monotonic() + 60
+    while not detect and time.monotonic() < deadline:
+        for name, state in run_folders(runs_dir).items():
             info = read_json(runs_dir / name / "worker.json") or {}
-            if worker_state(runs_dir / name) != "alive" or not info.get("pid"):
+            if state != "running" or worker_state(runs_dir / name) != "alive" or not info.get("pid"):
                 continue
             os.kill(int(info["pid"]), signal.SIGKILL)
             killed = time.monotonic()
             while time.monotonic() - killed < 30:
                 summary_ = summarize_run(runs_dir / name)
                 if summary_.state == "interrupted" and summary_.resumable or summary_.state == "queued":
-                    detect.append({"seconds": round(time.monotonic() - killed, 2), "state": summary_.state,
-                                   "resumable": summary_.resumable})
+                    detect.append({"run": name, "seconds": round(time.monotonic() - killed, 2),
+                                   "state": summary_.state, "resumable": summary_.resumable})
                     break
                 time.sleep(0.1)
-        result["phase3_killed_worker_detected"] = detect
-        browser.close()
+            break
+        time.sleep(0.5)
+    result["phase3_killed_worker_detected"] = detect
 
 
 if __name__ == "__main__":
