@@ -118,13 +118,15 @@ def test_limits_come_from_the_environment(monkeypatch, runs_dir):
 
 
 def test_the_default_slots_follow_the_machine(monkeypatch):
+    from lapmusic import supervisor
+
     monkeypatch.delenv("LAPMUSIC_MAX_JOBS", raising=False)
-    monkeypatch.setattr(jobs, "cuda_devices", lambda: 0)
+    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert jobs.default_max_jobs() == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert jobs.default_max_jobs() == 1
-    monkeypatch.setattr(jobs, "cuda_devices", lambda: 2)
+    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 2)
     assert jobs.default_max_jobs() == 2
 
 
