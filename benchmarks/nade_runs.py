@@ -40,18 +40,23 @@ NADE_WARMUP_DEFAULT = 300
 
 
 def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0,
-               all_pieces: bool = False) -> TrainConfig:
+               all_pieces: bool = False, nade_hidden: int | None = None, lr: float | None = None,
+               batch: int | None = None, dropout: float = 0.0) -> TrainConfig:
     max_epochs, batch, pieces, lag = SETTINGS[dataset]
     if all_pieces:
         pieces = None
+    lr_given, batch_given = lr, batch
     lr = 1e-3
     warmup = 0
     if output == "nade":
         batch, lr = NADE_BATCH, NADE_LR
         warmup = NADE_WARMUP.get(dataset, NADE_WARMUP_DEFAULT)
+    lr, batch = lr_given or lr, batch_given or batch
+    extra = {} if nade_hidden is None else {"nade_hidden": nade_hidden}
     return TrainConfig(dataset=dataset, hidden=128, init=init, epochs=epochs or max_epochs, lr=lr,
                        batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
-                       patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup)
+                       patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
+                       dropout=dropout, **extra)
 
 
 def main(argv=None) -> int:
@@ -62,6 +67,11 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epoch cap of SETTINGS")
     parser.add_argument("--all-pieces", action="store_true",
                         help="train on the whole training split instead of the subset of SETTINGS (folder ...-full)")
+    parser.add_argument("--nade-hidden", type=int,
+                        help="NADE hidden units (default: TrainConfig's; folder ...-nhN when given)")
+    parser.add_argument("--lr", type=float, help="override the learning rate (folder ...-lrX)")
+    parser.add_argument("--batch", type=int, help="override the batch size (folder ...-bN)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout (folder ...-dX when > 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
@@ -69,11 +79,16 @@ def main(argv=None) -> int:
     for output in args.outputs:
         for init in args.inits:
             full = "-full" if args.all_pieces else ""
-            run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}"
+            nh = f"-nh{args.nade_hidden}" if args.nade_hidden and output == "nade" else ""
+            nh += (f"-lr{args.lr:g}" if args.lr else "") + (f"-b{args.batch}" if args.batch else "")
+            nh += f"-d{args.dropout:g}" if args.dropout else ""
+            run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}{nh}"
             if (run_dir / "final.json").exists():
                 final = json.loads((run_dir / "final.json").read_text())
             else:
-                config = config_for(args.dataset, output, init, args.epochs, all_pieces=args.all_pieces)
+                config = config_for(args.dataset, output, init, args.epochs, all_pieces=args.all_pieces,
+                                    nade_hidden=args.nade_hidden if output == "nade" else None,
+                                    lr=args.lr, batch=args.batch, dropout=args.dropout)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                               progress=lambda f, m: None)
             print(json.dumps({"run": str(run_dir), "output": output, "init": init, "nll": final.get("nll"),

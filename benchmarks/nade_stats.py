@@ -3,7 +3,8 @@
 For every run folder given (e.g. those of benchmarks/nade_runs.py), draw ``--samples`` samples of ``--steps``
 frames from silence at ``--temperature`` (seed 0, no polyphony cap) with :func:`lapmusic.stats.sample_stats`
 and print one markdown row per run, plus one row per dataset for the real excerpts (first ``--steps`` frames
-of up to 200 training pieces; range = their 10th-90th percentiles).
+of up to 200 training pieces at least ``--steps`` frames long; range = their 10th-90th percentiles).
+benchmarks/nade_diagnose.py looks into why a statistic differs (teacher-forced samples, primed samples).
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/nade_stats.py /tmp/nade/runs/* --json-out stats.json
 """

@@ -20,7 +20,8 @@ Every statistic is computed per piece from its ``(T, 88)`` 0/1 roll (column ``k`
 
 A set of pieces is summarised per statistic by its mean, the 10th and 90th percentiles (the "range" used to
 say a sample lies inside the real pieces') and the number of pieces it is defined for. Real pieces are cut
-to excerpts as long as the samples (:func:`reference_excerpts`) because several statistics depend on length.
+to excerpts as long as the samples, from their first frame, and pieces shorter than the samples are left out
+(:func:`reference_excerpts`) because several statistics depend on length.
 """
 
 from __future__ import annotations
@@ -138,11 +139,17 @@ def summarize(rolls: Iterable) -> dict:
 
 
 def reference_excerpts(pieces: Sequence, frames: int, max_pieces: int = 200, seed: int = 0) -> list[np.ndarray]:
-    """The first ``frames`` frames of up to ``max_pieces`` real pieces (a seeded random choice when there are
-    more), the pieces shorter than that whole: real excerpts as long as the samples they are compared with."""
+    """The first ``frames`` frames of up to ``max_pieces`` real pieces at least ``frames`` long (a seeded random
+    choice when there are more): real excerpts exactly as long as the samples they are compared with, starting
+    where the samples start (a piece's beginning). Shorter pieces are left out because several statistics
+    depend on length (over fewer frames, fewer chords can recur: on JSB, 136 of the 229 training pieces are
+    shorter than 64 frames and their whole-piece distinct-chords-per-frame runs higher). When no piece is that
+    long, every non-empty piece is taken whole (the excerpts are then shorter than the samples)."""
     if frames < 1:
         raise LapMusicError(f"excerpt length must be at least one frame, got {frames}")
     pieces = [np.asarray(p) for p in pieces if len(p) > 0]
+    long_enough = [p for p in pieces if len(p) >= frames]
+    pieces = long_enough or pieces
     if len(pieces) > max_pieces:
         keep = np.sort(np.random.default_rng(seed).choice(len(pieces), max_pieces, replace=False))
         pieces = [pieces[i] for i in keep]
@@ -179,8 +186,8 @@ def samples_table(rolls: dict, pieces: Sequence, max_pieces: int = 200) -> tuple
         row["real (mean)"] = _fmt(reference[name]["mean"])
         row["real (10-90 %)"] = f"{_fmt(reference[name]['p10'])} - {_fmt(reference[name]['p90'])}"
         rows.append(row)
-    caption = (f"Real: the first {frames} frames of {reference['pieces']} training pieces; "
-               "range = their 10th-90th percentiles.")
+    caption = (f"Real: the first {frames} frames of {reference['pieces']} training pieces (pieces at least "
+               f"{frames} frames long when there are any); range = their 10th-90th percentiles.")
     return rows, caption
 
 

@@ -83,6 +83,16 @@ def test_summary_compare_and_table():
     assert len(excerpts) == 3 and all(len(e) == 2 for e in excerpts)
 
 
+def test_reference_excerpts_are_as_long_as_the_samples():
+    short, long_piece = _roll([[C], [E]]), _roll([[C], [E], [G], [A], [C]])
+    # Pieces shorter than the samples are left out: the excerpts are exactly ``frames`` long, from frame 0.
+    excerpts = stats.reference_excerpts([short, long_piece, short], 4)
+    assert len(excerpts) == 1 and (excerpts[0] == long_piece[:4]).all()
+    # No piece long enough: every piece whole (the only comparison left).
+    excerpts = stats.reference_excerpts([short, short[:1]], 4)
+    assert [len(e) for e in excerpts] == [2, 1]
+
+
 def test_files_and_cli(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
