@@ -158,10 +158,41 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="train on a fixed random subset of N training pieces (the same for every seed)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
                    help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
+    p.add_argument("--lr-patience", type=_non_negative_int,
+                   help="multiply the learning rate by 0.5 after this many epochs without a better validation "
+                   f"NLL (default {_default('lr_patience')})")
+    p.add_argument("--lae-max-lag", type=_positive_int,
+                   help="for --init lae: keep only the last L frames of every prefix in the LAE's data matrix "
+                   "(default: the longest piece)")
+    p.add_argument("--lae-decay", type=float, metavar="GAMMA",
+                   help="for --init lae: weight lag k of the LAE's data matrix by GAMMA**k, 0 < GAMMA <= 1 "
+                   "(default 1: unweighted, as in the paper)")
+    p.add_argument("--rec-radius", type=float, metavar="R",
+                   help="scale the recurrent matrix to spectral radius exactly R, for either init (default: as "
+                   "initialised: about 0.98 for the LAE's B, about 0.58 for PyTorch's random init)")
+    p.add_argument("--readout-start", choices=["fit", "constant", "zero"],
+                   help="for --init lae: readout fitted on the LAE states (fit), key frequencies only "
+                   f"(constant) or zeros (default {_default('readout_start')})")
+    p.add_argument("--readout-ridge", type=float,
+                   help="ridge of the least-squares readout fit, relative to the mean state energy "
+                   f"(default {_default('readout_ridge')})")
+    p.add_argument("--readout-steps", type=_non_negative_int,
+                   help=f"L-BFGS logistic steps after the least-squares readout (default {_default('readout_steps')})")
+    p.add_argument("--alpha-target", type=float,
+                   help="LAE init: 99%% of the initial pre-activations within [-T, T] "
+                   f"(default {_default('alpha_target')}; ignored with --alpha)")
 
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences", "lae_path")
+                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
+                     "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target")
+
+
+def _default(name: str):
+    """The TrainConfig default of a field (help texts quote it, so they stay true)."""
+    from .train import TrainConfig
+
+    return getattr(TrainConfig(), name)
 
 
 def _training_config(args: argparse.Namespace, **fields):
@@ -221,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import baselines
-    from .train import evaluate, load_run, run_split
+    from .train import evaluate, load_run, run_split, validation_threshold
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -230,8 +261,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     dataset = _load_dataset(run.config.dataset)
     seqs = run_split(run.config, args.split, dataset)
+    if args.threshold is not None:
+        if not 0 < args.threshold < 1:
+            raise LapMusicError(f"--threshold must be between 0 and 1, not {args.threshold}")
+        threshold, source = args.threshold, "--threshold"
+    else:
+        source = "final.json" if run.final and run.final.get("threshold") is not None else "validation split"
+        progress(0.2, "choosing the decision threshold on the validation split")
+        threshold = validation_threshold(run, run_split(run.config, "valid", dataset))
     progress(0.3, f"evaluating {len(seqs)} {args.split} pieces")
-    result = evaluate(run, seqs)
+    result = evaluate(run, seqs, threshold=threshold)
+    result["threshold_source"] = source
     result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
     progress(1.0, "done")
     progress.close()
@@ -242,7 +282,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return "-" if value is None else f"{value:.{digits}f}"
 
         b = r["baselines"]
-        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}%  expected ACC "
+        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}% (p >= 0.5), "
+                f"{number(r.get('acc_tuned'), 2)}% (p >= {number(r.get('threshold'), 3)}, threshold from "
+                f"{r['threshold_source']})  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
                 f"{r['epoch']})\nbaselines: copy-previous-frame ACC {number(b['copy_previous_acc'], 2)}%, "
                 f"per-key frequency NLL {number(b['marginal_nll'])}")
@@ -259,7 +301,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     parent = Path(args.out)
     run_dirs = []
-    jobs = [(seed, init) for seed in range(args.seeds) for init in ("lae", "random")]
+    jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
     for number, (seed, init) in enumerate(jobs):
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
@@ -281,7 +323,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if result.get("state") != "finished":
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
-    summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
+    summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=list(args.seeds),
                    run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
@@ -290,7 +332,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 return "-"
             return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
-        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, {r['seeds']} seed(s)",
+        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, seeds "
+                 f"{', '.join(str(s) for s in r['seeds'])}",
                  f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
                  f"{'pre-train s':>14}{'train s':>12}"]
         for init, s in r["inits"].items():
@@ -397,6 +440,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- parser
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _seed_list(text: str) -> list[int]:
+    """``N`` -> seeds ``0..N-1``; ``11,12,13`` -> those seeds (a single seed by value: ``7,``)."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) == 1:
+            count = int(parts[0])
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        seeds = [int(part) for part in parts if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count N (seeds 0..N-1) or a comma-separated list like 11,12,13, not {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -451,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
     p.add_argument("rundir")
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold for the second ACC figure (default: final.json's, chosen on the "
+                   "validation split; chosen now on it for runs without one)")
     p.add_argument("--device", help="auto, cpu or cuda (default: the run's device setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_evaluate)
@@ -459,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--hidden", required=True, type=_positive_int)
     p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per init")
+    p.add_argument("--seeds", type=_seed_list, default=[0],
+                   help="N (seeds 0..N-1) or a list of seeds like 11,12,13 (default 1: seed 0 only)")
     p.add_argument("--max-sequences", type=_positive_int)
     p.add_argument("--device", default="auto")
     _add_training_options(p)

@@ -92,6 +92,28 @@ def choose_alpha(lae, seqs: Sequence[np.ndarray], target: float = 1.5, quantile:
     return target / scale
 
 
+def spectral_radius(matrix) -> float:
+    """Largest ``|eigenvalue|`` of a square matrix (numpy or torch)."""
+    array = matrix.detach().cpu().double().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    return float(np.abs(np.linalg.eigvals(array)).max()) if array.size else 0.0
+
+
+def scale_recurrent(model: PianoRollRNN, radius: float) -> float:
+    """Scale ``W_rec`` (in place) so that its spectral radius is exactly ``radius``; returns the old radius.
+
+    Used by ``TrainConfig.rec_radius`` for both inits: the LAE's ``B`` has radius about 0.98 (memory
+    that fades over ~50 frames), PyTorch's default about 0.58 (a few frames).
+    """
+    if model.cell != "rnn":
+        raise ValueError("rec_radius is defined for the Elman cell (cell='rnn') only")
+    weight = model.recurrent.weight_hh_l0
+    old = spectral_radius(weight)
+    if old > 0:
+        with torch.no_grad():
+            weight.mul_(radius / old)
+    return old
+
+
 def init_from_lae(model: PianoRollRNN, lae, alpha: float, max_spectral_radius: float | None = None) -> None:
     """Set ``W_in = alpha * A``, ``W_rec = B`` and the hidden bias from the LAE (in place).
 
@@ -121,7 +143,7 @@ def init_from_lae(model: PianoRollRNN, lae, alpha: float, max_spectral_radius: f
     if mean is not None:
         bias = -alpha * (A @ np.asarray(mean, dtype=np.float64))
     rnn = model.recurrent
-    with torch.no_grad():
+    with torch.no_grad():  # (scaling to an exact radius: scale_recurrent after this call)
         rnn.weight_ih_l0.copy_(torch.as_tensor(alpha * A, dtype=rnn.weight_ih_l0.dtype))
         rnn.weight_hh_l0.copy_(torch.as_tensor(B, dtype=rnn.weight_hh_l0.dtype))
         rnn.bias_ih_l0.copy_(torch.as_tensor(bias, dtype=rnn.bias_ih_l0.dtype))
@@ -230,6 +252,15 @@ def fit_readout(
             progress(1.0, f"readout: logistic refinement, NLL {refined:.3f}")
     weights = weights.detach()
     return weights[:-1].T.contiguous().float(), weights[-1].contiguous().float()
+
+
+def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best constant model: ``W = 0``, ``c_k = logit(mean y_k)`` (the per-key-frequency baseline).
+
+    ``Y`` ``(N, 88)`` next frames; frequencies are clamped to ``[1e-4, 1 - 1e-4]`` like in :func:`fit_readout`.
+    """
+    m = Y.double().mean(0).clamp(1e-4, 1 - 1e-4)
+    return torch.zeros(Y.shape[1], hidden), torch.log(m / (1 - m)).float()
 
 
 def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor) -> None:

@@ -169,6 +169,61 @@ def test_max_lag_limits_columns_and_keeps_states_exact():
     assert fit_lae(pieces, 2, solver="exact", max_lag=10_000).max_lag == max(len(x) for x in pieces)
 
 
+def weighted_xi_by_hand(pieces, lags, gamma):
+    """Xi_gamma built row by row: row t = [x_t, gamma x_{t-1}, gamma^2 x_{t-2}, ...] (L blocks of 88)."""
+    rows = []
+    for x in pieces:
+        for t in range(len(x)):
+            row = np.zeros(lags * 88)
+            for k in range(min(lags, t + 1)):
+                row[k * 88:(k + 1) * 88] = gamma**k * x[t - k]
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("lags", [4, None])
+def test_lag_decay_matches_a_dense_solve_of_the_weighted_xi(lags):
+    gamma = 0.6
+    pieces = rolls(5, (6, 12), seed=8, keys=10, density=0.2)
+    L = lags or max(len(x) for x in pieces)
+    xi = weighted_xi_by_hand(pieces, L, gamma)
+    np.testing.assert_allclose(build_xi(pieces, L, decay=gamma), xi)
+    _, s, vt = np.linalg.svd(xi, full_matrices=False)
+    rank = rank_of(xi)
+    # Full rank: the recursion y_t = A x_t + B y_{t-1} with B = gamma * sum U^(i+1)^T U^(i) gives Xi_gamma U.
+    model = fit_lae(pieces, rank, solver="exact", max_lag=lags, decay=gamma)
+    assert model.decay == gamma
+    assert model.total_energy == pytest.approx((xi**2).sum(), rel=1e-12)
+    np.testing.assert_allclose(model.singular_values[:rank], s[:rank], rtol=1e-10)
+    states = np.concatenate(model.encode(pieces))
+    reference = xi @ vt[:rank].T
+    np.testing.assert_allclose(states, reference * match_signs(reference, states), atol=1e-9)
+    # p < rank: A and B are the brute-force formulas on the dense solve's top-p vectors (up to signs).
+    p = 6
+    small = fit_lae(pieces, p, solver="exact", max_lag=lags, decay=gamma)
+    blocks = vt[:p].T.reshape(L, 88, p)
+    A = blocks[0].T
+    B = gamma * sum(blocks[k + 1].T @ blocks[k] for k in range(L - 1))
+    signs = match_signs(A.T, small.A.T)
+    np.testing.assert_allclose(small.A, A * signs[:, None], atol=1e-9)
+    np.testing.assert_allclose(small.B, B * np.outer(signs, signs), atol=1e-9)
+    assert np.abs(np.linalg.eigvals(small.B)).max() <= gamma + 1e-9  # ||B|| <= gamma: memory fades
+    # The randomized solver applies the same weights through its FFT products (exact at full rank).
+    approx = fit_lae(pieces, rank, solver="approx", max_lag=lags, decay=gamma, dtype="float64", seed=3)
+    np.testing.assert_allclose(approx.singular_values, s[:rank], rtol=1e-9)
+    np.testing.assert_allclose(np.abs(approx.B), np.abs(model.B), atol=1e-8)
+
+
+def test_lag_decay_is_saved_and_refused_outside_0_1(tmp_path):
+    pieces = rolls(4, (5, 8), seed=9, keys=10, density=0.2)
+    model = fit_lae(pieces, 3, solver="exact", decay=0.8)
+    model.save(tmp_path / "lae.npz")
+    assert LinearAutoencoder.load(tmp_path / "lae.npz").decay == 0.8
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(SolverError, match="decay"):
+            fit_lae(pieces, 3, solver="exact", decay=bad)
+
+
 def test_progress_is_reported_and_reaches_one():
     pieces = rolls(4, (3, 8), seed=8)
     for solver in ("exact", "approx"):
