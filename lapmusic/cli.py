@@ -374,13 +374,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .train import load_run
 
     run = load_run(args.rundir, device=args.device)
+    threshold = _greedy_threshold(args.threshold, run)
     progress = ProgressLine()
     try:
         (sample,) = sample_run(
             run, steps=args.steps, temperature=args.temperature, primer=args.primer,
             max_polyphony=args.max_polyphony, seed=args.seed, step_seconds=args.step_seconds,
             program=args.program, velocity=args.velocity, separate_tracks=args.separate_tracks,
-            progress=progress,
+            progress=progress, threshold=threshold,
         )
     finally:
         progress.close()
@@ -403,6 +404,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,
+        "threshold": threshold,
         "primer": args.primer,
     }
     if args.wav:
@@ -440,6 +442,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- parser
+def _greedy_threshold(text: str, run) -> float:
+    """``--threshold``: a probability, or ``valid`` for the run's validation-chosen one (final.json)."""
+    if text == "valid":
+        if not run.final or run.final.get("threshold") is None:
+            raise LapMusicError("--threshold valid needs a finished run whose final.json has a threshold "
+                                "(runs trained before this option): give a number instead")
+        return float(run.final["threshold"])
+    try:
+        value = float(text)
+    except ValueError:
+        raise LapMusicError(f"--threshold takes a probability or 'valid', not {text!r}") from None
+    if not 0 < value < 1:
+        raise LapMusicError(f"--threshold must be between 0 and 1, got {value}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -547,7 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
     p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= 0.5)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= --threshold)")
+    p.add_argument("--threshold", default="0.5",
+                   help="with --temperature 0: a key sounds at p >= THRESHOLD; 'valid' = the threshold chosen on "
+                   "the validation split (final.json) (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same run, same device: the same sample")
     p.add_argument("--primer", default="none",
                    help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "

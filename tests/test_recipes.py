@@ -131,3 +131,31 @@ def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
     assert sorted({c["seed"] for c in saved}) == [11, 13]
     assert all(c["rec_radius"] == 0.5 and c["lr_patience"] == 3 for c in saved)
     assert all(c["lae_max_lag"] == 5 and c["readout_start"] == "constant" for c in saved if c["init"] == "lae")
+
+
+def test_greedy_decoding_uses_the_threshold():
+    from lapmusic.sample import _draw_frame, generate
+
+    logits = torch.logit(torch.tensor([[0.9, 0.3, 0.2, 0.6]]))
+    generator = torch.Generator().manual_seed(0)
+    assert _draw_frame(logits, 0.0, None, generator).tolist() == [[1, 0, 0, 1]]
+    assert _draw_frame(logits, 0.0, None, generator, threshold=0.25).tolist() == [[1, 1, 0, 1]]
+    model = torch.nn.Module()
+    with pytest.raises(LapMusicError, match="threshold"):
+        generate(model, steps=2, temperature=0.0, threshold=1.0)
+
+
+def test_generate_cli_threshold_valid_needs_a_threshold_in_final_json(tmp_path, dataset, monkeypatch, capsys):
+    train(config(init="random", epochs=1), tmp_path / "run", dataset=dataset)
+    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    out = tmp_path / "x.mid"
+    assert cli.main(["generate", str(tmp_path / "run"), "--steps", "4", "--temperature", "0", "--threshold",
+                     "valid", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["threshold"] == json.loads((tmp_path / "run" / "final.json").read_text())["threshold"]
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    final.pop("threshold")
+    (tmp_path / "run" / "final.json").write_text(json.dumps(final))
+    assert cli.main(["generate", str(tmp_path / "run"), "--steps", "4", "--threshold", "valid",
+                     "--out", str(out)]) == 2
+    assert "final.json" in capsys.readouterr().err
