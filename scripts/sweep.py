@@ -198,7 +198,7 @@ def table(rows: list[dict], base: dict, final: bool) -> tuple[str, list[dict]]:
         summary.append({"cell": cells[name], "name": name, "seeds": [r["seed"] for r in group],
                         **{key: {"mean": m, "std": s} for key, (m, s) in stats.items()},
                         "runs": [r["run_dir"] for r in group]})
-        label = cell_name(cells[name], base).replace("_", ", ")
+        label = ", ".join(f"{k}={v}" for k, v in sorted(cells[name].items()) if base.get(k, object()) != v) or "base"
         lines.append(f"| {label} | {len(group)} | " + " | ".join(fmt(stats[k], d) for k, _, d in columns) + " |")
     return "\n".join(lines) + "\n", summary
 

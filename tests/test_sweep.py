@@ -64,6 +64,16 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp
     assert sweep.main([a for a in argv if a != "--final"]) == 0
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/final.json")} == stamps
     assert "test NLL" not in (tmp_path / "sweep.md").read_text()
+    # The report draws the two figures per dataset and prints the equal-epoch table.
+    pytest.importorskip("matplotlib")
+    report_spec = importlib.util.spec_from_file_location("sweep_report", ROOT / "scripts" / "sweep_report.py")
+    report = importlib.util.module_from_spec(report_spec)
+    report_spec.loader.exec_module(report)
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "sweep.json"), "--img", str(tmp_path / "img"), "--prefix", "t"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(f"| {key} |") == 4  # one line per cell
+    assert {p.name for p in (tmp_path / "img").iterdir()} == {f"t_curves_{key}.png", f"t_gap_{key}.png"}
 
 
 def test_a_bad_setting_fails_before_any_run(sweep, tmp_path, capsys):
