@@ -163,10 +163,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    f"NLL (default {_default('lr_patience')})")
     p.add_argument("--lae-max-lag", type=_positive_int,
                    help="for --init lae: keep only the last L frames of every prefix in the LAE's data matrix "
-                   "(default: the longest piece)")
+                   "(default: the longest piece, or with --lae-decay below 1 the lag where GAMMA**L < 1e-12)")
     p.add_argument("--lae-decay", type=float, metavar="GAMMA",
-                   help="for --init lae: weight lag k of the LAE's data matrix by GAMMA**k, 0 < GAMMA <= 1 "
-                   "(default 1: unweighted, as in the paper)")
+                   help="for --init lae: weight lag k of the LAE's data matrix by GAMMA**k, 0 < GAMMA <= 1; "
+                   f"1 is the paper's unweighted LAE (default {_default('lae_decay')})")
     p.add_argument("--rec-radius", type=float, metavar="R",
                    help="scale the recurrent matrix to spectral radius exactly R, for either init (default: as "
                    "initialised: about 0.98 for the LAE's B, about 0.58 for PyTorch's random init)")

@@ -83,15 +83,15 @@ class TrainConfig:
     relative_lr: bool = False  # scale each weight matrix's lr by its initial RMS (see _parameter_groups)
     warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps (0: none)
     lae_solver: str = "approx"  # "exact" | "approx"
-    lae_max_lag: int | None = None
+    lae_max_lag: int | None = None  # None: the longest piece, or where lae_decay**k < 1e-12 (same LAE, cheaper)
     lae_path: str | None = None  # reuse an LAE saved with LinearAutoencoder.save (p must equal hidden)
     alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
     alpha_target: float = 1.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
     lae_max_radius: float | None = None  # scale W_rec = B down to this spectral radius (None: B exactly)
-    lae_decay: float | None = None  # weight lag k of Xi by lae_decay**k (None: 1, the paper's LAE)
+    lae_decay: float | None = 0.5  # weight lag k of Xi by lae_decay**k (None or 1: the paper's LAE); docs/training.md
     rec_radius: float | None = None  # scale W_rec to exactly this spectral radius, both inits (None: as is)
     readout_start: str = "fit"  # LAE init readout: "fit" | "constant" (key frequencies) | "zero"
-    readout_ridge: float = 1e-3  # ridge of the least-squares readout, relative to trace(H^T H) / (p + 1)
+    readout_ridge: float = 1.0  # ridge of the readout fit, relative to the mean squared state; docs/training.md
     readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
     readout_max_frames: int = 100_000  # (state, next frame) pairs used to fit the readout
     eval_batch_size: int = 64
@@ -766,7 +766,7 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     else:
         report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
         try:
-            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
+            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
                            decay=config.lae_decay, device=str(device), seed=config.seed, cancel=cancel,
                            progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
         except LapMusicError:
@@ -798,6 +798,17 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
             "lae_energy_captured": _energy(lae),
             "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
             "readout_frames": int(len(H)), **extra}
+
+
+def lae_lags(config: TrainConfig) -> int | None:
+    """The LAE's max lag: ``lae_max_lag``, else (with ``lae_decay < 1``) the first ``k`` with ``decay**k < 1e-12``.
+
+    The weighted ``Xi``'s columns beyond that lag are below 1e-12 of the first block, so cutting them leaves
+    the LAE unchanged to rounding while Piano-midi.de's 4 000-frame pieces no longer cost 4 000 lag blocks.
+    """
+    if config.lae_max_lag is not None or config.lae_decay is None or config.lae_decay >= 1:
+        return config.lae_max_lag
+    return max(1, math.ceil(math.log(1e-12) / math.log(config.lae_decay)))
 
 
 def _energy(lae) -> float | None:

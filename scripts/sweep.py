@@ -107,12 +107,12 @@ def _worker_init(threads: int) -> None:
 def fit_shared_lae(key: tuple, path: str, seed: int = 0) -> str:
     """Fit the LAE a group of LAE-init cells shares (on the run's training pieces) and save it."""
     from lapmusic.lae import fit_lae
-    from lapmusic.train import _load_dataset, _training_pieces
+    from lapmusic.train import _load_dataset, _training_pieces, lae_lags
 
     settings = dict(key)
     config = TrainConfig(init="lae", **settings)
     pieces = _training_pieces(config, _load_dataset(config.dataset))
-    lae = fit_lae(pieces, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
+    lae = fit_lae(pieces, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
                   decay=config.lae_decay, seed=seed, device="cpu" if config.device == "auto" else config.device)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     lae.save(path)
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="sweep", help="table file name stem under --out (default sweep)")
     parser.add_argument("--final", action="store_true",
                         help="also report test NLL/ACC (only for the final table; default off)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the finished run folders of the grid as they are (default off)")
     parser.add_argument("--share-lae", choices=["yes", "no"], default="yes",
                         help="fit one LAE per LAE setting and share it across seeds (default yes)")
     return parser
@@ -246,6 +248,14 @@ def main(argv=None) -> int:
     print(f"[{time.strftime('%H:%M:%S')}] {len(cells)} cells x {len(seeds)} seeds, {args.jobs} jobs", flush=True)
 
     rows = []
+    if args.report_only:
+        for cell in cells:
+            name = cell_name(cell, base)
+            for seed in seeds:
+                run_dir = out / "runs" / f"{name}_s{seed}"
+                if (run_dir / "final.json").exists():
+                    rows.append(dict(summarise(run_dir), cell=cell, cell_name=name, seed=seed))
+        return write_table(rows, base, axes, seeds, out, args)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_worker_init,
                              initargs=(args.threads,)) as pool:
         lae_paths = {}
@@ -290,6 +300,10 @@ def main(argv=None) -> int:
             rows.append(dict(row, cell=cell, cell_name=name, seed=seed))
             print(f"[{time.strftime('%H:%M:%S')}] done {name} seed {seed}: best valid "
                   f"{row['best_valid_nll']:.3f} @ {row['best_epoch']}", flush=True)
+    return write_table(rows, base, axes, seeds, out, args)
+
+
+def write_table(rows, base, axes, seeds, out: Path, args) -> int:
     text, summary = table(rows, base, args.final)
     title = (f"Sweep `{args.name}`: base {json.dumps(base)}; seeds {seeds}; "
              f"{'test metrics of the best-validation epoch included' if args.final else 'validation only'}\n\n")
