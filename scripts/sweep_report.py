@@ -60,7 +60,7 @@ def draw(table: dict, dataset: str, img: Path, prefix: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    colours = [f"C{i}" for i in range(10)]
     fig, ax = plt.subplots(figsize=(7, 4))
     floor = []
     for colour, (cell, rows) in zip(colours, groups(table)):
@@ -124,11 +124,43 @@ def equal_epoch_rows(table: dict, dataset: str, epochs=(0, 1, 2, 5, 10, 20, 40, 
     return lines
 
 
+def _stats(values, digits: int) -> str:
+    clean = [float(v) for v in values if v is not None]
+    if not clean:
+        return "-"
+    if len(clean) == 1:
+        return f"{clean[0]:.{digits}f}"
+    return f"{np.mean(clean):.{digits}f} ± {np.std(clean, ddof=1):.{digits}f}"
+
+
+def final_rows(table: dict, dataset: str) -> list[str]:
+    """Test metrics (of the best-validation epoch) per recipe, mean ± std over seeds, with the baselines."""
+    lines = []
+    for cell, rows in groups(table):
+        finals = [json.loads((Path(r["run_dir"]) / "final.json").read_text()) for r in rows]
+        base = finals[0].get("baselines") or {}
+        stopped = ", ".join(sorted({f"{f['stopped']} ({f['epochs']})" for f in finals}))
+        lines.append(
+            f"| {NAMES.get(dataset, dataset)} | {label(cell)} | {len(rows)} | {_stats([f['nll'] for f in finals], 2)} | "
+            f"{_stats([f['acc'] for f in finals], 1)} | {_stats([f.get('acc_tuned') for f in finals], 1)} "
+            f"(p ≥ {_stats([f.get('threshold') for f in finals], 3)}) | "
+            f"{_stats([f['best_valid_nll'] for f in finals], 2)} | {_stats([f['best_epoch'] for f in finals], 0)} | "
+            f"{stopped} | {base.get('marginal_nll', float('nan')):.2f} | {base.get('copy_previous_acc', float('nan')):.1f} |")
+    return lines
+
+
+FINAL_HEADER = ("| dataset | init | seeds | test NLL | test ACC % (p ≥ 0.5) | test ACC % at the validation threshold | "
+                "best valid NLL | best epoch | stopped by (epochs run) | per-key-frequency NLL | "
+                "copy-previous ACC % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tables", nargs="+", help="sweep JSON tables, one dataset each")
     parser.add_argument("--img", default="docs/img", help="folder for the PNGs (default docs/img)")
     parser.add_argument("--prefix", default="final", help="file name prefix (default final)")
+    parser.add_argument("--test", action="store_true",
+                        help="also print the test table (final comparison only; default off)")
     args = parser.parse_args(argv)
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
@@ -143,6 +175,14 @@ def main(argv=None) -> int:
             print(line)
         for written in draw(table, dataset, img, args.prefix):
             print(f"wrote {written}", file=sys.stderr)
+    if args.test:
+        print()
+        print(FINAL_HEADER)
+        for path in args.tables:
+            table = json.loads(Path(path).read_text())
+            dataset = table["base"].get("dataset") or table["rows"][0]["cell"].get("dataset")
+            for line in final_rows(table, dataset):
+                print(line)
     return 0
 
 

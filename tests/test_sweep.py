@@ -70,9 +70,9 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp
     report = importlib.util.module_from_spec(report_spec)
     report_spec.loader.exec_module(report)
     capsys.readouterr()
-    assert report.main([str(tmp_path / "sweep.json"), "--img", str(tmp_path / "img"), "--prefix", "t"]) == 0
+    assert report.main([str(tmp_path / "sweep.json"), "--img", str(tmp_path / "img"), "--prefix", "t", "--test"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count(f"| {key} |") == 4  # one line per cell
+    assert printed.count(f"| {key} |") == 8  # one line per cell: equal epochs, then test
     assert {p.name for p in (tmp_path / "img").iterdir()} == {f"t_curves_{key}.png", f"t_gap_{key}.png"}
 
 
