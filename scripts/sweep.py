@@ -124,7 +124,8 @@ def run_cell(config_dict: dict, run_dir: str) -> dict:
     from lapmusic.train import train
 
     run_dir = Path(run_dir)
-    config = TrainConfig.from_dict(config_dict)
+    config = TrainConfig(**config_dict)  # a partial dict: unnamed settings keep TrainConfig's defaults
+    config.validate()
     final_path = run_dir / "final.json"
     if final_path.exists() and json.loads((run_dir / "config.json").read_text()) == config.to_dict():
         return summarise(run_dir)
