@@ -9,6 +9,7 @@ does.
     python scripts/sweep.py --out /tmp/sweep --base dataset=jsb epochs=30 batch_size=8 \\
         --axis init=lae,random --axis lae_max_lag=4,16,null --seeds 0 --jobs 2
     python scripts/sweep.py --spec grid.json --jobs 2 --final      # test NLL too: for the final table only
+    python scripts/sweep.py --spec grid.json --report-only          # tabulate finished runs, train nothing
 
 A JSON spec holds the same: ``{"base": {...}, "axes": {"name": [values]}, "variants": [{...}, ...],
 "seeds": [0, 1, 2]}``. Values on the command line are read as JSON when they parse (``null``, ``1e-3``,
