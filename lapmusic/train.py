@@ -91,7 +91,7 @@ class TrainConfig:
     alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
     alpha_target: float = 1.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
     lae_max_radius: float | None = None  # scale W_rec = B down to this spectral radius (None: B exactly)
-    lae_decay: float | None = 0.5  # weight lag k of Xi by lae_decay**k (None or 1: the paper's LAE); docs/training.md
+    lae_decay: float | None = 0.3  # weight lag k of Xi by lae_decay**k (None or 1: the paper's LAE); docs/training.md
     rec_radius: float | None = None  # scale W_rec to exactly this spectral radius, both inits (None: as is)
     readout_start: str = "fit"  # LAE init readout: "fit" | "constant" (key frequencies) | "zero"
     readout_ridge: float = 1.0  # ridge of the readout fit, relative to the mean squared state; docs/training.md

@@ -112,13 +112,16 @@ def equal_epoch_rows(table: dict, dataset: str, epochs=(0, 1, 2, 5, 10, 20, 40, 
     curves = [best_so_far([r["valid_curve"] for r in rows]) for _, rows in items]
     longest = max(len(c) for c in curves)
     padded = [np.concatenate([c, np.full(longest - len(c), c[-1])]) for c in curves]
-    ahead = "yes" if len(padded) >= 2 and bool(np.all(padded[0] < padded[1])) else "no"
-    first_behind = next((e for e in range(longest) if len(padded) >= 2 and padded[0][e] >= padded[1][e]), None)
+    # Every LAE recipe is compared with the random init (the last group), epoch by epoch.
+    reference = next((i for i, (cell, _) in enumerate(items) if cell.get("init") == "random"), None)
     lines = []
     for number, ((cell, rows), curve) in enumerate(zip(items, padded)):
         values = " | ".join(f"{curve[e]:.2f}" if e < len(curve) else "-" for e in epochs)
-        verdict = (f"{ahead}" + (f" (first behind at epoch {first_behind})" if first_behind is not None else "")
-                   if number == 0 else "")
+        verdict = ""
+        if reference is not None and number != reference:
+            other = padded[reference]
+            behind = next((e for e in range(longest) if curve[e] >= other[e]), None)
+            verdict = "yes" if behind is None else f"no (first behind at epoch {behind})"
         lines.append(f"| {NAMES.get(dataset, dataset)} | {label(cell)} | {values} | {curve[-1]:.2f} "
                      f"(epoch {len(curve) - 1}) | {verdict} |")
     return lines
