@@ -75,6 +75,50 @@ def _json_default(obj):
     return str(obj)
 
 
+# --------------------------------------------------------------------------------------- early checks
+# Names and paths a user typed are checked here, before torch is imported (about 1 s, more on a busy
+# machine) and before any data is loaded or any file written, so that a typo answers at once.
+def _check_dataset(key: str) -> None:
+    """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
+    from .data import DATASETS, slugify, user_dataset_keys, user_dir
+    from .errors import DataError
+
+    if key.startswith("user:"):
+        if not (user_dir() / f"{slugify(key.removeprefix('user:'))}.npz").is_file():
+            known = ", ".join(user_dataset_keys()) or "none yet"
+            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from MIDI files first")
+    elif key not in DATASETS:
+        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+
+
+def _check_run_dir(path: str) -> None:
+    """Raise CheckpointError unless ``path`` is a folder holding a run's config.json (cheap, no torch)."""
+    from pathlib import Path
+
+    from .errors import CheckpointError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a run folder: it has no config.json")
+
+
+def _check_file(path: str | None, what: str) -> None:
+    import os
+
+    if path is not None and not os.path.isfile(path):
+        raise LapMusicError(f"{what} {path} does not exist")
+
+
+def _check_device(name: str | None) -> None:
+    """Only the spelling: whether CUDA is present is checked where torch is imported anyway."""
+    if name is None:
+        return
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise LapMusicError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
 # --------------------------------------------------------------------------------------- datasets
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import describe_datasets
@@ -107,6 +151,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- lae
 def cmd_lae(args: argparse.Namespace) -> int:
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+
     from .data import load_dataset
     from .lae import fit_lae
 
@@ -155,9 +202,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
                    "initial pre-activations lie in [-1.5, 1.5]; their median is then about 0.1)")
     p.add_argument("--max-train-sequences", type=_positive_int,
-                   help="train on a fixed random subset of N training pieces (the same for every seed)")
+                   help="train on a fixed random subset of N training pieces, the same for every seed (default: all)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
-                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
+                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE`, p must equal --hidden "
+                   "(default: fit the LAE in the run)")
 
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
@@ -189,6 +237,15 @@ def _final_text(result: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    if args.resume:
+        _check_run_dir(args.resume)
+    else:
+        if not args.dataset or not args.hidden or not args.out:
+            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
+        _check_dataset(args.dataset)
+
     from .train import train
 
     if args.resume:
@@ -203,8 +260,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.patience = args.patience or config.patience
         run_dir = args.resume
     else:
-        if not args.dataset or not args.hidden or not args.out:
-            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,
                                   epochs=args.epochs or 20, seed=args.seed, max_sequences=args.max_sequences,
                                   device=args.device, cell=args.cell)
@@ -220,6 +275,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+
     from .metrics import baselines
     from .train import evaluate, load_run, run_split
 
@@ -255,9 +313,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import json as json_module
     from pathlib import Path
 
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    parent = Path(args.out)
+    print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
+
     from .train import compare_runs, train
 
-    parent = Path(args.out)
     run_dirs = []
     jobs = [(seed, init) for seed in range(args.seeds) for init in ("lae", "random")]
     for number, (seed, init) in enumerate(jobs):
@@ -282,7 +345,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
-                   run_dirs=[str(d) for d in run_dirs])
+                   out=str(parent), run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
@@ -300,6 +363,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         mean = "-" if reach["mean"] is None else f"{reach['mean']:.1f}"
         lines.append(f"epochs for LAE init to reach random init's best validation NLL: {mean} "
                      f"(reached in {reach['reached']} seed pairs)")
+        lines.append(f"run folders: {r['out']}")
         return "\n".join(lines)
 
     emit(summary, args.json, human)
@@ -324,6 +388,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
     if not 1 <= args.velocity <= 127:
         raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+    _check_file(args.soundfont, "soundfont")
 
     from .audio import render_wav
     from .io import atomic_write_bytes, atomic_write_text
@@ -420,14 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p")
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p (required)")
     p.add_argument("--solver", choices=["exact", "approx"], default="approx",
                    help="exact: dense SVD of the full data matrix; approx (default): randomized, never builds it")
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N training pieces")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N training pieces (default: all)")
     p.add_argument("--max-lag", type=_positive_int, help="longest prefix kept (default: longest piece)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver")
-    p.add_argument("--out", help="write A, B and singular_values to this .npz file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver (default 0)")
+    p.add_argument("--out", help="write A, B and singular_values to this .npz file (default: not saved)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_lae)
 
@@ -437,58 +505,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=["lae", "random"], default="lae", help="initialisation (default lae)")
     p.add_argument("--epochs", type=_positive_int,
                    help="maximum number of epochs (default 20; with --resume: train up to this many)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N pieces of each split")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, the batch order and dropout (default 0)")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="rnn",
                    help="recurrent cell (default rnn, the paper's; gru/lstm only with --init random)")
     _add_training_options(p)
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its last checkpoint")
+    p.add_argument("--out", help="run folder to create (required unless --resume)")
+    p.add_argument("--resume", metavar="RUNDIR",
+                   help="continue the run in RUNDIR from its last checkpoint (default: start a new run)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
-    p.add_argument("rundir")
-    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("rundir", help="a run folder written by lapmusic train")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                   help="which split to evaluate on (default test)")
     p.add_argument("--device", help="auto, cpu or cuda (default: the run's device setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train LAE and random init side by side and print a table")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int)
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per init")
-    p.add_argument("--max-sequences", type=_positive_int)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units (required)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="maximum number of epochs per run (default 20)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help="number of seeds per init: seeds 0 .. N-1 (default 1)")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     _add_training_options(p)
     p.add_argument("--out", default="runs/compare",
-                   help="parent folder for the run folders (finished runs with identical settings are reused)")
+                   help="parent folder for the run folders, created when missing; finished runs with identical settings "
+                   "are reused (default runs/compare, relative to the current folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
-    p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same run, same device: the same sample")
+    p.add_argument("--steps", type=int, default=256, help="number of frames to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 plays safer, above 1 wilder; 0 = deterministic, a key "
+                   "sounds when p >= 0.5 (default 1.0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="same seed, same run, same device: the same sample (default 0)")
     p.add_argument("--primer", default="none",
                    help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
-                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames)")
-    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
-    p.add_argument("--out", required=True, help="MIDI file to write")
-    p.add_argument("--wav", help="also render audio to this WAV file")
-    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050, help="WAV sample rate in Hz")
+                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames) (default none: start from silence)")
+    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame, the most probable (default: no limit)")
+    p.add_argument("--out", required=True, help="MIDI file to write (required)")
+    p.add_argument("--wav", help="also render audio to this WAV file (default: no audio)")
+    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050,
+                   help="WAV sample rate in Hz (default 22050)")
     p.add_argument("--soundfont", help="General MIDI .sf2 for FluidSynth (default: FluidR3_GM if installed, "
                    "else the one shipped with pretty_midi; or set $LAPMUSIC_SOUNDFONT)")
     p.add_argument("--step-seconds", type=float,
                    help="seconds per frame when played (default: the dataset's, e.g. 0.5 for JSB; else 0.25)")
-    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (0 = acoustic grand piano)")
-    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity (loudness) of every note, 1-127")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (default 0 = acoustic grand piano)")
+    p.add_argument("--velocity", type=int, default=90,
+                   help="MIDI velocity (loudness) of every note, 1-127 (default 90)")
     p.add_argument("--separate-tracks", action="store_true",
                    help="put the primer and the continuation on two MIDI tracks (default: one track)")
-    p.add_argument("--html", help="also write the piano-roll figure to this HTML file (opens offline)")
+    p.add_argument("--html", help="also write the piano-roll figure to this HTML file, opens offline (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)

@@ -328,9 +328,9 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
 
     pieces = rolls(12, (3, 20), seed=15)
     fake = data.Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
-    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)
+    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
     out = tmp_path / "lae.npz"
-    code = cli.main(["lae", "--dataset", "fake", "--hidden", "6", "--max-sequences", "5",
+    code = cli.main(["lae", "--dataset", "jsb", "--hidden", "6", "--max-sequences", "5",
                      "--solver", "exact", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -341,5 +341,5 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
         assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
         np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])
     # a user mistake is one line on stderr and exit code 2
-    assert cli.main(["lae", "--dataset", "fake", "--hidden", "5000", "--max-sequences", "1"]) == 2
+    assert cli.main(["lae", "--dataset", "jsb", "--hidden", "5000", "--max-sequences", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: p=5000")
