@@ -72,6 +72,13 @@ def test_the_walk_catches_an_option_without_help_or_default():
     assert [problem.split(":")[0] for problem in problems] == ["x --silent", "x --hidden-default", "x --wrong-default"]
 
 
+def python_path() -> str:
+    """This checkout first, then whatever PYTHONPATH held (scripts/gpu_check.sh puts carried wheels there)."""
+    import os
+
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def run_isolated(argv: list[str], tmp_path: Path) -> dict:
     """Run ``lapmusic.cli.main(argv)`` in a fresh interpreter; report its exit code, stderr and heavy imports."""
     script = (
@@ -84,7 +91,7 @@ def run_isolated(argv: list[str], tmp_path: Path) -> dict:
         "                  'heavy': sorted(m for m in ('torch', 'streamlit', 'music21', 'plotly') if m in sys.modules)}))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "LAPMUSIC_CACHE_DIR": str(tmp_path / "cache"),
-           "LAPMUSIC_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+           "LAPMUSIC_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": python_path()}
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                                cwd=tmp_path, timeout=120)
     assert completed.returncode == 0, completed.stderr
@@ -130,6 +137,6 @@ def test_help_answers_without_heavy_imports(tmp_path):
     script = ("import sys\nfrom lapmusic.cli import build_parser\nbuild_parser().format_help()\n"
               "print(sorted(m for m in ('torch', 'numpy', 'streamlit', 'music21') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path()}, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
