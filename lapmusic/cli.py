@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -121,11 +122,16 @@ def _check_device(name: str | None) -> None:
 
 # --------------------------------------------------------------------------------------- datasets
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import describe_datasets
+    if args.datasets_command == "add":
+        return cmd_datasets_add(args)
+    if args.datasets_command == "prepare":
+        return cmd_datasets_prepare(args)
+    from .data import data_dir_problem, describe_datasets
 
     progress = ProgressLine()
     rows = describe_datasets(progress=progress, load=not args.no_load)
     progress.close()
+    problem = data_dir_problem()
 
     def human(result: dict) -> str:
         lines = [f"{'key':<12}{'status':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
@@ -133,7 +139,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             sizes = row.get("split_sizes")
             sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
             frames = row.get("frames", {}).get("train") if row.get("frames") else None
-            if row["key"] == "bach" and not row.get("built"):
+            if row.get("error"):
+                status = "bad"
+            elif row["key"] == "bach" and not row.get("built"):
                 status = "offline"  # built from music21's corpus on first use
             else:
                 status = "local" if row["available"] else "download"
@@ -142,11 +150,155 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 f"{frames if frames is not None else '-':>15}  {row['name']}"
             )
         lines.append("local: on disk; download: fetched on first use (or set LAPMUSIC_DATA_DIR); "
-                     "offline: built from music21 on first use")
+                     "offline: built from music21 on first use (lapmusic datasets prepare bach); "
+                     "bad: its file cannot be read")
+        for row in result["datasets"]:
+            if row.get("error"):
+                where = f" ({row['file']})" if row.get("file") else ""
+                lines.append(f"bad {row['key']}{where}: {row['error']}")
+        if result["data_dir_problem"]:
+            lines.append(f"note: {result['data_dir_problem']}")
         return "\n".join(lines)
 
-    emit({"datasets": rows}, args.json, human)
+    emit({"datasets": rows, "data_dir_problem": problem}, args.json, human)
     return 0
+
+
+def cmd_datasets_add(args: argparse.Namespace) -> int:
+    """``lapmusic datasets add NAME FILES_OR_FOLDERS...``: the app's upload, from the command line."""
+    from pathlib import Path
+
+    missing = [f for f in args.files if not Path(f).exists()]  # before the heavy imports: answers at once
+    if missing:
+        raise LapMusicError(f"no such file or folder: {', '.join(missing)}")
+    from .userdata import dataset_from_midi, save_user_dataset, slugify, user_dataset_path
+
+    path = user_dataset_path(args.name)
+    if path.exists() and not args.replace:
+        raise LapMusicError(f"a dataset user:{slugify(args.name)} exists already ({path}); "
+                            "choose another name, or add --replace to overwrite it")
+    progress = ProgressLine()
+    if args.step_seconds is not None:
+        grid = {"step_seconds": args.step_seconds, "steps_per_beat": None}
+    else:
+        grid = {"steps_per_beat": args.steps_per_beat}
+    dataset, bad = dataset_from_midi(list(args.files), args.name, out_of_range=args.out_of_range,
+                                     progress=progress, **grid)
+    key = save_user_dataset(dataset)
+    progress(1.0, f"saved {key}")
+    progress.close()
+    result = {
+        "key": key, "path": str(user_dataset_path(key)),
+        "split_sizes": {s: len(dataset.split(s)) for s in ("train", "valid", "test")},
+        "step_seconds": dataset.step_seconds, "refused": [{"name": b.name, "reason": b.reason} for b in bad],
+    }
+
+    def human(r: dict) -> str:
+        sizes = r["split_sizes"]
+        lines = [f"made {r['key']} from {sum(sizes.values())} file(s): {sizes['train']} train / "
+                 f"{sizes['valid']} valid / {sizes['test']} test, one frame = {r['step_seconds']:g} s; "
+                 f"saved in {r['path']}"]
+        if sizes["valid"] == 0:
+            lines.append("note: no validation piece; training needs one: add more files")
+        for refused in r["refused"]:
+            lines.append(f"refused {refused['name']}: {refused['reason']}")
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
+
+
+def cmd_datasets_prepare(args: argparse.Namespace) -> int:
+    """``lapmusic datasets prepare [KEY]``: build (bach) or download and verify a dataset into the cache."""
+    from .data import BACH_CACHE_NAME, DATASETS, cache_dir, load_dataset
+
+    if args.key not in DATASETS:
+        raise LapMusicError(f"unknown dataset {args.key!r}; choose one of {', '.join(DATASETS)}")
+    if args.key == "bach" and args.rebuild:
+        (cache_dir() / BACH_CACHE_NAME).unlink(missing_ok=True)
+    start = time.monotonic()
+    progress = ProgressLine()
+    dataset = load_dataset(args.key, progress=progress)
+    progress.close()
+    summary = dataset.summary()
+    result = {"key": dataset.key, "source": dataset.source, "split_sizes": summary["split_sizes"],
+              "frames": summary["frames"], "seconds": round(time.monotonic() - start, 2)}
+
+    def human(r: dict) -> str:
+        sizes = r["split_sizes"]
+        return (f"{r['key']} ready: {sizes['train']} / {sizes['valid']} / {sizes['test']} pieces "
+                f"(train/valid/test) in {r['source']} ({r['seconds']:.1f} s)")
+
+    emit(result, args.json, human)
+    return 0
+
+
+def _steps_per_beat(text: str) -> int:
+    value = _positive_int(text)
+    if value > 96:
+        raise argparse.ArgumentTypeError(f"must be 1..96, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _add_datasets_parser(sub) -> None:
+    p = sub.add_parser(
+        "datasets", help="list datasets (default), make one from your MIDI files (add), build/download one (prepare)",
+        description="Without a subcommand: list every dataset, whether it is available locally, split sizes "
+        "and frames; a dataset whose file cannot be read is listed as bad, with the reason.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-load", action="store_true", help="do not load files to count frames (faster)")
+    p.set_defaults(func=cmd_datasets, datasets_command=None)
+    actions = p.add_subparsers(dest="datasets_command", metavar="ACTION")
+
+    add = actions.add_parser(
+        "add", help="make dataset user:NAME from your MIDI files, as the app's upload does",
+        description="Make the dataset user:NAME from MIDI files and folders (their .mid/.midi files), with the "
+        "app's checks and limits: every file that cannot be used is listed with the reason, the others are "
+        "split 80/10/10 (train/valid/test) in the order given. Limits (see docs/app.md): "
+        "LAPMUSIC_MAX_UPLOAD_FILES (50 files), LAPMUSIC_MAX_UPLOAD_BYTES (16 MB in all), per file "
+        "LAPMUSIC_MAX_MIDI_BYTES (8 MB), LAPMUSIC_MAX_MIDI_NOTES (200,000), LAPMUSIC_MAX_MIDI_SECONDS "
+        "(1200 s), LAPMUSIC_MAX_MIDI_FRAMES (20,000).",
+    )
+    add.add_argument("name", metavar="NAME", help="dataset name; its key is user:NAME in lower case, "
+                     "non-alphanumerics as '-' (e.g. 'My Songs' -> user:my-songs)")
+    add.add_argument("files", metavar="FILES_OR_FOLDER", nargs="+", help="MIDI files and/or folders of them")
+    grid = add.add_mutually_exclusive_group()
+    grid.add_argument("--steps-per-beat", type=_steps_per_beat, default=2,
+                      help="frames per quarter note, following the file's tempo changes (default 2: eighth notes)")
+    grid.add_argument("--step-seconds", type=_positive_seconds,
+                      help="instead: frames of this many seconds (default: unset, frames follow the beat)")
+    add.add_argument("--out-of-range", choices=["fold", "drop"], default="fold",
+                     help="pitches outside the piano (MIDI 21-108): move by octaves into range, or drop "
+                     "(default fold)")
+    add.add_argument("--replace", action="store_true", help="overwrite an existing user:NAME (default: refuse)")
+    add.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    add.set_defaults(func=cmd_datasets)
+
+    prepare = actions.add_parser(
+        "prepare", help="build the offline Bach set (or download a benchmark) into the cache now",
+        description="Build the offline Bach set from music21's corpus (about a minute on a 2-core CPU) or "
+        "download and verify a benchmark, into the cache folder (LAPMUSIC_CACHE_DIR), with progress, so "
+        "that the first page or training does not wait for it. Does nothing when it is cached already.",
+    )
+    prepare.add_argument("key", nargs="?", default="bach", metavar="KEY",
+                         help="bach (default), jsb, nottingham, musedata or pianomidi")
+    prepare.add_argument("--rebuild", action="store_true",
+                         help="bach: build again even when cached (default: reuse the cache)")
+    prepare.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    prepare.set_defaults(func=cmd_datasets)
 
 
 # --------------------------------------------------------------------------------------- lae
@@ -480,10 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lapmusic {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("datasets", help="list every dataset, whether it is available locally, split sizes")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--no-load", action="store_true", help="do not load files to count frames (faster)")
-    p.set_defaults(func=cmd_datasets)
+    _add_datasets_parser(sub)
 
     p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
@@ -586,6 +735,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as exc:
+        # A full disk, a permission or a read-only folder outside the library's own writers (torch.save
+        # wraps ENOSPC in a RuntimeError): one clear line naming the folder, no traceback.
+        from .io import storage_cause, storage_error
+
+        cause = storage_cause(exc)
+        if cause is None:
+            raise
+        folder = os.path.dirname(os.path.abspath(cause.filename)) if cause.filename else "the output folder"
+        print(f"error: {storage_error(folder, exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,8 +10,10 @@ Registered datasets (``DATASETS``):
   ``.pickle`` files), in the user cache (``LAPMUSIC_CACHE_DIR``, default the platform's user cache folder),
   and finally downloaded into the cache from several sources in turn, verified before use.
 * ``bach``: an offline default built from the Bach chorales inside the ``music21`` package (no network),
-  quantised to quarter notes like JSB; see :func:`build_bach`.
-* ``user:NAME``: a dataset made from your own MIDI files (:func:`dataset_from_midi`, :func:`save_user_dataset`).
+  quantised to quarter notes like JSB; see :mod:`lapmusic.bach`.
+* ``user:NAME``: a dataset made from your own MIDI files (:mod:`lapmusic.userdata`; its names
+  ``dataset_from_midi``, ``save_user_dataset``, ``user_dataset_keys``, ``slugify``, ``user_dir`` and ``BadFile``
+  can still be imported from here).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import math
 import os
 import pickle
-import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -34,9 +36,24 @@ import numpy as np
 from . import LOWEST_PITCH, N_KEYS
 from .errors import DataError, DownloadError
 from .io import atomic_save
-from .midi import DEFAULT_STEP_SECONDS, MAX_MIDI_BYTES, check_roll, midi_to_roll
+from .midi import DEFAULT_STEP_SECONDS, check_roll
 
 Progress = Callable[[float, str], None]
+_MOVED = {
+    **dict.fromkeys(("BadFile", "dataset_from_midi", "save_user_dataset", "slugify", "user_dataset_keys",
+                     "user_dir"), "userdata"),
+    **dict.fromkeys(("bach_split_of", "build_bach", "music21_scratch", "score_to_roll"), "bach"),
+}
+
+
+def __getattr__(name: str):
+    """Names that moved to :mod:`lapmusic.userdata` and :mod:`lapmusic.bach` (which import this module,
+    hence imported lazily) can still be imported from here."""
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 SPLITS = ("train", "valid", "test")
 DOWNLOAD_TIMEOUT_SECONDS = 30.0
 
@@ -165,6 +182,27 @@ def data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def expected_files() -> list[str]:
+    """Every file name a benchmark is looked for under (``.mat`` and original ``.pickle``)."""
+    return [name for info in DATASETS.values() for name in (info.mat_file, info.pickle_file) if name]
+
+
+def data_dir_problem() -> str | None:
+    """Why ``LAPMUSIC_DATA_DIR`` serves no benchmark (it does not exist, is not a folder, or holds none of
+    the expected files), naming it; None when it is unset or holds at least one expected file."""
+    folder = data_dir()
+    if folder is None:
+        return None
+    if not folder.exists():
+        return f"LAPMUSIC_DATA_DIR={folder} does not exist"
+    if not folder.is_dir():
+        return f"LAPMUSIC_DATA_DIR={folder} is not a folder"
+    if not any((folder / name).is_file() for name in expected_files()):
+        return (f"LAPMUSIC_DATA_DIR={folder} holds none of the expected files "
+                f"({', '.join(repr(n) for n in expected_files())})")
+    return None
+
+
 def cache_dir() -> Path:
     value = os.environ.get("LAPMUSIC_CACHE_DIR")
     if value:
@@ -253,12 +291,35 @@ def safe_unpickle(data: bytes, what: str = "pickle"):
         raise DataError(f"{what}: not a readable dataset pickle ({type(exc).__name__}: {exc})") from None
 
 
+def _as_pitch(value) -> int | None:
+    """A whole-number MIDI pitch (int, numpy integer, or a float such as 60.0), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
 def pitches_to_roll(frames: Sequence[Iterable[int]], what: str = "piece") -> np.ndarray:
-    """Turn a list of frames, each a list of MIDI pitches 21..108, into a ``(T, 88)`` roll."""
+    """Turn a list of frames, each a list of MIDI pitches 21..108, into a ``(T, 88)`` roll.
+
+    Anything else (a piece or frame that is not a list, a pitch that is a string, None, NaN or a fraction)
+    is refused with a :class:`DataError` naming the piece, frame and value."""
+    if not isinstance(frames, (list, tuple)):
+        raise DataError(f"{what}: expected a list of frames, got {type(frames).__name__}; "
+                        "the file is not a dataset of piano rolls")
     roll = np.zeros((len(frames), N_KEYS), dtype=np.uint8)
     for t, frame in enumerate(frames):
-        for pitch in frame:
-            pitch = int(pitch)
+        if not isinstance(frame, (list, tuple, np.ndarray)):
+            raise DataError(f"{what}: frame {t} is {type(frame).__name__} {frame!r:.40}, not a list of pitches; "
+                            "the file is not a dataset of piano rolls")
+        for value in frame:
+            pitch = _as_pitch(value)
+            if pitch is None:
+                raise DataError(f"{what}: frame {t} holds {value!r:.40} ({type(value).__name__}), not a MIDI "
+                                "pitch number; the file is damaged or not a dataset of piano rolls")
             if not LOWEST_PITCH <= pitch < LOWEST_PITCH + N_KEYS:
                 raise DataError(f"{what}: pitch {pitch} at frame {t} is outside MIDI 21..108")
             roll[t, pitch - LOWEST_PITCH] = 1
@@ -364,10 +425,16 @@ def fetch_benchmark(info: DatasetInfo, *, progress: Progress = _no_progress,
         except (OSError, http.client.HTTPException, DataError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             failures.append(f"  - {source.url}: {type(exc).__name__}: {reason}")
+    folder = data_dir()
+    if folder is None:
+        offline = "into a folder and set LAPMUSIC_DATA_DIR to it"
+    else:
+        offline = (f"into LAPMUSIC_DATA_DIR={folder} (it holds neither '{info.mat_file}' nor "
+                   f"'{info.pickle_file}' now)")
     raise DownloadError(
         f"could not download {info.name}. Tried:\n" + "\n".join(failures) +
-        f"\nTo work offline, put '{info.mat_file}' (sha256 {info.sha256}) or '{info.pickle_file}' into a "
-        f"folder and set LAPMUSIC_DATA_DIR to it, or copy it into the cache folder {cache}."
+        f"\nTo work offline, put '{info.mat_file}' (sha256 {info.sha256}) or '{info.pickle_file}' {offline}, "
+        f"or copy it into the cache folder {cache}."
     )
 
 
@@ -383,6 +450,13 @@ def find_local_file(info: DatasetInfo) -> Path | None:
 
 def _load_benchmark(info: DatasetInfo, progress: Progress) -> Dataset:
     path = find_local_file(info)
+    folder = data_dir()
+    if path is None and folder is not None and not folder.is_dir():
+        # A mistyped folder is named at once, not hidden behind a download attempt.
+        raise DataError(
+            f"{data_dir_problem()}: point it at the folder that holds '{info.mat_file}' or "
+            f"'{info.pickle_file}', or unset it to download {info.name} into the cache {cache_dir()}"
+        )
     if path is None:
         progress(0.0, f"{info.name} not found locally; downloading")
         path = fetch_benchmark(info, progress=progress)
@@ -435,163 +509,7 @@ def load_dataset_npz(path: str | os.PathLike, key: str) -> Dataset:
 
 # ------------------------------------------------------------------------------ offline Bach set
 BACH_CACHE_NAME = "bach-chorales-v1.npz"
-
-
-def bach_split_of(name: str) -> str:
-    """Deterministic 60/20/20 split by a hash of the corpus file name (stable across machines)."""
-    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10
-    return "train" if bucket < 6 else "valid" if bucket < 8 else "test"
-
-
-def score_to_roll(score) -> np.ndarray:
-    """Sample a music21 score at every quarter note: a key is on at beat t if a note sounds at t.
-
-    Like JSB (Boulanger-Lewandowski 2012), ornaments and passing notes that fall between beats vanish.
-    """
-    notes = []
-    for element in score.recurse().notes:
-        start = float(element.getOffsetInHierarchy(score))
-        end = start + float(element.duration.quarterLength)
-        for pitch in element.pitches:
-            notes.append((int(pitch.midi), start, end))
-    if not notes:
-        return np.zeros((0, N_KEYS), dtype=np.uint8)
-    length = int(np.ceil(max(end for _, _, end in notes) - 1e-6))
-    roll = np.zeros((length, N_KEYS), dtype=np.uint8)
-    for pitch, start, end in notes:
-        first, last = int(np.ceil(start - 1e-6)), int(np.ceil(end - 1e-6))
-        if last > first and LOWEST_PITCH <= pitch < LOWEST_PITCH + N_KEYS:
-            roll[first:last, pitch - LOWEST_PITCH] = 1
-    return roll
-
-
-def build_bach(progress: Progress = _no_progress, limit: int | None = None) -> Dataset:
-    """Build the offline Bach set from music21's corpus (no network); about a minute on a laptop."""
-    try:
-        from music21 import corpus
-    except ImportError:
-        raise DataError("the offline Bach set needs the music21 package: pip install music21") from None
-    paths = sorted(
-        (p for p in corpus.getComposer("bach") if p.suffix in (".mxl", ".xml") and p.name.startswith("bwv")),
-        key=lambda p: p.name,
-    )
-    if limit is not None:
-        paths = paths[:limit]
-    if not paths:
-        raise DataError("music21's corpus holds no Bach chorales; reinstall music21")
-    splits: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    seen: set[bytes] = set()
-    for i, path in enumerate(paths):
-        progress(i / len(paths), f"building Bach chorales: {path.name} ({i + 1}/{len(paths)})")
-        try:
-            roll = score_to_roll(corpus.parse(path))
-        except Exception:  # a few corpus files do not parse on some music21 versions; skip them
-            continue
-        digest = hashlib.sha1(roll.tobytes()).digest()
-        if len(roll) < 8 or digest in seen:  # drop fragments and duplicate harmonisations
-            continue
-        seen.add(digest)
-        splits[bach_split_of(path.name)].append(roll)
-    info = DATASETS["bach"]
-    progress(1.0, f"Bach chorales ready: {sum(len(v) for v in splits.values())} pieces")
-    return Dataset("bach", info.name, splits["train"], splits["valid"], splits["test"], info.step_seconds,
-                   "music21 corpus")
-
-
-def _load_bach(progress: Progress) -> Dataset:
-    path = cache_dir() / BACH_CACHE_NAME
-    if path.is_file():
-        try:
-            return load_dataset_npz(path, "bach")
-        except DataError:
-            path.unlink()  # a damaged cache is rebuilt rather than trusted
-    dataset = build_bach(progress)
-    save_dataset_npz(dataset, path)
-    dataset.source = str(path)
-    return dataset
-
-
-# ------------------------------------------------------------------------------ your own MIDI
-@dataclass(frozen=True)
-class BadFile:
-    name: str
-    reason: str
-
-
-def dataset_from_midi(
-    files: Sequence,
-    name: str = "my MIDI",
-    *,
-    step_seconds: float | None = None,
-    steps_per_beat: int | None = 2,
-    out_of_range: str = "fold",
-    max_bytes: int = MAX_MIDI_BYTES,
-    split_fractions: tuple[float, float] = (0.8, 0.1),
-    min_frames: int = 2,
-) -> tuple[Dataset, list[BadFile]]:
-    """Make a dataset from MIDI files: paths, a folder, or ``(name, bytes)`` pairs (e.g. uploads).
-
-    Time step: ``steps_per_beat`` (default 2 = eighth notes, following tempo changes) or ``step_seconds``.
-    Drum tracks are dropped; out-of-range pitches are folded by octaves (or dropped). Files that are
-    corrupt, not MIDI, too large or empty are reported in the returned list by name; the good ones are
-    kept. Pieces are split train/valid/test in the given order by ``split_fractions`` (train, valid; the
-    rest is test), with at least one training piece.
-    """
-    if step_seconds is not None:
-        steps_per_beat = None
-    items = []
-    for item in files:
-        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
-            items.extend(sorted(p for p in Path(item).iterdir() if p.suffix.lower() in (".mid", ".midi")))
-        else:
-            items.append(item)
-    rolls, bad = [], []
-    for item in items:
-        label = item[0] if isinstance(item, tuple) else Path(item).name
-        try:
-            roll = midi_to_roll(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
-                                out_of_range=out_of_range, max_bytes=max_bytes)
-        except DataError as exc:
-            bad.append(BadFile(label, str(exc).removeprefix(f"{label}: ")))
-            continue
-        if len(roll) < min_frames or not roll.any():
-            bad.append(BadFile(label, "no notes (empty or drums only)"))
-            continue
-        rolls.append(roll)
-    if not rolls:
-        reasons = "; ".join(f"{b.name}: {b.reason}" for b in bad) or "no files given"
-        raise DataError(f"no usable MIDI file ({reasons})")
-    n = len(rolls)
-    n_train = max(1, int(round(split_fractions[0] * n)))
-    n_valid = min(n - n_train, int(round(split_fractions[1] * n)))
-    dataset = Dataset(
-        key=f"user:{slugify(name)}", name=name, train=rolls[:n_train], valid=rolls[n_train:n_train + n_valid],
-        test=rolls[n_train + n_valid:],
-        step_seconds=step_seconds if step_seconds is not None else 0.5 / (steps_per_beat or 1),
-        source="MIDI files", bad_files=bad,
-    )
-    return dataset, bad
-
-
-def slugify(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return slug[:40] or "dataset"
-
-
-def user_dir() -> Path:
-    return cache_dir() / "user"
-
-
-def save_user_dataset(dataset: Dataset) -> str:
-    """Store a dataset under the user cache and return its key ``user:NAME`` for runs to refer to."""
-    slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
-    save_dataset_npz(dataset, user_dir() / f"{slug}.npz")
-    return f"user:{slug}"
-
-
-def user_dataset_keys() -> list[str]:
-    folder = user_dir()
-    return sorted(f"user:{p.stem}" for p in folder.glob("*.npz")) if folder.is_dir() else []
+"""The built Bach set in the cache folder (see :mod:`lapmusic.bach`)."""
 
 
 # ------------------------------------------------------------------------------ public entry points
@@ -599,15 +517,19 @@ def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
     """Load a dataset by key (see the module docstring); downloads or builds on first use."""
     progress = progress or _no_progress
     if key.startswith("user:"):
-        slug = key.removeprefix("user:")
-        path = user_dir() / f"{slugify(slug)}.npz"
+        from .userdata import user_dataset_path
+
+        path = user_dataset_path(key)
         if not path.is_file():
-            raise DataError(f"no user dataset {key!r}; make one from MIDI files first (lapmusic.data.dataset_from_midi)")
+            raise DataError(f"no user dataset {key!r}; make one from your MIDI files first "
+                            "(lapmusic datasets add NAME FILES, or the app's upload)")
         return load_dataset_npz(path, key)
     if key not in DATASETS:
         raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
     if key == "bach":
-        return _load_bach(progress)
+        from .bach import load_bach
+
+        return load_bach(progress)
     return _load_benchmark(DATASETS[key], progress)
 
 
@@ -616,7 +538,9 @@ def is_available(key: str) -> bool:
     if key == "bach":
         return True
     if key.startswith("user:"):
-        return (user_dir() / f"{slugify(key.removeprefix('user:'))}.npz").is_file()
+        from .userdata import user_dataset_path
+
+        return user_dataset_path(key).is_file()
     return find_local_file(DATASETS[key]) is not None
 
 
@@ -624,8 +548,11 @@ def describe_datasets(progress: Progress | None = None, load: bool = True) -> li
     """One dict per dataset: key, name, available, split sizes and frame counts when available.
 
     With ``load`` the locally available datasets are read to count frames (``bach`` only when its cache
-    exists, so listing never triggers the one-minute build).
+    exists, so listing never triggers the one-minute build). A dataset whose file cannot be read gets an
+    ``error`` (the reason) instead of counts; the others are still listed.
     """
+    from .userdata import user_dataset_keys
+
     progress = progress or _no_progress
     keys = list(DATASETS) + user_dataset_keys()
     rows = []
@@ -644,10 +571,22 @@ def describe_datasets(progress: Progress | None = None, load: bool = True) -> li
         local = available and (key != "bach" or row["built"])
         if load and local:
             progress(i / len(keys), f"reading {row['name']}")
-            summary = load_dataset(key).summary()
-            row["split_sizes"] = summary["split_sizes"]
-            row["frames"] = summary["frames"]
-            row["notes_per_frame"] = round(summary["notes_per_frame"], 3)
+            try:
+                if key == "bach":  # read the cache as it is: a damaged one is reported, not rebuilt here
+                    dataset = load_dataset_npz(cache_dir() / BACH_CACHE_NAME, key)
+                else:
+                    dataset = load_dataset(key)
+                summary = dataset.summary()
+            except DataError as exc:
+                row["error"] = str(exc)
+                local_file = find_local_file(info) if info and info.mat_file else None
+                row["file"] = str(local_file) if local_file else None
+                if key == "bach":
+                    row["error"] += " (it is rebuilt on first use, or now with: lapmusic datasets prepare bach --rebuild)"
+            else:
+                row["split_sizes"] = summary["split_sizes"]
+                row["frames"] = summary["frames"]
+                row["notes_per_frame"] = round(summary["notes_per_frame"], 3)
         rows.append(row)
     progress(1.0, "datasets listed")
     return rows

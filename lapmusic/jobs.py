@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import LapMusicError
-from .io import atomic_write_json, read_json, read_jsonl
+from .io import atomic_write_json, read_json, read_jsonl  # noqa: F401 (read_jsonl: kept for importers)
 
 log = logging.getLogger(__name__)
 
@@ -536,13 +536,25 @@ class RunSummary:
         return datetime.fromtimestamp(self.modified, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+DAMAGED = "damaged"
+"""A run folder whose config.json or status.json cannot be used; :func:`summarize_run` puts the reason in
+``status["error"]``. Reported by :func:`list_runs`, never written to disk."""
+
+
 def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None) -> RunSummary | None:
-    """Read one run folder; None when it is not a run folder."""
+    """Read one run folder; None when it is not a run folder. Never raises on a bad folder: a config.json
+    or status.json that cannot be used gives state ``damaged`` with the reason in ``status["error"]``, and
+    malformed metrics lines are skipped."""
+    from .lock import lock_owner
+    from .rundir import inspect_history, read_config_dict
+
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    config, problem = read_config_dict(run_dir)
     if config is None:
         return None
     status = read_json(run_dir / "status.json") or {}
+    if problem is None and not isinstance(status.get("state"), (str, type(None))):
+        problem = f"status.json: state is {status.get('state')!r}, not a string"
     state = str(status.get("state") or (FINISHED if (run_dir / "final.json").is_file() else INTERRUPTED))
     job = manager.job_for_run(run_dir) if manager is not None else None
     owner = job if job is not None and job.active else None
@@ -550,9 +562,12 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
         if owner is None:
             updated = status.get("updated")
             recent = isinstance(updated, (int, float)) and time.time() - updated < STALE_SECONDS
-            if not recent:
+            # A process holding the folder's writer lock is alive, however long since its last update.
+            if not recent and lock_owner(run_dir) is None:
                 state = INTERRUPTED
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics, _ = inspect_history(run_dir)  # malformed lines skipped
+    if problem is not None:
+        state, status = DAMAGED, {**status, "state": DAMAGED, "error": problem}
     try:
         modified = (run_dir / "config.json").stat().st_mtime
     except OSError:
@@ -563,7 +578,7 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
         status=status,
         state=state,
         final=read_json(run_dir / "final.json"),
-        epochs_done=max((int(row.get("epoch") or 0) for row in metrics), default=0),
+        epochs_done=max((row["epoch"] for row in metrics), default=0),
         modified=modified,
         owner=owner,
     )
@@ -571,30 +586,47 @@ def summarize_run(run_dir: str | os.PathLike, manager: JobManager | None = None)
 
 def list_runs(runs_dir: str | os.PathLike | None = None, manager: JobManager | None = None) -> list[RunSummary]:
     """Every run folder directly under ``runs_dir`` (or one level deeper, as ``lapmusic compare``
-    writes them), newest first."""
+    writes them), newest first. One unreadable folder is listed as damaged; it never hides the others."""
     root = Path(runs_dir) if runs_dir is not None else (manager.runs_dir if manager else default_runs_dir())
     if not root.is_dir():
         return []
     found: list[RunSummary] = []
     for child in _candidate_dirs(root):
-        summary = summarize_run(child, manager)
+        try:
+            summary = summarize_run(child, manager)
+        except Exception as exc:  # noqa: BLE001 - one bad folder must not break every user's page
+            log.warning("run folder %s is unreadable: %s", child, exc)
+            summary = RunSummary(run_dir=child, config={}, status={"state": DAMAGED, "error": f"unreadable: {exc}"},
+                                 state=DAMAGED, final=None, epochs_done=0, modified=0.0)
         if summary is not None:
             found.append(summary)
     return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
 
 
+def _is_run_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.name.startswith(".") and (path / "config.json").is_file()
+    except OSError:
+        return False
+
+
 def _candidate_dirs(root: Path) -> Iterable[Path]:
     try:
-        children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        children = [c for c in root.iterdir() if not c.name.startswith(".")]
     except OSError:
         return []
     out = []
     for child in children:
-        if (child / "config.json").is_file():
+        try:
+            if not child.is_dir():
+                continue
+        except OSError:
+            continue
+        if _is_run_dir(child):
             out.append(child)
         else:
             try:
-                out.extend(g for g in child.iterdir() if g.is_dir() and (g / "config.json").is_file())
+                out.extend(g for g in child.iterdir() if _is_run_dir(g))
             except OSError:
                 continue
     return out

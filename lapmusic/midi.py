@@ -5,15 +5,19 @@ frame that starts at ``t * step_seconds``. Consecutive active frames of one key 
 key struck again on the very next frame cannot be told apart from a held one (the benchmark rolls have
 the same limitation).
 
-MIDI files are parsed with ``pretty_midi`` (on top of ``mido``). Files from users are untrusted: size is
-capped, and every failure becomes a :class:`~lapmusic.errors.DataError` that names the file.
+MIDI files are written with ``pretty_midi``. They are *read* by :mod:`lapmusic.midifile`'s own scanner of the
+Standard MIDI File format, not by ``pretty_midi``/``mido``: files from users are untrusted, and ``pretty_midi``
+sizes a tick-to-time table by the file's last tick (a 52-byte file with one note at tick 10,000,000 cost it
+minutes and gigabytes). :func:`midi_to_roll` computes the piano roll's size from the notes' end and checks it
+against :class:`~lapmusic.midifile.MidiLimits` before allocating it. Every refusal is a
+:class:`~lapmusic.errors.DataError` that names the file, the limit and what to do.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
-from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -21,12 +25,10 @@ import pretty_midi
 
 from . import LOWEST_PITCH, N_KEYS
 from .errors import DataError
+from .midifile import MAX_MIDI_BYTES, MidiLimits, MidiNotes, megabytes, read_midi  # noqa: F401 - re-exported
 
 DEFAULT_STEP_SECONDS = 0.25
 """Playback step when nothing better is known: a sixteenth note at 60 bpm, an eighth at 120."""
-
-MAX_MIDI_BYTES = 8 * 1024 * 1024
-"""Real MIDI files are kilobytes; anything larger than this is refused rather than parsed."""
 
 MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.PrettyMIDI]
 
@@ -91,6 +93,7 @@ def roll_to_midi(
     velocity: int = 90,
     split_at: int | None = None,
     primer_program: int | None = None,
+    frames_per_beat: int | None = None,
 ) -> pretty_midi.PrettyMIDI:
     """Turn a ``(T, 88)`` roll into a ``PrettyMIDI`` object with one note per held run.
 
@@ -98,14 +101,21 @@ def roll_to_midi(
     With ``split_at = k`` frames ``[0, k)`` go on an instrument named "primer" (program ``primer_program``,
     default ``program``) and frames ``[k, T)`` on one named "continuation"; a note held across the split is
     cut there. Without it there is one instrument named "piano roll".
+
+    Note times are ``frame * step_seconds`` whatever the tempo; the tempo written into the file only says
+    how notation software counts them: ``frames_per_beat`` frames make one quarter note (default
+    :func:`frames_per_beat_for`, e.g. 1 for the 0.5 s quarter-note frames of JSB/Bach = 120 bpm).
     """
     roll = check_roll(roll)
     if step_seconds <= 0:
         raise DataError(f"step_seconds must be positive, got {step_seconds}")
     if not 0 <= program <= 127 or not 1 <= velocity <= 127:
         raise DataError(f"program must be 0..127 and velocity 1..127, got {program} and {velocity}")
-    # A tempo that makes one beat = 4 frames keeps the file readable in notation software.
-    midi = pretty_midi.PrettyMIDI(initial_tempo=60.0 / (4 * step_seconds))
+    if frames_per_beat is None:
+        frames_per_beat = frames_per_beat_for(step_seconds)
+    if frames_per_beat < 1:
+        raise DataError(f"frames_per_beat must be at least 1, got {frames_per_beat}")
+    midi = pretty_midi.PrettyMIDI(initial_tempo=60.0 / (frames_per_beat * step_seconds))
 
     def add_part(part: np.ndarray, offset: int, name: str, part_program: int) -> None:
         instrument = pretty_midi.Instrument(program=part_program, name=name)
@@ -129,6 +139,17 @@ def roll_to_midi(
     return midi
 
 
+def frames_per_beat_for(step_seconds: float) -> int:
+    """Frames per quarter note for a frame of ``step_seconds``: the power of two (1, 2, 4, 8) whose tempo
+    ``60 / (n * step_seconds)`` bpm is nearest 120 bpm on a log scale, so 0.5 s -> 1 (120 bpm, JSB/Bach
+    quarter notes), 0.25 s -> 2 (120 bpm, eighths), 0.125 s -> 4.
+
+    (Until this was chosen per step, every file said 4 frames per beat, so Bach's quarter-note frames were
+    written as sixteenths at 30 bpm.)
+    """
+    return min((1, 2, 4, 8), key=lambda n: abs(math.log(60.0 / (n * step_seconds) / 120.0)))
+
+
 def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
     """Serialise a ``PrettyMIDI`` object to standard MIDI file bytes."""
     buffer = io.BytesIO()
@@ -141,60 +162,7 @@ def roll_to_midi_bytes(roll: np.ndarray, **kwargs) -> bytes:
     return midi_to_bytes(roll_to_midi(roll, **kwargs))
 
 
-# ------------------------------------------------------------------------------ MIDI -> roll
-def load_midi(source: MidiSource, *, max_bytes: int = MAX_MIDI_BYTES) -> pretty_midi.PrettyMIDI:
-    """Parse a MIDI file given as a path, raw bytes or ``(name, bytes)``; refuse bad input by name."""
-    if isinstance(source, pretty_midi.PrettyMIDI):
-        return source
-    if isinstance(source, tuple):
-        name, data = source
-    elif isinstance(source, (bytes, bytearray)):
-        name, data = "<bytes>", bytes(source)
-    else:
-        path = Path(source)
-        name = path.name
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise DataError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
-        if size > max_bytes:
-            raise DataError(f"{name}: too large ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
-        data = path.read_bytes()
-    if len(data) == 0:
-        raise DataError(f"{name}: the file is empty")
-    if len(data) > max_bytes:
-        raise DataError(f"{name}: too large ({len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
-    if not data.startswith(b"MThd"):
-        # Catch the common case (a WAV, MP3, text...) before mido gives a cryptic message.
-        raise DataError(f"{name}: not a MIDI file (it does not start with the 'MThd' header)")
-    try:
-        return pretty_midi.PrettyMIDI(io.BytesIO(data))
-    except Exception as exc:  # mido/pretty_midi raise many types on corrupt data
-        raise DataError(f"{name}: corrupt MIDI file ({type(exc).__name__}: {exc})") from None
-
-
-def _frame_times(midi: pretty_midi.PrettyMIDI, end_time: float, step_seconds, steps_per_beat) -> np.ndarray:
-    """Start time of every frame: a uniform grid, or beat subdivisions that follow tempo changes."""
-    if (step_seconds is None) == (steps_per_beat is None):
-        raise DataError("choose exactly one time step: step_seconds or steps_per_beat")
-    if step_seconds is not None:
-        if step_seconds <= 0:
-            raise DataError(f"step_seconds must be positive, got {step_seconds}")
-        return np.arange(0.0, end_time, step_seconds)
-    if steps_per_beat < 1:
-        raise DataError(f"steps_per_beat must be at least 1, got {steps_per_beat}")
-    beats = np.asarray(midi.get_beats(), dtype=float)
-    if beats.size < 2:
-        beats = np.array([0.0, 0.5])
-    # Extend past the last beat at the last beat length so that trailing notes get frames too.
-    last = beats[-1] - beats[-2]
-    while beats[-1] < end_time:
-        beats = np.append(beats, beats[-1] + last)
-    fractions = np.arange(steps_per_beat) / steps_per_beat
-    grid = (beats[:-1, None] + np.diff(beats)[:, None] * fractions[None, :]).ravel()
-    return grid[grid < end_time]
-
-
+# ------------------------------------------------------------------------------ notes -> roll
 def fold_pitch(pitch: int) -> int:
     """Move a pitch outside 21..108 by whole octaves into the piano's range."""
     while pitch < LOWEST_PITCH:
@@ -204,6 +172,35 @@ def fold_pitch(pitch: int) -> int:
     return pitch
 
 
+def _fold_pitches(pitch: np.ndarray) -> np.ndarray:
+    """:func:`fold_pitch` on an array."""
+    pitch = pitch.astype(np.int64)
+    low = pitch < LOWEST_PITCH
+    pitch[low] += 12 * -(-(LOWEST_PITCH - pitch[low]) // 12)
+    high = pitch > LOWEST_PITCH + N_KEYS - 1
+    pitch[high] -= 12 * -(-(pitch[high] - (LOWEST_PITCH + N_KEYS - 1)) // 12)
+    return pitch
+
+
+def _describe_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:,.0f} minutes"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:,.0f} hours"
+    return f"{seconds / 86400:,.0f} days"
+
+
+def _too_many_frames(name: str, frames: float, limits: MidiLimits):
+    count = f"{int(frames):,}" if frames < 1e12 else f"{frames:.1e}"
+    raise DataError(
+        f"{name}: its piano roll would have {count} frames; the limit is {limits.max_frames:,} "
+        "(LAPMUSIC_MAX_MIDI_FRAMES); use a coarser time step (fewer steps per beat, or longer steps), "
+        "cut the file, or raise the limit"
+    )
+
+
 def midi_to_roll(
     source: MidiSource,
     *,
@@ -211,51 +208,75 @@ def midi_to_roll(
     steps_per_beat: int | None = None,
     drop_drums: bool = True,
     out_of_range: str = "fold",
-    max_bytes: int = MAX_MIDI_BYTES,
+    max_bytes: int | None = None,
+    limits: MidiLimits | None = None,
 ) -> np.ndarray:
     """Sample a MIDI file onto a ``(T, 88)`` roll.
 
-    Give exactly one of ``step_seconds`` (a uniform grid) or ``steps_per_beat`` (frames follow the file's
-    beats, so tempo changes keep the musical grid). A note covers the frames whose start time lies in
-    ``[round(start), round(end))`` on the grid, and at least one frame, so short notes are not lost.
-    Drum tracks are dropped by default (their "pitches" are instruments). Pitches outside MIDI 21..108 are
-    moved by octaves into range (``out_of_range="fold"``, default) or dropped (``"drop"``).
+    Give exactly one of ``step_seconds`` (a uniform grid in seconds: frame ``f`` starts at
+    ``f * step_seconds``) or ``steps_per_beat`` (frames per quarter note: frame ``f`` starts at tick
+    ``f * ticks_per_beat / steps_per_beat``, so tempo changes keep the musical grid). A note covers frames
+    ``[round(start), round(end))`` of the grid, and at least one, so short notes are not lost; ``T`` is the
+    last note's end frame. Drum tracks are dropped by default (their "pitches" are instruments). Pitches
+    outside MIDI 21..108 are moved by octaves into range (``out_of_range="fold"``, default) or dropped
+    (``"drop"``).
+
+    ``limits`` (default :meth:`MidiLimits.from_env`; ``max_bytes`` overrides its byte limit) bound the
+    work: the file is refused, by name and with the limit, when it is too large, holds too many notes,
+    lasts too long or its roll would have too many frames; all of these are known before the roll (or
+    anything of its size) is allocated. The cost is then O(bytes + notes + T * 88).
     """
     if out_of_range not in ("fold", "drop"):
         raise DataError(f"out_of_range must be 'fold' or 'drop', got {out_of_range!r}")
-    midi = load_midi(source, max_bytes=max_bytes)
-    notes = [
-        note
-        for instrument in midi.instruments
-        if not (drop_drums and instrument.is_drum)
-        for note in instrument.notes
-    ]
-    if not notes:
+    if (step_seconds is None) == (steps_per_beat is None):
+        raise DataError("choose exactly one time step: step_seconds or steps_per_beat")
+    if step_seconds is not None and not (math.isfinite(step_seconds) and step_seconds > 0):
+        raise DataError(f"step_seconds must be positive, got {step_seconds}")
+    if steps_per_beat is not None and steps_per_beat < 1:
+        raise DataError(f"steps_per_beat must be at least 1, got {steps_per_beat}")
+    limits = limits or MidiLimits.from_env(max_bytes=max_bytes)
+    if isinstance(source, pretty_midi.PrettyMIDI):
+        source = ("<PrettyMIDI>", midi_to_bytes(source))
+    notes = read_midi(source, limits)
+    keep = ~notes.drum if drop_drums else np.ones(len(notes), dtype=bool)
+    start, end, pitch = notes.start[keep], notes.end[keep], notes.pitch[keep]
+    if out_of_range == "drop":
+        inside = (pitch >= LOWEST_PITCH) & (pitch < LOWEST_PITCH + N_KEYS)
+        start, end, pitch = start[inside], end[inside], pitch[inside]
+    else:
+        pitch = _fold_pitches(pitch)
+    if len(start) == 0:
         return np.zeros((0, N_KEYS), dtype=np.uint8)
-    end_time = max(note.end for note in notes)
-    grid = _frame_times(midi, end_time, step_seconds, steps_per_beat)
-    roll = np.zeros((len(grid), N_KEYS), dtype=np.uint8)
-    starts = np.array([note.start for note in notes])
-    ends = np.array([note.end for note in notes])
-    # Nearest grid frame to each onset and offset.
-    first = _nearest_index(grid, starts)
-    last = np.maximum(_nearest_index(grid, ends), first + 1)
-    for note, a, b in zip(notes, first, last):
-        pitch = note.pitch
-        if not LOWEST_PITCH <= pitch < LOWEST_PITCH + N_KEYS:
-            if out_of_range == "drop":
-                continue
-            pitch = fold_pitch(pitch)
-        roll[a:b, pitch - LOWEST_PITCH] = 1
-    return roll
-
-
-def _nearest_index(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Index of the grid point nearest to each time; times past the end map to ``len(grid)``."""
-    right = np.searchsorted(grid, times, side="left")
-    left = np.clip(right - 1, 0, len(grid) - 1)
-    right_clipped = np.clip(right, 0, len(grid) - 1)
-    step = np.diff(grid).mean() if len(grid) > 1 else 1.0
-    right_time = np.where(right < len(grid), grid[right_clipped], grid[-1] + step)
-    choose_left = (times - grid[left]) < (right_time - times)
-    return np.where(choose_left & (right > 0), left, right)
+    last_tick = int(end.max())
+    length = float(notes.seconds(np.array([last_tick]))[0])
+    if length > limits.max_seconds:
+        raise DataError(
+            f"{notes.name}: too long: its last note ends after {_describe_seconds(length)}; the limit is "
+            f"{_describe_seconds(limits.max_seconds)} per file (LAPMUSIC_MAX_MIDI_SECONDS); cut it into "
+            "shorter pieces, or raise the limit"
+        )
+    # The roll's length in floating point first, so that no integer below can overflow on absurd settings.
+    if step_seconds is not None:
+        estimate = length / step_seconds
+    else:
+        estimate = last_tick * float(steps_per_beat) / notes.ticks_per_beat
+    if estimate > limits.max_frames:
+        _too_many_frames(notes.name, math.floor(estimate + 0.5) if estimate < 1e12 else estimate, limits)
+    if step_seconds is not None:
+        first = np.floor(notes.seconds(start) / step_seconds + 0.5).astype(np.int64)
+        last = np.floor(notes.seconds(end) / step_seconds + 0.5).astype(np.int64)
+    else:
+        # Round half up in exact integers: frame = floor(tick * spb / tpb + 1/2).
+        scale, tpb = int(steps_per_beat), notes.ticks_per_beat
+        first = (2 * start * scale + tpb) // (2 * tpb)
+        last = (2 * end * scale + tpb) // (2 * tpb)
+    last = np.maximum(last, first + 1)
+    frames = int(last.max())
+    if frames > limits.max_frames:  # the estimate's rounding, or a one-frame note at the very end
+        _too_many_frames(notes.name, frames, limits)
+    # Each note adds +1 at its first frame and -1 after its last; a running sum > 0 means the key sounds.
+    keys = pitch - LOWEST_PITCH
+    counts = np.zeros((frames + 1, N_KEYS), dtype=np.int32)
+    np.add.at(counts, (first, keys), 1)
+    np.add.at(counts, (last, keys), -1)
+    return (np.cumsum(counts[:-1], axis=0) > 0).astype(np.uint8)

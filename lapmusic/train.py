@@ -33,15 +33,17 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, LapMusicError
-from .io import atomic_save, atomic_write_json, atomic_write_text, read_jsonl
+from .io import atomic_write_json, storage_cause, storage_error
+from .lock import run_lock
 from .metrics import MetricAccumulator, baselines
 from .model import CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
-
-CHECKPOINT_FORMAT = "lapmusic-run-checkpoint"
-CHECKPOINT_VERSION = 1
-STATUS_MIN_INTERVAL = 1.0  # seconds between two progress updates of status.json
+from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
+                     _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
+                     reconcile, save_checkpoint, write_history)
 
 Progress = Callable[[float, str], None]
+# A validation NLL above this after a training epoch means the run diverged (see _check_divergence).
+DIVERGED_NLL = 2 * N_KEYS * math.log(2.0)
 
 
 class TrainingDiverged(LapMusicError):
@@ -95,18 +97,35 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """A validated config from JSON; unknown keys and missing keys are errors (a missing ``dataset``
+        must never silently become the default). Keys added after :data:`CONFIG_KEYS_V1` may be missing
+        (they default to the behaviour before they existed)."""
         if not isinstance(data, dict):
             raise LapMusicError("a training config must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise LapMusicError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
+        missing = sorted((CONFIG_KEYS_V1 & known) - set(data))
+        if missing:
+            raise LapMusicError(f"the training config misses the keys {missing}; "
+                                "it was edited or damaged: start the run again with complete settings")
         config = cls(**data)
         config.validate()
         return config
 
     def validate(self) -> None:
+        """Check every field's type and range before anything is allocated (sizes are bounded: a
+        ``hidden`` of 1e9 would try to allocate hundreds of GB). Bools are not integers here, and floats
+        must be finite."""
         problems = []
+        for name in ("dataset", "init", "cell", "optimizer", "lae_solver", "device"):
+            if not isinstance(getattr(self, name), str):
+                problems.append(f"{name} must be a string, not {getattr(self, name)!r}")
+        if problems:
+            raise LapMusicError("invalid training config: " + "; ".join(problems))
+        if not self.dataset:
+            problems.append("dataset must not be empty")
         if self.init not in ("lae", "random"):
             problems.append(f"init must be 'lae' or 'random', not {self.init!r}")
         if self.cell not in CELLS:
@@ -119,25 +138,56 @@ class TrainConfig:
             problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
-        for name in ("hidden", "epochs", "batch_size", "bptt", "eval_batch_size", "readout_max_frames"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, not {getattr(self, name)!r}")
-        for name in ("max_sequences", "max_train_sequences", "patience", "lae_max_lag"):
+        if self.lae_path is not None and not isinstance(self.lae_path, str):
+            problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
+        if not isinstance(self.relative_lr, bool):
+            problems.append(f"relative_lr must be true or false, not {self.relative_lr!r}")
+        for name, (low, high, optional) in _INT_FIELDS.items():
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                problems.append(f"{name} must be a positive integer or null, not {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be positive, not {self.lr!r}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), not {self.dropout!r}")
-        if self.alpha is not None and not (self.alpha > 0 and math.isfinite(self.alpha)):
-            problems.append(f"alpha must be positive (or null for automatic), not {self.alpha!r}")
-        if self.clip is not None and not self.clip > 0:
-            problems.append(f"clip must be positive or null, not {self.clip!r}")
-        if self.weight_decay < 0 or self.readout_steps < 0 or self.lr_patience < 0 or self.warmup_steps < 0:
-            problems.append("weight_decay, readout_steps, lr_patience and warmup_steps must not be negative")
+            if value is None and optional:
+                continue
+            if not _is_int(value) or not low <= value <= high:
+                problems.append(f"{name} must be an integer from {low} to {high:,}{' (or null)' if optional else ''}, "
+                                f"not {value!r}")
+        for name, (low, high, optional, open_low) in _FLOAT_FIELDS.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if (not _is_number(value) or not math.isfinite(value) or value > high
+                    or (value <= low if open_low else value < low)):
+                bound = ("positive" if open_low else "non-negative") if low == 0 else f"at least {low:g}"
+                bound += f" and at most {high:g}" if high < math.inf else " and finite"
+                problems.append(f"{name} must be {bound}{' (or null)' if optional else ''}, not {value!r}")
         if problems:
             raise LapMusicError("invalid training config: " + "; ".join(problems))
+
+
+# The keys of config.json when missing keys became an error: a config.json without one of them is refused
+# (TrainConfig.from_dict). Written out, not derived: a field added later may be missing from older folders.
+CONFIG_KEYS_V1 = frozenset((
+    "dataset", "hidden", "init", "epochs", "lr", "batch_size", "seed", "device", "max_sequences",
+    "max_train_sequences", "cell", "bptt", "optimizer", "momentum", "clip", "dropout", "weight_decay",
+    "patience", "lr_patience", "lr_factor", "min_lr", "relative_lr", "warmup_steps", "lae_solver",
+    "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius", "readout_steps", "readout_max_frames",
+    "eval_batch_size",
+))
+# name -> (minimum, maximum, may be null). The maxima bound memory and time before anything is allocated:
+# hidden 4096 is a 4096x4096 recurrent matrix (64 MB, 256 MB for an LSTM's four gates).
+_INT_FIELDS = {
+    "hidden": (1, 4096, False), "epochs": (1, 100_000, False), "batch_size": (1, 4096, False),
+    "bptt": (1, 100_000, False), "eval_batch_size": (1, 4096, False), "readout_max_frames": (1, 10_000_000, False),
+    "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
+    "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
+    "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
+}
+# name -> (low, high, may be null, low excluded)
+_FLOAT_FIELDS = {
+    "lr": (0.0, math.inf, False, True), "momentum": (0.0, 1.0, False, False), "clip": (0.0, math.inf, True, True),
+    "dropout": (0.0, 0.99, False, False), "weight_decay": (0.0, math.inf, False, False),
+    "lr_factor": (0.0, 1.0, False, True), "min_lr": (0.0, math.inf, False, False),
+    "alpha": (0.0, math.inf, True, True), "alpha_target": (0.0, math.inf, False, True),
+    "lae_max_radius": (0.0, math.inf, True, True),
+}
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -314,67 +364,11 @@ def _warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ run folder
-class _StatusWriter:
-    """Writes ``status.json`` atomically; progress-only updates at most once per ``STATUS_MIN_INTERVAL``."""
-
-    def __init__(self, run_dir: Path, epochs: int):
-        self.path = run_dir / "status.json"
-        self.epochs = epochs
-        self._last = 0.0
-        self.data = {"state": "queued", "epoch": 0, "epochs": epochs, "fraction": 0.0, "message": "",
-                     "error": None}
-
-    def update(self, force: bool = False, **fields) -> None:
-        self.data.update(fields)
-        now = time.monotonic()
-        if force or now - self._last >= STATUS_MIN_INTERVAL:
-            self._last = now
-            self.data["updated"] = time.time()
-            atomic_write_json(self.path, self.data)
-
-
-def read_status(run_dir) -> dict:
-    """``status.json`` of a run folder (``{"state": "missing"}`` when there is none yet)."""
-    path = Path(run_dir) / "status.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"state": "missing", "error": None, "epoch": 0}
-    except (OSError, json.JSONDecodeError) as exc:
-        return {"state": "unknown", "error": f"unreadable status.json: {exc}", "epoch": 0}
-
-
-def read_history(run_dir) -> list[dict]:
-    """The epoch lines of ``metrics.jsonl`` (an empty list when there are none)."""
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    atomic_save(path, lambda handle: torch.save(payload, handle))
-
-
-def _load_checkpoint(path: Path, map_location) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist: the run has no saved model yet (did it finish an epoch?)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or holding objects that weights_only refuses
-        raise CheckpointError(
-            f"{path} could not be read as a lapmusic checkpoint ({type(exc).__name__}: {exc}); "
-            "it is corrupt or not from lapmusic: train again or resume from an intact run"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a lapmusic checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {payload.get('version')}; this lapmusic reads version "
-            f"{CHECKPOINT_VERSION}: retrain with this version"
-        )
-    return payload
+# The run-folder files live in rundir.py; these names are kept for the callers of this module.
+_StatusWriter = StatusWriter
+_write_history = write_history
+_save_checkpoint = save_checkpoint
+_load_checkpoint = load_checkpoint
 
 
 def _config_from_run(run_dir: Path) -> TrainConfig:
@@ -487,10 +481,23 @@ def train(
     - ``dataset``: an object with ``.train``, ``.valid``, ``.test`` lists of ``(T, 88)`` arrays; by default
       ``lapmusic.data.load_dataset(config.dataset)``.
 
-    Raises :class:`TrainingDiverged` on a NaN/inf loss and :class:`LapMusicError` for bad settings; in
-    both cases ``status.json`` says ``failed`` with the message.
+    Raises :class:`TrainingDiverged` on a NaN/inf or absurd loss and :class:`LapMusicError` for bad settings,
+    a full disk or a folder it cannot write; in those cases ``status.json`` says ``failed`` with the message
+    (when it can still be written). The folder's writer lock (:func:`lapmusic.lock.run_lock`) is held
+    throughout: a second writer gets :class:`lapmusic.lock.RunFolderBusy` before anything is written.
     """
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist: nothing to resume")
+    if not resume:
+        if config is None:
+            raise LapMusicError("a TrainConfig is needed to start a new run")
+        config.validate()  # before the lock: bad settings create no folder
+    with run_lock(run_dir):
+        return _train_locked(config, run_dir, progress, cancel, resume, dataset)
+
+
+def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, resume: bool, dataset) -> dict:
     if resume:
         saved = _config_from_run(run_dir)
         if config is not None:
@@ -501,16 +508,15 @@ def train(
                     "only epochs and patience may change"
                 )
             saved.epochs, saved.patience = config.epochs, config.patience
+            saved.validate()
         config = saved
+        if not (run_dir / "checkpoint.pt").exists():
+            raise CheckpointError(no_checkpoint_message(run_dir, config.to_dict()))
     else:
-        if config is None:
-            raise LapMusicError("a TrainConfig is needed to start a new run")
-        config.validate()
         if (run_dir / "checkpoint.pt").exists():
             raise LapMusicError(f"{run_dir} already holds a run: resume it or choose another folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
-    status = _StatusWriter(run_dir, config.epochs)
+    status = StatusWriter(run_dir, config.epochs)
     status.update(force=True, state="running", message="starting", error=None)
 
     def report(fraction: float, message: str, **fields) -> None:
@@ -522,17 +528,22 @@ def train(
     try:
         return _train(config, run_dir, status, report, cancel, resume, dataset)
     except TrainingCancelled:
-        status.update(force=True, state="cancelled", message="cancelled: the last checkpoint is kept")
+        status.try_update(state="cancelled", message="cancelled: the last checkpoint is kept")
         if progress is not None:
             progress(status.data.get("fraction", 0.0), "cancelled")
         return {"state": "cancelled", "epoch": status.data.get("epoch", 0), "run_dir": str(run_dir)}
     except KeyboardInterrupt:
         # Ctrl-C in the terminal: like a cancel, the last checkpoint stays and --resume continues.
-        status.update(force=True, state="cancelled", message="interrupted: the last checkpoint is kept")
+        status.try_update(state="cancelled", message="interrupted: the last checkpoint is kept")
         raise
-    except BaseException as exc:
+    except BaseException as caught:
+        exc = caught
+        if not isinstance(exc, LapMusicError) and storage_cause(exc) is not None:
+            exc = storage_error(run_dir, exc)  # e.g. torch.save's RuntimeError around ENOSPC
         message = str(exc) if isinstance(exc, LapMusicError) else f"{type(exc).__name__}: {exc}"
-        status.update(force=True, state="failed", error=message, message="failed")
+        status.try_update(state="failed", error=message, message="failed")
+        if exc is not caught:
+            raise exc from caught
         raise
 
 
@@ -558,24 +569,31 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     model = _build_model(config)
     pretrain: dict[str, Any] = {}
     if resume:
-        payload = _load_checkpoint(run_dir / "checkpoint.pt", device)
-        if payload.get("config", {}).get("hidden") != config.hidden:
-            raise CheckpointError(f"{run_dir}/checkpoint.pt does not belong to this run's config.json")
-        _load_model_state(model, payload["model"], run_dir / "checkpoint.pt")
+        path = run_dir / "checkpoint.pt"
+        payload = _load_checkpoint(path, device)
+        saved_config = payload.get("config")
+        if not isinstance(saved_config, dict) or saved_config.get("hidden") != config.hidden:
+            raise CheckpointError(f"{path} does not belong to this run's config.json")
+        check_resume_payload(payload, path)
+        _load_model_state(model, payload["model"], path)
         model.to(device)
         optimizer = _make_optimizer(model, config)
-        optimizer.load_state_dict(payload["optimizer"])
         scheduler = _make_scheduler(optimizer, config)
-        scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["torch_rng"].cpu())
-        start_epoch = int(payload["epoch"]) + 1
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            torch.set_rng_state(payload["torch_rng"].cpu())
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path} holds an optimizer or random state this run cannot use "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                  "start the run again in a new folder") from exc
+        start_epoch = payload["epoch"] + 1
         best_nll = float(payload["best_valid_nll"])
-        best_epoch = int(payload["best_epoch"])
-        since_best = int(payload["epochs_since_best"])
+        best_epoch = payload["best_epoch"]
+        since_best = payload["epochs_since_best"]
         train_seconds = float(payload["train_seconds"])
         pretrain = dict(payload.get("pretrain") or {})
-        history = [h for h in read_history(run_dir) if h.get("epoch", 0) < start_epoch]
-        _write_history(run_dir, history)
+        history = reconcile(run_dir, payload, device)  # drops metrics lines past the checkpoint, fixes best.pt
         report(start_epoch / slots, f"resumed after epoch {start_epoch - 1}", epoch=start_epoch - 1)
     else:
         pretrain = _initialise(model, config, train_seqs, run_dir, device,
@@ -594,10 +612,11 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         history = [_epoch_line(0, initial_train["nll"], initial_valid, 0.0, time.perf_counter() - started,
                                optimizer)]
         best_nll, best_epoch, since_best, start_epoch = initial_valid["nll"], 0, 0, 1
-        _save_best(run_dir, model, config, 0, best_nll)
+        # Crash-consistent order (rundir.py): metrics line durable, then the checkpoint, then best.pt.
+        _write_history(run_dir, history)
         _save_checkpoint(run_dir / "checkpoint.pt", _checkpoint_payload(
             model, optimizer, scheduler, config, 0, best_nll, best_epoch, since_best, train_seconds, pretrain))
-        _write_history(run_dir, history)
+        _save_best(run_dir, model, config, 0, best_nll)
         report(1 / slots, f"epoch 0: valid NLL {initial_valid['nll']:.3f}", epoch=0)
 
     stopped = "epochs"
@@ -616,25 +635,24 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
                              clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
                              warmup_steps=config.warmup_steps)
         valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
-        if valid["nll"] is None or not math.isfinite(valid["nll"]) or not math.isfinite(result["nll"]):
-            raise TrainingDiverged(
-                f"epoch {epoch} gave a NaN/inf NLL; the run keeps its last good checkpoint (epoch {epoch - 1}). "
-                "Try a lower --lr"
-            )
+        _check_divergence(epoch, result["nll"], valid["nll"])
         seconds = time.perf_counter() - epoch_started
         train_seconds += seconds
         line = _epoch_line(epoch, result["nll"], valid, seconds, 0.0, optimizer)
         scheduler.step(valid["nll"])
-        if valid["nll"] < best_nll:
+        improved = valid["nll"] < best_nll
+        if improved:
             best_nll, best_epoch, since_best = valid["nll"], epoch, 0
-            _save_best(run_dir, model, config, epoch, best_nll)
         else:
             since_best += 1
-        _save_checkpoint(run_dir / "checkpoint.pt", _checkpoint_payload(
-            model, optimizer, scheduler, config, epoch, best_nll, best_epoch, since_best, train_seconds, pretrain))
         line["elapsed"] = (history[-1].get("elapsed", 0.0) if history else 0.0) + seconds
         history.append(line)
+        # Crash-consistent order (rundir.py): metrics line durable, then the checkpoint, then best.pt.
         _write_history(run_dir, history)
+        _save_checkpoint(run_dir / "checkpoint.pt", _checkpoint_payload(
+            model, optimizer, scheduler, config, epoch, best_nll, best_epoch, since_best, train_seconds, pretrain))
+        if improved:
+            _save_best(run_dir, model, config, epoch, best_nll)
         report((epoch + 1) / slots, f"epoch {epoch}: train NLL {result['nll']:.3f}, valid NLL {valid['nll']:.3f}",
                epoch=epoch)
 
@@ -671,6 +689,21 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     status.update(force=True, state="finished", fraction=1.0, epoch=epochs_run,
                   message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")
     return final
+
+
+def _check_divergence(epoch: int, train_nll, valid_nll) -> None:
+    """Stop a run whose loss is NaN/inf or absurd: a validation NLL above ``DIVERGED_NLL`` after a training
+    epoch is twice the NLL of predicting 0.5 for every key (``88 ln 2 = 61`` nats per frame), which any
+    network that learned anything beats; it comes from a learning rate far too high (e.g. ``--lr 1e6``)."""
+    if valid_nll is None or not math.isfinite(valid_nll) or train_nll is None or not math.isfinite(train_nll):
+        raise TrainingDiverged(
+            f"epoch {epoch} gave a NaN/inf NLL; the run keeps its last good checkpoint (epoch {epoch - 1}). "
+            "Try a lower --lr")
+    if valid_nll > DIVERGED_NLL:
+        raise TrainingDiverged(
+            f"epoch {epoch} diverged: validation NLL {valid_nll:.4g} is far above {DIVERGED_NLL:.0f}, twice the NLL "
+            f"of predicting 0.5 for every key; the run keeps its last good checkpoint (epoch {epoch - 1}). "
+            "Try a lower --lr")
 
 
 def _epoch_line(epoch: int, train_nll, valid: dict, seconds: float, elapsed: float, optimizer) -> dict:

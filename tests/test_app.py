@@ -309,7 +309,10 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     from lapmusic.io import atomic_write_json
 
     run = Path(app_env) / "runs" / "20200101-000000-user_tiny-h8-lae-s0-dead"
-    atomic_write_json(run / "config.json", {"dataset": "user:tiny", "hidden": 8, "init": "lae", "epochs": 2, "seed": 0})
+    from lapmusic.train import TrainConfig
+
+    # a complete config (a missing key is its own error): the checkpoint and the LAE are the corrupt parts
+    atomic_write_json(run / "config.json", TrainConfig(dataset="user:tiny", hidden=8, init="lae", epochs=2).to_dict())
     atomic_write_json(run / "status.json", {"state": "finished", "epoch": 2, "epochs": 2})
     (run / "lae.npz").write_bytes(b"not an npz file")
     (run / "best.pt").write_bytes(b"not a checkpoint")

@@ -240,7 +240,9 @@ def test_bach_build_is_offline_deterministic_and_cached(tmp_path, monkeypatch):
     assert data.bach_split_of("bwv1.6.mxl") == data.bach_split_of("bwv1.6.mxl")
     # The cache is what load_dataset reads: once it exists, nothing is parsed again.
     data.save_dataset_npz(small, tmp_path / data.BACH_CACHE_NAME)
-    monkeypatch.setattr(data, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
+    from lapmusic import bach
+
+    monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
     again = data.load_dataset("bach")
     for a, b in zip(small.train, again.train):
         np.testing.assert_array_equal(a, b)
@@ -301,3 +303,125 @@ def test_unknown_dataset_key_is_a_clear_error():
         data.load_dataset("jsbb")
     with pytest.raises(DataError, match="no user dataset 'user:nothing'"):
         data.load_dataset("user:nothing")
+
+
+# ------------------------------------------------------------------------------ LAPMUSIC_DATA_DIR named
+def test_a_missing_data_dir_is_named_before_any_download(tmp_path, monkeypatch):
+    missing = tmp_path / "nope"
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(missing))
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "fetch_benchmark", lambda *a, **k: pytest.fail("downloaded despite the typo"))
+    assert data.data_dir_problem() == f"LAPMUSIC_DATA_DIR={missing} does not exist"
+    with pytest.raises(DataError) as caught:
+        data.load_dataset("jsb")
+    assert str(caught.value).startswith(
+        f"LAPMUSIC_DATA_DIR={missing} does not exist: point it at the folder that holds 'JSB_Chorales.mat' or "
+        "'JSB Chorales.pickle', or unset it"
+    )
+
+
+def test_a_data_dir_without_the_expected_files_is_named_in_the_download_error(served, tmp_path, monkeypatch):
+    server, info, _ = served
+    empty = tmp_path / "data"
+    empty.mkdir()
+    (empty / "jsb.mat").write_bytes(b"a near miss")
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(empty))
+    assert data.data_dir_problem().startswith(f"LAPMUSIC_DATA_DIR={empty} holds none of the expected files ('JSB")
+    with pytest.raises(DownloadError) as caught:
+        data.fetch_benchmark(info, sources=[Source(server.url + "/missing.mat", "mat")], cache=tmp_path / "cache")
+    assert (f"into LAPMUSIC_DATA_DIR={empty} (it holds neither 'JSB_Chorales.mat' nor 'JSB Chorales.pickle' now)"
+            in str(caught.value))
+    assert "set LAPMUSIC_DATA_DIR to it" not in str(caught.value)
+
+
+def test_datasets_marks_one_bad_file_and_lists_the_others(tmp_path, monkeypatch, capsys, make_rolls):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "JSB_Chorales.mat").write_bytes(b"this is not matlab")
+    monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(folder))
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    rolls = make_rolls(4, 10, seed=1)
+    data.save_user_dataset(data.Dataset("user:mine", "mine", rolls[:2], rolls[2:3], rolls[3:]))
+    assert cli.main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[:2] for line in out.splitlines()[1:3]] == [["jsb", "bad"], ["nottingham", "download"]]
+    assert f"bad jsb ({folder / 'JSB_Chorales.mat'}): JSB_Chorales.mat: not a readable MATLAB file" in out
+    assert any(line.split()[:3] == ["user:mine", "local", "2/1/1"] for line in out.splitlines())
+    assert cli.main(["datasets", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["datasets"]}
+    assert "not a readable MATLAB file" in rows["jsb"]["error"] and rows["user:mine"]["frames"]["train"] == 20
+
+
+# ------------------------------------------------------------------------------ CLI: datasets add / prepare
+def test_cli_datasets_add_makes_a_user_dataset_like_the_app(tmp_path, monkeypatch, capsys, make_rolls):
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    rolls = make_rolls(10, (12, 20), seed=4)
+    for i, roll in enumerate(rolls):
+        roll[-1, 40] = 1
+        (folder / f"{i:02d}.mid").write_bytes(roll_to_midi_bytes(roll, step_seconds=0.25))
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x01\x00\x00")
+    extra = tmp_path / "notes.txt"
+    extra.write_text("hello")
+    argv = ["datasets", "add", "Class Songs", str(folder), str(extra), "--step-seconds", "0.25", "--json"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["key"] == "user:class-songs" and result["split_sizes"] == {"train": 8, "valid": 1, "test": 1}
+    assert {r["name"]: r["reason"].split(":")[0] for r in result["refused"]} == {
+        "broken.mid": "truncated MIDI file", "notes.txt": "not a MIDI file (it does not start with the 'MThd' header)"}
+    loaded = data.load_dataset("user:class-songs")
+    np.testing.assert_array_equal(loaded.train[0], rolls[0])  # the app's function: same rolls, same order
+    # A second add with the same name is refused unless --replace; a missing path is named.
+    assert cli.main(argv[:4]) == 2
+    assert "user:class-songs exists already" in capsys.readouterr().err
+    assert cli.main(argv[:4] + ["--replace"]) == 0
+    assert "made user:class-songs from 10 file(s): 8 train / 1 valid / 1 test" in capsys.readouterr().out
+    assert cli.main(["datasets", "add", "x", str(tmp_path / "missing.mid")]) == 2
+    assert f"no such file or folder: {tmp_path / 'missing.mid'}" in capsys.readouterr().err
+
+
+def test_cli_datasets_prepare_builds_bach_once_with_progress(tmp_path, monkeypatch, capsys, make_rolls):
+    from lapmusic import bach
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    rolls = make_rolls(5, 12, seed=6)
+    builds = []
+
+    def small_build(progress=None, limit=None):
+        builds.append(1)
+        progress(0.5, "building Bach chorales: half way")
+        return data.Dataset("bach", "Bach chorales (offline)", rolls[:3], rolls[3:4], rolls[4:], 0.5, "test")
+
+    monkeypatch.setattr(bach, "build_bach", small_build)
+    assert cli.main(["datasets", "prepare"]) == 0
+    captured = capsys.readouterr()
+    assert "building Bach chorales: half way" in captured.err
+    assert captured.out.startswith("bach ready: 3 / 1 / 1 pieces (train/valid/test)")
+    assert (tmp_path / "cache" / data.BACH_CACHE_NAME).is_file() and builds == [1]
+    assert cli.main(["datasets", "prepare", "bach", "--json"]) == 0  # cached: not built again
+    assert json.loads(capsys.readouterr().out.strip())["split_sizes"] == {"train": 3, "valid": 1, "test": 1}
+    assert builds == [1]
+    assert cli.main(["datasets", "prepare", "bach", "--rebuild"]) == 0 and builds == [1, 1]
+    assert cli.main(["datasets", "prepare", "bachh"]) == 2
+    assert "unknown dataset 'bachh'" in capsys.readouterr().err
+
+
+def test_readme_data_table_matches_the_code():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, sizes in EXPECTED.items():
+        assert f"| `{key}` |" in readme and " / ".join(map(str, sizes)) in readme
+    assert "252 / 79 / 77" in readme and "60/20/20 split |" not in readme
+
+
+def test_datasets_reports_a_damaged_bach_cache_without_rebuilding_it(tmp_path, monkeypatch, capsys):
+    from lapmusic import bach
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("LAPMUSIC_DATA_DIR", raising=False)
+    (tmp_path / data.BACH_CACHE_NAME).write_bytes(b"not an npz")
+    monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("listing rebuilt the Bach set"))
+    assert cli.main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["bach", "bad"] for line in out.splitlines())
+    assert "unreadable dataset file" in out and "lapmusic datasets prepare bach --rebuild" in out

@@ -11,8 +11,9 @@ import pytest
 
 from lapmusic.errors import DataError
 from lapmusic.midi import (
+    MidiLimits,
     fold_pitch,
-    load_midi,
+    read_midi,
     midi_to_bytes,
     midi_to_roll,
     roll_to_midi,
@@ -38,7 +39,10 @@ def test_consecutive_frames_merge_into_one_held_note():
 def test_round_trip_is_identity_for_held_notes(make_rolls, grid):
     for roll in make_rolls(5, (10, 80), seed=3):
         roll[-1, 10] = 1  # a note sounding in the last frame, so no trailing silence is cut off
-        data = roll_to_midi_bytes(roll, step_seconds=0.25 if "steps_per_beat" in grid else grid["step_seconds"])
+        if "steps_per_beat" in grid:  # four frames to a quarter note, so the beat grid is the frame grid
+            data = roll_to_midi_bytes(roll, step_seconds=0.25, frames_per_beat=4)
+        else:
+            data = roll_to_midi_bytes(roll, step_seconds=grid["step_seconds"])
         back = midi_to_roll(data, **grid)
         np.testing.assert_array_equal(back, roll)
 
@@ -124,18 +128,19 @@ def test_short_notes_keep_at_least_one_frame():
         (b"", "empty"),
         (b"RIFF....WAVEfmt ", "not a MIDI file"),
         (b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xffgarbage", "corrupt"),
+        (b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x01\x00\x00\x90\x3c", "truncated"),
     ],
 )
 def test_bad_midi_is_refused_by_name(data, reason):
     with pytest.raises(DataError, match=rf"song\.mid: .*{reason}"):
-        load_midi(("song.mid", data))
+        read_midi(("song.mid", data))
 
 
 def test_too_large_midi_is_refused(tmp_path):
     path = tmp_path / "huge.mid"
     path.write_bytes(b"MThd" + b"\x00" * 2000)
     with pytest.raises(DataError, match="huge.mid: too large"):
-        load_midi(path, max_bytes=1000)
+        read_midi(path, MidiLimits(max_bytes=1000))
 
 
 def test_bad_rolls_and_settings_are_refused():
@@ -154,3 +159,97 @@ def test_empty_roll_gives_a_valid_file_without_notes():
     parsed = pretty_midi.PrettyMIDI(io.BytesIO(midi_to_bytes(midi)))
     assert sum(len(i.notes) for i in parsed.instruments) == 0
     assert midi_to_roll(midi, step_seconds=0.25).shape == (0, 88)
+
+
+# ------------------------------------------------------------------------------ export tempo
+@pytest.mark.parametrize("step, frames_per_beat, bpm", [(0.5, 1, 120.0), (0.25, 2, 120.0), (0.125, 4, 120.0),
+                                                         (0.2, 2, 150.0), (1.0, 1, 60.0)])
+def test_exported_tempo_matches_the_frame_length(step, frames_per_beat, bpm):
+    """Bach/JSB frames are quarter notes of 0.5 s: 120 bpm, one frame a beat (it used to say 30 bpm)."""
+    from lapmusic.midi import frames_per_beat_for
+
+    assert frames_per_beat_for(step) == frames_per_beat
+    roll = np.zeros((8, 88), dtype=np.uint8)
+    roll[2:4, 40] = 1
+    parsed = pretty_midi.PrettyMIDI(io.BytesIO(roll_to_midi_bytes(roll, step_seconds=step)))
+    (tempo,) = parsed.get_tempo_changes()[1]
+    assert tempo == pytest.approx(bpm, rel=1e-4)
+    (note,) = parsed.instruments[0].notes
+    assert (note.start, note.end) == pytest.approx((2 * step, 4 * step), abs=1e-3)  # the speed is unchanged
+    # One frame = frames_per_beat-th of a quarter note, in ticks, so notation software counts it right.
+    assert parsed.time_to_tick(step) == parsed.resolution // frames_per_beat
+
+
+def test_bach_samples_are_exported_at_120_bpm():
+    from lapmusic.sample import suggested_step_seconds
+
+    step = suggested_step_seconds("bach")
+    tempo = pretty_midi.PrettyMIDI(io.BytesIO(roll_to_midi_bytes(np.eye(88, dtype=np.uint8)[:4], step_seconds=step)))
+    assert tempo.get_tempo_changes()[1][0] == pytest.approx(120.0, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ our scanner against pretty_midi
+def _reference_notes(data: bytes) -> list[tuple[float, float, int, bool]]:
+    midi = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    return sorted((round(n.start, 4), round(n.end, 4), n.pitch, i.is_drum) for i in midi.instruments for n in i.notes)
+
+
+def test_scanner_reads_the_notes_pretty_midi_reads():
+    """A format-1 file with tempo changes, running status, sysex, a re-struck key, overlapping notes, a drum
+    channel, notes never closed and a zero-length note: the same notes, at the same times, as pretty_midi."""
+    from lapmusic.midi import read_midi
+
+    rng = np.random.default_rng(7)
+    file = mido.MidiFile(type=1, ticks_per_beat=96)
+    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+                                mido.MetaMessage("set_tempo", tempo=300_000, time=400),
+                                mido.MetaMessage("set_tempo", tempo=900_000, time=250)])
+    file.tracks.append(conductor)
+    for channel in (0, 9, 3):
+        track = mido.MidiTrack([mido.Message("sysex", data=[1, 2, 3], time=0)])
+        events = []
+        for _ in range(60):
+            start = int(rng.integers(0, 1500))
+            pitch = int(rng.integers(30, 90))
+            events.append((start, "note_on", pitch))
+            events.append((start + int(rng.integers(0, 120)), "note_off", pitch))
+        events.append((5, "note_on", 44))  # never closed
+        events.sort(key=lambda e: (e[0], e[1] == "note_on"))
+        now = 0
+        for tick, kind, pitch in events:
+            velocity = 70 if kind == "note_on" else 0
+            if kind == "note_off" and rng.random() < 0.5:
+                kind = "note_on"  # note-on with velocity 0, as many files write note-offs
+            track.append(mido.Message(kind, channel=channel, note=pitch, velocity=velocity, time=tick - now))
+            now = tick
+        file.tracks.append(track)
+    buffer = io.BytesIO()
+    file.save(file=buffer)
+    data = buffer.getvalue()
+    notes = read_midi(("mix.mid", data))
+    ours = sorted((round(float(a), 4), round(float(b), 4), int(p), bool(d))
+                  for a, b, p, d in zip(notes.seconds(notes.start), notes.seconds(notes.end), notes.pitch, notes.drum))
+    assert ours == _reference_notes(data)
+    assert len(ours) > 150 and any(d for *_, d in ours)
+
+
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        (b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\xe7\x28", "SMPTE time code"),
+        (b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x00", "0 ticks per beat"),
+        (b"MThd\x00\x00\x00\x06\x00\x07\x00\x01\x01\xe0", "unknown format 7"),
+    ],
+)
+def test_unusual_headers_are_refused_by_name(header, reason):
+    from lapmusic.midi import read_midi
+
+    with pytest.raises(DataError, match=f"odd.mid: .*{reason}"):
+        read_midi(("odd.mid", header + b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"))
+
+
+def test_running_status_without_a_status_byte_is_corrupt():
+    from lapmusic.midi import read_midi
+
+    with pytest.raises(DataError, match=r"bad.mid: corrupt MIDI file \(track 1: data byte 0x3c .*without a status"):
+        read_midi(("bad.mid", b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x03\x00\x3c\x40"))

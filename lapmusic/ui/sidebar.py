@@ -6,6 +6,8 @@ Bach set, 128 hidden units, a few epochs) give a first result in about a minute 
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 
@@ -167,32 +169,58 @@ def current_settings() -> Settings:
     )
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$:])")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally where Streamlit renders Markdown: every character that could start an
+    image, link, emphasis, HTML, math or a ``:color[...]``/emoji directive gets a backslash, and control
+    characters (newlines...) become spaces. File and dataset names come from users: a name such as
+    ``![x](http://host/pixel.png)`` must not make the browser fetch anything."""
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in str(text))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def _upload_box(sidebar) -> None:
     """Upload MIDI files and turn them into a dataset (selected in the Dataset box once built)."""
+    from ..midi import MidiLimits, megabytes
+    from ..userdata import UploadLimits
+
+    try:
+        limits, upload = MidiLimits.from_env(), UploadLimits.from_env()
+    except LapMusicError as exc:  # a bad LAPMUSIC_MAX_* value: say so, upload with the defaults
+        sidebar.error(str(exc))
+        limits, upload = MidiLimits(), UploadLimits()
     files = sidebar.file_uploader(
         "Your MIDI files", accept_multiple_files=True, key="uploads",
-        help="Files that are not MIDI, corrupt, empty or too large are listed with the reason; the rest are used.",
+        max_upload_size=max(1, -(-limits.max_bytes // (1024 * 1024))),  # the browser refuses larger files
+        help=f"At most {upload.max_files} files and {megabytes(upload.max_bytes)} in all; each file at most "
+        f"{megabytes(limits.max_bytes)}, {limits.max_notes:,} notes and {limits.max_seconds / 60:g} minutes. "
+        "Files that are not MIDI, corrupt, truncated, empty or over a limit are listed with the reason; the "
+        "rest are used.",
     )
     sidebar.text_input("Name of this dataset", value="my songs", max_chars=40, key="upload_name")
     sidebar.button("Build dataset from these files", on_click=_build_upload, disabled=not files, key="build_upload")
 
 
 def _upload_report(sidebar, report: dict) -> None:
-    """Which uploads were used, and every one that was not, by name, with the reason."""
+    """Which uploads were used, and every one that was not, by name (escaped), with the reason."""
     if report.get("error"):
-        sidebar.error(report["error"])
+        sidebar.error(escape_markdown(report["error"]))
     for name, reason in report.get("bad", []):
-        sidebar.warning(f"{name}: {reason}")
+        sidebar.warning(f"{escape_markdown(name)}: {escape_markdown(reason)}")
     if report.get("key"):
         sidebar.success(f"Built {report['key']} from {report['used']} file(s).")
 
 
 def _build_upload() -> None:
-    from ..data import dataset_from_midi, save_user_dataset
+    from ..userdata import UploadLimits, check_upload, dataset_from_midi, save_user_dataset
 
     files = st.session_state.get("uploads") or []
     name = (st.session_state.get("upload_name") or "my songs").strip() or "my songs"
     try:
+        # Count and sizes first: an upload over the per-upload limits is refused before a byte is copied.
+        check_upload([f.size for f in files], UploadLimits.from_env())
         dataset, bad = dataset_from_midi([(f.name, f.getvalue()) for f in files], name)
         key = save_user_dataset(dataset)
     except LapMusicError as exc:

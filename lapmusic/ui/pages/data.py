@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import common
-from ..sidebar import Settings
+from ..sidebar import Settings, escape_markdown
 
 MAX_LISTEN_FRAMES = 256  # a piece's first frames are enough to hear it; keeps rendering quick
+MAX_PLOT_FRAMES = 4096  # longer pieces (a user's MIDI may have up to 20,000 frames) are drawn in part
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -29,7 +30,8 @@ def render(settings: Settings) -> None:
 
     dataset = common.get_dataset(settings.dataset)
     info = DATASETS.get(settings.dataset)
-    st.markdown(f"**{dataset.name}**" + (f" — {info.description}" if info else ""))
+    # A user dataset's name is chosen by whoever uploaded it: shown literally, never as Markdown.
+    st.markdown(f"**{escape_markdown(dataset.name)}**" + (f" — {info.description}" if info else ""))
     facts = dataset.summary()
     sizes, frames = facts["split_sizes"], facts["frames"]
     cols = st.columns(4)
@@ -55,10 +57,12 @@ def render(settings: Settings) -> None:
     from ...plots import piano_roll_figure
 
     figure = piano_roll_figure(
-        roll, primer_frames=0, step_seconds=dataset.step_seconds,
+        roll[:MAX_PLOT_FRAMES], primer_frames=0, step_seconds=dataset.step_seconds,
         title=f"{split} piece {int(index)}: {len(roll)} frames, {len(roll) * dataset.step_seconds:.0f} s",
     )
     st.plotly_chart(figure, key="data_roll")
+    if len(roll) > MAX_PLOT_FRAMES:
+        st.caption(f"Piano roll: the first {MAX_PLOT_FRAMES:,} of {len(roll):,} frames.")
     wav, warning = _piece_audio(
         common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
     )

@@ -28,7 +28,7 @@ def render(settings: Settings) -> None:
             {
                 "run": r.name,
                 "yours": "yes" if str(r.run_dir) in mine else "",
-                "state": r.state,
+                "state": f"damaged: {r.status.get('error')}" if r.state == "damaged" else r.state,
                 "dataset": r.config.get("dataset"),
                 "init": r.config.get("init"),
                 "hidden": r.config.get("hidden"),

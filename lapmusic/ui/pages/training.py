@@ -11,8 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...io import read_jsonl
-from ...jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
+from ...jobs import CANCELLED, DAMAGED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
+from ...rundir import read_history
 from .. import common
 from ..sidebar import Settings
 
@@ -59,7 +59,7 @@ def _draw(runs: list[Path]) -> None:
         run = summary.run_dir
         job = manager.job_for_run(run)
         label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
-        histories[label] = read_jsonl(run / "metrics.jsonl")
+        histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
         common.guarded(_status_line, run, summary, job, label)
     if any(histories.values()):
         from ...plots import loss_figure
@@ -115,6 +115,8 @@ def _status_line(run: Path, summary, job, label: str) -> None:
     elif state == FAILED:
         box.error(f"**{label}** failed: {status.get('error') or (job.error if job else None) or 'unknown error'}")
         _resume_button(box, summary)
+    elif state == DAMAGED:
+        box.error(f"**{label}** cannot be used: {status.get('error')}. Start it again in a new run.")
     elif state == INTERRUPTED:
         box.warning(f"**{label}** was interrupted (the server stopped during training) after epoch {epoch}.")
         _resume_button(box, summary)
