@@ -81,13 +81,16 @@ def _json_default(obj):
 # machine) and before any data is loaded or any file written, so that a typo answers at once.
 def _check_dataset(key: str) -> None:
     """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
-    from .data import DATASETS, slugify, user_dataset_keys, user_dir
+    from .data import DATASETS
     from .errors import DataError
 
     if key.startswith("user:"):
-        if not (user_dir() / f"{slugify(key.removeprefix('user:'))}.npz").is_file():
+        from .userdata import user_dataset_keys, user_dataset_path
+
+        if not user_dataset_path(key).is_file():
             known = ", ".join(user_dataset_keys()) or "none yet"
-            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from MIDI files first")
+            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from your MIDI files "
+                            "first (lapmusic datasets add NAME FILES, or the app's upload)")
     elif key not in DATASETS:
         raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
 

@@ -22,10 +22,13 @@ FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreC
          argparse._CountAction, argparse._HelpAction, argparse._VersionAction)
 
 
-def _subcommands(parser: argparse.ArgumentParser):
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, parser) of every subcommand, nested ones too (``datasets add``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            yield from action.choices.items()
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _subcommands(sub, f"{prefix}{name} ")
 
 
 def option_problems(parser: argparse.ArgumentParser) -> list[str]:
@@ -39,7 +42,7 @@ def option_problems(parser: argparse.ArgumentParser) -> list[str]:
     for name, sub in _subcommands(parser):
         formatter = sub._get_formatter()
         for action in sub._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
                 continue
             label = f"{name} {'/'.join(action.option_strings) or action.dest}"
             if not action.help or action.help == argparse.SUPPRESS:
@@ -68,8 +71,11 @@ def test_the_walk_catches_an_option_without_help_or_default():
     p.add_argument("--wrong-default", type=int, default=7, help="a number (default 8)")
     p.add_argument("--fine", type=int, default=7, help="a number (default %(default)s)")
     p.add_argument("--flag", action="store_true", help="a flag")
+    nested = p.add_subparsers().add_parser("y")
+    nested.add_argument("--deep", type=int, default=3, help="a number")
     problems = option_problems(parser)
-    assert [problem.split(":")[0] for problem in problems] == ["x --silent", "x --hidden-default", "x --wrong-default"]
+    assert [problem.split(":")[0] for problem in problems] == [
+        "x --silent", "x --hidden-default", "x --wrong-default", "x y --deep"]
 
 
 def python_path() -> str:
