@@ -177,7 +177,7 @@ def main() -> int:
     started = time.time()
     load = 1.0  # a rough contention indicator, printed with the table
     jsb = "synthetic" if args.synthetic else "jsb"
-    name = "synthetic JSB-shaped" if args.synthetic else "JSB"
+    name = "synthetic" if args.synthetic else "JSB"
     jsb_cases = [(n, f"{name} first {n}") for n in subsets] + [(None, f"{name} full train")]
     for pieces, label in jsb_cases if "jsb" in datasets else []:
         show(run_case({"label": f"{label} (load only)", "dataset": jsb, "pieces": pieces, "solver": "load"}))
