@@ -129,12 +129,12 @@ step() {
 LAPMUSIC_TEST_DEVICE="$device" step "CUDA tests (GPU against CPU)" 120 \
   "$python" -m pytest -q -p no:cacheprovider -m cuda -rs tests/test_cuda.py
 # Everything else that needs no browser and no app framework (streamlit, plotly, music21 are absent).
-# (audio: pyfluidsynth is absent, and audio has no GPU path; -k leaves out the tests that build the Bach
-# set or import music21 or plotly, all absent here)
+# (audio: pyfluidsynth is absent, and audio has no GPU path; -k leaves out the Bach build, which needs
+# music21; scripts/gpu_check_absent.py reports a test that imports streamlit, plotly or music21 as skipped)
 no_browser=(--ignore=tests/test_browser.py --ignore=tests/test_app.py --ignore=tests/test_plots.py
-            --ignore=tests/test_audio.py --ignore=tests/test_cuda.py -m "not browser"
-            -k "not bach_build and not score_to_roll and not writes_playable_midi_wav and not planted_music21")
-LINES_SHOWN=25 step "Test suite without browser, app, plots and audio" 150 \
+            --ignore=tests/test_audio.py --ignore=tests/test_cuda.py -m "not browser" -k "not bach_build"
+            -p gpu_check_absent -rs)
+PYTHONPATH="$repo/scripts:$PYTHONPATH" LINES_SHOWN=40 step "Test suite without browser, app, plots and audio" 150 \
   "$python" -m pytest -q -p no:cacheprovider --durations=5 "${no_browser[@]}"
 
 # --- benchmarks --------------------------------------------------------------------------------------
