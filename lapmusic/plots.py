@@ -216,17 +216,30 @@ def spectrum_figure(singular_values: Sequence[float], p: int, *, energy=None) ->
 
 
 # --------------------------------------------------------------------------------------- training curves
-def loss_figure(histories: Mapping[str, Sequence[Mapping]]) -> go.Figure:
-    """Training curves of several runs on shared axes.
+BASELINE_COLOUR = "#7f7f7f"
+
+
+def loss_figure(histories: Mapping[str, Sequence[Mapping]], *, baselines: Mapping | None = None) -> go.Figure:
+    """Training curves of several runs on shared axes, readable for both initialisations.
 
     ``histories`` maps a run label (e.g. ``"LAE"``, ``"random"``) to its epoch records
-    (``metrics.jsonl`` lines: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_acc``). Top panel: NLL per
-    frame (validation solid, training dotted); bottom panel: validation accuracy. One colour per run.
-    Missing or non-finite values leave a gap instead of failing.
+    (``metrics.jsonl`` lines: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_acc``; epoch 0 is the network
+    before training). Top panel: NLL per frame (validation solid, training dotted); bottom panel: validation
+    accuracy. One colour per run. Missing or non-finite values leave a gap instead of failing.
+
+    The NLL axis is clipped (:func:`nll_axis_range`): a random start sits near 61 nats at epoch 0 while every
+    later point lies between about 8 and 13, so the full range would flatten every curve. Points above
+    the axis keep their line (it leaves the plot upwards) and get a label with their value at the top.
+
+    ``baselines`` (optional): ``{"marginal_nll": float, "copy_previous_acc": float}`` (``metrics.baselines``
+    on the same split) are drawn as grey dashed lines: what a network must beat.
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
                         subplot_titles=("negative log-likelihood per frame (lower is better)",
                                         "validation accuracy (higher is better)"))
+    nll_points: list[tuple[str, float, float]] = []  # (label, epoch, value) of every NLL point drawn
+    accs: list[float] = []
+    last_epoch = 0.0
     for i, (label, records) in enumerate(histories.items()):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         records = list(records or [])
@@ -239,6 +252,12 @@ def loss_figure(histories: Mapping[str, Sequence[Mapping]]) -> go.Figure:
             ys = [_number(r.get(key)) for r in records]
             if not any(y is not None for y in ys):
                 continue
+            finite = [(x, y) for x, y in zip(epochs, ys) if y is not None]
+            last_epoch = max(last_epoch, max(x for x, _ in finite))
+            if row == 1:
+                nll_points.extend((label, x, y) for x, y in finite)
+            else:
+                accs.extend(y for _, y in finite)
             fig.add_trace(
                 go.Scatter(x=epochs, y=ys, mode="lines+markers", name=f"{label} {suffix}",
                            legendgroup=label, showlegend=show,
@@ -246,11 +265,65 @@ def loss_figure(histories: Mapping[str, Sequence[Mapping]]) -> go.Figure:
                            hovertemplate=f"{label} {suffix}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"),
                 row=row, col=1,
             )
+    baselines = baselines or {}
+    marginal = _number(baselines.get("marginal_nll"))
+    copy_acc = _number(baselines.get("copy_previous_acc"))
+    if nll_points:
+        low, high = nll_axis_range([(x, y) for _, x, y in nll_points], extra=[marginal] if marginal else ())
+        fig.update_yaxes(range=[low, high], row=1, col=1)
+        clipped: dict[tuple[str, float], float] = {}
+        for label, x, y in nll_points:
+            if y > high:
+                clipped[(label, x)] = max(y, clipped.get((label, x), y))
+        for (label, x), y in clipped.items():
+            fig.add_annotation(x=x, y=high, xref="x", yref="y", text=f"{label}: {y:.1f} \u2191", showarrow=False,
+                               yanchor="top", xanchor="left", font=dict(size=11, color="#555"),
+                               hovertext=f"{label} at epoch {x:g}: {y:.4f} (above the axis)")
+    if accs or copy_acc is not None:
+        top = max(accs + ([copy_acc] if copy_acc is not None else []) + [10.0])
+        fig.update_yaxes(range=[0, top * 1.12], row=2, col=1)
+    for value, row, text in ((marginal, 1, "key frequencies"), (copy_acc, 2, "repeat last frame")):
+        if value is None:
+            continue
+        fig.add_hline(y=value, line=dict(color=BASELINE_COLOUR, width=1, dash="dash"), row=row, col=1,
+                      annotation_text=f"baseline: {text} ({value:.3g})", annotation_position="bottom right",
+                      annotation_font=dict(size=10, color=BASELINE_COLOUR))
+    fig.update_xaxes(range=[-0.4, max(last_epoch, 1.0) + 0.4], rangemode="tozero")
     fig.update_yaxes(title_text="NLL", row=1, col=1)
-    fig.update_yaxes(title_text="ACC", row=2, col=1)
-    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_yaxes(title_text="ACC (%)", row=2, col=1)
+    fig.update_xaxes(title_text="epoch (0 = before training)", row=2, col=1)
     fig.update_layout(height=520, margin=dict(l=60, r=20, t=60, b=50), hovermode="x unified")
     return fig
+
+
+def nll_axis_range(points: Sequence[tuple[float, float]], *, extra: Sequence[float] = (),
+                   min_span: float = 1.0) -> tuple[float, float]:
+    """The NLL axis ``(low, high)`` for ``points`` = ``[(epoch, nll), ...]``, clipping outlying starts.
+
+    The *core* is every point after epoch 0 (or, before any epoch is done, the lowest epoch-0 value) plus
+    ``extra`` (e.g. a baseline to keep in view). With ``lo`` the lowest value overall and ``hi`` the
+    core's highest, a point is shown when it is at most ``hi + max(hi - lo, min_span)``: an LAE start at
+    9.9 stays in view next to curves between 9 and 12, a random start at 61 is clipped. The range spans
+    at least ``min_span`` nats (a lone point would otherwise be drawn on an axis a few hundredths wide)
+    and is padded by 5 %.
+    """
+    values = [(float(x), float(y)) for x, y in points if y is not None and math.isfinite(float(y))]
+    extra = [float(v) for v in extra if v is not None and math.isfinite(float(v))]
+    if not values and not extra:
+        return (0.0, 1.0)
+    later = [y for x, y in values if x > 0]
+    starts = [y for x, y in values if x <= 0]
+    core = (later or ([min(starts)] if starts else [])) + extra
+    lo = min([y for _, y in values] + extra)
+    hi = max(core)
+    limit = hi + max(hi - lo, min_span)
+    shown = [y for _, y in values if y <= limit] + extra
+    low, high = min(shown), max(shown)
+    if high - low < min_span:
+        middle = (high + low) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+    pad = 0.05 * (high - low)
+    return (low - pad, high + pad)
 
 
 def _number(value, default=None):

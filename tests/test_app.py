@@ -153,7 +153,8 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     sample = at.session_state["sample"]
     assert sample["roll"].shape == (2 + 16, 88)  # a chord held 2 frames, then 16 generated
     assert sample["midi"][:4] == b"MThd" and sample["wav"][:4] == b"RIFF"
-    assert len(at.get("audio")) == 1
+    players = [h.proto.body for h in at.get("html") if "-playhead" in h.proto.body]
+    assert len(players) == 1 and "data:audio/wav;base64," in players[0]  # the player with its playhead
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads == ["Download MIDI", "Download WAV"]
 
@@ -347,3 +348,98 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     show(at, "Results")
     no_exceptions(at)
     assert not at.error
+
+
+def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:
+    """An LAE run and a random run with the same settings, trained (1 epoch) straight into the runs folder."""
+    from lapmusic.data import load_dataset
+    from lapmusic.train import TrainConfig, train
+
+    data = load_dataset("user:tiny")
+    runs = {}
+    for init in ("random", "lae"):
+        run_dir = runs_dir / f"pair-{seed}-{init}"
+        train(TrainConfig(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, seed=seed, device="cpu",
+                          readout_steps=0), run_dir, dataset=data)
+        runs[init] = run_dir
+    return runs
+
+
+def test_listen_to_lae_and_random_side_by_side_then_again_from_the_saved_list(app_env):
+    from lapmusic.samplestore import list_samples
+
+    runs = _pair_on_disk(Path(app_env) / "runs", seed=5)
+    at = new_app()
+    show(at, "Samples")
+    no_exceptions(at)
+    assert at.selectbox(key="sample_run").value  # a new session opens on an LAE run
+    at.selectbox(key="sample_run").set_value(str(runs["random"]))  # either run of the pair offers the comparison
+    at.run()
+    at.number_input(key="steps-1200").set_value(16)
+    at.number_input(key="sample_seed").set_value(11)
+    at.radio(key="primer_kind").set_value("chord")
+    at.run()
+    at.button(key="generate_pair").click()
+    at.run()
+    no_exceptions(at)
+    assert not at.error, texts(at, "error")
+    shown = at.session_state["sample_shown"]
+    assert [s["init"] for s in shown] == ["lae", "random"]  # LAE left, random right
+    assert {(s["meta"]["seed"], s["meta"]["primer"], s["meta"]["temperature"], s["meta"]["steps"]) for s in shown} == {
+        (11, "chord:C4,E4,G4:2", 1.0, 16)}
+    np.testing.assert_array_equal(shown[0]["roll"][:2], shown[1]["roll"][:2])  # the same primer
+    players = [h.proto.body for h in at.get("html") if "-playhead" in h.proto.body]
+    assert len(players) == 2
+    assert [d.proto.label for d in at.get("download_button")] == ["Download MIDI", "Download WAV"] * 2
+
+    # Both samples are kept in their run folders under one name, and listed.
+    names = {init: [s.name for s in list_samples(run)] for init, run in runs.items()}
+    assert names["lae"] == names["random"] and len(names["lae"]) == 1
+    saved = list_samples(runs["lae"])[0]
+    assert saved.has_wav and saved.midi_bytes()[:4] == b"MThd" and saved.meta["seed"] == 11
+    np.testing.assert_array_equal(saved.roll(), shown[0]["roll"])
+
+    # A new session plays them again, side by side, from the saved list.
+    again = new_app()
+    show(again, "Samples")
+    again.selectbox(key="sample_run").set_value(str(runs["lae"]))
+    again.run()
+    again.selectbox(key="saved_sample").set_value(saved.name)
+    again.run()
+    no_exceptions(again)
+    players = [h.proto.body for h in again.get("html") if "-playhead" in h.proto.body]
+    assert len(players) == 2 and all("data:audio/wav;base64," in p for p in players)
+    assert [d.proto.label for d in again.get("download_button")] == ["Download MIDI", "Download WAV"] * 2
+
+
+def test_a_run_without_a_partner_offers_no_side_by_side(app_env):
+    from lapmusic.data import load_dataset
+    from lapmusic.train import TrainConfig, train
+
+    run_dir = Path(app_env) / "runs" / "alone-lae"
+    train(TrainConfig(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0),
+          run_dir, dataset=load_dataset("user:tiny"))
+    at = new_app()
+    show(at, "Samples")
+    at.selectbox(key="sample_run").set_value(str(run_dir))
+    at.run()
+    no_exceptions(at)
+    assert not [b for b in at.button if b.key == "generate_pair"]
+    assert any("train *both* to compare" in c for c in texts(at, "caption"))
+
+
+def test_results_rows_use_short_headers_and_show_the_tuned_acc_when_the_run_has_it():
+    from types import SimpleNamespace
+
+    from lapmusic.ui.pages.results import COLUMN_HELP, result_row
+
+    final = {"dataset": "jsb", "init": "lae", "epochs": 12, "nll": 9.4691, "acc": 17.21, "expected_acc": 17.8,
+             "baselines": {"marginal_nll": 11.599, "copy_previous_acc": 21.296}, "total_seconds": 64}
+    run = SimpleNamespace(final=final, config={"dataset": "jsb", "hidden": 128, "seed": 0, "init": "lae"})
+    row = result_row(run)
+    assert list(row) == list(COLUMN_HELP)  # every column explained in its header's tooltip
+    assert (row["run"], row["NLL"], row["NLL base"], row["ACC"], row["ACC base"], row["published"]) == (
+        "jsb · h128 · seed 0", "9.469", "11.599", "17.2%", "21.3%", "7.720")
+    assert row["ACC tuned"] == "-"
+    row = result_row(SimpleNamespace(final={**final, "acc_tuned": 29.04, "threshold": 0.21}, config=run.config))
+    assert row["ACC tuned"] == "29.0% (t=0.21)"

@@ -151,3 +151,44 @@ def test_loss_figure_tolerates_missing_fields_and_empty_runs():
     fig = loss_figure({"only valid": [{"epoch": 1, "valid_nll": 3.0}], "empty": []})
     assert [trace.name for trace in fig.data] == ["only valid valid"]
     assert len(loss_figure({}).data) == 0
+
+
+def _bach_like_histories():
+    """Shaped like the default demo: LAE starts near 9.9, random at 60.9, both between 9 and 13 afterwards."""
+    lae = [dict(epoch=e, train_nll=9.6 - 0.1 * e, valid_nll=9.9 - 0.05 * e, valid_acc=13 + e) for e in range(6)]
+    rnd = [dict(epoch=0, train_nll=60.8, valid_nll=60.9, valid_acc=0.0)]
+    rnd += [dict(epoch=e, train_nll=13 - 0.2 * e, valid_nll=12.6 - 0.1 * e, valid_acc=float(e)) for e in range(1, 6)]
+    return lae, rnd
+
+
+def test_loss_axis_clips_the_random_start_but_keeps_every_other_point_in_view():
+    from lapmusic.plots import nll_axis_range
+
+    lae, rnd = _bach_like_histories()
+    fig = loss_figure({"LAE": lae, "random": rnd}, baselines={"marginal_nll": 11.7, "copy_previous_acc": 23.2})
+    low, high = fig.layout.yaxis.range
+    drawn = [y for t in fig.data if t.yaxis == "y" for y in t.y if y is not None]
+    shown = [y for y in drawn if y <= high]
+    assert sorted(set(drawn) - set(shown)) == [60.8, 60.9]  # only the random start is above the axis
+    assert low <= min(drawn) and high < 20 and 11.7 < high  # the baseline stays in view
+    # The LAE curve fills a readable part of the axis (it was 1 % of an axis running to 61).
+    lae_valid = [t for t in fig.data if t.name == "LAE valid"][0].y
+    assert (max(lae_valid) - min(lae_valid)) / (high - low) > 0.05
+    notes = [a.text for a in fig.layout.annotations if "\u2191" in (a.text or "")]
+    assert notes == ["random: 60.9 \u2191"]  # the clipped points are labelled with their value
+    assert fig.layout.xaxis.range[0] < 0  # epoch 0 is shown
+    assert fig.layout.yaxis2.range[1] > 23.2  # the ACC baseline is in view
+    assert any("repeat last frame" in (a.text or "") for a in fig.layout.annotations)
+
+    # Before any epoch is done: the lone random start is not drawn on an axis a few hundredths wide.
+    assert nll_axis_range([(0, 60.88)])[1] - nll_axis_range([(0, 60.88)])[0] >= 1.0
+    # Only epoch 0 of both: the LAE start is in view, the random one clipped.
+    low, high = nll_axis_range([(0, 9.9), (0, 9.6), (0, 60.9), (0, 60.8)])
+    assert low < 9.6 and 9.9 < high < 60.8
+    # A random run alone: its own later epochs set the axis.
+    low, high = nll_axis_range([(e, r["valid_nll"]) for e, r in enumerate(rnd)])
+    assert high < 60 and low < 12.1
+    # Nothing to clip: every point is in view.
+    low, high = nll_axis_range([(0, 10.0), (1, 9.0), (2, 8.5)])
+    assert low < 8.5 and high > 10.0
+    assert nll_axis_range([]) == (0.0, 1.0)

@@ -33,6 +33,45 @@ def _number(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
+COLUMN_HELP = {
+    "run": "dataset · hidden units · seed (the run folders are listed on the Runs tab)",
+    "init": "initialisation: lae (pre-trained linear autoencoder) or random",
+    "epochs": "epochs trained (the test metrics are those of the epoch with the best validation NLL)",
+    "NLL": "test negative log-likelihood of the next frame, nats per frame (lower is better)",
+    "NLL base": "baseline: every key on independently with its training frequency; a network must get below this",
+    "ACC": "test frame accuracy TP/(TP+FP+FN), a key predicted on when p >= 0.5 (higher is better)",
+    "ACC tuned": "the same with keys on when p >= t, t chosen on the validation split (shown as t)",
+    "ACC base": "baseline: repeat the previous frame; a network must get above this",
+    "exp. ACC": "expected ACC: the predicted probabilities as soft counts (no threshold)",
+    "published": "best published test NLL on this benchmark (see the table below)",
+    "time": "training time, pre-training included",
+}
+OPTIONAL_COLUMNS = ("ACC tuned", "published")  # left out when no chosen run has them
+
+
+def result_row(run) -> dict:
+    """One line of the results table for a finished run (short headers; :data:`COLUMN_HELP` explains them)."""
+    final = run.final
+    base = final.get("baselines") or {}
+    dataset = final.get("dataset", run.config.get("dataset"))
+    tuned = final.get("acc_tuned")
+    threshold = final.get("threshold")
+    return {
+        "run": " · ".join(str(x) for x in (dataset, f"h{run.config.get('hidden', '?')}", f"seed {run.config.get('seed', '?')}")),
+        "init": final.get("init", run.config.get("init")),
+        "epochs": final.get("epochs"),
+        "NLL": _number(final.get("nll")),
+        "NLL base": _number(base.get("marginal_nll")),
+        "ACC": _percent(final.get("acc")),
+        "ACC tuned": (f"{_percent(tuned)} (t={threshold:.2f})" if isinstance(tuned, (int, float))
+                      and isinstance(threshold, (int, float)) else "-"),
+        "ACC base": _percent(base.get("copy_previous_acc")),
+        "exp. ACC": _percent(final.get("expected_acc")),
+        "published": _number(best_published_nll(dataset)),
+        "time": common.format_seconds(final.get("total_seconds")),
+    }
+
+
 def render(settings: Settings) -> None:
     st.subheader("Results on the test split")
     finished = [r for r in list_runs(manager=common.manager()) if r.state == FINISHED and r.final]
@@ -41,42 +80,40 @@ def render(settings: Settings) -> None:
     else:
         focus = {str(p) for p in common.focused_runs()}
         names = [str(r.run_dir) for r in finished]
+        by_name = {str(r.run_dir): r for r in finished}
         default = [n for n in names if n in focus] or names[: min(4, len(names))]
         chosen = st.multiselect(
-            "Runs", names, default=default, key="results_runs", format_func=lambda p: p.rsplit("/", 1)[-1]
+            "Runs", names, default=default, key="results_runs",
+            format_func=lambda p: f"{common.run_label(by_name[p].config, with_dataset=True)} · {p.rsplit('/', 1)[-1]}",
         )
-        rows = []
-        for run in finished:
-            if str(run.run_dir) not in chosen:
-                continue
-            final = run.final
-            base = final.get("baselines") or {}
-            rows.append(
-                {
-                    "run": run.name,
-                    "dataset": final.get("dataset", run.config.get("dataset")),
-                    "init": final.get("init", run.config.get("init")),
-                    "hidden": final.get("hidden", run.config.get("hidden")),
-                    "epochs": final.get("epochs"),
-                    "test NLL": _number(final.get("nll")),
-                    "baseline NLL (key frequencies)": _number(base.get("marginal_nll")),
-                    "test ACC": _percent(final.get("acc")),
-                    "baseline ACC (repeat last frame)": _percent(base.get("copy_previous_acc")),
-                    "expected ACC": _percent(final.get("expected_acc")),
-                    "best published NLL": _number(best_published_nll(final.get("dataset", run.config.get("dataset")))),
-                    "training time": common.format_seconds(final.get("total_seconds")),
-                }
-            )
+        rows = [result_row(run) for run in finished if str(run.run_dir) in chosen]
+        empty = [c for c in OPTIONAL_COLUMNS if rows and all(row[c] == "-" for row in rows)]
+        rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
         if rows:
-            st.dataframe(rows, hide_index=True)
+            st.dataframe(
+                rows, hide_index=True, width="stretch",
+                column_config={name: st.column_config.Column(name, help=text) for name, text in COLUMN_HELP.items()
+                               if name not in empty},
+            )
         st.caption(
-            "NLL: negative log-likelihood of the next frame in nats per frame (lower is better). ACC: "
-            "frame-level accuracy TP/(TP+FP+FN) of predicting each key at probability 0.5 (higher is better). "
-            "A network must beat both trivial baselines to have learned anything about time."
+            "NLL: negative log-likelihood of the next frame in nats per frame (lower is better). ACC: frame-level "
+            "accuracy TP/(TP+FP+FN) (higher is better; hover a column header for its meaning); at p >= 0.5 it is low for every model here, because the "
+            "networks rarely give a key that much probability. A network has learned something about time only "
+            "when it beats both baselines: the NLL of playing every key at its training frequency, and the ACC "
+            "of repeating the previous frame."
+        )
+        st.caption(
+            "What this code measured (docs/results.md; 128 units, 20-60 epochs, 3 seeds): the LAE start is far "
+            "ahead at epoch 0 and for the first epochs (on JSB 9.4 against 61 nats before training, 2 nats ahead "
+            "at epoch 5), but with more epochs the random start catches up and on JSB and Nottingham ends ahead "
+            "(test NLL 8.69 vs 8.95 and 4.17 vs 4.30); on MuseData and Piano-midi.de they end level. The speed-up "
+            "of the paper is reproduced, its better final result is not."
         )
 
     st.markdown("**Published test NLL, for orientation**")
-    st.dataframe(anchor_rows(), hide_index=True)
+    st.dataframe(anchor_rows(), hide_index=True, width="stretch")
     st.caption(
-        "Full-size models trained for hours; a classroom run with a few epochs lands well above these numbers."
+        "Full-size models (LSTMs, TCNs, RRUs) trained to convergence on full training sets; a classroom run "
+        "with a few epochs lands well above these numbers, and this code's best 128-unit runs are 0.2-1.1 "
+        "nats above them (docs/results.md)."
     )

@@ -1,4 +1,9 @@
-"""Samples tab: generate music from a finished (or best-so-far) run, see it, hear it, download MIDI and WAV."""
+"""Samples tab: let a trained run compose; hear the LAE run and the random run side by side.
+
+Every sample is saved in its run folder (``lapmusic.samplestore``: ``RUNDIR/samples/<name>.mid``, ``.json``,
+``.npz``, ``.wav``) and listed below, so it can be played and downloaded again later. The player
+(``lapmusic.ui.player``) draws the piano roll with a playhead that follows the audio.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from ..sidebar import Settings
 
 MAX_AUDIO_SECONDS = 300.0
 PRIMERS = {"none": "silence", "piece": "the start of a test piece", "chord": "a chord"}
+INIT_NAMES = {"lae": "LAE pre-trained", "random": "random init"}
+NO_SAVED = "-"
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -40,7 +47,19 @@ def step_seconds_for(dataset_key: str) -> float:
     return float(common.get_dataset(dataset_key).step_seconds)
 
 
+def _default_run(runs, by_name) -> str:
+    """The LAE run of this session's latest comparison; else the newest LAE run; else the newest run."""
+    focus = [str(p) for p in common.focused_runs() if str(p) in by_name]
+    focus.sort(key=lambda p: by_name[p].config.get("init") != "lae")
+    if focus:
+        return focus[0]
+    lae = [str(r.run_dir) for r in runs if r.config.get("init") == "lae"]
+    return lae[0] if lae else str(runs[0].run_dir)
+
+
 def render(settings: Settings) -> None:
+    from ...samplestore import comparison_partner
+
     st.subheader("Samples: let the network compose")
     runs = [r for r in list_runs(manager=common.manager()) if r.has_model]
     if not runs:
@@ -48,15 +67,15 @@ def render(settings: Settings) -> None:
         return
     names = [str(r.run_dir) for r in runs]
     by_name = {str(r.run_dir): r for r in runs}
-    focus = [str(p) for p in common.focused_runs() if str(p) in by_name]
-    focus.sort(key=lambda p: by_name[p].config.get("init") != "lae")  # the pre-trained model by default
     if st.session_state.get("sample_run") not in by_name:
-        st.session_state.sample_run = focus[0] if focus else names[0]
+        st.session_state.sample_run = _default_run(runs, by_name)
     chosen = st.selectbox(
         "Run", names, key="sample_run",
-        format_func=lambda p: f"{Path(p).name} ({by_name[p].state}, {by_name[p].epochs_done} epochs)",
+        format_func=lambda p: (f"{common.run_label(by_name[p].config, with_dataset=True)} · {Path(p).name} "
+                               f"({by_name[p].state}, {by_name[p].epochs_done} epochs)"),
     )
     run = by_name[chosen]
+    partner = comparison_partner(run.config, ((r, r.config) for r in runs if r is not run))
     if run.state not in ("finished",):
         st.caption("This run is not finished: sampling uses its best model so far.")
 
@@ -75,58 +94,77 @@ def render(settings: Settings) -> None:
         "Max notes at once (0 = no limit)", min_value=0, max_value=12, value=6, key="max_polyphony"
     )
     seed = left.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sample_seed")
-    primer_kind = right.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
-    primer_spec = "none"
-    if primer_kind == "piece":
-        dataset_key = run.config.get("dataset")
-        n_test = len(common.get_dataset(dataset_key).test) if dataset_key else 0
-        if n_test == 0:
-            right.warning("This run's dataset has no test pieces; start from silence or a chord.")
-            primer_spec = "none"
-        else:
-            index = right.number_input(
-                f"Test piece (0 to {n_test - 1})", min_value=0, max_value=n_test - 1, value=0,
-                key=f"primer_piece-{dataset_key}",
-            )
-            frames = right.number_input("Primer frames", min_value=1, max_value=256, value=8, key="primer_frames")
-            primer_spec = f"test:{int(index)}:{int(frames)}"
-    elif primer_kind == "chord":
-        chord = right.text_input(
-            "Chord (note names or MIDI numbers)", value="C4,E4,G4", max_chars=80, key="primer_chord"
-        )
-        frames = right.number_input("Held for frames", min_value=1, max_value=64, value=2, key="primer_chord_frames")
-        primer_spec = f"chord:{chord.replace(' ', '')}:{int(frames)}"
+    primer_spec = _primer_controls(right, run.config.get("dataset"))
 
-    if st.button("Generate", type="primary", key="generate"):
+    request = dict(temperature=float(temperature), steps=int(steps), max_polyphony=int(max_poly) or None,
+                   seed=int(seed), primer_spec=primer_spec, step_seconds=step)
+    buttons = st.columns(2)
+    if buttons[0].button("Generate", type="secondary" if partner is not None else "primary", key="generate",
+                         help="Sample from the run chosen above."):
         with st.spinner("Composing..."):
-            _generate(run.run_dir, run.config.get("dataset"), float(temperature), int(steps), int(max_poly) or None,
-                      int(seed), primer_spec)
+            _generate([run.run_dir], run.config.get("dataset"), request)
+    if partner is not None:
+        pair = sorted([run, partner], key=lambda r: r.config.get("init") != "lae")  # LAE left, random right
+        if buttons[1].button(
+            "Listen side by side: LAE and random", key="generate_pair", type="primary",
+            help="Sample the LAE run and the random run trained with the same settings, with the same seed, "
+                 "primer and temperature: both draw from the same random numbers, so what differs is the model.",
+        ):
+            with st.spinner("Composing twice..."):
+                _generate([r.run_dir for r in pair], run.config.get("dataset"), request)
+    else:
+        buttons[1].caption("No run with the other initialisation and the same settings: train *both* to compare.")
     error = st.session_state.pop("sample_error", None)
     if error:
         st.error(error)
-    _show_sample()
+    _show_fresh()
+    _saved_samples(run, partner)
 
 
-def _generate(run_dir: Path, dataset_key: str | None, temperature: float, steps: int, max_polyphony,
-              seed: int, primer_spec: str) -> None:
-    """Sample, render MIDI and WAV, keep them in the session (shown until the next one)."""
-    from ...audio import render_wav
+def _primer_controls(box, dataset_key: str | None) -> str:
+    """The primer widgets; returns a ``lapmusic.sample.parse_primer`` specification."""
+    primer_kind = box.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
+    if primer_kind == "piece":
+        n_test = len(common.get_dataset(dataset_key).test) if dataset_key else 0
+        if n_test == 0:
+            box.warning("This run's dataset has no test pieces; start from silence or a chord.")
+            return "none"
+        index = box.number_input(
+            f"Test piece (0 to {n_test - 1})", min_value=0, max_value=n_test - 1, value=0,
+            key=f"primer_piece-{dataset_key}",
+        )
+        frames = box.number_input("Primer frames", min_value=1, max_value=256, value=8, key="primer_frames")
+        return f"test:{int(index)}:{int(frames)}"
+    if primer_kind == "chord":
+        chord = box.text_input("Chord (note names or MIDI numbers)", value="C4,E4,G4", max_chars=80, key="primer_chord")
+        frames = box.number_input("Held for frames", min_value=1, max_value=64, value=2, key="primer_chord_frames")
+        return f"chord:{chord.replace(' ', '')}:{int(frames)}"
+    return "none"
+
+
+def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> None:
+    """Sample each run with the same request, save each in its run folder, show them until the next one.
+
+    A pair is saved under one shared sample name, so the saved list can show it side by side again.
+    """
     from ...errors import LapMusicError
-    from ...midi import midi_to_bytes, roll_to_midi
-    from ...sample import generate, parse_primer
+    from ...sample import parse_primer
+    from ...samplestore import new_sample_name, sample_to_run
 
+    shown = []
     try:
-        loaded = _load_model(str(run_dir), _model_mtime(run_dir))
-        dataset = common.get_dataset(dataset_key) if primer_spec.startswith("test:") else None
-        primer = parse_primer(primer_spec, dataset_key, dataset=dataset)
-        roll = generate(
-            loaded.model, steps=steps, temperature=temperature, primer=primer, max_polyphony=max_polyphony,
-            seed=seed, n_samples=1, device=loaded.device,
-        )[0]
-        k = 0 if primer is None else len(primer)
-        step = step_seconds_for(dataset_key) if dataset_key else 0.25
-        midi = roll_to_midi(roll, step_seconds=step, split_at=k if k else None)
-        audio = render_wav(midi, min_seconds=len(roll) * step)
+        dataset = common.get_dataset(dataset_key) if request["primer_spec"].startswith("test:") else None
+        primer = parse_primer(request["primer_spec"], dataset_key, dataset=dataset)
+        name = new_sample_name(request["seed"], request["temperature"])
+        for run_dir in run_dirs:
+            loaded = _load_model(str(run_dir), _model_mtime(run_dir))
+            saved, data = sample_to_run(
+                loaded, steps=request["steps"], temperature=request["temperature"], seed=request["seed"],
+                primer_spec=request["primer_spec"], primer=primer, max_polyphony=request["max_polyphony"],
+                step_seconds=request["step_seconds"], name=name,
+            )
+            shown.append({**data, "run": run_dir.name, "stem": f"{run_dir.name}-{saved.name}", "name": saved.name,
+                          "init": loaded.config.init, "epoch": loaded.epoch, "checkpoint": loaded.checkpoint})
     except LapMusicError as exc:
         st.session_state.sample_error = str(exc)
         return
@@ -134,37 +172,99 @@ def _generate(run_dir: Path, dataset_key: str | None, temperature: float, steps:
         common.log.exception("sampling failed")
         st.session_state.sample_error = f"Sampling failed ({type(exc).__name__}: {exc})."
         return
-    stem = f"{run_dir.name}-t{temperature:g}-seed{seed}"
-    st.session_state.sample = {
-        "roll": roll, "primer_frames": k, "step_seconds": step, "midi": midi_to_bytes(midi), "wav": audio.wav,
-        "warning": audio.warning, "silent": audio.silent, "stem": stem, "run": run_dir.name,
-        "epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
-    }
+    st.session_state.sample = shown[0]
+    st.session_state.sample_shown = shown
 
 
-def _show_sample() -> None:
-    sample = st.session_state.get("sample")
-    if not sample:
+def _title(item: dict) -> str:
+    init = INIT_NAMES.get(str(item.get("init")), str(item.get("init", "")))
+    k = item.get("primer_frames") or 0
+    return f"{init} · model of epoch {item.get('epoch', '?')}" + (f" · primer {k} frames" if k else "")
+
+
+def _show_fresh() -> None:
+    shown = st.session_state.get("sample_shown") or []
+    if not shown:
         return
-    from ...plots import piano_roll_figure
+    if len(shown) == 2:
+        meta = shown[0]["meta"]
+        st.markdown(
+            f"**Same seed ({meta['seed']}), primer ({meta['primer']}) and temperature ({meta['temperature']:g}), "
+            "two networks** — saved in both run folders."
+        )
+    _show_items(shown, key="fresh")
+    _musicality_statistics(shown)
 
-    roll, k = sample["roll"], sample["primer_frames"]
-    title = f"{sample['run']} (model of epoch {sample['epoch']})" + (f", primer = first {k} frames" if k else "")
-    st.markdown(f"**{title}**")
-    st.audio(sample["wav"], format="audio/wav")
-    if sample["silent"]:
-        st.warning("This sample has no notes. Try a higher temperature or another seed.")
-    if sample["warning"]:
-        st.caption(sample["warning"])
-    cols = st.columns(2)
-    cols[0].download_button(
-        "Download MIDI", data=sample["midi"], file_name=f"{sample['stem']}.mid", mime="audio/midi",
-        on_click="ignore", key="download_midi",
+
+def _show_items(items: list[dict], *, key: str) -> None:
+    """One column per sample: player with playhead over its piano roll, notes, downloads."""
+    from ..player import show_player
+
+    columns = st.columns(len(items)) if len(items) > 1 else [st.container()]
+    for column, item in zip(columns, items):
+        with column:
+            show_player(item["roll"], wav=item.get("wav"), step_seconds=item["step_seconds"],
+                        primer_frames=item.get("primer_frames") or 0, title=_title(item))
+            st.caption(f"Run `{item['run']}` · sample `{item['meta'].get('name', '')}`")
+            if item.get("silent"):
+                st.warning("This sample has no notes. Try a higher temperature or another seed.")
+            if item.get("warning"):
+                st.caption(item["warning"])
+            tag = f"{key}-{item.get('init', '')}" if len(items) > 1 else key
+            cols = st.columns(2)
+            cols[0].download_button(
+                "Download MIDI", data=item["midi"], file_name=f"{item['stem']}.mid", mime="audio/midi",
+                on_click="ignore", key=f"download_midi-{tag}" if tag != "fresh" else "download_midi",
+            )
+            if item.get("wav"):
+                cols[1].download_button(
+                    "Download WAV", data=item["wav"], file_name=f"{item['stem']}.wav", mime="audio/wav",
+                    on_click="ignore", key=f"download_wav-{tag}" if tag != "fresh" else "download_wav",
+                )
+
+
+def _musicality_statistics(items: list[dict]) -> None:
+    """Reserved: a table of musicality statistics of the samples shown (``lapmusic/stats.py``).
+
+    ``items`` are the samples on screen, each with ``roll`` ``(T, 88)``, ``primer_frames``, ``init`` and
+    ``run``; the table goes here, under the players.
+    """
+
+
+def _saved_samples(run, partner) -> None:
+    """The samples kept in the chosen run's folder; a pair (same name in the partner run) side by side."""
+    from ...errors import LapMusicError
+    from ...samplestore import list_samples, load_sample
+
+    saved = list_samples(run.run_dir)
+    st.markdown(f"**Saved samples of this run** ({len(saved)})")
+    if not saved:
+        st.caption(f"None yet. Every sample you generate is kept in `{common.display_path(run.run_dir)}/samples/`.")
+        return
+    options = [NO_SAVED] + [s.name for s in saved]
+    labels = {s.name: s.label for s in saved}
+    if st.session_state.get("saved_sample") not in options:
+        st.session_state.saved_sample = NO_SAVED
+    name = st.selectbox(
+        "Play a saved sample again", options, key="saved_sample",
+        format_func=lambda n: "choose one..." if n == NO_SAVED else labels[n],
     )
-    cols[1].download_button(
-        "Download WAV", data=sample["wav"], file_name=f"{sample['stem']}.wav", mime="audio/wav",
-        on_click="ignore", key="download_wav",
-    )
-    st.plotly_chart(
-        piano_roll_figure(roll, primer_frames=k, step_seconds=sample["step_seconds"]), key="sample_roll"
-    )
+    if name == NO_SAVED:
+        return
+    samples = [load_sample(run.run_dir, name)]
+    if partner is not None:
+        try:
+            samples.append(load_sample(partner.run_dir, name))
+        except LapMusicError:
+            pass  # no twin: the sample was made from this run alone
+    samples.sort(key=lambda s: s.meta.get("init") != "lae")
+    items = []
+    for sample in samples:
+        meta = sample.meta
+        items.append({
+            "roll": sample.roll(), "wav": sample.wav_bytes(), "midi": sample.midi_bytes(), "meta": meta,
+            "step_seconds": float(meta.get("step_seconds") or 0.25), "primer_frames": meta.get("primer_frames") or 0,
+            "run": sample.run_dir.name, "init": meta.get("init"), "epoch": meta.get("epoch"),
+            "stem": f"{sample.run_dir.name}-{sample.name}", "silent": False, "warning": None,
+        })
+    _show_items(items, key="saved")
