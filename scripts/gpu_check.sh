@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a machine with an NVIDIA GPU: the CUDA tests, the suite parts that need no browser,
 # the training-throughput and LAE benchmarks on CUDA and one short LAE-vs-random pair; every figure goes
-# into one Markdown file. Meant to finish in under 5 minutes; every step has a time limit (570 s in all).
+# into one Markdown file. Meant to finish in under 5 minutes; every step has a time limit (555 s in all).
 #
 #   scripts/gpu_check.sh [REPORT.md]      default $OUT/gpu_check.md when $OUT is set, else ./gpu_check.md
 #
@@ -126,7 +126,7 @@ step() {
 }
 
 # --- tests -------------------------------------------------------------------------------------------
-LAPMUSIC_TEST_DEVICE="$device" step "CUDA tests (GPU against CPU)" 120 \
+LAPMUSIC_TEST_DEVICE="$device" step "CUDA tests (GPU against CPU)" 90 \
   "$python" -m pytest -q -p no:cacheprovider -m cuda -rs tests/test_cuda.py
 # Everything else that needs no browser and no app framework (streamlit, plotly, music21 are absent).
 # (audio: pyfluidsynth is absent, and audio has no GPU path; -k leaves out the Bach build, which needs
@@ -134,13 +134,13 @@ LAPMUSIC_TEST_DEVICE="$device" step "CUDA tests (GPU against CPU)" 120 \
 no_browser=(--ignore=tests/test_browser.py --ignore=tests/test_app.py --ignore=tests/test_plots.py
             --ignore=tests/test_audio.py --ignore=tests/test_cuda.py -m "not browser" -k "not bach_build"
             -p gpu_check_absent -rs)
-PYTHONPATH="$repo/scripts:$PYTHONPATH" LINES_SHOWN=40 step "Test suite without browser, app, plots and audio" 150 \
+PYTHONPATH="$repo/scripts:$PYTHONPATH" LINES_SHOWN=40 step "Test suite without browser, app, plots and audio" 200 \
   "$python" -m pytest -q -p no:cacheprovider --durations=5 "${no_browser[@]}"
 
 # --- benchmarks --------------------------------------------------------------------------------------
 if [ -n "$data" ]; then train_data=(--dataset jsb); else train_data=(--synthetic); fi
 [ "$device" = cpu ] && train_data+=(--max-pieces 60 --threads 1)
-step "Training throughput: batch of one vs lapmusic's batches (benchmarks/bench_train.py)" 90 \
+step "Training throughput: batch of one vs lapmusic's batches (benchmarks/bench_train.py)" 75 \
   "$python" benchmarks/bench_train.py "${train_data[@]}" --devices "$device" --seconds "$seconds" \
   --json-out "${report%.md}_bench_train.json"
 
@@ -154,7 +154,7 @@ else
 fi
 [ -z "$data" ] && lae_args+=(--synthetic)
 [ "$device" = cpu ] && lae_args+=(--threads 1)
-step "LAE approx solver (benchmarks/bench_lae.py)" 120 "$python" benchmarks/bench_lae.py "${lae_args[@]}" \
+step "LAE approx solver (benchmarks/bench_lae.py)" 100 "$python" benchmarks/bench_lae.py "${lae_args[@]}" \
   --json "${report%.md}_bench_lae.json"
 
 # --- one short LAE-vs-random pair ----------------------------------------------------------------------
