@@ -133,7 +133,7 @@ def test_a_second_writer_is_refused_before_writing_anything(tmp_path, dataset, m
         with pytest.raises(RunFolderBusy, match=rf"pid {holder.pid} on host .* since \d{{4}}-"):
             train(small_config(), run, dataset=dataset)
         monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
-        assert cli.main(["train", "--dataset", "synthetic", "--hidden", "8", "--out", str(run)]) == 2
+        assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", str(run)]) == 2
         assert f"pid {holder.pid}" in capsys.readouterr().err
         assert cli.main(["train", "--resume", str(run)]) == 2
         assert files_in(run) == before  # nothing written: no config.json, no status.json
