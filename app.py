@@ -18,7 +18,9 @@ PAGES = {
 }
 
 st.set_page_config(page_title="lapmusic: pre-trained RNNs for music", page_icon="🎹", layout="wide")
-common.session_id()
+common.session_id()  # server-issued and signed: a made-up ?session= link gets a new session
+if note := st.session_state.pop("session_note", None):
+    st.warning(note)
 settings = common.guarded(sidebar.render)
 if settings is None:
     st.stop()  # the sidebar already shows why

@@ -1,7 +1,7 @@
 """The app's page flows with Streamlit's AppTest: real training (tiny), real sampling, no browser.
 
 Every test uses a tiny synthetic user dataset in a temporary cache and a temporary runs folder, so the
-whole file runs in about a minute. Jobs run in the job manager's background threads; the tests rerun the
+whole file runs in about a minute. Jobs run in the job manager's worker processes; the tests rerun the
 script until the page shows the expected state (with a generous deadline that only a bug reaches).
 """
 
@@ -180,12 +180,13 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
 
     show(at, "Runs")
     table = at.dataframe[0].value
-    mine = set(table[table["yours"] == "yes"]["run"])
+    mine = set(table[table["yours"] == "yes"]["folder"])
     assert mine == {Path(p).name for p in at.session_state["focus"]} and len(mine) == 2
 
-    # A page refresh is a new Streamlit session with the same ?session= id: it shows the same runs again.
+    # A page refresh is a new Streamlit session with the same signed ?session= link: the same runs again.
     refreshed = AppTest.from_file(APP, default_timeout=60)
     refreshed.query_params["session"] = at.session_state["session_id"]
+    refreshed.query_params["token"] = at.session_state["session_token"]
     refreshed.query_params["page"] = "Training"
     refreshed.run()
     no_exceptions(refreshed)
@@ -207,8 +208,10 @@ def test_stop_a_run_then_resume_it(app_env):
         "a running job with a first checkpoint",
     )
     assert "epochs done" in all_texts(at)
-    # One browser session may not queue more than two jobs: a second pair is refused with a message.
+    # One browser session may not queue more than two new runs: a second pair is refused with a message
+    # (another seed, so that neither run of the pair exists already: following one is free).
     at.sidebar.radio(key="init").set_value("both")
+    at.sidebar.number_input(key="seed").set_value(1)
     at.run()
     at.sidebar.button(key="train").click()
     at.run()
@@ -285,7 +288,7 @@ def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env
     no_exceptions(at)
     table = at.dataframe[0].value
     assert len(table) >= 3 and set(table["yours"]) == {""}
-    finished = [r for r, s in zip(table["run"], table["state"]) if s == "finished"]
+    finished = [r for r, s in zip(table["folder"], table["state"]) if s == "finished"]
     assert finished
     runs_dir = Path(app_env) / "runs"
     at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
@@ -348,6 +351,99 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     show(at, "Results")
     no_exceptions(at)
     assert not at.error
+
+
+# ------------------------------------------------------------------------------ classroom (issue 11, 13)
+def test_a_made_up_session_link_gets_a_new_session_and_a_signed_one_is_restored(app_env):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["session"] = "alice"  # somebody else's name, no token
+    at.run()
+    no_exceptions(at)
+    assert at.session_state["session_id"] != "alice" and len(at.session_state["session_id"]) >= 16
+    assert any("not valid" in w for w in texts(at, "warning"))
+    assert at.query_params["token"] and at.query_params["session"] == at.session_state["session_id"]
+
+    forged = AppTest.from_file(APP, default_timeout=60)
+    forged.query_params["session"] = at.session_state["session_id"]
+    forged.query_params["token"] = "A" * 22  # the right id with a guessed token
+    forged.run()
+    assert forged.session_state["session_id"] != at.session_state["session_id"]
+
+    again = AppTest.from_file(APP, default_timeout=60)
+    again.query_params["session"] = at.session_state["session_id"]
+    again.query_params["token"] = at.session_state["session_token"]
+    again.run()
+    assert again.session_state["session_id"] == at.session_state["session_id"] and not again.warning
+
+
+def test_a_second_student_with_the_same_settings_follows_the_same_runs(app_env):
+    first = new_app()
+    first.sidebar.number_input(key="seed").set_value(7)
+    first.sidebar.text_input(key="student_name").set_value("Anna")
+    first.sidebar.button(key="train").click()
+    first.run()
+    no_exceptions(first)
+    second = new_app()
+    second.sidebar.number_input(key="seed").set_value(7)
+    second.sidebar.button(key="train").click()
+    second.run()
+    no_exceptions(second)
+    assert second.session_state["focus"] == first.session_state["focus"] and len(first.session_state["focus"]) == 2
+    assert any("already exist with exactly these settings" in s for s in texts(second.sidebar, "success"))
+    assert all("-Anna-" in Path(p).name for p in first.session_state["focus"])
+    assert "Followed by 2 sessions" in all_texts(second)
+    # Stop from the second student only unfollows: the runs go on for the first.
+    rerun_until(second, lambda a: any(b.label == "Stop following" for b in a.button), "a Stop following button")
+    next(b for b in second.button if b.label == "Stop following").click()
+    second.run()
+    assert any("no longer follow" in i for i in texts(second, "info"))
+    rerun_until(first, lambda a: finished_count(a) == 2, "both runs to finish for the first student")
+
+
+def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
+    import threading
+
+    import lapmusic.data
+    from lapmusic.data import Dataset, save_user_dataset
+
+    rng = np.random.default_rng(3)
+    pieces = [chorale_like_piece(rng, 16) for _ in range(2)]
+    save_user_dataset(Dataset("user:slow", "slow", pieces, pieces, pieces, step_seconds=0.25))
+    gate = threading.Event()
+    real = lapmusic.data.load_dataset
+
+    def slow(key, progress=None):
+        if key == "user:slow":
+            progress(0.5, "building")
+            gate.wait(60)
+        return real(key, progress)
+
+    monkeypatch.setattr(lapmusic.data, "load_dataset", slow)
+    at = new_app()
+    at.sidebar.selectbox(key="dataset_choice").set_value("user:slow")
+    at.run()
+    no_exceptions(at)
+    assert any("Preparing user:slow: building" in str(p.proto.text) and "left" in str(p.proto.text)
+               for p in at.get("progress"))
+    assert at.sidebar.button(key="train")  # the sidebar is usable meanwhile
+    gate.set()
+    rerun_until(at, lambda a: any(m.label == "Pieces (train / valid / test)" for m in a.metric), "the data page")
+
+
+def test_the_teacher_password_unlocks_stopping_any_run(app_env, monkeypatch):
+    monkeypatch.setenv("LAPMUSIC_TEACHER_PASSWORD", "orchestra")
+    at = show(new_app(), "Runs")
+    at.text_input(key="teacher_password").set_value("wrong")
+    at.button(key="teacher_enter").click()
+    at.run()
+    assert any("Wrong password" in e for e in texts(at, "error"))
+    assert "teacher" not in at.session_state
+    at.text_input(key="teacher_password").set_value("orchestra")
+    at.button(key="teacher_enter").click()
+    at.run()
+    no_exceptions(at)
+    assert at.session_state["teacher"] is True
+    assert any("Teacher mode" in c for c in texts(at, "caption"))
 
 
 def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:

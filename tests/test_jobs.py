@@ -1,61 +1,23 @@
-"""The background job manager, driven by a fake training function (no torch, fast, no sleeps as asserts)."""
+"""The job manager's parts that need no worker process: run names and keys, the queue file, estimates,
+session tokens, quotas, defensive run summaries, the shared dataset cache. (Worker processes:
+tests/test_workers.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
+import time
+from datetime import datetime
 
 import numpy as np
 import pytest
 
-from lapmusic import jobs
+from lapmusic import estimate, jobs, runs, sessions
 from lapmusic.errors import LapMusicError
-from lapmusic.io import atomic_write_json, read_jsonl
+from lapmusic.io import atomic_write_json
+from lapmusic.jobqueue import PersistentQueue
 
-WAIT = 20.0  # generous timeout for a job that does no real work; only hit on a bug
-
-
-class FakeTrain:
-    """Stands in for lapmusic.train.train: writes metrics and status like it, obeys gates and cancel."""
-
-    def __init__(self, epochs=2, gate: threading.Event | None = None, fail: BaseException | None = None):
-        self.epochs = epochs
-        self.gate = gate
-        self.fail = fail
-        self.calls: list[dict] = []
-        self.started = threading.Semaphore(0)
-        self.lock = threading.Lock()
-        self.active = 0
-        self.max_active = 0
-
-    def __call__(self, config, run_dir, *, progress=None, cancel=None, resume=False):
-        with self.lock:
-            self.calls.append({"config": config, "run_dir": run_dir, "resume": resume})
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-        self.started.release()
-        try:
-            if self.gate is not None:
-                while not self.gate.wait(0.01):
-                    if cancel.is_set():
-                        return {"state": "cancelled"}
-            if self.fail is not None:
-                raise self.fail
-            for epoch in range(1, self.epochs + 1):
-                if cancel.is_set():
-                    atomic_write_json(run_dir / "status.json", {"state": "cancelled", "epoch": epoch - 1})
-                    return {"state": "cancelled"}
-                with open(run_dir / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps({"epoch": epoch, "train_nll": 10.0 / epoch}) + "\n")
-                progress(epoch / self.epochs, f"epoch {epoch}/{self.epochs}")
-            atomic_write_json(run_dir / "status.json", {"state": "finished", "epoch": self.epochs})
-            atomic_write_json(run_dir / "final.json", {"test_nll": 7.5})
-            (run_dir / "best.pt").write_bytes(b"model")
-            return {"state": "finished", "test_nll": 7.5}
-        finally:
-            with self.lock:
-                self.active -= 1
+WAIT = 20.0
 
 
 def config(**overrides):
@@ -69,254 +31,244 @@ def runs_dir(tmp_path):
     return tmp_path / "runs"
 
 
-def test_a_job_runs_in_the_background_and_leaves_a_run_folder(runs_dir):
-    fake = FakeTrain(epochs=3)
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    job = manager.submit(config(), session="alice")
-    done = manager.wait(job.id, timeout=WAIT)
-
-    assert done.state == jobs.FINISHED and done.error is None
-    assert done.result == {"state": "finished", "test_nll": 7.5}
-    assert done.fraction == 1.0
-    assert job.run_dir.parent == runs_dir.resolve()
-    assert "bach-h8-lae-s0" in job.run_dir.name
-    assert jobs.read_json(job.run_dir / "config.json") == config()
-    assert jobs.read_json(job.run_dir / "status.json")["state"] == "finished"
-    assert [row["epoch"] for row in read_jsonl(job.run_dir / "metrics.jsonl")] == [1, 2, 3]
+def idle_manager(runs_dir, **kwargs):
+    """A manager whose supervisor does not run: jobs stay queued (quota and queue tests)."""
+    kwargs.setdefault("max_jobs", 1)
+    return jobs.JobManager(runs_dir, cuda=False, start=False, **kwargs)
 
 
-def test_training_never_runs_in_the_calling_thread(runs_dir):
-    seen = []
-
-    def train(config, run_dir, *, progress=None, cancel=None, resume=False):
-        seen.append(threading.current_thread())
-        return {}
-
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=train)
-    manager.wait(manager.submit(config()).id, timeout=WAIT)
-    assert seen and seen[0] is not threading.current_thread()
+# ------------------------------------------------------------------------------ names
+def test_run_folder_names_are_readable_and_safe():
+    when = datetime(2026, 11, 27, 14, 5, 12)
+    name = jobs.run_folder_name(config(dataset="user:my songs/1"), now=when, student="Anna <b>!")
+    assert name.startswith("user_my_songs_1-lae-h8-20261127-140512-Anna-b-")
+    assert "/" not in name and ":" not in name and " " not in name and "<" not in name
+    assert runs.run_title(config(init="random", hidden=128), when.timestamp(), "Anna") == "bach · random · h128 · 14:05 · Anna"
+    assert runs.run_title(config(), None, "*![x](http://evil)*") == "bach · LAE · h8 · xhttpevil"
 
 
-def test_concurrency_is_bounded_and_the_queue_is_fifo_with_positions(runs_dir):
-    gate = threading.Event()
-    fake = FakeTrain(gate=gate)
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    first = manager.submit(config(seed=1), session="a")
-    assert fake.started.acquire(timeout=WAIT)
-    second = manager.submit(config(seed=2), session="b")
-    third = manager.submit(config(seed=3), session="c")
-
-    assert manager.get(first.id).state == jobs.RUNNING
-    assert (manager.get(second.id).state, manager.get(third.id).state) == (jobs.QUEUED, jobs.QUEUED)
-    assert manager.queue_position(first.id) is None
-    assert manager.queue_position(second.id) == 1
-    assert manager.queue_position(third.id) == 2
-    assert manager.running_count == 1 and manager.queued_count == 2
-    assert jobs.read_json(third.run_dir / "status.json")["state"] == "queued"
-
-    gate.set()
-    for job in (first, second, third):
-        assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
-    assert [c["config"]["seed"] for c in fake.calls] == [1, 2, 3]
-    assert fake.max_active == 1
+def test_a_new_session_opens_on_the_newest_lae_run(tmp_path):
+    summaries = []
+    for n, init in enumerate(["random", "lae", "random", "lae"]):
+        run = tmp_path / f"r{n}"
+        atomic_write_json(run / "config.json", config(init=init))
+        os.utime(run / "config.json", (1000 + n, 1000 + n))
+    listed = jobs.list_runs(tmp_path)
+    assert [r.name for r in listed] == ["r3", "r2", "r1", "r0"]
+    assert jobs.newest_lae_first(listed)[0].name == "r3"
+    listed = [r for r in listed if r.name != "r3"]
+    assert [r.name for r in jobs.newest_lae_first(listed)] == ["r1", "r2", "r0"]
+    assert jobs.newest_lae_first([r for r in listed if r.config["init"] == "random"])[0].name == "r2"
 
 
-def test_two_slots_run_two_jobs_at_once(runs_dir):
-    gate = threading.Event()
-    fake = FakeTrain(gate=gate)
-    manager = jobs.JobManager(runs_dir, max_jobs=2, train_fn=fake)
-    submitted = [manager.submit(config(seed=s)) for s in range(3)]
-    assert fake.started.acquire(timeout=WAIT) and fake.started.acquire(timeout=WAIT)
-    assert manager.running_count == 2 and manager.queue_position(submitted[2].id) == 1
-    gate.set()
-    for job in submitted:
-        manager.wait(job.id, timeout=WAIT)
-    assert fake.max_active == 2
+# ------------------------------------------------------------------------------ keys
+def test_the_run_key_covers_config_dataset_and_code():
+    key = runs.run_key(config(), dataset="d1", code="c1", cuda=False)
+    assert key == runs.run_key(dict(reversed(list(config().items()))), dataset="d1", code="c1", cuda=False)
+    assert key != runs.run_key(config(seed=1), dataset="d1", code="c1", cuda=False)
+    assert key != runs.run_key(config(lr=0.01), dataset="d1", code="c1", cuda=False)
+    assert key != runs.run_key(config(), dataset="d2", code="c1", cuda=False)
+    assert key != runs.run_key(config(), dataset="d1", code="c2", cuda=False)
+    assert key != runs.run_key(config(), dataset="d1", code="c1", cuda=True)  # device auto means CUDA there
 
 
-def test_cancel_a_queued_job_drops_it_without_running_it(runs_dir):
-    gate = threading.Event()
-    fake = FakeTrain(gate=gate)
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    first = manager.submit(config(seed=1))
-    assert fake.started.acquire(timeout=WAIT)
-    waiting = manager.submit(config(seed=2))
+def test_the_dataset_version_follows_the_files_content(monkeypatch, tmp_path):
+    from lapmusic.data import Dataset, save_user_dataset
 
-    assert manager.cancel(waiting.id) is True
-    assert manager.get(waiting.id).state == jobs.CANCELLED
-    assert manager.queue_position(waiting.id) is None
-    assert jobs.read_json(waiting.run_dir / "status.json")["state"] == "cancelled"
-    gate.set()
-    manager.wait(first.id, timeout=WAIT)
-    assert [c["config"]["seed"] for c in fake.calls] == [1]
-    assert manager.cancel(waiting.id) is False  # already done
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
+    assert runs.dataset_version("user:mine") == "user:mine:absent"
+    piece = np.zeros((4, 88), dtype=np.uint8)
+    piece[:, 40] = 1
+    save_user_dataset(Dataset("user:mine", "mine", [piece], [piece], [piece]))
+    first = runs.dataset_version("user:mine")
+    piece[:, 41] = 1
+    save_user_dataset(Dataset("user:mine", "mine", [piece], [piece], [piece]))
+    assert runs.dataset_version("user:mine") != first
+    assert runs.code_version().startswith("0.") and "+" in runs.code_version()
 
 
-def test_cancel_a_running_job_stops_it(runs_dir):
-    fake = FakeTrain(gate=threading.Event())  # never opened: only cancel ends it
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    job = manager.submit(config())
-    assert fake.started.acquire(timeout=WAIT)
-    assert manager.cancel(job.id)
-    done = manager.wait(job.id, timeout=WAIT)
-    assert done.state == jobs.CANCELLED and done.error is None
-    assert jobs.read_json(job.run_dir / "status.json")["state"] == "cancelled"
+# ------------------------------------------------------------------------------ quotas
+def test_only_new_runs_count_against_the_session_and_client_limits(runs_dir):
+    manager = idle_manager(runs_dir, max_per_session=2, max_per_client=3)
+    first = [manager.submit(config(seed=s), session="eager", client="10.0.0.5") for s in (1, 2)]
+    assert manager.slots_left("eager", "10.0.0.5") == 0 and manager.slots_left("other") == 2
+    with pytest.raises(LapMusicError, match="already have 2 new runs"):
+        manager.submit(config(seed=3), session="eager", client="10.0.0.5")
+    assert manager.submit(config(seed=1), session="eager", client="10.0.0.5") is first[0]  # attaching is free
+    # A second browser on the same computer: its own session, but the client limit (3) still counts.
+    manager.submit(config(seed=4), session="second-tab", client="10.0.0.5")
+    with pytest.raises(LapMusicError):
+        manager.submit(config(seed=5), session="third-tab", client="10.0.0.5")
+    manager.submit(config(seed=5), session="third-tab", client=None)  # the server's own machine: no client limit
+    assert manager.cancel(first[0].id, "eager") == "cancelled"
+    assert manager.slots_left("eager", "10.0.0.5") == 1
 
 
-@pytest.mark.parametrize(
-    "failure, expected",
-    [
-        (LapMusicError("hidden size 0 is too small; choose at least 1"), "hidden size 0 is too small; choose at least 1"),
-        (RuntimeError("boom"), "unexpected error (RuntimeError: boom)"),
-    ],
-)
-def test_a_failing_job_records_its_error_and_the_manager_keeps_working(runs_dir, failure, expected):
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=FakeTrain(fail=failure))
-    bad = manager.wait(manager.submit(config()).id, timeout=WAIT)
-    assert bad.state == jobs.FAILED and bad.error == expected
-    status = jobs.read_json(bad.run_dir / "status.json")
-    assert status["state"] == "failed" and status["error"] == expected
-
-    manager._train_fn = FakeTrain()  # the next job, in the same manager, succeeds
-    good = manager.wait(manager.submit(config(seed=5)).id, timeout=WAIT)
-    assert good.state == jobs.FINISHED
-    assert manager.running_count == 0
-
-
-def test_jobs_belong_to_their_browser_session(runs_dir):
-    manager = jobs.JobManager(runs_dir, max_jobs=2, train_fn=FakeTrain(epochs=1))
-    a1 = manager.submit(config(seed=1), session="a")
-    b1 = manager.submit(config(seed=2), session="b")
-    a2 = manager.submit(config(seed=3), session="a")
-    for job in (a1, b1, a2):
-        manager.wait(job.id, timeout=WAIT)
-    assert [j.id for j in manager.jobs("a")] == [a1.id, a2.id]
-    assert [j.id for j in manager.jobs("b")] == [b1.id]
-    assert len(manager.jobs()) == 3
-    assert len(jobs.list_runs(runs_dir, manager)) == 3  # every run on disk is listable by anyone
-
-
-def test_the_same_run_folder_cannot_be_trained_twice_at_once(runs_dir):
-    fake = FakeTrain(gate=threading.Event())
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    job = manager.submit(config())
-    with pytest.raises(LapMusicError, match="already running"):
-        manager.submit(config(), run_dir=job.run_dir, resume=True)
-    manager.shutdown()
-    assert manager.get(job.id).state == jobs.CANCELLED
-
-
-def test_resume_continues_the_existing_folder_and_keeps_its_config(runs_dir):
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=FakeTrain())
-    first = manager.wait(manager.submit(config(epochs=2)).id, timeout=WAIT)
-    fake = FakeTrain()
-    manager._train_fn = fake
-    resumed = manager.wait(manager.submit(config(epochs=4), run_dir=first.run_dir, resume=True).id, timeout=WAIT)
-    assert resumed.run_dir == first.run_dir and fake.calls[0]["resume"] is True
-    assert jobs.read_json(first.run_dir / "config.json")["epochs"] == 2  # train() owns the config on resume
-
-    with pytest.raises(LapMusicError, match="not a run folder"):
-        manager.submit(config(), run_dir=runs_dir / "nothing-here", resume=True)
-    with pytest.raises(LapMusicError, match="needs the run folder"):
-        manager.submit(config(), resume=True)
-
-
-def test_after_a_restart_runs_are_listed_and_a_dead_running_run_is_interrupted(runs_dir):
-    finished = runs_dir / "20260101-000000-bach-h8-lae-s0-aaaa"
-    atomic_write_json(finished / "config.json", config())
-    atomic_write_json(finished / "status.json", {"state": "finished"})
-    atomic_write_json(finished / "final.json", {"test_nll": 7.0})
-    (finished / "best.pt").write_bytes(b"x")
-
-    died = runs_dir / "20260102-000000-jsb-h8-random-s0-bbbb"
-    atomic_write_json(died / "config.json", config(dataset="jsb", init="random"))
-    atomic_write_json(died / "status.json", {"state": "running", "epoch": 1})
-    (died / "checkpoint.pt").write_bytes(b"x")
-    (died / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epoch": 2, "tr')  # killed mid-write
-
-    nested = runs_dir / "compare" / "lae-s0"  # lapmusic compare writes one level deeper
-    atomic_write_json(nested / "config.json", config())
-    (runs_dir / "not-a-run").mkdir()
-
-    fresh = jobs.JobManager(runs_dir, max_jobs=1, train_fn=FakeTrain())  # a new server process
-    runs = {r.name: r for r in jobs.list_runs(manager=fresh)}
-    assert set(runs) == {finished.name, died.name, "lae-s0"}
-    assert runs[finished.name].state == jobs.FINISHED and runs[finished.name].final == {"test_nll": 7.0}
-    assert runs[finished.name].has_model and not runs[finished.name].resumable
-    assert runs[died.name].state == jobs.INTERRUPTED and runs[died.name].resumable
-    assert runs[died.name].epochs_done == 1
-    assert runs["lae-s0"].state == jobs.INTERRUPTED and not runs["lae-s0"].has_model
-
-
-def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
-    assert jobs.list_runs(tmp_path / "absent") == []
-
-
-def test_settings_come_from_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("LAPMUSIC_MAX_JOBS", "3")
-    monkeypatch.setenv("LAPMUSIC_RUNS_DIR", str(tmp_path / "r"))
-    assert jobs.default_max_jobs() == 3
-    manager = jobs.JobManager(train_fn=FakeTrain())
-    assert manager.max_jobs == 3 and manager.runs_dir == tmp_path / "r"
-    monkeypatch.setenv("LAPMUSIC_MAX_JOBS", "lots")
-    assert jobs.default_max_jobs() == 1
-    monkeypatch.setenv("LAPMUSIC_MAX_JOBS", "0")
-    assert jobs.default_max_jobs() == 1
-    monkeypatch.delenv("LAPMUSIC_MAX_JOBS")
-    monkeypatch.delenv("LAPMUSIC_RUNS_DIR")
-    assert jobs.default_max_jobs() == 1 and str(jobs.default_runs_dir()) == "runs"
-
-
-def test_eta_extrapolates_progress():
-    job = jobs.Job(id="x", run_dir=None, config={}, session=None, label="", group=None, resume=False)
-    assert job.eta_seconds is None  # queued
-    job.state, job.started_at, job.fraction = jobs.RUNNING, 100.0, 0.25
-    job.finished_at = 130.0  # pretend 30 s elapsed
-    assert job.elapsed == pytest.approx(30.0)
-    assert job.eta_seconds == pytest.approx(90.0)
-    job.finished_at = 101.0  # 1 s of history is not enough to extrapolate from
-    assert job.eta_seconds is None
-
-
-def test_run_folder_names_are_safe_for_user_datasets():
-    name = jobs.run_folder_name(config(dataset="user:my songs/1"))
-    assert "/" not in name and ":" not in name and " " not in name
-    assert "user_my_songs_1-h8-lae-s0" in name
-
-
-def test_one_browser_session_cannot_fill_the_queue(runs_dir):
-    gate = threading.Event()
-    manager = jobs.JobManager(runs_dir, max_jobs=1, max_per_session=2, train_fn=FakeTrain(gate=gate))
-    first = [manager.submit(config(seed=s), session="eager") for s in (1, 2)]
-    assert manager.slots_left("eager") == 0 and manager.slots_left("other") == 2
-    with pytest.raises(LapMusicError, match="already have 2 runs queued or training"):
-        manager.submit(config(seed=3), session="eager")
-    other = manager.submit(config(seed=4), session="other")  # the rest of the class is not blocked
-    assert manager.queue_position(other.id) == 2
-    gate.set()
-    for job in (*first, other):
-        manager.wait(job.id, timeout=WAIT)
-    assert manager.slots_left("eager") == 2
-    manager.wait(manager.submit(config(seed=5), session="eager").id, timeout=WAIT)
-
-    unlimited = jobs.JobManager(runs_dir, max_jobs=1, max_per_session=None, train_fn=FakeTrain(gate=threading.Event()))
-    for seed in range(5):
-        unlimited.submit(config(seed=10 + seed), session="eager")
-    unlimited.shutdown()
-
-
-def test_the_per_session_limit_comes_from_the_environment(monkeypatch):
-    monkeypatch.delenv("LAPMUSIC_MAX_JOBS_PER_SESSION", raising=False)
-    assert jobs.default_max_per_session() == 2
+def test_limits_come_from_the_environment(monkeypatch, runs_dir):
+    for name in ("LAPMUSIC_MAX_JOBS", "LAPMUSIC_MAX_JOBS_PER_SESSION", "LAPMUSIC_MAX_JOBS_PER_CLIENT"):
+        monkeypatch.delenv(name, raising=False)
+    assert jobs.default_max_per_session() == 2 and jobs.default_max_per_client() == 4
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "4")
-    assert jobs.default_max_per_session() == 4
-    assert jobs.JobManager(max_jobs=1).max_per_session == 4
-    monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "0")
-    assert jobs.default_max_per_session() is None
+    monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_CLIENT", "0")
+    monkeypatch.setenv("LAPMUSIC_MAX_JOBS", "3")
+    manager = idle_manager(runs_dir, max_jobs=None)
+    assert (manager.max_per_session, manager.max_per_client, manager.max_jobs) == (4, None, 3)
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "many")
     assert jobs.default_max_per_session() == 2
 
 
+def test_the_default_slots_follow_the_machine(monkeypatch):
+    from lapmusic import supervisor
+
+    monkeypatch.delenv("LAPMUSIC_MAX_JOBS", raising=False)
+    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert jobs.default_max_jobs() == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert jobs.default_max_jobs() == 1
+    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 2)
+    assert jobs.default_max_jobs() == 2
+
+
+# ------------------------------------------------------------------------------ the queue on disk
+def test_the_queue_file_keeps_order_and_refuses_paths_outside(tmp_path):
+    queue = PersistentQueue(tmp_path)
+    for name in ("a", "b", "c"):
+        queue.append(tmp_path / name, 1.0)
+    queue.append(tmp_path / "b", 2.0)  # already queued: no duplicate
+    queue.append(tmp_path / "z", 0.5, front=True)
+    assert queue.pop() == (tmp_path / "z").resolve()
+    assert queue.remove(tmp_path / "b") and not queue.remove(tmp_path / "b")
+    again = PersistentQueue(tmp_path)
+    assert [r.name for r, _ in again.load()] == ["a", "c"]
+    atomic_write_json(queue.path, {"queue": [{"run": "/etc"}, {"run": "../x"}, {"run": "ok"}, "junk"]})
+    assert [r.name for r, _ in again.load()] == ["ok"]
+
+
+def test_a_restart_requeues_queued_runs_missing_from_the_file_and_drops_finished_ones(runs_dir):
+    first = idle_manager(runs_dir)
+    a, b, c = (first.submit(config(seed=s)) for s in (1, 2, 3))
+    first.close()
+    atomic_write_json(b.run_dir / "status.json", {"state": "finished"})
+    (runs_dir / ".lapmusic" / "queue.json").unlink()  # lost: the run folders still say queued
+    second = idle_manager(runs_dir)
+    assert [second.queue_position(j.id) for j in (a, b, c)] == [1, None, 2]
+
+
+def test_a_dead_running_run_comes_back_interrupted_or_requeued(runs_dir):
+    first = idle_manager(runs_dir)
+    with_checkpoint, without = first.submit(config(seed=1)), first.submit(config(seed=2))
+    first.close()
+    for job in (with_checkpoint, without):
+        atomic_write_json(job.run_dir / "status.json", {"state": "running", "epoch": 1, "updated": time.time()})
+        atomic_write_json(job.run_dir / "worker.json", {"pid": 2**22 + 7, "host": os.uname().nodename,
+                                                         "heartbeat": time.time()})
+    (with_checkpoint.run_dir / "checkpoint.pt").write_bytes(b"x")
+    second = idle_manager(runs_dir)
+    assert second.get(with_checkpoint.id).state == jobs.INTERRUPTED
+    summary = jobs.summarize_run(with_checkpoint.run_dir, second)
+    assert summary.state == jobs.INTERRUPTED and summary.resumable
+    assert second.get(without.id).state == jobs.QUEUED and second.queue_position(without.id) == 1
+    assert jobs.read_json(without.run_dir / "status.json")["state"] == "queued"
+
+
+def test_a_run_of_the_cli_is_running_while_its_status_is_fresh(runs_dir):
+    live = runs_dir / "cli-run"
+    atomic_write_json(live / "config.json", config())
+    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3, "updated": time.time()})
+    (live / "checkpoint.pt").write_bytes(b"x")
+    summary = jobs.summarize_run(live)
+    assert summary.state == jobs.RUNNING and summary.elsewhere and not summary.resumable
+    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3,
+                                              "updated": time.time() - jobs.STALE_SECONDS - 1})
+    summary = jobs.summarize_run(live)
+    assert summary.state == jobs.INTERRUPTED and summary.resumable
+
+
+def test_bad_files_in_a_run_folder_give_defaults_not_errors(runs_dir):
+    run = runs_dir / "bad"
+    atomic_write_json(run / "config.json", config())
+    (run / "metrics.jsonl").write_text('{"epoch": "abc"}\n{"epoch": 2}\nnot json\n')
+    (run / "status.json").write_text("{")
+    (run / "job.json").write_text("[]")
+    summary = jobs.summarize_run(run)
+    assert summary.epochs_done == 2 and summary.job == {} and summary.state == jobs.INTERRUPTED
+
+
+# ------------------------------------------------------------------------------ estimates
+def test_estimates_use_measured_epoch_times_of_the_same_size(tmp_path):
+    for name, hidden, seconds in (("a", 128, [4.0, 6.0]), ("b", 128, [5.0]), ("c", 64, [100.0])):
+        atomic_write_json(tmp_path / name / "config.json", config(hidden=hidden))
+        lines = [{"epoch": 0, "elapsed": 20.0}] + [{"epoch": n + 1, "seconds": s} for n, s in enumerate(seconds)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(f"{__import__('json').dumps(r)}\n" for r in lines))
+    timing = estimate.measure([tmp_path / n for n in "abc"], "bach", 128)
+    assert (timing.epoch_seconds, timing.setup_seconds, timing.runs) == (5.0, 20.0, 2)
+    assert timing.duration(10) == 70.0
+    rough = estimate.measure([tmp_path / n for n in "abc"], "bach", 256)
+    assert not rough.measured and rough.epoch_seconds == estimate.DEFAULT_EPOCH_SECONDS
+
+
+def test_the_schedule_matches_a_brute_force_simulation():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        slots = int(rng.integers(1, 4))
+        running = [float(x) for x in rng.uniform(0, 10, size=int(rng.integers(0, slots + 1)))]
+        queued = [float(x) for x in rng.uniform(1, 10, size=int(rng.integers(0, 6)))]
+        # Brute force: each queued job starts at the earliest candidate time (0 or any end) at which fewer
+        # than `slots` jobs (running ones and those placed before it) are busy.
+        intervals = [(0.0, end) for end in running]
+        expected = []
+        for duration in queued:
+            candidates = sorted({0.0} | {end for _, end in intervals})
+            start = next(t for t in candidates if sum(1 for a, b in intervals if a <= t < b) < slots)
+            intervals.append((start, start + duration))
+            expected.append((start, start + duration))
+        got = estimate.schedule(running, queued, slots)
+        assert np.allclose(np.array(got).reshape(-1), np.array(expected).reshape(-1))
+    assert estimate.remaining(100.0, 30.0, 0.5) == 30.0 and estimate.remaining(100.0, 30.0, None) == 70.0
+
+
+# ------------------------------------------------------------------------------ sessions
+def test_session_links_verify_and_made_up_ids_do_not(tmp_path):
+    secret = sessions.server_secret(tmp_path)
+    assert sessions.server_secret(tmp_path) == secret and len(secret) == 32
+    assert oct((tmp_path / ".lapmusic" / "secret").stat().st_mode & 0o777) == "0o600"
+    session, token = sessions.new_session(secret)
+    assert sessions.verify(secret, session, token)
+    assert not sessions.verify(secret, "alice", token)
+    assert not sessions.verify(secret, session, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert not sessions.verify(secret, session, None) and not sessions.verify(secret, None, token)
+    assert not sessions.verify(sessions.server_secret(tmp_path / "other"), session, token)
+    assert len({sessions.new_session(secret)[0] for _ in range(100)}) == 100
+
+
+def test_the_teacher_password(monkeypatch):
+    monkeypatch.delenv("LAPMUSIC_TEACHER_PASSWORD", raising=False)
+    assert not sessions.is_teacher_password("") and not sessions.is_teacher_password("x")
+    monkeypatch.setenv("LAPMUSIC_TEACHER_PASSWORD", "s3cret")
+    assert sessions.is_teacher_password("s3cret") and not sessions.is_teacher_password("s3cre")
+
+
+def test_delete_needs_the_only_follower_or_the_teacher(runs_dir):
+    manager = idle_manager(runs_dir)
+    mine = manager.submit(config(seed=1), session="a")
+    shared = manager.submit(config(seed=2), session="a")
+    manager.submit(config(seed=2), session="b")
+    with pytest.raises(LapMusicError, match="stop it before deleting"):
+        manager.delete(mine.id, "a")
+    for job in (mine, shared):
+        manager.cancel(job.id, teacher=True)
+    manager.delete(mine.id, "a")
+    assert not mine.run_dir.exists()
+    with pytest.raises(LapMusicError, match="only the teacher"):
+        manager.delete(shared.id, "a")
+    with pytest.raises(LapMusicError, match="inside the runs folder"):
+        manager.delete("../../etc", teacher=True)
+    manager.delete(shared.id, teacher=True)
+    assert not shared.run_dir.exists()
+
+
+# ------------------------------------------------------------------------------ the dataset cache
 class SlowLoader:
     """A dataset loader that blocks until ``gate`` opens, counts its calls and reports progress."""
 
@@ -364,21 +316,6 @@ def test_a_failed_dataset_load_reaches_every_waiter_and_is_retried():
     assert cache.get("jsb") == {"key": "jsb", "call": 2}
 
 
-def test_jobs_take_their_data_from_the_shared_cache(runs_dir):
-    loader = SlowLoader(fail_first=True)
-    loader.gate.set()
-    seen = []
-
-    def train(config, run_dir, *, progress=None, cancel=None, resume=False, dataset=None):
-        seen.append(dataset)
-        return {}
-
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=train, datasets=jobs.DatasetCache(loader))
-    failed = manager.wait(manager.submit(config(dataset="jsb")).id, timeout=WAIT)
-    assert failed.state == jobs.FAILED and failed.error == "could not download jsb" and seen == []
-    assert jobs.read_json(failed.run_dir / "status.json")["error"] == "could not download jsb"
-    done = manager.wait(manager.submit(config(dataset="jsb")).id, timeout=WAIT)
-    assert done.state == jobs.FINISHED and seen == [{"key": "jsb", "call": 2}]
 
 
 def test_a_rebuilt_user_dataset_gets_a_new_token(monkeypatch, tmp_path):
@@ -396,32 +333,3 @@ def test_a_rebuilt_user_dataset_gets_a_new_token(monkeypatch, tmp_path):
     assert first.startswith("user:mine@") and jobs.dataset_token("user:mine") != first
 
 
-def test_a_run_trained_by_another_process_is_not_called_interrupted(runs_dir):
-    import time as clock
-
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=FakeTrain())
-    live = runs_dir / "cli-run"
-    atomic_write_json(live / "config.json", config())
-    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3, "updated": clock.time()})
-    (live / "checkpoint.pt").write_bytes(b"x")
-    summary = jobs.summarize_run(live, manager)
-    assert summary.state == jobs.RUNNING and summary.elsewhere and not summary.resumable
-
-    atomic_write_json(live / "status.json", {"state": "running", "epoch": 3,
-                                              "updated": clock.time() - jobs.STALE_SECONDS - 1})
-    summary = jobs.summarize_run(live, manager)
-    assert summary.state == jobs.INTERRUPTED and not summary.elsewhere and summary.resumable
-
-
-def test_the_managers_own_job_is_its_owner(runs_dir):
-    gate = threading.Event()
-    fake = FakeTrain(gate=gate)
-    manager = jobs.JobManager(runs_dir, max_jobs=1, train_fn=fake)
-    job = manager.submit(config())
-    assert fake.started.acquire(timeout=WAIT)
-    summary = jobs.summarize_run(job.run_dir, manager)
-    assert summary.owner is manager.get(job.id) and not summary.elsewhere
-    assert isinstance(jobs.read_json(job.run_dir / "status.json")["updated"], float)
-    gate.set()
-    manager.wait(job.id, timeout=WAIT)
-    assert jobs.summarize_run(job.run_dir, manager).owner is None

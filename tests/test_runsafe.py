@@ -326,14 +326,22 @@ def test_a_full_disk_during_torch_save_is_a_clear_error_and_says_so_in_status(tm
 
 
 def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monkeypatch):
-    monkeypatch.setattr(torch, "save", _enospc_in_torch_save)
-    manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None,
-                              train_fn=lambda config, run_dir, **kw: train(config, run_dir, dataset=dataset,
-                                                                          **{k: v for k, v in kw.items()
-                                                                             if k != "dataset"}))
-    job = manager.wait(manager.submit(small_config()).id, timeout=60)
-    assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error
-    assert "the disk is full" in read_status(job.run_dir)["error"]
+    # App jobs train in worker processes: the worker runs tests/fake_train.full_disk_train (real training,
+    # torch.save failing as on a full disk) on the same pieces saved as a user dataset.
+    from lapmusic.data import Dataset, save_user_dataset
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    key = save_user_dataset(Dataset("user:synthetic", "synthetic", dataset.train, dataset.valid, dataset.test))
+    here = Path(__file__).parent
+    manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None, cuda=False,
+                              worker_env={"LAPMUSIC_WORKER_TRAIN": "fake_train:full_disk_train",
+                                          "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"})
+    try:
+        job = manager.wait(manager.submit(small_config(dataset=key)).id, timeout=120)
+        assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error
+        assert "the disk is full" in read_status(job.run_dir)["error"]
+    finally:
+        manager.close(requeue=False)
 
 
 def test_a_full_disk_everywhere_is_one_cli_line(tmp_path, monkeypatch, capsys):

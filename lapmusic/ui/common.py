@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 
 from ..errors import LapMusicError
+from .. import sessions
 from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, default_runs_dir
 
 log = logging.getLogger("lapmusic.app")
@@ -64,7 +64,7 @@ def datasets() -> DatasetCache:
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str, max_jobs: int) -> JobManager:
-    return JobManager(runs_dir, max_jobs=max_jobs, datasets=datasets())
+    return JobManager(runs_dir, max_jobs=max_jobs)
 
 
 def manager() -> JobManager:
@@ -72,14 +72,45 @@ def manager() -> JobManager:
     return _manager_for(str(default_runs_dir().resolve()), default_max_jobs())
 
 
+@st.cache_resource(show_spinner=False)
+def _secret_for(runs_dir: str) -> bytes:
+    return sessions.server_secret(runs_dir)
+
+
 def session_id() -> str:
-    """This browser session's id. Kept in the URL (``?session=``) so a page refresh keeps its jobs."""
-    if "session_id" not in st.session_state:
-        from_url = st.query_params.get("session")
-        st.session_state.session_id = from_url if from_url and len(from_url) <= 64 else uuid.uuid4().hex[:10]
-    if st.query_params.get("session") != st.session_state.session_id:
-        st.query_params["session"] = st.session_state.session_id
-    return st.session_state.session_id
+    """This browser session's id: issued by the server, kept in the URL with its signature.
+
+    ``?session=ID&token=SIG`` restores a session (a refresh, or the same link in another browser) only
+    when ``SIG`` is the server's HMAC of ``ID``; a made-up or edited id gets a new session and a note.
+    """
+    state = st.session_state
+    if "session_id" not in state:
+        secret = _secret_for(str(manager().runs_dir))
+        asked, token = st.query_params.get("session"), st.query_params.get("token")
+        if sessions.verify(secret, asked, token):
+            state.session_id, state.session_token = asked, token
+        else:
+            state.session_id, state.session_token = sessions.new_session(secret)
+            if asked:
+                state.session_note = "That session link is not valid here; this is a new session."
+    if st.query_params.get("session") != state.session_id or st.query_params.get("token") != state.session_token:
+        st.query_params["session"] = state.session_id
+        st.query_params["token"] = state.session_token
+    return state.session_id
+
+
+def client_ip() -> str | None:
+    """The browser's IP address (None on the server machine itself, where Streamlit reports none)."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # noqa: BLE001 - outside a real browser session
+        return None
+    return ip if isinstance(ip, str) and ip else None  # AppTest gives a stand-in object
+
+
+def is_teacher() -> bool:
+    """True after the teacher password was entered in this session (see the Runs tab)."""
+    return bool(st.session_state.get("teacher")) and sessions.teacher_password() is not None
 
 
 def go_to(page: str) -> None:
@@ -90,15 +121,17 @@ def go_to(page: str) -> None:
 def focused_runs() -> list[Path]:
     """Run folders the Training / Pre-training pages show: the last started group or the runs reopened.
 
-    After a page refresh (a new Streamlit session with the same ``?session=`` id) it is this browser
-    session's latest group of jobs again.
+    After a page refresh or a server restart (a new Streamlit session with the same signed ``?session=``
+    link) it is this session's latest group of runs again, read from the runs' ``job.json``.
     """
     if "focus" not in st.session_state:
-        jobs = manager().jobs(session_id())
+        me = session_id()
+        jobs = manager().jobs(me)
         if jobs:
             latest = jobs[-1]
-            group = [j for j in jobs if latest.group is not None and j.group == latest.group] or [latest]
-            set_focus([j.run_dir for j in group])
+            group = latest.group_of(me)
+            chosen = [j for j in jobs if group is not None and j.group_of(me) == group] or [latest]
+            set_focus([j.run_dir for j in chosen])
     return [Path(p) for p in st.session_state.get("focus", []) if Path(p).is_dir()]
 
 
@@ -112,19 +145,36 @@ def dataset_cache_token(key: str) -> str:
     return dataset_token(key)
 
 
-def get_dataset(key: str):
-    """A dataset, loaded once per server process; shows a progress bar while it loads or builds.
+BUILD_SECONDS = {"bach": 90.0}
+"""Typical first-build time, for the estimate shown before the build reports progress: the Bach set took
+62 s on a quiet 2-core machine and 180 s under load (docs/app.md)."""
 
-    The load runs in its own thread (``DatasetCache``): a rerun that interrupts this page (a click
-    elsewhere) does not abort it, and a training job asking for the same dataset waits for the same load.
+
+def get_dataset(key: str):
+    """A dataset, loaded once per server process; never blocks the page on a long load or build.
+
+    The load runs in its own thread (``DatasetCache``). When it is not done, the page shows its progress
+    with an estimate of the time left, redrawn every second by a fragment that reruns the app when the data
+    is ready, and stops here (``st.stop``): the rest of the app stays usable meanwhile.
     """
     entry = datasets().start(key)
-    if not entry.done.is_set():
-        bar = st.progress(0.0, text=f"Loading {key}...")
-        while not entry.done.wait(0.3):
-            bar.progress(max(0.0, min(1.0, entry.fraction)), text=f"Loading {key}: {entry.message}")
-        bar.empty()
+    if not entry.done.wait(0.5):
+        _loading(key)
+        st.stop()
     return entry.wait()
+
+
+@st.fragment(run_every=1.0)
+def _loading(key: str) -> None:
+    entry = datasets().start(key)
+    if entry.done.is_set():
+        st.rerun()
+    eta = entry.eta_seconds(BUILD_SECONDS.get(key))
+    text = f"Preparing {key}: {entry.message} ({format_seconds(entry.elapsed)} so far"
+    text += f", about {format_seconds(eta)} left)" if eta is not None else ")"
+    if key == "bach":
+        text += ". This happens once per installation; `lapmusic datasets prepare bach` does it before the class."
+    st.progress(max(0.0, min(1.0, entry.fraction)), text=text)
 
 
 # ------------------------------------------------------------------------------ formatting
@@ -179,6 +229,11 @@ def display_path(path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def run_title(summary) -> str:
+    """``bach · LAE · h128 · 14:05 · anna`` for a RunSummary (its job.json's time and student)."""
+    return summary.title
 
 
 def run_label(config: dict, *, with_dataset: bool = False) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from ..errors import LapMusicError
+from ..runs import run_key
 from . import common
 
 UPLOAD = "__upload__"
@@ -239,6 +240,10 @@ def _build_upload() -> None:
 def _train_button(sidebar, settings: Settings) -> None:
     if settings.dataset is None:
         sidebar.info("Build a dataset from your MIDI files first, or choose another dataset.")
+    sidebar.text_input(
+        "Your name (optional)", max_chars=24, key="student_name",
+        help="Shown in the names of the runs you start, so you find them on the Runs tab.",
+    )
     sidebar.button(
         "Train", type="primary", width="stretch", key="train",
         disabled=settings.dataset is None, on_click=_start_training,
@@ -246,21 +251,29 @@ def _train_button(sidebar, settings: Settings) -> None:
     note = st.session_state.pop("train_error", None)
     if note:
         sidebar.error(note)
+    shared = st.session_state.pop("train_shared", None)
+    if shared:
+        sidebar.success(shared)
 
 
 def _start_training() -> None:
+    """Queue the sidebar's settings (one run per initialisation), or follow identical runs that exist."""
     try:
         configs = current_settings().configs()
         for config in configs:
             config.validate()  # bad settings are refused here, before anything is queued
         manager = common.manager()
-        if manager.slots_left(common.session_id()) < len(configs):
+        me, client = common.session_id(), common.client_ip()
+        keys = [run_key(c.to_dict(), cuda=manager.gpus > 0) for c in configs]
+        new = sum(1 for k in keys if not manager.has_run_for(k))
+        if new and manager.slots_left(me, client) < new:
             raise LapMusicError(
-                f"you already have runs queued or training (at most {manager.max_per_session} at a time per "
-                "browser session); wait for them or stop one on the Training tab"
+                f"you already have runs queued or training (at most {manager.max_per_session} new runs at a time "
+                "per browser session); wait for them or stop one on the Training tab"
             )
         group = uuid.uuid4().hex[:8]
-        submitted = [manager.submit(c, session=common.session_id(), group=group) for c in configs]
+        student = st.session_state.get("student_name") or None
+        submitted = [manager.submit(c, session=me, client=client, group=group, student=student) for c in configs]
     except LapMusicError as exc:
         st.session_state.train_error = str(exc)
         return
@@ -268,6 +281,12 @@ def _start_training() -> None:
         common.log.exception("could not start training")
         st.session_state.train_error = f"Could not start the training ({type(exc).__name__}: {exc})."
         return
+    followed = [job for job in submitted if job.creator != me]
+    if followed:
+        st.session_state.train_shared = (
+            f"{len(followed)} of these runs already exist with exactly these settings: you follow them "
+            "instead of training them again (no waiting for a slot, no run spent)."
+        )
     common.set_focus([job.run_dir for job in submitted])
     common.go_to("Training")
 
@@ -275,7 +294,12 @@ def _start_training() -> None:
 def _server_line(sidebar) -> None:
     manager = common.manager()
     running, queued = manager.running_count, manager.queued_count
+    where = f"Runs are saved in `{common.display_path(manager.runs_dir)}`."
+    if not manager.owner:
+        sidebar.caption(f"Server: another lapmusic server trains the runs of this folder; this one only shows them. "
+                        + where)
+        return
     sidebar.caption(
-        f"Server: {running} training, {queued} waiting (at most {manager.max_jobs} at a time). "
-        f"Runs are saved in `{common.display_path(manager.runs_dir)}`."
+        f"Server: {running} training, {queued} waiting ({manager.max_jobs} at a time, each in its own process). "
+        + where
     )

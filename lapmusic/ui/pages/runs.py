@@ -1,4 +1,8 @@
-"""Runs tab: every run folder on disk (the app's and the CLI's), to reopen, compare, sample or resume."""
+"""Runs tab: every run folder on disk (the app's and the CLI's), to reopen, compare, sample, resume or delete.
+
+Deleting needs you to be the run's only follower; the teacher (``LAPMUSIC_TEACHER_PASSWORD``, entered in
+the box at the bottom) may stop or delete any run.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,13 @@ def render(settings: Settings) -> None:
     runs = list_runs(manager=manager)
     if not runs:
         st.info(f"No runs in `{common.display_path(manager.runs_dir)}` yet. Train one from the sidebar.")
+        _teacher_box()
         return
     mine = {str(job.run_dir) for job in manager.jobs(common.session_id())}
     st.dataframe(
         [
             {
-                "run": r.name,
+                "run": r.title,
                 "yours": "yes" if str(r.run_dir) in mine else "",
                 "state": f"damaged: {r.status.get('error')}" if r.state == "damaged" else r.state,
                 "dataset": r.config.get("dataset"),
@@ -35,6 +40,7 @@ def render(settings: Settings) -> None:
                 "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
                 "test NLL": f"{r.final['nll']:.3f}" if r.final and isinstance(r.final.get("nll"), float) else "",
                 "saved": r.started,
+                "folder": r.name,
             }
             for r in runs
         ],
@@ -44,10 +50,10 @@ def render(settings: Settings) -> None:
     by_name = {str(r.run_dir): r for r in runs}
     chosen = st.multiselect(
         "Choose one run, or several to compare", list(by_name), key="runs_chosen",
-        format_func=lambda p: Path(p).name,
+        format_func=lambda p: f"{by_name[p].title} ({Path(p).name})",
     )
     picked = [by_name[c] for c in chosen if c in by_name]
-    cols = st.columns(3)
+    cols = st.columns(4)
     # The callbacks read the choice from the session: it is always the one the user sees when clicking.
     cols[0].button("Open (curves on Training)", key="runs_open", disabled=not picked, on_click=_open)
     cols[1].button(
@@ -56,8 +62,53 @@ def render(settings: Settings) -> None:
     )
     resumable = len(picked) == 1 and picked[0].resumable
     cols[2].button("Resume training", key="runs_resume", disabled=not resumable, on_click=_resume)
+    deletable = bool(picked) and all(r.state not in ("queued", "running") for r in picked)
+    cols[3].button("Delete", key="runs_delete", disabled=not deletable, on_click=_delete,
+                   help="Your own runs that nobody else follows; the teacher may delete any stopped run.")
     if len(picked) == 1 and not picked[0].resumable and picked[0].state not in ("queued", "running"):
         st.caption("Only stopped, failed or interrupted runs with a checkpoint can be resumed.")
+    _teacher_box()
+
+
+def _teacher_box() -> None:
+    from ...sessions import teacher_password
+
+    if teacher_password() is None:
+        return
+    with st.expander("Teacher"):
+        if common.is_teacher():
+            st.caption("Teacher mode: Stop on the Training tab stops any run, Delete here removes any stopped run.")
+            st.button("Leave teacher mode", key="teacher_leave", on_click=lambda: st.session_state.pop("teacher", None))
+            return
+        st.text_input("Teacher password", type="password", key="teacher_password")
+        st.button("Enter teacher mode", key="teacher_enter", on_click=_enter_teacher)
+        if st.session_state.pop("teacher_refused", False):
+            st.error("Wrong password.")
+
+
+def _enter_teacher() -> None:
+    from ...sessions import is_teacher_password
+
+    candidate = st.session_state.get("teacher_password", "")
+    st.session_state["teacher_password"] = ""  # not kept in the page
+    if is_teacher_password(candidate):
+        st.session_state["teacher"] = True
+    else:
+        st.session_state["teacher_refused"] = True
+
+
+def _delete() -> None:
+    from ...errors import LapMusicError
+
+    manager = common.manager()
+    for run_dir in _chosen():
+        try:
+            manager.delete(str(run_dir.resolve().relative_to(manager.runs_dir)), common.session_id(),
+                           teacher=common.is_teacher())
+        except (LapMusicError, ValueError) as exc:
+            st.session_state["resume_error"] = str(exc)
+            return
+    st.session_state["runs_chosen"] = []
 
 
 def _chosen() -> list[Path]:

@@ -1,8 +1,10 @@
 """Training tab: live loss curves (LAE and random on the same axes), progress with ETA, Stop and Resume.
 
-Training runs in the job manager's background threads; this page only reads the run folders
-(``metrics.jsonl``, ``status.json``) and redraws itself every few seconds with ``st.fragment(run_every=...)``
-while a shown run is active, so the rest of the app stays responsive.
+Training runs in worker processes of the job manager; this page only reads the run folders
+(``metrics.jsonl``, ``status.json``) and the manager's queue, and redraws itself every few seconds with
+``st.fragment(run_every=...)`` while a shown run is active. A queued run shows its position and when it
+should start and finish (from measured epoch times, :mod:`lapmusic.estimate`); a run that several sessions
+follow (identical settings) says so, and Stop there only unfollows it unless you are its last follower.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def render(settings: Settings) -> None:
     note = st.session_state.pop("resume_error", None)
     if note:
         st.error(note)
+    note = st.session_state.pop("stop_note", None)
+    if note:
+        st.info(note)
     runs = common.focused_runs()
     if not runs:
         st.info(
@@ -29,23 +34,32 @@ def render(settings: Settings) -> None:
             "or reopen past runs on the **Runs** tab to compare their curves here."
         )
         return
-    if any(_is_active(run) for run in runs):
+    states = _states(runs)
+    if RUNNING in states:
         _live(runs)
+    elif QUEUED in states:
+        _waiting(runs)  # only waiting: a slower poll (a class of pages polling costs the server CPU)
     else:
         _draw(runs)
 
 
-def _is_active(run: Path) -> bool:
-    """Queued or training, here or in another process (then its files still change)."""
-    summary = summarize_run(run, common.manager())
-    return summary is not None and summary.state in (QUEUED, RUNNING)
+def _states(runs: list[Path]) -> set[str]:
+    manager = common.manager()
+    return {s.state for s in (summarize_run(run, manager) for run in runs) if s is not None}
 
 
 @st.fragment(run_every=common.poll_seconds())
 def _live(runs: list[Path]) -> None:
     common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
-    if not any(_is_active(run) for run in runs):
-        st.rerun()  # the whole app: stop polling, refresh the other tabs with the finished runs
+    if RUNNING not in _states(runs):
+        st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
+
+
+@st.fragment(run_every=max(5.0, 3 * common.poll_seconds()))
+def _waiting(runs: list[Path]) -> None:
+    common.guarded(_draw, runs)
+    if QUEUED not in _states(runs) or RUNNING in _states(runs):
+        st.rerun()
 
 
 def _draw(runs: list[Path]) -> None:
@@ -55,12 +69,12 @@ def _draw(runs: list[Path]) -> None:
     # LAE first, so that it keeps the same colour in every comparison.
     summaries.sort(key=lambda s: s.config.get("init") != "lae")
     several_datasets = len({s.config.get("dataset") for s in summaries}) > 1
+    estimates = manager.estimates() if any(s.state in (QUEUED, RUNNING) for s in summaries) else {}
     for summary in summaries:
         run = summary.run_dir
-        job = manager.job_for_run(run)
         label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
         histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
-        common.guarded(_status_line, run, summary, job, label)
+        common.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
         from ...plots import loss_figure
 
@@ -77,50 +91,94 @@ def _unique(label: str, taken: dict) -> str:
     return candidate
 
 
-def _status_line(run: Path, summary, job, label: str) -> None:
-    state = job.state if job is not None and job.active else summary.state
-    status = summary.status
+def _status_line(summary, job, estimates: dict) -> None:
+    run, state, status = summary.run_dir, summary.state, summary.status
+    title = summary.title
     epochs = status.get("epochs") or summary.config.get("epochs")
     epoch = status.get("epoch") or summary.epochs_done
+    me = common.session_id()
     box = st.container(border=True)
     if summary.elsewhere:
         box.info(
-            f"**{label}** is {state} in another process (another app server or the `lapmusic` command): "
+            f"**{title}** is {state} in another process (another app server or the `lapmusic` command): "
             f"epoch {epoch} of {epochs}, {status.get('message') or ''}. Its curves update here; stop it there."
         )
-    elif state == RUNNING and job is not None:
-        eta = job.eta_seconds
-        text = f"**{label}** — {epoch} of {epochs} epochs done · {job.message}"
-        if eta is not None:
-            text += f" · about {common.format_seconds(eta)} left"
+    elif state == RUNNING:
+        estimate = estimates.get(job.id) if job is not None else None
+        text = f"**{title}** — {epoch} of {epochs} epochs done · {status.get('message') or 'training'}"
+        if estimate is not None:
+            text += f" · about {common.format_seconds(estimate['finish_in'])} left"
         cols = box.columns([5, 1])
-        cols[0].progress(job.fraction, text=text)
-        cols[1].button("Stop", key=f"stop-{run.name}", on_click=common.manager().cancel, args=(job.id,))
-    elif state == QUEUED and job is not None:
-        position = common.manager().queue_position(job.id)
+        fraction = status.get("fraction")
+        cols[0].progress(float(fraction) if isinstance(fraction, (int, float)) else 0.0, text=text)
+        _stop_button(cols[1], job, me)
+    elif state == QUEUED:
+        estimate = estimates.get(job.id) if job is not None else None
         cols = box.columns([5, 1])
-        cols[0].info(f"**{label}** is waiting for a free slot: position {position} in the queue.")
-        cols[1].button("Remove", key=f"stop-{run.name}", on_click=common.manager().cancel, args=(job.id,))
+        if estimate is not None:
+            rough = "" if estimate["measured"] else " (rough: no run of this size measured yet)"
+            cols[0].info(
+                f"**{title}** is waiting for a free slot: position {estimate['position']} of "
+                f"{common.manager().queued_count} in the queue · starts in about "
+                f"{common.format_seconds(estimate['start_in'])}, done in about "
+                f"{common.format_seconds(estimate['finish_in'])}{rough}."
+            )
+        else:
+            cols[0].info(f"**{title}** is waiting in the queue.")
+        _stop_button(cols[1], job, me)
     elif state == FINISHED:
-        box.success(f"**{label}** finished{_final_text(summary.final)}. Listen to it on the **Samples** tab.")
+        box.success(f"**{title}** finished{_final_text(summary.final)}. Listen to it on the **Samples** tab.")
     elif state == CANCELLED:
         if summary.resumable:
             box.info(
-                f"**{label}** was stopped after epoch {epoch} of {epochs}. The best model so far can be sampled "
+                f"**{title}** was stopped after epoch {epoch} of {epochs}. The best model so far can be sampled "
                 "on the **Samples** tab; resume it to train on."
             )
             _resume_button(box, summary)
         else:
-            box.info(f"**{label}** was stopped before its first checkpoint; start a new run to train.")
+            box.info(f"**{title}** was stopped before its first checkpoint; start a new run to train.")
     elif state == FAILED:
-        box.error(f"**{label}** failed: {status.get('error') or (job.error if job else None) or 'unknown error'}")
+        box.error(f"**{title}** failed: {status.get('error') or (job.error if job else None) or 'unknown error'}")
         _resume_button(box, summary)
     elif state == DAMAGED:
-        box.error(f"**{label}** cannot be used: {status.get('error')}. Start it again in a new run.")
+        box.error(f"**{title}** cannot be used: {status.get('error')}. Start it again in a new run.")
     elif state == INTERRUPTED:
-        box.warning(f"**{label}** was interrupted (the server stopped during training) after epoch {epoch}.")
+        box.warning(
+            f"**{title}** was interrupted (its training process stopped: a server restart or a crash) after "
+            f"epoch {epoch} of {epochs}." + (" Resume it to continue from its last checkpoint." if summary.resumable
+                                              else "")
+        )
         _resume_button(box, summary)
+    if job is not None and len(job.sessions) > 1:
+        box.caption(f"Followed by {len(job.sessions)} sessions with exactly these settings: it trains once for all.")
     box.caption(f"Run folder: `{common.display_path(run)}`")
+
+
+def _stop_button(column, job, me: str) -> None:
+    """Stop (the last follower, or the teacher), Stop following (others still follow it), or nothing."""
+    if job is None:
+        return
+    teacher = common.is_teacher()
+    if me not in job.sessions and not teacher:
+        return
+    alone = set(job.sessions) <= {me}
+    label = "Stop" if alone or teacher else "Stop following"
+    if job.state == QUEUED and (alone or teacher):
+        label = "Remove"
+    column.button(label, key=f"stop-{job.id}", on_click=_stop, args=(job.id,))
+
+
+def _stop(job_id: str) -> None:
+    from ...errors import LapMusicError
+
+    try:
+        outcome = common.manager().cancel(job_id, common.session_id(), teacher=common.is_teacher())
+    except LapMusicError as exc:
+        st.session_state["resume_error"] = str(exc)
+        return
+    if outcome == "unfollowed":
+        st.session_state["stop_note"] = ("You no longer follow that run; it goes on for the others who started "
+                                         "it with the same settings.")
 
 
 def _final_text(final: dict | None) -> str:
@@ -149,8 +207,9 @@ def resume_run(run_dir: Path) -> None:
     try:
         from ...train import TrainConfig
 
-        config = TrainConfig.from_dict(read_json(run_dir / "config.json") or {})
-        common.manager().submit(config, session=common.session_id(), run_dir=run_dir, resume=True)
+        TrainConfig.from_dict(read_json(run_dir / "config.json") or {})  # a damaged config is refused here
+        common.manager().submit(None, session=common.session_id(), client=common.client_ip(), run_dir=run_dir,
+                                resume=True)
     except LapMusicError as exc:
         st.session_state["resume_error"] = str(exc)
         return

@@ -1,0 +1,329 @@
+"""A classroom on one machine: a real ``streamlit run app.py`` on 127.0.0.1 and real headless Chromium pages.
+
+Three phases, each bounded in count and time (nothing here is a test: it prints what it measured):
+
+1. ``--students`` sessions (default 30) open the app and press Train on the default settings within
+   ``--spread`` seconds (default 10). Measured: for each, seconds from its click to a first loss curve on its
+   Training tab; and how many run folders were made (identical settings share one run: expect one pair).
+2. ``--settings`` sessions (default 8) each train different settings (hidden units 16, 24, ...). Measured:
+   seconds from the click to the queue position with its estimate on the page; then, while they train,
+   ``--loads`` fresh page loads one after the other (seconds from navigation to a usable sidebar and tabs).
+3. ``kill -9`` of the server mid-training, restart. Measured: runs before/after (none lost), the queue order
+   before/after (unchanged), whether the worker that was training survived and was adopted; then ``kill -9``
+   of that worker and the seconds until the run reads as interrupted and resumable; and a session link from
+   phase 2 bringing back its runs. Finally a clean stop, checking the server log for "terminate called".
+
+    python benchmarks/bench_classroom.py --epochs 2 --json-out classroom.json
+
+Uses a temporary runs folder; the dataset cache is a temporary folder holding a link to the Bach set of
+the usual cache (built once by ``lapmusic datasets``). Needs Playwright and /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CURVE_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
+    p => (p.data || []).some(t => t.x && t.x.length >= 1))"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def summary(values) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "median": round(statistics.median(values), 2), "p95": round(percentile(values, 0.95), 2),
+            "max": round(max(values), 2)}
+
+
+class Server:
+    def __init__(self, env: dict, log_path: Path):
+        self.env, self.log_path, self.port = env, log_path, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> float:
+        started = time.monotonic()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        while time.monotonic() - started < timeout:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"streamlit did not start; see {self.log_path}")
+
+    def kill9(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def open_session(browser, url: str, timeout_ms: int = 120_000):
+    """A new browser context and page on ``url``; returns (context, page, seconds until the sidebar's Train
+    button and the tabs are visible)."""
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    started = time.monotonic()
+    page.goto(url, timeout=timeout_ms)
+    page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_ms)
+    page.get_by_role("tab", name="Training", exact=True).wait_for(timeout=timeout_ms)
+    return context, page, time.monotonic() - started
+
+
+def run_folders(runs_dir: Path) -> dict[str, str]:
+    from lapmusic.jobs import list_runs
+
+    return {r.name: r.state for r in list_runs(runs_dir)}
+
+
+def queue_order(runs_dir: Path) -> list[str]:
+    from lapmusic.io import read_json
+
+    return [e["run"] for e in (read_json(runs_dir / ".lapmusic" / "queue.json") or {}).get("queue", [])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the students press Train")
+    parser.add_argument("--settings", type=int, default=8)
+    parser.add_argument("--loads", type=int, default=10, help="page loads measured in each of two conditions")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=240.0, help="seconds to wait for the first curves")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from lapmusic.data import BACH_CACHE_NAME, cache_dir
+
+    root = Path(tempfile.mkdtemp(prefix="bench-classroom-"))
+    runs_dir, cache = root / "runs", root / "cache"
+    cache.mkdir(parents=True)
+    bach = cache_dir() / BACH_CACHE_NAME
+    if bach.is_file():
+        (cache / BACH_CACHE_NAME).symlink_to(bach)
+    env = dict(os.environ, LAPMUSIC_RUNS_DIR=str(runs_dir), LAPMUSIC_CACHE_DIR=str(cache),
+               LAPMUSIC_APP_DEFAULTS=json.dumps({"epochs": args.epochs}))
+    server = Server(env, root / "streamlit.log")
+    result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_before": os.getloadavg(),
+                    "args": vars(args), "folder": str(root)}
+    result["server_start_s"] = round(server.start(), 2)
+    print(f"server on {server.url}, folder {root}", flush=True)
+    try:
+        _phases(args, server, runs_dir, result, sync_playwright)
+    finally:
+        if server.process.poll() is None:
+            code = server.stop()
+            log_text = (root / "streamlit.log").read_text(errors="replace")
+            result["clean_stop_exit_code"] = code
+            result["terminate_called_in_log"] = "terminate called" in log_text
+        # Leave no worker behind: stop every run still queued or training.
+        for name in run_folders(runs_dir):
+            (runs_dir / name / "cancel").touch()
+    result["load_after"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        # ---------------------------------------------------------------- phase 1: a class on the defaults
+        if args.students > 0:
+            _class_on_defaults(args, browser, server, runs_dir, result)
+        _different_settings_and_restart(args, browser, server, runs_dir, result)
+        browser.close()
+
+
+def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
+    # All pages start loading at once (as a class does), then each is waited for in turn: the time to
+    # its Train button is an upper bound when an earlier page was slower.
+    students, starts = [], []
+    for _ in range(args.students):
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        page = context.new_page()
+        starts.append(time.monotonic())
+        page.goto(server.url, wait_until="commit", timeout=120_000)
+        students.append((context, page))
+    loads = []
+    for (_, page), started in zip(students, starts):
+        page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=300_000)
+        loads.append(time.monotonic() - started)
+    result["phase1_page_load_s"] = summary(loads)
+    clicks = []
+    gap = args.spread / max(1, args.students)
+    print("phase 1 loads:", json.dumps(result["phase1_page_load_s"]), flush=True)
+    for _, page in students:
+        try:
+            page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(
+                no_wait_after=True, timeout=120_000)
+            clicks.append(time.monotonic())
+        except Exception:  # noqa: BLE001 - a page too slow to take the click: counted, not fatal
+            clicks.append(None)
+        time.sleep(gap)
+    result["phase1_clicks_failed"] = sum(c is None for c in clicks)
+    done_clicks = [c for c in clicks if c is not None]
+    result["phase1_click_spread_s"] = round(max(done_clicks) - min(done_clicks), 2)
+    first_curve: list[float | None] = [None] * len(students)
+    deadline = time.monotonic() + args.deadline
+    while time.monotonic() < deadline and any(v is None and c is not None for v, c in zip(first_curve, clicks)):
+        for n, (_, page) in enumerate(students):
+            if first_curve[n] is None and clicks[n] is not None:
+                try:
+                    if page.evaluate(CURVE_JS):
+                        first_curve[n] = time.monotonic() - clicks[n]
+                except Exception:  # noqa: BLE001 - a page in the middle of a rerun
+                    pass
+        time.sleep(0.5)
+    result["phase1_first_curve_s"] = summary(first_curve)
+    result["phase1_without_curve"] = sum(v is None and c is not None for v, c in zip(first_curve, clicks))
+    result["phase1_run_folders"] = len(run_folders(runs_dir))
+    print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
+    for context, _ in students:
+        context.close()
+
+
+def _different_settings_and_restart(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
+    # ---------------------------------------------------------------- phase 2: eight different settings
+    others, waits, links = [], [], []
+    for n in range(args.settings):
+        context, page, _ = open_session(browser, server.url)
+        try:
+            field = page.get_by_test_id("stSidebar").get_by_role("spinbutton", name="Hidden units")
+            field.fill(str(16 + 8 * n), timeout=120_000)
+            field.press("Enter")
+            time.sleep(1.0)  # the rerun that takes the new value
+            started = time.monotonic()
+            page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).click(timeout=120_000)
+            page.get_by_text("position", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("starts in about", exact=False).first.wait_for(timeout=60_000)
+            waits.append(time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - recorded as missing
+            waits.append(None)
+        others.append((context, page))
+        links.append(page.url)
+    result["phase2_queue_estimate_s"] = summary(waits)
+
+    def page_loads(count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            try:
+                context, _, seconds = open_session(browser, server.url, timeout_ms=60_000)
+                out.append(seconds)
+                context.close()
+            except Exception:  # noqa: BLE001 - a load over 60 s
+                out.append(60.0)
+        return out
+
+    # (a) with the eight pages open and polling in the same browser on this machine, (b) after closing
+    # them: then only the server and its training workers compete with the new page (as in a classroom,
+    # where the students' browsers run on their own computers).
+    result["phase2_page_load_with_8_pages_open_s"] = summary(page_loads(args.loads))
+    result["phase2_load_average_a"] = os.getloadavg()
+    for context, _ in others[1:]:
+        context.close()
+    result["phase2_runs_training"] = sum(1 for s in run_folders(runs_dir).values() if s == "running")
+    result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads))
+    result["phase2_load_average_b"] = os.getloadavg()
+    print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
+    others[0][0].close()
+
+    # ---------------------------------------------------------------- phase 3: kill -9 and restart
+    from lapmusic.io import read_json
+    from lapmusic.jobs import summarize_run
+    from lapmusic.worker import worker_state
+
+    before, order = run_folders(runs_dir), queue_order(runs_dir)
+    running = [name for name, state in before.items() if state == "running"]
+    server.kill9()
+    result["phase3_restart_s"] = round(server.start(), 2)
+    # The manager is created by the first page session: open one (it also restores the runs).
+    context, page, _ = open_session(browser, links[0])
+    after, order_after = run_folders(runs_dir), queue_order(runs_dir)
+    result["phase3_runs_before_after"] = [len(before), len(after)]
+    result["phase3_lost_runs"] = sorted(set(before) - set(after))
+    result["phase3_queue_unchanged"] = order == order_after or order[len(running):] == order_after
+    result["phase3_running_adopted"] = [after.get(name) == "running" for name in running]
+    page.get_by_role("tab", name="Training", exact=True).click()
+    try:
+        page.get_by_text("waiting", exact=False).first.wait_for(timeout=30_000)
+        result["phase3_session_link_restores_runs"] = True
+    except Exception:  # noqa: BLE001
+        result["phase3_session_link_restores_runs"] = False
+    context.close()
+    # kill -9 of a worker: whichever run trains now (wait for the restarted server to start one).
+    detect = []
+    deadline = time.monotonic() + 60
+    while not detect and time.monotonic() < deadline:
+        for name, state in run_folders(runs_dir).items():
+            info = read_json(runs_dir / name / "worker.json") or {}
+            if state != "running" or worker_state(runs_dir / name) != "alive" or not info.get("pid"):
+                continue
+            os.kill(int(info["pid"]), signal.SIGKILL)
+            killed = time.monotonic()
+            while time.monotonic() - killed < 30:
+                summary_ = summarize_run(runs_dir / name)
+                if summary_.state == "interrupted" and summary_.resumable or summary_.state == "queued":
+                    detect.append({"run": name, "seconds": round(time.monotonic() - killed, 2),
+                                   "state": summary_.state, "resumable": summary_.resumable})
+                    break
+                time.sleep(0.1)
+            break
+        time.sleep(0.5)
+    result["phase3_killed_worker_detected"] = detect
+
+
+if __name__ == "__main__":
+    sys.exit(main())

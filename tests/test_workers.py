@@ -1,0 +1,320 @@
+"""The job manager with real worker processes (``python -m lapmusic.worker``) running a fake training
+function (tests/fake_train.py: no torch, a few ms per epoch), plus one real tiny training.
+
+Waits use generous timeouts only; nothing asserts how fast anything is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lapmusic import jobs, worker
+from lapmusic.errors import LapMusicError
+from lapmusic.io import atomic_write_json, read_json, read_jsonl
+
+WAIT = 30.0
+HERE = Path(__file__).parent
+FAKE_ENV = {"LAPMUSIC_WORKER_TRAIN": "fake_train:train",
+            "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+
+
+def config(tmp_path, **overrides):
+    base = {"dataset": "fake", "hidden": 8, "init": "lae", "epochs": 2, "seed": 0}
+    base.update(overrides)
+    return base
+
+
+def manager_for(runs_dir, **kwargs):
+    kwargs.setdefault("max_jobs", 1)
+    kwargs.setdefault("max_per_session", None)
+    kwargs.setdefault("max_per_client", None)
+    return jobs.JobManager(runs_dir, worker_env=FAKE_ENV, cuda=False, **kwargs)
+
+
+def until(predicate, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def managers():
+    made = []
+    yield made
+    for manager in made:
+        manager.close(requeue=False)
+
+
+def test_a_job_trains_in_a_separate_process_and_leaves_a_run_folder(runs_dir, tmp_path, managers):
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, pid_file=str(tmp_path / "pid.json")), session="s1")
+    done = manager.wait(job.id, timeout=WAIT)
+    assert done.state == jobs.FINISHED
+    assert read_json(tmp_path / "pid.json")["pid"] != os.getpid()
+    assert [r["epoch"] for r in read_jsonl(job.run_dir / "metrics.jsonl")] == [1, 2]
+    assert read_json(job.run_dir / "worker.json")["outcome"] == "finished"
+    assert jobs.summarize_run(job.run_dir, manager).state == jobs.FINISHED
+    assert read_json(job.run_dir / "job.json")["sessions"].keys() == {"s1"}
+
+
+def test_slots_bound_the_workers_and_the_queue_is_fifo(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir, max_jobs=2)
+    managers.append(manager)
+    submitted = [manager.submit(config(tmp_path, seed=s, gate=str(gate))) for s in range(4)]
+    until(lambda: manager.running_count == 2, what="two running")
+    assert [manager.queue_position(j.id) for j in submitted] == [None, None, 1, 2]
+    assert [manager.get(j.id).state for j in submitted] == ["running", "running", "queued", "queued"]
+    estimates = manager.estimates()
+    assert estimates[submitted[2].id]["position"] == 1 and estimates[submitted[3].id]["position"] == 2
+    assert 0 < estimates[submitted[2].id]["start_in"] <= estimates[submitted[3].id]["start_in"]
+    gate.write_text("")
+    for job in submitted:
+        assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+
+
+def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir, max_per_session=1)
+    managers.append(manager)
+    first = manager.submit(config(tmp_path, gate=str(gate)), session="a")
+    others = [manager.submit(config(tmp_path, gate=str(gate)), session=f"s{n}") for n in range(29)]
+    assert all(o is first for o in others)  # thirty presses, one run
+    assert len(list(runs_dir.iterdir())) == 2  # the run and .lapmusic
+    assert manager.slots_left("a") == 0 and manager.slots_left("s0") == 1  # attaching is free
+    different = manager.submit(config(tmp_path, gate=str(gate), seed=1), session="s0")
+    assert different is not first
+    gate.write_text("")
+    manager.wait(first.id, timeout=WAIT)
+    again = manager.submit(config(tmp_path, gate=str(gate)), session="late")  # a finished run is shared too
+    assert again is first and again.state == jobs.FINISHED
+    assert {j.id for j in manager.jobs("late")} == {first.id}
+
+
+def test_stop_unfollows_a_shared_run_and_the_last_follower_stops_it(runs_dir, tmp_path, managers):
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="a")
+    manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="b")
+    until(lambda: manager.get(job.id).state == jobs.RUNNING, what="running")
+    with pytest.raises(LapMusicError, match="someone else"):
+        manager.cancel(job.id, "stranger")
+    assert manager.cancel(job.id, "a") == "unfollowed" and manager.get(job.id).state == jobs.RUNNING
+    assert manager.cancel(job.id, "b") == "stopping"
+    done = manager.wait(job.id, timeout=WAIT)
+    assert done.state == jobs.CANCELLED
+    assert (job.run_dir / "checkpoint.pt").is_file() is False  # stopped before its first epoch
+
+
+def test_the_teacher_stops_any_run(runs_dir, tmp_path, managers):
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="a")
+    manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="b")
+    until(lambda: manager.get(job.id).state == jobs.RUNNING, what="running")
+    assert manager.cancel(job.id, "teacher-session", teacher=True) == "stopping"
+    assert manager.wait(job.id, timeout=WAIT).state == jobs.CANCELLED
+
+
+def test_a_failing_worker_records_its_error(runs_dir, tmp_path, managers):
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.wait(manager.submit(config(tmp_path, fail="the data is bad; choose another")).id, timeout=WAIT)
+    assert job.state == jobs.FAILED and job.error == "the data is bad; choose another"
+    assert read_json(job.run_dir / "status.json")["error"] == "the data is bad; choose another"
+
+
+def test_a_killed_worker_is_recognised_within_seconds_and_resumable(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, epochs=3, gate=str(gate), pid_file=str(tmp_path / "pid.json")))
+    until(lambda: (tmp_path / "pid.json").is_file(), what="worker start")
+    # Let epoch 1 through (a checkpoint), hold the worker in epoch 2 and kill it.
+    gate.write_text("1")
+    until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="first checkpoint")
+    os.kill(read_json(tmp_path / "pid.json")["pid"], signal.SIGKILL)
+    until(lambda: jobs.summarize_run(job.run_dir, manager).state == jobs.INTERRUPTED, timeout=10,
+          what="interrupted within 10 s")
+    until(lambda: manager.get(job.id).state == jobs.INTERRUPTED, timeout=10, what="manager notices")
+    summary = jobs.summarize_run(job.run_dir, manager)
+    assert summary.resumable
+    gate.write_text("")
+    resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
+    assert manager.wait(resumed.id, timeout=WAIT).state == jobs.FINISHED
+    assert read_json(tmp_path / "pid.json")["resume"] is True
+    epochs = [r["epoch"] for r in read_jsonl(job.run_dir / "metrics.jsonl")]
+    assert epochs[-1] == 3 and len(set(epochs)) == len(epochs)
+
+
+def test_a_worker_killed_before_its_first_checkpoint_is_requeued_not_interrupted(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir)
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, gate=str(gate), pid_file=str(tmp_path / "pid.json")))
+    until(lambda: (tmp_path / "pid.json").is_file(), what="worker start")
+    first_pid = read_json(tmp_path / "pid.json")["pid"]
+    os.kill(first_pid, signal.SIGKILL)
+    until(lambda: (read_json(tmp_path / "pid.json") or {}).get("pid") not in (None, first_pid),
+          what="a second worker")
+    gate.write_text("")
+    assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+    assert read_json(job.run_dir / "job.json")["attempts"] == 1
+
+
+def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    first = manager_for(runs_dir)
+    running = first.submit(config(tmp_path, gate=str(gate)), session="a", group="g1")
+    queued = [first.submit(config(tmp_path, seed=s, gate=str(gate)), session="a") for s in (1, 2, 3)]
+    until(lambda: first.get(running.id).state == jobs.RUNNING, what="running")
+    # The server dies without cleaning up (kill -9): its supervisor stops, its worker lives on.
+    first._stop.set()
+    first._thread.join(5)
+    os.close(first._lock_fd)
+
+    second = manager_for(runs_dir)
+    managers.append(second)
+    assert [second.queue_position(j.id) for j in queued] == [1, 2, 3]
+    assert second.get(running.id).state == jobs.RUNNING  # adopted, not interrupted
+    assert jobs.summarize_run(running.run_dir, second).state == jobs.RUNNING
+    assert {j.id for j in second.jobs("a")} == {running.id} | {j.id for j in queued}  # the session's runs
+    assert second.get(running.id).group_of("a") == "g1"
+    gate.write_text("")
+    for job in [running] + queued:
+        assert second.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+
+
+def test_a_clean_shutdown_requeues_running_runs_at_the_front(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    first = manager_for(runs_dir)
+    running = first.submit(config(tmp_path, epochs=3, gate=str(gate)))
+    waiting = first.submit(config(tmp_path, seed=1, gate=str(gate)))
+    until(lambda: first.get(running.id).state == jobs.RUNNING, what="running")
+    first.close()
+    assert read_json(running.run_dir / "status.json")["state"] == jobs.QUEUED
+    second = manager_for(runs_dir, start=False)
+    managers.append(second)
+    assert [second.queue_position(running.id), second.queue_position(waiting.id)] == [1, 2]
+
+
+def test_a_second_server_on_the_same_runs_folder_only_reads(runs_dir, tmp_path, managers):
+    first = manager_for(runs_dir)
+    managers.append(first)
+    second = manager_for(runs_dir)
+    managers.append(second)
+    assert first.owner and not second.owner
+    with pytest.raises(LapMusicError, match="another lapmusic server"):
+        second.submit(config(tmp_path))
+
+
+def test_worker_state_needs_a_fresh_heartbeat_and_a_live_pid(tmp_path):
+    assert worker.worker_state(tmp_path) is None
+    worker.write_worker_file(tmp_path, os.getpid())
+    assert worker.worker_state(tmp_path) == "alive"
+    assert worker.worker_state(tmp_path, now=time.time() + worker.STALE_SECONDS + 1) == "dead"
+    worker.write_worker_file(tmp_path, 2**22 + 12345)  # no such pid
+    assert worker.worker_state(tmp_path) == "dead"
+    worker.write_worker_file(tmp_path, os.getpid(), exited=time.time())
+    assert worker.worker_state(tmp_path) == "dead"
+
+
+def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):
+    assert worker.main([str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_rolls, managers):
+    """The real lapmusic.train in a worker process, with a tiny user dataset, resumed after a stop."""
+    from lapmusic.data import Dataset, save_user_dataset
+
+    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
+    rolls = make_rolls(6, 12)
+    key = save_user_dataset(Dataset("user:tiny", "tiny", rolls[:4], rolls[4:5], rolls[5:]))
+    manager = jobs.JobManager(runs_dir, max_jobs=1, cuda=False, max_per_session=None)
+    managers.append(manager)
+    job = manager.submit({**_tiny_config(), "dataset": key}, session="a")
+    done = manager.wait(job.id, timeout=120)
+    assert done.state == jobs.FINISHED, (job.run_dir / "worker.log").read_text()[-2000:]
+    assert read_json(job.run_dir / "final.json")["epochs"] >= 1
+    assert np.isfinite(read_jsonl(job.run_dir / "metrics.jsonl")[-1]["valid_nll"])
+
+
+def _tiny_config() -> dict:
+    from lapmusic.train import TrainConfig
+
+    return TrainConfig(hidden=4, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0,
+                       patience=None).to_dict()
+
+
+def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_path, managers):
+    gate = tmp_path / "gate"
+    manager = manager_for(runs_dir, start=False)  # no supervisor: the test decides when workers are noticed
+    managers.append(manager)
+    job = manager.submit(config(tmp_path, epochs=3, gate=str(gate)), session="a")
+    manager.tick()
+    gate.write_text("1")
+    until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="a checkpoint")
+    manager.cancel(job.id, "a")
+    until(lambda: read_json(job.run_dir / "status.json")["state"] == "cancelled", what="cancelled on disk")
+    assert manager.get(job.id).state == jobs.RUNNING  # the supervisor has not looked yet
+    resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
+    assert resumed.state == jobs.QUEUED and manager.queue_position(job.id) == 1
+
+
+SERVER_EXIT = r"""
+import sys, time, json
+from pathlib import Path
+import torch  # the server imports torch too (sidebar, samples)
+from lapmusic import jobs
+manager = jobs.JobManager(sys.argv[1], max_jobs=1, cuda=False, max_per_session=None)
+job = manager.submit(json.loads(sys.argv[2]), session="a")
+deadline = time.monotonic() + 120
+while not (job.run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+    time.sleep(0.1)
+torch.ones(256, 256) @ torch.ones(256, 256)
+print("exiting while training", job.run_dir, flush=True)
+sys.exit(0)  # like Ctrl-C of streamlit: the interpreter exits, atexit runs
+"""
+
+
+def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_rolls):
+    """The old in-process training threads made the server print 'terminate called without an active
+    exception' at exit; now the server stops its worker, re-queues the run and exits quietly."""
+    import json
+    import subprocess
+    import sys
+
+    from lapmusic.data import Dataset, save_user_dataset
+
+    env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(HERE.parent))
+    os.environ["LAPMUSIC_CACHE_DIR"], old = env["LAPMUSIC_CACHE_DIR"], os.environ.get("LAPMUSIC_CACHE_DIR")
+    try:
+        rolls = make_rolls(8, 40)
+        key = save_user_dataset(Dataset("user:tiny", "tiny", rolls[:6], rolls[6:7], rolls[7:]))
+    finally:
+        os.environ["LAPMUSIC_CACHE_DIR"] = old or ""
+    config = {**_tiny_config(), "dataset": key, "init": "random", "epochs": 1000, "patience": None}
+    done = subprocess.run([sys.executable, "-c", SERVER_EXIT, str(runs_dir), json.dumps(config)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exiting while training" in done.stdout
+    assert "terminate called" not in done.stderr
+    run_dir = Path(done.stdout.split()[-1])
+    assert read_json(run_dir / "status.json")["state"] == "queued"  # back at the front of the queue
+    assert read_json(runs_dir / ".lapmusic" / "queue.json")["queue"][0]["run"] == run_dir.name
+    assert worker.worker_state(run_dir) == "dead"
