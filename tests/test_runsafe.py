@@ -335,7 +335,8 @@ def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monk
     here = Path(__file__).parent
     manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None, cuda=False,
                               worker_env={"LAPMUSIC_WORKER_TRAIN": "fake_train:full_disk_train",
-                                          "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"})
+                                          "PYTHONPATH": os.pathsep.join(filter(None, [
+                                              str(here.parent), str(here), os.environ.get("PYTHONPATH")]))})
     try:
         job = manager.wait(manager.submit(small_config(dataset=key)).id, timeout=120)
         assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error
