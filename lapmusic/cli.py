@@ -361,10 +361,15 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
                    help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE`, p must equal --hidden "
                    "(default: fit the LAE in the run)")
+    p.add_argument("--output", choices=["bernoulli", "nade"],
+                   help="output layer (default bernoulli: one independent sigmoid per key; nade: RNN-NADE, "
+                   "the keys of a frame drawn low to high, each conditioned on the lower ones and the state)")
+    p.add_argument("--nade-hidden", type=_positive_int,
+                   help="hidden units of the NADE output (default 64; only with --output nade)")
 
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences", "lae_path")
+                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "output", "nade_hidden")
 
 
 def _training_config(args: argparse.Namespace, **fields):
@@ -385,7 +390,8 @@ def _final_text(result: dict) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     return (f"test NLL {number(result.get('nll'))}  ACC {number(result.get('acc'), 2)}%  "
-            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames)\n"
+            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames, "
+            f"{result.get('output', 'bernoulli')} output)\n"
             f"best epoch {result.get('best_epoch')} of {result.get('epochs')} ({result.get('stopped')}), "
             f"pre-training {number(result.get('pretrain_seconds'), 1)} s, training {number(result.get('seconds'), 1)} s "
             f"on {result.get('device')}")
@@ -434,7 +440,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
 
     from .metrics import baselines
-    from .train import evaluate, load_run, run_split
+    from .train import _acc_method, evaluate, load_run, run_split
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -448,7 +454,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
     progress(1.0, "done")
     progress.close()
-    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch)
+    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch,
+                  output=run.config.output, acc_method=_acc_method(run.config))
 
     def human(r: dict) -> str:
         def number(value, digits=3):
@@ -457,8 +464,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         b = r["baselines"]
         return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}%  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
-                f"{r['epoch']})\nbaselines: copy-previous-frame ACC {number(b['copy_previous_acc'], 2)}%, "
-                f"per-key frequency NLL {number(b['marginal_nll'])}")
+                f"{r['epoch']}, {r['output']} output; {r['acc_method']})\nbaselines: copy-previous-frame ACC "
+                f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}")
 
     emit(result, args.json, human)
     return 0
@@ -481,7 +488,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for number, (seed, init) in enumerate(jobs):
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
-        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}"
+        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
+        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():
             saved = json_module.loads((run_dir / "config.json").read_text())
@@ -500,7 +508,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
-                   out=str(parent), run_dirs=[str(d) for d in run_dirs])
+                   out=str(parent), output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
@@ -508,7 +516,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 return "-"
             return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
-        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, {r['seeds']} seed(s)",
+        lines = [f"{r['dataset']}, {r['hidden']} hidden units, {r['output']} output, up to {r['epochs']} epochs, "
+                 f"{r['seeds']} seed(s)",
                  f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
                  f"{'pre-train s':>14}{'train s':>12}"]
         for init, s in r["inits"].items():
@@ -579,6 +588,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "warning": None,
         "run": str(args.rundir),
         "dataset": run.config.dataset,
+        "output": run.config.output,
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,
@@ -612,6 +622,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
             lines.append("the sample has no notes (try a higher --temperature or a primer)")
         if r["html"]:
             lines.append(f"wrote {r['html']} (piano roll)")
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- stats
+def cmd_stats(args: argparse.Namespace) -> int:
+    if not args.run and not args.files:
+        raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
+    if args.steps < 1 or args.samples < 1:
+        raise LapMusicError("--steps and --samples must be at least 1")
+    if args.run:
+        _check_run_dir(args.run)
+    if args.dataset:
+        _check_dataset(args.dataset)
+    _check_device(args.device)
+
+    import numpy as np
+
+    from . import stats
+
+    if args.run:
+        from .train import load_run
+
+        run = load_run(args.run, device=args.device)
+        if args.files:
+            raise LapMusicError("give either --run (its samples are drawn) or files, not both")
+        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
+                                    seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
+    else:
+        if not args.dataset:
+            raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
+        from .data import load_dataset
+
+        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
+        dataset = load_dataset(args.dataset)
+        frames = int(np.median([len(r) for r in rolls]))
+        reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
+        result = stats.compare(rolls, reference)
+        result["settings"] = {"files": [str(f) for f in args.files], "dataset": args.dataset, "split": args.split,
+                              "excerpt_frames": frames}
+
+    def human(r: dict) -> str:
+        rows = stats.table_rows(r)
+        lines = [f"{r['samples']['pieces']} sample(s) vs {r['reference']['pieces']} real excerpts "
+                 f"({r['settings'].get('dataset')}, {r['settings'].get('split')} split)",
+                 f"{'statistic':<40}{'samples':>9}{'real mean':>11}{'real 10-90 %':>16}{'inside':>8}"]
+        for row in rows:
+            lines.append(f"{row['statistic']:<40}{row['samples']:>9}{row['real (mean)']:>11}"
+                         f"{row['real (10-90 %)']:>16}{row['inside']:>8}")
+        hist = r["samples"]["note_length_hist"]
+        real = r["reference"]["note_length_hist"]
+        if hist and real:
+            lines.append("note lengths (frames " + "/".join(stats.NOTE_BIN_LABELS) + "): samples "
+                         + " ".join(f"{100 * h:.0f}%" for h in hist) + ", real " + " ".join(f"{100 * h:.0f}%" for h in real))
         return "\n".join(lines)
 
     emit(result, args.json, human)
@@ -724,6 +790,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="musicality statistics of a run's samples or of MIDI/.npz files vs real pieces")
+    p.add_argument("files", nargs="*", help="MIDI (.mid), .npz or .npy piano rolls, or folders of them "
+                   "(instead of --run; needs --dataset)")
+    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset (default: none, "
+                   "describe FILES instead)")
+    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with; required with "
+                   "FILES, with --run the run's dataset is used)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="train",
+                   help="split the real pieces come from (default train)")
+    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
+    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--max-polyphony", type=_positive_int, help="keep at most K keys per frame (default: no cap)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when reading MIDI files (default 0.25)")
+    p.add_argument("--device", help="cpu or cuda (default: the run's device setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 
