@@ -31,6 +31,13 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
                 yield from _subcommands(sub, f"{prefix}{name} ")
 
 
+def _shown(default, text: str) -> bool:
+    """A default value appears in the help: as written, or item by item for a list (``[0]`` as "seed 0")."""
+    if isinstance(default, (list, tuple)):
+        return all(str(item) in text for item in default)
+    return str(default) in text
+
+
 def option_problems(parser: argparse.ArgumentParser) -> list[str]:
     """Every option of every subcommand without help, or whose help does not give its default.
 
@@ -53,7 +60,7 @@ def option_problems(parser: argparse.ArgumentParser) -> list[str]:
                 continue
             if "default" not in text.lower() and "required" not in text.lower():
                 problems.append(f"{label}: help does not give the default ({text!r})")
-            elif action.default is not None and str(action.default) not in text:
+            elif action.default is not None and not _shown(action.default, text):
                 problems.append(f"{label}: default {action.default!r} is not shown in {text!r}")
     return problems
 
@@ -70,12 +77,14 @@ def test_the_walk_catches_an_option_without_help_or_default():
     p.add_argument("--hidden-default", type=int, default=7, help="a number")
     p.add_argument("--wrong-default", type=int, default=7, help="a number (default 8)")
     p.add_argument("--fine", type=int, default=7, help="a number (default %(default)s)")
+    p.add_argument("--seeds", default=[0, 1], help="seeds (default 0 and 1)")
+    p.add_argument("--wrong-list", default=[0, 2], help="seeds (default 0 and 1)")
     p.add_argument("--flag", action="store_true", help="a flag")
     nested = p.add_subparsers().add_parser("y")
     nested.add_argument("--deep", type=int, default=3, help="a number")
     problems = option_problems(parser)
     assert [problem.split(":")[0] for problem in problems] == [
-        "x --silent", "x --hidden-default", "x --wrong-default", "x y --deep"]
+        "x --silent", "x --hidden-default", "x --wrong-default", "x --wrong-list", "x y --deep"]
 
 
 def python_path() -> str:
