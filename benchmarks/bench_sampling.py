@@ -7,7 +7,11 @@ evaluation does): the ratio says what the frame-by-frame loop costs on top of th
 Audio: FluidSynth (with the soundfont lapmusic finds) against pretty_midi's sine synthesis on the same
 MIDI, for a 512-step sample.
 
-    .venv/bin/python benchmarks/bench_sampling.py [--steps 512] [--repeats 5]
+NADE output: sampling draws the 88 keys of every frame one by one (lapmusic/nade.py), so a frame costs 88
+small steps on top of the recurrent step. ``--nade`` times 64-frame samples (the app's default length) with
+both outputs (target: under 2 s for NADE on a 2-core CPU).
+
+    .venv/bin/python benchmarks/bench_sampling.py [--steps 512] [--repeats 5] [--nade]
 """
 
 from __future__ import annotations
@@ -35,11 +39,34 @@ def best_of(repeats, fn):
     return min(times), statistics.median(times)
 
 
+def nade_rows(repeats: int, steps: int = 64) -> None:
+    """Seconds for one ``steps``-frame sample (batch 1 and 8, max polyphony 6), Bernoulli vs NADE output."""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {steps} frames, best (median) "
+          f"of {repeats}")
+    print("| output | batch | seconds, best (median) | frames/s |")
+    print("| --- | ---: | ---: | ---: |")
+    for output in ("bernoulli", "nade"):
+        torch.manual_seed(0)
+        model = PianoRollRNN(128, output=output, nade_hidden=64).eval()
+        for batch in (1, 8):
+            best, median = best_of(repeats, lambda: generate(model, steps=steps, seed=0, n_samples=batch,
+                                                              max_polyphony=6))
+            print(f"| {output} | {batch} | {best:.3f} ({median:.3f}) | {batch * steps / best:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--nade", action="store_true",
+                        help="only time 64-frame samples, Bernoulli vs NADE output (hidden 128, NADE 64 units)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.nade:
+        nade_rows(args.repeats)
+        return
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.steps} steps, "
           f"best (median) of {args.repeats}")

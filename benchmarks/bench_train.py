@@ -14,6 +14,12 @@ the GPU.
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_train.py --dataset jsb --hidden 128
     python benchmarks/bench_train.py --synthetic            # no data needed
 
+``--output nade`` adds a second comparison: the NADE output layer (lapmusic/nade.py) against the Bernoulli
+output, both with lapmusic's batching, interleaved epoch by epoch the same way; the figure is NADE's
+frames/s over Bernoulli's (the target is at least 1/4).
+
+    python benchmarks/bench_train.py --dataset jsb --output nade --batch-size 4 --threads 1
+
 Prints a table and, with ``--json-out FILE``, writes the figures as JSON.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -44,14 +51,15 @@ def synthetic_pieces(n: int, low: int, high: int, seed: int = 0) -> list[np.ndar
 class Setting:
     """A network + optimizer trained with one batching setting; ``epoch()`` times one epoch."""
 
-    def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0):
+    def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0, output="bernoulli",
+                 nade_hidden=64):
         torch.manual_seed(seed)
         self.name, self.tensors, self.device = name, tensors, device
         self.batch_size, self.bptt = batch_size, bptt
-        self.model = PianoRollRNN(hidden).to(device)
+        self.model = PianoRollRNN(hidden, output=output, nade_hidden=nade_hidden).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.frames = self.steps = self.epochs = 0
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
         # Warm-up on a few pieces (allocator, kernels) so that the first epoch is not charged for it.
         self._run(tensors[: max(batch_size, 2)], 0)
 
@@ -62,17 +70,19 @@ class Setting:
     def epoch(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = self._run(self.tensors, self.epochs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - started
+        self.cpu_seconds += time.process_time() - cpu_started  # all threads of this process
         self.frames += result["frames"]
         self.steps += result["steps"]
         self.epochs += 1
 
     def row(self) -> dict:
         return {"frames_per_second": self.frames / self.seconds, "epochs": self.epochs, "seconds": self.seconds,
+                "cpu_seconds": self.cpu_seconds, "frames_per_cpu_second": self.frames / max(self.cpu_seconds, 1e-9),
                 "steps": self.steps, "frames": self.frames}
 
 
@@ -91,6 +101,21 @@ def measure_pair(pieces, device, hidden, batch_size, bptt, seconds) -> tuple[dic
     return one.row(), ours.row()
 
 
+def measure_outputs(pieces, device, hidden, batch_size, bptt, seconds, nade_hidden) -> tuple[dict, dict]:
+    """Bernoulli vs NADE output, same batching, interleaved epoch by epoch (NADE gets about as much time)."""
+    tensors = _to_tensors(pieces, device)
+    bernoulli = Setting("bernoulli", tensors, device, hidden, batch_size=batch_size, bptt=bptt)
+    nade = Setting("nade", tensors, device, hidden, batch_size=batch_size, bptt=bptt, output="nade",
+                   nade_hidden=nade_hidden)
+    while True:
+        nade.epoch()
+        while bernoulli.seconds < nade.seconds:
+            bernoulli.epoch()
+        if nade.epochs >= 2 and nade.seconds + bernoulli.seconds >= 2 * seconds:
+            break
+    return bernoulli.row(), nade.row()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="jsb", help="dataset key (needs LAPMUSIC_DATA_DIR or the cache)")
@@ -103,6 +128,12 @@ def main(argv=None) -> int:
                         help="minimum measuring time per setting (at least two baseline epochs are timed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--devices", default="auto", help="auto (cpu, plus cuda when present), cpu or cuda")
+    parser.add_argument("--output", choices=["bernoulli", "nade"], default="bernoulli",
+                        help="nade: also time the NADE output against the Bernoulli one (default bernoulli: "
+                        "batching comparison only)")
+    parser.add_argument("--nade-hidden", type=int, default=64, help="NADE hidden units (default 64)")
+    parser.add_argument("--skip-batching", action="store_true",
+                        help="with --output nade: skip the batch-of-one comparison")
     parser.add_argument("--json-out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -130,20 +161,36 @@ def main(argv=None) -> int:
     for name in devices:
         device = torch.device(name)
         label = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-        one, ours = measure_pair(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds)
-        rows.append({"device": label, "setting": "batch of one (1 piece/step, full BPTT)", **one})
-        print(f"  {label}: batch of one {one['frames_per_second']:,.0f} frames/s", flush=True)
-        ours["speedup"] = ours["frames_per_second"] / one["frames_per_second"]
-        rows.append({"device": label, "setting": f"lapmusic (batch {args.batch_size}, bptt {args.bptt})", **ours})
-        print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)
+        if not (args.output == "nade" and args.skip_batching):
+            one, ours = measure_pair(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds)
+            rows.append({"device": label, "setting": "batch of one (1 piece/step, full BPTT)", **one})
+            print(f"  {label}: batch of one {one['frames_per_second']:,.0f} frames/s", flush=True)
+            ours["speedup"] = ours["frames_per_second"] / one["frames_per_second"]
+            rows.append({"device": label, "setting": f"lapmusic (batch {args.batch_size}, bptt {args.bptt})",
+                         **ours})
+            print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)
+        if args.output == "nade":
+            bern, nade = measure_outputs(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds,
+                                         args.nade_hidden)
+            bern["speedup"] = 1.0
+            rows.append({"device": label, "setting": f"Bernoulli output (batch {args.batch_size}) [NADE baseline]",
+                         **bern})
+            nade["speedup"] = nade["frames_per_second"] / bern["frames_per_second"]
+            rows.append({"device": label, "setting": f"NADE output, {args.nade_hidden} units (batch "
+                         f"{args.batch_size}), vs Bernoulli", **nade})
+            print(f"  {label}: Bernoulli {bern['frames_per_second']:,.0f} frames/s, NADE "
+                  f"{nade['frames_per_second']:,.0f} frames/s ({nade['speedup']:.2f} x)", flush=True)
 
     print()
-    print(f"| device | setting | frames/s | epochs timed | optimizer steps | speed-up |")
-    print(f"| --- | --- | ---: | ---: | ---: | ---: |")
+    # frames per CPU second: on a shared machine wall time grows with the load, CPU time much less.
+    print(f"| device | setting | frames/s | frames per CPU s | epochs timed | optimizer steps | speed-up |")
+    print(f"| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         speedup = f"{row['speedup']:.1f} x" if "speedup" in row else "1.0 x (baseline)"
-        print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | {row['epochs']} | "
-              f"{row['steps']} | {speedup} |")
+        print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | "
+              f"{row['frames_per_cpu_second']:,.0f} | {row['epochs']} | {row['steps']} | {speedup} |")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump({"source": source, "hidden": args.hidden, "threads": torch.get_num_threads(),

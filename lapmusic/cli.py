@@ -76,6 +76,53 @@ def _json_default(obj):
     return str(obj)
 
 
+# --------------------------------------------------------------------------------------- early checks
+# Names and paths a user typed are checked here, before torch is imported (about 1 s, more on a busy
+# machine) and before any data is loaded or any file written, so that a typo answers at once.
+def _check_dataset(key: str) -> None:
+    """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
+    from .data import DATASETS
+    from .errors import DataError
+
+    if key.startswith("user:"):
+        from .userdata import user_dataset_keys, user_dataset_path
+
+        if not user_dataset_path(key).is_file():
+            known = ", ".join(user_dataset_keys()) or "none yet"
+            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from your MIDI files "
+                            "first (lapmusic datasets add NAME FILES, or the app's upload)")
+    elif key not in DATASETS:
+        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+
+
+def _check_run_dir(path: str) -> None:
+    """Raise CheckpointError unless ``path`` is a folder holding a run's config.json (cheap, no torch)."""
+    from pathlib import Path
+
+    from .errors import CheckpointError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a run folder: it has no config.json")
+
+
+def _check_file(path: str | None, what: str) -> None:
+    import os
+
+    if path is not None and not os.path.isfile(path):
+        raise LapMusicError(f"{what} {path} does not exist")
+
+
+def _check_device(name: str | None) -> None:
+    """Only the spelling: whether CUDA is present is checked where torch is imported anyway."""
+    if name is None:
+        return
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise LapMusicError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
 # --------------------------------------------------------------------------------------- datasets
 def cmd_datasets(args: argparse.Namespace) -> int:
     if args.datasets_command == "add":
@@ -259,6 +306,9 @@ def _add_datasets_parser(sub) -> None:
 
 # --------------------------------------------------------------------------------------- lae
 def cmd_lae(args: argparse.Namespace) -> int:
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+
     from .data import load_dataset
     from .lae import fit_lae
 
@@ -307,9 +357,16 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
                    "initial pre-activations lie in [-1.5, 1.5]; their median is then about 0.1)")
     p.add_argument("--max-train-sequences", type=_positive_int,
-                   help="train on a fixed random subset of N training pieces (the same for every seed)")
+                   help="train on a fixed random subset of N training pieces, the same for every seed (default: all)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
-                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
+                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE`, p must equal --hidden "
+                   "(default: fit the LAE in the run)")
+    p.add_argument("--output", choices=["bernoulli", "nade"],
+                   help="output layer (default bernoulli: one independent sigmoid per key; nade: RNN-NADE, "
+                   "the keys of a frame drawn low to high, each conditioned on the lower ones and the state)")
+    p.add_argument("--nade-hidden", type=_positive_int,
+                   help="hidden units of the NADE output (default 64; only with --output nade)")
+
     p.add_argument("--lr-patience", type=_non_negative_int,
                    help="multiply the learning rate by 0.5 after this many epochs without a better validation "
                    f"NLL (default {_default('lr_patience')})")
@@ -337,7 +394,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
                      "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
-                     "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target")
+                     "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
+                     "output", "nade_hidden")
 
 
 def _default(name: str):
@@ -365,13 +423,23 @@ def _final_text(result: dict) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     return (f"test NLL {number(result.get('nll'))}  ACC {number(result.get('acc'), 2)}%  "
-            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames)\n"
+            f"expected ACC {number(result.get('expected_acc'), 2)}%  ({result.get('frames')} frames, "
+            f"{result.get('output', 'bernoulli')} output)\n"
             f"best epoch {result.get('best_epoch')} of {result.get('epochs')} ({result.get('stopped')}), "
             f"pre-training {number(result.get('pretrain_seconds'), 1)} s, training {number(result.get('seconds'), 1)} s "
             f"on {result.get('device')}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    if args.resume:
+        _check_run_dir(args.resume)
+    else:
+        if not args.dataset or not args.hidden or not args.out:
+            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
+        _check_dataset(args.dataset)
+
     from .train import train
 
     if args.resume:
@@ -386,8 +454,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.patience = args.patience or config.patience
         run_dir = args.resume
     else:
-        if not args.dataset or not args.hidden or not args.out:
-            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,
                                   epochs=args.epochs or 20, seed=args.seed, max_sequences=args.max_sequences,
                                   device=args.device, cell=args.cell)
@@ -403,8 +469,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+
     from .metrics import baselines
-    from .train import evaluate, load_run, run_split, validation_threshold
+    from .train import _acc_method, evaluate, load_run, run_split, validation_threshold
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -427,7 +496,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
     progress(1.0, "done")
     progress.close()
-    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch)
+    result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch,
+                  output=run.config.output, acc_method=_acc_method(run.config))
 
     def human(r: dict) -> str:
         def number(value, digits=3):
@@ -438,8 +508,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{number(r.get('acc_tuned'), 2)}% (p >= {number(r.get('threshold'), 3)}, threshold from "
                 f"{r['threshold_source']})  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
-                f"{r['epoch']})\nbaselines: copy-previous-frame ACC {number(b['copy_previous_acc'], 2)}%, "
-                f"per-key frequency NLL {number(b['marginal_nll'])}")
+                f"{r['epoch']}, {r['output']} output; {r['acc_method']})\nbaselines: copy-previous-frame ACC "
+                f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}")
 
     emit(result, args.json, human)
     return 0
@@ -449,15 +519,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import json as json_module
     from pathlib import Path
 
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    parent = Path(args.out)
+    print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
+
     from .train import compare_runs, train
 
-    parent = Path(args.out)
     run_dirs = []
     jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
     for number, (seed, init) in enumerate(jobs):
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
-        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}"
+        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
+        run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():
             saved = json_module.loads((run_dir / "config.json").read_text())
@@ -476,7 +552,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=list(args.seeds),
-                   run_dirs=[str(d) for d in run_dirs])
+                   out=str(parent), output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
@@ -484,8 +560,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 return "-"
             return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
-        lines = [f"{r['dataset']}, {r['hidden']} hidden units, up to {r['epochs']} epochs, seeds "
-                 f"{', '.join(str(s) for s in r['seeds'])}",
+        lines = [f"{r['dataset']}, {r['hidden']} hidden units, {r['output']} output, up to {r['epochs']} epochs, "
+                 f"seeds {', '.join(str(s) for s in r['seeds'])}",
                  f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
                  f"{'pre-train s':>14}{'train s':>12}"]
         for init, s in r["inits"].items():
@@ -495,6 +571,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         mean = "-" if reach["mean"] is None else f"{reach['mean']:.1f}"
         lines.append(f"epochs for LAE init to reach random init's best validation NLL: {mean} "
                      f"(reached in {reach['reached']} seed pairs)")
+        lines.append(f"run folders: {r['out']}")
         return "\n".join(lines)
 
     emit(summary, args.json, human)
@@ -519,6 +596,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
     if not 1 <= args.velocity <= 127:
         raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+    _check_file(args.soundfont, "soundfont")
 
     from .audio import render_wav
     from .io import atomic_write_bytes, atomic_write_text
@@ -553,6 +633,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "warning": None,
         "run": str(args.rundir),
         "dataset": run.config.dataset,
+        "output": run.config.output,
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,
@@ -587,6 +668,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
             lines.append("the sample has no notes (try a higher --temperature or a primer)")
         if r["html"]:
             lines.append(f"wrote {r['html']} (piano roll)")
+        return "\n".join(lines)
+
+    emit(result, args.json, human)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- stats
+def cmd_stats(args: argparse.Namespace) -> int:
+    if not args.run and not args.files:
+        raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
+    if args.steps < 1 or args.samples < 1:
+        raise LapMusicError("--steps and --samples must be at least 1")
+    if args.run:
+        _check_run_dir(args.run)
+    if args.dataset:
+        _check_dataset(args.dataset)
+    _check_device(args.device)
+
+    import numpy as np
+
+    from . import stats
+
+    if args.run:
+        from .train import load_run
+
+        run = load_run(args.run, device=args.device)
+        if args.files:
+            raise LapMusicError("give either --run (its samples are drawn) or files, not both")
+        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
+                                    seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
+    else:
+        if not args.dataset:
+            raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
+        from .data import load_dataset
+
+        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
+        dataset = load_dataset(args.dataset)
+        frames = int(np.median([len(r) for r in rolls]))
+        reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
+        result = stats.compare(rolls, reference)
+        result["settings"] = {"files": [str(f) for f in args.files], "dataset": args.dataset, "split": args.split,
+                              "excerpt_frames": frames}
+
+    def human(r: dict) -> str:
+        rows = stats.table_rows(r)
+        lines = [f"{r['samples']['pieces']} sample(s) vs {r['reference']['pieces']} real excerpts "
+                 f"({r['settings'].get('dataset')}, {r['settings'].get('split')} split)",
+                 f"{'statistic':<40}{'samples':>9}{'real mean':>11}{'real 10-90 %':>16}{'inside':>8}"]
+        for row in rows:
+            lines.append(f"{row['statistic']:<40}{row['samples']:>9}{row['real (mean)']:>11}"
+                         f"{row['real (10-90 %)']:>16}{row['inside']:>8}")
+        hist = r["samples"]["note_length_hist"]
+        real = r["reference"]["note_length_hist"]
+        if hist and real:
+            lines.append("note lengths (frames " + "/".join(stats.NOTE_BIN_LABELS) + "): samples "
+                         + " ".join(f"{100 * h:.0f}%" for h in hist) + ", real " + " ".join(f"{100 * h:.0f}%" for h in real))
         return "\n".join(lines)
 
     emit(result, args.json, human)
@@ -659,14 +796,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p")
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p (required)")
     p.add_argument("--solver", choices=["exact", "approx"], default="approx",
                    help="exact: dense SVD of the full data matrix; approx (default): randomized, never builds it")
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N training pieces")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N training pieces (default: all)")
     p.add_argument("--max-lag", type=_positive_int, help="longest prefix kept (default: longest piece)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver")
-    p.add_argument("--out", help="write A, B and singular_values to this .npz file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver (default 0)")
+    p.add_argument("--out", help="write A, B and singular_values to this .npz file (default: not saved)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_lae)
 
@@ -676,20 +814,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=["lae", "random"], default="lae", help="initialisation (default lae)")
     p.add_argument("--epochs", type=_positive_int,
                    help="maximum number of epochs (default 20; with --resume: train up to this many)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N pieces of each split")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, the batch order and dropout (default 0)")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="rnn",
                    help="recurrent cell (default rnn, the paper's; gru/lstm only with --init random)")
     _add_training_options(p)
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its last checkpoint")
+    p.add_argument("--out", help="run folder to create (required unless --resume)")
+    p.add_argument("--resume", metavar="RUNDIR",
+                   help="continue the run in RUNDIR from its last checkpoint (default: start a new run)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
-    p.add_argument("rundir")
-    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("rundir", help="a run folder written by lapmusic train")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                   help="which split to evaluate on (default test)")
     p.add_argument("--threshold", type=float,
                    help="decision threshold for the second ACC figure (default: final.json's, chosen on the "
                    "validation split; chosen now on it for runs without one)")
@@ -699,45 +841,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train LAE and random init side by side and print a table")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int)
-    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units (required)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="maximum number of epochs per run (default 20)")
     p.add_argument("--seeds", type=_seed_list, default=[0],
                    help="N (seeds 0..N-1) or a list of seeds like 11,12,13 (default 1: seed 0 only)")
-    p.add_argument("--max-sequences", type=_positive_int)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     _add_training_options(p)
     p.add_argument("--out", default="runs/compare",
-                   help="parent folder for the run folders (finished runs with identical settings are reused)")
+                   help="parent folder for the run folders, created when missing; finished runs with identical settings "
+                   "are reused (default runs/compare, relative to the current folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
-    p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= --threshold)")
+    p.add_argument("--steps", type=int, default=256, help="number of frames to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 plays safer, above 1 wilder; 0 = deterministic, a key "
+                   "sounds when p >= --threshold (default 1.0)")
     p.add_argument("--threshold", default="0.5",
                    help="with --temperature 0: a key sounds at p >= THRESHOLD; 'valid' = the threshold chosen on "
                    "the validation split (final.json) (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same run, same device: the same sample")
+    p.add_argument("--seed", type=int, default=0,
+                   help="same seed, same run, same device: the same sample (default 0)")
     p.add_argument("--primer", default="none",
                    help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
-                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames)")
-    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
-    p.add_argument("--out", required=True, help="MIDI file to write")
-    p.add_argument("--wav", help="also render audio to this WAV file")
-    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050, help="WAV sample rate in Hz")
+                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames) (default none: start from silence)")
+    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame, the most probable (default: no limit)")
+    p.add_argument("--out", required=True, help="MIDI file to write (required)")
+    p.add_argument("--wav", help="also render audio to this WAV file (default: no audio)")
+    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050,
+                   help="WAV sample rate in Hz (default 22050)")
     p.add_argument("--soundfont", help="General MIDI .sf2 for FluidSynth (default: FluidR3_GM if installed, "
                    "else the one shipped with pretty_midi; or set $LAPMUSIC_SOUNDFONT)")
     p.add_argument("--step-seconds", type=float,
                    help="seconds per frame when played (default: the dataset's, e.g. 0.5 for JSB; else 0.25)")
-    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (0 = acoustic grand piano)")
-    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity (loudness) of every note, 1-127")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (default 0 = acoustic grand piano)")
+    p.add_argument("--velocity", type=int, default=90,
+                   help="MIDI velocity (loudness) of every note, 1-127 (default 90)")
     p.add_argument("--separate-tracks", action="store_true",
                    help="put the primer and the continuation on two MIDI tracks (default: one track)")
-    p.add_argument("--html", help="also write the piano-roll figure to this HTML file (opens offline)")
+    p.add_argument("--html", help="also write the piano-roll figure to this HTML file, opens offline (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="musicality statistics of a run's samples or of MIDI/.npz files vs real pieces")
+    p.add_argument("files", nargs="*", help="MIDI (.mid), .npz or .npy piano rolls, or folders of them "
+                   "(instead of --run; needs --dataset)")
+    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset (default: none, "
+                   "describe FILES instead)")
+    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with; required with "
+                   "FILES, with --run the run's dataset is used)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="train",
+                   help="split the real pieces come from (default train)")
+    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
+    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--max-polyphony", type=_positive_int, help="keep at most K keys per frame (default: no cap)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when reading MIDI files (default 0.25)")
+    p.add_argument("--device", help="cpu or cuda (default: the run's device setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -17,6 +17,10 @@ played and silent keys fell there; ACC at any threshold ``j / THRESHOLD_BINS`` f
 counts (:meth:`MetricAccumulator.acc_at`), and :meth:`MetricAccumulator.best_threshold` picks the one that
 maximises ACC. It is chosen on the validation split and applied to the test split.
 
+For the NADE output (:mod:`lapmusic.nade`) the same NLL formula applies to its conditional logits (exact),
+ACC counts the greedy frame (keys decoded low to high at conditional ``p >= 0.5``) and expected ACC uses the
+share of sampled frames with each key on (:meth:`MetricAccumulator.update`'s ``on`` and ``probs``).
+
 Trivial baselines on the same frames: **copy-previous-frame ACC** (predict frame ``t`` = frame ``t-1``) and
 **marginal NLL** (each key independently on with its frequency in the training frames, smoothed as
 ``(count + 0.5) / (frames + 1)`` so no probability is 0 or 1).
@@ -108,6 +112,10 @@ class MetricAccumulator:
 
     ``update(logits, targets, mask)``: ``logits`` and ``targets`` ``(..., 88)``, ``mask`` ``(...)`` (1 where
     the frame is a real prediction, 0 for padding), any leading shape.
+
+    A NADE output passes its conditional logits (NLL is the same sum of per-key BCEs) plus ``on``, the
+    predicted 0/1 frames ACC counts (default ``sigmoid(logits) >= 0.5``), and ``probs``, the per-key
+    probabilities of the soft counts (default ``sigmoid(logits)``), both ``(..., 88)``.
     """
 
     def __init__(self) -> None:
@@ -119,7 +127,8 @@ class MetricAccumulator:
         self.negative_hist = np.zeros(THRESHOLD_BINS, dtype=np.int64)
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+               on: torch.Tensor | None = None, probs: torch.Tensor | None = None) -> None:
         logits = logits.double()
         targets = targets.double()
         if mask is None:
@@ -128,8 +137,8 @@ class MetricAccumulator:
         per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         self.nll_sum += float((per_key * mask).sum())
         self.frames += int(mask.sum())
-        probs = torch.sigmoid(logits) * mask
-        on = (probs >= 0.5).double() * mask
+        probs = (torch.sigmoid(logits) if probs is None else probs.double()) * mask
+        on = ((torch.sigmoid(logits) >= 0.5) if on is None else on > 0.5).double() * mask
         y = targets * mask
         self.tp += float((on * y).sum())
         self.fp += float((on * (1 - y) * mask).sum())

@@ -5,7 +5,9 @@ An Elman RNN reads piano-roll frames ``x_1 .. x_t`` (88 keys) and predicts frame
     h_t      = tanh(W_in x_t + W_rec h_{t-1} + b)          (p hidden units)
     logits_t = W_out h_t + c                               (one independent sigmoid per key)
 
-GRU and LSTM cells are available as random-init baselines.
+GRU and LSTM cells are available as random-init baselines. With ``output="nade"`` the independent sigmoids
+are replaced by a NADE over the keys of frame ``t+1`` whose biases are linear in ``h_t`` (RNN-NADE,
+:mod:`lapmusic.nade`); ``W_out h_t + c`` is then NADE's visible-bias map.
 
 LAE initialisation (Pasa & Sperduti, 2014): the LAE's state ``y_t = A x_t + B y_{t-1}`` compresses the
 whole prefix. Setting ``W_in = alpha * A`` and ``W_rec = B`` gives pre-activations ``alpha * y_t`` (because the
@@ -26,6 +28,7 @@ from torch import nn
 from . import N_KEYS
 
 CELLS = ("rnn", "gru", "lstm")
+OUTPUTS = ("bernoulli", "nade")
 
 
 class PianoRollRNN(nn.Module):
@@ -35,18 +38,28 @@ class PianoRollRNN(nn.Module):
     ``(logits, h)``: ``logits`` ``(B, T, 88)`` where ``logits[:, t]`` scores frame ``t+1``, and ``h`` the
     final recurrent state, to pass back in to continue the same sequences (a tensor ``(1, B, hidden)``,
     or a pair of them for ``cell="lstm"``). Sampling one step at a time is ``forward(x[:, None, :], h)``.
+
+    ``output="nade"``: ``self.nade`` is a :class:`lapmusic.nade.NADEOutput` with ``nade_hidden`` units and
+    ``forward(x, h, targets)`` needs the frames being predicted (``targets`` ``(B, T, 88)``, i.e. ``x``
+    shifted by one): ``logits[:, t, k]`` is then the conditional logit of key ``k`` of frame ``t+1`` given
+    its lower keys and ``h_t``, so that ``sum_k BCE(logits, targets)`` is the exact NLL for both outputs.
+    ``output="bernoulli"`` ignores ``targets``; ``self.nade`` is ``None``.
     """
 
-    def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS):
+    def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
+                 output: str = "bernoulli", nade_hidden: int = 64):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden}")
         self.hidden = int(hidden)
         self.cell = cell
         self.n_keys = int(n_keys)
         self.dropout_rate = float(dropout)
+        self.output = output
         if cell == "rnn":
             self.recurrent = nn.RNN(n_keys, hidden, nonlinearity="tanh", batch_first=True)
         elif cell == "gru":
@@ -54,18 +67,29 @@ class PianoRollRNN(nn.Module):
         else:
             self.recurrent = nn.LSTM(n_keys, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.readout = nn.Linear(hidden, n_keys)
+        self.nade = None
+        if output == "nade":
+            from .nade import NADEOutput
 
-    def forward(self, x: torch.Tensor, h=None):
+            self.nade = NADEOutput(hidden, n_keys, nade_hidden)
+        else:
+            self.readout = nn.Linear(hidden, n_keys)
+
+    def forward(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
         states, h = self.recurrent(x, h)
-        return self.readout(self.dropout(states)), h
+        if self.nade is None:
+            return self.readout(self.dropout(states)), h
+        if targets is None:
+            raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
+                             "lapmusic.sample.generate")
+        return self.nade.conditional_logits(self.dropout(states), targets), h
 
     def hidden_states(self, x: torch.Tensor, h=None):
         """``(B, T, hidden)`` states (before dropout) and the final state."""
         return self.recurrent(x, h)
 
     def extra_repr(self) -> str:
-        return f"hidden={self.hidden}, cell={self.cell!r}, dropout={self.dropout_rate}"
+        return f"hidden={self.hidden}, cell={self.cell!r}, dropout={self.dropout_rate}, output={self.output!r}"
 
 
 # ------------------------------------------------------------------------------------------ LAE init
@@ -275,6 +299,16 @@ def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.
 
 
 def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor) -> None:
+    """Set the readout ``W h + c`` (``W`` ``(88, p)``, ``c`` ``(88,)``) fitted by :func:`fit_readout`.
+
+    NADE output: ``W h + c`` becomes NADE's visible-bias map ``b(h)`` and ``V = 0``, so that every
+    conditional is ``sigmoid(b_k(h))``: the network starts as exactly the fitted independent-key model
+    (same NLL), and training then learns the dependencies between the keys of a frame (``V`` gets a
+    gradient at once because the NADE hidden units ``sigmoid(a_k)`` are not zero).
+    """
+    layer = model.readout if model.nade is None else model.nade.visible_bias
     with torch.no_grad():
-        model.readout.weight.copy_(W.to(model.readout.weight.device))
-        model.readout.bias.copy_(c.to(model.readout.bias.device))
+        layer.weight.copy_(W.to(layer.weight.device))
+        layer.bias.copy_(c.to(layer.bias.device))
+        if model.nade is not None:
+            model.nade.V.zero_()

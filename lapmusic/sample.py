@@ -7,6 +7,10 @@ The model is anything with the ``PianoRollRNN.forward`` contract::
 where ``logits[:, t]`` predicts frame ``t + 1``. Sampling warms the hidden state on a primer (or on one
 silent frame when there is none), then repeats: divide the last logits by a temperature, draw every key
 from its own Bernoulli, optionally keep only the most probable drawn keys, and feed the frame back.
+
+A :class:`lapmusic.model.PianoRollRNN` with ``output="nade"`` draws each frame key by key from its NADE
+instead (:meth:`lapmusic.nade.NADEOutput.sample`: temperature on every conditional, the polyphony cap
+switching off the keys above the first ``max_polyphony`` drawn ones).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from . import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
 from .errors import LapMusicError
+from .model import PianoRollRNN
 
 SPLITS = ("train", "valid", "test")
 MAX_STEPS = 100_000
@@ -100,15 +105,20 @@ def generate(
             else:
                 # No primer: condition the first frame on one frame of silence.
                 warm_input = torch.zeros((n_samples, 1, N_KEYS), dtype=dtype, device=dev)
-            logits, hidden = model(warm_input, None)
-            last = _last_logits(logits, n_samples)
+            nade = model.nade if isinstance(model, PianoRollRNN) else None
+            step = model.hidden_states if nade is not None else model
+            logits, hidden = step(warm_input, None)  # NADE: the recurrent states, not logits
+            last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
             report_every = max(1, steps // 100)
             for t in range(steps):
-                frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
+                if nade is None:
+                    frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
+                else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
+                    frame = nade.sample(last, temperature, max_polyphony, generator)
                 out[:, k + t] = frame
                 if t + 1 < steps:
-                    logits, hidden = model(frame.to(dtype).unsqueeze(1), hidden)
-                    last = _last_logits(logits, n_samples)
+                    logits, hidden = step(frame.to(dtype).unsqueeze(1), hidden)
+                    last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
                 if progress is not None and ((t + 1) % report_every == 0 or t + 1 == steps):
                     progress((t + 1) / steps, f"sampled {t + 1}/{steps} frames")
             return out.cpu().numpy()

@@ -36,13 +36,15 @@ from .errors import CheckpointError, LapMusicError
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
 from .metrics import MetricAccumulator, baselines
-from .model import (CELLS, N_KEYS, PianoRollRNN, choose_alpha, collect_states, constant_readout, fit_readout,
-                    init_from_lae, scale_recurrent, set_readout)
+from .model import (CELLS, N_KEYS, OUTPUTS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
+                    fit_readout, init_from_lae, scale_recurrent, set_readout)
+from .nade import EXPECTED_ACC_SAMPLES, metric_predictions
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
 
 READOUT_STARTS = ("fit", "constant", "zero")
+EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch validation expected ACC (test: 10)
 
 Progress = Callable[[float, str], None]
 # A validation NLL above this after a training epoch means the run diverged (see _check_divergence).
@@ -73,6 +75,8 @@ class TrainConfig:
     max_sequences: int | None = None  # first N pieces of every split
     max_train_sequences: int | None = None  # a fixed random subset of N training pieces (budget runs)
     cell: str = "rnn"  # "rnn" | "gru" | "lstm"
+    output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
+    nade_hidden: int = 64  # NADE hidden units (output "nade" only)
     bptt: int = 100  # truncated-BPTT window in frames
     optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
     momentum: float = 0.9
@@ -137,6 +141,8 @@ class TrainConfig:
             problems.append(f"init must be 'lae' or 'random', not {self.init!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {list(CELLS)}, not {self.cell!r}")
+        if self.output not in OUTPUTS:
+            problems.append(f"output must be one of {list(OUTPUTS)}, not {self.output!r}")
         if self.init == "lae" and self.cell != "rnn":
             problems.append("init 'lae' needs cell 'rnn' (GRU/LSTM are random-init baselines)")
         if self.optimizer not in ("adam", "sgd"):
@@ -190,6 +196,7 @@ _INT_FIELDS = {
     "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
     "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
     "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
+    "nade_hidden": (1, 4096, False),
 }
 # name -> (low, high, may be null, low excluded)
 _FLOAT_FIELDS = {
@@ -279,12 +286,17 @@ def _detach(h):
 
 
 def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64,
-                     window: int = 1000, threshold: float | None = None) -> dict:
+                     window: int = 1000, acc_samples: int = EXPECTED_ACC_SAMPLES,
+                     threshold: float | None = None) -> dict:
     """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled.
 
-    With ``threshold``, also ``"threshold"`` and ``"acc_tuned"``: ACC with keys on when ``p >= threshold``.
+    NADE output: NLL from the conditional logits (exact), ACC of the greedy frame and expected ACC from
+    ``acc_samples`` sampled frames per predicted frame (:func:`metric_predictions`; the per-epoch
+    validation uses ``EPOCH_ACC_SAMPLES`` to keep epochs short, the test ``EXPECTED_ACC_SAMPLES``).
+    With ``threshold``, also ``"threshold"`` and ``"acc_tuned"``: ACC with keys on when ``p >= threshold``
+    (for NADE, ``p`` is the sampled share of frames with the key on).
     """
-    totals = _accumulate(model, pieces, batch_size, window)
+    totals = _accumulate(model, pieces, batch_size, window, acc_samples)
     result = totals.result()
     if threshold is not None:
         result.update(threshold=float(threshold), acc_tuned=totals.acc_at(threshold))
@@ -293,11 +305,12 @@ def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
 
 def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64) -> float | None:
     """The decision threshold of highest ACC on ``pieces`` (the validation split), on a 0.005 grid."""
-    return _accumulate(model, pieces, batch_size, 1000).best_threshold()
+    return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
 
 
 @torch.no_grad()
-def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int):
+def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
+                acc_samples: int):
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
@@ -308,8 +321,15 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
         h = None
         for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
             rows = _active_rows(mask, start)
-            logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
-            totals.update(logits, targets[:rows, start : start + window], mask[:rows, start : start + window])
+            window_targets = targets[:rows, start : start + window]
+            if model.nade is None:
+                logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
+                totals.update(logits, window_targets, mask[:rows, start : start + window])
+            else:
+                states, h = model.hidden_states(inputs[:rows, start : start + window], _first_rows(h, rows))
+                logits = model.nade.conditional_logits(states, window_targets)
+                on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start)
+                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
     model.train(was_training)
     return totals
 
@@ -348,11 +368,11 @@ def train_epoch(
             rows = _active_rows(mask, start)  # pieces that ended in earlier windows drop out of the batch
             window_mask = mask[:rows, start : start + bptt]
             frames = window_mask.sum()
-            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows))
+            window_targets = targets[:rows, start : start + bptt]
+            # NADE: conditional logits given the lower keys of the target frame; its exact NLL is the same sum.
+            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows), targets=window_targets)
             h = _detach(h)
-            per_key = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[:rows, start : start + bptt], reduction="none"
-            )
+            per_key = nn.functional.binary_cross_entropy_with_logits(logits, window_targets, reduction="none")
             loss_sum = (per_key.sum(-1) * window_mask).sum()
             loss = loss_sum / frames
             if not torch.isfinite(loss):
@@ -414,14 +434,15 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 
 
 def _build_model(config: TrainConfig) -> PianoRollRNN:
-    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout)
+    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
+                        nade_hidden=config.nade_hidden)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path} does not match the run's config.json (hidden size or cell): {exc}") from exc
+        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): {exc}") from exc
 
 
 def _parameter_groups(model: PianoRollRNN, config: TrainConfig) -> list[dict]:
@@ -632,8 +653,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         optimizer = _make_optimizer(model, config)
         scheduler = _make_scheduler(optimizer, config)
         report(0.9 / slots, "evaluating the initial network")
-        initial_train = evaluate_tensors(model, train_t, config.eval_batch_size)
-        initial_valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
+        initial_train = evaluate_tensors(model, train_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
+        initial_valid = evaluate_tensors(model, valid_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
         if initial_valid["nll"] is None or not math.isfinite(initial_valid["nll"]):
             raise TrainingDiverged("the initial network gives a NaN/inf validation NLL; try a smaller --alpha")
         train_seconds = 0.0
@@ -662,7 +683,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         result = train_epoch(model, optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
                              clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
                              warmup_steps=config.warmup_steps)
-        valid = evaluate_tensors(model, valid_t, config.eval_batch_size)
+        valid = evaluate_tensors(model, valid_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
         _check_divergence(epoch, result["nll"], valid["nll"])
         seconds = time.perf_counter() - epoch_started
         train_seconds += seconds
@@ -697,10 +718,12 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         "init": config.init,
         "hidden": config.hidden,
         "cell": config.cell,
+        "output": config.output,
         "seed": config.seed,
         "nll": test.get("nll"),
         "acc": test.get("acc"),
         "expected_acc": test.get("expected_acc"),
+        "acc_method": _acc_method(config),
         "threshold": threshold,  # decision threshold of highest validation ACC
         "acc_tuned": test.get("acc_tuned"),  # test ACC with keys on at p >= threshold
         "frames": test.get("frames", 0),
@@ -721,6 +744,14 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     status.update(force=True, state="finished", fraction=1.0, epoch=epochs_run,
                   message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")
     return final
+
+
+def _acc_method(config: TrainConfig) -> str:
+    """How ACC and expected ACC were computed for this output (written into final.json)."""
+    if config.output == "nade":
+        return (f"ACC: greedy frame (key by key, conditional p >= 0.5); expected ACC: {EXPECTED_ACC_SAMPLES} "
+                "sampled frames per predicted frame")
+    return "ACC: each key p >= 0.5; expected ACC: soft counts of the key probabilities"
 
 
 def _check_divergence(epoch: int, train_nll, valid_nll) -> None:

@@ -157,6 +157,8 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     assert len(players) == 1 and "data:audio/wav;base64," in players[0]  # the player with its playhead
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads == ["Download MIDI", "Download WAV"]
+    assert any("Musicality" in e.label for e in at.expander)  # lapmusic.stats beside real pieces
+    assert any("distinct chords" in str(row) for row in at.dataframe[-1].value["statistic"])
 
     at.radio(key="primer_kind").set_value("piece")
     at.run()

@@ -126,14 +126,14 @@ def test_unrolled_encoder_identity_at_full_rank(small_full_rank):
 def test_b_is_a_contraction_for_every_p(solver):
     pieces = rolls(6, (3, 9), seed=4, keys=20)
     for p in (1, 3, 10, 25):
-        model = fit_lae(pieces, p, solver=solver)
+        model = fit_lae(pieces, p, solver=solver, device="cpu")
         assert np.linalg.norm(model.B, 2) <= 1 + 1e-10
         assert np.all(np.diff(model.singular_values) <= 1e-9)
 
 
 def test_approx_in_float64_equals_exact_at_full_rank(small_full_rank):
     pieces, xi, U, s, rank, exact = small_full_rank
-    approx = fit_lae(pieces, rank, solver="approx", dtype="float64", seed=7)
+    approx = fit_lae(pieces, rank, solver="approx", dtype="float64", seed=7, device="cpu")
     np.testing.assert_allclose(approx.singular_values, exact.singular_values[:rank], rtol=1e-9)
     signs = match_signs(exact.A.T, approx.A.T)
     np.testing.assert_allclose(approx.A, exact.A * signs[:, None], atol=1e-8)
@@ -148,7 +148,7 @@ def test_approx_converges_to_exact_top_singular_values(dtype):
     pieces = [np.concatenate([motifs[i] for i in rng.integers(0, 6, size=int(rng.integers(2, 8)))])
               for _ in range(30)]
     exact = fit_lae(pieces, 16, solver="exact")
-    approx = fit_lae(pieces, 16, solver="approx", dtype=None if dtype == "float32" else dtype)
+    approx = fit_lae(pieces, 16, solver="approx", dtype=None if dtype == "float32" else dtype, device="cpu")
     assert approx.dtype == dtype and approx.device == "cpu"
     rel = np.abs(approx.singular_values[:16] - exact.singular_values[:16]) / exact.singular_values[:16]
     assert rel.max() < 1e-3
@@ -228,7 +228,7 @@ def test_progress_is_reported_and_reaches_one():
     pieces = rolls(4, (3, 8), seed=8)
     for solver in ("exact", "approx"):
         seen = []
-        fit_lae(pieces, 3, solver=solver, progress=lambda f, m: seen.append((f, m)))
+        fit_lae(pieces, 3, solver=solver, device="cpu", progress=lambda f, m: seen.append((f, m)))
         fractions = [f for f, _ in seen]
         assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
         assert all(isinstance(m, str) and m for _, m in seen)
@@ -240,7 +240,7 @@ def test_cancel_stops_the_approx_solver():
             return True
 
     with pytest.raises(LapMusicError, match="cancelled"):
-        fit_lae(rolls(4, (3, 8)), 3, cancel=Done())
+        fit_lae(rolls(4, (3, 8)), 3, device="cpu", cancel=Done())
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -287,8 +287,8 @@ def test_p_above_the_numerical_rank_is_refused(solver):
     pieces = [piece, piece.copy(), piece.copy()]  # 12 rows but rank 4
     assert rank_of(build_xi(pieces)) == 4
     with pytest.raises(SolverError, match="rank 4"):
-        fit_lae(pieces, 6, solver=solver, dtype="float64" if solver == "approx" else None)
-    assert fit_lae(pieces, 4, solver=solver).p == 4
+        fit_lae(pieces, 6, solver=solver, device="cpu", dtype="float64" if solver == "approx" else None)
+    assert fit_lae(pieces, 4, solver=solver, device="cpu").p == 4
 
 
 def test_exact_refuses_before_allocating(monkeypatch):
@@ -336,7 +336,7 @@ def test_load_refuses_foreign_or_broken_files(tmp_path):
 def test_summary_is_json_ready():
     import json
 
-    model = fit_lae(rolls(4, (3, 8), seed=13), 3)
+    model = fit_lae(rolls(4, (3, 8), seed=13), 3, device="cpu")
     summary = json.loads(json.dumps(model.summary()))
     assert summary["solver"] == "approx" and summary["p"] == 3
     assert 0 < summary["energy_captured"] <= 1
@@ -368,7 +368,7 @@ def test_approx_matches_exact_on_40_jsb_pieces(real_data_dir):
     pieces = list(scipy.io.loadmat(real_data_dir / "JSB_Chorales.mat")["traindata"][0][:40])
     p = 64
     exact = fit_lae(pieces, p, solver="exact")
-    approx = fit_lae(pieces, p, solver="approx")
+    approx = fit_lae(pieces, p, solver="approx", device="cpu")
     rel = np.abs(approx.singular_values[:p] - exact.singular_values[:p]) / exact.singular_values[:p]
     assert rel.max() < 0.01
     err_exact, err_approx = _reconstruction_error(exact, pieces), _reconstruction_error(approx, pieces)
@@ -383,9 +383,9 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
 
     pieces = rolls(12, (3, 20), seed=15)
     fake = data.Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
-    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)
+    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
     out = tmp_path / "lae.npz"
-    code = cli.main(["lae", "--dataset", "fake", "--hidden", "6", "--max-sequences", "5",
+    code = cli.main(["lae", "--dataset", "jsb", "--hidden", "6", "--max-sequences", "5",
                      "--solver", "exact", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -396,5 +396,5 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
         assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
         np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])
     # a user mistake is one line on stderr and exit code 2
-    assert cli.main(["lae", "--dataset", "fake", "--hidden", "5000", "--max-sequences", "1"]) == 2
+    assert cli.main(["lae", "--dataset", "jsb", "--hidden", "5000", "--max-sequences", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: p=5000")

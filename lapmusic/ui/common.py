@@ -210,6 +210,7 @@ def app_defaults() -> dict:
         "patience": 5,
         "seed": 0,
         "device": "auto",
+        "output": "bernoulli",
     }
     text = os.environ.get("LAPMUSIC_APP_DEFAULTS", "").strip()
     if text:
@@ -237,7 +238,10 @@ def run_title(summary) -> str:
 
 
 def run_label(config: dict, *, with_dataset: bool = False) -> str:
-    """``LAE · h128 · seed 0`` (with the dataset first when runs of several datasets are compared)."""
+    """``LAE · h128 · seed 0`` (`` · NADE`` for a NADE output; the dataset first when runs of several datasets
+    are compared)."""
     init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "?")))
     label = f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
+    if config.get("output") == "nade":
+        label += " · NADE"  # Bernoulli runs keep their usual label
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label

@@ -20,6 +20,7 @@ from . import common
 UPLOAD = "__upload__"
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 INIT_CHOICES = {"lae": "LAE pre-trained", "random": "random", "both": "both, side by side"}
+OUTPUT_CHOICES = {"bernoulli": "independent keys (Bernoulli)", "nade": "NADE: keys of a chord agree (slower)"}
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Settings:
     patience: int  # 0 = no early stopping
     seed: int
     device: str
+    output: str = "bernoulli"  # "bernoulli" | "nade"
     extra: dict = field(default_factory=dict)
 
     def configs(self) -> list:
@@ -65,6 +67,7 @@ def make_config(settings: Settings, init: str):
         "device": settings.device,
         "max_sequences": settings.max_sequences or None,
         "patience": settings.patience or None,
+        "output": settings.output,
         **settings.extra,
     }
     known = {f.name for f in fields(TrainConfig)}
@@ -140,6 +143,13 @@ def render() -> Settings:
             max_value=1000, value=int(defaults["patience"]), key="patience",
         )
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(defaults["seed"]), key="seed")
+        st.radio(
+            "Output layer", list(OUTPUT_CHOICES), format_func=OUTPUT_CHOICES.get, key="output",
+            index=list(OUTPUT_CHOICES).index(defaults.get("output", "bernoulli")),
+            help="Bernoulli (default, the paper's): every key of the next frame on or off independently. "
+            "NADE: the keys are drawn low to high, each knowing the ones below (RNN-NADE): real chords, "
+            "lower NLL, slower training.",
+        )
         cuda, cuda_text = _cuda_line()
         devices = ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"]
         st.radio(
@@ -167,6 +177,7 @@ def current_settings() -> Settings:
         dataset=dataset, hidden=int(state["hidden"]), init=state["init"], epochs=int(state["epochs"]),
         lr=float(state["lr"]), batch_size=int(state["batch_size"]), max_sequences=int(state["max_sequences"]),
         patience=int(state["patience"]), seed=int(state["seed"]), device=state["device"],
+        output=state.get("output", "bernoulli"),
     )
 
 

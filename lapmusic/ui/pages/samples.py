@@ -224,11 +224,29 @@ def _show_items(items: list[dict], *, key: str) -> None:
 
 
 def _musicality_statistics(items: list[dict]) -> None:
-    """Reserved: a table of musicality statistics of the samples shown (``lapmusic/stats.py``).
+    """A table of musicality statistics of the samples shown (``lapmusic/stats.py``) beside real pieces.
 
-    ``items`` are the samples on screen, each with ``roll`` ``(T, 88)``, ``primer_frames``, ``init`` and
-    ``run``; the table goes here, under the players.
+    ``items`` are the samples on screen, each with ``roll`` ``(T, 88)``, ``primer_frames``, ``init``, ``run``
+    and ``meta`` (holding the ``dataset``); the generated frames (after the primer) are compared with excerpts
+    of the same length of the dataset's training pieces.
     """
+    # --- musicality statistics (lapmusic.stats; owner: nade) ---
+    from ...stats import samples_table
+
+    dataset_key = (items[0].get("meta") or {}).get("dataset")
+    if not dataset_key:
+        return
+    with st.expander("Musicality: this sample vs real pieces"):
+        try:
+            rolls = {INIT_NAMES.get(str(i.get("init")), str(i.get("init"))): i["roll"][i.get("primer_frames") or 0:]
+                     for i in items}
+            rows, caption = samples_table(rolls, common.get_dataset(dataset_key).train)
+        except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
+            st.caption(f"Statistics unavailable ({type(exc).__name__}: {exc}).")
+            return
+        st.dataframe(rows, hide_index=True)
+        st.caption(caption + " See docs/sampling.md.")
+    # --- end musicality statistics ---
 
 
 def _saved_samples(run, partner) -> None:

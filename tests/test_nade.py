@@ -1,0 +1,218 @@
+"""The NADE output (RNN-NADE): exact NLL against brute force, the parallel form against the key loop,
+sampling frequencies against the model's probabilities, and a NADE run end to end through train()."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lapmusic import cli
+from lapmusic.model import PianoRollRNN, collect_states, fit_readout, set_readout
+from lapmusic.nade import NADEOutput, metric_predictions
+from lapmusic.sample import generate
+from lapmusic.train import TrainConfig, evaluate, load_run, train
+
+from conftest import random_rolls
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _all_frames(keys: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0, 1], repeat=keys)), dtype=torch.float64)
+
+
+def _tiny_nade(keys=5, state=3, hidden=4, seed=0) -> NADEOutput:
+    torch.manual_seed(seed)
+    nade = NADEOutput(state, keys, hidden).double()
+    with torch.no_grad():
+        for parameter in nade.parameters():
+            parameter.normal_(0, 1.0)  # far from zero so the keys really depend on each other
+    return nade
+
+
+def _key_by_key_logits(nade: NADEOutput, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The textbook NADE loop: a_k = c(s) + sum_{j<k} W[:, j] v_j, l_k = b_k(s) + V[k] . sigmoid(a_k)."""
+    b = nade.visible_bias(s)
+    c = nade.hidden_bias(s)
+    logits = torch.zeros_like(v)
+    for n in range(len(v)):
+        for k in range(nade.n_keys):
+            a = c[n] + sum((nade.W[:, j] * v[n, j] for j in range(k)), torch.zeros_like(c[n]))
+            logits[n, k] = b[n, k] + nade.V[k] @ torch.sigmoid(a)
+    return logits
+
+
+def test_nll_is_a_normalised_distribution_over_all_frames():
+    nade = _tiny_nade(keys=6)
+    frames = _all_frames(6)
+    with torch.no_grad():
+        for s in torch.randn(3, 3, dtype=torch.float64):
+            log_p = nade.log_prob(s.expand(len(frames), 3), frames)
+            brute = torch.zeros(len(frames), dtype=torch.float64)
+            b, c = nade.visible_bias(s), nade.hidden_bias(s)
+            for i, v in enumerate(frames):  # product of the conditionals, each computed from scratch
+                for k in range(6):
+                    p = torch.sigmoid(b[k] + nade.V[k] @ torch.sigmoid(c + nade.W[:, :k] @ v[:k]))
+                    brute[i] += torch.log(p if v[k] else 1 - p)
+            assert torch.allclose(log_p, brute, atol=1e-10)
+            assert torch.exp(log_p).sum().item() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_parallel_form_equals_the_key_by_key_loop_with_any_leading_shape():
+    nade = _tiny_nade(keys=7, state=4, hidden=5, seed=1)
+    s = torch.randn(2, 3, 4, dtype=torch.float64)
+    v = (torch.rand(2, 3, 7, generator=torch.Generator().manual_seed(0)) < 0.4).double()
+    with torch.no_grad():
+        parallel = nade.conditional_logits(s, v)
+        loop = _key_by_key_logits(nade, s.reshape(-1, 4), v.reshape(-1, 7)).reshape(2, 3, 7)
+        assert torch.allclose(parallel, loop, atol=1e-12)
+        # Chunked evaluation (no gradient, many frames) gives the same numbers.
+        from lapmusic import nade as nade_module
+
+        big_s = torch.randn(50, 4, dtype=torch.float64)
+        big_v = (torch.rand(50, 7) < 0.5).double()
+        whole = nade.conditional_logits(big_s, big_v)
+        old = nade_module._CHUNK_FRAMES
+        nade_module._CHUNK_FRAMES = 7
+        try:
+            chunked = nade.conditional_logits(big_s, big_v)
+        finally:
+            nade_module._CHUNK_FRAMES = old
+        assert torch.allclose(whole, chunked, atol=1e-12)
+
+
+def test_sampling_frequencies_match_the_model_probabilities():
+    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=2)
+    frames = _all_frames(4)
+    s = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    n = 40_000
+    with torch.no_grad():
+        probs = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames)).numpy()
+        drawn = nade.sample(s.expand(n, 2), generator=torch.Generator().manual_seed(0)).numpy()
+    codes = drawn @ (2 ** np.arange(3, -1, -1))  # the row index of the frame in _all_frames
+    observed = np.bincount(codes, minlength=16)
+    expected = probs * n
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    assert chi2 < 40.0  # 15 degrees of freedom: P(chi2 > 40) ~ 5e-4 for a correct sampler
+    # Temperature 0 is the greedy frame; the cap leaves no frame with more keys than allowed.
+    greedy = nade.sample(s[None], temperature=0.0)[0].double()
+    conditional = torch.sigmoid(nade.conditional_logits(s, greedy))
+    assert bool(((conditional >= 0.5).double() == greedy).all())
+    capped = nade.sample(s.expand(500, 2), max_polyphony=1, generator=torch.Generator().manual_seed(1))
+    assert int(capped.sum(1).max()) <= 1
+
+
+def test_metric_predictions_estimate_the_marginals():
+    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=3)
+    frames = _all_frames(4)
+    s = torch.tensor([[0.1, 0.4]], dtype=torch.float64)
+    with torch.no_grad():
+        p_frames = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames))
+    marginal = (p_frames[:, None] * frames).sum(0)
+    on, probs = metric_predictions(nade, s.expand(4000, 2), samples=5)
+    assert torch.allclose(probs.mean(0), marginal, atol=0.02)
+    assert bool((on == nade.sample(s, temperature=0.0)).all())
+
+
+def test_set_readout_makes_nade_start_as_the_independent_model():
+    torch.manual_seed(0)
+    rolls = random_rolls(6, 20, seed=4, density=0.2)
+    bernoulli = PianoRollRNN(6)
+    nade = PianoRollRNN(6, output="nade", nade_hidden=5)
+    nade.recurrent.load_state_dict(bernoulli.recurrent.state_dict())
+    H, Y = collect_states(bernoulli, rolls)
+    W, c = fit_readout(H, Y, logistic_steps=0)
+    set_readout(bernoulli, W, c)
+    set_readout(nade, W, c)
+    x = torch.as_tensor(rolls[0], dtype=torch.float32)[None]
+    with torch.no_grad():
+        logits_b, _ = bernoulli(x[:, :-1])
+        logits_n, _ = nade(x[:, :-1], targets=x[:, 1:])
+    assert torch.allclose(logits_b, logits_n, atol=1e-6)
+    with pytest.raises(ValueError, match="targets"):
+        nade(x)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return SimpleNamespace(key="synthetic", train=random_rolls(16, (10, 30), seed=0, density=0.2),
+                           valid=random_rolls(4, (10, 30), seed=1, density=0.2),
+                           test=random_rolls(4, (10, 30), seed=2, density=0.2))
+
+
+@pytest.mark.parametrize("init, cell", [("lae", "rnn"), ("random", "gru")])
+def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell):
+    if init == "lae":
+        pytest.importorskip("lapmusic.lae")
+    config = TrainConfig(dataset="synthetic", hidden=10, init=init, cell=cell, epochs=3, lr=1e-2, batch_size=4,
+                         bptt=8, seed=0, device="cpu", patience=None, output="nade", nade_hidden=8)
+    final = train(config, tmp_path / "run", dataset=dataset)
+    assert final["output"] == "nade" and "greedy" in final["acc_method"]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    if init == "random":
+        assert history[-1]["train_nll"] < history[1]["train_nll"] < history[0]["train_nll"]
+    else:
+        # The LAE init gives NADE the Bernoulli pre-fit with V = 0: it starts exactly where Bernoulli starts.
+        bernoulli = dataclasses.replace(config, output="bernoulli", epochs=1)
+        train(bernoulli, tmp_path / "bernoulli", dataset=dataset)
+        start = json.loads((tmp_path / "bernoulli" / "metrics.jsonl").read_text().splitlines()[0])
+        assert history[0]["valid_nll"] == pytest.approx(start["valid_nll"], rel=1e-5)
+        assert history[0]["train_nll"] == pytest.approx(start["train_nll"], rel=1e-5)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["output"] == "nade"
+    run = load_run(tmp_path / "run")
+    assert run.model.nade is not None
+    again = evaluate(run, dataset.test)
+    assert again["nll"] == pytest.approx(final["nll"], rel=1e-6)
+    assert 0 <= again["acc"] <= 100 and 0 <= again["expected_acc"] <= 100
+    rolls = generate(run.model, steps=12, primer=dataset.test[0][:3], seed=1, n_samples=2, max_polyphony=2)
+    assert rolls.shape == (2, 15, 88) and int(rolls[:, 3:].sum(-1).max()) <= 2
+    assert (rolls[:, :3] == dataset.test[0][:3]).all()
+    same = generate(run.model, steps=12, primer=dataset.test[0][:3], seed=1, n_samples=2, max_polyphony=2)
+    assert (rolls == same).all()
+
+
+def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--init", "random", "--epochs", "1",
+                     "--output", "nade", "--nade-hidden", "6", "--device", "cpu", "--out",
+                     str(tmp_path / "run"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["output"] == "nade"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["output"] == "nade" and config["nade_hidden"] == 6
+
+
+def test_the_app_sidebar_output_choice_reaches_the_config():
+    pytest.importorskip("streamlit")
+    from lapmusic.ui.sidebar import Settings, make_config
+
+    settings = Settings(dataset="jsb", hidden=8, init="both", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
+                        patience=0, seed=0, device="cpu", output="nade")
+    assert [c.output for c in settings.configs()] == ["nade", "nade"]
+    assert make_config(settings, "lae").output == "nade"
+
+
+def test_cli_evaluate_generate_compare_with_nade(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    config = TrainConfig(dataset="synthetic", hidden=8, init="random", epochs=1, batch_size=4, device="cpu",
+                         output="nade", nade_hidden=6)
+    train(config, tmp_path / "run", dataset=dataset)
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["output"] == "nade" and "greedy" in result["acc_method"]
+    assert cli.main(["generate", str(tmp_path / "run"), "--steps", "8", "--out", str(tmp_path / "s.mid"),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["output"] == "nade"
+    assert cli.main(["compare", "--dataset", "jsb", "--hidden", "6", "--epochs", "1", "--output", "nade",
+                     "--nade-hidden", "4", "--max-sequences", "8", "--device", "cpu", "--out",
+                     str(tmp_path / "cmp"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == "nade" and set(summary["inits"]) == {"lae", "random"}
+    assert all(d.endswith("-nade") for d in summary["run_dirs"])
