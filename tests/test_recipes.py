@@ -122,7 +122,7 @@ def test_seeds_by_count_or_by_value():
 
 def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
-    assert cli.main(["compare", "--dataset", "synthetic", "--hidden", "6", "--epochs", "1", "--device", "cpu",
+    assert cli.main(["compare", "--dataset", "jsb", "--hidden", "6", "--epochs", "1", "--device", "cpu",
                      "--batch-size", "6", "--seeds", "11,13", "--lae-max-lag", "5", "--rec-radius", "0.5",
                      "--readout-start", "constant", "--lr-patience", "3", "--out", str(tmp_path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
