@@ -398,11 +398,14 @@ _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight
                      "output", "nade_hidden")
 
 
-def _default(name: str):
-    """The TrainConfig default of a field (help texts quote it, so they stay true)."""
-    from .train import TrainConfig
+# TrainConfig's defaults that help texts quote, written out so that --help imports no torch
+# (tests/test_recipes.py checks them against TrainConfig).
+RECIPE_DEFAULTS = {"lr_patience": 1, "lae_decay": 0.3, "readout_start": "fit", "readout_ridge": 1.0,
+                   "readout_steps": 20, "alpha_target": 1.5}
 
-    return getattr(TrainConfig(), name)
+
+def _default(name: str):
+    return RECIPE_DEFAULTS[name]
 
 
 def _training_config(args: argparse.Namespace, **fields):

@@ -159,3 +159,8 @@ def test_generate_cli_threshold_valid_needs_a_threshold_in_final_json(tmp_path, 
     assert cli.main(["generate", str(tmp_path / "run"), "--steps", "4", "--threshold", "valid",
                      "--out", str(out)]) == 2
     assert "final.json" in capsys.readouterr().err
+
+
+def test_help_defaults_are_trainconfigs():
+    defaults = TrainConfig()
+    assert cli.RECIPE_DEFAULTS == {name: getattr(defaults, name) for name in cli.RECIPE_DEFAULTS}
