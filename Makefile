@@ -1,11 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make app    set up (idempotent) and start the app on http://localhost:8501 (offline Bach dataset)
 #   make test   set up (idempotent, with test tools) and run the whole test suite
-VENV ?= .venv
+#   make gpu-check  on a machine with an NVIDIA GPU: CUDA tests and benchmarks into gpu_check.md
+# The environment's LAPMUSIC_VENV counts too (make VENV=... wins over it).
+VENV ?= $(or $(LAPMUSIC_VENV),.venv)
 export LAPMUSIC_VENV := $(VENV)
 PORT ?= 8501
 
-.PHONY: app test setup setup-test clean
+.PHONY: app test setup setup-test gpu-check clean
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +20,9 @@ app: setup
 
 test: setup-test
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+gpu-check:
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

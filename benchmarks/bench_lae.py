@@ -18,6 +18,14 @@ Usage::
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --quick                  # no full-JSB exact SVD
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --approx-only            # no exact SVD at all
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --json out.json          # also save the rows
+    LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --threads 1              # one torch/BLAS thread
+    LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --approx-only --device cuda --datasets jsb,nottingham \
+        --jsb-subsets none --hidden 64,256                                          # the GPU rows of gpu_check.sh
+    python benchmarks/bench_lae.py --synthetic ...                                  # no data: random JSB-shaped pieces
+
+Besides wall seconds (the clock around ``fit_lae``) every row gives the CPU seconds the process spent in
+that time (user + system, all threads): on a shared machine, wall time grows with the load while CPU
+seconds mostly do not; CPU seconds above the wall seconds mean several threads were busy.
 
 Targets (issue 3): full Nottingham at p = 256 under 60 s with peak memory under 4 GB on 2 CPU
 cores; on full JSB approx at least 50x faster than exact with the top-p singular values within 1 %.
@@ -50,24 +58,48 @@ def run_case(case: dict) -> dict:
         return {**case, **json.loads(out.read_text())}
 
 
+def synthetic_train(n: int = 229, low: int = 50, high: int = 130, seed: int = 0):
+    """Random pieces shaped like JSB's training split (note density 4 %), for machines without the data."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [(rng.random((int(rng.integers(low, high + 1)), 88)) < 0.04).astype(np.uint8) for _ in range(n)]
+
+
 def child(case: dict, out_path: str) -> None:
     import resource
 
     import numpy as np  # noqa: F401
     import scipy.linalg  # noqa: F401  (imported before the clock starts, like torch: not solver time)
-    import torch  # noqa: F401
+    import torch
 
-    from lapmusic.data import load_dataset
     from lapmusic.lae import fit_lae
 
-    dataset = load_dataset(case["dataset"])
-    pieces = dataset.train[: case["pieces"]] if case.get("pieces") else dataset.train
+    if case.get("threads"):
+        torch.set_num_threads(case["threads"])
+    device = case.get("device", "auto")
+    if device.startswith("cuda"):
+        torch.zeros(1, device=device)  # start CUDA before the clock: its set-up is not solver time
+        torch.cuda.synchronize()
+    if case["dataset"] == "synthetic":
+        train = synthetic_train()
+    else:
+        from lapmusic.data import load_dataset
+
+        train = load_dataset(case["dataset"]).train
+    pieces = train[: case["pieces"]] if case.get("pieces") else train
     result: dict = {"n_pieces": len(pieces), "frames": int(sum(len(x) for x in pieces))}
     if case["solver"] != "load":
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_before = usage.ru_utime + usage.ru_stime
         started = time.perf_counter()
-        model = fit_lae(pieces, case["p"], solver=case["solver"])
+        model = fit_lae(pieces, case["p"], solver=case["solver"], device=device)
+        seconds = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         result.update(
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
+            cpu_seconds=usage.ru_utime + usage.ru_stime - cpu_before,
+            device=model.device,
             rows=model.rows,
             columns=model.columns,
             energy=model.energy_captured,
@@ -89,11 +121,13 @@ def fmt_row(row: dict) -> str:
     if "error" in row:
         return f"{row['label']:<32}{row['solver']:<8}{row.get('p', '-')!s:>5}  error: {row['error']}"
     seconds = f"{row['seconds']:10.2f}" if "seconds" in row else f"{'-':>10}"
+    cpu = f"{row['cpu_seconds']:8.1f}" if "cpu_seconds" in row else f"{'-':>8}"
     energy = f"{100 * row['energy']:10.1f}" if "energy" in row else f"{'-':>10}"
     err = f"{row['rel_err']:11.1e}" if row.get("rel_err") is not None else f"{'-':>11}"
     speed = f"{row['speedup']:9.0f}x" if row.get("speedup") else f"{'-':>10}"
     shape = f"{row['frames']}x{row['columns']}" if "columns" in row else f"{row['frames']} frames"
-    return (f"{row['label']:<32}{row['solver']:<8}{row.get('p', '-')!s:>5}{shape:>17}{seconds}"
+    solver = f"{row['solver']}/{row['device']}" if "device" in row else row["solver"]
+    return (f"{row['label']:<32}{solver:<12}{row.get('p', '-')!s:>5}{shape:>17}{seconds}{cpu}"
             f"{row['peak_bytes'] / 2**20:10.0f}{energy}{err}{speed}")
 
 
@@ -102,18 +136,37 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="skip the exact SVD of the full JSB set")
     parser.add_argument("--approx-only", action="store_true", help="skip every exact SVD (approx rows only)")
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--device", default="auto",
+                        help="device of the approx solver: auto (CUDA when present), cpu or cuda (default auto); "
+                        "exact always runs on the CPU")
+    parser.add_argument("--threads", type=int, help="torch threads in every case (default: torch's own)")
+    parser.add_argument("--datasets", default="jsb,nottingham,musedata",
+                        help="comma-separated, from jsb, nottingham, musedata (default all three)")
+    parser.add_argument("--jsb-subsets", default=",".join(map(str, JSB_SUBSETS)),
+                        help="JSB training subsets (first N pieces) measured before the full set, or 'none' "
+                        "(default %(default)s)")
+    parser.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
+                        help="values of p, comma-separated (default %(default)s)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="random JSB-shaped pieces (229, 50-130 frames) instead of JSB; no data needed")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--case-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         child(json.loads(args.case), args.case_out)
         return 0
-    if not os.environ.get("LAPMUSIC_DATA_DIR"):
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)  # numpy/scipy too
+    hidden = tuple(int(p) for p in args.hidden.split(","))
+    subsets = () if args.jsb_subsets in ("", "none") else tuple(int(n) for n in args.jsb_subsets.split(","))
+    datasets = args.datasets.split(",")
+    common = {"device": args.device, "threads": args.threads}
+    if not args.synthetic and not os.environ.get("LAPMUSIC_DATA_DIR"):
         print("set LAPMUSIC_DATA_DIR to the folder holding JSB_Chorales.mat, Nottingham.mat, MuseData.mat",
               file=sys.stderr)
         return 2
 
-    print(f"{'case':<32}{'solver':<8}{'p':>5}{'Xi rows x cols':>17}{'seconds':>10}{'peak MiB':>10}"
+    print(f"{'case':<32}{'solver':<12}{'p':>5}{'Xi rows x cols':>17}{'seconds':>10}{'CPU s':>8}{'peak MiB':>10}"
           f"{'energy %':>10}{'top-p err':>11}{'speed-up':>10}")
     rows = []
 
@@ -123,24 +176,29 @@ def main() -> int:
 
     started = time.time()
     load = 1.0  # a rough contention indicator, printed with the table
-    jsb_cases = [(n, f"JSB first {n}") for n in JSB_SUBSETS] + [(None, "JSB full train")]
-    for pieces, label in jsb_cases:
-        show(run_case({"label": f"{label} (load only)", "dataset": "jsb", "pieces": pieces, "solver": "load"}))
+    jsb = "synthetic" if args.synthetic else "jsb"
+    name = "synthetic" if args.synthetic else "JSB"
+    jsb_cases = [(n, f"{name} first {n}") for n in subsets] + [(None, f"{name} full train")]
+    for pieces, label in jsb_cases if "jsb" in datasets else []:
+        show(run_case({"label": f"{label} (load only)", "dataset": jsb, "pieces": pieces, "solver": "load"}))
         exact = None
         if not args.approx_only and (pieces is not None or not args.quick):
-            exact = run_case({"label": label, "dataset": "jsb", "pieces": pieces, "solver": "exact",
-                              "p": max(HIDDEN)})
+            exact = run_case({"label": label, "dataset": jsb, "pieces": pieces, "solver": "exact",
+                              "p": max(hidden), **common})
             show(exact)
-        for p in HIDDEN:
-            row = run_case({"label": label, "dataset": "jsb", "pieces": pieces, "solver": "approx", "p": p})
+        for p in hidden:
+            row = run_case({"label": label, "dataset": jsb, "pieces": pieces, "solver": "approx", "p": p,
+                            **common})
             if exact and "error" not in exact and "error" not in row:
                 row["rel_err"] = relative_error(row["singular_values"], exact["singular_values"], p)
                 row["speedup"] = exact["seconds"] / row["seconds"]
             show(row)
     for key, label in (("nottingham", "Nottingham full train"), ("musedata", "MuseData full train")):
+        if key not in datasets or args.synthetic:
+            continue
         show(run_case({"label": f"{label} (load only)", "dataset": key, "solver": "load"}))
-        for p in HIDDEN:
-            show(run_case({"label": label, "dataset": key, "solver": "approx", "p": p}))
+        for p in hidden:
+            show(run_case({"label": label, "dataset": key, "solver": "approx", "p": p, **common}))
     load = os.getloadavg()
     print(f"\n{time.time() - started:.0f} s in all; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
           f"{load[2]:.1f} on {os.cpu_count()} CPUs (above {os.cpu_count()} means the timings were contended)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -58,7 +59,7 @@ class Setting:
         self.model = PianoRollRNN(hidden, output=output, nade_hidden=nade_hidden).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.frames = self.steps = self.epochs = 0
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
         # Warm-up on a few pieces (allocator, kernels) so that the first epoch is not charged for it.
         self._run(tensors[: max(batch_size, 2)], 0)
 
@@ -69,17 +70,19 @@ class Setting:
     def epoch(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = self._run(self.tensors, self.epochs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - started
+        self.cpu_seconds += time.process_time() - cpu_started  # all threads of this process
         self.frames += result["frames"]
         self.steps += result["steps"]
         self.epochs += 1
 
     def row(self) -> dict:
         return {"frames_per_second": self.frames / self.seconds, "epochs": self.epochs, "seconds": self.seconds,
+                "cpu_seconds": self.cpu_seconds, "frames_per_cpu_second": self.frames / max(self.cpu_seconds, 1e-9),
                 "steps": self.steps, "frames": self.frames}
 
 
@@ -179,12 +182,15 @@ def main(argv=None) -> int:
                   f"{nade['frames_per_second']:,.0f} frames/s ({nade['speedup']:.2f} x)", flush=True)
 
     print()
-    print(f"| device | setting | frames/s | epochs timed | optimizer steps | speed-up |")
-    print(f"| --- | --- | ---: | ---: | ---: | ---: |")
+    # frames per CPU second: on a shared machine wall time grows with the load, CPU time much less.
+    print(f"| device | setting | frames/s | frames per CPU s | epochs timed | optimizer steps | speed-up |")
+    print(f"| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         speedup = f"{row['speedup']:.1f} x" if "speedup" in row else "1.0 x (baseline)"
-        print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | {row['epochs']} | "
-              f"{row['steps']} | {speedup} |")
+        print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | "
+              f"{row['frames_per_cpu_second']:,.0f} | {row['epochs']} | {row['steps']} | {speedup} |")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump({"source": source, "hidden": args.hidden, "threads": torch.get_num_threads(),

@@ -76,6 +76,53 @@ def _json_default(obj):
     return str(obj)
 
 
+# --------------------------------------------------------------------------------------- early checks
+# Names and paths a user typed are checked here, before torch is imported (about 1 s, more on a busy
+# machine) and before any data is loaded or any file written, so that a typo answers at once.
+def _check_dataset(key: str) -> None:
+    """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
+    from .data import DATASETS
+    from .errors import DataError
+
+    if key.startswith("user:"):
+        from .userdata import user_dataset_keys, user_dataset_path
+
+        if not user_dataset_path(key).is_file():
+            known = ", ".join(user_dataset_keys()) or "none yet"
+            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from your MIDI files "
+                            "first (lapmusic datasets add NAME FILES, or the app's upload)")
+    elif key not in DATASETS:
+        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+
+
+def _check_run_dir(path: str) -> None:
+    """Raise CheckpointError unless ``path`` is a folder holding a run's config.json (cheap, no torch)."""
+    from pathlib import Path
+
+    from .errors import CheckpointError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a run folder: it has no config.json")
+
+
+def _check_file(path: str | None, what: str) -> None:
+    import os
+
+    if path is not None and not os.path.isfile(path):
+        raise LapMusicError(f"{what} {path} does not exist")
+
+
+def _check_device(name: str | None) -> None:
+    """Only the spelling: whether CUDA is present is checked where torch is imported anyway."""
+    if name is None:
+        return
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise LapMusicError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
 # --------------------------------------------------------------------------------------- datasets
 def cmd_datasets(args: argparse.Namespace) -> int:
     if args.datasets_command == "add":
@@ -259,6 +306,9 @@ def _add_datasets_parser(sub) -> None:
 
 # --------------------------------------------------------------------------------------- lae
 def cmd_lae(args: argparse.Namespace) -> int:
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+
     from .data import load_dataset
     from .lae import fit_lae
 
@@ -307,18 +357,55 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
                    "initial pre-activations lie in [-1.5, 1.5]; their median is then about 0.1)")
     p.add_argument("--max-train-sequences", type=_positive_int,
-                   help="train on a fixed random subset of N training pieces (the same for every seed)")
+                   help="train on a fixed random subset of N training pieces, the same for every seed (default: all)")
     p.add_argument("--lae-file", dest="lae_path", metavar="FILE",
-                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE` (p must equal --hidden)")
+                   help="for --init lae: reuse an LAE saved by `lapmusic lae --out FILE`, p must equal --hidden "
+                   "(default: fit the LAE in the run)")
     p.add_argument("--output", choices=["bernoulli", "nade"],
                    help="output layer (default bernoulli: one independent sigmoid per key; nade: RNN-NADE, "
                    "the keys of a frame drawn low to high, each conditioned on the lower ones and the state)")
     p.add_argument("--nade-hidden", type=_positive_int,
                    help="hidden units of the NADE output (default 64; only with --output nade)")
 
+    p.add_argument("--lr-patience", type=_non_negative_int,
+                   help="multiply the learning rate by 0.5 after this many epochs without a better validation "
+                   f"NLL (default {_default('lr_patience')})")
+    p.add_argument("--lae-max-lag", type=_positive_int,
+                   help="for --init lae: keep only the last L frames of every prefix in the LAE's data matrix "
+                   "(default: the longest piece, or with --lae-decay below 1 the lag where GAMMA**L < 1e-12)")
+    p.add_argument("--lae-decay", type=float, metavar="GAMMA",
+                   help="for --init lae: weight lag k of the LAE's data matrix by GAMMA**k, 0 < GAMMA <= 1; "
+                   f"1 is the paper's unweighted LAE (default {_default('lae_decay')})")
+    p.add_argument("--rec-radius", type=float, metavar="R",
+                   help="scale the recurrent matrix to spectral radius exactly R, for either init (default: as "
+                   "initialised: about 0.98 for the LAE's B, about 0.58 for PyTorch's random init)")
+    p.add_argument("--readout-start", choices=["fit", "constant", "zero"],
+                   help="for --init lae: readout fitted on the LAE states (fit), key frequencies only "
+                   f"(constant) or zeros (default {_default('readout_start')})")
+    p.add_argument("--readout-ridge", type=float,
+                   help="ridge of the least-squares readout fit, relative to the mean state energy "
+                   f"(default {_default('readout_ridge')})")
+    p.add_argument("--readout-steps", type=_non_negative_int,
+                   help=f"L-BFGS logistic steps after the least-squares readout (default {_default('readout_steps')})")
+    p.add_argument("--alpha-target", type=float,
+                   help="LAE init: 99%% of the initial pre-activations within [-T, T] "
+                   f"(default {_default('alpha_target')}; ignored with --alpha)")
+
 
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "output", "nade_hidden")
+                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
+                     "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
+                     "output", "nade_hidden")
+
+
+# TrainConfig's defaults that help texts quote, written out so that --help imports no torch
+# (tests/test_recipes.py checks them against TrainConfig).
+RECIPE_DEFAULTS = {"lr_patience": 1, "lae_decay": 0.3, "readout_start": "fit", "readout_ridge": 1.0,
+                   "readout_steps": 20, "alpha_target": 1.5}
+
+
+def _default(name: str):
+    return RECIPE_DEFAULTS[name]
 
 
 def _training_config(args: argparse.Namespace, **fields):
@@ -347,6 +434,15 @@ def _final_text(result: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    if args.resume:
+        _check_run_dir(args.resume)
+    else:
+        if not args.dataset or not args.hidden or not args.out:
+            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
+        _check_dataset(args.dataset)
+
     from .train import train
 
     if args.resume:
@@ -361,8 +457,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.patience = args.patience or config.patience
         run_dir = args.resume
     else:
-        if not args.dataset or not args.hidden or not args.out:
-            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,
                                   epochs=args.epochs or 20, seed=args.seed, max_sequences=args.max_sequences,
                                   device=args.device, cell=args.cell)
@@ -378,8 +472,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+
     from .metrics import baselines
-    from .train import _acc_method, evaluate, load_run, run_split
+    from .train import _acc_method, evaluate, load_run, run_split, validation_threshold
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -388,8 +485,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     dataset = _load_dataset(run.config.dataset)
     seqs = run_split(run.config, args.split, dataset)
+    if args.threshold is not None:
+        if not 0 < args.threshold < 1:
+            raise LapMusicError(f"--threshold must be between 0 and 1, not {args.threshold}")
+        threshold, source = args.threshold, "--threshold"
+    else:
+        source = "final.json" if run.final and run.final.get("threshold") is not None else "validation split"
+        progress(0.2, "choosing the decision threshold on the validation split")
+        threshold = validation_threshold(run, run_split(run.config, "valid", dataset))
     progress(0.3, f"evaluating {len(seqs)} {args.split} pieces")
-    result = evaluate(run, seqs)
+    result = evaluate(run, seqs, threshold=threshold)
+    result["threshold_source"] = source
     result["baselines"] = baselines(run_split(run.config, "train", dataset), seqs)
     progress(1.0, "done")
     progress.close()
@@ -401,7 +507,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return "-" if value is None else f"{value:.{digits}f}"
 
         b = r["baselines"]
-        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}%  expected ACC "
+        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}% (p >= 0.5), "
+                f"{number(r.get('acc_tuned'), 2)}% (p >= {number(r.get('threshold'), 3)}, threshold from "
+                f"{r['threshold_source']})  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
                 f"{r['epoch']}, {r['output']} output; {r['acc_method']})\nbaselines: copy-previous-frame ACC "
                 f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}")
@@ -414,11 +522,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import json as json_module
     from pathlib import Path
 
+    _check_dataset(args.dataset)
+    _check_device(args.device)
+    _check_file(args.lae_path, "LAE file")
+    parent = Path(args.out)
+    print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
+
     from .train import compare_runs, train
 
-    parent = Path(args.out)
     run_dirs = []
-    jobs = [(seed, init) for seed in range(args.seeds) for init in ("lae", "random")]
+    jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
     for number, (seed, init) in enumerate(jobs):
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
@@ -441,8 +554,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if result.get("state") != "finished":
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
-    summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=args.seeds,
-                   output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
+    summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=list(args.seeds),
+                   out=str(parent), output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
@@ -451,7 +564,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
         lines = [f"{r['dataset']}, {r['hidden']} hidden units, {r['output']} output, up to {r['epochs']} epochs, "
-                 f"{r['seeds']} seed(s)",
+                 f"seeds {', '.join(str(s) for s in r['seeds'])}",
                  f"{'init':<8}{'test NLL':>20}{'ACC %':>18}{'expected ACC %':>18}{'best epoch':>14}"
                  f"{'pre-train s':>14}{'train s':>12}"]
         for init, s in r["inits"].items():
@@ -461,6 +574,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         mean = "-" if reach["mean"] is None else f"{reach['mean']:.1f}"
         lines.append(f"epochs for LAE init to reach random init's best validation NLL: {mean} "
                      f"(reached in {reach['reached']} seed pairs)")
+        lines.append(f"run folders: {r['out']}")
         return "\n".join(lines)
 
     emit(summary, args.json, human)
@@ -485,6 +599,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
     if not 1 <= args.velocity <= 127:
         raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
+    _check_run_dir(args.rundir)
+    _check_device(args.device)
+    _check_file(args.soundfont, "soundfont")
 
     from .audio import render_wav
     from .io import atomic_write_bytes, atomic_write_text
@@ -492,13 +609,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .train import load_run
 
     run = load_run(args.rundir, device=args.device)
+    threshold = _greedy_threshold(args.threshold, run)
     progress = ProgressLine()
     try:
         (sample,) = sample_run(
             run, steps=args.steps, temperature=args.temperature, primer=args.primer,
             max_polyphony=args.max_polyphony, seed=args.seed, step_seconds=args.step_seconds,
             program=args.program, velocity=args.velocity, separate_tracks=args.separate_tracks,
-            progress=progress,
+            progress=progress, threshold=threshold,
         )
     finally:
         progress.close()
@@ -522,6 +640,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,
+        "threshold": threshold,
         "primer": args.primer,
     }
     if args.wav:
@@ -560,14 +679,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- stats
 def cmd_stats(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from . import stats
-
     if not args.run and not args.files:
         raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
     if args.steps < 1 or args.samples < 1:
         raise LapMusicError("--steps and --samples must be at least 1")
+    if args.run:
+        _check_run_dir(args.run)
+    if args.dataset:
+        _check_dataset(args.dataset)
+    _check_device(args.device)
+
+    import numpy as np
+
+    from . import stats
+
     if args.run:
         from .train import load_run
 
@@ -609,6 +734,51 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- parser
+def _greedy_threshold(text: str, run) -> float:
+    """``--threshold``: a probability, or ``valid`` for the run's validation-chosen one (final.json)."""
+    if text == "valid":
+        if not run.final or run.final.get("threshold") is None:
+            raise LapMusicError("--threshold valid needs a finished run whose final.json has a threshold "
+                                "(runs trained before this option): give a number instead")
+        return float(run.final["threshold"])
+    try:
+        value = float(text)
+    except ValueError:
+        raise LapMusicError(f"--threshold takes a probability or 'valid', not {text!r}") from None
+    if not 0 < value < 1:
+        raise LapMusicError(f"--threshold must be between 0 and 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _seed_list(text: str) -> list[int]:
+    """``N`` -> seeds ``0..N-1``; ``11,12,13`` -> those seeds (a single seed by value: ``7,``)."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) == 1:
+            count = int(parts[0])
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        seeds = [int(part) for part in parts if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count N (seeds 0..N-1) or a comma-separated list like 11,12,13, not {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -629,14 +799,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p")
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units p (required)")
     p.add_argument("--solver", choices=["exact", "approx"], default="approx",
                    help="exact: dense SVD of the full data matrix; approx (default): randomized, never builds it")
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N training pieces")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N training pieces (default: all)")
     p.add_argument("--max-lag", type=_positive_int, help="longest prefix kept (default: longest piece)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver")
-    p.add_argument("--out", help="write A, B and singular_values to this .npz file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver (default 0)")
+    p.add_argument("--out", help="write A, B and singular_values to this .npz file (default: not saved)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_lae)
 
@@ -646,58 +817,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=["lae", "random"], default="lae", help="initialisation (default lae)")
     p.add_argument("--epochs", type=_positive_int,
                    help="maximum number of epochs (default 20; with --resume: train up to this many)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-sequences", type=_positive_int, help="use only the first N pieces of each split")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, the batch order and dropout (default 0)")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="rnn",
                    help="recurrent cell (default rnn, the paper's; gru/lstm only with --init random)")
     _add_training_options(p)
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its last checkpoint")
+    p.add_argument("--out", help="run folder to create (required unless --resume)")
+    p.add_argument("--resume", metavar="RUNDIR",
+                   help="continue the run in RUNDIR from its last checkpoint (default: start a new run)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
-    p.add_argument("rundir")
-    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("rundir", help="a run folder written by lapmusic train")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                   help="which split to evaluate on (default test)")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold for the second ACC figure (default: final.json's, chosen on the "
+                   "validation split; chosen now on it for runs without one)")
     p.add_argument("--device", help="auto, cpu or cuda (default: the run's device setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train LAE and random init side by side and print a table")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--hidden", required=True, type=_positive_int)
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per init")
-    p.add_argument("--max-sequences", type=_positive_int)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--hidden", required=True, type=_positive_int, help="number of hidden units (required)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="maximum number of epochs per run (default 20)")
+    p.add_argument("--seeds", type=_seed_list, default=[0],
+                   help="N (seeds 0..N-1) or a list of seeds like 11,12,13 (default 1: seed 0 only)")
+    p.add_argument("--max-sequences", type=_positive_int,
+                   help="use only the first N pieces of each split (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     _add_training_options(p)
     p.add_argument("--out", default="runs/compare",
-                   help="parent folder for the run folders (finished runs with identical settings are reused)")
+                   help="parent folder for the run folders, created when missing; finished runs with identical settings "
+                   "are reused (default runs/compare, relative to the current folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
-    p.add_argument("--steps", type=int, default=256, help="number of frames to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = deterministic (p >= 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same run, same device: the same sample")
+    p.add_argument("--steps", type=int, default=256, help="number of frames to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 plays safer, above 1 wilder; 0 = deterministic, a key "
+                   "sounds when p >= --threshold (default 1.0)")
+    p.add_argument("--threshold", default="0.5",
+                   help="with --temperature 0: a key sounds at p >= THRESHOLD; 'valid' = the threshold chosen on "
+                   "the validation split (final.json) (default 0.5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="same seed, same run, same device: the same sample (default 0)")
     p.add_argument("--primer", default="none",
                    help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
-                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames)")
-    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame (most probable)")
-    p.add_argument("--out", required=True, help="MIDI file to write")
-    p.add_argument("--wav", help="also render audio to this WAV file")
-    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050, help="WAV sample rate in Hz")
+                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames) (default none: start from silence)")
+    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame, the most probable (default: no limit)")
+    p.add_argument("--out", required=True, help="MIDI file to write (required)")
+    p.add_argument("--wav", help="also render audio to this WAV file (default: no audio)")
+    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050,
+                   help="WAV sample rate in Hz (default 22050)")
     p.add_argument("--soundfont", help="General MIDI .sf2 for FluidSynth (default: FluidR3_GM if installed, "
                    "else the one shipped with pretty_midi; or set $LAPMUSIC_SOUNDFONT)")
     p.add_argument("--step-seconds", type=float,
                    help="seconds per frame when played (default: the dataset's, e.g. 0.5 for JSB; else 0.25)")
-    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (0 = acoustic grand piano)")
-    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity (loudness) of every note, 1-127")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (default 0 = acoustic grand piano)")
+    p.add_argument("--velocity", type=int, default=90,
+                   help="MIDI velocity (loudness) of every note, 1-127 (default 90)")
     p.add_argument("--separate-tracks", action="store_true",
                    help="put the primer and the continuation on two MIDI tracks (default: one track)")
-    p.add_argument("--html", help="also write the piano-roll figure to this HTML file (opens offline)")
+    p.add_argument("--html", help="also write the piano-roll figure to this HTML file, opens offline (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_generate)
@@ -705,13 +894,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="musicality statistics of a run's samples or of MIDI/.npz files vs real pieces")
     p.add_argument("files", nargs="*", help="MIDI (.mid), .npz or .npy piano rolls, or folders of them "
                    "(instead of --run; needs --dataset)")
-    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset")
-    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with)")
+    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset (default: none, "
+                   "describe FILES instead)")
+    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with; required with "
+                   "FILES, with --run the run's dataset is used)")
     p.add_argument("--split", choices=["train", "valid", "test"], default="train",
                    help="split the real pieces come from (default train)")
     p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
     p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--max-polyphony", type=_positive_int, help="keep at most K keys per frame (default: no cap)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--step-seconds", type=float,

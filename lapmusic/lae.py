@@ -76,6 +76,7 @@ class LinearAutoencoder:
     dtype: str = "float64"
     iterations: int = 0
     seed: int = 0
+    decay: float = 1.0  # lag k of Xi weighted by decay**k (1: the paper's LAE)
 
     # ---------------------------------------------------------------- spectrum
     @property
@@ -161,6 +162,7 @@ class LinearAutoencoder:
             "dtype": np.array(str(self.dtype)),
             "iterations": np.array(int(self.iterations)),
             "seed": np.array(int(self.seed)),
+            "decay": np.array(float(self.decay)),
         }
         atomic_save(path, lambda handle: np.savez(handle, **arrays))
 
@@ -194,6 +196,7 @@ class LinearAutoencoder:
                 dtype=str(values.get("dtype", "float64")),
                 iterations=int(values.get("iterations", 0)),
                 seed=int(values.get("seed", 0)),
+                decay=float(values.get("decay", 1.0)),
             )
         except KeyError as exc:
             raise CheckpointError(f"LAE file {path} lacks the array {exc}") from None
@@ -217,6 +220,7 @@ class LinearAutoencoder:
             "dtype": self.dtype,
             "iterations": int(self.iterations),
             "seed": int(self.seed),
+            "decay": float(self.decay),
             "singular_values_computed": int(self.singular_values.size),
             "top_singular_values": [float(v) for v in self.singular_values[:top]],
             "energy_captured": float(self.energy_captured),
@@ -270,21 +274,30 @@ def active_keys(seqs: Sequence[np.ndarray]) -> np.ndarray:
     return np.flatnonzero(used)
 
 
-def xi_energy(seqs: Sequence[np.ndarray], max_lag: int) -> float:
-    """``||Xi||_F^2`` without ``Xi``: frame ``u`` of a piece of length ``T`` appears in ``min(L, T-u)`` rows."""
-    total = 0
+def xi_energy(seqs: Sequence[np.ndarray], max_lag: int, decay: float = 1.0) -> float:
+    """``||Xi||_F^2`` without ``Xi``: frame ``u`` of a piece of length ``T`` appears in ``m = min(L, T-u)`` rows,
+    at lags ``0..m-1``, so it adds ``sum_k decay^(2k) = (1 - decay^(2m)) / (1 - decay^2)`` (``m`` when 1)."""
+    total = 0.0
     for x in seqs:
         notes = x.sum(axis=1, dtype=np.int64)  # (T,)
-        remaining = x.shape[0] - np.arange(x.shape[0])  # rows t >= u that see frame u
-        total += int(np.dot(notes, np.minimum(remaining, max_lag)))
+        remaining = np.minimum(x.shape[0] - np.arange(x.shape[0]), max_lag)  # rows t >= u that see frame u
+        if decay == 1.0:
+            total += float(np.dot(notes, remaining))
+        else:
+            total += float(np.dot(notes, (1.0 - decay ** (2.0 * remaining)) / (1.0 - decay**2)))
     return float(total)
 
 
+def lag_weights(lags: int, decay: float) -> np.ndarray:
+    """``(L,)`` weights ``decay**k`` of the lag blocks ``k = 0..L-1`` of the weighted ``Xi``."""
+    return float(decay) ** np.arange(lags, dtype=np.float64)
+
+
 def build_xi(seqs: Sequence[np.ndarray], max_lag: int | None = None, *, keys=None,
-             dtype=np.float64) -> np.ndarray:
+             dtype=np.float64, decay: float = 1.0) -> np.ndarray:
     """The data matrix ``Xi`` ``(N, len(keys) * L)``: row ``t`` of a piece = ``[x_t, x_{t-1}, ..., x_1, 0...]``.
 
-    Column block ``k`` (``len(keys)`` columns, default all 88) holds lag ``k``. Meant for small data,
+    Column block ``k`` (``len(keys)`` columns, default all 88) holds lag ``k``, times ``decay**k``. Meant for small data,
     the exact solver and tests: the approx solver never calls it.
     """
     seqs = validate_sequences(seqs)
@@ -299,7 +312,7 @@ def build_xi(seqs: Sequence[np.ndarray], max_lag: int | None = None, *, keys=Non
         T = frames.shape[0]
         for lag in range(min(lags, T)):
             # Rows t >= lag get frame t - lag in block `lag`.
-            xi[row + lag: row + T, lag * width:(lag + 1) * width] = frames[: T - lag]
+            xi[row + lag: row + T, lag * width:(lag + 1) * width] = frames[: T - lag] * (float(decay) ** lag)
         row += T
     return xi
 
@@ -329,6 +342,7 @@ def fit_lae(
     *,
     solver: str = "approx",
     max_lag: int | None = None,
+    decay: float | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: ProgressCallback | None = None,
@@ -342,7 +356,10 @@ def fit_lae(
 
     ``solver``: ``"approx"`` (default; randomized, never builds ``Xi``, torch on ``device``) or
     ``"exact"`` (dense SVD of ``Xi``, float64, CPU). ``max_lag`` cuts every reversed prefix after
-    that many frames (default: the longest piece; larger values are clamped to it).
+    that many frames (default: the longest piece; larger values are clamped to it). ``decay`` (``gamma`` in
+    ``(0, 1]``, default 1): lag ``k`` of every row is weighted by ``gamma**k``, i.e. ``Xi_gamma = Xi D``; then
+    ``A = U^(0)^T`` and ``B = gamma * sum_i U^(i+1)^T U^(i)`` from ``Xi_gamma``'s right singular vectors
+    (docs/lae.md, "Lag weighting").
     ``memory_budget_bytes``: ``exact`` refuses data needing more (default: half the RAM);
     ``approx`` sizes its FFT work chunks from it (default 512 MiB). ``dtype``: ``approx`` computes
     in float32 by default (``torch.float64``/``"float64"`` for more accuracy); ``exact`` always uses
@@ -360,6 +377,9 @@ def fit_lae(
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
         raise SolverError(f"the number of hidden units p must be a positive integer, got {p!r}")
     p = int(p)
+    decay = 1.0 if decay is None else float(decay)
+    if not 0.0 < decay <= 1.0:
+        raise SolverError(f"decay must be in (0, 1], got {decay!r}")
     pieces = validate_sequences(seqs)
     lags = resolve_max_lag(pieces, max_lag)
     keys = active_keys(pieces)
@@ -375,7 +395,7 @@ def fit_lae(
             f"{reduced_columns} non-trivial columns ({len(keys)} keys used x {lags} lags), so p <= {largest}; "
             f"choose fewer hidden units or use more pieces"
         )
-    total_energy = xi_energy(pieces, lags)
+    total_energy = xi_energy(pieces, lags, decay)
 
     if solver == "exact":
         budget = default_memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
@@ -386,13 +406,13 @@ def fit_lae(
                 f"{_gib(8 * rows * reduced_columns)}, plus its SVD), over the memory budget of {_gib(budget)}; "
                 f"use the approx solver (--solver approx), fewer pieces (--max-sequences) or a shorter --max-lag"
             )
-        U, singular_values = _exact_svd(pieces, keys, lags, report)
+        U, singular_values = _exact_svd(pieces, keys, lags, report, decay)
         device_name, dtype_name, used_iterations = "cpu", "float64", 0
     else:
         U, singular_values, device_name, dtype_name, used_iterations = _approx_svd(
             pieces, keys, lags, p, device=device, seed=seed, report=report,
             memory_budget_bytes=memory_budget_bytes, dtype=dtype,
-            iterations=iterations, oversample=oversample, cancel=cancel,
+            iterations=iterations, oversample=oversample, cancel=cancel, decay=decay,
         )
     rank = _numerical_rank(singular_values, float(np.sqrt(total_energy)),
                            1e-10 if solver == "exact" or dtype_name == "float64" else 1e-5)
@@ -402,13 +422,14 @@ def fit_lae(
             f"the extra units would carry nothing; choose p <= {rank} or use more pieces"
         )
     A, B = _factors(U[:, :p], keys, lags)
+    B = decay * B  # row t of Xi_gamma = [x_t, 0..] + gamma * (row t-1 shifted one block): see docs/lae.md
     keep = singular_values if solver == "exact" else singular_values[:p]
     report(1.0, f"LAE fitted: p={p}, {rows} rows x {columns} columns")
     return LinearAutoencoder(
         A=A, B=B, singular_values=np.asarray(keep, dtype=np.float64), total_energy=total_energy,
         p=p, max_lag=lags, solver=solver, seconds=time.perf_counter() - started,
         rows=rows, columns=columns, device=device_name, dtype=dtype_name,
-        iterations=used_iterations, seed=int(seed),
+        iterations=used_iterations, seed=int(seed), decay=decay,
     )
 
 
@@ -441,19 +462,19 @@ def _factors(U_p: np.ndarray, keys: np.ndarray, lags: int) -> tuple[np.ndarray, 
     return A, B
 
 
-def _exact_svd(pieces, keys, lags, report) -> tuple[np.ndarray, np.ndarray]:
+def _exact_svd(pieces, keys, lags, report, decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     import scipy.linalg
 
     rows = sum(x.shape[0] for x in pieces)
     report(0.02, f"building Xi ({rows} x {len(keys) * lags}, float64)")
-    xi = build_xi(pieces, lags, keys=keys)
+    xi = build_xi(pieces, lags, keys=keys, decay=decay)
     report(0.1, f"dense SVD of Xi ({xi.shape[0]} x {xi.shape[1]})")
     try:
         _, singular_values, Vt = scipy.linalg.svd(xi, full_matrices=False, overwrite_a=True,
                                                   check_finite=False, lapack_driver="gesdd")
     except np.linalg.LinAlgError:
         # gesdd occasionally fails to converge; gesvd is slower but more robust.
-        xi = build_xi(pieces, lags, keys=keys)
+        xi = build_xi(pieces, lags, keys=keys, decay=decay)
         _, singular_values, Vt = scipy.linalg.svd(xi, full_matrices=False, overwrite_a=True,
                                                   check_finite=False, lapack_driver="gesvd")
     del xi
@@ -637,13 +658,30 @@ class XiOperator:
         return out.reshape(self.lags * self.width, r)
 
 
+class _WeightedXi:
+    """``Xi D`` for a diagonal ``D`` that weights lag block ``k`` by ``w_k``: ``(Xi D) W = Xi (D W)`` and
+    ``(Xi D)^T Y = D (Xi^T Y)``, so the FFT products of :class:`XiOperator` serve unchanged."""
+
+    def __init__(self, op: XiOperator, weights: np.ndarray, width: int):
+        import torch
+
+        self.op = op
+        self.scale = torch.from_numpy(np.repeat(weights, width)).to(device=op.device, dtype=op.dtype)[:, None]
+
+    def matmul(self, W):
+        return self.op.matmul(self.scale * W)
+
+    def rmatmul(self, Y):
+        return self.scale * self.op.rmatmul(Y)
+
+
 def default_iterations(block: int) -> int:
     """Block Krylov iterations ``q`` for a block of ``block`` columns: ``(q+1) * block ~ 1024``, 4..8."""
     return int(min(8, max(4, math.ceil(KRYLOV_TARGET_WIDTH / max(block, 1)) - 1)))
 
 
 def _approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_bytes, dtype,
-                iterations, oversample, cancel):
+                iterations, oversample, cancel, decay: float = 1.0):
     """Randomized block Krylov SVD of ``Xi`` through :class:`XiOperator` (block Lanczos, full
     reorthogonalisation; Musco & Musco 2015).
 
@@ -672,6 +710,8 @@ def _approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_by
     chunk = DEFAULT_CHUNK_BYTES if memory_budget_bytes is None else max(16 * 2**20, int(memory_budget_bytes) // 4)
     report(0.01, f"preparing FFTs of {len(pieces)} pieces ({rows} rows, {width} columns)")
     op = XiOperator(pieces, keys, lags, device=torch_device, dtype=torch_dtype, columns=r, chunk_bytes=chunk)
+    if decay != 1.0:
+        op = _WeightedXi(op, lag_weights(lags, decay), len(keys))
 
     total_products = 2 * q + 2
     done = [0]

@@ -11,6 +11,12 @@ Every metric pools those predicted frames over all pieces of a split:
 
 ACC is ``None`` when ``TP + FP + FN = 0`` (nothing played and nothing predicted: undefined).
 
+**ACC at a tuned threshold**: the networks rarely give a key ``p >= 0.5``, so ACC at 0.5 understates what
+they predict. :class:`MetricAccumulator` also keeps, per ``1 / THRESHOLD_BINS`` bin of ``p``, how many
+played and silent keys fell there; ACC at any threshold ``j / THRESHOLD_BINS`` follows from the cumulative
+counts (:meth:`MetricAccumulator.acc_at`), and :meth:`MetricAccumulator.best_threshold` picks the one that
+maximises ACC. It is chosen on the validation split and applied to the test split.
+
 For the NADE output (:mod:`lapmusic.nade`) the same NLL formula applies to its conditional logits (exact),
 ACC counts the greedy frame (keys decoded low to high at conditional ``p >= 0.5``) and expected ACC uses the
 share of sampled frames with each key on (:meth:`MetricAccumulator.update`'s ``on`` and ``probs``).
@@ -67,6 +73,40 @@ def expected_accuracy(probs, targets) -> float | None:
     return _acc(float((p * y).sum()), float((p * (1 - y)).sum()), float(((1 - p) * y).sum()))
 
 
+THRESHOLD_BINS = 200  # thresholds j / 200, j = 1..199: a 0.005 grid
+
+
+def acc_curve(positive_hist: np.ndarray, negative_hist: np.ndarray) -> np.ndarray:
+    """``(bins,)`` ACC in % at thresholds ``j / bins`` (``j = 0..bins-1``) from per-bin counts of ``p``.
+
+    ``positive_hist[b]`` / ``negative_hist[b]``: played / silent keys with ``floor(p * bins) = b`` (``p = 1``
+    in the last bin). A key is on at threshold ``j / bins`` iff its bin is ``>= j``, so ``TP(j)`` is the sum of
+    ``positive_hist[j:]``, ``FP(j)`` that of ``negative_hist[j:]`` and ``FN(j) = positives - TP(j)``.
+    NaN where ``TP + FP + FN = 0``.
+    """
+    tp = np.cumsum(positive_hist[::-1])[::-1].astype(np.float64)
+    fp = np.cumsum(negative_hist[::-1])[::-1].astype(np.float64)
+    fn = float(positive_hist.sum()) - tp
+    denominator = tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 100.0 * tp / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def best_threshold(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float | None:
+    """The threshold ``j / bins`` (``1 <= j < bins``) of highest ACC; ties: the middle of the first run of
+    maxima (a plateau of equal ACC means no data between those thresholds). ``None`` when ACC is undefined."""
+    curve = acc_curve(positive_hist, negative_hist)[1:]
+    if not np.isfinite(curve).any():
+        return None
+    curve = np.where(np.isfinite(curve), curve, -1.0)
+    best = curve.max()
+    first = int(np.argmax(curve >= best - 1e-12))
+    last = first
+    while last + 1 < len(curve) and curve[last + 1] >= best - 1e-12:
+        last += 1
+    return float((1 + (first + last) // 2) / len(positive_hist))
+
+
 class MetricAccumulator:
     """Pools NLL, ACC and expected ACC over batches of logits (sums kept in float64).
 
@@ -83,6 +123,8 @@ class MetricAccumulator:
         self.frames = 0
         self.tp = self.fp = self.fn = 0.0
         self.soft_tp = self.soft_fp = self.soft_fn = 0.0
+        self.positive_hist = np.zeros(THRESHOLD_BINS, dtype=np.int64)
+        self.negative_hist = np.zeros(THRESHOLD_BINS, dtype=np.int64)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
@@ -104,6 +146,21 @@ class MetricAccumulator:
         self.soft_tp += float((probs * y).sum())
         self.soft_fp += float((probs * (1 - y) * mask).sum())
         self.soft_fn += float(((mask - probs) * y).sum())
+        bins = (probs * THRESHOLD_BINS).long().clamp_(0, THRESHOLD_BINS - 1)
+        real = (mask.expand_as(probs) > 0)
+        played = real & (targets > 0.5)
+        self.positive_hist += torch.bincount(bins[played], minlength=THRESHOLD_BINS).cpu().numpy()
+        self.negative_hist += torch.bincount(bins[real & ~played], minlength=THRESHOLD_BINS).cpu().numpy()
+
+    def acc_at(self, threshold: float) -> float | None:
+        """ACC in % with keys on when ``p >= threshold`` (``threshold`` rounded down to the 1/200 grid)."""
+        j = int(np.clip(np.floor(threshold * THRESHOLD_BINS + 1e-9), 0, THRESHOLD_BINS - 1))
+        value = acc_curve(self.positive_hist, self.negative_hist)[j]
+        return None if not np.isfinite(value) else float(value)
+
+    def best_threshold(self) -> float | None:
+        """The threshold of highest ACC on the data seen (see :func:`best_threshold`)."""
+        return best_threshold(self.positive_hist, self.negative_hist)
 
     def result(self) -> dict:
         return {

@@ -46,6 +46,7 @@ def generate(
     n_samples: int = 1,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    threshold: float = 0.5,
 ) -> np.ndarray:
     """Sample ``n_samples`` continuations of ``steps`` frames each.
 
@@ -62,6 +63,8 @@ def generate(
         n_samples: number of independent variations drawn in one batch.
         device: where the computation runs; defaults to the device of the model's parameters.
         progress: optional ``progress(fraction, message)`` callback.
+        threshold: with ``temperature = 0``, a key sounds when its probability is ``>= threshold``
+            (``final.json``'s ``threshold``, chosen on the validation split, gives denser greedy frames).
 
     Returns:
         ``(n_samples, k + steps, 88)`` uint8 array of 0/1.
@@ -71,6 +74,8 @@ def generate(
         raise LapMusicError(f"steps must be at most {MAX_STEPS:,} frames, got {steps:,}")
     n_samples = _check_int("n_samples", n_samples, minimum=1)
     temperature = _check_temperature(temperature)
+    if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        raise LapMusicError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
     if max_polyphony is not None:
         max_polyphony = _check_int("max_polyphony", max_polyphony, minimum=1)
         if max_polyphony >= N_KEYS:
@@ -107,8 +112,8 @@ def generate(
             report_every = max(1, steps // 100)
             for t in range(steps):
                 if nade is None:
-                    frame = _draw_frame(last, temperature, max_polyphony, generator)
-                else:
+                    frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
+                else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
                     frame = nade.sample(last, temperature, max_polyphony, generator)
                 out[:, k + t] = frame
                 if t + 1 < steps:
@@ -132,11 +137,13 @@ def _last_logits(logits: torch.Tensor, n_samples: int) -> torch.Tensor:
 
 
 def _draw_frame(
-    logits: torch.Tensor, temperature: float, max_polyphony: int | None, generator: torch.Generator
+    logits: torch.Tensor, temperature: float, max_polyphony: int | None, generator: torch.Generator,
+    threshold: float = 0.5,
 ) -> torch.Tensor:
-    """``(B, 88)`` logits -> ``(B, 88)`` uint8 frame drawn from independent Bernoullis."""
+    """``(B, 88)`` logits -> ``(B, 88)`` uint8 frame drawn from independent Bernoullis (``temperature = 0``:
+    every key with probability ``>= threshold``)."""
     if temperature == 0.0:
-        drawn = logits >= 0  # sigmoid(l) >= 0.5  <=>  l >= 0
+        drawn = logits >= math.log(threshold / (1 - threshold))  # sigmoid(l) >= t  <=>  l >= logit(t)
     else:
         probs = torch.sigmoid(logits / temperature)
         uniform = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
@@ -298,6 +305,7 @@ def sample_run(
     separate_tracks: bool = False,
     dataset=None,
     progress: ProgressFn | None = None,
+    threshold: float = 0.5,
 ) -> list[Sample]:
     """Sample from a loaded run (``lapmusic.train.load_run``) and turn every variation into MIDI.
 
@@ -327,7 +335,7 @@ def sample_run(
         raise LapMusicError(f"velocity must be 1..127, got {velocity}")
     rolls = generate(run.model, steps=steps, temperature=temperature, primer=primer_roll,
                      max_polyphony=max_polyphony, seed=seed, n_samples=n_samples,
-                     device=getattr(run, "device", None), progress=progress)
+                     device=getattr(run, "device", None), progress=progress, threshold=threshold)
     k = 0 if primer_roll is None else int(np.asarray(primer_roll).shape[0])
     samples = []
     for roll in rolls:

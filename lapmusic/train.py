@@ -36,12 +36,14 @@ from .errors import CheckpointError, LapMusicError
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
 from .metrics import MetricAccumulator, baselines
-from .model import CELLS, N_KEYS, OUTPUTS, PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+from .model import (CELLS, N_KEYS, OUTPUTS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
+                    fit_readout, init_from_lae, scale_recurrent, set_readout)
 from .nade import EXPECTED_ACC_SAMPLES, metric_predictions
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
 
+READOUT_STARTS = ("fit", "constant", "zero")
 EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch validation expected ACC (test: 10)
 
 Progress = Callable[[float, str], None]
@@ -88,11 +90,15 @@ class TrainConfig:
     relative_lr: bool = False  # scale each weight matrix's lr by its initial RMS (see _parameter_groups)
     warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps (0: none)
     lae_solver: str = "approx"  # "exact" | "approx"
-    lae_max_lag: int | None = None
+    lae_max_lag: int | None = None  # None: the longest piece, or where lae_decay**k < 1e-12 (same LAE, cheaper)
     lae_path: str | None = None  # reuse an LAE saved with LinearAutoencoder.save (p must equal hidden)
     alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
     alpha_target: float = 1.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
     lae_max_radius: float | None = None  # scale W_rec = B down to this spectral radius (None: B exactly)
+    lae_decay: float | None = 0.3  # weight lag k of Xi by lae_decay**k (None or 1: the paper's LAE); docs/training.md
+    rec_radius: float | None = None  # scale W_rec to exactly this spectral radius, both inits (None: as is)
+    readout_start: str = "fit"  # LAE init readout: "fit" | "constant" (key frequencies) | "zero"
+    readout_ridge: float = 1.0  # ridge of the readout fit, relative to the mean squared state; docs/training.md
     readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
     readout_max_frames: int = 100_000  # (state, next frame) pairs used to fit the readout
     eval_batch_size: int = 64
@@ -124,7 +130,7 @@ class TrainConfig:
         ``hidden`` of 1e9 would try to allocate hundreds of GB). Bools are not integers here, and floats
         must be finite."""
         problems = []
-        for name in ("dataset", "init", "cell", "optimizer", "lae_solver", "device"):
+        for name in ("dataset", "init", "cell", "optimizer", "lae_solver", "device", "readout_start"):
             if not isinstance(getattr(self, name), str):
                 problems.append(f"{name} must be a string, not {getattr(self, name)!r}")
         if problems:
@@ -141,6 +147,10 @@ class TrainConfig:
             problems.append("init 'lae' needs cell 'rnn' (GRU/LSTM are random-init baselines)")
         if self.optimizer not in ("adam", "sgd"):
             problems.append(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
+        if self.readout_start not in READOUT_STARTS:
+            problems.append(f"readout_start must be one of {list(READOUT_STARTS)}, not {self.readout_start!r}")
+        if self.rec_radius is not None and self.cell != "rnn":
+            problems.append("rec_radius needs cell 'rnn'")
         if self.lae_solver not in ("exact", "approx"):
             problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -195,6 +205,7 @@ _FLOAT_FIELDS = {
     "lr_factor": (0.0, 1.0, False, True), "min_lr": (0.0, math.inf, False, False),
     "alpha": (0.0, math.inf, True, True), "alpha_target": (0.0, math.inf, False, True),
     "lae_max_radius": (0.0, math.inf, True, True),
+    "rec_radius": (0.0, 10.0, True, True), "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
 }
 
 
@@ -274,15 +285,32 @@ def _detach(h):
     return h.detach()
 
 
-@torch.no_grad()
 def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64,
-                     window: int = 1000, acc_samples: int = EXPECTED_ACC_SAMPLES) -> dict:
+                     window: int = 1000, acc_samples: int = EXPECTED_ACC_SAMPLES,
+                     threshold: float | None = None) -> dict:
     """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled.
 
     NADE output: NLL from the conditional logits (exact), ACC of the greedy frame and expected ACC from
     ``acc_samples`` sampled frames per predicted frame (:func:`metric_predictions`; the per-epoch
     validation uses ``EPOCH_ACC_SAMPLES`` to keep epochs short, the test ``EXPECTED_ACC_SAMPLES``).
+    With ``threshold``, also ``"threshold"`` and ``"acc_tuned"``: ACC with keys on when ``p >= threshold``
+    (for NADE, ``p`` is the sampled share of frames with the key on).
     """
+    totals = _accumulate(model, pieces, batch_size, window, acc_samples)
+    result = totals.result()
+    if threshold is not None:
+        result.update(threshold=float(threshold), acc_tuned=totals.acc_at(threshold))
+    return result
+
+
+def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64) -> float | None:
+    """The decision threshold of highest ACC on ``pieces`` (the validation split), on a 0.005 grid."""
+    return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
+
+
+@torch.no_grad()
+def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
+                acc_samples: int):
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
@@ -303,7 +331,7 @@ def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
                 on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start)
                 totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
     model.train(was_training)
-    return totals.result()
+    return totals
 
 
 def train_epoch(
@@ -680,7 +708,9 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     report(0.99, "evaluating the best model on the test split")
     best_payload = _load_checkpoint(run_dir / "best.pt", device)
     _load_model_state(model, best_payload["model"], run_dir / "best.pt")
-    test = evaluate_tensors(model, _to_tensors(test_seqs, device), config.eval_batch_size) if test_seqs else {}
+    threshold = choose_threshold(model, valid_t, config.eval_batch_size)  # chosen on validation, applied to test
+    test = (evaluate_tensors(model, _to_tensors(test_seqs, device), config.eval_batch_size, threshold=threshold)
+            if test_seqs else {})
     epochs_run = history[-1]["epoch"] if history else 0
     final = {
         "state": "finished",
@@ -694,6 +724,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
         "acc": test.get("acc"),
         "expected_acc": test.get("expected_acc"),
         "acc_method": _acc_method(config),
+        "threshold": threshold,  # decision threshold of highest validation ACC
+        "acc_tuned": test.get("acc_tuned"),  # test ACC with keys on at p >= threshold
         "frames": test.get("frames", 0),
         "baselines": baselines(train_seqs, test_seqs) if test_seqs else None,
         "epochs": epochs_run,
@@ -778,9 +810,15 @@ def _save_best(run_dir: Path, model, config: TrainConfig, epoch: int, valid_nll:
 
 def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Path, device, report,
                 cancel=None) -> dict:
-    """Random init (PyTorch's defaults, already done) or the LAE init: fit the LAE, set alpha, fit the readout."""
+    """Random init (PyTorch's defaults, already done) or the LAE init: fit the LAE, set alpha, fit the readout.
+
+    ``rec_radius`` (both inits) then scales ``W_rec`` to that exact spectral radius; ``readout_start`` picks
+    the LAE init's readout: the fit on the network's states, the constant key-frequency model, or zeros.
+    """
     if config.init == "random":
-        return {"seconds": 0.0}
+        if config.rec_radius is None:
+            return {"seconds": 0.0}
+        return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
     started = time.perf_counter()
     if config.lae_path:
         lae = _load_lae(config.lae_path, config.hidden)
@@ -788,8 +826,8 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     else:
         report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
         try:
-            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=config.lae_max_lag,
-                           device=str(device), seed=config.seed, cancel=cancel,
+            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
+                           decay=config.lae_decay, device=str(device), seed=config.seed, cancel=cancel,
                            progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
         except LapMusicError:
             if cancel is not None and cancel.is_set():
@@ -799,19 +837,38 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     lae_seconds = time.perf_counter() - started
     alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
     init_from_lae(model, lae, alpha, max_spectral_radius=config.lae_max_radius)
-    report(0.65, f"pre-training: fitting the readout (alpha={alpha:.4g})")
+    extra = {}
+    if config.rec_radius is not None:
+        extra["rec_radius_before"] = scale_recurrent(model, config.rec_radius)
+    report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
     readout_started = time.perf_counter()
     model.to(device)
     H, Y = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed)
-    W, c = fit_readout(H, Y, logistic_steps=config.readout_steps,
-                       progress=lambda f, m: report(0.65 + 0.35 * f, m))
+    if config.readout_start == "fit":
+        W, c = fit_readout(H, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
+                           progress=lambda f, m: report(0.65 + 0.35 * f, m))
+    elif config.readout_start == "constant":
+        W, c = constant_readout(Y, config.hidden)
+    else:
+        W, c = torch.zeros(N_KEYS, config.hidden), torch.zeros(N_KEYS)
     set_readout(model, W, c)
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
             "lae_fit_seconds": float(getattr(lae, "seconds", lae_seconds)), "lae_reused": bool(config.lae_path),
             "lae_energy_captured": _energy(lae),
             "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
-            "readout_frames": int(len(H))}
+            "readout_frames": int(len(H)), **extra}
+
+
+def lae_lags(config: TrainConfig) -> int | None:
+    """The LAE's max lag: ``lae_max_lag``, else (with ``lae_decay < 1``) the first ``k`` with ``decay**k < 1e-12``.
+
+    The weighted ``Xi``'s columns beyond that lag are below 1e-12 of the first block, so cutting them leaves
+    the LAE unchanged to rounding while Piano-midi.de's 4 000-frame pieces no longer cost 4 000 lag blocks.
+    """
+    if config.lae_max_lag is not None or config.lae_decay is None or config.lae_decay >= 1:
+        return config.lae_max_lag
+    return max(1, math.ceil(math.log(1e-12) / math.log(config.lae_decay)))
 
 
 def _energy(lae) -> float | None:
@@ -895,14 +952,25 @@ def load_run(run_dir, device=None) -> LoadedRun:
                      epoch=int(payload.get("epoch", 0)))
 
 
-def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64) -> dict:
-    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces."""
+def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64,
+             threshold: float | None = None) -> dict:
+    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces;
+    with ``threshold`` also ``"threshold"`` and ``"acc_tuned"`` (ACC with keys on at ``p >= threshold``)."""
     model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
     if device is None:
         device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
     device = resolve_device(device)
     model.to(device)
-    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size)
+    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size, threshold=threshold)
+
+
+def validation_threshold(run: LoadedRun, valid_seqs: Sequence[np.ndarray] | None = None) -> float | None:
+    """The run's decision threshold: ``final.json``'s, else chosen now on ``valid_seqs`` (its validation split)."""
+    if run.final and run.final.get("threshold") is not None:
+        return float(run.final["threshold"])
+    if valid_seqs is None:
+        valid_seqs = run_split(run.config, "valid")
+    return choose_threshold(run.model, _to_tensors(valid_seqs, run.device))
 
 
 # ------------------------------------------------------------------------------------------ comparing runs

@@ -126,14 +126,14 @@ def test_unrolled_encoder_identity_at_full_rank(small_full_rank):
 def test_b_is_a_contraction_for_every_p(solver):
     pieces = rolls(6, (3, 9), seed=4, keys=20)
     for p in (1, 3, 10, 25):
-        model = fit_lae(pieces, p, solver=solver)
+        model = fit_lae(pieces, p, solver=solver, device="cpu")
         assert np.linalg.norm(model.B, 2) <= 1 + 1e-10
         assert np.all(np.diff(model.singular_values) <= 1e-9)
 
 
 def test_approx_in_float64_equals_exact_at_full_rank(small_full_rank):
     pieces, xi, U, s, rank, exact = small_full_rank
-    approx = fit_lae(pieces, rank, solver="approx", dtype="float64", seed=7)
+    approx = fit_lae(pieces, rank, solver="approx", dtype="float64", seed=7, device="cpu")
     np.testing.assert_allclose(approx.singular_values, exact.singular_values[:rank], rtol=1e-9)
     signs = match_signs(exact.A.T, approx.A.T)
     np.testing.assert_allclose(approx.A, exact.A * signs[:, None], atol=1e-8)
@@ -148,7 +148,7 @@ def test_approx_converges_to_exact_top_singular_values(dtype):
     pieces = [np.concatenate([motifs[i] for i in rng.integers(0, 6, size=int(rng.integers(2, 8)))])
               for _ in range(30)]
     exact = fit_lae(pieces, 16, solver="exact")
-    approx = fit_lae(pieces, 16, solver="approx", dtype=None if dtype == "float32" else dtype)
+    approx = fit_lae(pieces, 16, solver="approx", dtype=None if dtype == "float32" else dtype, device="cpu")
     assert approx.dtype == dtype and approx.device == "cpu"
     rel = np.abs(approx.singular_values[:16] - exact.singular_values[:16]) / exact.singular_values[:16]
     assert rel.max() < 1e-3
@@ -169,11 +169,66 @@ def test_max_lag_limits_columns_and_keeps_states_exact():
     assert fit_lae(pieces, 2, solver="exact", max_lag=10_000).max_lag == max(len(x) for x in pieces)
 
 
+def weighted_xi_by_hand(pieces, lags, gamma):
+    """Xi_gamma built row by row: row t = [x_t, gamma x_{t-1}, gamma^2 x_{t-2}, ...] (L blocks of 88)."""
+    rows = []
+    for x in pieces:
+        for t in range(len(x)):
+            row = np.zeros(lags * 88)
+            for k in range(min(lags, t + 1)):
+                row[k * 88:(k + 1) * 88] = gamma**k * x[t - k]
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("lags", [4, None])
+def test_lag_decay_matches_a_dense_solve_of_the_weighted_xi(lags):
+    gamma = 0.6
+    pieces = rolls(5, (6, 12), seed=8, keys=10, density=0.2)
+    L = lags or max(len(x) for x in pieces)
+    xi = weighted_xi_by_hand(pieces, L, gamma)
+    np.testing.assert_allclose(build_xi(pieces, L, decay=gamma), xi)
+    _, s, vt = np.linalg.svd(xi, full_matrices=False)
+    rank = rank_of(xi)
+    # Full rank: the recursion y_t = A x_t + B y_{t-1} with B = gamma * sum U^(i+1)^T U^(i) gives Xi_gamma U.
+    model = fit_lae(pieces, rank, solver="exact", max_lag=lags, decay=gamma)
+    assert model.decay == gamma
+    assert model.total_energy == pytest.approx((xi**2).sum(), rel=1e-12)
+    np.testing.assert_allclose(model.singular_values[:rank], s[:rank], rtol=1e-10)
+    states = np.concatenate(model.encode(pieces))
+    reference = xi @ vt[:rank].T
+    np.testing.assert_allclose(states, reference * match_signs(reference, states), atol=1e-9)
+    # p < rank: A and B are the brute-force formulas on the dense solve's top-p vectors (up to signs).
+    p = 6
+    small = fit_lae(pieces, p, solver="exact", max_lag=lags, decay=gamma)
+    blocks = vt[:p].T.reshape(L, 88, p)
+    A = blocks[0].T
+    B = gamma * sum(blocks[k + 1].T @ blocks[k] for k in range(L - 1))
+    signs = match_signs(A.T, small.A.T)
+    np.testing.assert_allclose(small.A, A * signs[:, None], atol=1e-9)
+    np.testing.assert_allclose(small.B, B * np.outer(signs, signs), atol=1e-9)
+    assert np.abs(np.linalg.eigvals(small.B)).max() <= gamma + 1e-9  # ||B|| <= gamma: memory fades
+    # The randomized solver applies the same weights through its FFT products (exact at full rank).
+    approx = fit_lae(pieces, rank, solver="approx", max_lag=lags, decay=gamma, dtype="float64", seed=3)
+    np.testing.assert_allclose(approx.singular_values, s[:rank], rtol=1e-9)
+    np.testing.assert_allclose(np.abs(approx.B), np.abs(model.B), atol=1e-8)
+
+
+def test_lag_decay_is_saved_and_refused_outside_0_1(tmp_path):
+    pieces = rolls(4, (5, 8), seed=9, keys=10, density=0.2)
+    model = fit_lae(pieces, 3, solver="exact", decay=0.8)
+    model.save(tmp_path / "lae.npz")
+    assert LinearAutoencoder.load(tmp_path / "lae.npz").decay == 0.8
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(SolverError, match="decay"):
+            fit_lae(pieces, 3, solver="exact", decay=bad)
+
+
 def test_progress_is_reported_and_reaches_one():
     pieces = rolls(4, (3, 8), seed=8)
     for solver in ("exact", "approx"):
         seen = []
-        fit_lae(pieces, 3, solver=solver, progress=lambda f, m: seen.append((f, m)))
+        fit_lae(pieces, 3, solver=solver, device="cpu", progress=lambda f, m: seen.append((f, m)))
         fractions = [f for f, _ in seen]
         assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
         assert all(isinstance(m, str) and m for _, m in seen)
@@ -185,7 +240,7 @@ def test_cancel_stops_the_approx_solver():
             return True
 
     with pytest.raises(LapMusicError, match="cancelled"):
-        fit_lae(rolls(4, (3, 8)), 3, cancel=Done())
+        fit_lae(rolls(4, (3, 8)), 3, device="cpu", cancel=Done())
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -232,8 +287,8 @@ def test_p_above_the_numerical_rank_is_refused(solver):
     pieces = [piece, piece.copy(), piece.copy()]  # 12 rows but rank 4
     assert rank_of(build_xi(pieces)) == 4
     with pytest.raises(SolverError, match="rank 4"):
-        fit_lae(pieces, 6, solver=solver, dtype="float64" if solver == "approx" else None)
-    assert fit_lae(pieces, 4, solver=solver).p == 4
+        fit_lae(pieces, 6, solver=solver, device="cpu", dtype="float64" if solver == "approx" else None)
+    assert fit_lae(pieces, 4, solver=solver, device="cpu").p == 4
 
 
 def test_exact_refuses_before_allocating(monkeypatch):
@@ -281,7 +336,7 @@ def test_load_refuses_foreign_or_broken_files(tmp_path):
 def test_summary_is_json_ready():
     import json
 
-    model = fit_lae(rolls(4, (3, 8), seed=13), 3)
+    model = fit_lae(rolls(4, (3, 8), seed=13), 3, device="cpu")
     summary = json.loads(json.dumps(model.summary()))
     assert summary["solver"] == "approx" and summary["p"] == 3
     assert 0 < summary["energy_captured"] <= 1
@@ -313,7 +368,7 @@ def test_approx_matches_exact_on_40_jsb_pieces(real_data_dir):
     pieces = list(scipy.io.loadmat(real_data_dir / "JSB_Chorales.mat")["traindata"][0][:40])
     p = 64
     exact = fit_lae(pieces, p, solver="exact")
-    approx = fit_lae(pieces, p, solver="approx")
+    approx = fit_lae(pieces, p, solver="approx", device="cpu")
     rel = np.abs(approx.singular_values[:p] - exact.singular_values[:p]) / exact.singular_values[:p]
     assert rel.max() < 0.01
     err_exact, err_approx = _reconstruction_error(exact, pieces), _reconstruction_error(approx, pieces)
@@ -328,9 +383,9 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
 
     pieces = rolls(12, (3, 20), seed=15)
     fake = data.Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
-    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)
+    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
     out = tmp_path / "lae.npz"
-    code = cli.main(["lae", "--dataset", "fake", "--hidden", "6", "--max-sequences", "5",
+    code = cli.main(["lae", "--dataset", "jsb", "--hidden", "6", "--max-sequences", "5",
                      "--solver", "exact", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -341,5 +396,5 @@ def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
         assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
         np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])
     # a user mistake is one line on stderr and exit code 2
-    assert cli.main(["lae", "--dataset", "fake", "--hidden", "5000", "--max-sequences", "1"]) == 2
+    assert cli.main(["lae", "--dataset", "jsb", "--hidden", "5000", "--max-sequences", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: p=5000")

@@ -101,3 +101,41 @@ def test_marginal_nll_by_hand():
     both = baselines(train, evaluation)
     assert set(both) == {"copy_previous_acc", "marginal_nll"}
     assert both["copy_previous_acc"] == 0.0  # frame 1 silent: predicts nothing, misses two keys
+
+
+# Threshold choice by hand: two frames, three keys, probabilities away from the 1/200 grid's edges.
+#   p:  [[0.91, 0.31, 0.11], [0.61, 0.36, 0.21]]     y: [[1, 1, 0], [0, 1, 0]]  (3 played keys)
+#   t in (0.61, 0.91]: on {0.91}                  TP 1 FP 0 FN 2 -> 33.3 %
+#   t in (0.36, 0.61]: on {0.91, 0.61}            TP 1 FP 1 FN 2 -> 25 %      (0.5 sits here)
+#   t in (0.31, 0.36]: on {.91, .61, .36}         TP 2 FP 1 FN 1 -> 50 %
+#   t in (0.21, 0.31]: on {.91, .61, .36, .31}    TP 3 FP 1 FN 0 -> 75 %      <- best
+#   t in (0.11, 0.21]: adds 0.21 (silent)         TP 3 FP 2 FN 0 -> 60 %
+# On the 0.005 grid the best run is j/200 for j = 43..62; its middle, j = 52, is 0.26.
+THRESHOLD_PROBS = np.array([[0.91, 0.31, 0.11], [0.61, 0.36, 0.21]])
+THRESHOLD_TARGETS = np.array([[1, 1, 0], [0, 1, 0]])
+
+
+def test_threshold_choice_by_hand():
+    acc = MetricAccumulator()
+    logits = torch.logit(torch.tensor(THRESHOLD_PROBS, dtype=torch.float64))
+    acc.update(logits, torch.tensor(THRESHOLD_TARGETS, dtype=torch.float64))
+    assert acc.best_threshold() == pytest.approx(0.26)
+    assert acc.acc_at(0.26) == pytest.approx(75.0)
+    assert acc.acc_at(0.5) == pytest.approx(25.0) == acc.result()["acc"]
+    assert acc.acc_at(0.33) == pytest.approx(50.0)
+    assert acc.acc_at(0.15) == pytest.approx(60.0)
+    assert acc.acc_at(0.8) == pytest.approx(100 / 3)
+    # The curve agrees with accuracy() at every grid threshold.
+    for j in range(1, 200, 6):  # odd j: never on a probability (they sit on even j)
+        assert acc.acc_at(j / 200) == pytest.approx(accuracy(THRESHOLD_PROBS, THRESHOLD_TARGETS, j / 200))
+
+
+def test_threshold_ignores_masked_frames_and_is_none_when_nothing_is_played():
+    acc = MetricAccumulator()
+    logits = torch.logit(torch.tensor(np.vstack([THRESHOLD_PROBS, [[0.99, 0.99, 0.99]]])))
+    targets = torch.tensor(np.vstack([THRESHOLD_TARGETS, [[0, 0, 0]]]), dtype=torch.float64)
+    acc.update(logits, targets, torch.tensor([1.0, 1.0, 0.0]))  # the third frame is padding
+    assert acc.best_threshold() == pytest.approx(0.26)
+    empty = MetricAccumulator()
+    empty.update(torch.full((2, 3), -30.0), torch.zeros(2, 3))
+    assert empty.best_threshold() is None and empty.acc_at(0.5) is None

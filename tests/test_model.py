@@ -182,15 +182,18 @@ def test_readout_logistic_refinement_reaches_the_optimum():
     rng = np.random.default_rng(10)
     H = rng.normal(size=(300, 4))
     Y = (rng.random((300, 3)) < 1 / (1 + np.exp(-(H @ rng.normal(size=(3, 4)).T + 0.5)))).astype(float)
-    W, c = fit_readout(torch.tensor(H, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32),
-                       logistic_steps=100)
-    ours = _logistic_loss(H, Y, W.double().numpy(), c.double().numpy())
+    for ridge in (0.0, 0.05):
+        W, c = fit_readout(torch.tensor(H, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32),
+                           logistic_steps=100, ridge=ridge)
+        # The ridge of the least-squares step, per frame: ridge * trace([H,1]^T [H,1]) / (p + 1) / N.
+        penalty = ridge * ((H**2).sum() + len(H)) / 5 / len(H)
 
-    def objective(flat):
-        return _logistic_loss(H, Y, flat[:12].reshape(3, 4), flat[12:])
+        def objective(flat):
+            return _logistic_loss(H, Y, flat[:12].reshape(3, 4), flat[12:]) + penalty * (flat[:12] ** 2).sum()
 
-    best = minimize(objective, np.zeros(15), method="BFGS", options={"gtol": 1e-8}).fun
-    assert ours == pytest.approx(best, abs=1e-4)
+        ours = objective(np.concatenate([W.double().numpy().ravel(), c.double().numpy()]))
+        best = minimize(objective, np.zeros(15), method="BFGS", options={"gtol": 1e-8}).fun
+        assert ours == pytest.approx(best, abs=1e-4)
 
 
 def test_readout_on_rnn_states_predicts_a_deterministic_pattern():

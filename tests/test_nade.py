@@ -179,7 +179,7 @@ def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell)
 
 def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
-    code = cli.main(["train", "--dataset", "synthetic", "--hidden", "8", "--init", "random", "--epochs", "1",
+    code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--init", "random", "--epochs", "1",
                      "--output", "nade", "--nade-hidden", "6", "--device", "cpu", "--out",
                      str(tmp_path / "run"), "--json"])
     assert code == 0
@@ -210,7 +210,7 @@ def test_cli_evaluate_generate_compare_with_nade(tmp_path, dataset, monkeypatch,
     assert cli.main(["generate", str(tmp_path / "run"), "--steps", "8", "--out", str(tmp_path / "s.mid"),
                      "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["output"] == "nade"
-    assert cli.main(["compare", "--dataset", "synthetic", "--hidden", "6", "--epochs", "1", "--output", "nade",
+    assert cli.main(["compare", "--dataset", "jsb", "--hidden", "6", "--epochs", "1", "--output", "nade",
                      "--nade-hidden", "4", "--max-sequences", "8", "--device", "cpu", "--out",
                      str(tmp_path / "cmp"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -133,7 +133,7 @@ def test_a_second_writer_is_refused_before_writing_anything(tmp_path, dataset, m
         with pytest.raises(RunFolderBusy, match=rf"pid {holder.pid} on host .* since \d{{4}}-"):
             train(small_config(), run, dataset=dataset)
         monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
-        assert cli.main(["train", "--dataset", "synthetic", "--hidden", "8", "--out", str(run)]) == 2
+        assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", str(run)]) == 2
         assert f"pid {holder.pid}" in capsys.readouterr().err
         assert cli.main(["train", "--resume", str(run)]) == 2
         assert files_in(run) == before  # nothing written: no config.json, no status.json
@@ -335,7 +335,8 @@ def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monk
     here = Path(__file__).parent
     manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None, cuda=False,
                               worker_env={"LAPMUSIC_WORKER_TRAIN": "fake_train:full_disk_train",
-                                          "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"})
+                                          "PYTHONPATH": os.pathsep.join(filter(None, [
+                                              str(here.parent), str(here), os.environ.get("PYTHONPATH")]))})
     try:
         job = manager.wait(manager.submit(small_config(dataset=key)).id, timeout=120)
         assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error

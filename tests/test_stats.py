@@ -107,7 +107,7 @@ def test_files_and_cli(tmp_path, monkeypatch, capsys):
         stats.load_rolls([tmp_path / "nope.mid"])
     dataset = SimpleNamespace(key="x", split=lambda name: [roll, roll])
     monkeypatch.setattr("lapmusic.data.load_dataset", lambda key: dataset)
-    assert cli.main(["stats", str(tmp_path / "rolls.npz"), "--dataset", "x", "--json"]) == 0
+    assert cli.main(["stats", str(tmp_path / "rolls.npz"), "--dataset", "jsb", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["samples"]["pieces"] == 3 and result["inside"]["repeated_frames"] is True
     assert cli.main(["stats", "--json"]) == 2

@@ -229,7 +229,7 @@ def test_load_run_gives_an_eval_model_the_sampler_can_step(tmp_path, dataset):
 
 def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
-    common = ["--dataset", "synthetic", "--hidden", "8", "--epochs", "2", "--device", "cpu", "--batch-size", "6",
+    common = ["--dataset", "jsb", "--hidden", "8", "--epochs", "2", "--device", "cpu", "--batch-size", "6",
               "--lr", "0.01"]
     assert cli.main(["train", *common, "--init", "random", "--out", str(tmp_path / "run"), "--json"]) == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -251,7 +251,9 @@ def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
     pytest.importorskip("lapmusic.lae")
     out = tmp_path / "compare"
     assert cli.main(["compare", *common, "--seeds", "2", "--out", str(out), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out.strip().splitlines()[-1])
+    assert f"run folders go under {out.resolve()}" in printed.err and summary["out"] == str(out)
     assert summary["runs"] == 4 and set(summary["inits"]) == {"lae", "random"}
     assert summary["inits"]["lae"]["nll"]["n"] == 2
     assert len(summary["epochs_to_reach_random_best"]["per_seed"]) == 2

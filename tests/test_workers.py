@@ -20,8 +20,9 @@ from lapmusic.io import atomic_write_json, read_json, read_jsonl
 
 WAIT = 30.0
 HERE = Path(__file__).parent
+# The caller's PYTHONPATH stays behind ours (scripts/gpu_check.sh carries packages there).
 FAKE_ENV = {"LAPMUSIC_WORKER_TRAIN": "fake_train:train",
-            "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH")]))}
 
 
 def config(tmp_path, **overrides):
@@ -301,7 +302,8 @@ def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_ro
 
     from lapmusic.data import Dataset, save_user_dataset
 
-    env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(HERE.parent))
+    env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])))
     os.environ["LAPMUSIC_CACHE_DIR"], old = env["LAPMUSIC_CACHE_DIR"], os.environ.get("LAPMUSIC_CACHE_DIR")
     try:
         rolls = make_rolls(8, 40)
