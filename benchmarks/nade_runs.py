@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, help="override the learning rate (folder ...-lrX)")
     parser.add_argument("--batch", type=int, help="override the batch size (folder ...-bN)")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout (folder ...-dX when > 0)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (folder ...-sN when not 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
@@ -82,11 +83,12 @@ def main(argv=None) -> int:
             nh = f"-nh{args.nade_hidden}" if args.nade_hidden and output == "nade" else ""
             nh += (f"-lr{args.lr:g}" if args.lr else "") + (f"-b{args.batch}" if args.batch else "")
             nh += f"-d{args.dropout:g}" if args.dropout else ""
+            nh += f"-s{args.seed}" if args.seed else ""
             run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}{nh}"
             if (run_dir / "final.json").exists():
                 final = json.loads((run_dir / "final.json").read_text())
             else:
-                config = config_for(args.dataset, output, init, args.epochs, all_pieces=args.all_pieces,
+                config = config_for(args.dataset, output, init, args.epochs, seed=args.seed, all_pieces=args.all_pieces,
                                     nade_hidden=args.nade_hidden if output == "nade" else None,
                                     lr=args.lr, batch=args.batch, dropout=args.dropout)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
