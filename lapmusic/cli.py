@@ -343,7 +343,7 @@ def cmd_lae(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- train
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """Training settings shared by ``train`` and ``compare`` (defaults: lapmusic.train.TrainConfig)."""
+    """Training settings shared by ``train`` and ``compare`` (defaults: lapmusic.config.TrainConfig)."""
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_positive_int, help="pieces per mini-batch (default 32)")
     p.add_argument("--bptt", type=_positive_int, help="truncated-BPTT window in frames (default 100)")
@@ -409,7 +409,7 @@ def _default(name: str):
 
 
 def _training_config(args: argparse.Namespace, **fields):
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
@@ -476,7 +476,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
 
     from .metrics import baselines
-    from .train import _acc_method, evaluate, load_run, run_split, validation_threshold
+    from .results import evaluate, load_run, validation_threshold
+    from .train import _acc_method, run_split
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -528,7 +529,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     parent = Path(args.out)
     print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
 
-    from .train import compare_runs, train
+    from .results import compare_runs
+    from .train import train
 
     run_dirs = []
     jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
@@ -606,7 +608,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .audio import render_wav
     from .io import atomic_write_bytes, atomic_write_text
     from .sample import sample_run
-    from .train import load_run
+    from .results import load_run
 
     run = load_run(args.rundir, device=args.device)
     threshold = _greedy_threshold(args.threshold, run)
@@ -694,7 +696,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from . import stats
 
     if args.run:
-        from .train import load_run
+        from .results import load_run
 
         run = load_run(args.run, device=args.device)
         if args.files:

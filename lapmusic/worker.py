@@ -153,7 +153,8 @@ def _limit_resources(threads: int, nice: int) -> None:
 def _train_function():
     spec = os.environ.get("LAPMUSIC_WORKER_TRAIN", "").strip()
     if not spec:
-        from .train import TrainConfig, train
+        from .config import TrainConfig
+        from .train import train
 
         return train, TrainConfig.from_dict
     module, _, name = spec.partition(":")
