@@ -18,8 +18,8 @@ from .config import TrainConfig
 from .errors import CheckpointError
 from .model import PianoRollRNN
 from .rundir import load_checkpoint, read_history, read_status
-from .train import (_build_model, _config_from_run, _load_model_state, _to_tensors, choose_threshold,
-                    evaluate_tensors, resolve_device, run_split)
+from .epoch import _to_tensors, choose_threshold, evaluate_tensors
+from .train import _build_model, _config_from_run, _load_model_state, resolve_device, run_split
 
 
 # ------------------------------------------------------------------------------------------ loading
