@@ -7,301 +7,18 @@ progress lines go to stderr so that stdout stays machine-readable.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from . import __version__
+from .cli_common import (DATASET_HELP, ProgressLine, _check_dataset, _check_device, _check_file,  # noqa: F401
+                         _check_run_dir, _greedy_threshold, _json_default, _non_negative_int, _positive_int,
+                         _positive_seconds, _seed_list, _steps_per_beat, emit)
+from .cli_datasets import _add_datasets_parser, cmd_datasets, cmd_datasets_add, cmd_datasets_prepare  # noqa: F401
+from .cli_generate import cmd_generate, cmd_stats
 from .errors import LapMusicError
 
-DATASET_HELP = "dataset key: jsb, nottingham, musedata, pianomidi, bach (offline), or user:NAME"
-
-
-class ProgressLine:
-    """A one-line progress display on stderr: ``[ 42%] message``, redrawn in place on a terminal.
-
-    Off a terminal (pipes, CI logs) it prints a new line at most every ``min_interval`` seconds.
-    """
-
-    def __init__(self, stream=None, min_interval: float = 1.0):
-        self.stream = stream if stream is not None else sys.stderr
-        self.min_interval = min_interval
-        self._last = 0.0
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._open = False
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        done = fraction >= 1.0
-        if not self._tty and not done and now - self._last < self.min_interval:
-            return
-        self._last = now
-        line = f"[{100 * max(0.0, min(1.0, fraction)):3.0f}%] {message}"
-        if self._tty:
-            self.stream.write("\r\033[K" + line)
-            self._open = not done
-            if done:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
-
-
-def emit(result: dict, as_json: bool, human: Callable[[dict], str] | None = None) -> None:
-    """Print ``result`` as one JSON line (``--json``) or as human text."""
-    if as_json:
-        print(json.dumps(result, sort_keys=True, default=_json_default))
-    else:
-        print(human(result) if human else json.dumps(result, indent=2, sort_keys=True, default=_json_default))
-
-
-def _json_default(obj):
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(obj)
-
-
-# --------------------------------------------------------------------------------------- early checks
-# Names and paths a user typed are checked here, before torch is imported (about 1 s, more on a busy
-# machine) and before any data is loaded or any file written, so that a typo answers at once.
-def _check_dataset(key: str) -> None:
-    """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
-    from .data import DATASETS
-    from .errors import DataError
-
-    if key.startswith("user:"):
-        from .userdata import user_dataset_keys, user_dataset_path
-
-        if not user_dataset_path(key).is_file():
-            known = ", ".join(user_dataset_keys()) or "none yet"
-            raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from your MIDI files "
-                            "first (lapmusic datasets add NAME FILES, or the app's upload)")
-    elif key not in DATASETS:
-        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
-
-
-def _check_run_dir(path: str) -> None:
-    """Raise CheckpointError unless ``path`` is a folder holding a run's config.json (cheap, no torch)."""
-    from pathlib import Path
-
-    from .errors import CheckpointError
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"run folder {folder} does not exist")
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} is not a run folder: it has no config.json")
-
-
-def _check_file(path: str | None, what: str) -> None:
-    import os
-
-    if path is not None and not os.path.isfile(path):
-        raise LapMusicError(f"{what} {path} does not exist")
-
-
-def _check_device(name: str | None) -> None:
-    """Only the spelling: whether CUDA is present is checked where torch is imported anyway."""
-    if name is None:
-        return
-    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise LapMusicError(f"unknown device {name!r}; use auto, cpu or cuda")
-
-
-# --------------------------------------------------------------------------------------- datasets
-def cmd_datasets(args: argparse.Namespace) -> int:
-    if args.datasets_command == "add":
-        return cmd_datasets_add(args)
-    if args.datasets_command == "prepare":
-        return cmd_datasets_prepare(args)
-    from .data import data_dir_problem, describe_datasets
-
-    progress = ProgressLine()
-    rows = describe_datasets(progress=progress, load=not args.no_load)
-    progress.close()
-    problem = data_dir_problem()
-
-    def human(result: dict) -> str:
-        lines = [f"{'key':<12}{'status':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
-        for row in result["datasets"]:
-            sizes = row.get("split_sizes")
-            sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
-            frames = row.get("frames", {}).get("train") if row.get("frames") else None
-            if row.get("error"):
-                status = "bad"
-            elif row["key"] == "bach" and not row.get("built"):
-                status = "offline"  # built from music21's corpus on first use
-            else:
-                status = "local" if row["available"] else "download"
-            lines.append(
-                f"{row['key']:<12}{status:<11}{sizes_text:<20}"
-                f"{frames if frames is not None else '-':>15}  {row['name']}"
-            )
-        lines.append("local: on disk; download: fetched on first use (or set LAPMUSIC_DATA_DIR); "
-                     "offline: built from music21 on first use (lapmusic datasets prepare bach); "
-                     "bad: its file cannot be read")
-        for row in result["datasets"]:
-            if row.get("error"):
-                where = f" ({row['file']})" if row.get("file") else ""
-                lines.append(f"bad {row['key']}{where}: {row['error']}")
-        if result["data_dir_problem"]:
-            lines.append(f"note: {result['data_dir_problem']}")
-        return "\n".join(lines)
-
-    emit({"datasets": rows, "data_dir_problem": problem}, args.json, human)
-    return 0
-
-
-def cmd_datasets_add(args: argparse.Namespace) -> int:
-    """``lapmusic datasets add NAME FILES_OR_FOLDERS...``: the app's upload, from the command line."""
-    from pathlib import Path
-
-    missing = [f for f in args.files if not Path(f).exists()]  # before the heavy imports: answers at once
-    if missing:
-        raise LapMusicError(f"no such file or folder: {', '.join(missing)}")
-    from .userdata import dataset_from_midi, save_user_dataset, slugify, user_dataset_path
-
-    path = user_dataset_path(args.name)
-    if path.exists() and not args.replace:
-        raise LapMusicError(f"a dataset user:{slugify(args.name)} exists already ({path}); "
-                            "choose another name, or add --replace to overwrite it")
-    progress = ProgressLine()
-    if args.step_seconds is not None:
-        grid = {"step_seconds": args.step_seconds, "steps_per_beat": None}
-    else:
-        grid = {"steps_per_beat": args.steps_per_beat}
-    dataset, bad = dataset_from_midi(list(args.files), args.name, out_of_range=args.out_of_range,
-                                     progress=progress, **grid)
-    key = save_user_dataset(dataset)
-    progress(1.0, f"saved {key}")
-    progress.close()
-    result = {
-        "key": key, "path": str(user_dataset_path(key)),
-        "split_sizes": {s: len(dataset.split(s)) for s in ("train", "valid", "test")},
-        "step_seconds": dataset.step_seconds, "refused": [{"name": b.name, "reason": b.reason} for b in bad],
-    }
-
-    def human(r: dict) -> str:
-        sizes = r["split_sizes"]
-        lines = [f"made {r['key']} from {sum(sizes.values())} file(s): {sizes['train']} train / "
-                 f"{sizes['valid']} valid / {sizes['test']} test, one frame = {r['step_seconds']:g} s; "
-                 f"saved in {r['path']}"]
-        if sizes["valid"] == 0:
-            lines.append("note: no validation piece; training needs one: add more files")
-        for refused in r["refused"]:
-            lines.append(f"refused {refused['name']}: {refused['reason']}")
-        return "\n".join(lines)
-
-    emit(result, args.json, human)
-    return 0
-
-
-def cmd_datasets_prepare(args: argparse.Namespace) -> int:
-    """``lapmusic datasets prepare [KEY]``: build (bach) or download and verify a dataset into the cache."""
-    from .data import BACH_CACHE_NAME, DATASETS, cache_dir, load_dataset
-
-    if args.key not in DATASETS:
-        raise LapMusicError(f"unknown dataset {args.key!r}; choose one of {', '.join(DATASETS)}")
-    if args.key == "bach" and args.rebuild:
-        (cache_dir() / BACH_CACHE_NAME).unlink(missing_ok=True)
-    start = time.monotonic()
-    progress = ProgressLine()
-    dataset = load_dataset(args.key, progress=progress)
-    progress.close()
-    summary = dataset.summary()
-    result = {"key": dataset.key, "source": dataset.source, "split_sizes": summary["split_sizes"],
-              "frames": summary["frames"], "seconds": round(time.monotonic() - start, 2)}
-
-    def human(r: dict) -> str:
-        sizes = r["split_sizes"]
-        return (f"{r['key']} ready: {sizes['train']} / {sizes['valid']} / {sizes['test']} pieces "
-                f"(train/valid/test) in {r['source']} ({r['seconds']:.1f} s)")
-
-    emit(result, args.json, human)
-    return 0
-
-
-def _steps_per_beat(text: str) -> int:
-    value = _positive_int(text)
-    if value > 96:
-        raise argparse.ArgumentTypeError(f"must be 1..96, got {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _add_datasets_parser(sub) -> None:
-    p = sub.add_parser(
-        "datasets", help="list datasets (default), make one from your MIDI files (add), build/download one (prepare)",
-        description="Without a subcommand: list every dataset, whether it is available locally, split sizes "
-        "and frames; a dataset whose file cannot be read is listed as bad, with the reason.",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--no-load", action="store_true", help="do not load files to count frames (faster)")
-    p.set_defaults(func=cmd_datasets, datasets_command=None)
-    actions = p.add_subparsers(dest="datasets_command", metavar="ACTION")
-
-    add = actions.add_parser(
-        "add", help="make dataset user:NAME from your MIDI files, as the app's upload does",
-        description="Make the dataset user:NAME from MIDI files and folders (their .mid/.midi files), with the "
-        "app's checks and limits: every file that cannot be used is listed with the reason, the others are "
-        "split 80/10/10 (train/valid/test) in the order given. Limits (see docs/app.md): "
-        "LAPMUSIC_MAX_UPLOAD_FILES (50 files), LAPMUSIC_MAX_UPLOAD_BYTES (16 MB in all), per file "
-        "LAPMUSIC_MAX_MIDI_BYTES (8 MB), LAPMUSIC_MAX_MIDI_NOTES (200,000), LAPMUSIC_MAX_MIDI_SECONDS "
-        "(1200 s), LAPMUSIC_MAX_MIDI_FRAMES (20,000).",
-    )
-    add.add_argument("name", metavar="NAME", help="dataset name; its key is user:NAME in lower case, "
-                     "non-alphanumerics as '-' (e.g. 'My Songs' -> user:my-songs)")
-    add.add_argument("files", metavar="FILES_OR_FOLDER", nargs="+", help="MIDI files and/or folders of them")
-    grid = add.add_mutually_exclusive_group()
-    grid.add_argument("--steps-per-beat", type=_steps_per_beat, default=2,
-                      help="frames per quarter note, following the file's tempo changes (default 2: eighth notes)")
-    grid.add_argument("--step-seconds", type=_positive_seconds,
-                      help="instead: frames of this many seconds (default: unset, frames follow the beat)")
-    add.add_argument("--out-of-range", choices=["fold", "drop"], default="fold",
-                     help="pitches outside the piano (MIDI 21-108): move by octaves into range, or drop "
-                     "(default fold)")
-    add.add_argument("--replace", action="store_true", help="overwrite an existing user:NAME (default: refuse)")
-    add.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    add.set_defaults(func=cmd_datasets)
-
-    prepare = actions.add_parser(
-        "prepare", help="build the offline Bach set (or download a benchmark) into the cache now",
-        description="Build the offline Bach set from music21's corpus (about a minute on a 2-core CPU) or "
-        "download and verify a benchmark, into the cache folder (LAPMUSIC_CACHE_DIR), with progress, so "
-        "that the first page or training does not wait for it. Does nothing when it is cached already.",
-    )
-    prepare.add_argument("key", nargs="?", default="bach", metavar="KEY",
-                         help="bach (default), jsb, nottingham, musedata or pianomidi")
-    prepare.add_argument("--rebuild", action="store_true",
-                         help="bach: build again even when cached (default: reuse the cache)")
-    prepare.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    prepare.set_defaults(func=cmd_datasets)
 
 
 # --------------------------------------------------------------------------------------- lae
@@ -343,7 +60,7 @@ def cmd_lae(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- train
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """Training settings shared by ``train`` and ``compare`` (defaults: lapmusic.train.TrainConfig)."""
+    """Training settings shared by ``train`` and ``compare`` (defaults: lapmusic.config.TrainConfig)."""
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_positive_int, help="pieces per mini-batch (default 32)")
     p.add_argument("--bptt", type=_positive_int, help="truncated-BPTT window in frames (default 100)")
@@ -409,7 +126,7 @@ def _default(name: str):
 
 
 def _training_config(args: argparse.Namespace, **fields):
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
@@ -476,7 +193,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
 
     from .metrics import baselines
-    from .train import _acc_method, evaluate, load_run, run_split, validation_threshold
+    from .results import evaluate, load_run, validation_threshold
+    from .train import _acc_method, run_split
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -528,7 +246,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     parent = Path(args.out)
     print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
 
-    from .train import compare_runs, train
+    from .results import compare_runs
+    from .train import train
 
     run_dirs = []
     jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
@@ -581,211 +300,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------- generate
-def cmd_generate(args: argparse.Namespace) -> int:
-    import math
-    import warnings
-
-    # Check what the user typed before loading anything.
-    if args.steps < 1:
-        raise LapMusicError(f"--steps must be at least 1, got {args.steps}")
-    if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise LapMusicError(f"--temperature must be a number >= 0 (0 = deterministic), got {args.temperature}")
-    if args.max_polyphony is not None and args.max_polyphony < 1:
-        raise LapMusicError(f"--max-polyphony must be at least 1, got {args.max_polyphony}")
-    if args.step_seconds is not None and not (math.isfinite(args.step_seconds) and args.step_seconds > 0):
-        raise LapMusicError(f"--step-seconds must be a positive number of seconds, got {args.step_seconds}")
-    if not 0 <= args.program <= 127:
-        raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
-    if not 1 <= args.velocity <= 127:
-        raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
-    _check_run_dir(args.rundir)
-    _check_device(args.device)
-    _check_file(args.soundfont, "soundfont")
-
-    from .audio import render_wav
-    from .io import atomic_write_bytes, atomic_write_text
-    from .sample import sample_run
-    from .train import load_run
-
-    run = load_run(args.rundir, device=args.device)
-    threshold = _greedy_threshold(args.threshold, run)
-    progress = ProgressLine()
-    try:
-        (sample,) = sample_run(
-            run, steps=args.steps, temperature=args.temperature, primer=args.primer,
-            max_polyphony=args.max_polyphony, seed=args.seed, step_seconds=args.step_seconds,
-            program=args.program, velocity=args.velocity, separate_tracks=args.separate_tracks,
-            progress=progress, threshold=threshold,
-        )
-    finally:
-        progress.close()
-    atomic_write_bytes(args.out, sample.midi_bytes())
-    result = {
-        "midi": args.out,
-        "wav": None,
-        "html": None,
-        "notes": sample.notes,
-        "frames": int(sample.roll.shape[0]),
-        "primer_frames": sample.primer_frames,
-        "generated_frames": args.steps,
-        "duration_seconds": round(sample.seconds, 6),
-        "step_seconds": sample.step_seconds,
-        "renderer": None,
-        "silent": sample.notes == 0,
-        "warning": None,
-        "run": str(args.rundir),
-        "dataset": run.config.dataset,
-        "output": run.config.output,
-        "device": str(run.device),
-        "seed": args.seed,
-        "temperature": args.temperature,
-        "threshold": threshold,
-        "primer": args.primer,
-    }
-    if args.wav:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # reported below as one "warning:" line instead
-            audio = render_wav(sample.midi, args.sample_rate, args.soundfont, min_seconds=sample.seconds)
-        audio.save(args.wav)
-        if audio.warning:
-            print(f"warning: {audio.warning}", file=sys.stderr)
-        result.update(wav=args.wav, renderer=audio.renderer, silent=audio.silent, warning=audio.warning,
-                      sample_rate=audio.sample_rate, soundfont=audio.soundfont)
-    if args.html:
-        from .plots import piano_roll_figure
-
-        title = f"{run.config.dataset}, {run.config.init} init, T = {args.temperature:g}, seed {args.seed}"
-        figure = piano_roll_figure(sample.roll, primer_frames=sample.primer_frames,
-                                   step_seconds=sample.step_seconds, title=title)
-        atomic_write_text(args.html, figure.to_html(include_plotlyjs=True, full_html=True))
-        result["html"] = args.html
-
-    def human(r: dict) -> str:
-        lines = [f"wrote {r['midi']}: {r['notes']} notes, {r['duration_seconds']:.1f} s "
-                 f"({r['primer_frames']} primer + {r['generated_frames']} generated frames)"]
-        if r["wav"]:
-            lines.append(f"wrote {r['wav']} ({r['renderer']}, {r['sample_rate']} Hz"
-                         + (", silent: the sample has no notes" if r["silent"] else "") + ")")
-        elif r["silent"]:
-            lines.append("the sample has no notes (try a higher --temperature or a primer)")
-        if r["html"]:
-            lines.append(f"wrote {r['html']} (piano roll)")
-        return "\n".join(lines)
-
-    emit(result, args.json, human)
-    return 0
-
-
-# --------------------------------------------------------------------------------------- stats
-def cmd_stats(args: argparse.Namespace) -> int:
-    if not args.run and not args.files:
-        raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
-    if args.steps < 1 or args.samples < 1:
-        raise LapMusicError("--steps and --samples must be at least 1")
-    if args.run:
-        _check_run_dir(args.run)
-    if args.dataset:
-        _check_dataset(args.dataset)
-    _check_device(args.device)
-
-    import numpy as np
-
-    from . import stats
-
-    if args.run:
-        from .train import load_run
-
-        run = load_run(args.run, device=args.device)
-        if args.files:
-            raise LapMusicError("give either --run (its samples are drawn) or files, not both")
-        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
-                                    seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
-    else:
-        if not args.dataset:
-            raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
-        from .data import load_dataset
-
-        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
-        dataset = load_dataset(args.dataset)
-        frames = int(np.median([len(r) for r in rolls]))
-        reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
-        result = stats.compare(rolls, reference)
-        result["settings"] = {"files": [str(f) for f in args.files], "dataset": args.dataset, "split": args.split,
-                              "excerpt_frames": frames}
-
-    def human(r: dict) -> str:
-        rows = stats.table_rows(r)
-        lines = [f"{r['samples']['pieces']} sample(s) vs {r['reference']['pieces']} real excerpts "
-                 f"({r['settings'].get('dataset')}, {r['settings'].get('split')} split)",
-                 f"{'statistic':<40}{'samples':>9}{'real mean':>11}{'real 10-90 %':>16}{'inside':>8}"]
-        for row in rows:
-            lines.append(f"{row['statistic']:<40}{row['samples']:>9}{row['real (mean)']:>11}"
-                         f"{row['real (10-90 %)']:>16}{row['inside']:>8}")
-        hist = r["samples"]["note_length_hist"]
-        real = r["reference"]["note_length_hist"]
-        if hist and real:
-            lines.append("note lengths (frames " + "/".join(stats.NOTE_BIN_LABELS) + "): samples "
-                         + " ".join(f"{100 * h:.0f}%" for h in hist) + ", real " + " ".join(f"{100 * h:.0f}%" for h in real))
-        return "\n".join(lines)
-
-    emit(result, args.json, human)
-    return 0
-
-
 # --------------------------------------------------------------------------------------- parser
-def _greedy_threshold(text: str, run) -> float:
-    """``--threshold``: a probability, or ``valid`` for the run's validation-chosen one (final.json)."""
-    if text == "valid":
-        if not run.final or run.final.get("threshold") is None:
-            raise LapMusicError("--threshold valid needs a finished run whose final.json has a threshold "
-                                "(runs trained before this option): give a number instead")
-        return float(run.final["threshold"])
-    try:
-        value = float(text)
-    except ValueError:
-        raise LapMusicError(f"--threshold takes a probability or 'valid', not {text!r}") from None
-    if not 0 < value < 1:
-        raise LapMusicError(f"--threshold must be between 0 and 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _seed_list(text: str) -> list[int]:
-    """``N`` -> seeds ``0..N-1``; ``11,12,13`` -> those seeds (a single seed by value: ``7,``)."""
-    parts = [part.strip() for part in text.split(",")]
-    try:
-        if len(parts) == 1:
-            count = int(parts[0])
-            if count < 1:
-                raise ValueError
-            return list(range(count))
-        seeds = [int(part) for part in parts if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds takes a count N (seeds 0..N-1) or a comma-separated list like 11,12,13, not {text!r}"
-        ) from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
-    return seeds
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lapmusic",

@@ -83,7 +83,9 @@ def _read_owner(path: Path) -> dict | None:
             "host": str(data.get("host", "?")), "since": data.get("since")}
 
 
-def _pid_alive(pid: int | None) -> bool:
+def process_exists(pid: int | None) -> bool:
+    """True when ``pid`` is a positive int and signal 0 finds a process with it on this machine (zombies
+    included; :func:`lapmusic.worker.pid_alive` also treats them as dead)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -95,6 +97,9 @@ def _pid_alive(pid: int | None) -> bool:
     except OSError:
         return False
     return True
+
+
+_pid_alive = process_exists
 
 
 def _live_by_content(owner: dict | None) -> bool:

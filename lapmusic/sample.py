@@ -307,7 +307,7 @@ def sample_run(
     progress: ProgressFn | None = None,
     threshold: float = 0.5,
 ) -> list[Sample]:
-    """Sample from a loaded run (``lapmusic.train.load_run``) and turn every variation into MIDI.
+    """Sample from a loaded run (``lapmusic.results.load_run``) and turn every variation into MIDI.
 
     ``primer`` is a specification for :func:`parse_primer` (pieces come from the run's dataset) or an
     array. ``step_seconds`` defaults to the dataset's suggested playback step. With ``separate_tracks``

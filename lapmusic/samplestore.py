@@ -240,7 +240,7 @@ def sample_to_run(
     save: bool = True,
     name: str | None = None,
 ) -> tuple[SavedSample | None, dict]:
-    """Sample one continuation from a loaded run (``lapmusic.train.load_run``), render it, save it.
+    """Sample one continuation from a loaded run (``lapmusic.results.load_run``), render it, save it.
 
     ``primer`` is the ``(k, 88)`` roll already parsed from ``primer_spec`` (the spec is what is recorded);
     ``name`` the sample's file stem (default: a new one; a pair of runs shares one name).

@@ -13,200 +13,42 @@ A run lives in a folder (layout in ``docs/architecture.md``)::
 Every file is replaced atomically, so a reader (the app polls ``status.json`` and ``metrics.jsonl``) never
 sees half a file, and a crash or a cancel leaves the last good checkpoint in place.
 
-Batching: pieces are bucketed by length (sorted, random tie-breaks, then cut into batches whose order is
-shuffled each epoch), padded to the longest piece of the batch and masked. Each batch is cut into windows
-of ``bptt`` frames; the recurrent state is carried across windows (detached), one optimizer step per window.
+Batching and one epoch (``train_epoch``) live in ``epoch.py``, the settings (``TrainConfig``) in ``config.py``,
+loading and comparing finished runs in ``results.py``; this module re-exports their names.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
+from .config import (CONFIG_KEYS_V1, READOUT_STARTS, TrainConfig, _FLOAT_FIELDS,  # noqa: F401 (re-exported)
+                     _INT_FIELDS)
 from .errors import CheckpointError, LapMusicError
+from .epoch import (TrainingCancelled, TrainingDiverged, _accumulate, _active_rows, _detach,  # noqa: F401
+                    _first_rows, _to_tensors, _warm_up, choose_threshold, evaluate_tensors, length_batches,
+                    pad_batch, train_epoch)
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
-from .metrics import MetricAccumulator, baselines
-from .model import (CELLS, N_KEYS, OUTPUTS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
+from .metrics import baselines
+from .model import (N_KEYS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
                     fit_readout, init_from_lae, scale_recurrent, set_readout)
-from .nade import EXPECTED_ACC_SAMPLES, metric_predictions
+from .nade import EXPECTED_ACC_SAMPLES
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
 
-READOUT_STARTS = ("fit", "constant", "zero")
 EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch validation expected ACC (test: 10)
 
 Progress = Callable[[float, str], None]
 # A validation NLL above this after a training epoch means the run diverged (see _check_divergence).
 DIVERGED_NLL = 2 * N_KEYS * math.log(2.0)
-
-
-class TrainingDiverged(LapMusicError):
-    """The loss became NaN or infinite; the run folder keeps its last good checkpoint."""
-
-
-class TrainingCancelled(LapMusicError):
-    """Raised internally when the cancel flag is set (``train`` returns instead of raising it)."""
-
-
-# ------------------------------------------------------------------------------------------ config
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved as ``config.json``)."""
-
-    dataset: str = "jsb"
-    hidden: int = 128
-    init: str = "lae"  # "lae" | "random"
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    max_sequences: int | None = None  # first N pieces of every split
-    max_train_sequences: int | None = None  # a fixed random subset of N training pieces (budget runs)
-    cell: str = "rnn"  # "rnn" | "gru" | "lstm"
-    output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
-    nade_hidden: int = 64  # NADE hidden units (output "nade" only)
-    bptt: int = 100  # truncated-BPTT window in frames
-    optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
-    momentum: float = 0.9
-    clip: float | None = 1.0  # max gradient norm (None: no clipping)
-    dropout: float = 0.0  # on the hidden states, before the readout
-    weight_decay: float = 0.0
-    patience: int | None = 5  # early stopping after this many epochs without a better validation NLL
-    lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
-    lr_factor: float = 0.5
-    min_lr: float = 1e-5
-    relative_lr: bool = False  # scale each weight matrix's lr by its initial RMS (see _parameter_groups)
-    warmup_steps: int = 0  # linear learning-rate warm-up over the first optimizer steps (0: none)
-    lae_solver: str = "approx"  # "exact" | "approx"
-    lae_max_lag: int | None = None  # None: the longest piece, or where lae_decay**k < 1e-12 (same LAE, cheaper)
-    lae_path: str | None = None  # reuse an LAE saved with LinearAutoencoder.save (p must equal hidden)
-    alpha: float | None = None  # input scale of the LAE init; None: chosen from the data (alpha_target)
-    alpha_target: float = 1.5  # 99 % of initial pre-activations within [-alpha_target, alpha_target]
-    lae_max_radius: float | None = None  # scale W_rec = B down to this spectral radius (None: B exactly)
-    lae_decay: float | None = 0.3  # weight lag k of Xi by lae_decay**k (None or 1: the paper's LAE); docs/training.md
-    rec_radius: float | None = None  # scale W_rec to exactly this spectral radius, both inits (None: as is)
-    readout_start: str = "fit"  # LAE init readout: "fit" | "constant" (key frequencies) | "zero"
-    readout_ridge: float = 1.0  # ridge of the readout fit, relative to the mean squared state; docs/training.md
-    readout_steps: int = 20  # L-BFGS logistic-regression steps after the least-squares readout (0: none)
-    readout_max_frames: int = 100_000  # (state, next frame) pairs used to fit the readout
-    eval_batch_size: int = 64
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        """A validated config from JSON; unknown keys and missing keys are errors (a missing ``dataset``
-        must never silently become the default). Keys added after :data:`CONFIG_KEYS_V1` may be missing
-        (they default to the behaviour before they existed)."""
-        if not isinstance(data, dict):
-            raise LapMusicError("a training config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise LapMusicError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
-        missing = sorted((CONFIG_KEYS_V1 & known) - set(data))
-        if missing:
-            raise LapMusicError(f"the training config misses the keys {missing}; "
-                                "it was edited or damaged: start the run again with complete settings")
-        config = cls(**data)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Check every field's type and range before anything is allocated (sizes are bounded: a
-        ``hidden`` of 1e9 would try to allocate hundreds of GB). Bools are not integers here, and floats
-        must be finite."""
-        problems = []
-        for name in ("dataset", "init", "cell", "optimizer", "lae_solver", "device", "readout_start"):
-            if not isinstance(getattr(self, name), str):
-                problems.append(f"{name} must be a string, not {getattr(self, name)!r}")
-        if problems:
-            raise LapMusicError("invalid training config: " + "; ".join(problems))
-        if not self.dataset:
-            problems.append("dataset must not be empty")
-        if self.init not in ("lae", "random"):
-            problems.append(f"init must be 'lae' or 'random', not {self.init!r}")
-        if self.cell not in CELLS:
-            problems.append(f"cell must be one of {list(CELLS)}, not {self.cell!r}")
-        if self.output not in OUTPUTS:
-            problems.append(f"output must be one of {list(OUTPUTS)}, not {self.output!r}")
-        if self.init == "lae" and self.cell != "rnn":
-            problems.append("init 'lae' needs cell 'rnn' (GRU/LSTM are random-init baselines)")
-        if self.optimizer not in ("adam", "sgd"):
-            problems.append(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
-        if self.readout_start not in READOUT_STARTS:
-            problems.append(f"readout_start must be one of {list(READOUT_STARTS)}, not {self.readout_start!r}")
-        if self.rec_radius is not None and self.cell != "rnn":
-            problems.append("rec_radius needs cell 'rnn'")
-        if self.lae_solver not in ("exact", "approx"):
-            problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.lae_path is not None and not isinstance(self.lae_path, str):
-            problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
-        if not isinstance(self.relative_lr, bool):
-            problems.append(f"relative_lr must be true or false, not {self.relative_lr!r}")
-        for name, (low, high, optional) in _INT_FIELDS.items():
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if not _is_int(value) or not low <= value <= high:
-                problems.append(f"{name} must be an integer from {low} to {high:,}{' (or null)' if optional else ''}, "
-                                f"not {value!r}")
-        for name, (low, high, optional, open_low) in _FLOAT_FIELDS.items():
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if (not _is_number(value) or not math.isfinite(value) or value > high
-                    or (value <= low if open_low else value < low)):
-                bound = ("positive" if open_low else "non-negative") if low == 0 else f"at least {low:g}"
-                bound += f" and at most {high:g}" if high < math.inf else " and finite"
-                problems.append(f"{name} must be {bound}{' (or null)' if optional else ''}, not {value!r}")
-        if problems:
-            raise LapMusicError("invalid training config: " + "; ".join(problems))
-
-
-# The keys of config.json when missing keys became an error: a config.json without one of them is refused
-# (TrainConfig.from_dict). Written out, not derived: a field added later may be missing from older folders.
-CONFIG_KEYS_V1 = frozenset((
-    "dataset", "hidden", "init", "epochs", "lr", "batch_size", "seed", "device", "max_sequences",
-    "max_train_sequences", "cell", "bptt", "optimizer", "momentum", "clip", "dropout", "weight_decay",
-    "patience", "lr_patience", "lr_factor", "min_lr", "relative_lr", "warmup_steps", "lae_solver",
-    "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius", "readout_steps", "readout_max_frames",
-    "eval_batch_size",
-))
-# name -> (minimum, maximum, may be null). The maxima bound memory and time before anything is allocated:
-# hidden 4096 is a 4096x4096 recurrent matrix (64 MB, 256 MB for an LSTM's four gates).
-_INT_FIELDS = {
-    "hidden": (1, 4096, False), "epochs": (1, 100_000, False), "batch_size": (1, 4096, False),
-    "bptt": (1, 100_000, False), "eval_batch_size": (1, 4096, False), "readout_max_frames": (1, 10_000_000, False),
-    "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
-    "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
-    "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
-    "nade_hidden": (1, 4096, False),
-}
-# name -> (low, high, may be null, low excluded)
-_FLOAT_FIELDS = {
-    "lr": (0.0, math.inf, False, True), "momentum": (0.0, 1.0, False, False), "clip": (0.0, math.inf, True, True),
-    "dropout": (0.0, 0.99, False, False), "weight_decay": (0.0, math.inf, False, False),
-    "lr_factor": (0.0, 1.0, False, True), "min_lr": (0.0, math.inf, False, False),
-    "alpha": (0.0, math.inf, True, True), "alpha_target": (0.0, math.inf, False, True),
-    "lae_max_radius": (0.0, math.inf, True, True),
-    "rec_radius": (0.0, 10.0, True, True), "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
-}
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -221,194 +63,6 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise LapMusicError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
-
-
-# ------------------------------------------------------------------------------------------ batching
-def _to_tensors(seqs: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    tensors = []
-    for index, seq in enumerate(seqs):
-        array = np.asarray(seq)
-        if array.ndim != 2 or array.shape[1] != N_KEYS:
-            raise LapMusicError(f"piece {index} has shape {array.shape}; every piece must be (T, {N_KEYS})")
-        tensors.append(torch.as_tensor((array > 0).astype(np.uint8), device=device))
-    return tensors
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Indices grouped into batches of similar length (bucketing); shuffled when ``rng`` is given."""
-    lengths = np.asarray(lengths)
-    if rng is None:
-        order = np.argsort(lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    order = np.lexsort((rng.random(len(lengths)), lengths))  # by length, random among equal lengths
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def pad_batch(pieces: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs ``(B, L-1, 88)`` (frames ``1..T-1``), targets ``(B, L-1, 88)`` (frames ``2..T``), mask ``(B, L-1)``.
-
-    Rows are ordered longest piece first, so the pieces still running at any frame are a prefix of the rows
-    (windows past the end of the short pieces run on fewer rows: see :func:`_active_rows`).
-    """
-    pieces = sorted(pieces, key=len, reverse=True)
-    longest = len(pieces[0])
-    device = pieces[0].device
-    rolls = torch.zeros(len(pieces), longest, N_KEYS, dtype=torch.float32, device=device)
-    mask = torch.zeros(len(pieces), max(longest - 1, 0), dtype=torch.float32, device=device)
-    for row, piece in enumerate(pieces):
-        rolls[row, : len(piece)] = piece
-        mask[row, : max(len(piece) - 1, 0)] = 1.0
-    return rolls[:, :-1], rolls[:, 1:], mask
-
-
-def _active_rows(mask: torch.Tensor, start: int) -> int:
-    """How many (longest-first) rows still have a frame to predict at or after frame ``start``."""
-    return int((mask[:, start:].sum(1) > 0).sum())
-
-
-def _first_rows(h, rows: int):
-    """The state of the first ``rows`` sequences (``h`` is ``(1, B, p)`` or an LSTM pair of them)."""
-    if h is None:
-        return None
-    if isinstance(h, tuple):
-        return tuple(part[:, :rows] for part in h)
-    return h[:, :rows]
-
-
-def _detach(h):
-    if h is None:
-        return None
-    if isinstance(h, tuple):
-        return tuple(part.detach() for part in h)
-    return h.detach()
-
-
-def evaluate_tensors(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64,
-                     window: int = 1000, acc_samples: int = EXPECTED_ACC_SAMPLES,
-                     threshold: float | None = None) -> dict:
-    """Metrics of ``model`` over ``pieces`` (uint8 tensors on the model's device), pooled.
-
-    NADE output: NLL from the conditional logits (exact), ACC of the greedy frame and expected ACC from
-    ``acc_samples`` sampled frames per predicted frame (:func:`metric_predictions`; the per-epoch
-    validation uses ``EPOCH_ACC_SAMPLES`` to keep epochs short, the test ``EXPECTED_ACC_SAMPLES``).
-    With ``threshold``, also ``"threshold"`` and ``"acc_tuned"``: ACC with keys on when ``p >= threshold``
-    (for NADE, ``p`` is the sampled share of frames with the key on).
-    """
-    totals = _accumulate(model, pieces, batch_size, window, acc_samples)
-    result = totals.result()
-    if threshold is not None:
-        result.update(threshold=float(threshold), acc_tuned=totals.acc_at(threshold))
-    return result
-
-
-def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64) -> float | None:
-    """The decision threshold of highest ACC on ``pieces`` (the validation split), on a 0.005 grid."""
-    return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
-
-
-@torch.no_grad()
-def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
-                acc_samples: int):
-    was_training = model.training
-    model.eval()
-    totals = MetricAccumulator()
-    lengths = [len(p) for p in pieces]
-    usable = [i for i, n in enumerate(lengths) if n >= 2]
-    for batch in length_batches([lengths[i] for i in usable], batch_size, None):
-        inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
-        h = None
-        for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
-            rows = _active_rows(mask, start)
-            window_targets = targets[:rows, start : start + window]
-            if model.nade is None:
-                logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
-                totals.update(logits, window_targets, mask[:rows, start : start + window])
-            else:
-                states, h = model.hidden_states(inputs[:rows, start : start + window], _first_rows(h, rows))
-                logits = model.nade.conditional_logits(states, window_targets)
-                on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start)
-                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
-    model.train(was_training)
-    return totals
-
-
-def train_epoch(
-    model: PianoRollRNN,
-    optimizer: torch.optim.Optimizer,
-    pieces: Sequence[torch.Tensor],
-    *,
-    batch_size: int,
-    bptt: int,
-    clip: float | None,
-    rng: np.random.Generator | None,
-    on_batch: Callable[[int, int], None] | None = None,
-    cancel=None,
-    warmup_steps: int = 0,
-) -> dict:
-    """One pass over ``pieces``; returns ``{"nll": mean training NLL per frame, "frames", "steps"}``.
-
-    ``batch_size=1`` with a ``bptt`` longer than every piece is the batch-of-one loop of reference code
-    (one piece per optimizer step), used as the baseline of the throughput benchmark.
-    ``warmup_steps``: the learning rate rises linearly over the first optimizer steps of the run (the
-    count lives in the optimizer's param groups, so it survives checkpoints).
-    """
-    model.train()
-    lengths = [len(p) for p in pieces]
-    usable = [i for i, n in enumerate(lengths) if n >= 2]
-    batches = length_batches([lengths[i] for i in usable], batch_size, rng)
-    total_nll, total_frames, steps = 0.0, 0, 0
-    for number, batch in enumerate(batches):
-        if cancel is not None and cancel.is_set():
-            raise TrainingCancelled("cancelled")
-        inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
-        h = None
-        for start in range(0, inputs.shape[1], bptt):
-            rows = _active_rows(mask, start)  # pieces that ended in earlier windows drop out of the batch
-            window_mask = mask[:rows, start : start + bptt]
-            frames = window_mask.sum()
-            window_targets = targets[:rows, start : start + bptt]
-            # NADE: conditional logits given the lower keys of the target frame; its exact NLL is the same sum.
-            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows), targets=window_targets)
-            h = _detach(h)
-            per_key = nn.functional.binary_cross_entropy_with_logits(logits, window_targets, reduction="none")
-            loss_sum = (per_key.sum(-1) * window_mask).sum()
-            loss = loss_sum / frames
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    "the training loss became NaN/inf; the run keeps its last good checkpoint. "
-                    "Try a lower --lr, gradient clipping, or a smaller --alpha"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            if warmup_steps:
-                _warm_up(optimizer, warmup_steps)
-            optimizer.step()
-            total_nll += float(loss_sum.detach())
-            total_frames += int(frames)
-            steps += 1
-        if on_batch is not None:
-            on_batch(number + 1, len(batches))
-    return {"nll": total_nll / total_frames if total_frames else float("nan"), "frames": total_frames,
-            "steps": steps}
-
-
-def _warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
-    """Linear warm-up: step ``k`` (1-based) of the run uses ``lr * k / warmup_steps`` until ``k = warmup_steps``.
-
-    Why: right after the LAE init the readout sits at its least-squares/logistic optimum, where gradients
-    are small and noisy; Adam normalises them to full-size steps, which scrambles the init in the first
-    epoch. Warming up (for both inits alike) lets Adam's second-moment estimate settle first.
-    """
-    for group in optimizer.param_groups:
-        done = group.setdefault("warmup_done", 0)
-        if done < warmup_steps:
-            target = group.setdefault("target_lr", group["lr"])
-            group["lr"] = target * (done + 1) / warmup_steps
-            group["warmup_done"] = done + 1
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -897,164 +551,16 @@ def _fit_lae(seqs, p, **options):
     return fit_lae(seqs, p, **options)
 
 
-# ------------------------------------------------------------------------------------------ loading
-@dataclass
-class LoadedRun:
-    """A trained run, ready to sample from or evaluate (``model`` in eval mode on ``device``)."""
-
-    model: PianoRollRNN
-    config: TrainConfig
-    device: torch.device
-    history: list[dict]
-    final: dict | None
-    status: dict
-    run_dir: Path
-    lae: Any = None
-    checkpoint: str = "best"  # which file the weights came from: "best" or "last"
-    epoch: int = 0  # the epoch those weights are from
+# ------------------------------------------------------------------------------------------ finished runs
+# Loading, evaluating and comparing finished runs live in results.py (which imports this module); these
+# names are resolved on first use so ``from lapmusic.train import load_run`` keeps working without a cycle.
+_RESULTS_NAMES = ("LoadedRun", "load_run", "evaluate", "validation_threshold", "_mean_std", "epochs_to_reach",
+                  "compare_runs")
 
 
-def load_run(run_dir, device=None) -> LoadedRun:
-    """Load a run folder: its best model (``best.pt``, else ``checkpoint.pt``), config, history, final, LAE.
+def __getattr__(name: str):
+    if name in _RESULTS_NAMES:
+        from . import results
 
-    Raises :class:`CheckpointError` when the folder, config or checkpoint is missing, corrupt or foreign.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
-    config = _config_from_run(run_dir)
-    device = resolve_device(device if device is not None else config.device)
-    path = run_dir / "best.pt"
-    which = "best"
-    if not path.exists():
-        path, which = run_dir / "checkpoint.pt", "last"
-    payload = _load_checkpoint(path, device)
-    model = _build_model(config)
-    _load_model_state(model, payload.get("model", {}), path)
-    model.to(device).eval()
-    final = None
-    final_path = run_dir / "final.json"
-    if final_path.exists():
-        try:
-            final = json.loads(final_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            final = None
-    lae = None
-    if (run_dir / "lae.npz").exists():
-        try:
-            from .lae import LinearAutoencoder
-
-            lae = LinearAutoencoder.load(run_dir / "lae.npz")
-        except Exception:  # the LAE is informative only; a broken one must not block sampling
-            lae = None
-    return LoadedRun(model=model, config=config, device=device, history=read_history(run_dir), final=final,
-                     status=read_status(run_dir), run_dir=run_dir, lae=lae, checkpoint=which,
-                     epoch=int(payload.get("epoch", 0)))
-
-
-def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64,
-             threshold: float | None = None) -> dict:
-    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces;
-    with ``threshold`` also ``"threshold"`` and ``"acc_tuned"`` (ACC with keys on at ``p >= threshold``)."""
-    model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
-    if device is None:
-        device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
-    device = resolve_device(device)
-    model.to(device)
-    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size, threshold=threshold)
-
-
-def validation_threshold(run: LoadedRun, valid_seqs: Sequence[np.ndarray] | None = None) -> float | None:
-    """The run's decision threshold: ``final.json``'s, else chosen now on ``valid_seqs`` (its validation split)."""
-    if run.final and run.final.get("threshold") is not None:
-        return float(run.final["threshold"])
-    if valid_seqs is None:
-        valid_seqs = run_split(run.config, "valid")
-    return choose_threshold(run.model, _to_tensors(valid_seqs, run.device))
-
-
-# ------------------------------------------------------------------------------------------ comparing runs
-def _mean_std(values: Sequence[float | None]) -> dict:
-    clean = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not clean:
-        return {"mean": None, "std": None, "n": 0}
-    array = np.asarray(clean)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
-            "n": len(clean)}
-
-
-def epochs_to_reach(history: Sequence[dict], target: float) -> int | None:
-    """The first epoch whose validation NLL is at or below ``target`` (``None`` if never)."""
-    for line in history:
-        if line.get("valid_nll") is not None and line["valid_nll"] <= target:
-            return int(line["epoch"])
-    return None
-
-
-def compare_runs(run_dirs: Sequence) -> dict:
-    """Mean +- std (over seeds) of finished runs, grouped by init, plus the epoch-matched comparison.
-
-    Returns ``{"inits": {init: {"nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
-    "pretrain_seconds"} (each {"mean", "std", "n"}), "valid_curve": {init: [mean valid NLL per epoch]},
-    "best_so_far_curve": {init: [mean over seeds of the best validation NLL up to each epoch]},
-    "epochs_to_reach_random_best": {"per_seed": [...], "mean": ...}, "lae_better_at_equal_epochs": bool}``.
-    ``lae_better_at_equal_epochs``: the LAE init's best-so-far curve is below the random init's at every
-    epoch (runs that stopped early keep their best model).
-    ``epochs_to_reach_random_best`` pairs runs by seed: the first epoch at which the LAE run's validation
-    NLL is at or below the best validation NLL of the random run with the same seed.
-    """
-    runs = []
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        final_path = run_dir / "final.json"
-        if not final_path.exists():
-            continue
-        config = _config_from_run(run_dir)
-        runs.append((config, json.loads(final_path.read_text()), read_history(run_dir)))
-    inits: dict[str, dict] = {}
-    curves: dict[str, list] = {}
-    for init in ("lae", "random"):
-        group = [r for r in runs if r[0].init == init]
-        if not group:
-            continue
-        inits[init] = {key: _mean_std([final.get(key) for _, final, _ in group])
-                       for key in ("nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
-                                   "pretrain_seconds", "best_valid_nll")}
-        longest = max(len(history) for _, _, history in group)
-        curve = []
-        for epoch in range(longest):
-            values = [h[epoch]["valid_nll"] for _, _, h in group if len(h) > epoch]
-            curve.append(float(np.mean(values)) if values else None)
-        curves[init] = curve
-    reach = []
-    by_seed_random = {c.seed: (f, h) for c, f, h in runs if c.init == "random"}
-    for config, final, history in runs:
-        if config.init == "lae" and config.seed in by_seed_random:
-            random_best = by_seed_random[config.seed][0].get("best_valid_nll")
-            reach.append({"seed": config.seed,
-                          "epoch": epochs_to_reach(history, random_best) if random_best is not None else None})
-    reached = [r["epoch"] for r in reach if r["epoch"] is not None]
-    # The model one keeps after e epochs is the best so far, and a run that stopped early keeps it: compare
-    # inits on the mean over seeds of the best validation NLL reached by epoch e, up to the longest run.
-    longest = max((len(h) for _, _, h in runs), default=0)
-    best_so_far: dict[str, list] = {}
-    for init in curves:
-        per_run = []
-        for config, _, history in runs:
-            if config.init != init or not history:
-                continue
-            values = np.minimum.accumulate([h["valid_nll"] for h in history])
-            per_run.append(np.concatenate([values, np.full(longest - len(values), values[-1])]))
-        best_so_far[init] = np.mean(per_run, axis=0).tolist()
-    better = None
-    if "lae" in best_so_far and "random" in best_so_far:
-        better = all(l < r for l, r in zip(best_so_far["lae"], best_so_far["random"]))
-    return {
-        "inits": inits,
-        "valid_curve": curves,
-        "epochs_to_reach_random_best": {"per_seed": reach, "mean": float(np.mean(reached)) if reached else None,
-                                        "reached": f"{len(reached)}/{len(reach)}"},
-        "best_so_far_curve": best_so_far,
-        "lae_better_at_equal_epochs": better,
-        "runs": len(runs),
-    }
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .errors import LapMusicError
 from .io import atomic_write_json, read_json
+from .lock import process_exists
 
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 10.0
@@ -46,14 +47,8 @@ log = logging.getLogger("lapmusic.worker")
 # ------------------------------------------------------------------------------ liveness (any process)
 def pid_alive(pid: int) -> bool:
     """True when a process ``pid`` exists on this machine (zombies count as dead)."""
-    if not isinstance(pid, int) or pid <= 0:
+    if not process_exists(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
     try:  # a zombie (exited, not yet reaped by its parent) is dead for our purposes
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
@@ -153,7 +148,8 @@ def _limit_resources(threads: int, nice: int) -> None:
 def _train_function():
     spec = os.environ.get("LAPMUSIC_WORKER_TRAIN", "").strip()
     if not spec:
-        from .train import TrainConfig, train
+        from .config import TrainConfig
+        from .train import train
 
         return train, TrainConfig.from_dict
     module, _, name = spec.partition(":")

@@ -53,6 +53,20 @@ def groups(table: dict) -> list[tuple[dict, list[dict]]]:
     return sorted(out.values(), key=lambda item: item[0].get("init", "lae") != "lae")
 
 
+def _save(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> str:
+    """Label the axes, add the legend, write the figure to ``path`` (PNG, 110 dpi), close it; the path."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
 def draw(table: dict, dataset: str, img: Path, prefix: str) -> list[str]:
     import matplotlib
 
@@ -70,15 +84,9 @@ def draw(table: dict, dataset: str, img: Path, prefix: str) -> list[str]:
         floor.append(curve.min())
         ax.plot(curve, color=colour, linewidth=2, label=f"{label(cell)}: best so far, mean of {len(rows)}")
     ax.set_ylim(min(floor) - 0.2, min(floor) + 2.5)
-    ax.set_xlabel("epoch (0 = the network right after initialisation)")
-    ax.set_ylabel("validation NLL (nats per frame)")
-    ax.set_title(f"{NAMES.get(dataset, dataset)}: validation NLL per epoch")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / f"{prefix}_curves_{dataset}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(fig, ax, "epoch (0 = the network right after initialisation)",
+                         "validation NLL (nats per frame)", f"{NAMES.get(dataset, dataset)}: validation NLL per epoch",
+                         img / f"{prefix}_curves_{dataset}.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     lows = []
@@ -95,15 +103,9 @@ def draw(table: dict, dataset: str, img: Path, prefix: str) -> list[str]:
     ax.set_xlim(left=low - 0.1, right=min(11, low + 4))
     ax.set_ylim(bottom=low - 0.1, top=min(11, low + 4))
     ax.invert_xaxis()
-    ax.set_xlabel("training NLL (training goes right to left)")
-    ax.set_ylabel("validation NLL")
-    ax.set_title(f"{NAMES.get(dataset, dataset)}: generalisation along training (every seed)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / f"{prefix}_gap_{dataset}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(fig, ax, "training NLL (training goes right to left)", "validation NLL",
+                         f"{NAMES.get(dataset, dataset)}: generalisation along training (every seed)",
+                         img / f"{prefix}_gap_{dataset}.png"))
     return written
 
 

@@ -56,6 +56,24 @@ def make_rolls():
     return random_rolls
 
 
+def synthetic_dataset(sizes: tuple[int, int, int], length: tuple[int, int], density: float = 0.15):
+    """A dataset-like object (``key`` "synthetic", ``train``/``valid``/``test``) of random rolls, seeds 0/1/2."""
+    from types import SimpleNamespace
+
+    train, valid, test = (random_rolls(n, length, seed=seed, density=density) for seed, n in enumerate(sizes))
+    return SimpleNamespace(key="synthetic", train=train, valid=valid, test=test)
+
+
+def synthetic_config(**fields):
+    """A small CPU ``TrainConfig`` on the "synthetic" dataset (lr 1e-2, batches of 6, bptt 8, seed 3, no
+    early stopping); ``fields`` override or add settings."""
+    from lapmusic.config import TrainConfig
+
+    values = dict(dataset="synthetic", lr=1e-2, batch_size=6, bptt=8, seed=3, device="cpu", patience=None)
+    values.update(fields)
+    return TrainConfig(**values)
+
+
 def chorale_like_piece(rng: np.random.Generator, frames: int) -> np.ndarray:
     """A ``(frames, 88)`` roll a network learns fast: a repeating I-IV-V-I progression, a random melody on top."""
     chords = [(48, 52, 55), (53, 57, 60), (55, 59, 62), (48, 52, 55)]

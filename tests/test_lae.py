@@ -362,10 +362,10 @@ def _reconstruction_error(model, pieces):
 
 
 @pytest.mark.realdata
-def test_approx_matches_exact_on_40_jsb_pieces(real_data_dir):
+def test_approx_matches_exact_on_10_jsb_pieces(real_data_dir):
     import scipy.io
 
-    pieces = list(scipy.io.loadmat(real_data_dir / "JSB_Chorales.mat")["traindata"][0][:40])
+    pieces = list(scipy.io.loadmat(real_data_dir / "JSB_Chorales.mat")["traindata"][0][:10])
     p = 64
     exact = fit_lae(pieces, p, solver="exact")
     approx = fit_lae(pieces, p, solver="approx", device="cpu")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,26 +17,18 @@ from lapmusic.metrics import accuracy
 from lapmusic.model import spectral_radius
 from lapmusic.train import TrainConfig, load_run, read_history, train
 
-from conftest import random_rolls
+from conftest import synthetic_config, synthetic_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return SimpleNamespace(
-        key="synthetic",
-        train=random_rolls(20, (10, 30), seed=0, density=0.15),
-        valid=random_rolls(6, (10, 30), seed=1, density=0.15),
-        test=random_rolls(6, (10, 30), seed=2, density=0.15),
-    )
+    return synthetic_dataset((20, 6, 6), (10, 30))
 
 
 def config(**fields) -> TrainConfig:
-    values = dict(dataset="synthetic", hidden=10, init="lae", epochs=1, lr=1e-2, batch_size=6, bptt=8,
-                  seed=3, device="cpu", patience=None, lae_solver="exact")
-    values.update(fields)
-    return TrainConfig(**values)
+    return synthetic_config(**{"hidden": 10, "init": "lae", "epochs": 1, "lae_solver": "exact", **fields})
 
 
 def initial_model(run_dir):

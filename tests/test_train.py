@@ -28,7 +28,7 @@ from lapmusic.train import (
     train,
 )
 
-from conftest import random_rolls
+from conftest import synthetic_config, synthetic_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,19 +36,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def dataset():
-    return SimpleNamespace(
-        key="synthetic",
-        train=random_rolls(24, (10, 40), seed=0, density=0.15),
-        valid=random_rolls(6, (10, 40), seed=1, density=0.15),
-        test=random_rolls(6, (10, 40), seed=2, density=0.15),
-    )
+    return synthetic_dataset((24, 6, 6), (10, 40))
 
 
 def small_config(**fields) -> TrainConfig:
-    values = dict(dataset="synthetic", hidden=12, init="random", epochs=4, lr=1e-2, batch_size=6, bptt=8,
-                  seed=3, device="cpu", patience=None)
-    values.update(fields)
-    return TrainConfig(**values)
+    return synthetic_config(**{"hidden": 12, "init": "random", "epochs": 4, **fields})
 
 
 def test_config_round_trips_through_json_and_refuses_nonsense():

@@ -106,12 +106,18 @@ def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
     assert {j.id for j in manager.jobs("late")} == {first.id}
 
 
-def test_stop_unfollows_a_shared_run_and_the_last_follower_stops_it(runs_dir, tmp_path, managers):
+def running_shared_job(runs_dir, tmp_path, managers):
+    """A manager and a running job (held at a gate that never opens) followed by sessions "a" and "b"."""
     manager = manager_for(runs_dir)
     managers.append(manager)
     job = manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="a")
     manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="b")
     until(lambda: manager.get(job.id).state == jobs.RUNNING, what="running")
+    return manager, job
+
+
+def test_stop_unfollows_a_shared_run_and_the_last_follower_stops_it(runs_dir, tmp_path, managers):
+    manager, job = running_shared_job(runs_dir, tmp_path, managers)
     with pytest.raises(LapMusicError, match="someone else"):
         manager.cancel(job.id, "stranger")
     assert manager.cancel(job.id, "a") == "unfollowed" and manager.get(job.id).state == jobs.RUNNING
@@ -122,11 +128,7 @@ def test_stop_unfollows_a_shared_run_and_the_last_follower_stops_it(runs_dir, tm
 
 
 def test_the_teacher_stops_any_run(runs_dir, tmp_path, managers):
-    manager = manager_for(runs_dir)
-    managers.append(manager)
-    job = manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="a")
-    manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="b")
-    until(lambda: manager.get(job.id).state == jobs.RUNNING, what="running")
+    manager, job = running_shared_job(runs_dir, tmp_path, managers)
     assert manager.cancel(job.id, "teacher-session", teacher=True) == "stopping"
     assert manager.wait(job.id, timeout=WAIT).state == jobs.CANCELLED
 

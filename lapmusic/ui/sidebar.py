@@ -51,10 +51,10 @@ class Settings:
 
 
 def make_config(settings: Settings, init: str):
-    """A ``lapmusic.train.TrainConfig`` for these settings (fields it does not know are left out)."""
+    """A ``lapmusic.config.TrainConfig`` for these settings (fields it does not know are left out)."""
     from dataclasses import fields
 
-    from ..train import TrainConfig
+    from ..config import TrainConfig
 
     values = {
         "dataset": settings.dataset,

@@ -23,7 +23,7 @@ NO_SAVED = "-"
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_model(run_dir: str, mtime_ns: int):
-    from ...train import load_run
+    from ...results import load_run
 
     return load_run(run_dir, device="cpu")  # sampling a small RNN is fast on the CPU; keeps the GPU for training
 

@@ -205,7 +205,7 @@ def resume_run(run_dir: Path) -> None:
     from ...jobs import read_json
 
     try:
-        from ...train import TrainConfig
+        from ...config import TrainConfig
 
         TrainConfig.from_dict(read_json(run_dir / "config.json") or {})  # a damaged config is refused here
         common.manager().submit(None, session=common.session_id(), client=common.client_ip(), run_dir=run_dir,
