@@ -541,3 +541,36 @@ def test_results_rows_use_short_headers_and_show_the_tuned_acc_when_the_run_has_
     assert row["ACC tuned"] == "-"
     row = result_row(SimpleNamespace(final={**final, "acc_tuned": 29.04, "threshold": 0.21}, config=run.config))
     assert row["ACC tuned"] == "29.0% (t=0.21)"
+
+
+RACE = """
+import sys, threading
+import lapmusic.ui.common  # what app.py imports first in every session's script thread
+from lapmusic.plots import loss_figure
+
+history = {"LAE": [{"epoch": 0, "train_nll": 11.0, "valid_nll": 11.0, "valid_acc": 0.0}]}
+other = threading.Thread(target=lambda: __import__("pandas"))  # another session's lazy import
+other.start()
+failures = []
+while other.is_alive():
+    try:
+        loss_figure(history).to_dict()
+    except AttributeError as exc:
+        failures.append(str(exc))
+other.join()
+print(len(failures), failures[:1])
+"""
+
+
+def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
+    # Plotly looks pandas up in sys.modules without importing it: before lapmusic.ui.common imported pandas,
+    # a chart drawn while another thread was importing it failed (thousands of times in this loop).
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", RACE], cwd=repo, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "0", out.stdout

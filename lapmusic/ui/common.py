@@ -13,6 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+# Imported here, fully, before any page draws: plotly looks pandas up in ``sys.modules`` without importing
+# it, so while one session's thread was still importing pandas (st.dataframe does it lazily), another
+# session's chart saw the half-made module and failed with "partially initialized module 'pandas' has no
+# attribute 'Series'" (26 times at once in the 30-student classroom run, docs/app.md).
+import pandas  # noqa: F401
 import streamlit as st
 
 from ..errors import LapMusicError
