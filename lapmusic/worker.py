@@ -9,8 +9,9 @@ The worker
 - limits torch to ``$LAPMUSIC_WORKER_THREADS`` threads (the manager gives each of its N slots its share
   of the cores) and lowers its own priority (``nice``), so the server's pages stay responsive;
 - writes a heartbeat ``RUNDIR/worker.json`` = ``{"pid", "host", "started", "heartbeat"}`` every
-  ``HEARTBEAT_SECONDS``; a reader decides that a worker died when its pid is gone (same host) or its
-  heartbeat is older than ``STALE_SECONDS`` (:func:`worker_state`);
+  ``HEARTBEAT_SECONDS``; a reader decides that a worker died when its pid is gone (same host; a live pid
+  silent for ``STALL_SECONDS`` is taken for hung) or its heartbeat is older than ``STALE_SECONDS`` (another
+  host) (:func:`worker_state`);
 - stops at the next batch when the file ``RUNDIR/cancel`` appears or on SIGTERM; the run keeps its last
   checkpoint and ``status.json`` says ``cancelled``.
 
@@ -37,7 +38,12 @@ from .lock import process_exists
 
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 10.0
-"""A heartbeat older than this means the worker is gone (five missed beats: generous under load)."""
+"""A heartbeat older than this means the worker is gone (five missed beats), for a worker on another host."""
+STALL_SECONDS = 120.0
+"""On this host, a worker whose pid lives is taken for hung only after this long without a beat. One long
+LAPACK call can silence the heartbeat thread for more than ``STALE_SECONDS``: scipy's SVD and ``eigh`` hold
+the GIL (the LAE's Rayleigh-Ritz step, seconds long in a niced worker under load). With the shorter limit
+the pages read a live run as interrupted and stopped polling it (the classroom run, docs/app.md)."""
 WORKER_FILE = "worker.json"
 CANCEL_FILE = "cancel"
 
@@ -59,7 +65,9 @@ def pid_alive(pid: int) -> bool:
 def worker_state(run_dir: str | os.PathLike, now: float | None = None) -> str | None:
     """``"alive"``, ``"dead"`` or None (no worker ever ran here: e.g. a ``lapmusic train`` run).
 
-    Alive means: the heartbeat is fresher than ``STALE_SECONDS`` and, on this host, the pid exists.
+    Alive means: on this host, the pid exists and the heartbeat is fresher than ``STALL_SECONDS`` (a dead
+    pid is seen at once; the long limit only catches a hung process); on another host, the heartbeat is
+    fresher than ``STALE_SECONDS``.
     A worker that exited cleanly marks ``worker.json`` with ``"exited"``: dead, but its status.json is final.
     """
     info = read_json(Path(run_dir) / WORKER_FILE)
@@ -68,11 +76,12 @@ def worker_state(run_dir: str | os.PathLike, now: float | None = None) -> str | 
     if info.get("exited"):
         return "dead"
     beat = info.get("heartbeat")
-    if not isinstance(beat, (int, float)) or (now or time.time()) - beat > STALE_SECONDS:
+    if not isinstance(beat, (int, float)):
         return "dead"
-    if info.get("host") == socket.gethostname() and not pid_alive(info.get("pid")):
-        return "dead"
-    return "alive"
+    age = (now or time.time()) - beat
+    if info.get("host") == socket.gethostname():
+        return "alive" if pid_alive(info.get("pid")) and age <= STALL_SECONDS else "dead"
+    return "alive" if age <= STALE_SECONDS else "dead"
 
 
 def write_worker_file(run_dir: Path, pid: int, started: float | None = None, **extra) -> None:

@@ -6,6 +6,7 @@ Waits use generous timeouts only; nothing asserts how fast anything is.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -228,6 +229,13 @@ def test_a_second_server_on_the_same_runs_folder_only_reads(runs_dir, tmp_path, 
 def test_worker_state_needs_a_fresh_heartbeat_and_a_live_pid(tmp_path):
     assert worker.worker_state(tmp_path) is None
     worker.write_worker_file(tmp_path, os.getpid())
+    assert worker.worker_state(tmp_path) == "alive"
+    # A live worker on this host silent for longer than STALE_SECONDS (a LAPACK call holding the GIL blocks
+    # its heartbeat thread) is still alive; only a silence past STALL_SECONDS means hung.
+    assert worker.worker_state(tmp_path, now=time.time() + worker.STALE_SECONDS + 1) == "alive"
+    assert worker.worker_state(tmp_path, now=time.time() + worker.STALL_SECONDS + 1) == "dead"
+    info = json.loads((tmp_path / worker.WORKER_FILE).read_text())
+    (tmp_path / worker.WORKER_FILE).write_text(json.dumps({**info, "host": "another-host"}))
     assert worker.worker_state(tmp_path) == "alive"
     assert worker.worker_state(tmp_path, now=time.time() + worker.STALE_SECONDS + 1) == "dead"
     worker.write_worker_file(tmp_path, 2**22 + 12345)  # no such pid
