@@ -14,6 +14,10 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
    phase 2 bringing back its runs. Finally a clean stop, checking the server log for "terminate called".
 
     python benchmarks/bench_classroom.py --epochs 2 --json-out classroom.json
+    python benchmarks/bench_classroom.py --students 10 --settings 0   # phase 1 only
+
+Each page that shows no curve by the deadline is described in ``phase1_pages_without_curve`` (its open tab,
+its messages), so that a missing curve can be told apart from a page that is elsewhere or shows an error.
 
 Uses a temporary runs folder; the dataset cache is a temporary folder holding a link to the Bach set of
 the usual cache (built once by ``lapmusic datasets``). Needs Playwright and /usr/bin/chromium.
@@ -43,6 +47,13 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 CURVE_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
     p => (p.data || []).some(t => t.x && t.x.length >= 1))"""
+# What a page without a curve shows: its open tab, its messages (the first 160 characters of each).
+PAGE_STATE_JS = """() => ({
+    tab: ([...document.querySelectorAll('[role=tab][aria-selected=true]')].map(t => t.innerText.trim())[0] || null),
+    alerts: [...document.querySelectorAll('[data-testid=stAlert], [data-testid=stException]')].map(
+        a => a.innerText.trim().slice(0, 160)),
+    plots: document.querySelectorAll('.js-plotly-plot').length,
+    url: location.href})"""
 
 
 def free_port() -> int:
@@ -183,7 +194,8 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
         # ---------------------------------------------------------------- phase 1: a class on the defaults
         if args.students > 0:
             _class_on_defaults(args, browser, server, runs_dir, result)
-        _different_settings_and_restart(args, browser, server, runs_dir, result)
+        if args.settings > 0:  # --settings 0: phase 1 only
+            _different_settings_and_restart(args, browser, server, runs_dir, result)
         browser.close()
 
 
@@ -229,6 +241,14 @@ def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: di
         time.sleep(0.5)
     result["phase1_first_curve_s"] = summary(first_curve)
     result["phase1_without_curve"] = sum(v is None and c is not None for v, c in zip(first_curve, clicks))
+    states = []
+    for n, (_, page) in enumerate(students):
+        if first_curve[n] is None and clicks[n] is not None:
+            try:
+                states.append(page.evaluate(PAGE_STATE_JS))
+            except Exception as exc:  # noqa: BLE001 - recorded as what it is
+                states.append({"error": f"{type(exc).__name__}: {exc}"[:200]})
+    result["phase1_pages_without_curve"] = states
     result["phase1_run_folders"] = len(run_folders(runs_dir))
     print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
     for context, _ in students:
