@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .errors import LapMusicError
 from .io import atomic_write_json, read_json
-from .lock import process_exists
+from .lock import RunFolderBusy, process_exists
 
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 10.0
@@ -190,6 +190,10 @@ def run(run_dir: Path) -> int:
         result = train(config, run_dir, cancel=cancel, resume=resume)
         outcome = str((result or {}).get("state") or "finished") if isinstance(result, dict) else "finished"
         return 0
+    except RunFolderBusy as exc:
+        # Another process owns the folder and its status.json: writing "failed" there would hide its run.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except LapMusicError as exc:
         _fail_unless_recorded(run_dir, str(exc))
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -247,6 +248,33 @@ def test_worker_state_needs_a_fresh_heartbeat_and_a_live_pid(tmp_path):
 def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):
     assert worker.main([str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_path):
+    import subprocess
+
+    from lapmusic.config import TrainConfig
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    atomic_write_json(run_dir / "config.json", TrainConfig(dataset="jsb", epochs=1).to_dict())
+    owner_status = {"state": "running", "epoch": 3, "message": "trained by the command line", "error": None}
+    atomic_write_json(run_dir / "status.json", owner_status)
+    env = dict(os.environ, PYTHONPATH=FAKE_ENV["PYTHONPATH"])  # the real train(), this checkout first
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom lapmusic.lock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n", str(run_dir)],
+        env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run([sys.executable, "-m", "lapmusic.worker", str(run_dir)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1
+    assert "being written by another lapmusic process" in done.stderr
+    assert read_json(run_dir / "status.json") == owner_status
 
 
 def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_rolls, managers):
