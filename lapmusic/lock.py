@@ -99,7 +99,6 @@ def process_exists(pid: int | None) -> bool:
     return True
 
 
-_pid_alive = process_exists
 
 
 def _live_by_content(owner: dict | None) -> bool:
@@ -108,7 +107,7 @@ def _live_by_content(owner: dict | None) -> bool:
         return False
     if owner.get("host") != socket.gethostname():
         return True  # cannot check another host's PIDs: assume alive
-    return _pid_alive(owner.get("pid"))
+    return process_exists(owner.get("pid"))
 
 
 def lock_owner(run_dir) -> dict | None:

@@ -138,7 +138,7 @@ class MetricAccumulator:
         self.nll_sum += float((per_key * mask).sum())
         self.frames += int(mask.sum())
         probs = (torch.sigmoid(logits) if probs is None else probs.double()) * mask
-        on = ((torch.sigmoid(logits) >= 0.5) if on is None else on > 0.5).double() * mask
+        on = ((logits >= 0) if on is None else on > 0.5).double() * mask  # sigmoid(l) >= 0.5 <=> l >= 0
         y = targets * mask
         self.tp += float((on * y).sum())
         self.fp += float((on * (1 - y) * mask).sum())

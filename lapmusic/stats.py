@@ -121,6 +121,7 @@ def piece_stats(roll) -> dict:
 def summarize(rolls: Iterable) -> dict:
     """Per statistic over a set of rolls: ``{"mean", "p10", "p90", "min", "max", "n"}`` (``n`` = pieces where
     it is defined), plus ``"note_length_hist"`` pooled over all notes and ``"pieces"``."""
+    rolls = list(rolls)  # read twice below: a generator would be empty the second time
     per_piece = [piece_stats(roll) for roll in rolls]
     summary: dict = {"pieces": len(per_piece)}
     for name in STATS:

@@ -41,7 +41,7 @@ from .model import (N_KEYS, PianoRollRNN, choose_alpha, collect_states, constant
                     fit_readout, init_from_lae, scale_recurrent, set_readout)
 from .nade import EXPECTED_ACC_SAMPLES
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
-                     _is_int, _is_number, check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
+                     check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
 
 EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch validation expected ACC (test: 10)

@@ -184,7 +184,7 @@ def user_dataset_path(key_or_name: str) -> Path:
 def save_user_dataset(dataset: Dataset) -> str:
     """Store a dataset under the user cache and return its key ``user:NAME`` for runs to refer to."""
     slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
-    save_dataset_npz(dataset, user_dir() / f"{slug}.npz")
+    save_dataset_npz(dataset, user_dataset_path(slug))
     return f"user:{slug}"
 
 

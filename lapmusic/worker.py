@@ -165,12 +165,6 @@ def _train_function():
     return getattr(importlib.import_module(module), name), dict
 
 
-def _fail(run_dir: Path, message: str) -> None:
-    status = read_json(run_dir / "status.json") or {}
-    status.update(state="failed", error=message, message="failed", updated=time.time())
-    atomic_write_json(run_dir / "status.json", status)
-
-
 def run(run_dir: Path) -> int:
     """Train the run in ``run_dir`` in this process (the body of ``python -m lapmusic.worker``)."""
     threads = int(os.environ.get("LAPMUSIC_WORKER_THREADS", "0") or 0) or (os.cpu_count() or 1)
@@ -209,7 +203,8 @@ def run(run_dir: Path) -> int:
 def _fail_unless_recorded(run_dir: Path, message: str) -> None:
     status = read_json(run_dir / "status.json") or {}
     if status.get("state") != "failed":
-        _fail(run_dir, message)
+        status.update(state="failed", error=message, message="failed", updated=time.time())
+        atomic_write_json(run_dir / "status.json", status)
 
 
 def main(argv: list[str] | None = None) -> int:

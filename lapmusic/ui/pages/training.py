@@ -50,19 +50,21 @@ def _states(runs: list[Path]) -> set[str]:
 
 @st.fragment(run_every=common.poll_seconds())
 def _live(runs: list[Path]) -> None:
-    common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
-    if RUNNING not in _states(runs):
+    states = common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
+    if RUNNING not in (states if states is not None else _states(runs)):
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
 
 
 @st.fragment(run_every=max(5.0, 3 * common.poll_seconds()))
 def _waiting(runs: list[Path]) -> None:
-    common.guarded(_draw, runs)
-    if QUEUED not in _states(runs) or RUNNING in _states(runs):
+    states = common.guarded(_draw, runs)
+    states = states if states is not None else _states(runs)
+    if QUEUED not in states or RUNNING in states:
         st.rerun()
 
 
-def _draw(runs: list[Path]) -> None:
+def _draw(runs: list[Path]) -> set[str]:
+    """Draw the runs' progress and curves; returns their states (the fragments decide on them)."""
     manager = common.manager()
     histories: dict[str, list[dict]] = {}
     summaries = [s for s in (summarize_run(run, manager) for run in runs) if s is not None]
@@ -82,6 +84,7 @@ def _draw(runs: list[Path]) -> None:
         _epoch_table(histories)
     else:
         st.caption("The loss curves appear here after the first epoch.")
+    return {s.state for s in summaries}
 
 
 def _unique(label: str, taken: dict) -> str:
