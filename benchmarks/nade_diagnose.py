@@ -35,11 +35,12 @@ def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float
     x = torch.as_tensor(np.stack(rolls), dtype=torch.float32)
     with torch.inference_mode():
         states, _ = model.hidden_states(x[:, :-1], None)
-        nll = float(-model.nade.log_prob(states, x[:, 1:]).mean())
+        nll = float(-model.nade.log_prob(states, x[:, 1:], x[:, :-1]).mean())
         generator = torch.Generator()
         generator.manual_seed(seed)
         b, t, h = states.shape
-        drawn = model.nade.sample(states.reshape(b * t, h), 1.0, None, generator).reshape(b, t, -1).numpy()
+        drawn = model.nade.sample(states.reshape(b * t, h), 1.0, None, generator,
+                                  inputs=x[:, :-1].reshape(b * t, -1)).reshape(b, t, -1).numpy()
     return nll, [np.concatenate([r[:1], f]) for r, f in zip(rolls, drawn)]
 
 

@@ -41,11 +41,11 @@ NADE_WARMUP_DEFAULT = 300
 
 def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0,
                all_pieces: bool = False, nade_hidden: int | None = None, lr: float | None = None,
-               batch: int | None = None, dropout: float = 0.0) -> TrainConfig:
+               batch: int | None = None, dropout: float = 0.0, nade_skip: bool = False) -> TrainConfig:
+    lr_given, batch_given = lr, batch  # before SETTINGS overwrite `batch` (it did until 2026-11-27 12:20 UTC)
     max_epochs, batch, pieces, lag = SETTINGS[dataset]
     if all_pieces:
         pieces = None
-    lr_given, batch_given = lr, batch
     lr = 1e-3
     warmup = 0
     if output == "nade":
@@ -56,7 +56,7 @@ def config_for(dataset: str, output: str, init: str, epochs: int | None = None, 
     return TrainConfig(dataset=dataset, hidden=128, init=init, epochs=epochs or max_epochs, lr=lr,
                        batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
                        patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
-                       dropout=dropout, **extra)
+                       dropout=dropout, nade_skip=nade_skip and output == "nade", **extra)
 
 
 def main(argv=None) -> int:
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, help="override the batch size (folder ...-bN)")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout (folder ...-dX when > 0)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (folder ...-sN when not 0)")
+    parser.add_argument("--nade-skip", action="store_true",
+                        help="NADE biases also linear in the previous frame (TrainConfig.nade_skip; folder ...-skip)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
             nh = f"-nh{args.nade_hidden}" if args.nade_hidden and output == "nade" else ""
             nh += (f"-lr{args.lr:g}" if args.lr else "") + (f"-b{args.batch}" if args.batch else "")
             nh += f"-d{args.dropout:g}" if args.dropout else ""
+            nh += "-skip" if args.nade_skip and output == "nade" else ""
             nh += f"-s{args.seed}" if args.seed else ""
             run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}{nh}"
             if (run_dir / "final.json").exists():
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
             else:
                 config = config_for(args.dataset, output, init, args.epochs, seed=args.seed, all_pieces=args.all_pieces,
                                     nade_hidden=args.nade_hidden if output == "nade" else None,
-                                    lr=args.lr, batch=args.batch, dropout=args.dropout)
+                                    lr=args.lr, batch=args.batch, dropout=args.dropout, nade_skip=args.nade_skip)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                               progress=lambda f, m: None)
             print(json.dumps({"run": str(run_dir), "output": output, "init": init, "nll": final.get("nll"),

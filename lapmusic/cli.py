@@ -83,6 +83,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    "the keys of a frame drawn low to high, each conditioned on the lower ones and the state)")
     p.add_argument("--nade-hidden", type=_positive_int,
                    help="hidden units of the NADE output (default 64; only with --output nade)")
+    p.add_argument("--nade-skip", action="store_true", default=None,
+                   help="NADE output: its biases also get a linear term in the previous frame, so holding a key "
+                   "or repeating a chord is a first-order feature (default off; only with --output nade)")
 
     p.add_argument("--lr-patience", type=_non_negative_int,
                    help="multiply the learning rate by 0.5 after this many epochs without a better validation "
@@ -112,7 +115,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
                      "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden")
+                     "output", "nade_hidden", "nade_skip")
 
 
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
@@ -246,6 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     parent = Path(args.out)
     print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
 
+    from .config import TrainConfig
     from .results import compare_runs
     from .train import train
 
@@ -255,10 +259,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
         suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
+        suffix += "-skip" if config.nade_skip else ""
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():
-            saved = json_module.loads((run_dir / "config.json").read_text())
+            # Through from_dict: a folder written before a config key existed gets that key's default.
+            saved = TrainConfig.from_dict(json_module.loads((run_dir / "config.json").read_text())).to_dict()
             if saved == config.to_dict():
                 print(f"reusing finished run {run_dir}", file=sys.stderr)
                 continue

@@ -34,6 +34,7 @@ class TrainConfig:
     cell: str = "rnn"  # "rnn" | "gru" | "lstm"
     output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
     nade_hidden: int = 64  # NADE hidden units (output "nade" only)
+    nade_skip: bool = False  # NADE biases also linear in the frame just read (lapmusic/nade.py, "Previous-frame skip")
     bptt: int = 100  # truncated-BPTT window in frames
     optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
     momentum: float = 0.9
@@ -114,8 +115,11 @@ class TrainConfig:
             problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.lae_path is not None and not isinstance(self.lae_path, str):
             problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
-        if not isinstance(self.relative_lr, bool):
-            problems.append(f"relative_lr must be true or false, not {self.relative_lr!r}")
+        for name in ("relative_lr", "nade_skip"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
+        if self.nade_skip is True and self.output != "nade":
+            problems.append("nade_skip needs output 'nade'")
         for name, (low, high, optional) in _INT_FIELDS.items():
             value = getattr(self, name)
             if value is None and optional:

@@ -132,9 +132,11 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
                 logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
                 totals.update(logits, window_targets, mask[:rows, start : start + window])
             else:
-                states, h = model.hidden_states(inputs[:rows, start : start + window], _first_rows(h, rows))
-                logits = model.nade.conditional_logits(states, window_targets)
-                on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start)
+                window_inputs = inputs[:rows, start : start + window]
+                states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
+                logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
+                on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
+                                               inputs=window_inputs)
                 totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
     model.train(was_training)
     return totals

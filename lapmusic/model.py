@@ -44,15 +44,21 @@ class PianoRollRNN(nn.Module):
     shifted by one): ``logits[:, t, k]`` is then the conditional logit of key ``k`` of frame ``t+1`` given
     its lower keys and ``h_t``, so that ``sum_k BCE(logits, targets)`` is the exact NLL for both outputs.
     ``output="bernoulli"`` ignores ``targets``; ``self.nade`` is ``None``.
+
+    ``nade_skip=True`` (NADE output only): the NADE's biases at step ``t`` also get a linear term in the frame
+    ``x_t`` just read, ``b = W_bs h_t + W_bx x_t + b_0``, ``c = W_cs h_t + W_cx x_t + c_0`` (zero-initialised
+    ``W_bx``, ``W_cx``; :mod:`lapmusic.nade`, "Previous-frame skip"); ``forward`` passes ``x`` on.
     """
 
     def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
-                 output: str = "bernoulli", nade_hidden: int = 64):
+                 output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if nade_skip and output != "nade":
+            raise ValueError("nade_skip needs output='nade'")
         if hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden}")
         self.hidden = int(hidden)
@@ -71,7 +77,7 @@ class PianoRollRNN(nn.Module):
         if output == "nade":
             from .nade import NADEOutput
 
-            self.nade = NADEOutput(hidden, n_keys, nade_hidden)
+            self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
         else:
             self.readout = nn.Linear(hidden, n_keys)
 
@@ -82,7 +88,7 @@ class PianoRollRNN(nn.Module):
         if targets is None:
             raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
                              "lapmusic.sample.generate")
-        return self.nade.conditional_logits(self.dropout(states), targets), h
+        return self.nade.conditional_logits(self.dropout(states), targets, inputs=x), h
 
     def hidden_states(self, x: torch.Tensor, h=None):
         """``(B, T, hidden)`` states (before dropout) and the final state."""

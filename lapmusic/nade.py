@@ -25,6 +25,20 @@ is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
 
 With ``V = 0`` every conditional is ``sigmoid(b_k(s_t))``: the layer is then exactly the Bernoulli readout
 ``b(s_t)``. The LAE initialisation uses that (see :func:`lapmusic.model.set_readout`).
+
+**Previous-frame skip** (``skip=True``, ``TrainConfig.nade_skip``): both bias vectors also get a linear term in
+the frame ``x_t`` the network has just read (the frame before the one predicted)::
+
+    b(s_t, x_t) = W_bs s_t + W_bx x_t + b      W_bx (K, K)
+    c(s_t, x_t) = W_cs s_t + W_cx x_t + c      W_cx (H, K)
+
+so "hold this key" (``W_bx``) and "is the frame so far the previous chord?" (the NADE hidden units see
+``W_cx x_t + sum_{j<k} W[:, j] v_j``) are first-order features instead of something that must pass through the
+tanh state. ``W_bx`` and ``W_cx`` start at zero: a new layer with the skip computes exactly what it computes
+without it, so the LAE readout pre-fit and its "starts as the independent model" property are unchanged. The
+skip changes only the biases, so the running-sum form, the exact NLL and key-by-key sampling are as above
+with ``b`` and ``c`` replaced by these; the frames read are passed as ``inputs`` (``(..., K)``, the same
+leading shape as ``states``) and are required when the skip is on.
 """
 
 from __future__ import annotations
@@ -42,10 +56,12 @@ class NADEOutput(nn.Module):
     """NADE over ``n_keys`` binary keys whose biases are linear in a state of ``state_size`` units.
 
     Parameters: ``visible_bias`` (``Linear(state_size, K)``: ``b(s)``), ``hidden_bias``
-    (``Linear(state_size, H)``: ``c(s)``), ``W`` ``(H, K)``, ``V`` ``(K, H)``.
+    (``Linear(state_size, H)``: ``c(s)``), ``W`` ``(H, K)``, ``V`` ``(K, H)``; with ``skip=True`` also
+    ``input_visible`` (``W_bx``, ``Linear(K, K)`` without bias) and ``input_hidden`` (``W_cx``, ``Linear(K, H)``
+    without bias), both zero at initialisation (module docstring, "Previous-frame skip").
     """
 
-    def __init__(self, state_size: int, n_keys: int, hidden: int):
+    def __init__(self, state_size: int, n_keys: int, hidden: int, skip: bool = False):
         super().__init__()
         if hidden < 1:
             raise ValueError(f"the NADE needs at least one hidden unit, got {hidden}")
@@ -57,30 +73,55 @@ class NADEOutput(nn.Module):
         bound = 1.0 / (hidden ** 0.5)
         self.W = nn.Parameter(torch.empty(hidden, n_keys).uniform_(-bound, bound))
         self.V = nn.Parameter(torch.empty(n_keys, hidden).uniform_(-bound, bound))
+        self.skip = bool(skip)
+        if self.skip:
+            self.input_visible = nn.Linear(n_keys, n_keys, bias=False)
+            self.input_hidden = nn.Linear(n_keys, hidden, bias=False)
+            nn.init.zeros_(self.input_visible.weight)  # zero: the same function as without the skip
+            nn.init.zeros_(self.input_hidden.weight)
 
     def extra_repr(self) -> str:
-        return f"keys={self.n_keys}, nade_hidden={self.hidden}"
+        return f"keys={self.n_keys}, nade_hidden={self.hidden}, skip={self.skip}"
+
+    def biases(self, states: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, c)``: visible ``(..., K)`` and hidden ``(..., H)`` biases for states ``(..., p)``.
+
+        ``b = W_bs s + b_0`` and ``c = W_cs s + c_0``; with the skip ``+ W_bx x`` and ``+ W_cx x`` for the
+        frames read ``inputs`` ``(..., K)`` (required then, ignored otherwise).
+        """
+        b, c = self.visible_bias(states), self.hidden_bias(states)
+        if self.skip:
+            if inputs is None:
+                raise ValueError("this NADE has the previous-frame skip: pass the frames read as inputs (..., K)")
+            x = inputs.to(b.dtype)
+            b = b + self.input_visible(x)
+            c = c + self.input_hidden(x)
+        return b, c
 
     # ----------------------------------------------------------------------- parallel (teacher forced)
-    def conditional_logits(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    def conditional_logits(self, states: torch.Tensor, frames: torch.Tensor,
+                           inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``l_k`` of ``P(v_k = 1 | v_{<k}, s)`` for observed frames, all keys at once.
 
-        ``states`` ``(..., p)``, ``frames`` ``(..., K)`` 0/1 (any matching leading shape) -> ``(..., K)``.
+        ``states`` ``(..., p)``, ``frames`` ``(..., K)`` 0/1 (any matching leading shape) -> ``(..., K)``;
+        ``inputs`` ``(..., K)``: the frames read before each state (used by the skip, see :meth:`biases`).
         See :meth:`_logits` for the running-sum computation; without gradients it runs in chunks of frames
         to bound memory (the result is the same).
         """
         lead = frames.shape[:-1]
         s = states.reshape(-1, states.shape[-1])
         v = frames.reshape(-1, self.n_keys).to(s.dtype)
+        x = inputs.reshape(-1, self.n_keys) if self.skip and inputs is not None else None
         if torch.is_grad_enabled() or len(s) <= _CHUNK_FRAMES:
-            logits = self._logits(s, v)
+            logits = self._logits(s, v, x)
         else:
-            logits = torch.cat([self._logits(s[i : i + _CHUNK_FRAMES], v[i : i + _CHUNK_FRAMES])
-                                for i in range(0, len(s), _CHUNK_FRAMES)])
+            chunk = _CHUNK_FRAMES
+            logits = torch.cat([self._logits(s[i : i + chunk], v[i : i + chunk], None if x is None else x[i : i + chunk])
+                                for i in range(0, len(s), chunk)])
         return logits.reshape(*lead, self.n_keys)
 
-    def _logits(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``(N, p)`` states, ``(N, K)`` frames -> ``(N, K)`` conditional logits.
+    def _logits(self, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, p)`` states, ``(N, K)`` frames (and ``(N, K)`` frames read, for the skip) -> ``(N, K)`` logits.
 
         The running sum ``a_k = c(s) + sum_{j<k} v_j W[:, j]`` only changes at the keys that are on, so
         within a frame holding ``m`` keys it takes ``m + 1`` values ("segments"): segment ``i`` is
@@ -99,23 +140,26 @@ class NADEOutput(nn.Module):
         lowest = positions.sort(dim=1).values[:, :most]  # (N, m)
         columns = torch.cat([self.W.T, self.W.new_zeros(1, self.hidden)])  # (K + 1, H)
         running = torch.cumsum(columns[lowest], dim=1)  # (N, m, H): W[:, j1], W[:, j1] + W[:, j2], ...
-        c = self.hidden_bias(s).unsqueeze(1)  # (N, 1, H)
+        b, c = self.biases(s, x)
+        c = c.unsqueeze(1)  # (N, 1, H)
         a = torch.cat([c, c + running], dim=1)  # (N, S, H), segment 0 = no key below
         scores = torch.sigmoid(a) @ self.V.T  # (N, S, K): V[k] . sigmoid(a_seg) for every segment and key
         segment = (torch.cumsum(on, dim=1) - on.long()).unsqueeze(1)  # (N, 1, K): keys on below key k
-        return self.visible_bias(s) + scores.gather(1, segment).squeeze(1)
+        return b + scores.gather(1, segment).squeeze(1)
 
-    def log_prob(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """``log P(v | s)`` ``(...)`` of whole frames: ``-sum_k BCE(l_k, v_k)``."""
-        logits = self.conditional_logits(states, frames)
+    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """``log P(v | s[, x])`` ``(...)`` of whole frames: ``-sum_k BCE(l_k, v_k)``."""
+        logits = self.conditional_logits(states, frames, inputs)
         return -nn.functional.binary_cross_entropy_with_logits(
             logits, frames.to(logits.dtype), reduction="none").sum(-1)
 
     # ----------------------------------------------------------------------- key by key
     @torch.no_grad()
     def sample(self, states: torch.Tensor, temperature: float = 1.0, max_polyphony: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Draw one frame per state, key by key from the lowest: ``(N, p)`` -> ``(N, K)`` uint8.
+
+        ``inputs`` ``(N, K)``: the frames read before each state (required with the skip, :meth:`biases`).
 
         Each conditional logit is divided by ``temperature`` before its sigmoid; ``temperature = 0`` is the
         greedy decoding (``v_k = 1`` iff ``P(v_k = 1 | v_{<k}, s) >= 0.5``). ``max_polyphony``: once a frame
@@ -123,8 +167,8 @@ class NADEOutput(nn.Module):
         so the keys already drawn condition everything after them as usual.
         """
         n = states.shape[0]
-        b = self.visible_bias(states).T.contiguous()  # (K, N): row k is b_k(s) for every frame
-        a = self.hidden_bias(states)  # (N, H): running pre-activation a_k
+        b, a = self.biases(states, inputs)  # a (N, H): running pre-activation a_k, starting at c(s)
+        b = b.T.contiguous()  # (K, N): row k is b_k(s) for every frame
         # Key k is on iff l_k / T > logit(u_k), u_k ~ U(0, 1): the thresholds of all keys drawn at once.
         if temperature == 0.0:
             thresholds = torch.zeros(self.n_keys, n, dtype=a.dtype, device=a.device)
@@ -147,8 +191,9 @@ class NADEOutput(nn.Module):
 
 @torch.no_grad()
 def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EXPECTED_ACC_SAMPLES,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """What NADE's ACC and expected ACC are computed from, for states ``(..., p)``.
+                       seed: int = 0, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What NADE's ACC and expected ACC are computed from, for states ``(..., p)`` (and the frames read
+    before them, ``inputs`` ``(..., K)``, for the skip).
 
     - ``on`` ``(..., K)``: the greedy frame (key by key, ``v_k = 1`` iff its conditional is ``>= 0.5``).
       NADE's ACC is the usual ACC of that frame against the target. (Thresholding each key's *marginal*
@@ -159,8 +204,10 @@ def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EX
     """
     lead = states.shape[:-1]
     flat = states.reshape(-1, states.shape[-1])
-    on = nade.sample(flat, temperature=0.0)
+    read = None if inputs is None else inputs.reshape(-1, inputs.shape[-1])
+    on = nade.sample(flat, temperature=0.0, inputs=read)
     generator = torch.Generator(device=flat.device).manual_seed(seed)
-    drawn = nade.sample(flat.repeat(samples, 1), temperature=1.0, generator=generator)  # one batched loop
+    drawn = nade.sample(flat.repeat(samples, 1), temperature=1.0, generator=generator,  # one batched loop
+                        inputs=None if read is None else read.repeat(samples, 1))
     probs = drawn.reshape(samples, len(flat), nade.n_keys).double().mean(0)
     return on.reshape(*lead, nade.n_keys), probs.reshape(*lead, nade.n_keys)

@@ -109,15 +109,17 @@ def generate(
             step = model.hidden_states if nade is not None else model
             logits, hidden = step(warm_input, None)  # NADE: the recurrent states, not logits
             last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
+            read = warm_input[:, -1]  # the frame behind `last` (NADE's previous-frame skip reads it)
             report_every = max(1, steps // 100)
             for t in range(steps):
                 if nade is None:
                     frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
                 else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
-                    frame = nade.sample(last, temperature, max_polyphony, generator)
+                    frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read)
                 out[:, k + t] = frame
                 if t + 1 < steps:
-                    logits, hidden = step(frame.to(dtype).unsqueeze(1), hidden)
+                    read = frame.to(dtype)
+                    logits, hidden = step(read.unsqueeze(1), hidden)
                     last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
                 if progress is not None and ((t + 1) % report_every == 0 or t + 1 == steps):
                     progress((t + 1) / steps, f"sampled {t + 1}/{steps} frames")

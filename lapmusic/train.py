@@ -89,7 +89,7 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 
 def _build_model(config: TrainConfig) -> PianoRollRNN:
     return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
-                        nade_hidden=config.nade_hidden)
+                        nade_hidden=config.nade_hidden, nade_skip=config.nade_skip)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:

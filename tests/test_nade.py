@@ -27,19 +27,33 @@ def _all_frames(keys: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product([0, 1], repeat=keys)), dtype=torch.float64)
 
 
-def _tiny_nade(keys=5, state=3, hidden=4, seed=0) -> NADEOutput:
+def _tiny_nade(keys=5, state=3, hidden=4, seed=0, skip=False) -> NADEOutput:
     torch.manual_seed(seed)
-    nade = NADEOutput(state, keys, hidden).double()
+    nade = NADEOutput(state, keys, hidden, skip=skip).double()
     with torch.no_grad():
         for parameter in nade.parameters():
-            parameter.normal_(0, 1.0)  # far from zero so the keys really depend on each other
+            parameter.normal_(0, 1.0)  # far from zero (the skip too) so the keys really depend on each other
     return nade
 
 
-def _key_by_key_logits(nade: NADEOutput, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The textbook NADE loop: a_k = c(s) + sum_{j<k} W[:, j] v_j, l_k = b_k(s) + V[k] . sigmoid(a_k)."""
-    b = nade.visible_bias(s)
-    c = nade.hidden_bias(s)
+def _read_frames(shape, keys, seed=5) -> torch.Tensor:
+    """Random 0/1 "previous frames" x for the skip (ignored by a NADE without it)."""
+    return (torch.rand(*shape, keys, generator=torch.Generator().manual_seed(seed)) < 0.5).double()
+
+
+def _textbook_biases(nade: NADEOutput, s: torch.Tensor, x: torch.Tensor):
+    """b = W_bs s + b_0 (+ W_bx x), c = W_cs s + c_0 (+ W_cx x), written out from the weights."""
+    b = s @ nade.visible_bias.weight.T + nade.visible_bias.bias
+    c = s @ nade.hidden_bias.weight.T + nade.hidden_bias.bias
+    if nade.skip:
+        b = b + x @ nade.input_visible.weight.T
+        c = c + x @ nade.input_hidden.weight.T
+    return b, c
+
+
+def _key_by_key_logits(nade: NADEOutput, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The textbook NADE loop: a_k = c(s, x) + sum_{j<k} W[:, j] v_j, l_k = b_k(s, x) + V[k] . sigmoid(a_k)."""
+    b, c = _textbook_biases(nade, s, x)
     logits = torch.zeros_like(v)
     for n in range(len(v)):
         for k in range(nade.n_keys):
@@ -48,14 +62,18 @@ def _key_by_key_logits(nade: NADEOutput, s: torch.Tensor, v: torch.Tensor) -> to
     return logits
 
 
-def test_nll_is_a_normalised_distribution_over_all_frames():
-    nade = _tiny_nade(keys=6)
+SKIP = pytest.mark.parametrize("skip", [False, True], ids=["no-skip", "skip"])
+
+
+@SKIP
+def test_nll_is_a_normalised_distribution_over_all_frames(skip):
+    nade = _tiny_nade(keys=6, skip=skip)
     frames = _all_frames(6)
     with torch.no_grad():
-        for s in torch.randn(3, 3, dtype=torch.float64):
-            log_p = nade.log_prob(s.expand(len(frames), 3), frames)
+        for s, x in zip(torch.randn(3, 3, dtype=torch.float64), _read_frames((3,), 6)):
+            log_p = nade.log_prob(s.expand(len(frames), 3), frames, x.expand(len(frames), 6))
             brute = torch.zeros(len(frames), dtype=torch.float64)
-            b, c = nade.visible_bias(s), nade.hidden_bias(s)
+            b, c = _textbook_biases(nade, s, x)
             for i, v in enumerate(frames):  # product of the conditionals, each computed from scratch
                 for k in range(6):
                     p = torch.sigmoid(b[k] + nade.V[k] @ torch.sigmoid(c + nade.W[:, :k] @ v[:k]))
@@ -64,60 +82,104 @@ def test_nll_is_a_normalised_distribution_over_all_frames():
             assert torch.exp(log_p).sum().item() == pytest.approx(1.0, abs=1e-10)
 
 
-def test_parallel_form_equals_the_key_by_key_loop_with_any_leading_shape():
-    nade = _tiny_nade(keys=7, state=4, hidden=5, seed=1)
+@SKIP
+def test_parallel_form_equals_the_key_by_key_loop_with_any_leading_shape(skip):
+    nade = _tiny_nade(keys=7, state=4, hidden=5, seed=1, skip=skip)
     s = torch.randn(2, 3, 4, dtype=torch.float64)
     v = (torch.rand(2, 3, 7, generator=torch.Generator().manual_seed(0)) < 0.4).double()
+    x = _read_frames((2, 3), 7)
     with torch.no_grad():
-        parallel = nade.conditional_logits(s, v)
-        loop = _key_by_key_logits(nade, s.reshape(-1, 4), v.reshape(-1, 7)).reshape(2, 3, 7)
+        parallel = nade.conditional_logits(s, v, x)
+        loop = _key_by_key_logits(nade, s.reshape(-1, 4), v.reshape(-1, 7), x.reshape(-1, 7)).reshape(2, 3, 7)
         assert torch.allclose(parallel, loop, atol=1e-12)
         # Chunked evaluation (no gradient, many frames) gives the same numbers.
         from lapmusic import nade as nade_module
 
         big_s = torch.randn(50, 4, dtype=torch.float64)
         big_v = (torch.rand(50, 7) < 0.5).double()
-        whole = nade.conditional_logits(big_s, big_v)
+        big_x = _read_frames((50,), 7, seed=6)
+        whole = nade.conditional_logits(big_s, big_v, big_x)
         old = nade_module._CHUNK_FRAMES
         nade_module._CHUNK_FRAMES = 7
         try:
-            chunked = nade.conditional_logits(big_s, big_v)
+            chunked = nade.conditional_logits(big_s, big_v, big_x)
         finally:
             nade_module._CHUNK_FRAMES = old
         assert torch.allclose(whole, chunked, atol=1e-12)
 
 
-def test_sampling_frequencies_match_the_model_probabilities():
-    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=2)
+@SKIP
+def test_sampling_frequencies_match_the_model_probabilities(skip):
+    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=2, skip=skip)
     frames = _all_frames(4)
     s = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    x = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     n = 40_000
     with torch.no_grad():
-        probs = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames)).numpy()
-        drawn = nade.sample(s.expand(n, 2), generator=torch.Generator().manual_seed(0)).numpy()
+        probs = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames, x.expand(len(frames), 4))).numpy()
+        drawn = nade.sample(s.expand(n, 2), generator=torch.Generator().manual_seed(0), inputs=x.expand(n, 4)).numpy()
     codes = drawn @ (2 ** np.arange(3, -1, -1))  # the row index of the frame in _all_frames
     observed = np.bincount(codes, minlength=16)
     expected = probs * n
     chi2 = float(((observed - expected) ** 2 / expected).sum())
     assert chi2 < 40.0  # 15 degrees of freedom: P(chi2 > 40) ~ 5e-4 for a correct sampler
     # Temperature 0 is the greedy frame; the cap leaves no frame with more keys than allowed.
-    greedy = nade.sample(s[None], temperature=0.0)[0].double()
-    conditional = torch.sigmoid(nade.conditional_logits(s, greedy))
+    greedy = nade.sample(s[None], temperature=0.0, inputs=x[None])[0].double()
+    conditional = torch.sigmoid(nade.conditional_logits(s, greedy, x))
     assert bool(((conditional >= 0.5).double() == greedy).all())
-    capped = nade.sample(s.expand(500, 2), max_polyphony=1, generator=torch.Generator().manual_seed(1))
+    capped = nade.sample(s.expand(500, 2), max_polyphony=1, generator=torch.Generator().manual_seed(1),
+                         inputs=x.expand(500, 4))
     assert int(capped.sum(1).max()) <= 1
 
 
-def test_metric_predictions_estimate_the_marginals():
-    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=3)
+@SKIP
+def test_metric_predictions_estimate_the_marginals(skip):
+    nade = _tiny_nade(keys=4, state=2, hidden=3, seed=3, skip=skip)
     frames = _all_frames(4)
     s = torch.tensor([[0.1, 0.4]], dtype=torch.float64)
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
     with torch.no_grad():
-        p_frames = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames))
+        p_frames = torch.exp(nade.log_prob(s.expand(len(frames), 2), frames, x.expand(len(frames), 4)))
     marginal = (p_frames[:, None] * frames).sum(0)
-    on, probs = metric_predictions(nade, s.expand(4000, 2), samples=5)
+    on, probs = metric_predictions(nade, s.expand(4000, 2), samples=5, inputs=x.expand(4000, 4))
     assert torch.allclose(probs.mean(0), marginal, atol=0.02)
-    assert bool((on == nade.sample(s, temperature=0.0)).all())
+    assert bool((on == nade.sample(s, temperature=0.0, inputs=x)).all())
+
+
+def test_the_skip_reads_the_previous_frame_and_is_needed():
+    nade = _tiny_nade(keys=5, skip=True)
+    s, v = torch.randn(4, 3, dtype=torch.float64), _read_frames((4,), 5, seed=1)
+    with torch.no_grad():
+        one = nade.conditional_logits(s, v, _read_frames((4,), 5, seed=2))
+        other = nade.conditional_logits(s, v, _read_frames((4,), 5, seed=3))
+    assert not torch.allclose(one, other)  # the previous frame changes the distribution
+    with pytest.raises(ValueError, match="inputs"):
+        nade.conditional_logits(s, v)
+    with pytest.raises(ValueError, match="inputs"):
+        nade.sample(s)
+    with pytest.raises(ValueError, match="nade_skip"):
+        PianoRollRNN(4, nade_skip=True)
+
+
+def test_a_zero_initialised_skip_is_exactly_no_skip_and_learns():
+    torch.manual_seed(0)
+    plain = PianoRollRNN(6, output="nade", nade_hidden=5)
+    skip = PianoRollRNN(6, output="nade", nade_hidden=5, nade_skip=True)
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["nade.input_hidden.weight", "nade.input_visible.weight"] and not unexpected
+    assert not skip.nade.input_visible.weight.any() and not skip.nade.input_hidden.weight.any()
+    x = torch.as_tensor(random_rolls(1, 30, seed=3, density=0.2)[0], dtype=torch.float32)[None]
+    with torch.no_grad():
+        assert torch.equal(plain(x[:, :-1], targets=x[:, 1:])[0], skip(x[:, :-1], targets=x[:, 1:])[0])
+    assert (generate(plain, steps=10, seed=4, n_samples=3) == generate(skip, steps=10, seed=4, n_samples=3)).all()
+    primer = x[0, :3].numpy().astype(np.uint8)
+    assert (generate(plain, steps=6, seed=2, primer=primer) == generate(skip, steps=6, seed=2, primer=primer)).all()
+    # At zero the skip still gets a gradient (dNLL/dW_bx = dNLL/db x^T): training can move it.
+    logits, _ = skip(x[:, :-1], targets=x[:, 1:])
+    nn_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, x[:, 1:], reduction="sum")
+    nn_loss.backward()
+    assert skip.nade.input_visible.weight.grad.abs().sum() > 0
+    assert skip.nade.input_hidden.weight.grad.abs().sum() > 0
 
 
 def test_set_readout_makes_nade_start_as_the_independent_model():
@@ -146,27 +208,35 @@ def dataset():
                            test=random_rolls(4, (10, 30), seed=2, density=0.2))
 
 
-@pytest.mark.parametrize("init, cell", [("lae", "rnn"), ("random", "gru")])
-def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell):
+@pytest.mark.parametrize("init, cell, skip", [("lae", "rnn", True), ("random", "gru", False)])
+def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell, skip):
     if init == "lae":
         pytest.importorskip("lapmusic.lae")
     config = TrainConfig(dataset="synthetic", hidden=10, init=init, cell=cell, epochs=3, lr=1e-2, batch_size=4,
-                         bptt=8, seed=0, device="cpu", patience=None, output="nade", nade_hidden=8)
+                         bptt=8, seed=0, device="cpu", patience=None, output="nade", nade_hidden=8, nade_skip=skip)
     final = train(config, tmp_path / "run", dataset=dataset)
     assert final["output"] == "nade" and "greedy" in final["acc_method"]
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     if init == "random":
         assert history[-1]["train_nll"] < history[1]["train_nll"] < history[0]["train_nll"]
     else:
-        # The LAE init gives NADE the Bernoulli pre-fit with V = 0: it starts exactly where Bernoulli starts.
-        bernoulli = dataclasses.replace(config, output="bernoulli", epochs=1)
+        # The LAE init gives NADE the Bernoulli pre-fit with V = 0 (and the skip at zero): it starts exactly
+        # where Bernoulli starts.
+        bernoulli = dataclasses.replace(config, output="bernoulli", epochs=1, nade_skip=False)
         train(bernoulli, tmp_path / "bernoulli", dataset=dataset)
         start = json.loads((tmp_path / "bernoulli" / "metrics.jsonl").read_text().splitlines()[0])
         assert history[0]["valid_nll"] == pytest.approx(start["valid_nll"], rel=1e-5)
         assert history[0]["train_nll"] == pytest.approx(start["train_nll"], rel=1e-5)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["output"] == "nade"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["output"] == "nade" and saved["nade_skip"] is skip
+    if not skip:  # a run folder written before nade_skip existed loads as no skip
+        del saved["nade_skip"]
+        (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     run = load_run(tmp_path / "run")
-    assert run.model.nade is not None
+    assert run.model.nade is not None and run.model.nade.skip is skip and run.config.nade_skip is skip
+    if skip:  # the last state (best.pt may be the LAE start): training moved the skip from zero
+        last = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+        assert last["nade.input_visible.weight"].abs().sum() > 0 and last["nade.input_hidden.weight"].abs().sum() > 0
     again = evaluate(run, dataset.test)
     assert again["nll"] == pytest.approx(final["nll"], rel=1e-6)
     assert 0 <= again["acc"] <= 100 and 0 <= again["expected_acc"] <= 100
@@ -180,13 +250,34 @@ def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell)
 def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--init", "random", "--epochs", "1",
-                     "--output", "nade", "--nade-hidden", "6", "--device", "cpu", "--out",
+                     "--output", "nade", "--nade-hidden", "6", "--nade-skip", "--device", "cpu", "--out",
                      str(tmp_path / "run"), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["output"] == "nade"
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["output"] == "nade" and config["nade_hidden"] == 6
+    assert config["output"] == "nade" and config["nade_hidden"] == 6 and config["nade_skip"] is True
+    code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--epochs", "1", "--nade-skip", "--device",
+                     "cpu", "--out", str(tmp_path / "bad")])
+    assert code == 2 and "nade_skip needs output 'nade'" in capsys.readouterr().err
+
+
+def test_greedy_generation_feeds_the_skip_the_frame_just_read():
+    torch.manual_seed(1)
+    model = PianoRollRNN(6, output="nade", nade_hidden=5, nade_skip=True).eval()
+    with torch.no_grad():
+        model.nade.input_visible.weight.normal_(0, 3.0)  # a strong skip: the wrong frame would show
+        model.nade.input_hidden.weight.normal_(0, 3.0)
+    primer = random_rolls(1, 3, seed=7, density=0.3)[0]
+    rolls = generate(model, steps=8, primer=primer, temperature=0.0, seed=0)[0]
+    frames = [torch.as_tensor(f, dtype=torch.float32) for f in primer]
+    with torch.no_grad():
+        states, h = model.hidden_states(torch.stack(frames)[None])
+        for _ in range(8):
+            frame = model.nade.sample(states[:, -1], temperature=0.0, inputs=frames[-1][None])[0].float()
+            frames.append(frame)
+            states, h = model.hidden_states(frame[None, None], h)
+    assert (rolls == torch.stack(frames).numpy()).all()
 
 
 def test_the_app_sidebar_output_choice_reaches_the_config():
