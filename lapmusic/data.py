@@ -35,7 +35,7 @@ import numpy as np
 
 from . import LOWEST_PITCH, N_KEYS
 from .errors import DataError, DownloadError
-from .io import atomic_save
+from .io import atomic_save, new_file_mode
 from .midi import DEFAULT_STEP_SECONDS, check_roll
 
 Progress = Callable[[float, str], None]
@@ -369,6 +369,7 @@ def download(url: str, dest: Path, *, verify: Callable[[Path], None], progress: 
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.fchmod(fd, new_file_mode())
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
