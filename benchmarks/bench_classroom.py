@@ -8,6 +8,9 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
 2. ``--settings`` sessions (default 8) each train different settings (hidden units 16, 24, ...). Measured:
    seconds from the click to the queue position with its estimate on the page; then, while they train,
    ``--loads`` fresh page loads one after the other (seconds from navigation to a usable sidebar and tabs).
+   Greying: every page samples, every 100 ms, whether any of its elements is marked stale (Streamlit draws
+   those faded while it redraws them); reported as the longest faded stretch per page, for the eight open
+   pages and for each fresh page (over its load and the 2 s after it).
 3. ``kill -9`` of the server mid-training, restart. Measured: runs before/after (none lost), the queue order
    before/after (unchanged), whether the worker that was training survived and was adopted; then ``kill -9``
    of that worker and the seconds until the run reads as interrupted and resumable; and a session link from
@@ -54,6 +57,23 @@ PAGE_STATE_JS = """() => ({
         a => a.innerText.trim().slice(0, 160)),
     plots: document.querySelectorAll('.js-plotly-plot').length,
     url: location.href})"""
+
+
+# Greying: Streamlit marks an element it is about to redraw with data-stale="true" and draws it faded until
+# the new one arrives. Sampled every 100 ms in each page from its first script on: the longest stretch in
+# which any element of the page was stale, and the total.
+STALE_SAMPLER_JS = """(() => {
+    const s = window.__lmStale = {longest_ms: 0, total_ms: 0, since: null};
+    setInterval(() => {
+        const now = performance.now();
+        if (document.querySelector('[data-stale="true"]')) {
+            if (s.since === null) s.since = now;
+            s.longest_ms = Math.max(s.longest_ms, now - s.since);
+            s.total_ms += 100;
+        } else s.since = null;
+    }, 100);
+})();"""
+STALE_JS = "() => window.__lmStale ? {longest_s: window.__lmStale.longest_ms / 1000, total_s: window.__lmStale.total_ms / 1000} : null"
 
 
 def free_port() -> int:
@@ -122,12 +142,21 @@ def open_session(browser, url: str, timeout_ms: int = 120_000):
     """A new browser context and page on ``url``; returns (context, page, seconds until the sidebar's Train
     button and the tabs are visible)."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
+    context.add_init_script(STALE_SAMPLER_JS)
     page = context.new_page()
     started = time.monotonic()
     page.goto(url, timeout=timeout_ms)
     page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_ms)
     page.get_by_role("tab", name="Training", exact=True).wait_for(timeout=timeout_ms)
     return context, page, time.monotonic() - started
+
+
+def _longest_stale(page) -> float | None:
+    try:
+        state = page.evaluate(STALE_JS)
+    except Exception:  # noqa: BLE001 - a page that is gone: nothing measured
+        return None
+    return None if state is None else round(state["longest_s"], 2)
 
 
 def run_folders(runs_dir: Path) -> dict[str, str]:
@@ -275,13 +304,15 @@ def _different_settings_and_restart(args, browser, server: Server, runs_dir: Pat
         others.append((context, page))
         links.append(page.url)
     result["phase2_queue_estimate_s"] = summary(waits)
-
-    def page_loads(count: int) -> list[float]:
+    def page_loads(count: int, stale: list) -> list[float]:
+        """``count`` fresh page loads; appends to ``stale`` each page's longest faded stretch."""
         out = []
         for _ in range(count):
             try:
-                context, _, seconds = open_session(browser, server.url, timeout_ms=60_000)
+                context, page, seconds = open_session(browser, server.url, timeout_ms=60_000)
                 out.append(seconds)
+                page.wait_for_timeout(2000)  # a student reads the page: reruns while it is open count too
+                stale.append(_longest_stale(page))
                 context.close()
             except Exception:  # noqa: BLE001 - a load over 60 s
                 out.append(60.0)
@@ -290,13 +321,18 @@ def _different_settings_and_restart(args, browser, server: Server, runs_dir: Pat
     # (a) with the eight pages open and polling in the same browser on this machine, (b) after closing
     # them: then only the server and its training workers compete with the new page (as in a classroom,
     # where the students' browsers run on their own computers).
-    result["phase2_page_load_with_8_pages_open_s"] = summary(page_loads(args.loads))
+    stale_a, stale_b = [], []
+    result["phase2_page_load_with_8_pages_open_s"] = summary(page_loads(args.loads, stale_a))
+    result["phase2_longest_stale_of_the_new_pages_a_s"] = summary(stale_a)
     result["phase2_load_average_a"] = os.getloadavg()
+    # The eight pages have been open since their click, their Training tabs polling the queue and curves.
+    result["phase2_longest_stale_of_the_8_pages_s"] = summary([_longest_stale(page) for _, page in others])
     for context, _ in others[1:]:
         context.close()
     result["phase2_runs_training"] = sum(1 for s in run_folders(runs_dir).values() if s == "running")
-    result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads))
+    result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads, stale_b))
     result["phase2_load_average_b"] = os.getloadavg()
+    result["phase2_longest_stale_of_the_new_pages_b_s"] = summary(stale_b)
     print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
     others[0][0].close()
 

@@ -67,6 +67,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum 0.9")
     p.add_argument("--dropout", type=float, help="dropout on the hidden states (default 0)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0)")
+    p.add_argument("--input-noise", type=float, metavar="Q",
+                   help="training only: drop each input note with probability Q, 0 <= Q < 1, and switch off-keys "
+                   "on so that each key keeps its training frequency; targets and evaluation stay clean "
+                   f"(default {_default('input_noise')}: off)")
     p.add_argument("--patience", type=_positive_int,
                    help="stop after this many epochs without a better validation NLL (default 5)")
     p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
@@ -112,8 +116,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    f"(default {_default('alpha_target')}; ignored with --alpha)")
 
 
-_TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight_decay", "patience",
-                     "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
+_TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
+                     "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
                      "output", "nade_hidden", "nade_skip")
 
@@ -121,7 +125,7 @@ _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "weight
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
 # (tests/test_recipes.py checks them against TrainConfig).
 RECIPE_DEFAULTS = {"lr_patience": 1, "lae_decay": 0.3, "readout_start": "fit", "readout_ridge": 1.0,
-                   "readout_steps": 20, "alpha_target": 1.5}
+                   "readout_steps": 20, "alpha_target": 1.5, "input_noise": 0.0}
 
 
 def _default(name: str):
@@ -339,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int,
                    help="maximum number of epochs (default 20; with --resume: train up to this many)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights, the batch order and dropout (default 0)")
+                   help="seed of the initial weights, the batch order, dropout and input noise (default 0)")
     p.add_argument("--max-sequences", type=_positive_int,
                    help="use only the first N pieces of each split (default: all)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")

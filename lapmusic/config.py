@@ -40,6 +40,7 @@ class TrainConfig:
     momentum: float = 0.9
     clip: float | None = 1.0  # max gradient norm (None: no clipping)
     dropout: float = 0.0  # on the hidden states, before the readout
+    input_noise: float = 0.0  # training inputs only: on-notes dropped w.p. q, keys switched on to keep density
     weight_decay: float = 0.0
     patience: int | None = 5  # early stopping after this many epochs without a better validation NLL
     lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
@@ -115,6 +116,8 @@ class TrainConfig:
             problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.lae_path is not None and not isinstance(self.lae_path, str):
             problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
+        if not _is_number(self.input_noise) or not 0.0 <= self.input_noise < 1.0:
+            problems.append(f"input_noise must be a number in [0, 1) (0: off), not {self.input_noise!r}")
         for name in ("relative_lr", "nade_skip"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")

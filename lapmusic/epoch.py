@@ -69,6 +69,50 @@ def pad_batch(pieces: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
     return rolls[:, :-1], rolls[:, 1:], mask
 
 
+# ------------------------------------------------------------------------------------------ input noise
+def key_density(pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``rho`` ``(88,)``: the share of frames in which each key is on, over every frame of ``pieces``."""
+    counts = sum(piece.sum(0, dtype=torch.float64) for piece in pieces)
+    frames = sum(len(piece) for piece in pieces)
+    return (counts / max(frames, 1)).to(torch.float32)
+
+
+def noise_generator(rate: float, seed: int, epoch: int, device: torch.device) -> torch.Generator | None:
+    """The input-noise draws of one epoch, seeded from ``(seed, epoch)`` like the batch order, so a resumed
+    run draws the same noise as an uninterrupted one; a stream of its own (not the global torch RNG), so
+    dropout's draws and every ``rate = 0`` run stay as they were. ``None`` when the noise is off."""
+    if rate <= 0:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0]))
+    return generator
+
+
+def corrupt_inputs(inputs: torch.Tensor, rate: float, density: torch.Tensor,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """A noisy copy of the input frames ``(B, T, 88)`` (0/1 floats); ``inputs`` itself is left untouched.
+
+    Every key of every frame is flipped independently: a key that is on is switched off with probability
+    ``q = rate``; key ``k``, when off, is switched on with probability ``s_k = q rho_k / (1 - rho_k)``
+    (``density`` = ``rho``, the key's share of training frames; clamped to 1). Then
+    ``P(on after) = rho_k (1 - q) + (1 - rho_k) s_k = rho_k``: each key keeps its training frequency, and a
+    frame keeps its expected number of notes.
+
+    Why this noise and not a symmetric flip: piano rolls are sparse (JSB: about 4 of 88 keys on, rho about
+    0.05), so flipping every key with probability q would add ``88 q`` spurious notes a frame (4.4 at
+    q = 0.05, doubling the chord) and switch on keys the data never plays; here a corrupted frame looks like a
+    plausible frame with some notes missing and some wrong notes, in the keys' own proportions, which is the
+    kind of error the network's own predictions carry when it is fed them while sampling.
+    """
+    if rate <= 0:
+        return inputs
+    rho = density.to(inputs.device, torch.float32)
+    switch_on = torch.where(rho < 1, rate * rho / (1 - rho).clamp_min(1e-12), torch.ones_like(rho)).clamp(max=1.0)
+    flip = torch.where(inputs > 0.5, torch.full_like(inputs, rate), switch_on.expand_as(inputs))
+    draws = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+    return torch.where(draws < flip, 1.0 - inputs, inputs)
+
+
 def _active_rows(mask: torch.Tensor, start: int) -> int:
     """How many (longest-first) rows still have a frame to predict at or after frame ``start``."""
     return int((mask[:, start:].sum(1) > 0).sum())
@@ -154,6 +198,9 @@ def train_epoch(
     on_batch: Callable[[int, int], None] | None = None,
     cancel=None,
     warmup_steps: int = 0,
+    input_noise: float = 0.0,
+    density: torch.Tensor | None = None,
+    noise_generator: torch.Generator | None = None,
 ) -> dict:
     """One pass over ``pieces``; returns ``{"nll": mean training NLL per frame, "frames", "steps"}``.
 
@@ -161,7 +208,12 @@ def train_epoch(
     (one piece per optimizer step), used as the baseline of the throughput benchmark.
     ``warmup_steps``: the learning rate rises linearly over the first optimizer steps of the run (the
     count lives in the optimizer's param groups, so it survives checkpoints).
+    ``input_noise`` ``q > 0``: every batch's input frames are corrupted by :func:`corrupt_inputs` with the
+    training key frequencies ``density`` ``(88,)`` and draws from ``noise_generator``; the targets (the next
+    frames) stay clean. Evaluation never adds noise.
     """
+    if input_noise > 0 and density is None:
+        raise ValueError("input_noise needs the training key density")
     model.train()
     lengths = [len(p) for p in pieces]
     usable = [i for i, n in enumerate(lengths) if n >= 2]
@@ -171,6 +223,8 @@ def train_epoch(
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled("cancelled")
         inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
+        if input_noise > 0:  # a new tensor: ``targets`` is a view of the same clean rolls
+            inputs = corrupt_inputs(inputs, input_noise, density, noise_generator)
         h = None
         for start in range(0, inputs.shape[1], bptt):
             rows = _active_rows(mask, start)  # pieces that ended in earlier windows drop out of the batch

@@ -111,6 +111,33 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _read_umask() -> int:
+    """The process's umask, without changing it (``os.umask`` can only be read by setting it, which would
+    race with the server's other threads creating files): from ``/proc/self/status`` on Linux, else the
+    value read once at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+_UMASK_AT_IMPORT = os.umask(0o022)
+os.umask(_UMASK_AT_IMPORT)
+
+
+def new_file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` would give a new file: ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` creates its files ``0o600``; files made through it are set to this mode, so that run
+    folders and caches written atomically are as readable as any other file (e.g. by the other users of a
+    shared runs folder)."""
+    return 0o666 & ~_read_umask()
+
+
 def atomic_save(path: str | os.PathLike, writer) -> Path:
     """Atomically and durably create ``path`` with ``writer(file_object)`` (e.g. ``torch.save``).
 
@@ -124,6 +151,7 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             writer(_PausingHandle(handle, pause) if pause else handle)
             handle.flush()

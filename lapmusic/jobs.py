@@ -53,7 +53,7 @@ from .runs import (  # noqa: F401 - re-exported: the pages import the run-folder
 )
 from .sessions import state_dir
 from .supervisor import MAX_ATTEMPTS, TICK_SECONDS, WorkerSupervisor, _env_int, cuda_devices, default_max_jobs  # noqa: F401
-from .worker import CANCEL_FILE, WORKER_FILE, worker_state
+from .worker import CANCEL_FILE, live_worker
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,8 @@ class JobManager(WorkerSupervisor):
             status = read_json(run_dir / "status.json") or {}
             job.state = str(status.get("state") or QUEUED)
             if job.state == RUNNING:
-                if worker_state(run_dir) == "alive":
-                    job.pid = (read_json(run_dir / WORKER_FILE) or {}).get("pid")  # adopt the orphan
+                if (worker := live_worker(run_dir)) is not None:
+                    job.pid = worker.get("pid")  # adopt the orphan
                     job.started_at = time.time()
                 elif self.owner:
                     self._worker_gone(job, requeue=requeue_front)

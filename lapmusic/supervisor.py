@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .io import read_json
 from .runs import CANCELLED, DONE_STATES, FAILED, INTERRUPTED, QUEUED, RUNNING
-from .worker import CANCEL_FILE, WORKER_FILE, pid_alive, worker_state, write_worker_file
+from .worker import CANCEL_FILE, live_worker, pid_alive, worker_state, write_worker_file
 
 log = logging.getLogger("lapmusic.jobs")
 
@@ -125,8 +125,8 @@ class WorkerSupervisor:
                 job = self._jobs.get(run_dir)
                 if job is None or job.state != QUEUED or not run_dir.is_dir():
                     continue
-                if worker_state(run_dir) == "alive":  # a worker of a previous server is still on it
-                    job.state, job.pid = RUNNING, (read_json(run_dir / WORKER_FILE) or {}).get("pid")
+                if (info := live_worker(run_dir)) is not None:  # a worker of a previous server is still on it
+                    job.state, job.pid = RUNNING, info.get("pid")
                     continue
                 self._start(job)
 

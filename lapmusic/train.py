@@ -34,6 +34,7 @@ from .errors import CheckpointError, LapMusicError
 from .epoch import (TrainingCancelled, TrainingDiverged, _accumulate, _active_rows, _detach,  # noqa: F401
                     _first_rows, _to_tensors, _warm_up, choose_threshold, evaluate_tensors, length_batches,
                     pad_batch, train_epoch)
+from .epoch import corrupt_inputs, key_density, noise_generator  # noqa: F401 (re-exported)
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
 from .metrics import baselines
@@ -268,6 +269,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     train_t = _to_tensors(train_seqs, device)
     valid_t = _to_tensors(valid_seqs, device)
     slots = config.epochs + 1  # slot 0: pre-training and the evaluation of the initial network
+    density = key_density(train_t) if config.input_noise > 0 else None
 
     model = _build_model(config)
     pretrain: dict[str, Any] = {}
@@ -329,6 +331,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
             break
         epoch_started = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])
+        noise = noise_generator(config.input_noise, config.seed, epoch, device)
 
         def on_batch(done: int, total: int, epoch=epoch) -> None:
             report((epoch + done / total) / slots, f"epoch {epoch}/{config.epochs}: batch {done}/{total}",
@@ -336,7 +339,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
 
         result = train_epoch(model, optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
                              clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
-                             warmup_steps=config.warmup_steps)
+                             warmup_steps=config.warmup_steps, input_noise=config.input_noise,
+                             density=density, noise_generator=noise)
         valid = evaluate_tensors(model, valid_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
         _check_divergence(epoch, result["nll"], valid["nll"])
         seconds = time.perf_counter() - epoch_started

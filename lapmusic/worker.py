@@ -70,7 +70,17 @@ def worker_state(run_dir: str | os.PathLike, now: float | None = None) -> str | 
     fresher than ``STALE_SECONDS``.
     A worker that exited cleanly marks ``worker.json`` with ``"exited"``: dead, but its status.json is final.
     """
+    return _state_of(read_json(Path(run_dir) / WORKER_FILE), now)
+
+
+def live_worker(run_dir: str | os.PathLike) -> dict | None:
+    """``worker.json`` of the worker training in ``run_dir`` when :func:`worker_state` says alive, else None
+    (one read of the file: a restarted server adopts that worker and its ``"pid"``)."""
     info = read_json(Path(run_dir) / WORKER_FILE)
+    return info if _state_of(info) == "alive" else None
+
+
+def _state_of(info: dict | None, now: float | None = None) -> str | None:
     if info is None:
         return None
     if info.get("exited"):

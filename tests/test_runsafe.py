@@ -389,3 +389,16 @@ def test_a_folder_without_write_permission_is_a_clear_error(tmp_path, dataset):
             train(small_config(), folder / "run", dataset=dataset)
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_get_the_mode_of_an_ordinary_file(tmp_path, umask, mode):
+    # mkstemp makes its files 0600: a runs folder shared by several users was unreadable to the others.
+    from lapmusic.io import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_json(tmp_path / "status.json", {"state": "finished"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode

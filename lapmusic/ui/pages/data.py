@@ -1,4 +1,4 @@
-"""Data tab: facts about the chosen dataset, a piano roll of one piece, and how it sounds."""
+"""Data tab: facts about the chosen dataset, a piano roll of one piece, and (on request) how it sounds."""
 
 from __future__ import annotations
 
@@ -54,19 +54,30 @@ def render(settings: Settings) -> None:
         key=f"data_piece-{settings.dataset}-{split}",
     )
     roll = pieces[int(index)]
-    from ...plots import piano_roll_figure
+    from ..player import show_player
 
-    figure = piano_roll_figure(
-        roll[:MAX_PLOT_FRAMES], primer_frames=0, step_seconds=dataset.step_seconds,
+    # The roll is drawn on the player's own canvas, not with Plotly: this is the tab a new session opens
+    # on, and Plotly's 4.7 MB script, parsed by every fresh browser, was most of a first page load's
+    # time on a busy 2-core server (docs/app.md, "Classroom / Measured"). The audio is Streamlit's (served,
+    # not embedded in the page), so this roll has no playhead.
+    show_player(
+        roll[:MAX_PLOT_FRAMES], wav=None, step_seconds=dataset.step_seconds,
         title=f"{split} piece {int(index)}: {len(roll)} frames, {len(roll) * dataset.step_seconds:.0f} s",
     )
-    st.plotly_chart(figure, key="data_roll")
     if len(roll) > MAX_PLOT_FRAMES:
         st.caption(f"Piano roll: the first {MAX_PLOT_FRAMES:,} of {len(roll):,} frames.")
+    # Audio on request: rendering and serving a piece's WAV (megabytes) with every new page cost a fresh
+    # session about half a second on a busy 2-core server; one press plays it (autoplay after the press).
+    piece = (settings.dataset, split, int(index))
+    if st.session_state.get("data_listen") != piece:
+        st.button("Listen", key="data_listen_button", icon=":material/play_arrow:",
+                  on_click=lambda: st.session_state.update(data_listen=piece),
+                  help=f"Play the first {MAX_LISTEN_FRAMES} frames of this piece.")
+        return
     wav, warning = _piece_audio(
         common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
     )
-    st.audio(wav, format="audio/wav")
+    st.audio(wav, format="audio/wav", autoplay=True)
     if len(roll) > MAX_LISTEN_FRAMES:
         st.caption(f"Audio: the first {MAX_LISTEN_FRAMES} frames.")
     if warning:
