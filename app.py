@@ -30,4 +30,3 @@ for tab, render in zip(tabs, PAGES.values()):
     if tab.open:  # only the visible tab runs: a page that is not looked at costs nothing
         with tab:
             common.guarded(render, settings)
-common.prefetch_chart_library()  # Plotly is compiled while the student reads the first view

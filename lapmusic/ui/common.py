@@ -7,7 +7,6 @@ exception's one-line summary, with the traceback in the server log.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -81,36 +80,6 @@ def manager() -> JobManager:
 @st.cache_resource(show_spinner=False)
 def _secret_for(runs_dir: str) -> bytes:
     return sessions.server_secret(runs_dir)
-
-
-@functools.lru_cache(maxsize=1)
-def _chart_library_path() -> str | None:
-    """Streamlit's Plotly chunk, relative to the page (content-hashed: ``static/js/PlotlyChart.HASH.js``)."""
-    names = sorted((Path(st.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
-    return f"static/js/{names[0].name}" if len(names) == 1 else None
-
-
-def prefetch_chart_library() -> None:
-    """Let the browser fetch and compile Plotly once the page is drawn and idle.
-
-    The first view (the Data tab) has no Plotly chart, so that a new page is usable sooner: Plotly's script
-    is 4.7 MB, and parsing it was most of a fresh page's load on a busy 2-core machine. Without this, the
-    parse would come when the first loss curve is drawn instead, all of a class's pages at the same moment.
-    ``modulepreload`` (after ``requestIdleCallback``) puts the module in the page's module map, where
-    Streamlit's own ``import()`` of the same URL finds it. Nothing is drawn; without JavaScript, nothing
-    happens.
-    """
-    path = _chart_library_path()
-    if path is None:  # another Streamlit build: its charts load as usual, when first drawn
-        return
-    st.html(
-        "<script>(window.requestIdleCallback || setTimeout)(() => {"
-        " if (document.querySelector('link[data-lm-charts]')) return;"
-        " const link = document.createElement('link'); link.rel = 'modulepreload'; link.dataset.lmCharts = '1';"
-        f" link.href = new URL({json.dumps(path)}, document.baseURI).href; document.head.appendChild(link); }});"
-        "</script>",
-        unsafe_allow_javascript=True,
-    )
 
 
 def session_id() -> str:
