@@ -54,20 +54,19 @@ def render(settings: Settings) -> None:
         key=f"data_piece-{settings.dataset}-{split}",
     )
     roll = pieces[int(index)]
-    from ..player import show_player
+    from ...plots import piano_roll_figure
 
-    # The roll is drawn on the player's own canvas, not with Plotly: this is the tab a new session opens
-    # on, and Plotly's 4.7 MB script, parsed by every fresh browser, was most of a first page load's
-    # time on a busy 2-core server (docs/app.md, "Classroom / Measured"). The audio is Streamlit's (served,
-    # not embedded in the page), so this roll has no playhead.
-    show_player(
-        roll[:MAX_PLOT_FRAMES], wav=None, step_seconds=dataset.step_seconds,
+    figure = piano_roll_figure(
+        roll[:MAX_PLOT_FRAMES], primer_frames=0, step_seconds=dataset.step_seconds,
         title=f"{split} piece {int(index)}: {len(roll)} frames, {len(roll) * dataset.step_seconds:.0f} s",
     )
+    st.plotly_chart(figure, key="data_roll")
     if len(roll) > MAX_PLOT_FRAMES:
         st.caption(f"Piano roll: the first {MAX_PLOT_FRAMES:,} of {len(roll):,} frames.")
-    # Audio on request: rendering and serving a piece's WAV (megabytes) with every new page cost a fresh
-    # session about half a second on a busy 2-core server; one press plays it (autoplay after the press).
+    # Audio on request: serving a piece's WAV (megabytes) to every new page cost a fresh session about half
+    # a second of its load on a busy 2-core server; one press plays it (autoplay after the press). The
+    # roll stays a Plotly chart: this first view loads Plotly, which the Training tab's curves need anyway
+    # (deferring it made a class's first curves wait for every page to load it at once: docs/app.md).
     piece = (settings.dataset, split, int(index))
     if st.session_state.get("data_listen") != piece:
         st.button("Listen", key="data_listen_button", icon=":material/play_arrow:",
