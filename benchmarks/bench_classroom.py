@@ -20,7 +20,7 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
     python benchmarks/bench_classroom.py --students 10 --settings 0   # phase 1 only
 
 Each page that shows no curve by the deadline is described in ``phase1_pages_without_curve`` (its open tab,
-its messages), so that a missing curve can be told apart from a page that is elsewhere or shows an error.
+its messages, its first JavaScript errors), so that a missing curve can be told apart from a page that is elsewhere or shows an error.
 
 Uses a temporary runs folder; the dataset cache is a temporary folder holding a link to the Bach set of
 the usual cache (built once by ``lapmusic datasets``). Needs Playwright and /usr/bin/chromium.
@@ -231,10 +231,13 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
 def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
     # All pages start loading at once (as a class does), then each is waited for in turn: the time to
     # its Train button is an upper bound when an earlier page was slower.
-    students, starts = [], []
-    for _ in range(args.students):
+    students, starts, errors = [], [], []
+    for n in range(args.students):
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         page = context.new_page()
+        errors.append([])  # the page's uncaught JavaScript errors and console errors, for pages without a curve
+        page.on("pageerror", lambda exc, n=n: errors[n].append(f"pageerror: {exc}"[:200]))
+        page.on("console", lambda msg, n=n: msg.type == "error" and errors[n].append(f"console: {msg.text}"[:200]))
         starts.append(time.monotonic())
         page.goto(server.url, wait_until="commit", timeout=120_000)
         students.append((context, page))
@@ -274,9 +277,9 @@ def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: di
     for n, (_, page) in enumerate(students):
         if first_curve[n] is None and clicks[n] is not None:
             try:
-                states.append(page.evaluate(PAGE_STATE_JS))
+                states.append(dict(page.evaluate(PAGE_STATE_JS), js_errors=errors[n][:5]))
             except Exception as exc:  # noqa: BLE001 - recorded as what it is
-                states.append({"error": f"{type(exc).__name__}: {exc}"[:200]})
+                states.append({"error": f"{type(exc).__name__}: {exc}"[:200], "js_errors": errors[n][:5]})
     result["phase1_pages_without_curve"] = states
     result["phase1_run_folders"] = len(run_folders(runs_dir))
     print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
