@@ -32,9 +32,8 @@ from .config import (CONFIG_KEYS_V1, READOUT_STARTS, TrainConfig, _FLOAT_FIELDS,
                      _INT_FIELDS)
 from .errors import CheckpointError, LapMusicError
 from .epoch import (TrainingCancelled, TrainingDiverged, _accumulate, _active_rows, _detach,  # noqa: F401
-                    _first_rows, _to_tensors, _warm_up, choose_threshold, evaluate_tensors, length_batches,
-                    pad_batch, train_epoch)
-from .epoch import corrupt_inputs, key_density, noise_generator  # noqa: F401 (re-exported)
+                    _first_rows, _to_tensors, _warm_up, choose_threshold, evaluate_tensors, key_density,
+                    length_batches, noise_generator, pad_batch, train_epoch)
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
 from .metrics import baselines
