@@ -35,6 +35,8 @@ class TrainConfig:
     output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
     nade_hidden: int = 64  # NADE hidden units (output "nade" only)
     nade_skip: bool = False  # NADE biases also linear in the frame just read (lapmusic/nade.py, "Previous-frame skip")
+    readout_skip: bool = False  # Bernoulli logits also get W_skip x_t (the frame just read); docs/training.md
+    readout_skip_fit: bool = True  # LAE init, readout_start "fit": fit W_skip with the readout (else zero)
     bptt: int = 100  # truncated-BPTT window in frames
     optimizer: str = "adam"  # "adam" | "sgd" (with momentum)
     momentum: float = 0.9
@@ -119,11 +121,13 @@ class TrainConfig:
             problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
         if not _is_number(self.input_noise) or not 0.0 <= self.input_noise < 1.0:
             problems.append(f"input_noise must be a number in [0, 1) (0: off), not {self.input_noise!r}")
-        for name in ("relative_lr", "nade_skip"):
+        for name in ("relative_lr", "nade_skip", "readout_skip", "readout_skip_fit"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.nade_skip is True and self.output != "nade":
             problems.append("nade_skip needs output 'nade'")
+        if self.readout_skip is True and self.output != "bernoulli":
+            problems.append("readout_skip needs output 'bernoulli' (a NADE output has nade_skip)")
         for name, (low, high, optional) in _INT_FIELDS.items():
             value = getattr(self, name)
             if value is None and optional:
