@@ -138,3 +138,10 @@ def test_cli_train_with_readout_skip(tmp_path, dataset, monkeypatch, capsys):
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--epochs", "1", "--readout-skip", "--output",
                      "nade", "--device", "cpu", "--out", str(tmp_path / "bad")])
     assert code == 2 and "readout_skip needs output 'bernoulli'" in capsys.readouterr().err
+
+
+def test_run_label_names_the_readout_skip():
+    from lapmusic.ui.common import run_label
+
+    assert run_label({"init": "lae", "hidden": 8, "seed": 1, "readout_skip": True}) == "LAE · h8 · seed 1 · skip"
+    assert run_label({"init": "lae", "hidden": 8, "seed": 1}) == "LAE · h8 · seed 1"
