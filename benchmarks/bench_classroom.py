@@ -51,11 +51,17 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 CURVE_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
     p => (p.data || []).some(t => t.x && t.x.length >= 1))"""
 # What a page without a curve shows: its open tab, its messages (the first 160 characters of each).
+# ``charts`` counts Streamlit's chart elements (what the server sent), ``plots`` the charts Plotly has drawn in
+# them; ``stale`` the elements drawn faded; ``status`` Streamlit's running/connecting indicator.
 PAGE_STATE_JS = """() => ({
     tab: ([...document.querySelectorAll('[role=tab][aria-selected=true]')].map(t => t.innerText.trim())[0] || null),
     alerts: [...document.querySelectorAll('[data-testid=stAlert], [data-testid=stException]')].map(
         a => a.innerText.trim().slice(0, 160)),
+    charts: document.querySelectorAll('[data-testid=stPlotlyChart]').length,
     plots: document.querySelectorAll('.js-plotly-plot').length,
+    stale: document.querySelectorAll('[data-stale="true"]').length,
+    status: ([...document.querySelectorAll('[data-testid=stStatusWidget]')].map(t => t.innerText.trim())[0] || null),
+    main: ((document.querySelector('[data-testid=stMain]') || {}).innerText || '').trim().slice(0, 400),
     url: location.href})"""
 
 
@@ -159,6 +165,31 @@ def _longest_stale(page) -> float | None:
     return None if state is None else round(state["longest_s"], 2)
 
 
+def _watch_socket(ws, counts: dict) -> None:
+    """Count a page's websocket traffic: a page whose server stopped sending (or that reconnected) shows here."""
+    if "/_stcore/stream" not in ws.url:
+        return
+    counts["opened"] += 1
+
+    def received(_payload):
+        counts["received"] += 1
+        counts["last_received"] = time.monotonic()
+
+    def sent(_payload):
+        counts["sent"] += 1
+
+    ws.on("framereceived", received)
+    ws.on("framesent", sent)
+    ws.on("close", lambda _ws: counts.__setitem__("closed", counts["closed"] + 1))
+
+
+def _socket_summary(counts: dict) -> dict:
+    out = {k: v for k, v in counts.items() if k != "last_received"}
+    last = counts["last_received"]
+    out["seconds_since_last_received"] = None if last is None else round(time.monotonic() - last, 1)
+    return out
+
+
 def run_folders(runs_dir: Path) -> dict[str, str]:
     from lapmusic.jobs import list_runs
 
@@ -231,13 +262,15 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
 def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
     # All pages start loading at once (as a class does), then each is waited for in turn: the time to
     # its Train button is an upper bound when an earlier page was slower.
-    students, starts, errors = [], [], []
+    students, starts, errors, sockets = [], [], [], []
     for n in range(args.students):
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         page = context.new_page()
         errors.append([])  # the page's uncaught JavaScript errors and console errors, for pages without a curve
         page.on("pageerror", lambda exc, n=n: errors[n].append(f"pageerror: {exc}"[:200]))
         page.on("console", lambda msg, n=n: msg.type == "error" and errors[n].append(f"console: {msg.text}"[:200]))
+        sockets.append({"opened": 0, "closed": 0, "sent": 0, "received": 0, "last_received": None})
+        page.on("websocket", lambda ws, n=n: _watch_socket(ws, sockets[n]))
         starts.append(time.monotonic())
         page.goto(server.url, wait_until="commit", timeout=120_000)
         students.append((context, page))
@@ -277,10 +310,13 @@ def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: di
     for n, (_, page) in enumerate(students):
         if first_curve[n] is None and clicks[n] is not None:
             try:
-                states.append(dict(page.evaluate(PAGE_STATE_JS), js_errors=errors[n][:5]))
+                states.append(dict(page.evaluate(PAGE_STATE_JS), js_errors=errors[n][:5],
+                                   websocket=_socket_summary(sockets[n])))
             except Exception as exc:  # noqa: BLE001 - recorded as what it is
-                states.append({"error": f"{type(exc).__name__}: {exc}"[:200], "js_errors": errors[n][:5]})
+                states.append({"error": f"{type(exc).__name__}: {exc}"[:200], "js_errors": errors[n][:5],
+                               "websocket": _socket_summary(sockets[n])})
     result["phase1_pages_without_curve"] = states
+    result["phase1_pages_whose_websocket_reconnected"] = sum(c["opened"] > 1 for c in sockets)
     result["phase1_run_folders"] = len(run_folders(runs_dir))
     print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
     for context, _ in students:
