@@ -23,8 +23,13 @@ import streamlit as st
 from ..errors import LapMusicError
 from .. import sessions
 from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, default_runs_dir
+from . import slowclients
 
 log = logging.getLogger("lapmusic.app")
+
+# A browser that falls 500 messages behind is disconnected for real (it reconnects and catches up) instead
+# of being dropped silently with its page frozen (slowclients.py; 11 of 30 pages in a loaded classroom run).
+slowclients.install()
 
 PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
 
