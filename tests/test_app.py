@@ -116,6 +116,11 @@ def test_the_first_page_shows_the_data_its_piano_roll_and_its_audio(app_env):
     at.button(key="data_listen_button").click()
     at.run()
     assert len(at.get("audio")) == 1 and at.get("audio")[0].proto.autoplay
+    # Another tab and back: the player is there, but does not play the piece again by itself.
+    show(at, "Results")
+    assert not at.get("audio")
+    show(at, "Data")
+    assert len(at.get("audio")) == 1 and not at.get("audio")[0].proto.autoplay
 
     at.radio(key="data_split").set_value("test")
     at.run()
@@ -583,3 +588,25 @@ def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "0", out.stdout
+
+
+def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_stays_within_the_budget():
+    """Thirty live Training tabs refreshing every 1.5 s starved the server (docs/app.md, "Fifth round"):
+    the interval is max(base, pages x cpu per refresh / share), pages counted over the last minute."""
+    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
+
+    budget = PollBudget(share=0.25, first_cpu=0.04)
+    assert budget.seconds("a", 1.5, now=0.0) == 1.5  # one page: the base
+    for n in range(30):
+        interval = budget.seconds(f"page{n}", 1.5, now=1.0)
+    assert interval == pytest.approx(max(1.5, 31 * 0.04 / 0.25))  # 4.96 s for 31 pages
+    assert budget.seconds("a", 1.5, now=2.0) == pytest.approx(interval)  # the same page counts once
+    # Pages that stopped refreshing a minute ago no longer count.
+    assert budget.seconds("a", 1.5, now=1.0 + POLL_FORGET_SECONDS + 1) == 1.5
+    # The cost per refresh is measured: a moving average moves towards what the refreshes take.
+    for _ in range(100):
+        budget.record(0.002)
+    assert budget.cpu == pytest.approx(0.002, rel=1e-3)
+    for n in range(30):
+        interval = budget.seconds(f"page{n}", 1.5, now=100.0)
+    assert interval == 1.5  # cheap refreshes: thirty pages keep the base interval
