@@ -8,6 +8,7 @@ script until the page shows the expected state (with a generous deadline that on
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -610,3 +611,46 @@ def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_sta
     for n in range(30):
         interval = budget.seconds(f"page{n}", 1.5, now=100.0)
     assert interval == 1.5  # cheap refreshes: thirty pages keep the base interval
+
+
+def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
+    """``count`` threads arrive at a FairGate one after the other and stay inside until released together;
+    returns the order they got in and the most that were inside at once."""
+    from lapmusic.ui.common import FairGate
+
+    gate, lock, release = FairGate(slots=slots), threading.Lock(), threading.Event()
+    entered, inside, most = [], [0], [0]
+
+    def refresh(n: int) -> None:
+        with gate:
+            with lock:
+                entered.append(n)
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            release.wait(5)
+            time.sleep(0.002)
+            with lock:
+                inside[0] -= 1
+
+    threads = []
+    for n in range(count):  # each takes its ticket before the next thread starts
+        threads.append(threading.Thread(target=refresh, args=(n,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while gate._tickets < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    time.sleep(0.05)
+    assert entered == list(range(slots))  # the first ones are in, the others wait
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    return entered, most[0]
+
+
+def test_page_refreshes_take_turns_in_arrival_order():
+    """Under load, refreshes that all ran at once starved some pages for minutes (docs/app.md, "Fifth
+    round"): the gate lets them in first come, first served, at most ``slots`` at once."""
+    entered, most = _gate_run(slots=1, count=8)
+    assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
+    entered, most = _gate_run(slots=2, count=8)
+    assert sorted(entered) == list(range(8)) and most == 2

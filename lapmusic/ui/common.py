@@ -86,6 +86,36 @@ class PollBudget:
 poll_budget = PollBudget()  # one per server process
 
 
+class FairGate:
+    """At most ``slots`` page refreshes at once, let in strictly in the order they arrived.
+
+    Under load the Training tabs' refreshes (one thread per page) competed for the GIL and the job manager's
+    lock, which favour whichever thread ran last: in the classroom benchmark some pages got every refresh
+    and others none for four minutes. Waiting here in a queue costs no CPU, and every page gets its turn.
+    """
+
+    def __init__(self, slots: int = 2):
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._tickets = 0  # handed out
+        self._done = 0  # finished
+
+    def __enter__(self) -> "FairGate":
+        with self._cond:
+            ticket = self._tickets
+            self._tickets += 1
+            self._cond.wait_for(lambda: ticket < self._done + self.slots)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._done += 1
+            self._cond.notify_all()
+
+
+refresh_gate = FairGate()  # one per server process
+
+
 # ------------------------------------------------------------------------------ errors
 def guarded(render: Callable[..., Any], *args, **kwargs) -> Any:
     """Run a page body; turn any error into a readable message instead of a traceback."""

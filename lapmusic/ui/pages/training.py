@@ -54,18 +54,17 @@ def _states(runs: list[Path]) -> set[str]:
 def _live(runs: list[Path]) -> None:
     """Redraw every ``PollBudget`` interval: the base 1.5 s, longer when many pages refresh at once."""
     every = common.poll_budget.seconds(common.session_id(), common.poll_seconds())
-    st.fragment(run_every=every)(_live_refresh)(runs, every)
+    st.fragment(run_every=every)(_live_refresh)(runs)
 
 
-def _live_refresh(runs: list[Path], every: float) -> None:
+def _live_refresh(runs: list[Path]) -> None:
+    # The interval is fixed when the fragment is drawn (the browser's timer); the next full rerun (a click, a
+    # run that finishes) draws it again with the interval of that moment.
     started = time.thread_time()
     states = common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
     common.poll_budget.record(time.thread_time() - started)
     if RUNNING not in (states if states is not None else _states(runs)):
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
-    wanted = common.poll_budget.seconds(common.session_id(), common.poll_seconds())
-    if not every / 1.5 <= wanted <= every * 1.5:
-        st.rerun()  # the browser's timer is set when the fragment is drawn: draw it again with the new interval
 
 
 def _waiting(runs: list[Path]) -> None:
@@ -81,7 +80,15 @@ def _waiting_refresh(runs: list[Path]) -> None:
 
 
 def _draw(runs: list[Path]) -> set[str]:
-    """Draw the runs' progress and curves; returns their states (the fragments decide on them)."""
+    """Draw the runs' progress and curves; returns their states (the fragments decide on them).
+
+    Pages take turns (``common.refresh_gate``): under load, refreshes that all ran at once starved some
+    pages for minutes."""
+    with common.refresh_gate:
+        return _draw_now(runs)
+
+
+def _draw_now(runs: list[Path]) -> set[str]:
     manager = common.manager()
     histories: dict[str, list[dict]] = {}
     summaries = [s for s in (summarize_run(run, manager) for run in runs) if s is not None]
