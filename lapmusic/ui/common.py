@@ -87,7 +87,7 @@ poll_budget = PollBudget()  # one per server process
 
 
 class FairGate:
-    """At most ``slots`` page refreshes at once, let in strictly in the order they arrived.
+    """At most ``slots`` page refreshes at once (4 in the app), let in strictly in the order they arrived.
 
     Under load the Training tabs' refreshes (one thread per page) competed for the GIL and the job manager's
     lock, which favour whichever thread ran last: in the classroom benchmark some pages got every refresh
@@ -113,7 +113,7 @@ class FairGate:
             self._cond.notify_all()
 
 
-refresh_gate = FairGate()  # one per server process
+refresh_gate = FairGate(slots=4)  # one per server process
 
 
 # ------------------------------------------------------------------------------ errors
