@@ -18,7 +18,6 @@ A real page load is at least ``fetch_assets`` (first visit; a revalidation of ``
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import urllib.request
@@ -79,25 +78,33 @@ def revalidate_index(base_url: str) -> dict:
     return {"status": again["status"], "bytes": again["bytes"], "seconds": round(again["seconds"], 3)}
 
 
-async def _load_page(base_url: str, query: str, timeout: float) -> dict:
-    import websockets
+def load_page(base_url: str, query: str = "", timeout: float = 60) -> dict:
+    """A fresh page's script run over Streamlit's websocket, as a browser asks for it, without a browser.
+
+    Returns seconds from opening the socket to: the connection (``connect_s``), the first element
+    (``first_delta_s``), the sidebar's Train button (``train_button_s``), the tabs (``tabs_s``) and the end of
+    the run (``finished_s``: every element of the first view sent); messages and bytes received; the query
+    string the app set (the session link). Synchronous (``websockets.sync``): the benchmark's Playwright
+    already runs an event loop in this thread.
+    """
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
 
     host = urlparse(base_url).netloc
     started = time.monotonic()
     out: dict = {"messages": 0, "bytes": 0, "train_button_s": None, "tabs_s": None, "finished_s": None,
                  "first_delta_s": None, "query": None}
-    async with websockets.connect(f"ws://{host}/_stcore/stream", subprotocols=["streamlit"], origin=base_url,
-                                  max_size=None, open_timeout=timeout) as socket:
+    with connect(f"ws://{host}/_stcore/stream", subprotocols=["streamlit"], origin=base_url, max_size=None,
+                 open_timeout=timeout) as socket:
         out["connect_s"] = round(time.monotonic() - started, 3)
         rerun = BackMsg()
         rerun.rerun_script.query_string = query
         rerun.rerun_script.page_script_hash = ""
-        await socket.send(rerun.SerializeToString())
+        socket.send(rerun.SerializeToString())
         deadline = started + timeout
         while True:
-            data = await asyncio.wait_for(socket.recv(), max(0.01, deadline - time.monotonic()))
+            data = socket.recv(timeout=max(0.01, deadline - time.monotonic()))
             now = round(time.monotonic() - started, 3)
             msg = ForwardMsg()
             msg.ParseFromString(data)
@@ -120,14 +127,3 @@ async def _load_page(base_url: str, query: str, timeout: float) -> dict:
                     out["status"] = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
                     break
     return out
-
-
-def load_page(base_url: str, query: str = "", timeout: float = 60) -> dict:
-    """A fresh page's script run over Streamlit's websocket, as a browser asks for it, without a browser.
-
-    Returns seconds from opening the socket to: the connection (``connect_s``), the first element
-    (``first_delta_s``), the sidebar's Train button (``train_button_s``), the tabs (``tabs_s``) and the end of
-    the run (``finished_s``: every element of the first view sent); messages and bytes received; the query
-    string the app set (the session link).
-    """
-    return asyncio.run(_load_page(base_url, query, timeout))

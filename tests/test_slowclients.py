@@ -1,7 +1,7 @@
 """A browser that falls behind is disconnected for real (lapmusic/ui/slowclients.py), not left frozen.
 
 Streamlit's Starlette server drops a session whose browser is 500 messages behind but leaves its websocket
-open, so the page never updates again (11 of 30 pages in the loaded classroom benchmark, docs/app.md).
+open, so the page never updates again and never reconnects (docs/app.md, "Fifth round").
 With :func:`lapmusic.ui.slowclients.install` the server closes that websocket, which makes the browser
 reconnect and rerun the app.
 """

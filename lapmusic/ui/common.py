@@ -30,7 +30,7 @@ from . import slowclients
 log = logging.getLogger("lapmusic.app")
 
 # A browser that falls 500 messages behind is disconnected for real (it reconnects and catches up) instead
-# of being dropped silently with its page frozen (slowclients.py; 11 of 30 pages in a loaded classroom run).
+# of being dropped silently with its page frozen for ever (slowclients.py).
 slowclients.install()
 
 PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
@@ -53,9 +53,10 @@ class PollBudget:
     """How often each live page may refresh so that all of them together stay within a CPU budget.
 
     Every live Training tab re-reads its runs and redraws its curves each refresh, in the server's threads:
-    about 30-50 ms of CPU each. Thirty pages refreshing every 1.5 s needed more CPU than the server had on a
-    busy 2-core machine; the refreshes queued up on the job manager's lock and some pages got no refresh at
-    all for minutes (the classroom benchmark's pages that never drew a curve, docs/app.md). The interval is
+    tens of milliseconds of CPU each (the loss figure alone took 18 ms before it was shared). Thirty pages
+    refreshing every 1.5 s needed more CPU than the server had on a busy 2-core machine; the refreshes queued
+    up on the job manager's lock and some pages got no refresh at all for minutes (the classroom benchmark's
+    pages that never drew a curve, docs/app.md). The interval is
     therefore ``max(base, pages x cpu / share)``: ``pages`` that refreshed in the last minute, ``cpu`` the
     measured CPU seconds of a refresh (moving average), ``share`` :data:`POLL_CPU_SHARE`. With 30 pages at
     40 ms: 4.8 s; with 8 pages: the base 1.5 s.
@@ -87,7 +88,7 @@ poll_budget = PollBudget()  # one per server process
 
 
 class FairGate:
-    """At most ``slots`` page refreshes at once (4 in the app), let in strictly in the order they arrived.
+    """At most ``slots`` page refreshes at once (four in the app), let in strictly in the order they arrived.
 
     Under load the Training tabs' refreshes (one thread per page) competed for the GIL and the job manager's
     lock, which favour whichever thread ran last: in the classroom benchmark some pages got every refresh

@@ -4,9 +4,10 @@ Streamlit's server (1.5x with its Starlette server) queues at most ``WEBSOCKET_M
 messages per browser. When a browser does not read them fast enough (its machine is busy, its network slow),
 the 501st message makes the server drop the session (``Runtime.disconnect_session``), but it leaves the
 websocket open: the browser is never told, keeps sending its reruns (discarded), never reconnects, and shows
-the state of a minute ago for ever, with no error. In the classroom benchmark under load 11 of 30 pages
-stopped like this (docs/app.md, "Fifth round"): each Training tab polls every 1.5 s and each poll sends about
-20 messages, so a page that renders more slowly than that falls 500 messages behind in under a minute.
+the state of a minute ago for ever, with no error. A live Training tab gets about 20 messages a refresh, so a
+browser that reads nothing for half a minute (a busy or sleeping laptop, a bad network) reaches the limit.
+Found while looking for the classroom benchmark's frozen pages (docs/app.md, "Fifth round"); it was not
+their cause (the server was starving them), and it fired once in those runs.
 
 :func:`install` makes the server close such a websocket (code 1013, "try again later"): the browser's own
 reconnect logic then reconnects at once and reruns the app, which restores the student's session from its
