@@ -102,7 +102,7 @@ def _draw_now(runs: list[Path]) -> set[str]:
         histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
         common.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
-        st.plotly_chart(_loss_figure(json.dumps(histories, sort_keys=True)), key="loss_chart")
+        st.plotly_chart(_loss_figure(json.dumps(histories)), key="loss_chart")  # the runs in their order
         _epoch_table(histories)
     else:
         st.caption("The loss curves appear here after the first epoch.")
