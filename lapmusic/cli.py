@@ -145,8 +145,25 @@ def _training_config(args: argparse.Namespace, **fields):
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
     config = TrainConfig(**values)
-    config.validate()
+    try:
+        config.validate()
+    except LapMusicError as exc:  # the config's field names, said as the options the user typed
+        raise LapMusicError(as_options(str(exc), (*_TRAINING_OPTIONS, *fields))) from None
     return config
+
+
+_OPTION_NAMES = {"lae_path": "--lae-file"}  # fields whose option is not --FIELD-NAME
+
+
+def as_options(message: str, names) -> str:
+    """A config error in the words of the command line: ``nade_skip needs output 'nade'`` becomes
+    ``--nade-skip needs --output nade`` (only the field names in ``names``; whole words only)."""
+    import re
+
+    for name in sorted(set(names), key=len, reverse=True):
+        option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        message = re.sub(rf"(?<![\w'-]){re.escape(name)}(?![\w-])", option, message)
+    return re.sub(r"(--[\w-]+) '([^']*)'", r"\1 \2", message)
 
 
 def _final_text(result: dict) -> str:
