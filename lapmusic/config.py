@@ -127,7 +127,7 @@ class TrainConfig:
         if self.nade_skip is True and self.output != "nade":
             problems.append("nade_skip needs output 'nade'")
         if self.readout_skip is True and self.output != "bernoulli":
-            problems.append("readout_skip needs output 'bernoulli' (a NADE output has nade_skip)")
+            problems.append("readout_skip needs output 'bernoulli'; with output 'nade' use nade_skip")
         for name, (low, high, optional) in _INT_FIELDS.items():
             value = getattr(self, name)
             if value is None and optional:

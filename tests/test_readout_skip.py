@@ -137,7 +137,7 @@ def test_cli_train_with_readout_skip(tmp_path, dataset, monkeypatch, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["readout_skip"] is True
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--epochs", "1", "--readout-skip", "--output",
                      "nade", "--device", "cpu", "--out", str(tmp_path / "bad")])
-    assert code == 2 and "readout_skip needs output 'bernoulli'" in capsys.readouterr().err
+    assert code == 2 and "--readout-skip needs --output bernoulli" in capsys.readouterr().err
 
 
 def test_run_label_names_the_readout_skip():
