@@ -173,4 +173,4 @@ def test_config_json_without_the_key_means_no_noise_and_the_cli_passes_it(tmp_pa
     assert cli._training_config(args, dataset="synthetic", hidden=4).input_noise == 0.1
     assert cli.main(["train", "--dataset", "bach", "--hidden", "4", "--input-noise", "1", "--out",
                      str(tmp_path / "bad")]) == 2
-    assert "input_noise must be a number in [0, 1)" in capsys.readouterr().err
+    assert "--input-noise must be a number in [0, 1)" in capsys.readouterr().err

@@ -303,7 +303,7 @@ def test_nan_weight_decay_is_a_clear_cli_error(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--weight-decay", "nan",
                      "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: invalid training config: weight_decay must be non-negative and finite")
+    assert err.startswith("error: invalid training config: --weight-decay must be non-negative and finite")
     assert not (tmp_path / "run").exists()
 
 
