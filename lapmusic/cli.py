@@ -73,6 +73,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    f"(default {_default('input_noise')}: off)")
     p.add_argument("--patience", type=_positive_int,
                    help="stop after this many epochs without a better validation NLL (default 5)")
+    p.add_argument("--max-seconds", type=float, metavar="S",
+                   help="start no new epoch once this run's epochs (training + validation, summed over resumes) "
+                   "took S seconds; the best epoch's model is then tested as usual (default: no limit)")
     p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
     p.add_argument("--alpha", type=float,
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
@@ -123,7 +126,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab")
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "max_seconds")
 
 
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
@@ -175,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         config = None
-        if args.epochs is not None or args.patience is not None:
+        if args.epochs is not None or args.patience is not None or args.max_seconds is not None:
             from pathlib import Path
 
             from .train import _config_from_run
@@ -183,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = _config_from_run(Path(args.resume))
             config.epochs = args.epochs or config.epochs
             config.patience = args.patience or config.patience
+            config.max_seconds = args.max_seconds or config.max_seconds
         run_dir = args.resume
     else:
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,

@@ -44,6 +44,7 @@ class TrainConfig:
     input_noise: float = 0.0  # training inputs only: on-notes dropped w.p. q, keys switched on to keep density
     weight_decay: float = 0.0
     patience: int | None = 5  # early stopping after this many epochs without a better validation NLL
+    max_seconds: float | None = None  # no new epoch once the epochs (training + validation) took this long
     lr_patience: int = 1  # halve the learning rate after this many epochs without improvement
     lr_factor: float = 0.5
     min_lr: float = 1e-5
@@ -172,5 +173,5 @@ _FLOAT_FIELDS = {
     "lr_factor": (0.0, 1.0, False, True), "min_lr": (0.0, math.inf, False, False),
     "alpha": (0.0, math.inf, True, True), "alpha_target": (0.0, math.inf, False, True),
     "lae_max_radius": (0.0, math.inf, True, True),
-    "rec_radius": (0.0, 10.0, True, True), "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
+    "rec_radius": (0.0, 10.0, True, True), "max_seconds": (0.0, math.inf, True, True), "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
 }

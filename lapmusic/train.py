@@ -50,20 +50,39 @@ EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch valida
 Progress = Callable[[float, str], None]
 # A validation NLL above this after a training epoch means the run diverged (see _check_divergence).
 DIVERGED_NLL = 2 * N_KEYS * math.log(2.0)
+RESUMABLE_CHANGES = {"epochs", "patience", "max_seconds"}  # settings a resume may change (to train longer)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error. A CUDA device also
+    switches cuDNN to IEEE float32 (:func:`ieee_fp32_on_cuda`)."""
     if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise LapMusicError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise LapMusicError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
+        device = name
+    elif name in (None, "auto"):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if str(name).startswith("cuda") and not torch.cuda.is_available():
+            raise LapMusicError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise LapMusicError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
+    if device.type == "cuda":
+        ieee_fp32_on_cuda()
+    return device
+
+
+def ieee_fp32_on_cuda() -> None:
+    """Run cuDNN's recurrent layers (and convolutions) in IEEE float32 instead of TF32.
+
+    torch lets cuDNN use TF32 (10-bit mantissa products) for float32 RNNs on Ampere and later GPUs by
+    default; on an H200 that made a 16-unit network's logits differ from the CPU's by up to 8e-5 and the
+    LAE start's pre-fitted readout by enough to move its epoch-0 NLL (tests/test_cuda.py). With IEEE float32 a
+    GPU run follows the CPU run to float32 rounding; docs/training.md ("GPU figures") has the cost. The
+    legacy flag, not torch 2.9's per-operator ``fp32_precision``: setting the new one makes any later read of
+    ``torch.backends.cudnn.allow_tf32`` (by us or another library) raise.
+    """
+    torch.backends.cudnn.allow_tf32 = False
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -181,7 +200,7 @@ def train(
       checkpoint (end of the last finished epoch), gets state ``cancelled``, and this function returns
       ``{"state": "cancelled", "epoch": ...}`` (no ``final.json``); ``resume=True`` continues it.
     - ``resume=True`` continues from ``checkpoint.pt``; ``config`` may be ``None`` (read from the folder) or
-      differ only in ``epochs`` / ``patience`` (to train longer).
+      differ only in ``epochs`` / ``patience`` / ``max_seconds`` (to train longer).
     - ``dataset``: an object with ``.train``, ``.valid``, ``.test`` lists of ``(T, 88)`` arrays; by default
       ``lapmusic.data.load_dataset(config.dataset)``.
 
@@ -205,13 +224,13 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
     if resume:
         saved = _config_from_run(run_dir)
         if config is not None:
-            changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"epochs", "patience"}
+            changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUMABLE_CHANGES
             if changed:
                 raise LapMusicError(
                     f"cannot resume {run_dir} with different settings {sorted(changed)}; "
-                    "only epochs and patience may change"
+                    "only epochs, patience and max_seconds may change"
                 )
-            saved.epochs, saved.patience = config.epochs, config.patience
+            saved.epochs, saved.patience, saved.max_seconds = config.epochs, config.patience, config.max_seconds
             saved.validate()
         config = saved
         if not (run_dir / "checkpoint.pt").exists():
@@ -330,6 +349,9 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     for epoch in range(start_epoch, config.epochs + 1):
         if config.patience is not None and since_best >= config.patience:
             stopped = "early stopping"
+            break
+        if config.max_seconds is not None and train_seconds >= config.max_seconds:
+            stopped = "time budget"  # train_seconds survives resumes: the budget is the run's, not the process's
             break
         epoch_started = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])

@@ -132,10 +132,22 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert epoch_whole == epoch_split == 4
     for name in whole:  # same batches, optimizer state, dropout RNG: the same network
         assert torch.allclose(whole[name], split[name], atol=1e-6), name
-    with pytest.raises(LapMusicError, match="only epochs and patience"):
+    with pytest.raises(LapMusicError, match="only epochs, patience and max_seconds"):
         train(small_config(epochs=6, lr=0.5), tmp_path / "split", dataset=dataset, resume=True)
     with pytest.raises(LapMusicError, match="already holds a run"):
         train(small_config(), tmp_path / "split", dataset=dataset)
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it_and_resume_can_extend_it(tmp_path, dataset):
+    # Any epoch takes more than a nanosecond: the budget is spent by epoch 1, whatever the machine's speed.
+    final = train(small_config(epochs=4, max_seconds=1e-9), tmp_path / "run", dataset=dataset)
+    assert final["stopped"] == "time budget" and final["epochs"] == 1 and final["nll"] is not None
+    assert [h["epoch"] for h in read_history(tmp_path / "run")] == [0, 1]
+    # The spent seconds are kept in the checkpoint: a larger budget on resume continues the same run.
+    final = train(small_config(epochs=4, max_seconds=1e6), tmp_path / "run", dataset=dataset, resume=True)
+    assert final["stopped"] == "epochs" and final["epochs"] == 4
+    with pytest.raises(LapMusicError, match="max_seconds must be positive"):
+        small_config(max_seconds=0.0).validate()
 
 
 def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tmp_path, dataset):
