@@ -20,7 +20,7 @@ normalised over all ``2^K`` frames, so ``p`` is too, and its log-likelihood is e
                  = log(1 - pi) + log NADE(x)                                      otherwise
 
 (``log pi = logsigmoid(g)``, ``log(1 - pi) = logsigmoid(-g)``, ``log NADE`` from the running-sum form of
-:class:`lapmusic.nade.NADEOutput`). Looking ``x`` up in ``V`` is exact: a 64-bit hash of the frame finds the
+:class:`lapmusic.nade.NADEOutput`). Looking ``x`` up in ``V`` is exact: an integer hash of the frame finds the
 candidate row by binary search and the row is then compared key by key.
 
 **Sampling** (:meth:`ChordVocabNADE.sample`), temperature ``T > 0``: the component is drawn first, vocabulary
@@ -76,7 +76,8 @@ def build_vocabulary(pieces: Sequence[np.ndarray], size: int) -> tuple[np.ndarra
 
 def _hash_weights(n_keys: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(_HASH_SEED)
-    return torch.randint(1, 2**62, (n_keys,), generator=generator, dtype=torch.int64)
+    # below 2**55: a sum over 88 keys stays below 2**62, so the int64 hash never overflows (same on every device)
+    return torch.randint(1, 2**55, (n_keys,), generator=generator, dtype=torch.int64)
 
 
 class ChordVocabNADE(NADEOutput):
@@ -155,7 +156,8 @@ class ChordVocabNADE(NADEOutput):
             self._index_chords()
 
     def frame_keys(self, frames: torch.Tensor) -> torch.Tensor:
-        """A 64-bit hash ``(...)`` of frames ``(..., K)`` (wrapping integer arithmetic; equal frames, equal keys)."""
+        """An integer hash ``(...)`` of frames ``(..., K)``: the sum of fixed random weights of the keys on
+        (equal frames, equal keys; :meth:`vocab_index` checks candidates key by key)."""
         return ((frames > 0).long() * self.hash_weights.to(frames.device)).sum(-1)
 
     def vocab_index(self, frames: torch.Tensor) -> torch.Tensor:
