@@ -110,6 +110,7 @@ def test_sampling_frequencies_match_probabilities():
     assert chi2 < dof + 5 * math.sqrt(2 * dof)  # about 5 standard deviations of chi^2(dof)
 
 
+@torch.no_grad()
 def test_temperature_zero_polyphony_cap_and_gate_temperature():
     layer = _layer(6)
     states = torch.randn(50, 3, dtype=torch.float64)
