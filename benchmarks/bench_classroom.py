@@ -10,7 +10,11 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
    ``--loads`` fresh page loads one after the other (seconds from navigation to a usable sidebar and tabs).
    Greying: every page samples, every 100 ms, whether any of its elements is marked stale (Streamlit draws
    those faded while it redraws them); reported as the longest faded stretch per page, for the eight open
-   pages and for each fresh page (over its load and the 2 s after it).
+   pages and for each fresh page (over its load and the 2 s after it). Page loads are measured four ways:
+   (a) fresh pages with the eight pages open in the same browser, (b) fresh pages with them closed, both in
+   Chromium on the server's own cores; (c) without a browser (``stclient.py``): the HTTP fetches of a first
+   visit plus the app's script run over Streamlit's websocket, i.e. what the server gives a page whatever
+   the student's computer; (d) reloads of one page with the browser's cache warm (a refresh, a second visit).
 3. ``kill -9`` of the server mid-training, restart. Measured: runs before/after (none lost), the queue order
    before/after (unchanged), whether the worker that was training survived and was adopted; then ``kill -9``
    of that worker and the seconds until the run reads as interrupted and resumable; and a session link from
@@ -51,11 +55,17 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 CURVE_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
     p => (p.data || []).some(t => t.x && t.x.length >= 1))"""
 # What a page without a curve shows: its open tab, its messages (the first 160 characters of each).
+# ``charts`` counts Streamlit's chart elements (what the server sent), ``plots`` the charts Plotly has drawn in
+# them; ``stale`` the elements drawn faded; ``status`` Streamlit's running/connecting indicator.
 PAGE_STATE_JS = """() => ({
     tab: ([...document.querySelectorAll('[role=tab][aria-selected=true]')].map(t => t.innerText.trim())[0] || null),
     alerts: [...document.querySelectorAll('[data-testid=stAlert], [data-testid=stException]')].map(
         a => a.innerText.trim().slice(0, 160)),
+    charts: document.querySelectorAll('[data-testid=stPlotlyChart]').length,
     plots: document.querySelectorAll('.js-plotly-plot').length,
+    stale: document.querySelectorAll('[data-stale="true"]').length,
+    status: ([...document.querySelectorAll('[data-testid=stStatusWidget]')].map(t => t.innerText.trim())[0] || null),
+    main: ((document.querySelector('[data-testid=stMain]') || {}).innerText || '').trim().slice(0, 400),
     url: location.href})"""
 
 
@@ -138,17 +148,70 @@ class Server:
             return self.process.wait()
 
 
-def open_session(browser, url: str, timeout_ms: int = 120_000):
+def open_session(browser, url: str, timeout_ms: int = 120_000, static: set | None = None):
     """A new browser context and page on ``url``; returns (context, page, seconds until the sidebar's Train
-    button and the tabs are visible)."""
+    button and the tabs are visible). ``static`` collects the static files the page asked for."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     context.add_init_script(STALE_SAMPLER_JS)
     page = context.new_page()
+    if static is not None:
+        page.on("request", lambda request: "/static/" in request.url and static.add(request.url))
     started = time.monotonic()
     page.goto(url, timeout=timeout_ms)
+    _wait_usable(page, timeout_ms)
+    return context, page, time.monotonic() - started
+
+
+def _wait_usable(page, timeout_ms: int) -> None:
     page.get_by_test_id("stSidebar").get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_ms)
     page.get_by_role("tab", name="Training", exact=True).wait_for(timeout=timeout_ms)
-    return context, page, time.monotonic() - started
+
+
+def warm_reloads(browser, url: str, count: int) -> list[float]:
+    """``count`` reloads of one page after a first visit: a student's refresh or second visit, with Streamlit's
+    static files in the browser's cache (served ``immutable``) and the session restored from its link."""
+    context, page, _ = open_session(browser, url, timeout_ms=60_000)  # the first visit fills the cache
+    out = []
+    for _ in range(count):
+        started = time.monotonic()
+        try:
+            page.reload(timeout=60_000)
+            _wait_usable(page, 60_000)
+            out.append(time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - a reload over 60 s
+            out.append(60.0)
+    context.close()
+    return out
+
+
+def server_side_loads(url: str, count: int, static: set) -> dict:
+    """``count`` page loads without a browser (``stclient.py``): the HTTP fetches of a first visit (index and
+    the static files a browser asked for) and the app's script run over Streamlit's websocket."""
+    from stclient import fetch_assets, load_page, revalidate_index
+
+    http, run, button, total, first = [], [], [], [], None
+    for _ in range(count):
+        assets = fetch_assets(url, sorted(static))
+        try:
+            page = load_page(url, timeout=60)
+        except Exception as exc:  # noqa: BLE001 - a run over 60 s: counted as 60 s
+            page = {"finished_s": None, "train_button_s": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        http.append(assets["total_s"])
+        run.append(page["finished_s"] if page["finished_s"] is not None else 60.0)
+        button.append(page["train_button_s"])
+        total.append(http[-1] + run[-1])
+        first = first or (assets, page)
+    keys = ("files", "bytes", "compressed", "index_cache_control", "index_etag", "asset_cache_control", "statuses")
+    return {
+        "phase2_server_http_first_visit_s": summary(http),
+        "phase2_server_script_run_s": summary(run),
+        "phase2_server_train_button_s": summary(button),
+        "phase2_server_page_load_s": summary(total),
+        "phase2_server_assets": {k: first[0][k] for k in keys},
+        "phase2_server_messages_per_page": first[1].get("messages"),
+        "phase2_server_revalidated_index": revalidate_index(url),
+        "phase2_load_average_c": os.getloadavg(),
+    }
 
 
 def _longest_stale(page) -> float | None:
@@ -157,6 +220,31 @@ def _longest_stale(page) -> float | None:
     except Exception:  # noqa: BLE001 - a page that is gone: nothing measured
         return None
     return None if state is None else round(state["longest_s"], 2)
+
+
+def _watch_socket(ws, counts: dict) -> None:
+    """Count a page's websocket traffic: a page whose server stopped sending (or that reconnected) shows here."""
+    if "/_stcore/stream" not in ws.url:
+        return
+    counts["opened"] += 1
+
+    def received(_payload):
+        counts["received"] += 1
+        counts["last_received"] = time.monotonic()
+
+    def sent(_payload):
+        counts["sent"] += 1
+
+    ws.on("framereceived", received)
+    ws.on("framesent", sent)
+    ws.on("close", lambda _ws: counts.__setitem__("closed", counts["closed"] + 1))
+
+
+def _socket_summary(counts: dict) -> dict:
+    out = {k: v for k, v in counts.items() if k != "last_received"}
+    last = counts["last_received"]
+    out["seconds_since_last_received"] = None if last is None else round(time.monotonic() - last, 1)
+    return out
 
 
 def run_folders(runs_dir: Path) -> dict[str, str]:
@@ -231,13 +319,15 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
 def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:
     # All pages start loading at once (as a class does), then each is waited for in turn: the time to
     # its Train button is an upper bound when an earlier page was slower.
-    students, starts, errors = [], [], []
+    students, starts, errors, sockets = [], [], [], []
     for n in range(args.students):
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         page = context.new_page()
         errors.append([])  # the page's uncaught JavaScript errors and console errors, for pages without a curve
         page.on("pageerror", lambda exc, n=n: errors[n].append(f"pageerror: {exc}"[:200]))
         page.on("console", lambda msg, n=n: msg.type == "error" and errors[n].append(f"console: {msg.text}"[:200]))
+        sockets.append({"opened": 0, "closed": 0, "sent": 0, "received": 0, "last_received": None})
+        page.on("websocket", lambda ws, n=n: _watch_socket(ws, sockets[n]))
         starts.append(time.monotonic())
         page.goto(server.url, wait_until="commit", timeout=120_000)
         students.append((context, page))
@@ -277,10 +367,13 @@ def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: di
     for n, (_, page) in enumerate(students):
         if first_curve[n] is None and clicks[n] is not None:
             try:
-                states.append(dict(page.evaluate(PAGE_STATE_JS), js_errors=errors[n][:5]))
+                states.append(dict(page.evaluate(PAGE_STATE_JS), js_errors=errors[n][:5],
+                                   websocket=_socket_summary(sockets[n])))
             except Exception as exc:  # noqa: BLE001 - recorded as what it is
-                states.append({"error": f"{type(exc).__name__}: {exc}"[:200], "js_errors": errors[n][:5]})
+                states.append({"error": f"{type(exc).__name__}: {exc}"[:200], "js_errors": errors[n][:5],
+                               "websocket": _socket_summary(sockets[n])})
     result["phase1_pages_without_curve"] = states
+    result["phase1_pages_whose_websocket_reconnected"] = sum(c["opened"] > 1 for c in sockets)
     result["phase1_run_folders"] = len(run_folders(runs_dir))
     print("phase 1:", json.dumps({k: v for k, v in result.items() if k.startswith("phase1")}), flush=True)
     for context, _ in students:
@@ -307,12 +400,14 @@ def _different_settings_and_restart(args, browser, server: Server, runs_dir: Pat
         others.append((context, page))
         links.append(page.url)
     result["phase2_queue_estimate_s"] = summary(waits)
+    static: set = set()  # the static files the fresh pages asked for: fetched again by the HTTP client in (c)
+
     def page_loads(count: int, stale: list) -> list[float]:
         """``count`` fresh page loads; appends to ``stale`` each page's longest faded stretch."""
         out = []
         for _ in range(count):
             try:
-                context, page, seconds = open_session(browser, server.url, timeout_ms=60_000)
+                context, page, seconds = open_session(browser, server.url, timeout_ms=60_000, static=static)
                 out.append(seconds)
                 page.wait_for_timeout(2000)  # a student reads the page: reruns while it is open count too
                 stale.append(_longest_stale(page))
@@ -336,6 +431,13 @@ def _different_settings_and_restart(args, browser, server: Server, runs_dir: Pat
     result["phase2_page_load_while_training_s"] = summary(page_loads(args.loads, stale_b))
     result["phase2_load_average_b"] = os.getloadavg()
     result["phase2_longest_stale_of_the_new_pages_b_s"] = summary(stale_b)
+    # (c) the same loads without a browser on this machine: what the server gives a page (its HTTP files and
+    # its script run), the part of a page load that does not depend on the student's computer.
+    result.update(server_side_loads(server.url, args.loads, static))
+    # (d) a student's refresh or second visit in the browser: static files cached, session from its link.
+    result["phase2_warm_reload_while_training_s"] = summary(warm_reloads(browser, server.url, args.loads))
+    result["phase2_load_average_d"] = os.getloadavg()
+    result["phase2_runs_training_after"] = sum(1 for s in run_folders(runs_dir).values() if s == "running")
     print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
     others[0][0].close()
 

@@ -97,6 +97,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="NADE output: mix it with a softmax over the N most frequent chords (whole frames) of the "
                    "training split, so a whole known chord can be chosen at once (default 0: off; only with "
                    "--output nade)")
+    p.add_argument("--readout-skip", action="store_true", default=None,
+                   help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
+                   "88x88, starts at zero; with --init lae fitted together with the readout), so copying the "
+                   "previous frame is a first-order feature (default off; docs/training.md)")
 
     p.add_argument("--lr-patience", type=_non_negative_int,
                    help="multiply the learning rate by 0.5 after this many epochs without a better validation "
@@ -126,7 +130,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab", "max_seconds")
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "readout_skip", "max_seconds")
 
 
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
@@ -145,8 +149,25 @@ def _training_config(args: argparse.Namespace, **fields):
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
     config = TrainConfig(**values)
-    config.validate()
+    try:
+        config.validate()
+    except LapMusicError as exc:  # the config's field names, said as the options the user typed
+        raise LapMusicError(as_options(str(exc), (*_TRAINING_OPTIONS, *fields))) from None
     return config
+
+
+_OPTION_NAMES = {"lae_path": "--lae-file"}  # fields whose option is not --FIELD-NAME
+
+
+def as_options(message: str, names) -> str:
+    """A config error in the words of the command line: ``nade_skip needs output 'nade'`` becomes
+    ``--nade-skip needs --output nade`` (only the field names in ``names``; whole words only)."""
+    import re
+
+    for name in sorted(set(names), key=len, reverse=True):
+        option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        message = re.sub(rf"(?<![\w'-]){re.escape(name)}(?![\w-])", option, message)
+    return re.sub(r"(--[\w-]+) '([^']*)'", r"\1 \2", message)
 
 
 def _final_text(result: dict) -> str:
@@ -273,6 +294,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
         suffix += "-skip" if config.nade_skip else ""
         suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
+        suffix += "-rskip" if config.readout_skip else ""  # the readout's previous-frame skip
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():

@@ -333,12 +333,16 @@ class JobManager(WorkerSupervisor):
 
     # ----------------------------------------------------------------------------- querying
     def get(self, job_id: str) -> Job | None:
+        if not job_id:
+            return None
+        key = (self.runs_dir / job_id).resolve()  # file-system calls outside the lock every page shares
         with self._lock:
-            return self._jobs.get((self.runs_dir / job_id).resolve()) if job_id else None
+            return self._jobs.get(key)
 
     def job_for_run(self, run_dir: str | os.PathLike) -> Job | None:
+        key = Path(run_dir).resolve()
         with self._lock:
-            return self._jobs.get(Path(run_dir).resolve())
+            return self._jobs.get(key)
 
     def jobs(self, session: str | None = None) -> list[Job]:
         """Runs ``session`` follows (all runs of this manager when None), in the order the session took them."""

@@ -49,13 +49,20 @@ class PianoRollRNN(nn.Module):
     ``x_t`` just read, ``b = W_bs h_t + W_bx x_t + b_0``, ``c = W_cs h_t + W_cx x_t + c_0`` (zero-initialised
     ``W_bx``, ``W_cx``; :mod:`lapmusic.nade`, "Previous-frame skip"); ``forward`` passes ``x`` on.
 
+    ``readout_skip=True`` (Bernoulli output only): the logits also get a linear term in the frame ``x_t`` just
+    read, ``logits_t = W_out h_t + c + W_skip x_t`` (``self.skip``, ``W_skip`` ``(88, 88)``, no bias,
+    zero-initialised so the network starts as the plain one). "Copy the previous frame" and key-to-key
+    transitions are then first-order features instead of something the hidden units must carry next to
+    the history. Off, there is no ``skip`` module: the state dict has the plain network's keys.
+
     ``nade_vocab=N > 0`` (NADE output only): ``self.nade`` is a :class:`lapmusic.chordvocab.ChordVocabNADE`, the
     NADE mixed with a softmax over at most ``N`` whole chords (install them with its ``set_vocabulary``). Its
     NLL is no longer a sum of per-key BCEs: use :meth:`frame_nll` (``forward`` then refuses ``targets``).
     """
 
     def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
-                 output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False, nade_vocab: int = 0):
+                 output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False,
+                 readout_skip: bool = False, nade_vocab: int = 0):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -65,6 +72,8 @@ class PianoRollRNN(nn.Module):
             raise ValueError("nade_skip needs output='nade'")
         if nade_vocab and output != "nade":
             raise ValueError("nade_vocab needs output='nade'")
+        if readout_skip and output != "bernoulli":
+            raise ValueError("readout_skip needs output='bernoulli' (the NADE has its own: nade_skip)")
         if hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden}")
         self.hidden = int(hidden)
@@ -92,11 +101,19 @@ class PianoRollRNN(nn.Module):
                 self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
         else:
             self.readout = nn.Linear(hidden, n_keys)
+        self.skip = None
+        if readout_skip:
+            with torch.random.fork_rng(devices=[]):  # draws nothing: the other weights and later draws
+                self.skip = nn.Linear(n_keys, n_keys, bias=False)  # match the plain network's
+            nn.init.zeros_(self.skip.weight)
 
     def forward(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
         states, h = self.recurrent(x, h)
         if self.nade is None:
-            return self.readout(self.dropout(states)), h
+            logits = self.readout(self.dropout(states))
+            if self.skip is not None:
+                logits = logits + self.skip(x)
+            return logits, h
         if targets is None:
             raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
                              "lapmusic.sample.generate")
@@ -127,7 +144,9 @@ class PianoRollRNN(nn.Module):
         return self.recurrent(x, h)
 
     def extra_repr(self) -> str:
-        return f"hidden={self.hidden}, cell={self.cell!r}, dropout={self.dropout_rate}, output={self.output!r}"
+        skip = ", readout_skip=True" if self.skip is not None else ""
+        return (f"hidden={self.hidden}, cell={self.cell!r}, dropout={self.dropout_rate}, "
+                f"output={self.output!r}{skip}")
 
 
 # ------------------------------------------------------------------------------------------ LAE init
@@ -220,29 +239,34 @@ def collect_states(
     device: torch.device | str = "cpu",
     max_frames: int | None = None,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_inputs: bool = False,
+):
     """Hidden states ``H`` ``(N, hidden)`` after frames ``1..T-1`` and their next frames ``Y`` ``(N, 88)``.
 
     With ``max_frames``, a random subset of ``max_frames`` (state, next frame) pairs is kept (seeded).
+    ``with_inputs``: returns ``(H, Y, X)`` with ``X`` ``(N, 88)`` the frame each state has just read (the
+    readout skip's feature), the same rows kept.
     """
     device = torch.device(device)
-    states, targets = [], []
+    states, targets, inputs = [], [], []
     for seq in seqs:
         if len(seq) < 2:
             continue
         x = torch.as_tensor(np.asarray(seq[:-1]), dtype=torch.float32, device=device)[None]
         h, _ = model.hidden_states(x)
         states.append(h[0])
+        inputs.append(x[0])
         targets.append(torch.as_tensor(np.asarray(seq[1:]), dtype=torch.float32, device=device))
     if not states:
         raise ValueError("no piece has two or more frames: nothing to fit the readout on")
     H = torch.cat(states)
     Y = torch.cat(targets)
+    X = torch.cat(inputs)
     if max_frames is not None and len(H) > max_frames:
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(H), generator=generator)[:max_frames].to(device)
-        H, Y = H[keep], Y[keep]
-    return H, Y
+        H, Y, X = H[keep], Y[keep], X[keep]
+    return (H, Y, X) if with_inputs else (H, Y)
 
 
 def _mean_key_nll(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -336,17 +360,27 @@ def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.
     return torch.zeros(Y.shape[1], hidden), torch.log(m / (1 - m)).float()
 
 
-def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor) -> None:
+def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> None:
     """Set the readout ``W h + c`` (``W`` ``(88, p)``, ``c`` ``(88,)``) fitted by :func:`fit_readout`.
 
     NADE output: ``W h + c`` becomes NADE's visible-bias map ``b(h)`` and ``V = 0``, so that every
     conditional is ``sigmoid(b_k(h))``: the network starts as exactly the fitted independent-key model
     (same NLL), and training then learns the dependencies between the keys of a frame (``V`` gets a
     gradient at once because the NADE hidden units ``sigmoid(a_k)`` are not zero).
+
+    ``skip`` ``(88, 88)``: the readout skip's ``W_skip`` (a network built with ``readout_skip``); ``None``
+    sets it to zero there.
     """
+    if skip is not None and model.skip is None:
+        raise ValueError("a skip weight was given but the network has no readout skip")
     layer = model.readout if model.nade is None else model.nade.visible_bias
     with torch.no_grad():
         layer.weight.copy_(W.to(layer.weight.device))
         layer.bias.copy_(c.to(layer.bias.device))
         if model.nade is not None:
             model.nade.V.zero_()
+        if model.skip is not None:
+            if skip is None:
+                model.skip.weight.zero_()
+            else:
+                model.skip.weight.copy_(skip.to(model.skip.weight.device))

@@ -109,7 +109,8 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 
 def _build_model(config: TrainConfig) -> PianoRollRNN:
     return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
-                        nade_hidden=config.nade_hidden, nade_skip=config.nade_skip, nade_vocab=config.nade_vocab)
+                        nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
+                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
@@ -134,7 +135,8 @@ def _parameter_groups(model: PianoRollRNN, config: TrainConfig) -> list[dict]:
         factor = 1.0
         if config.relative_lr and parameter.dim() > 1:
             rms = float(parameter.detach().pow(2).mean().sqrt())
-            factor = max(rms / reference, 1e-3) if math.isfinite(rms) else 1.0
+            # A zero-initialised matrix (the readout skip) has no scale of its own: it keeps lr.
+            factor = max(rms / reference, 1e-3) if math.isfinite(rms) and rms > 0 else 1.0
         groups.append({"params": [parameter], "lr": config.lr * factor, "name": name, "lr_factor": factor})
     return groups
 
@@ -529,15 +531,22 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
     readout_started = time.perf_counter()
     model.to(device)
-    H, Y = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed)
-    if config.readout_start == "fit":
+    H, Y, X = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
+                             with_inputs=True)
+    skip = None
+    if config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit:
+        # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
+        W, c = fit_readout(torch.cat([H, X], dim=1), Y, logistic_steps=config.readout_steps,
+                           ridge=config.readout_ridge, progress=lambda f, m: report(0.65 + 0.35 * f, m))
+        W, skip = W[:, : config.hidden].contiguous(), W[:, config.hidden :].contiguous()
+    elif config.readout_start == "fit":
         W, c = fit_readout(H, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
                            progress=lambda f, m: report(0.65 + 0.35 * f, m))
     elif config.readout_start == "constant":
         W, c = constant_readout(Y, config.hidden)
     else:
         W, c = torch.zeros(N_KEYS, config.hidden), torch.zeros(N_KEYS)
-    set_readout(model, W, c)
+    set_readout(model, W, c, skip)
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
             "lae_fit_seconds": float(getattr(lae, "seconds", lae_seconds)), "lae_reused": bool(config.lae_path),

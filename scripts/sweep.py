@@ -78,7 +78,7 @@ def expand(spec: dict) -> list[dict]:
             cell = dict(base, **dict(zip(names, combo)), **variant)
             if cell.get("init", "lae") == "random":  # LAE-only settings mean nothing for the random init
                 for key in ("lae_max_lag", "lae_decay", "readout_start", "readout_ridge", "readout_steps",
-                            "alpha_target", "alpha", "lae_path"):
+                            "alpha_target", "alpha", "lae_path", "readout_skip_fit"):
                     cell.pop(key, None)
             if cell not in cells:
                 cells.append(cell)

@@ -8,6 +8,7 @@ script until the page shows the expected state (with a generous deadline that on
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +117,11 @@ def test_the_first_page_shows_the_data_its_piano_roll_and_its_audio(app_env):
     at.button(key="data_listen_button").click()
     at.run()
     assert len(at.get("audio")) == 1 and at.get("audio")[0].proto.autoplay
+    # Another tab and back: the player is there, but does not play the piece again by itself.
+    show(at, "Results")
+    assert not at.get("audio")
+    show(at, "Data")
+    assert len(at.get("audio")) == 1 and not at.get("audio")[0].proto.autoplay
 
     at.radio(key="data_split").set_value("test")
     at.run()
@@ -583,3 +589,68 @@ def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "0", out.stdout
+
+
+def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_stays_within_the_budget():
+    """Thirty live Training tabs refreshing every 1.5 s starved the server (docs/app.md, "Fifth round"):
+    the interval is max(base, pages x cpu per refresh / share), pages counted over the last minute."""
+    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
+
+    budget = PollBudget(share=0.25, first_cpu=0.04)
+    assert budget.seconds("a", 1.5, now=0.0) == 1.5  # one page: the base
+    for n in range(30):
+        interval = budget.seconds(f"page{n}", 1.5, now=1.0)
+    assert interval == pytest.approx(max(1.5, 31 * 0.04 / 0.25))  # 4.96 s for 31 pages
+    assert budget.seconds("a", 1.5, now=2.0) == pytest.approx(interval)  # the same page counts once
+    # Pages that stopped refreshing a minute ago no longer count.
+    assert budget.seconds("a", 1.5, now=1.0 + POLL_FORGET_SECONDS + 1) == 1.5
+    # The cost per refresh is measured: a moving average moves towards what the refreshes take.
+    for _ in range(100):
+        budget.record(0.002)
+    assert budget.cpu == pytest.approx(0.002, rel=1e-3)
+    for n in range(30):
+        interval = budget.seconds(f"page{n}", 1.5, now=100.0)
+    assert interval == 1.5  # cheap refreshes: thirty pages keep the base interval
+
+
+def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
+    """``count`` threads arrive at a FairGate one after the other and stay inside until released together;
+    returns the order they got in and the most that were inside at once."""
+    from lapmusic.ui.common import FairGate
+
+    gate, lock, release = FairGate(slots=slots), threading.Lock(), threading.Event()
+    entered, inside, most = [], [0], [0]
+
+    def refresh(n: int) -> None:
+        with gate:
+            with lock:
+                entered.append(n)
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            release.wait(5)
+            time.sleep(0.002)
+            with lock:
+                inside[0] -= 1
+
+    threads = []
+    for n in range(count):  # each takes its ticket before the next thread starts
+        threads.append(threading.Thread(target=refresh, args=(n,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while gate._tickets < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    time.sleep(0.05)
+    assert entered == list(range(slots))  # the first ones are in, the others wait
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    return entered, most[0]
+
+
+def test_page_refreshes_take_turns_in_arrival_order():
+    """Under load, refreshes that all ran at once starved some pages for minutes (docs/app.md, "Fifth
+    round"): the gate lets them in first come, first served, at most ``slots`` at once."""
+    entered, most = _gate_run(slots=1, count=8)
+    assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
+    entered, most = _gate_run(slots=2, count=8)
+    assert sorted(entered) == list(range(8)) and most == 2

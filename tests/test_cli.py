@@ -148,6 +148,19 @@ def test_mistakes_answer_before_torch_is_imported_and_write_nothing(argv, words,
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no "new", no "runs" folder
 
 
+@pytest.mark.parametrize(
+    "extra, words",
+    [(["--nade-skip"], "--nade-skip needs --output nade"), (["--cell", "gru"], "--init lae needs --cell rnn")],
+)
+def test_a_bad_combination_of_options_is_named_by_its_options(extra, words, tmp_path):
+    """The config's check says ``nade_skip needs output 'nade'``; on the command line it names the options."""
+    result = run_isolated(["train", "--dataset", "jsb", "--hidden", "8", "--out", "new", *extra], tmp_path)
+    assert result["code"] == 2
+    last = result["err"].strip().splitlines()[-1]
+    assert last.startswith("error: ") and words in last and "nade_skip" not in last
+    assert not (tmp_path / "new").exists()
+
+
 def test_help_answers_without_heavy_imports(tmp_path):
     script = ("import sys\nfrom lapmusic.cli import build_parser\nbuild_parser().format_help()\n"
               "print(sorted(m for m in ('torch', 'numpy', 'streamlit', 'music21') if m in sys.modules))")

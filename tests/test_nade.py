@@ -259,7 +259,7 @@ def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
     assert config["output"] == "nade" and config["nade_hidden"] == 6 and config["nade_skip"] is True
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--epochs", "1", "--nade-skip", "--device",
                      "cpu", "--out", str(tmp_path / "bad")])
-    assert code == 2 and "nade_skip needs output 'nade'" in capsys.readouterr().err
+    assert code == 2 and "--nade-skip needs --output nade" in capsys.readouterr().err
 
 
 def test_greedy_generation_feeds_the_skip_the_frame_just_read():

@@ -35,6 +35,10 @@ def test_expand_crosses_axes_and_variants_and_drops_lae_settings_for_random(swee
     assert {"hidden": 4, "init": "lae", "lae_max_lag": None} in cells
     assert sweep.parse_value("null") is None and sweep.parse_value("1e-3") == 1e-3 and sweep.parse_value("lae") == "lae"
     assert sweep.cell_name({"hidden": 4, "init": "lae", "lae_max_lag": 3}, {"hidden": 4}) == "init=lae_lae_max_lag=3"
+    # The readout skip applies to both inits; only its LAE pre-fit switch is dropped for random.
+    cells = sweep.expand({"base": {"readout_skip": True}, "axes": {"init": ["lae", "random"],
+                                                                   "readout_skip_fit": [True, False]}})
+    assert {"readout_skip": True, "init": "random"} in cells and len(cells) == 3
 
 
 def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp_path, capsys):

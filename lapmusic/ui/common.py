@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +25,13 @@ import streamlit as st
 from ..errors import LapMusicError
 from .. import sessions
 from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, default_runs_dir
+from . import slowclients
 
 log = logging.getLogger("lapmusic.app")
+
+# A browser that falls 500 messages behind is disconnected for real (it reconnects and catches up) instead
+# of being dropped silently with its page frozen for ever (slowclients.py).
+slowclients.install()
 
 PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
 
@@ -35,6 +42,79 @@ def poll_seconds() -> float:
         return max(0.2, float(os.environ.get("LAPMUSIC_POLL_SECONDS", "1.5")))
     except ValueError:
         return 1.5
+
+
+POLL_CPU_SHARE = 0.25
+"""The share of one CPU core that the live Training tabs of all pages together may use for their refreshes."""
+POLL_FORGET_SECONDS = 60.0  # a page that has not refreshed for this long no longer counts (closed, or done)
+
+
+class PollBudget:
+    """How often each live page may refresh so that all of them together stay within a CPU budget.
+
+    Every live Training tab re-reads its runs and redraws its curves each refresh, in the server's threads:
+    tens of milliseconds of CPU each (the loss figure alone took 18 ms before it was shared). Thirty pages
+    refreshing every 1.5 s needed more CPU than the server had on a busy 2-core machine; the refreshes queued
+    up on the job manager's lock and some pages got no refresh at all for minutes (the classroom benchmark's
+    pages that never drew a curve, docs/app.md). The interval is
+    therefore ``max(base, pages x cpu / share)``: ``pages`` that refreshed in the last minute, ``cpu`` the
+    measured CPU seconds of a refresh (moving average), ``share`` :data:`POLL_CPU_SHARE`. With 30 pages at
+    40 ms: 4.8 s; with 8 pages: the base 1.5 s.
+    """
+
+    def __init__(self, share: float = POLL_CPU_SHARE, first_cpu: float = 0.04):
+        self.share, self.cpu = share, first_cpu
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def seconds(self, page: str, base: float, now: float | None = None) -> float:
+        """The refresh interval for ``page`` (and note that it polls)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._seen[page] = now
+            for other, seen in list(self._seen.items()):
+                if now - seen > POLL_FORGET_SECONDS:
+                    del self._seen[other]
+            pages, cpu = len(self._seen), self.cpu
+        return max(base, pages * cpu / self.share)
+
+    def record(self, cpu_seconds: float) -> None:
+        """One refresh took ``cpu_seconds`` of its thread's CPU time (moving average over ~10 refreshes)."""
+        with self._lock:
+            self.cpu += 0.1 * (max(0.0, cpu_seconds) - self.cpu)
+
+
+poll_budget = PollBudget()  # one per server process
+
+
+class FairGate:
+    """At most ``slots`` page refreshes at once (four in the app), let in strictly in the order they arrived.
+
+    Under load the Training tabs' refreshes (one thread per page) competed for the GIL and the job manager's
+    lock, which favour whichever thread ran last: in the classroom benchmark some pages got every refresh
+    and others none for four minutes. Waiting here in a queue costs no CPU, and every page gets its turn.
+    """
+
+    def __init__(self, slots: int = 2):
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._tickets = 0  # handed out
+        self._done = 0  # finished
+
+    def __enter__(self) -> "FairGate":
+        with self._cond:
+            ticket = self._tickets
+            self._tickets += 1
+            self._cond.wait_for(lambda: ticket < self._done + self.slots)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._done += 1
+            self._cond.notify_all()
+
+
+refresh_gate = FairGate(slots=4)  # one per server process
 
 
 # ------------------------------------------------------------------------------ errors
@@ -244,11 +324,13 @@ def run_title(summary) -> str:
 
 def run_label(config: dict, *, with_dataset: bool = False) -> str:
     """``LAE · h128 · seed 0`` (`` · NADE`` for a NADE output, `` · NADE+skip`` with its previous-frame skip,
-    ``+vocab N`` with a chord vocabulary;
-    the dataset first when runs of several datasets are compared)."""
+    `` · skip`` with the Bernoulli readout's skip, ``+vocab N`` with a chord vocabulary; the dataset first when
+    runs of several datasets are compared)."""
     init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "?")))
     label = f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
     if config.get("output") == "nade":
         label += " · NADE+skip" if config.get("nade_skip") else " · NADE"  # Bernoulli runs keep their usual label
         label += f"+vocab {config['nade_vocab']}" if config.get("nade_vocab") else ""
+    elif config.get("readout_skip"):
+        label += " · skip"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label

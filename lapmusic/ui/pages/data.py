@@ -70,13 +70,17 @@ def render(settings: Settings) -> None:
     piece = (settings.dataset, split, int(index))
     if st.session_state.get("data_listen") != piece:
         st.button("Listen", key="data_listen_button", icon=":material/play_arrow:",
-                  on_click=lambda: st.session_state.update(data_listen=piece),
+                  on_click=lambda: st.session_state.update(data_listen=piece, data_autoplay=piece),
                   help=f"Play the first {MAX_LISTEN_FRAMES} frames of this piece.")
         return
     wav, warning = _piece_audio(
         common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
     )
-    st.audio(wav, format="audio/wav", autoplay=True)
+    # Autoplay only in the run right after the press: coming back to this tab (Streamlit forgets that the
+    # player already autoplayed once it left the page) or any later rerun shows the player without playing
+    # the piece again. Turning autoplay off under a playing player does not stop it.
+    autoplay = st.session_state.pop("data_autoplay", None) == piece
+    st.audio(wav, format="audio/wav", autoplay=autoplay)
     if len(roll) > MAX_LISTEN_FRAMES:
         st.caption(f"Audio: the first {MAX_LISTEN_FRAMES} frames.")
     if warning:

@@ -9,6 +9,9 @@ follow (identical settings) says so, and Stop there only unfollows it unless you
 
 from __future__ import annotations
 
+import functools
+import json
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -48,15 +51,28 @@ def _states(runs: list[Path]) -> set[str]:
     return {s.state for s in (summarize_run(run, manager) for run in runs) if s is not None}
 
 
-@st.fragment(run_every=common.poll_seconds())
 def _live(runs: list[Path]) -> None:
+    """Redraw every ``PollBudget`` interval: the base 1.5 s, longer when many pages refresh at once."""
+    every = common.poll_budget.seconds(common.session_id(), common.poll_seconds())
+    st.fragment(run_every=every)(_live_refresh)(runs)
+
+
+def _live_refresh(runs: list[Path]) -> None:
+    # The interval is fixed when the fragment is drawn (the browser's timer); the next full rerun (a click, a
+    # run that finishes) draws it again with the interval of that moment.
+    started = time.thread_time()
     states = common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
+    common.poll_budget.record(time.thread_time() - started)
     if RUNNING not in (states if states is not None else _states(runs)):
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
 
 
-@st.fragment(run_every=max(5.0, 3 * common.poll_seconds()))
 def _waiting(runs: list[Path]) -> None:
+    every = max(5.0, 3 * common.poll_budget.seconds(common.session_id(), common.poll_seconds()))
+    st.fragment(run_every=every)(_waiting_refresh)(runs)
+
+
+def _waiting_refresh(runs: list[Path]) -> None:
     states = common.guarded(_draw, runs)
     states = states if states is not None else _states(runs)
     if QUEUED not in states or RUNNING in states:
@@ -64,7 +80,15 @@ def _waiting(runs: list[Path]) -> None:
 
 
 def _draw(runs: list[Path]) -> set[str]:
-    """Draw the runs' progress and curves; returns their states (the fragments decide on them)."""
+    """Draw the runs' progress and curves; returns their states (the fragments decide on them).
+
+    Pages take turns (``common.refresh_gate``): under load, refreshes that all ran at once starved some
+    pages for minutes."""
+    with common.refresh_gate:
+        return _draw_now(runs)
+
+
+def _draw_now(runs: list[Path]) -> set[str]:
     manager = common.manager()
     histories: dict[str, list[dict]] = {}
     summaries = [s for s in (summarize_run(run, manager) for run in runs) if s is not None]
@@ -78,13 +102,20 @@ def _draw(runs: list[Path]) -> set[str]:
         histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
         common.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
-        from ...plots import loss_figure
-
-        st.plotly_chart(loss_figure(histories), key="loss_chart")
+        st.plotly_chart(_loss_figure(json.dumps(histories)), key="loss_chart")  # the runs in their order
         _epoch_table(histories)
     else:
         st.caption("The loss curves appear here after the first epoch.")
     return {s.state for s in summaries}
+
+
+@functools.lru_cache(maxsize=32)
+def _loss_figure(histories_json: str):
+    """The loss figure, built once per state of the curves and shared by every page that shows them (a class
+    follows the same runs): building it costs about 20 ms of CPU, Streamlit only reads it (``to_json``)."""
+    from ...plots import loss_figure
+
+    return loss_figure(json.loads(histories_json))
 
 
 def _unique(label: str, taken: dict) -> str:

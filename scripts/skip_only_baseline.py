@@ -1,0 +1,55 @@
+"""The skip-only model: one logistic regression per key on that key's previous state, nothing else.
+
+``P(key k on at t | on at t-1)`` and ``P(on at t | off at t-1)`` are counted on the training split (add-one
+smoothing); the decision threshold is chosen on the validation split (0.005 grid) and test NLL and ACC are
+reported on frames 2..T of the test split, pooled, next to the copy-previous-frame ACC. With a threshold between
+the two probabilities of every key its predictions *are* the previous frame, so it shows what a network with a
+previous-frame skip can reach in ACC from the skip alone (docs/results.md, "Previous-frame skip").
+
+    LAPMUSIC_DATA_DIR=... python scripts/skip_only_baseline.py pianomidi musedata
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lapmusic.data import load_dataset  # noqa: E402
+from lapmusic.metrics import copy_previous_acc  # noqa: E402
+
+
+def pairs(seqs):
+    usable = [s for s in seqs if len(s) > 1]
+    return (np.concatenate([s[:-1] for s in usable]).astype(bool),
+            np.concatenate([s[1:] for s in usable]).astype(bool))
+
+
+def acc(P, Y, threshold):
+    on = P >= threshold
+    tp, fp, fn = (on & Y).sum(), (on & ~Y).sum(), (~on & Y).sum()
+    return 100.0 * tp / (tp + fp + fn)
+
+
+def main(keys) -> None:
+    for key in keys:
+        ds = load_dataset(key)
+        X, Y = pairs(ds.train)
+        P1 = ((Y & X).sum(0) + 1) / (X.sum(0) + 2)
+        P0 = ((Y & ~X).sum(0) + 1) / ((~X).sum(0) + 2)
+        (Xv, Yv), (Xt, Yt) = pairs(ds.valid), pairs(ds.test)
+        Pv, Pt = np.where(Xv, P1, P0), np.where(Xt, P1, P0)
+        grid = np.arange(1, 200) / 200
+        threshold = grid[int(np.argmax([acc(Pv, Yv, t) for t in grid]))]
+        nll = float(-np.where(Yt, np.log(Pt), np.log(1 - Pt)).sum(1).mean())
+        held = X.sum(0) > 50
+        print(f"{key}: skip-only test NLL {nll:.3f}, ACC p>=0.5 {acc(Pt, Yt, 0.5):.2f} %, ACC p>={threshold:.3f} "
+              f"(validation) {acc(Pt, Yt, threshold):.2f} %; copy-previous {copy_previous_acc(ds.test):.2f} %; "
+              f"median P(on | previous on) over keys held in > 50 training frames {np.median(P1[held]):.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["pianomidi"])
