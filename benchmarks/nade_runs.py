@@ -41,7 +41,8 @@ NADE_WARMUP_DEFAULT = 300
 
 def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0,
                all_pieces: bool = False, nade_hidden: int | None = None, lr: float | None = None,
-               batch: int | None = None, dropout: float = 0.0, nade_skip: bool = False) -> TrainConfig:
+               batch: int | None = None, dropout: float = 0.0, nade_skip: bool = False,
+               nade_vocab: int = 0) -> TrainConfig:
     lr_given, batch_given = lr, batch  # before SETTINGS overwrite `batch` (it did until 2026-11-27 12:20 UTC)
     max_epochs, batch, pieces, lag = SETTINGS[dataset]
     if all_pieces:
@@ -56,7 +57,8 @@ def config_for(dataset: str, output: str, init: str, epochs: int | None = None, 
     return TrainConfig(dataset=dataset, hidden=128, init=init, epochs=epochs or max_epochs, lr=lr,
                        batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
                        patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
-                       dropout=dropout, nade_skip=nade_skip and output == "nade", **extra)
+                       dropout=dropout, nade_skip=nade_skip and output == "nade",
+                       nade_vocab=nade_vocab if output == "nade" else 0, **extra)
 
 
 def main(argv=None) -> int:
@@ -75,6 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (folder ...-sN when not 0)")
     parser.add_argument("--nade-skip", action="store_true",
                         help="NADE biases also linear in the previous frame (TrainConfig.nade_skip; folder ...-skip)")
+    parser.add_argument("--nade-vocab", type=int, default=0,
+                        help="mix the NADE with a softmax over the N commonest training chords (TrainConfig.nade_vocab; "
+                        "folder ...-vN)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
@@ -86,6 +91,7 @@ def main(argv=None) -> int:
             nh += (f"-lr{args.lr:g}" if args.lr else "") + (f"-b{args.batch}" if args.batch else "")
             nh += f"-d{args.dropout:g}" if args.dropout else ""
             nh += "-skip" if args.nade_skip and output == "nade" else ""
+            nh += f"-v{args.nade_vocab}" if args.nade_vocab and output == "nade" else ""
             nh += f"-s{args.seed}" if args.seed else ""
             run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}{nh}"
             if (run_dir / "final.json").exists():
@@ -93,7 +99,8 @@ def main(argv=None) -> int:
             else:
                 config = config_for(args.dataset, output, init, args.epochs, seed=args.seed, all_pieces=args.all_pieces,
                                     nade_hidden=args.nade_hidden if output == "nade" else None,
-                                    lr=args.lr, batch=args.batch, dropout=args.dropout, nade_skip=args.nade_skip)
+                                    lr=args.lr, batch=args.batch, dropout=args.dropout, nade_skip=args.nade_skip,
+                                    nade_vocab=args.nade_vocab)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                               progress=lambda f, m: None)
             print(json.dumps({"run": str(run_dir), "output": output, "init": init, "nll": final.get("nll"),

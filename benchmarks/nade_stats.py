@@ -1,6 +1,7 @@
 """The musicality table of docs/sampling.md: samples of finished runs beside real excerpts of their dataset.
 
-For every run folder given (e.g. those of benchmarks/nade_runs.py), draw ``--samples`` samples of ``--steps``
+For every run folder given (e.g. those of benchmarks/nade_runs.py; the output column says ``nade+skip`` and
+``nade+vocab N`` for the previous-frame skip and the chord-vocabulary mixture), draw ``--samples`` samples of ``--steps``
 frames from silence at ``--temperature`` (seed 0, no polyphony cap) with :func:`lapmusic.stats.sample_stats`
 and print one markdown row per run, plus one row per dataset for the real excerpts (first ``--steps`` frames
 of up to 200 training pieces at least ``--steps`` frames long; range = their 10th-90th percentiles).
@@ -58,7 +59,9 @@ def main(argv=None) -> int:
         result = sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature)
         nll = run.final.get("nll")
         row = " | ".join(_cell(result["samples"], name, False) for name in COLUMNS)
-        print(f"| {run.config.dataset} | {run.config.output} | {run.config.init} | {nll:.2f} | {row} |", flush=True)
+        output = run.config.output + ("+skip" if run.config.nade_skip else "")
+        output += f"+vocab {run.config.nade_vocab}" if run.config.nade_vocab else ""
+        print(f"| {run.config.dataset} | {output} | {run.config.init} | {nll:.2f} | {row} |", flush=True)
         real_rows[run.config.dataset] = result["reference"]
         results.append({"run": str(path), "dataset": run.config.dataset, "output": run.config.output,
                         "init": run.config.init, "nll": nll, **result})

@@ -35,6 +35,7 @@ class TrainConfig:
     output: str = "bernoulli"  # "bernoulli" (independent keys) | "nade" (RNN-NADE, lapmusic/nade.py)
     nade_hidden: int = 64  # NADE hidden units (output "nade" only)
     nade_skip: bool = False  # NADE biases also linear in the frame just read (lapmusic/nade.py, "Previous-frame skip")
+    nade_vocab: int = 0  # N > 0: mix the NADE with a softmax over the N commonest training chords (lapmusic/chordvocab.py)
     readout_skip: bool = False  # Bernoulli logits also get W_skip x_t (the frame just read); docs/training.md
     readout_skip_fit: bool = True  # LAE init, readout_start "fit": fit W_skip with the readout (else zero)
     bptt: int = 100  # truncated-BPTT window in frames
@@ -126,6 +127,8 @@ class TrainConfig:
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.nade_skip is True and self.output != "nade":
             problems.append("nade_skip needs output 'nade'")
+        if _is_int(self.nade_vocab) and self.nade_vocab != 0 and self.output != "nade":
+            problems.append("nade_vocab needs output 'nade'")
         if self.readout_skip is True and self.output != "bernoulli":
             problems.append("readout_skip needs output 'bernoulli'; with output 'nade' use nade_skip")
         for name, (low, high, optional) in _INT_FIELDS.items():
@@ -165,7 +168,7 @@ _INT_FIELDS = {
     "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
     "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
     "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
-    "nade_hidden": (1, 4096, False),
+    "nade_hidden": (1, 4096, False), "nade_vocab": (0, 16384, False),
 }
 # name -> (low, high, may be null, low excluded)
 _FLOAT_FIELDS = {

@@ -178,9 +178,14 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
             else:
                 window_inputs = inputs[:rows, start : start + window]
                 states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
-                logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
                 on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
                                                inputs=window_inputs)
+                if model.vocab:  # the mixture's exact NLL per frame (no per-key BCE form)
+                    frame_nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs)
+                    totals.update(None, window_targets, mask[:rows, start : start + window], on=on, probs=probs,
+                                  nll=frame_nll)
+                    continue
+                logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
                 totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
     model.train(was_training)
     return totals
@@ -231,11 +236,12 @@ def train_epoch(
             window_mask = mask[:rows, start : start + bptt]
             frames = window_mask.sum()
             window_targets = targets[:rows, start : start + bptt]
-            # NADE: conditional logits given the lower keys of the target frame; its exact NLL is the same sum.
-            logits, h = model(inputs[:rows, start : start + bptt], _first_rows(h, rows), targets=window_targets)
+            # Bernoulli and NADE: the sum of per-key BCEs of the (conditional) logits; the chord-vocabulary
+            # mixture: its exact -log p per frame (PianoRollRNN.frame_nll).
+            per_frame, h = model.frame_nll(inputs[:rows, start : start + bptt], _first_rows(h, rows),
+                                           targets=window_targets)
             h = _detach(h)
-            per_key = nn.functional.binary_cross_entropy_with_logits(logits, window_targets, reduction="none")
-            loss_sum = (per_key.sum(-1) * window_mask).sum()
+            loss_sum = (per_frame * window_mask).sum()
             loss = loss_sum / frames
             if not torch.isfinite(loss):
                 raise TrainingDiverged(

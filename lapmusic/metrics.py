@@ -115,7 +115,9 @@ class MetricAccumulator:
 
     A NADE output passes its conditional logits (NLL is the same sum of per-key BCEs) plus ``on``, the
     predicted 0/1 frames ACC counts (default ``sigmoid(logits) >= 0.5``), and ``probs``, the per-key
-    probabilities of the soft counts (default ``sigmoid(logits)``), both ``(..., 88)``.
+    probabilities of the soft counts (default ``sigmoid(logits)``), both ``(..., 88)``. An output whose NLL
+    is not a sum of per-key BCEs (the chord-vocabulary mixture, :mod:`lapmusic.chordvocab`) passes ``nll``,
+    the exact NLL of each frame ``(...)``, with ``on`` and ``probs``, and ``logits=None``.
     """
 
     def __init__(self) -> None:
@@ -127,15 +129,19 @@ class MetricAccumulator:
         self.negative_hist = np.zeros(THRESHOLD_BINS, dtype=np.int64)
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
-               on: torch.Tensor | None = None, probs: torch.Tensor | None = None) -> None:
-        logits = logits.double()
+    def update(self, logits: torch.Tensor | None, targets: torch.Tensor, mask: torch.Tensor | None = None,
+               on: torch.Tensor | None = None, probs: torch.Tensor | None = None,
+               nll: torch.Tensor | None = None) -> None:
         targets = targets.double()
         if mask is None:
-            mask = torch.ones(logits.shape[:-1], dtype=torch.float64, device=logits.device)
+            mask = torch.ones(targets.shape[:-1], dtype=torch.float64, device=targets.device)
         mask = mask.double().unsqueeze(-1)
-        per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        self.nll_sum += float((per_key * mask).sum())
+        if nll is None:
+            logits = logits.double()
+            per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            self.nll_sum += float((per_key * mask).sum())
+        else:  # per-frame NLLs (...,) given directly (the chord-vocabulary mixture); logits may be None
+            self.nll_sum += float((nll.double() * mask.squeeze(-1)).sum())
         self.frames += int(mask.sum())
         probs = (torch.sigmoid(logits) if probs is None else probs.double()) * mask
         on = ((logits >= 0) if on is None else on > 0.5).double() * mask  # sigmoid(l) >= 0.5 <=> l >= 0

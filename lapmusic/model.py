@@ -54,11 +54,15 @@ class PianoRollRNN(nn.Module):
     zero-initialised so the network starts as the plain one). "Copy the previous frame" and key-to-key
     transitions are then first-order features instead of something the hidden units must carry next to
     the history. Off, there is no ``skip`` module: the state dict has the plain network's keys.
+
+    ``nade_vocab=N > 0`` (NADE output only): ``self.nade`` is a :class:`lapmusic.chordvocab.ChordVocabNADE`, the
+    NADE mixed with a softmax over at most ``N`` whole chords (install them with its ``set_vocabulary``). Its
+    NLL is no longer a sum of per-key BCEs: use :meth:`frame_nll` (``forward`` then refuses ``targets``).
     """
 
     def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
                  output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False,
-                 readout_skip: bool = False):
+                 readout_skip: bool = False, nade_vocab: int = 0):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -66,6 +70,8 @@ class PianoRollRNN(nn.Module):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if nade_skip and output != "nade":
             raise ValueError("nade_skip needs output='nade'")
+        if nade_vocab and output != "nade":
+            raise ValueError("nade_vocab needs output='nade'")
         if readout_skip and output != "bernoulli":
             raise ValueError("readout_skip needs output='bernoulli' (the NADE has its own: nade_skip)")
         if hidden < 1:
@@ -75,6 +81,7 @@ class PianoRollRNN(nn.Module):
         self.n_keys = int(n_keys)
         self.dropout_rate = float(dropout)
         self.output = output
+        self.nade_vocab = int(nade_vocab)
         if cell == "rnn":
             self.recurrent = nn.RNN(n_keys, hidden, nonlinearity="tanh", batch_first=True)
         elif cell == "gru":
@@ -86,7 +93,12 @@ class PianoRollRNN(nn.Module):
         if output == "nade":
             from .nade import NADEOutput
 
-            self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
+            if nade_vocab:
+                from .chordvocab import ChordVocabNADE
+
+                self.nade = ChordVocabNADE(hidden, n_keys, nade_hidden, skip=nade_skip, max_chords=nade_vocab)
+            else:
+                self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
         else:
             self.readout = nn.Linear(hidden, n_keys)
         self.skip = None
@@ -105,7 +117,27 @@ class PianoRollRNN(nn.Module):
         if targets is None:
             raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
                              "lapmusic.sample.generate")
+        if self.vocab:
+            raise ValueError("a chord-vocabulary NADE has no per-key logits whose BCE sum is its NLL: use frame_nll")
         return self.nade.conditional_logits(self.dropout(states), targets, inputs=x), h
+
+    @property
+    def vocab(self) -> bool:
+        """Whether the output is the chord-vocabulary mixture (``nade_vocab > 0``)."""
+        return self.nade_vocab > 0
+
+    def frame_nll(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
+        """``(nll (B, T), h)``: the exact NLL in nats of each target frame ``(B, T, 88)`` given ``x`` ``(B, T, 88)``.
+
+        Bernoulli and NADE: ``sum_k BCE(logits, targets)`` of :meth:`forward`; the chord-vocabulary mixture:
+        ``-log p(x | h)`` of :meth:`lapmusic.chordvocab.ChordVocabNADE.log_prob`. Dropout as in ``forward``.
+        """
+        if not self.vocab:
+            logits, h = self(x, h, targets=targets)
+            per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            return per_key.sum(-1), h
+        states, h = self.recurrent(x, h)
+        return -self.nade.log_prob(self.dropout(states), targets, inputs=x), h
 
     def hidden_states(self, x: torch.Tensor, h=None):
         """``(B, T, hidden)`` states (before dropout) and the final state."""

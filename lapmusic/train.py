@@ -39,6 +39,7 @@ from .lock import run_lock
 from .metrics import baselines
 from .model import (N_KEYS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
                     fit_readout, init_from_lae, scale_recurrent, set_readout)
+from .chordvocab import build_vocabulary
 from .nade import EXPECTED_ACC_SAMPLES
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
@@ -109,7 +110,7 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 def _build_model(config: TrainConfig) -> PianoRollRNN:
     return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
                         nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
-                        readout_skip=config.readout_skip)
+                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
@@ -292,6 +293,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     density = key_density(train_t) if config.input_noise > 0 else None
 
     model = _build_model(config)
+    if config.nade_vocab:  # the training split's commonest chords (a checkpoint, when resuming, holds the same)
+        model.nade.set_vocabulary(*build_vocabulary(train_seqs, config.nade_vocab))
     pretrain: dict[str, Any] = {}
     if resume:
         path = run_dir / "checkpoint.pt"
@@ -429,6 +432,10 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
 
 def _acc_method(config: TrainConfig) -> str:
     """How ACC and expected ACC were computed for this output (written into final.json)."""
+    if config.nade_vocab:
+        return ("ACC: greedy frame (the vocabulary's most probable chord when the gate gives it p >= 0.5, else the "
+                f"NADE's greedy frame); expected ACC: {EXPECTED_ACC_SAMPLES} frames sampled from the mixture per "
+                "predicted frame")
     if config.output == "nade":
         return (f"ACC: greedy frame (key by key, conditional p >= 0.5); expected ACC: {EXPECTED_ACC_SAMPLES} "
                 "sampled frames per predicted frame")

@@ -324,11 +324,13 @@ def run_title(summary) -> str:
 
 def run_label(config: dict, *, with_dataset: bool = False) -> str:
     """``LAE · h128 · seed 0`` (`` · NADE`` for a NADE output, `` · NADE+skip`` with its previous-frame skip,
-    `` · skip`` with the Bernoulli readout's skip; the dataset first when runs of several datasets are compared)."""
+    `` · skip`` with the Bernoulli readout's skip, ``+vocab N`` with a chord vocabulary; the dataset first when
+    runs of several datasets are compared)."""
     init = {"lae": "LAE", "random": "random"}.get(str(config.get("init")), str(config.get("init", "?")))
     label = f"{init} · h{config.get('hidden', '?')} · seed {config.get('seed', '?')}"
     if config.get("output") == "nade":
         label += " · NADE+skip" if config.get("nade_skip") else " · NADE"  # Bernoulli runs keep their usual label
+        label += f"+vocab {config['nade_vocab']}" if config.get("nade_vocab") else ""
     elif config.get("readout_skip"):
         label += " · skip"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label
