@@ -37,10 +37,10 @@ from .epoch import (TrainingCancelled, TrainingDiverged, _accumulate, _active_ro
 from .io import atomic_write_json, storage_cause, storage_error
 from .lock import run_lock
 from .metrics import baselines
-from .model import (N_KEYS, PianoRollRNN, choose_alpha, collect_states, constant_readout,
-                    fit_readout, init_from_lae, scale_recurrent, set_readout)
+from .model import N_KEYS, PianoRollRNN
 from .chordvocab import build_vocabulary
 from .nade import EXPECTED_ACC_SAMPLES
+from .pretrain import _initialise, lae_lags  # noqa: F401 (lae_lags re-exported for scripts/sweep.py)
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
                      reconcile, save_checkpoint, write_history)
@@ -494,102 +494,6 @@ def _save_best(run_dir: Path, model, config: TrainConfig, epoch: int, valid_nll:
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch, "valid_nll": valid_nll,
         "model": model.state_dict(), "config": config.to_dict(),
     })
-
-
-def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Path, device, report,
-                cancel=None) -> dict:
-    """Random init (PyTorch's defaults, already done) or the LAE init: fit the LAE, set alpha, fit the readout.
-
-    ``rec_radius`` (both inits) then scales ``W_rec`` to that exact spectral radius; ``readout_start`` picks
-    the LAE init's readout: the fit on the network's states, the constant key-frequency model, or zeros.
-    """
-    if config.init == "random":
-        if config.rec_radius is None:
-            return {"seconds": 0.0}
-        return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
-    started = time.perf_counter()
-    if config.lae_path:
-        lae = _load_lae(config.lae_path, config.hidden)
-        report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
-    else:
-        report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
-        try:
-            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
-                           decay=config.lae_decay, device=str(device), seed=config.seed, cancel=cancel,
-                           progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
-        except LapMusicError:
-            if cancel is not None and cancel.is_set():
-                raise TrainingCancelled("cancelled") from None
-            raise
-    lae.save(run_dir / "lae.npz")
-    lae_seconds = time.perf_counter() - started
-    alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
-    init_from_lae(model, lae, alpha, max_spectral_radius=config.lae_max_radius)
-    extra = {}
-    if config.rec_radius is not None:
-        extra["rec_radius_before"] = scale_recurrent(model, config.rec_radius)
-    report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
-    readout_started = time.perf_counter()
-    model.to(device)
-    H, Y, X = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
-                             with_inputs=True)
-    skip = None
-    if config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit:
-        # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
-        W, c = fit_readout(torch.cat([H, X], dim=1), Y, logistic_steps=config.readout_steps,
-                           ridge=config.readout_ridge, progress=lambda f, m: report(0.65 + 0.35 * f, m))
-        W, skip = W[:, : config.hidden].contiguous(), W[:, config.hidden :].contiguous()
-    elif config.readout_start == "fit":
-        W, c = fit_readout(H, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
-                           progress=lambda f, m: report(0.65 + 0.35 * f, m))
-    elif config.readout_start == "constant":
-        W, c = constant_readout(Y, config.hidden)
-    else:
-        W, c = torch.zeros(N_KEYS, config.hidden), torch.zeros(N_KEYS)
-    set_readout(model, W, c, skip)
-    model.cpu()
-    return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
-            "lae_fit_seconds": float(getattr(lae, "seconds", lae_seconds)), "lae_reused": bool(config.lae_path),
-            "lae_energy_captured": _energy(lae),
-            "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
-            "readout_frames": int(len(H)), **extra}
-
-
-def lae_lags(config: TrainConfig) -> int | None:
-    """The LAE's max lag: ``lae_max_lag``, else (with ``lae_decay < 1``) the first ``k`` with ``decay**k < 1e-12``.
-
-    The weighted ``Xi``'s columns beyond that lag are below 1e-12 of the first block, so cutting them leaves
-    the LAE unchanged to rounding while Piano-midi.de's 4 000-frame pieces no longer cost 4 000 lag blocks.
-    """
-    if config.lae_max_lag is not None or config.lae_decay is None or config.lae_decay >= 1:
-        return config.lae_max_lag
-    return max(1, math.ceil(math.log(1e-12) / math.log(config.lae_decay)))
-
-
-def _energy(lae) -> float | None:
-    try:
-        return float(lae.energy_captured)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _load_lae(path, hidden: int):
-    from .lae import LinearAutoencoder
-
-    try:
-        lae = LinearAutoencoder.load(path)
-    except FileNotFoundError:
-        raise LapMusicError(f"LAE file {path} does not exist; fit one with `lapmusic lae --out FILE`") from None
-    if lae.A.shape[0] != hidden:
-        raise LapMusicError(f"the LAE in {path} has p={lae.A.shape[0]} units but the network has hidden={hidden}; "
-                            "they must be equal")
-    return lae
-
-
-def _fit_lae(seqs, p, **options):
-    from .lae import fit_lae  # imported late: lae.py pulls in its solvers only when pre-training is asked for
-
-    return fit_lae(seqs, p, **options)
 
 
 # ------------------------------------------------------------------------------------------ finished runs
