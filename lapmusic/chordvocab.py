@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nade import _CHUNK_FRAMES, NADEOutput
+from .nade import NADEOutput, in_chunks
 
 _HASH_SEED = 20141208  # fixed: the frame hashes only locate candidates, equality is then checked key by key
 
@@ -183,12 +183,7 @@ class ChordVocabNADE(NADEOutput):
         s = states.reshape(-1, states.shape[-1])
         v = frames.reshape(-1, self.n_keys)
         x = inputs.reshape(-1, self.n_keys) if self.skip and inputs is not None else None
-        if torch.is_grad_enabled() or len(s) <= _CHUNK_FRAMES:
-            return self._log_prob(s, v, x).reshape(lead)
-        chunk = _CHUNK_FRAMES
-        parts = [self._log_prob(s[i : i + chunk], v[i : i + chunk], None if x is None else x[i : i + chunk])
-                 for i in range(0, len(s), chunk)]
-        return torch.cat(parts).reshape(lead)
+        return in_chunks(self._log_prob, s, v, x).reshape(lead)
 
     def _log_prob(self, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         nade = super().log_prob(s, v, x)  # (N,)
@@ -207,7 +202,7 @@ class ChordVocabNADE(NADEOutput):
         Random numbers, in this order: the NADE frame of every row (as :meth:`NADEOutput.sample`), one
         uniform per row for the component, one categorical draw per row for the chord."""
         nade_frames = super().sample(states, temperature, max_polyphony, generator, inputs)
-        gate, _ = self.mixture_parts(states)
+        gate = self.gate(states).squeeze(-1)
         logits = self.chord_logits(states)
         if max_polyphony is not None:
             too_big = self._chord_sizes > max_polyphony  # (|V|,)

@@ -180,13 +180,13 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
                 states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
                 on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
                                                inputs=window_inputs)
+                logits, nll = None, None
                 if model.vocab:  # the mixture's exact NLL per frame (no per-key BCE form)
-                    frame_nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs)
-                    totals.update(None, window_targets, mask[:rows, start : start + window], on=on, probs=probs,
-                                  nll=frame_nll)
-                    continue
-                logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
-                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs)
+                    nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs)
+                else:
+                    logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
+                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs,
+                              nll=nll)
     model.train(was_training)
     return totals
 

@@ -129,11 +129,12 @@ class PianoRollRNN(nn.Module):
     def frame_nll(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
         """``(nll (B, T), h)``: the exact NLL in nats of each target frame ``(B, T, 88)`` given ``x`` ``(B, T, 88)``.
 
-        Bernoulli and NADE: ``sum_k BCE(logits, targets)`` of :meth:`forward`; the chord-vocabulary mixture:
-        ``-log p(x | h)`` of :meth:`lapmusic.chordvocab.ChordVocabNADE.log_prob`. Dropout as in ``forward``.
+        Bernoulli: ``sum_k BCE(logits, targets)`` of :meth:`forward`; NADE (with or without the chord
+        vocabulary): ``-log p(x | h)`` of its ``log_prob``, the same sum of conditional BCEs for the plain NADE.
+        Dropout as in ``forward``.
         """
-        if not self.vocab:
-            logits, h = self(x, h, targets=targets)
+        if self.nade is None:
+            logits, h = self(x, h)
             per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             return per_key.sum(-1), h
         states, h = self.recurrent(x, h)

@@ -52,6 +52,16 @@ EXPECTED_ACC_SAMPLES = 10
 _CHUNK_FRAMES = 4096  # frames per chunk when no gradient is needed: bounds the (N, S, K) memory
 
 
+def in_chunks(fn, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+    """``fn(s, v, x)`` over rows ``(N, ...)``; without gradients in chunks of ``_CHUNK_FRAMES`` rows, which
+    bounds the memory of the per-row work (the NADE's running sums, the vocabulary's softmax), same result."""
+    if torch.is_grad_enabled() or len(s) <= _CHUNK_FRAMES:
+        return fn(s, v, x)
+    chunk = _CHUNK_FRAMES
+    return torch.cat([fn(s[i : i + chunk], v[i : i + chunk], None if x is None else x[i : i + chunk])
+                      for i in range(0, len(s), chunk)])
+
+
 class NADEOutput(nn.Module):
     """NADE over ``n_keys`` binary keys whose biases are linear in a state of ``state_size`` units.
 
@@ -112,13 +122,7 @@ class NADEOutput(nn.Module):
         s = states.reshape(-1, states.shape[-1])
         v = frames.reshape(-1, self.n_keys).to(s.dtype)
         x = inputs.reshape(-1, self.n_keys) if self.skip and inputs is not None else None
-        if torch.is_grad_enabled() or len(s) <= _CHUNK_FRAMES:
-            logits = self._logits(s, v, x)
-        else:
-            chunk = _CHUNK_FRAMES
-            logits = torch.cat([self._logits(s[i : i + chunk], v[i : i + chunk], None if x is None else x[i : i + chunk])
-                                for i in range(0, len(s), chunk)])
-        return logits.reshape(*lead, self.n_keys)
+        return in_chunks(self._logits, s, v, x).reshape(*lead, self.n_keys)
 
     def _logits(self, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, p)`` states, ``(N, K)`` frames (and ``(N, K)`` frames read, for the skip) -> ``(N, K)`` logits.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from lapmusic.model import PianoRollRNN, set_readout
 from lapmusic.sample import generate
 from lapmusic.train import TrainConfig, evaluate, load_run, train
 
-from conftest import random_rolls
+from conftest import synthetic_dataset
 
 
 def test_skip_logits_are_w_out_h_plus_c_plus_w_skip_x():
@@ -91,11 +90,9 @@ def test_greedy_sampling_reads_the_skip():
     assert generate(without, steps=6, temperature=0, primer=primer, seed=0)[0, 2:].sum() == 0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def dataset():
-    return SimpleNamespace(key="synthetic", train=random_rolls(16, (10, 30), seed=0, density=0.2),
-                           valid=random_rolls(4, (10, 30), seed=1, density=0.2),
-                           test=random_rolls(4, (10, 30), seed=2, density=0.2))
+    return synthetic_dataset((16, 4, 4), (10, 30), density=0.2)
 
 
 def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path, dataset):
