@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlparse

@@ -73,7 +73,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    f"(default {_default('input_noise')}: off)")
     p.add_argument("--patience", type=_positive_int,
                    help="stop after this many epochs without a better validation NLL (default 5)")
-    p.add_argument("--max-seconds", type=float, metavar="S",
+    p.add_argument("--max-seconds", type=_positive_seconds, metavar="S",
                    help="start no new epoch once this run's epochs (training + validation, summed over resumes) "
                    "took S seconds; the best epoch's model is then tested as usual (default: no limit)")
     p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
@@ -195,19 +195,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
         _check_dataset(args.dataset)
 
+    from .config import RESUMABLE_CHANGES
     from .train import train
 
     if args.resume:
         config = None
-        if args.epochs is not None or args.patience is not None or args.max_seconds is not None:
+        if any(getattr(args, name) is not None for name in RESUMABLE_CHANGES):
             from pathlib import Path
 
             from .train import _config_from_run
 
             config = _config_from_run(Path(args.resume))
-            config.epochs = args.epochs or config.epochs
-            config.patience = args.patience or config.patience
-            config.max_seconds = args.max_seconds or config.max_seconds
+            for name in RESUMABLE_CHANGES:
+                if getattr(args, name) is not None:
+                    setattr(config, name, getattr(args, name))
         run_dir = args.resume
     else:
         config = _training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,

@@ -15,6 +15,7 @@ from .model import CELLS, OUTPUTS
 from .rundir import _is_int, _is_number
 
 READOUT_STARTS = ("fit", "constant", "zero")
+RESUMABLE_CHANGES = ("epochs", "patience", "max_seconds")  # the settings a resume may change (to train longer)
 
 
 @dataclass

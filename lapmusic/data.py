@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from .datafiles import (  # noqa: F401 - also imported from here (their old home
     safe_unpickle,
 )
 from .errors import DataError, DownloadError
-from .io import atomic_save, new_file_mode
+from .io import atomic_save, new_temp
 from .midi import DEFAULT_STEP_SECONDS, check_roll
 
 Progress = Callable[[float, str], None]
@@ -235,8 +234,7 @@ def download(url: str, dest: Path, *, verify: Callable[[Path], None], progress: 
     On any failure the temp file is removed, so the cache never holds a partial or unverified file.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.fchmod(fd, new_file_mode())
+    fd, tmp_name = new_temp(dest.parent, f".{dest.name}.", ".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -8,7 +8,7 @@ import errno
 import json
 import os
 import random
-import tempfile
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -111,31 +111,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _read_umask() -> int:
-    """The process's umask, without changing it (``os.umask`` can only be read by setting it, which would
-    race with the server's other threads creating files): from ``/proc/self/status`` on Linux, else the
-    value read once at import."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return _UMASK_AT_IMPORT
+def new_temp(folder: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, str]:
+    """Create and open (write-only) a new file named ``prefix + random + suffix`` in ``folder``: ``(fd, path)``.
 
-
-_UMASK_AT_IMPORT = os.umask(0o022)
-os.umask(_UMASK_AT_IMPORT)
-
-
-def new_file_mode() -> int:
-    """The mode an ordinary ``open(path, "w")`` would give a new file: ``0o666`` less the umask.
-
-    ``tempfile.mkstemp`` creates its files ``0o600``; files made through it are set to this mode, so that run
-    folders and caches written atomically are as readable as any other file (e.g. by the other users of a
-    shared runs folder)."""
-    return 0o666 & ~_read_umask()
+    Created with mode ``0o666`` and ``O_EXCL``, so the kernel applies the umask as for ``open(path, "w")``
+    (``tempfile.mkstemp`` gives ``0o600``, which made a runs folder shared by several users unreadable to the
+    others) and no reader of the umask is needed."""
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
 
 
 def atomic_save(path: str | os.PathLike, writer) -> Path:
@@ -150,8 +138,7 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
     pause = _test_pause()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, new_file_mode())
+        fd, tmp = new_temp(path.parent, f".{path.name}.", ".tmp")
         with os.fdopen(fd, "wb") as handle:
             writer(_PausingHandle(handle, pause) if pause else handle)
             handle.flush()

@@ -99,8 +99,6 @@ def process_exists(pid: int | None) -> bool:
     return True
 
 
-
-
 def _live_by_content(owner: dict | None) -> bool:
     """Without flock: the recorded owner counts when it is a live PID on this host (or on another host)."""
     if not owner:

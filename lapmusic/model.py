@@ -134,7 +134,7 @@ class PianoRollRNN(nn.Module):
         Dropout as in ``forward``.
         """
         if self.nade is None:
-            logits, h = self(x, h)
+            logits, h = self(x, h, targets=targets)  # (forward ignores targets here; subclasses may look)
             per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             return per_key.sum(-1), h
         states, h = self.recurrent(x, h)
@@ -256,17 +256,19 @@ def collect_states(
         x = torch.as_tensor(np.asarray(seq[:-1]), dtype=torch.float32, device=device)[None]
         h, _ = model.hidden_states(x)
         states.append(h[0])
-        inputs.append(x[0])
+        if with_inputs:
+            inputs.append(x[0])
         targets.append(torch.as_tensor(np.asarray(seq[1:]), dtype=torch.float32, device=device))
     if not states:
         raise ValueError("no piece has two or more frames: nothing to fit the readout on")
     H = torch.cat(states)
     Y = torch.cat(targets)
-    X = torch.cat(inputs)
+    X = torch.cat(inputs) if with_inputs else None
     if max_frames is not None and len(H) > max_frames:
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(H), generator=generator)[:max_frames].to(device)
-        H, Y, X = H[keep], Y[keep], X[keep]
+        H, Y = H[keep], Y[keep]
+        X = X[keep] if with_inputs else None
     return (H, Y, X) if with_inputs else (H, Y)
 
 

@@ -56,17 +56,18 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
     readout_started = time.perf_counter()
     model.to(device)
-    H, Y, X = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
-                             with_inputs=True)
+    # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
+    joint = config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit
+    collected = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
+                               with_inputs=joint)  # (H, Y), or (H, Y, X) for the joint fit
+    H, Y = collected[0], collected[1]
     skip = None
-    if config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit:
-        # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
-        W, c = fit_readout(torch.cat([H, X], dim=1), Y, logistic_steps=config.readout_steps,
-                           ridge=config.readout_ridge, progress=lambda f, m: report(0.65 + 0.35 * f, m))
-        W, skip = W[:, : config.hidden].contiguous(), W[:, config.hidden :].contiguous()
-    elif config.readout_start == "fit":
-        W, c = fit_readout(H, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
+    if config.readout_start == "fit":
+        features = torch.cat([H, collected[2]], dim=1) if joint else H
+        W, c = fit_readout(features, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
                            progress=lambda f, m: report(0.65 + 0.35 * f, m))
+        if joint:
+            W, skip = W[:, : config.hidden], W[:, config.hidden :]
     elif config.readout_start == "constant":
         W, c = constant_readout(Y, config.hidden)
     else:
@@ -74,7 +75,7 @@ def _initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: P
     set_readout(model, W, c, skip)
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
-            "lae_fit_seconds": float(getattr(lae, "seconds", lae_seconds)), "lae_reused": bool(config.lae_path),
+            "lae_fit_seconds": float(lae.seconds), "lae_reused": bool(config.lae_path),
             "lae_energy_captured": _energy(lae),
             "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
             "readout_frames": int(len(H)), **extra}

@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import (CONFIG_KEYS_V1, READOUT_STARTS, TrainConfig, _FLOAT_FIELDS,  # noqa: F401 (re-exported)
-                     _INT_FIELDS)
+from .config import (CONFIG_KEYS_V1, READOUT_STARTS, RESUMABLE_CHANGES, TrainConfig,  # noqa: F401 (re-exported)
+                     _FLOAT_FIELDS, _INT_FIELDS)
 from .errors import CheckpointError, LapMusicError
 from .epoch import (TrainingCancelled, TrainingDiverged, _accumulate, _active_rows, _detach,  # noqa: F401
                     _first_rows, _to_tensors, _warm_up, choose_threshold, evaluate_tensors, key_density,
@@ -50,7 +50,6 @@ EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch valida
 Progress = Callable[[float, str], None]
 # A validation NLL above this after a training epoch means the run diverged (see _check_divergence).
 DIVERGED_NLL = 2 * N_KEYS * math.log(2.0)
-RESUMABLE_CHANGES = {"epochs", "patience", "max_seconds"}  # settings a resume may change (to train longer)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -226,13 +225,15 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
     if resume:
         saved = _config_from_run(run_dir)
         if config is not None:
-            changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUMABLE_CHANGES
+            before = saved.to_dict()
+            changed = {k for k, v in config.to_dict().items() if before[k] != v} - set(RESUMABLE_CHANGES)
             if changed:
                 raise LapMusicError(
                     f"cannot resume {run_dir} with different settings {sorted(changed)}; "
-                    "only epochs, patience and max_seconds may change"
+                    f"only {', '.join(RESUMABLE_CHANGES[:-1])} and {RESUMABLE_CHANGES[-1]} may change"
                 )
-            saved.epochs, saved.patience, saved.max_seconds = config.epochs, config.patience, config.max_seconds
+            for name in RESUMABLE_CHANGES:
+                setattr(saved, name, getattr(config, name))
             saved.validate()
         config = saved
         if not (run_dir / "checkpoint.pt").exists():

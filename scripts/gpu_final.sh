@@ -60,9 +60,11 @@ fi
 sampler=$!
 
 # Watchdog: pack what exists before the call's 600 s limit if the runs are not done by then.
-( sleep "${GPU_FINAL_WATCHDOG:-545}"; [ -f "$work/done" ] || {
+# (Its own output goes nowhere: a killed watchdog's sleep must not hold the script's stdout open.)
+( sleep $(( ${GPU_FINAL_WATCHDOG:-545} - ($(date +%s) - started) )); [ -f "$work/done" ] || {
     echo "watchdog: packing unfinished runs" >> "$out/sweeps.log"
-    tar czf "$out/runs_partial.tar.gz" -C "$work" --exclude checkpoint.pt --exclude '*.tmp*' gpu_final; } ) &
+    tar czf "$out/runs_partial.tar.gz" -C "$work" --exclude checkpoint.pt --exclude '*.tmp*' gpu_final; } ) \
+  </dev/null >/dev/null 2>&1 &
 watchdog=$!
 
 if [ "$device" = cuda ]; then

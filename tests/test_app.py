@@ -360,6 +360,9 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
         raise RuntimeError("boom")
 
     monkeypatch.setattr(lapmusic.plots, "loss_figure", broken)
+    from lapmusic.ui.pages import training as training_page
+
+    training_page._loss_figure.cache_clear()  # shared across pages: a cached figure would not call it
     at.session_state["focus"] = [str(run)]
     show(at, "Training")
     no_exceptions(at)

@@ -349,7 +349,7 @@ def test_a_full_disk_everywhere_is_one_cli_line(tmp_path, monkeypatch, capsys):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io_module, "tempfile", SimpleNamespace(mkstemp=no_space))
+    monkeypatch.setattr(io_module, "new_temp", no_space)
     assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the disk is full" in err and str(tmp_path / "run") in err
@@ -393,7 +393,7 @@ def test_a_folder_without_write_permission_is_a_clear_error(tmp_path, dataset):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_writes_get_the_mode_of_an_ordinary_file(tmp_path, umask, mode):
-    # mkstemp makes its files 0600: a runs folder shared by several users was unreadable to the others.
+    # mkstemp made its files 0600: a runs folder shared by several users was unreadable to the others.
     from lapmusic.io import atomic_write_json
 
     old = os.umask(umask)

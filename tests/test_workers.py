@@ -241,6 +241,8 @@ def test_worker_state_needs_a_fresh_heartbeat_and_a_live_pid(tmp_path):
     assert worker.worker_state(tmp_path, now=time.time() + worker.STALE_SECONDS + 1) == "dead"
     worker.write_worker_file(tmp_path, 2**22 + 12345)  # no such pid
     assert worker.worker_state(tmp_path) == "dead"
+    worker.write_worker_file(tmp_path, os.getpid(), exited=time.time())
+    assert worker.worker_state(tmp_path) == "dead"
 
 
 def test_live_worker_gives_the_file_of_a_live_worker_only(tmp_path):
@@ -251,8 +253,6 @@ def test_live_worker_gives_the_file_of_a_live_worker_only(tmp_path):
     assert worker.live_worker(tmp_path) is None
     worker.write_worker_file(tmp_path, 2**22 + 12345)
     assert worker.live_worker(tmp_path) is None
-    worker.write_worker_file(tmp_path, os.getpid(), exited=time.time())
-    assert worker.worker_state(tmp_path) == "dead"
 
 
 def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):

@@ -95,7 +95,7 @@ class FairGate:
     and others none for four minutes. Waiting here in a queue costs no CPU, and every page gets its turn.
     """
 
-    def __init__(self, slots: int = 2):
+    def __init__(self, slots: int):
         self.slots = slots
         self._cond = threading.Condition()
         self._tickets = 0  # handed out

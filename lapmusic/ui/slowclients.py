@@ -42,7 +42,10 @@ def install() -> bool:
         try:
             original(self, msg)
         except SessionClientDisconnectedError:
-            hang_up(self)
+            try:
+                hang_up(self)
+            except Exception:  # Streamlit's private fields moved: keep the error the runtime handles
+                log.exception("could not close the websocket of a dropped session")
             raise
 
     setattr(write_forward_msg, _MARK, True)

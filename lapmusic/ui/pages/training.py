@@ -61,10 +61,17 @@ def _live_refresh(runs: list[Path]) -> None:
     # The interval is fixed when the fragment is drawn (the browser's timer); the next full rerun (a click, a
     # run that finishes) draws it again with the interval of that moment.
     started = time.thread_time()
-    states = common.guarded(_draw, runs)  # a fragment rerun is not inside the page's guard
+    states = _drawn_states(runs)
     common.poll_budget.record(time.thread_time() - started)
-    if RUNNING not in (states if states is not None else _states(runs)):
+    if RUNNING not in states:
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
+
+
+def _drawn_states(runs: list[Path]) -> set[str]:
+    """Draw the runs (a fragment rerun is not inside the page's guard) and return their states; after a
+    drawing error, the states read from the run folders."""
+    states = common.guarded(_draw, runs)
+    return states if states is not None else _states(runs)
 
 
 def _waiting(runs: list[Path]) -> None:
@@ -73,8 +80,7 @@ def _waiting(runs: list[Path]) -> None:
 
 
 def _waiting_refresh(runs: list[Path]) -> None:
-    states = common.guarded(_draw, runs)
-    states = states if states is not None else _states(runs)
+    states = _drawn_states(runs)
     if QUEUED not in states or RUNNING in states:
         st.rerun()
 
