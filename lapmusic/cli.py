@@ -99,7 +99,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    "--output nade)")
     p.add_argument("--readout-skip", action="store_true", default=None,
                    help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
-                   "88x88, starts at zero; with --init lae fitted together with the readout), so copying the "
+                   "88x88, starts at zero; with --init lae and --readout-start fit fitted together with the readout), so copying the "
                    "previous frame is a first-order feature (default off; docs/training.md)")
 
     p.add_argument("--lr-patience", type=_non_negative_int,
