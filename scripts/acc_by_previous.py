@@ -17,7 +17,10 @@ Why (b): corpus ACC ``TP / (TP + FP + FN)`` of calibrated marginals is maximised
 global threshold ``p > lambda / (1 + lambda)``, ``lambda`` the best ACC as a fraction (Dinkelbach), so a
 second threshold can only help where the marginals are miscalibrated differently in the two groups. The
 reliability table (validation: mean ``p`` against the observed frequency per bin and group) shows where.
-Copy-previous ACC (frame ``t`` = frame ``t-1``) on the test split is printed next to them.
+Copy-previous ACC (frame ``t`` = frame ``t-1``) is printed next to them, with the number of pieces on which
+rule (b) beats it, and, as a diagnostic upper bound that is never a result, the best test ACC of any pair
+of thresholds picked on the test split itself (if even that does not beat copying, no rule of family (b)
+can).
 
     LAPMUSIC_DATA_DIR=... python scripts/acc_by_previous.py RUN_DIR [RUN_DIR ...] [--json OUT.json]
 """
@@ -162,7 +165,9 @@ def analyse(run_dir) -> dict:
     on_valid = np.where(xv, pv >= t_on - 1e-12, pv >= t_off - 1e-12)
     two = {"t_on": float(t_on), "t_off": float(t_off), "valid": float(curve[i, j]), "test": acc_at(pt, yt, on_test),
            "pieces_beating_copy_valid": pieces_beating_copy(on_valid, xv, yv, piece_v),
-           "pieces_beating_copy_test": pieces_beating_copy(on_test, xt, yt, piece_t)}
+           "pieces_beating_copy_test": pieces_beating_copy(on_test, xt, yt, piece_t),
+           # an upper bound, never a result: the best pair of thresholds picked on the test split itself
+           "test_bound": float(two_threshold_grid(pt, xt, yt)[1:, 1:].max())}
     # (c) Platt per group on validation NLL, then one threshold on the calibrated p
     weights = {0: platt(pv[~xv], yv[~xv]), 1: platt(pv[xv], yv[xv])}
     cv, ct = apply_platt(pv, xv, weights), apply_platt(pt, xt, weights)
@@ -186,6 +191,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--json", help="write every result to this JSON file")
+    parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown table rows")
     args = parser.parse_args(argv)
     results = []
     for run_dir in args.runs:
@@ -196,7 +202,8 @@ def main(argv=None) -> None:
               f"{r['acc_05']:.2f}; one threshold {s['threshold']:.3f}: valid {s['valid']:.2f} test {s['test']:.2f} "
               f"(final.json {r['final_acc_tuned']}); two (on {t['t_on']:.3f}, off {t['t_off']:.3f}): valid "
               f"{t['valid']:.2f} test {t['test']:.2f} (pieces beating copy: valid {t['pieces_beating_copy_valid']}, "
-              f"test {t['pieces_beating_copy_test']}); Platt+one {c['threshold']:.3f}: valid {c['valid']:.2f} test "
+              f"test {t['pieces_beating_copy_test']}; upper bound, thresholds picked on test: {t['test_bound']:.2f}); "
+              f"Platt+one {c['threshold']:.3f}: valid {c['valid']:.2f} test "
               f"{c['test']:.2f} (valid NLL {c['valid_nll_before']:.3f}->{c['valid_nll_after']:.3f}, test "
               f"{c['test_nll_before']:.3f}->{c['test_nll_after']:.3f}); copy-previous valid "
               f"{r['copy_previous_valid']:.2f} test {r['copy_previous_test']:.2f}", flush=True)
@@ -205,6 +212,24 @@ def main(argv=None) -> None:
                   f"observed {row['observed']:.3f}")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        print(markdown(results))
+
+
+def markdown(results) -> str:
+    lines = ["| dataset | init | seed | ACC % p ≥ 0.5 | one threshold (valid) | two thresholds on / off (valid) | "
+             "Platt per group + one threshold | copy-previous | pieces where two beat copy (test) | "
+             "bound: two picked on test | test NLL (after Platt) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        s, t, c = r["single"], r["two"], r["calibrated"]
+        lines.append(f"| {r['dataset']} | {r['init']}{' + skip' if r['readout_skip'] else ''} | {r['seed']} | "
+                     f"{r['acc_05']:.2f} | {s['test']:.2f} (p ≥ {s['threshold']:.3f}; {s['valid']:.2f}) | "
+                     f"{t['test']:.2f} ({t['t_on']:.3f} / {t['t_off']:.3f}; {t['valid']:.2f}) | {c['test']:.2f} | "
+                     f"{r['copy_previous_test']:.2f} ({r['copy_previous_valid']:.2f}) | "
+                     f"{t['pieces_beating_copy_test']} | {t['test_bound']:.2f} | "
+                     f"{c['test_nll_before']:.3f} ({c['test_nll_after']:.3f}) |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from lapmusic.metrics import THRESHOLD_BINS
 from lapmusic.model import PianoRollRNN
 
-from conftest import random_rolls
+from conftest import random_rolls, synthetic_config, synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +86,24 @@ def test_collect_matches_running_each_piece_alone(script):
         assert np.allclose(p[mine], expected)  # frame by frame, key by key
         assert (previous[mine] == seq[:-1].ravel().astype(bool)).all()
         assert (played[mine] == seq[1:].ravel().astype(bool)).all()
+
+
+
+def test_analyse_reproduces_final_json_and_renders(script, tmp_path, monkeypatch, one_torch_thread):
+    from lapmusic.train import train
+
+    dataset = synthetic_dataset((12, 4, 4), (10, 30), density=0.2)
+    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    final = train(synthetic_config(hidden=6, epochs=2, init="random"), tmp_path / "run", dataset=dataset)
+    result = script.analyse(tmp_path / "run")
+    # rule (a) is the library's validation threshold and its test ACC
+    assert result["single"]["threshold"] == pytest.approx(final["threshold"])
+    assert result["single"]["test"] == pytest.approx(final["acc_tuned"])
+    assert result["acc_05"] == pytest.approx(final["acc"])
+    # two thresholds contain the single one (its diagonal): never worse on validation
+    assert result["two"]["valid"] >= result["single"]["valid"] - 1e-9
+    assert result["two"]["test_bound"] >= result["two"]["test"] - 1e-9
+    # Platt by NLL on validation can only lower the validation NLL
+    assert result["calibrated"]["valid_nll_after"] <= result["calibrated"]["valid_nll_before"] + 1e-9
+    table = script.markdown([result])
+    assert table.count("\n") == 2 and "| synthetic | random | 3 |" in table
