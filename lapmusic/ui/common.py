@@ -296,6 +296,8 @@ def app_defaults() -> dict:
         "seed": 0,
         "device": "auto",
         "output": "bernoulli",
+        "nade_vocab": 0,
+        "nade_repeat": False,
     }
     text = os.environ.get("LAPMUSIC_APP_DEFAULTS", "").strip()
     if text:
