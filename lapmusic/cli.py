@@ -190,6 +190,20 @@ def _final_text(result: dict) -> str:
             f"on {result.get('device')}")
 
 
+def _changed_on_resume(args: argparse.Namespace) -> list[str]:
+    """The options of ``train`` given with a value other than their default that a resume would not apply.
+
+    A resumed run keeps its own configuration (config.json): silently training with the old learning rate
+    after ``--resume R --lr X`` would mislead, so such options are refused instead.
+    """
+    from .config import RESUMABLE_CHANGES
+
+    defaults = vars(build_parser().parse_args(["train"]))
+    kept = {"resume", "json", "func", "command", *RESUMABLE_CHANGES}
+    return ["--" + name.replace("_", "-") for name, default in defaults.items()
+            if name not in kept and getattr(args, name) != default]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _check_device(args.device)
     _check_file(args.lae_path, "LAE file")
@@ -204,6 +218,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     if args.resume:
+        ignored = _changed_on_resume(args)
+        if ignored:
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUMABLE_CHANGES)
+            raise LapMusicError(
+                f"--resume continues {args.resume} with the settings it was started with; "
+                f"{', '.join(ignored)} cannot change (only {allowed} may). Start a new run with --out to change them")
         config = None
         if any(getattr(args, name) is not None for name in RESUMABLE_CHANGES):
             from pathlib import Path
@@ -390,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p)
     p.add_argument("--out", help="run folder to create (required unless --resume)")
     p.add_argument("--resume", metavar="RUNDIR",
-                   help="continue the run in RUNDIR from its last checkpoint (default: start a new run)")
+                   help="continue the run in RUNDIR from its last checkpoint, with its own settings: only --epochs, "
+                   "--patience and --max-seconds may change (default: start a new run)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 
