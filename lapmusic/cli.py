@@ -101,6 +101,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
                    "chord is one choice instead of 88 key choices (default off; only with --output nade; "
                    "docs/sampling.md)")
+    p.add_argument("--nade-repeat-window", type=_positive_int, metavar="L",
+                   help="with --nade-repeat: the copy chooses among the last L frames read (weights from the state), "
+                   "so returning to a chord heard a few frames earlier is one choice too (default 1: the previous "
+                   "frame only; docs/sampling.md, \"Copy window\")")
     p.add_argument("--readout-skip", action="store_true", default=None,
                    help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
                    "88x88, starts at zero; with --init lae and --readout-start fit fitted together with the readout), so copying the "
@@ -134,7 +138,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "readout_skip",
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "nade_repeat_window", "readout_skip",
                      "max_seconds")
 
 
@@ -321,6 +325,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         suffix += "-skip" if config.nade_skip else ""
         suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
         suffix += "-repeat" if config.nade_repeat else ""
+        suffix += f"{config.nade_repeat_window}" if config.nade_repeat and config.nade_repeat_window > 1 else ""
         suffix += "-rskip" if config.readout_skip else ""  # the readout's previous-frame skip
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)

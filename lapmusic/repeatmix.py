@@ -44,8 +44,9 @@ from .chordvocab import ChordVocabNADE
 from .nade import NADEOutput
 
 
-def repeat_share(pieces: Sequence[np.ndarray]) -> float:
-    """Share of the predicted frames (frames ``2..T`` of each piece) equal to the frame before them.
+def repeat_share(pieces: Sequence[np.ndarray], window: int = 1) -> float:
+    """Share of the predicted frames (frames ``2..T`` of each piece) equal to one of the ``window`` frames before
+    them (in the same piece; ``window = 1``: the frame before).
 
     Returns 0 when no piece has two frames."""
     same = total = 0
@@ -53,7 +54,10 @@ def repeat_share(pieces: Sequence[np.ndarray]) -> float:
         roll = np.asarray(piece) > 0
         if len(roll) < 2:
             continue
-        same += int((roll[1:] == roll[:-1]).all(1).sum())
+        hit = np.zeros(len(roll) - 1, dtype=bool)
+        for k in range(1, min(window, len(roll) - 1) + 1):  # frame t against frame t - k
+            hit[k - 1:] |= (roll[k:] == roll[:-k]).all(1)
+        same += int(hit.sum())
         total += len(roll) - 1
     return same / total if total else 0.0
 
@@ -64,13 +68,21 @@ class RepeatMixture:
 
     ``inputs`` (the frames read, ``(..., K)``) are required by both, with or without the NADE's skip."""
 
-    def __init__(self, state_size: int, n_keys: int, hidden: int, **kwargs):
+    def __init__(self, state_size: int, n_keys: int, hidden: int, window: int = 1, **kwargs):
         super().__init__(state_size, n_keys, hidden, **kwargs)
+        if int(window) < 1:
+            raise ValueError(f"window must be a positive integer, got {window}")
+        self.window = int(window)
         self.repeat_gate = nn.Linear(state_size, 1)
+        # L = 1 has no offset logits (the one offset has weight 1): its state dict is the plain repeat's
+        self.offset_logits = nn.Linear(state_size, self.window) if self.window > 1 else None
+        if self.offset_logits is not None:
+            nn.init.zeros_(self.offset_logits.weight)  # every offset equally likely at the start
+            nn.init.zeros_(self.offset_logits.bias)
         self.set_repeat_share(0.1)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ", repeat=True"
+        return super().extra_repr() + ", repeat=True" + (f", window={self.window}" if self.window > 1 else "")
 
     def set_repeat_share(self, share: float) -> None:
         """Start the gate at ``r = share / 2`` for every state (``share``: :func:`repeat_share` of the training
@@ -84,36 +96,103 @@ class RepeatMixture:
         """The gate logit ``g_r`` ``(...)`` for states ``(..., p)``."""
         return self.repeat_gate(states).squeeze(-1)
 
-    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact ``log p(x | h, x_prev)`` ``(...)`` for frames ``(..., K)`` and the frames read ``inputs`` ``(..., K)``."""
+    def log_offset_weights(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``log w_k(h)`` ``(..., L)``: log-softmax over the offsets ``k = 1..L`` of ``offset_logits(h)``, offsets
+        where ``valid`` ``(..., L)`` is False (before the start of the piece) at ``-inf``. ``L = 1``: zeros."""
+        if self.offset_logits is None:
+            return torch.zeros(valid.shape, dtype=states.dtype, device=states.device)
+        logits = self.offset_logits(states).masked_fill(~valid, -math.inf)
+        return torch.log_softmax(logits, -1)
+
+    def candidates(self, inputs: torch.Tensor, past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames the copy may choose from: ``(cand (..., L, K) bool, valid (..., L) bool)``.
+
+        ``L = 1``: ``inputs`` ``(..., K)`` (the frame read) is the one candidate. ``L > 1``: ``inputs`` ``(B, T, K)``
+        are the frames read at steps ``0..T-1`` and ``past`` ``(B, P, K)`` (``P <= L - 1``, ``None``: ``P = 0``, the
+        start of the piece) the frames read just before them; candidate ``k`` of step ``t`` is the frame read at
+        step ``t - k + 1``, valid iff that step exists (``t - k + 1 >= -P``). One ``unfold`` over the padded
+        sequence, no loop over time."""
+        on = inputs > 0.5
+        if self.window == 1:
+            return on.unsqueeze(-2), torch.ones(on.shape[:-1] + (1,), dtype=torch.bool, device=on.device)
+        if on.dim() != 3:
+            raise ValueError(f"a window of {self.window} frames needs inputs (B, T, K), got {tuple(inputs.shape)}")
+        b, t, k = on.shape
+        lead = self.window - 1
+        before = past.shape[1] if past is not None else 0
+        if before > lead:
+            raise ValueError(f"past holds {before} frames, the window looks back {lead}")
+        parts = [on.new_zeros(b, lead - before, k)] + ([past > 0.5] if before else []) + [on]
+        sequence = torch.cat(parts, 1)  # (B, lead + T, K): step t of inputs at row lead + t
+        windows = sequence.unfold(1, self.window, 1)  # (B, T, K, L): rows t..t+lead, oldest first
+        cand = windows.flip(-1).transpose(-1, -2)  # (B, T, L, K): offset k = 1 (the frame read) first
+        steps = torch.arange(t, device=on.device)[:, None] - torch.arange(self.window, device=on.device)[None, :]
+        valid = (steps >= -before).unsqueeze(0).expand(b, t, self.window)
+        return cand, valid
+
+    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,
+                 past: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact ``log p(x | h, history)`` ``(...)`` for frames ``(..., K)``, the frames read ``inputs`` (``(..., K)``
+        for ``L = 1``, ``(B, T, K)`` for a window) and ``past`` (:meth:`candidates`)::
+
+            log p(x) = logaddexp(log r + logsumexp_k [log w_k + log 1[x = c_k]], log(1 - r) + log q(x))
+
+        (a frame equal to several candidates collects all their weights)."""
         if inputs is None:
             raise ValueError("the repeat component needs the frames read: pass inputs (..., K)")
         inner = super().log_prob(states, frames, inputs)
         gate = self.repeat_logit(states)
-        same = ((frames > 0.5) == (inputs > 0.5)).all(-1)
-        copy = torch.where(same, nn.functional.logsigmoid(gate), torch.full_like(gate, -math.inf))
+        cand, valid = self.candidates(inputs, past)
+        same = ((frames > 0.5).unsqueeze(-2) == cand).all(-1) & valid  # (..., L)
+        log_w = self.log_offset_weights(states, valid)
+        copy_w = torch.logsumexp(torch.where(same, log_w, torch.full_like(log_w, -math.inf)), -1)
+        copy = nn.functional.logsigmoid(gate) + copy_w
         return torch.logaddexp(copy, nn.functional.logsigmoid(-gate) + inner)
 
     @torch.no_grad()
     def sample(self, states: torch.Tensor, temperature: float = 1.0, max_polyphony: int | None = None,
-               generator: torch.Generator | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """One frame per state ``(N, p)`` -> ``(N, K)`` uint8 (module docstring, "Sampling"); ``inputs`` ``(N, K)``.
+               generator: torch.Generator | None = None, inputs: torch.Tensor | None = None,
+               history: torch.Tensor | None = None, history_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """One frame per state ``(N, p)`` -> ``(N, K)`` uint8 (module docstring, "Sampling"); ``inputs`` ``(N, K)``
+        the frame read. A window ``L > 1`` also needs ``history`` ``(N, L, K)`` (the last ``L`` frames read, the
+        newest first: ``history[:, 0] = inputs``) and ``history_valid`` ``(N, L)`` (False where the piece had not
+        started); without them only offset 1 (``inputs``) is available.
 
-        Random numbers, in this order: the inner frame of every row, then one uniform per row for the repeat."""
+        Random numbers, in this order: the inner frame of every row, then one uniform per row for the repeat,
+        then (``L > 1`` only) one uniform per row for the offset."""
         if inputs is None:
             raise ValueError("the repeat component needs the frames read: pass inputs (N, K)")
         inner = super().sample(states, temperature, max_polyphony, generator, inputs)
-        previous = (inputs > 0.5).to(torch.uint8)
-        gate = self.repeat_logit(states)
-        allowed = torch.ones_like(gate, dtype=torch.bool)
+        if history is None:
+            history = inputs.unsqueeze(1)
+            history_valid = torch.ones(len(inputs), 1, dtype=torch.bool, device=inputs.device)
+            if self.window > 1:
+                history = torch.cat([history, history.new_zeros(len(inputs), self.window - 1, inputs.shape[-1])], 1)
+                history_valid = torch.cat([history_valid, history_valid.new_zeros(len(inputs), self.window - 1)], 1)
+        previous = (history > 0.5).to(torch.uint8)  # (N, L, K)
+        allowed = history_valid.clone()
         if max_polyphony is not None:
-            allowed = previous.sum(1) <= max_polyphony
+            allowed &= previous.sum(-1) <= max_polyphony  # a candidate over the cap is never copied
+        gate = self.repeat_logit(states)
+        any_allowed = allowed.any(1)
+        logits = self.offset_logits(states) if self.offset_logits is not None else torch.zeros_like(allowed, dtype=gate.dtype)
         if temperature == 0.0:
-            use = (gate >= 0) & allowed
+            use = (gate >= 0) & any_allowed
+            offset = logits.masked_fill(~allowed, -math.inf).argmax(1)
         else:
             uniform = torch.rand(len(gate), generator=generator, device=gate.device, dtype=gate.dtype)
-            use = (uniform < torch.sigmoid(gate / temperature)) & allowed
-        return torch.where(use.unsqueeze(1), previous, inner)
+            use = (uniform < torch.sigmoid(gate / temperature)) & any_allowed
+            offset = torch.zeros(len(gate), dtype=torch.long, device=gate.device)
+            if self.window > 1:  # inverse CDF of softmax(logits / T) over the allowed offsets
+                probs = torch.softmax((logits / temperature).masked_fill(~allowed, -math.inf), 1)
+                probs = torch.nan_to_num(probs, nan=0.0)  # rows with nothing allowed (never copied)
+                u = torch.rand(len(gate), 1, generator=generator, device=gate.device, dtype=gate.dtype)
+                offset = (torch.cumsum(probs, 1) <= u).sum(1).clamp(max=self.window - 1)
+                # guard against rounding: an offset that is not allowed falls back to the likeliest allowed one
+                bad = ~allowed.gather(1, offset[:, None])[:, 0]
+                offset = torch.where(bad, probs.argmax(1), offset)
+        chosen = previous[torch.arange(len(previous), device=previous.device), offset]
+        return torch.where(use.unsqueeze(1), chosen, inner)
 
 
 class RepeatNADE(RepeatMixture, NADEOutput):

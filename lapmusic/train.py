@@ -111,7 +111,7 @@ def _build_model(config: TrainConfig) -> PianoRollRNN:
     return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
                         nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
                         readout_skip=config.readout_skip, nade_vocab=config.nade_vocab,
-                        nade_repeat=config.nade_repeat)
+                        nade_repeat=config.nade_repeat, nade_repeat_window=config.nade_repeat_window)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
@@ -299,7 +299,7 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     if config.nade_vocab:  # the training split's commonest chords (a checkpoint, when resuming, holds the same)
         model.nade.set_vocabulary(*build_vocabulary(train_seqs, config.nade_vocab))
     if config.nade_repeat:  # the repeat gate starts at half the training split's repeated-frame share
-        model.nade.set_repeat_share(repeat_share(train_seqs))
+        model.nade.set_repeat_share(repeat_share(train_seqs, config.nade_repeat_window))
     pretrain: dict[str, Any] = {}
     if resume:
         path = run_dir / "checkpoint.pt"
