@@ -25,6 +25,23 @@ copy when ``r >= 0.5``, else the inner greedy frame. ``max_polyphony = m``: a pr
 keys is never copied (the repeat is masked out, the inner frame is used); primers work as before (the frame
 read after the primer is its last frame).
 
+**Copy window** (``TrainConfig.nade_repeat_window = L``, ``--nade-repeat-window L``; default 1, all of the
+above): the copy chooses among the last ``L`` frames read, a pointer mixture::
+
+    p(x | h, history) = r(h) sum_{k=1..L} w_k(h) 1[x = c_k] + (1 - r(h)) q(x | h, x_prev)
+    w(h) = softmax over the available k of  U h + d          (offset_logits, Linear(p, L), starts at zero)
+
+with ``c_1 = x_prev`` the frame read, ``c_k`` the frame read ``k - 1`` steps before it; offsets before the start
+of the piece (the frame read at the first step is the piece's first frame, or the zero frame before a sample
+from silence) do not exist and are masked out of the softmax. A frame equal to several candidates collects all
+their weights (``logsumexp`` over the matching offsets), so ``p`` still sums to one. ``L = 1`` has no
+``offset_logits`` (``w_1 = 1``) and is the plain repeat exactly. The candidates of all steps come from one
+``unfold`` over the frames read; a BPTT or evaluation window passes the frames read before it (``past``) so the
+likelihood does not depend on where the windows are cut. Sampling: the inner frame, the copy decision as above,
+then (``L > 1``) the offset from ``softmax(logits / T)`` over the offsets that exist and are allowed by the
+polyphony cap (``T = 0``: the likeliest); with none allowed the inner frame is used. The gate starts at half the
+share of training frames equal to one of the ``L`` frames before them (:func:`repeat_share` with ``window``).
+
 **Initialisation** (:meth:`RepeatMixture.set_repeat_share`): ``w_r = 0`` and ``b_r = logit(s / 2)`` with ``s``
 the share of training frames equal to the frame before them (half of it: the inner output also places mass on
 the repeated frame). The inner output is initialised as without the repeat (the LAE readout pre-fit still sets
