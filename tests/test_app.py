@@ -426,7 +426,10 @@ def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(
     at.sidebar.radio(key="output").set_value("nade")
     at.run()
     at.sidebar.selectbox(key="nade_vocab").set_value(512)
+    assert not any(n.key == "nade_repeat_window" for n in at.sidebar.number_input)  # only with the repeat
     at.sidebar.checkbox(key="nade_repeat").check()
+    at.run()
+    at.sidebar.number_input(key="nade_repeat_window").set_value(16)
     at.sidebar.radio(key="init").set_value("random")
     at.sidebar.number_input(key="epochs").set_value(1)
     at.sidebar.number_input(key="seed").set_value(11)
@@ -436,13 +439,15 @@ def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(
     (run_dir,) = at.session_state["focus"]
     config = json.loads((Path(run_dir) / "config.json").read_text())
     assert (config["output"], config["nade_vocab"], config["nade_repeat"]) == ("nade", 512, True)
+    assert config["nade_repeat_window"] == 16
     rerun_until(at, lambda a: finished_count(a) == 1, "the NADE run to finish")
     from lapmusic.ui.sidebar import Settings
 
     back = Settings(dataset="user:tiny", hidden=8, init="lae", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
-                    patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True)
+                    patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True,
+                    nade_repeat_window=16)
     (bernoulli,) = back.configs()  # the NADE's settings are left out with the Bernoulli output
-    assert (bernoulli.nade_vocab, bernoulli.nade_repeat) == (0, False)
+    assert (bernoulli.nade_vocab, bernoulli.nade_repeat, bernoulli.nade_repeat_window) == (0, False, 1)
 
 
 def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):

@@ -39,6 +39,12 @@ REPEAT_HELP = (
     "real 0.47-0.76; Nottingham 0.32, inside 0.17-0.36)."
 )
 
+WINDOW_HELP = (
+    "NADE with the repeat component only. The copy chooses among the last L frames read instead of only the "
+    "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/repeatmix.py; "
+    "1 = the previous frame only). WINDOW_NUMBERS"
+)
+
 
 @dataclass
 class Settings:
@@ -57,6 +63,7 @@ class Settings:
     output: str = "bernoulli"  # "bernoulli" | "nade"
     nade_vocab: int = 0  # NADE only: chord vocabulary size (0 = off)
     nade_repeat: bool = False  # NADE only: the repeat-the-previous-frame component
+    nade_repeat_window: int = 1  # with nade_repeat: copy from the last L frames read
     extra: dict = field(default_factory=dict)
 
     def configs(self) -> list:
@@ -90,6 +97,7 @@ def make_config(settings: Settings, init: str):
         # the NADE's options only with the NADE output (hidden, and never sent, with Bernoulli)
         "nade_vocab": settings.nade_vocab if settings.output == "nade" else 0,
         "nade_repeat": settings.nade_repeat and settings.output == "nade",
+        "nade_repeat_window": settings.nade_repeat_window if settings.nade_repeat and settings.output == "nade" else 1,
         **settings.extra,
     }
     known = {f.name for f in fields(TrainConfig)}
@@ -184,6 +192,10 @@ def render() -> Settings:
                          format_func=lambda n: "off" if n == 0 else f"{n} commonest chords", help=VOCAB_HELP)
             st.checkbox("Repeat the previous frame (NADE)", value=bool(defaults.get("nade_repeat", False)),
                         key="nade_repeat", help=REPEAT_HELP)
+            if st.session_state.get("nade_repeat"):
+                st.number_input("Copy window, frames (NADE repeat)", min_value=1, max_value=64,
+                                value=int(defaults.get("nade_repeat_window", 1)), key="nade_repeat_window",
+                                help=WINDOW_HELP)
         cuda, cuda_text = _cuda_line()
         devices = ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"]
         st.radio(
@@ -213,6 +225,7 @@ def current_settings() -> Settings:
         patience=int(state["patience"]), seed=int(state["seed"]), device=state["device"],
         output=state.get("output", "bernoulli"), nade_vocab=int(state.get("nade_vocab", 0)),
         nade_repeat=bool(state.get("nade_repeat", False)),
+        nade_repeat_window=int(state.get("nade_repeat_window", 1)),
     )
 
 
