@@ -438,6 +438,9 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
 def _acc_method(config: TrainConfig) -> str:
     """How ACC and expected ACC were computed for this output (written into final.json)."""
     repeat = "the previous frame when the repeat gate gives it p >= 0.5, else " if config.nade_repeat else ""
+    if config.nade_repeat and config.nade_repeat_window > 1:
+        repeat = (f"the likeliest of the last {config.nade_repeat_window} frames read when the repeat gate gives the "
+                  "copy p >= 0.5, else ")
     if config.nade_vocab:
         return (f"ACC: greedy frame ({repeat}the vocabulary's most probable chord when the gate gives it p >= 0.5, "
                 f"else the NADE's greedy frame); expected ACC: {EXPECTED_ACC_SAMPLES} frames sampled from the mixture "
