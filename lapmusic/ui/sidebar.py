@@ -42,7 +42,10 @@ REPEAT_HELP = (
 WINDOW_HELP = (
     "NADE with the repeat component only. The copy chooses among the last L frames read instead of only the "
     "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/repeatmix.py; "
-    "1 = the previous frame only). WINDOW_NUMBERS"
+    "1 = the previous frame only). Measured on JSB with a 512-chord vocabulary, three seeds (docs/sampling.md, "
+    "\"Copy window\"): with 32 frames the samples' distinct chords per frame are 0.69-0.72 at temperature 1, inside "
+    "the real chorales' 0.47-0.76 for every seed (0.74-0.77 with 1), and the test NLL is better (5.07-5.12 against "
+    "5.28-5.32). The recipe for JSB samples: NADE, vocabulary 512, repeat, window 32."
 )
 
 
