@@ -68,20 +68,27 @@ class PollBudget:
         self._lock = threading.Lock()
 
     def seconds(self, page: str, base: float, now: float | None = None) -> float:
-        """The refresh interval for ``page`` (and note that it polls)."""
+        """The refresh interval for ``page`` (and note that it polls); called when a page draws its live view."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._seen[page] = now
-            for other, seen in list(self._seen.items()):
-                if now - seen > POLL_FORGET_SECONDS:
-                    del self._seen[other]
+            self._stamp(page, now)
             pages, cpu = len(self._seen), self.cpu
         return max(base, pages * cpu / self.share)
 
-    def record(self, cpu_seconds: float) -> None:
-        """One refresh took ``cpu_seconds`` of its thread's CPU time (moving average over ~10 refreshes)."""
+    def record(self, page: str, cpu_seconds: float, now: float | None = None) -> None:
+        """``page`` refreshed, which took ``cpu_seconds`` of its thread's CPU time (moving average over ~10
+        refreshes). The page counts as polling from here too: a page that only refreshes its fragment never
+        calls :meth:`seconds` again and would otherwise drop out after :data:`POLL_FORGET_SECONDS`."""
+        now = time.monotonic() if now is None else now
         with self._lock:
+            self._stamp(page, now)
             self.cpu += 0.1 * (max(0.0, cpu_seconds) - self.cpu)
+
+    def _stamp(self, page: str, now: float) -> None:
+        self._seen[page] = now
+        for other, seen in list(self._seen.items()):
+            if now - seen > POLL_FORGET_SECONDS:
+                del self._seen[other]
 
 
 poll_budget = PollBudget()  # one per server process
