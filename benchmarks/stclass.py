@@ -54,15 +54,16 @@ class Student:
     set; :meth:`click` may be awaited from another task once ``loaded`` is set.
     """
 
-    def __init__(self, base_url: str, query: str = "", name: str = ""):
+    def __init__(self, base_url: str, query: str = "", name: str = "", assets: list[str] | None = None):
         self.base_url, self.query, self.name = base_url, query, name
+        self.assets = assets  # static files to fetch first, as a fresh browser does (None: none)
         self.ws_url = f"ws://{urlparse(base_url).netloc}/_stcore/stream"
         self.page_script_hash = ""
         self.buttons: dict[str, str] = {}  # label -> widget id
         self.numbers: dict[str, str] = {}  # number_input label -> widget id
         self.timers: dict[str, tuple[float, asyncio.Task]] = {}  # fragment id -> (interval, task)
         self.loaded = asyncio.Event()
-        self.started = self.train_button_at = self.tabs_at = self.loaded_at = None
+        self.started = self.assets_at = self.train_button_at = self.tabs_at = self.loaded_at = None
         self.clicked_at = self.first_curve_at = self.queue_at = None
         self.sent = self.auto_sent = self.received = self.bytes = self.reconnects = 0
         self.last_received: float | None = None
@@ -174,6 +175,14 @@ class Student:
         from websockets.asyncio.client import connect
 
         self.started = time.monotonic()
+        if self.assets is not None:  # a first visit: index.html and the static files, 6 at a time
+            from stclient import fetch_assets
+
+            try:
+                await asyncio.to_thread(fetch_assets, self.base_url, self.assets)
+            except Exception as exc:  # noqa: BLE001 - recorded; the page still connects
+                self.errors.append(f"assets: {type(exc).__name__}: {exc}"[:160])
+            self.assets_at = time.monotonic()
         first = True
         while not stop.is_set():
             try:
@@ -210,6 +219,7 @@ class Student:
             return None if t0 is None or t1 is None else round(t1 - t0, 3)
 
         return {
+            "load_assets_s": since(self.started, self.assets_at),
             "load_train_button_s": since(self.started, self.train_button_at),
             "load_tabs_s": since(self.started, self.tabs_at),
             "load_finished_s": since(self.started, self.loaded_at),
@@ -223,36 +233,43 @@ class Student:
 
 
 async def classroom(base_url: str, students: int, spread: float, deadline: float,
-                    numbers=None, wait_for: str = "curve") -> list[dict]:
+                    numbers=None, wait: str = "curve", assets: list[str] | None = None) -> list[dict]:
     """``students`` pages load at once and press Train within ``spread`` seconds (in load order, evenly
-    spaced); then wait until each shows its first curve (``wait_for="curve"``) or its queue position and
+    spaced); then wait until each shows its first curve (``wait="curve"``) or its queue position and
     estimate (``"queue"``), at most ``deadline`` seconds after the last click. ``numbers(n)`` gives student
-    ``n``'s number inputs (label -> value) to set with the click. Returns each student's :meth:`report`.
-
-    The pages stay open until the caller's ``stop``: see :func:`open_class` for that.
+    ``n``'s number inputs (label -> value) to set with the click; ``assets`` the static files each page
+    fetches first. Returns each student's :meth:`report`; the pages close at the end.
     """
     stop = asyncio.Event()
-    pupils = [Student(base_url, name=f"s{n}") for n in range(students)]
+    pupils = [Student(base_url, name=f"s{n}", assets=assets) for n in range(students)]
     tasks = [asyncio.ensure_future(p.run(stop)) for p in pupils]
     try:
-        await _click_all(pupils, spread, numbers)
-        await _wait(pupils, deadline, wait_for)
+        await click_all(pupils, spread, numbers)
+        await wait_for(pupils, deadline, wait)
         return [p.report() for p in pupils]
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _click_all(pupils: list[Student], spread: float, numbers=None, load_timeout: float = 300) -> None:
-    await asyncio.wait_for(asyncio.gather(*(p.loaded.wait() for p in pupils)), load_timeout)
+async def click_all(pupils: list[Student], spread: float, numbers=None, load_timeout: float = 300) -> None:
+    """Wait for the pages to load (at most ``load_timeout`` s), then press Train on each loaded one, evenly
+    spread over ``spread`` seconds; a page not loaded by then does not click (its ``first_curve_s`` is None
+    with no click: counted apart)."""
+    end = time.monotonic() + load_timeout
+    while time.monotonic() < end and not all(p.loaded.is_set() for p in pupils):
+        await asyncio.sleep(0.1)
     gap = spread / max(1, len(pupils))
     for n, pupil in enumerate(pupils):
-        await pupil.click("Train", numbers(n) if numbers else None)
+        if pupil.loaded.is_set():
+            await pupil.click("Train", numbers(n) if numbers else None)
         await asyncio.sleep(gap)
 
 
-async def _wait(pupils: list[Student], deadline: float, wait_for: str) -> None:
-    attr = "first_curve_at" if wait_for == "curve" else "queue_at"
+async def wait_for(pupils: list[Student], deadline: float, what: str) -> None:
+    """Until every student that clicked shows its first curve (``what="curve"``) or its queue position and
+    estimate (``"queue"``), at most ``deadline`` seconds."""
+    attr = "first_curve_at" if what == "curve" else "queue_at"
     end = time.monotonic() + deadline
-    while time.monotonic() < end and any(getattr(p, attr) is None for p in pupils):
+    while time.monotonic() < end and any(getattr(p, attr) is None and p.clicked_at is not None for p in pupils):
         await asyncio.sleep(0.2)
