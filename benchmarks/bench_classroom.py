@@ -94,8 +94,17 @@ STALE_JS = "() => window.__lmStale ? {longest_s: window.__lmStale.longest_ms / 1
 
 # ``streamlit run`` as ``python -m streamlit`` starts it, plus a thread dump of every thread into the server log
 # on SIGUSR1 (Python's faulthandler): the benchmark takes one when a page got no curve by the deadline.
-DUMPABLE_STREAMLIT = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-                      "from streamlit.web.cli import main; main(prog_name='streamlit')")
+# With BENCH_DUMP_EVERY=SECONDS (benchmark only), every thread's stack every SECONDS into BENCH_DUMP_FILE: a
+# sampling profile of the server (where its threads wait or work) without a profiler installed.
+DUMPABLE_STREAMLIT = """
+import faulthandler, os, signal
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+if os.environ.get("BENCH_DUMP_EVERY"):
+    faulthandler.dump_traceback_later(float(os.environ["BENCH_DUMP_EVERY"]), repeat=True,
+                                      file=open(os.environ["BENCH_DUMP_FILE"], "w"))
+from streamlit.web.cli import main
+main(prog_name="streamlit")
+"""
 
 
 def free_port() -> int:

@@ -54,6 +54,32 @@ class LoadSampler:
         return {"max": max(self.values, default=None), "last": self.values[-1] if self.values else None}
 
 
+class CurveWatch:
+    """When the first loss-curve point exists on disk: the first line of any run's ``metrics.jsonl`` (polled
+    every 0.2 s, in a thread). A page can draw its first curve only after that moment; what comes after it
+    is the server's delay in showing it."""
+
+    def __init__(self, runs_dir):
+        self.runs_dir, self.at = runs_dir, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while self.at is None and not self._stop.wait(0.2):
+            for path in self.runs_dir.glob("*/metrics.jsonl"):
+                try:
+                    if path.stat().st_size > 0:
+                        self.at = time.monotonic()
+                        break
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 async def _open(url: str, count: int, assets):
     stop = asyncio.Event()
     pupils = [Student(url, name=f"s{n}", assets=assets) for n in range(count)]
@@ -72,7 +98,7 @@ async def _close(stop, tasks):
 
 def class_on_defaults(args, server, runs_dir, result: dict, assets, summary, run_folders) -> None:
     """Phase 1: ``--students`` pages load at once and press Train on the defaults within ``--spread`` s."""
-    loop, sampler = Loop(), LoadSampler()
+    loop, sampler, watch = Loop(), LoadSampler(), CurveWatch(runs_dir)
     try:
         pupils, stop, tasks = loop.run(_open(server.url, args.students, assets))
         loop.run(click_all(pupils, args.spread))
@@ -86,6 +112,14 @@ def class_on_defaults(args, server, runs_dir, result: dict, assets, summary, run
         result["phase1_clicks_failed"] = len(pupils) - len(clicked)
         result["phase1_click_spread_s"] = round(max(clicked) - min(clicked), 2) if clicked else None
         result["phase1_first_curve_s"] = summary([r["first_curve_s"] for r in reports])
+        # The same, from the moment the first curve point existed on disk (the worker wrote it): the server's
+        # delay in showing it, which does not depend on how long the run took to set up.
+        last_click = max(clicked) if clicked else None
+        result["phase1_curve_on_disk_after_last_click_s"] = (
+            None if watch.at is None or last_click is None else round(watch.at - last_click, 2))
+        result["phase1_first_curve_after_on_disk_s"] = summary(
+            [p.first_curve_at - watch.at for p in pupils if p.first_curve_at is not None and watch.at is not None])
+        result["phase1_first_curve_each_s"] = [r["first_curve_s"] for r in reports]
         without = [r for r, p in zip(reports, pupils) if p.clicked_at is not None and r["first_curve_s"] is None]
         result["phase1_without_curve"] = len(without)
         result["phase1_pages_without_curve"] = without
@@ -98,6 +132,7 @@ def class_on_defaults(args, server, runs_dir, result: dict, assets, summary, run
         result["phase1_run_folders"] = len(run_folders(runs_dir))
         loop.run(_close(stop, tasks))
     finally:
+        watch.stop()
         result["phase1_load_average_max"] = sampler.stop()["max"]
         loop.close()
 
