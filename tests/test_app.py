@@ -673,3 +673,17 @@ def test_page_refreshes_take_turns_in_arrival_order():
     assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
     entered, most = _gate_run(slots=2, count=8)
     assert sorted(entered) == list(range(8)) and most == 2
+
+
+def test_the_server_does_not_collect_all_garbage_after_every_script_run():
+    """Streamlit's ``gc.collect(2)`` after each run (fragment refreshes included) cost about 120 ms of GIL per
+    run here; thirty live Training tabs starved the server for minutes (docs/app.md, "Sixth round")."""
+    import tomllib
+
+    from streamlit import config
+
+    import lapmusic.ui.common  # noqa: F401 - sets the option on import
+
+    assert config.get_option("runner.postScriptGC") is False
+    toml = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert toml["runner"]["postScriptGC"] is False

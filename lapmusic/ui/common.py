@@ -21,6 +21,7 @@ from typing import Any, Callable
 # attribute 'Series'" (26 times at once in the 30-student classroom run, docs/app.md).
 import pandas  # noqa: F401
 import streamlit as st
+from streamlit import config as st_config
 
 from ..errors import LapMusicError
 from .. import sessions
@@ -32,6 +33,14 @@ log = logging.getLogger("lapmusic.app")
 # A browser that falls 500 messages behind is disconnected for real (it reconnects and catches up) instead
 # of being dropped silently with its page frozen for ever (slowclients.py).
 slowclients.install()
+
+# No full garbage collection after every script run. Streamlit runs ``gc.collect(2)`` at the end of each run
+# (``runner.postScriptGC``), fragment refreshes included; in this server (torch, plotly, pandas loaded: about
+# 250 000 tracked objects) that is about 120 ms of CPU holding the GIL. Thirty live Training tabs asked for
+# twenty runs a second, i.e. more GIL time than exists: the server fell minutes behind and pages saw their
+# first curve up to 140 s after it was on disk (docs/app.md, "Sixth round"). Python's own generational
+# collector still runs. ``.streamlit/config.toml`` says the same; this covers a server started elsewhere.
+st_config.set_option("runner.postScriptGC", False, "lapmusic.ui.common")
 
 PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
 
