@@ -294,6 +294,9 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=10, help="page loads measured in each of two conditions")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds to wait for the first curves")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="--clients http: keep the class's pages open this many seconds after the first curves "
+                             "and report each page's longest time without a message (its refreshes stalled)")
     parser.add_argument("--json-out")
     parser.add_argument("--clients", choices=("chromium", "http"), default="chromium",
                         help="students as headless Chromium pages (default) or as HTTP clients speaking Streamlit's "

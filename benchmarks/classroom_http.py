@@ -91,6 +91,10 @@ async def _reports(pupils):
     return [p.report(now) for p in pupils]
 
 
+async def _silences(pupils, start: float, end: float) -> list[float]:
+    return [p.longest_silence(start, end) for p in pupils]
+
+
 async def _close(stop, tasks):
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -126,6 +130,14 @@ def class_on_defaults(args, server, runs_dir, result: dict, assets, summary, run
         result["phase1_pages_whose_websocket_reconnected"] = sum(r["reconnects"] > 0 for r in reports)
         result["phase1_messages_received"] = summary([r["received"] for r in reports])
         result["phase1_auto_reruns_sent"] = summary([r["auto_reruns_sent"] for r in reports])
+        if args.hold > 0:  # the class keeps watching: does every page keep getting its refreshes?
+            held = time.monotonic()
+            time.sleep(args.hold)
+            end = time.monotonic()
+            silences = loop.run(_silences(pupils, held, end))
+            result["phase1_hold_s"] = args.hold
+            result["phase1_hold_longest_silence_s"] = summary(silences)
+            result["phase1_hold_load_average"] = os.getloadavg()
         if without:
             server.dump_threads()  # into the server log: what its threads were doing at the deadline
             result["phase1_thread_dump"] = str(server.log_path)

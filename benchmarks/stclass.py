@@ -67,6 +67,7 @@ class Student:
         self.clicked_at = self.first_curve_at = self.queue_at = None
         self.sent = self.auto_sent = self.received = self.bytes = self.reconnects = 0
         self.last_received: float | None = None
+        self.received_at: list[float] = []  # when each message arrived (for the longest silence)
         self.errors: list[str] = []
         self.texts: list[str] = []  # the last texts the page showed (for a page without a curve)
         self._socket = None
@@ -127,6 +128,7 @@ class Student:
         self.received += 1
         self.bytes += len(data)
         self.last_received = now
+        self.received_at.append(now)
         kind = msg.WhichOneof("type")
         if kind == "new_session":
             self.page_script_hash = msg.new_session.page_script_hash or self.page_script_hash
@@ -212,6 +214,12 @@ class Student:
         self._clear_timers()
 
     # ------------------------------------------------------------------ results
+    def longest_silence(self, start: float, end: float) -> float:
+        """The longest stretch within [start, end] in which this page received nothing (a live page gets its
+        refresh every few seconds; a page the server starves shows long silences)."""
+        times = [start] + [t for t in self.received_at if start < t < end] + [end]
+        return round(max(b - a for a, b in zip(times, times[1:])), 2)
+
     def report(self, now: float | None = None) -> dict:
         now = time.monotonic() if now is None else now
 
