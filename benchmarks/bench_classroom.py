@@ -95,7 +95,9 @@ STALE_JS = "() => window.__lmStale ? {longest_s: window.__lmStale.longest_ms / 1
 # ``streamlit run`` as ``python -m streamlit`` starts it, plus a thread dump of every thread into the server log
 # on SIGUSR1 (Python's faulthandler): the benchmark takes one when a page got no curve by the deadline.
 # With BENCH_DUMP_EVERY=SECONDS (benchmark only), every thread's stack every SECONDS into BENCH_DUMP_FILE: a
-# sampling profile of the server (where its threads wait or work) without a profiler installed.
+# sampling profile of the server (where its threads wait or work) without a profiler installed. For diagnosis
+# only: faulthandler reads the other threads' frames while they run, and in 2 of 5 such runs the server
+# segfaulted (``server_died_exit_code`` in the JSON; such a run's figures are void).
 DUMPABLE_STREAMLIT = """
 import faulthandler, os, signal
 faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -326,6 +328,8 @@ def main() -> int:
         else:
             _phases(args, server, runs_dir, result, sync_playwright)
     finally:
+        if server.process.poll() is not None:  # the server died during the benchmark: its figures are void
+            result["server_died_exit_code"] = server.process.returncode
         if server.process.poll() is None:
             code = server.stop()
             log_text = (root / "streamlit.log").read_text(errors="replace")
