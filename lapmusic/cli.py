@@ -97,6 +97,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="NADE output: mix it with a softmax over the N most frequent chords (whole frames) of the "
                    "training split, so a whole known chord can be chosen at once (default 0: off; only with "
                    "--output nade)")
+    p.add_argument("--nade-repeat", action="store_true", default=None,
+                   help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
+                   "chord is one choice instead of 88 key choices (default off; only with --output nade; "
+                   "docs/sampling.md)")
     p.add_argument("--readout-skip", action="store_true", default=None,
                    help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
                    "88x88, starts at zero; with --init lae and --readout-start fit fitted together with the readout), so copying the "
@@ -130,7 +134,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab", "readout_skip", "max_seconds")
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "readout_skip",
+                     "max_seconds")
 
 
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
@@ -185,6 +190,20 @@ def _final_text(result: dict) -> str:
             f"on {result.get('device')}")
 
 
+def _changed_on_resume(args: argparse.Namespace) -> list[str]:
+    """The options of ``train`` given with a value other than their default that a resume would not apply.
+
+    A resumed run keeps its own configuration (config.json): silently training with the old learning rate
+    after ``--resume R --lr X`` would mislead, so such options are refused instead.
+    """
+    from .config import RESUMABLE_CHANGES
+
+    defaults = vars(build_parser().parse_args(["train"]))
+    kept = {"resume", "json", "func", "command", *RESUMABLE_CHANGES}
+    return ["--" + name.replace("_", "-") for name, default in defaults.items()
+            if name not in kept and getattr(args, name) != default]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _check_device(args.device)
     _check_file(args.lae_path, "LAE file")
@@ -199,6 +218,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     if args.resume:
+        ignored = _changed_on_resume(args)
+        if ignored:
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUMABLE_CHANGES)
+            raise LapMusicError(
+                f"--resume continues {args.resume} with the settings it was started with; "
+                f"{', '.join(ignored)} cannot change (only {allowed} may). Start a new run with --out to change them")
         config = None
         if any(getattr(args, name) is not None for name in RESUMABLE_CHANGES):
             from pathlib import Path
@@ -295,6 +320,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
         suffix += "-skip" if config.nade_skip else ""
         suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
+        suffix += "-repeat" if config.nade_repeat else ""
         suffix += "-rskip" if config.readout_skip else ""  # the readout's previous-frame skip
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
@@ -384,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p)
     p.add_argument("--out", help="run folder to create (required unless --resume)")
     p.add_argument("--resume", metavar="RUNDIR",
-                   help="continue the run in RUNDIR from its last checkpoint (default: start a new run)")
+                   help="continue the run in RUNDIR from its last checkpoint, with its own settings: only --epochs, "
+                   "--patience and --max-seconds may change (default: start a new run)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 

@@ -181,7 +181,7 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
                 on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
                                                inputs=window_inputs)
                 logits, nll = None, None
-                if model.vocab:  # the mixture's exact NLL per frame (no per-key BCE form)
+                if model.frame_mixture:  # the mixture's exact NLL per frame (no per-key BCE form)
                     nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs)
                 else:
                     logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)

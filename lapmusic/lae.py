@@ -177,7 +177,7 @@ class LinearAutoencoder:
         except CheckpointError:
             raise
         except FileNotFoundError:
-            raise CheckpointError(f"LAE file {path} does not exist") from None
+            raise CheckpointError(f"LAE file {path} does not exist; fit one with `lapmusic lae --out FILE`") from None
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot read LAE file {path}: {exc}") from None
         try:

@@ -58,11 +58,15 @@ class PianoRollRNN(nn.Module):
     ``nade_vocab=N > 0`` (NADE output only): ``self.nade`` is a :class:`lapmusic.chordvocab.ChordVocabNADE`, the
     NADE mixed with a softmax over at most ``N`` whole chords (install them with its ``set_vocabulary``). Its
     NLL is no longer a sum of per-key BCEs: use :meth:`frame_nll` (``forward`` then refuses ``targets``).
+
+    ``nade_repeat=True`` (NADE output only): the output (with or without the vocabulary) is mixed with "copy the
+    frame just read", ``r(h) 1[x = x_t] + (1 - r(h)) q(x)`` (:mod:`lapmusic.repeatmix`); its NLL also needs
+    :meth:`frame_nll`.
     """
 
     def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
                  output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False,
-                 readout_skip: bool = False, nade_vocab: int = 0):
+                 readout_skip: bool = False, nade_vocab: int = 0, nade_repeat: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -72,6 +76,8 @@ class PianoRollRNN(nn.Module):
             raise ValueError("nade_skip needs output='nade'")
         if nade_vocab and output != "nade":
             raise ValueError("nade_vocab needs output='nade'")
+        if nade_repeat and output != "nade":
+            raise ValueError("nade_repeat needs output='nade'")
         if readout_skip and output != "bernoulli":
             raise ValueError("readout_skip needs output='bernoulli' (the NADE has its own: nade_skip)")
         if hidden < 1:
@@ -82,6 +88,7 @@ class PianoRollRNN(nn.Module):
         self.dropout_rate = float(dropout)
         self.output = output
         self.nade_vocab = int(nade_vocab)
+        self.nade_repeat = bool(nade_repeat)
         if cell == "rnn":
             self.recurrent = nn.RNN(n_keys, hidden, nonlinearity="tanh", batch_first=True)
         elif cell == "gru":
@@ -91,14 +98,16 @@ class PianoRollRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.nade = None
         if output == "nade":
+            from .chordvocab import ChordVocabNADE
             from .nade import NADEOutput
+            from .repeatmix import RepeatChordVocabNADE, RepeatNADE
 
+            vocab_class = RepeatChordVocabNADE if nade_repeat else ChordVocabNADE
+            nade_class = RepeatNADE if nade_repeat else NADEOutput
             if nade_vocab:
-                from .chordvocab import ChordVocabNADE
-
-                self.nade = ChordVocabNADE(hidden, n_keys, nade_hidden, skip=nade_skip, max_chords=nade_vocab)
+                self.nade = vocab_class(hidden, n_keys, nade_hidden, skip=nade_skip, max_chords=nade_vocab)
             else:
-                self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
+                self.nade = nade_class(hidden, n_keys, nade_hidden, skip=nade_skip)
         else:
             self.readout = nn.Linear(hidden, n_keys)
         self.skip = None
@@ -117,8 +126,9 @@ class PianoRollRNN(nn.Module):
         if targets is None:
             raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
                              "lapmusic.sample.generate")
-        if self.vocab:
-            raise ValueError("a chord-vocabulary NADE has no per-key logits whose BCE sum is its NLL: use frame_nll")
+        if self.frame_mixture:
+            raise ValueError("a chord-vocabulary or repeat NADE has no per-key logits whose BCE sum is its NLL: "
+                             "use frame_nll")
         return self.nade.conditional_logits(self.dropout(states), targets, inputs=x), h
 
     @property
@@ -126,11 +136,17 @@ class PianoRollRNN(nn.Module):
         """Whether the output is the chord-vocabulary mixture (``nade_vocab > 0``)."""
         return self.nade_vocab > 0
 
+    @property
+    def frame_mixture(self) -> bool:
+        """Whether the NADE output is a mixture over whole frames (chord vocabulary and/or repeat component),
+        whose NLL is :meth:`frame_nll`'s and not a sum of per-key BCEs."""
+        return self.nade_vocab > 0 or self.nade_repeat
+
     def frame_nll(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
         """``(nll (B, T), h)``: the exact NLL in nats of each target frame ``(B, T, 88)`` given ``x`` ``(B, T, 88)``.
 
         Bernoulli: ``sum_k BCE(logits, targets)`` of :meth:`forward`; NADE (with or without the chord
-        vocabulary): ``-log p(x | h)`` of its ``log_prob``, the same sum of conditional BCEs for the plain NADE.
+        vocabulary and the repeat component): ``-log p(x | h)`` of its ``log_prob``, the same sum of conditional BCEs for the plain NADE.
         Dropout as in ``forward``.
         """
         if self.nade is None:

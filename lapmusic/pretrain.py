@@ -102,10 +102,7 @@ def _energy(lae) -> float | None:
 def _load_lae(path, hidden: int):
     from .lae import LinearAutoencoder
 
-    try:
-        lae = LinearAutoencoder.load(path)
-    except FileNotFoundError:
-        raise LapMusicError(f"LAE file {path} does not exist; fit one with `lapmusic lae --out FILE`") from None
+    lae = LinearAutoencoder.load(path)  # a missing or foreign file is a CheckpointError that says what to do
     if lae.A.shape[0] != hidden:
         raise LapMusicError(f"the LAE in {path} has p={lae.A.shape[0]} units but the network has hidden={hidden}; "
                             "they must be equal")

@@ -120,6 +120,12 @@ def fit_shared_lae(key: tuple, path: str, seed: int = 0) -> str:
     return path
 
 
+def _saved_config(run_dir: Path) -> dict:
+    """The run's config.json through TrainConfig.from_dict: a folder written before a setting existed gets its
+    default, so it still matches (and is reused) instead of being retrained or refused."""
+    return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())).to_dict()
+
+
 def run_cell(config_dict: dict, run_dir: str) -> dict:
     """Train one run (or reuse a finished one with the same config); returns its summary row."""
     from lapmusic.train import train
@@ -128,11 +134,10 @@ def run_cell(config_dict: dict, run_dir: str) -> dict:
     config = TrainConfig(**config_dict)  # a partial dict: unnamed settings keep TrainConfig's defaults
     config.validate()
     final_path = run_dir / "final.json"
-    if final_path.exists() and json.loads((run_dir / "config.json").read_text()) == config.to_dict():
+    if final_path.exists() and _saved_config(run_dir) == config.to_dict():
         return summarise(run_dir)
     if run_dir.exists() and (run_dir / "checkpoint.pt").exists():
-        saved = json.loads((run_dir / "config.json").read_text())
-        if saved != config.to_dict():
+        if _saved_config(run_dir) != config.to_dict():
             raise LapMusicError(f"{run_dir} holds a run with other settings; remove it or use another --out")
         train(config, run_dir, resume=True)
     else:

@@ -420,6 +420,31 @@ def test_a_second_student_with_the_same_settings_follows_the_same_runs(app_env):
     rerun_until(first, lambda a: finished_count(a) == 2, "both runs to finish for the first student")
 
 
+def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(app_env):
+    at = new_app()
+    assert not any(s.key == "nade_vocab" for s in at.sidebar.selectbox)  # hidden with the Bernoulli output
+    at.sidebar.radio(key="output").set_value("nade")
+    at.run()
+    at.sidebar.selectbox(key="nade_vocab").set_value(512)
+    at.sidebar.checkbox(key="nade_repeat").check()
+    at.sidebar.radio(key="init").set_value("random")
+    at.sidebar.number_input(key="epochs").set_value(1)
+    at.sidebar.number_input(key="seed").set_value(11)
+    at.sidebar.button(key="train").click()
+    at.run()
+    no_exceptions(at)
+    (run_dir,) = at.session_state["focus"]
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    assert (config["output"], config["nade_vocab"], config["nade_repeat"]) == ("nade", 512, True)
+    rerun_until(at, lambda a: finished_count(a) == 1, "the NADE run to finish")
+    from lapmusic.ui.sidebar import Settings
+
+    back = Settings(dataset="user:tiny", hidden=8, init="lae", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
+                    patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True)
+    (bernoulli,) = back.configs()  # the NADE's settings are left out with the Bernoulli output
+    assert (bernoulli.nade_vocab, bernoulli.nade_repeat) == (0, False)
+
+
 def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
     import threading
 

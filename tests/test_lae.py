@@ -329,7 +329,7 @@ def test_load_refuses_foreign_or_broken_files(tmp_path):
     broken.write_bytes(b"not a zip file")
     with pytest.raises(CheckpointError):
         LinearAutoencoder.load(broken)
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist; fit one with `lapmusic lae --out FILE`"):
         LinearAutoencoder.load(tmp_path / "missing.npz")
 
 

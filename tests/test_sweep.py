@@ -64,9 +64,16 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp
     assert len(list((tmp_path / "lae").glob("*.npz"))) == 1
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/final.json")}
     assert len(stamps) == 8
+    # A folder written before a setting existed (its config.json lacks the key) still counts as the same run.
+    old = next(tmp_path.glob("runs/*/config.json"))
+    config = json.loads(old.read_text())
+    del config["readout_skip"]
+    old.write_text(json.dumps(config))
     # A second call finds every run finished and only rewrites the table; without --final, no test columns.
     assert sweep.main([a for a in argv if a != "--final"]) == 0
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/final.json")} == stamps
+    again = json.loads((tmp_path / "sweep.json").read_text())["cells"]
+    assert sorted(len(cell["runs"]) for cell in again) == [2, 2, 2, 2]
     assert "test NLL" not in (tmp_path / "sweep.md").read_text()
     # The report draws the two figures per dataset and prints the equal-epoch table.
     pytest.importorskip("matplotlib")

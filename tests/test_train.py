@@ -245,6 +245,11 @@ def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
     assert set(evaluated["baselines"]) == {"copy_previous_acc", "marginal_nll"}
     assert evaluated["nll"] == pytest.approx(trained["nll"], rel=1e-6)
 
+    # A setting the resume would not apply is refused by name, and nothing is trained.
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr cannot change" in err and "--epochs" in err and "--hidden" not in err
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
     assert cli.main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert resumed["epochs"] == 3

@@ -312,6 +312,8 @@ def app_defaults() -> dict:
         "seed": 0,
         "device": "auto",
         "output": "bernoulli",
+        "nade_vocab": 0,
+        "nade_repeat": False,
     }
     text = os.environ.get("LAPMUSIC_APP_DEFAULTS", "").strip()
     if text:
@@ -347,6 +349,7 @@ def run_label(config: dict, *, with_dataset: bool = False) -> str:
     if config.get("output") == "nade":
         label += " · NADE+skip" if config.get("nade_skip") else " · NADE"  # Bernoulli runs keep their usual label
         label += f"+vocab {config['nade_vocab']}" if config.get("nade_vocab") else ""
+        label += "+repeat" if config.get("nade_repeat") else ""
     elif config.get("readout_skip"):
         label += " · skip"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label
