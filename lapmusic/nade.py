@@ -215,7 +215,8 @@ def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EX
 
     if isinstance(nade, RepeatMixture) and nade.window > 1:  # a repeat window: the history of every frame
         cand, valid = nade.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
-        extra = {"history": cand.reshape(-1, *cand.shape[-2:]).to(flat.dtype), "history_valid": valid.reshape(-1, valid.shape[-1])}
+        extra = {"history": cand.reshape(-1, *cand.shape[-2:]).to(flat.dtype),
+                 "history_valid": valid.reshape(-1, valid.shape[-1])}
         repeated = {"history": extra["history"].repeat(samples, 1, 1),
                     "history_valid": extra["history_valid"].repeat(samples, 1)}
     on = nade.sample(flat, temperature=0.0, inputs=read, **extra)

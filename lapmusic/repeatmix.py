@@ -192,7 +192,10 @@ class RepeatMixture:
             allowed &= previous.sum(-1) <= max_polyphony  # a candidate over the cap is never copied
         gate = self.repeat_logit(states)
         any_allowed = allowed.any(1)
-        logits = self.offset_logits(states) if self.offset_logits is not None else torch.zeros_like(allowed, dtype=gate.dtype)
+        if self.offset_logits is not None:
+            logits = self.offset_logits(states)
+        else:
+            logits = torch.zeros_like(allowed, dtype=gate.dtype)
         if temperature == 0.0:
             use = (gate >= 0) & any_allowed
             offset = logits.masked_fill(~allowed, -math.inf).argmax(1)

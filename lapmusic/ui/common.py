@@ -351,7 +351,8 @@ def run_label(config: dict, *, with_dataset: bool = False) -> str:
         label += " · NADE+skip" if config.get("nade_skip") else " · NADE"  # Bernoulli runs keep their usual label
         label += f"+vocab {config['nade_vocab']}" if config.get("nade_vocab") else ""
         label += "+repeat" if config.get("nade_repeat") else ""
-        label += f" {config['nade_repeat_window']}" if config.get("nade_repeat") and config.get("nade_repeat_window", 1) > 1 else ""
+        window = config.get("nade_repeat_window", 1) if config.get("nade_repeat") else 1
+        label += f" {window}" if window > 1 else ""
     elif config.get("readout_skip"):
         label += " · skip"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label
