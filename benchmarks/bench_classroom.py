@@ -22,6 +22,12 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
 
     python benchmarks/bench_classroom.py --epochs 2 --json-out classroom.json
     python benchmarks/bench_classroom.py --students 10 --settings 0   # phase 1 only
+    python benchmarks/bench_classroom.py --clients http --epochs 2     # phases 1-2 with HTTP students
+
+``--clients http`` replaces the Chromium pages of phases 1 and 2 by HTTP students (``stclass.py``, driven by
+``classroom_http.py``) that speak Streamlit's websocket protocol as the browser does at almost no CPU; phase 3
+and greying need the browser and are skipped. When a phase-1 page has no curve by the deadline, the server's
+threads are dumped into its log (``streamlit.log`` in the run's folder, SIGUSR1 + ``faulthandler``).
 
 Each page that shows no curve by the deadline is described in ``phase1_pages_without_curve`` (its open tab,
 its messages, its first JavaScript errors), so that a missing curve can be told apart from a page that is elsewhere or shows an error.
@@ -86,6 +92,23 @@ STALE_SAMPLER_JS = """(() => {
 STALE_JS = "() => window.__lmStale ? {longest_s: window.__lmStale.longest_ms / 1000, total_s: window.__lmStale.total_ms / 1000} : null"
 
 
+# ``streamlit run`` as ``python -m streamlit`` starts it, plus a thread dump of every thread into the server log
+# on SIGUSR1 (Python's faulthandler): the benchmark takes one when a page got no curve by the deadline.
+# With BENCH_DUMP_EVERY=SECONDS (benchmark only), every thread's stack every SECONDS into BENCH_DUMP_FILE: a
+# sampling profile of the server (where its threads wait or work) without a profiler installed. For diagnosis
+# only: faulthandler reads the other threads' frames while they run, and in 2 of 5 such runs the server
+# segfaulted (``server_died_exit_code`` in the JSON; such a run's figures are void).
+DUMPABLE_STREAMLIT = """
+import faulthandler, os, signal
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+if os.environ.get("BENCH_DUMP_EVERY"):
+    faulthandler.dump_traceback_later(float(os.environ["BENCH_DUMP_EVERY"]), repeat=True,
+                                      file=open(os.environ["BENCH_DUMP_FILE"], "w"))
+from streamlit.web.cli import main
+main(prog_name="streamlit")
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,7 +142,7 @@ class Server:
         started = time.monotonic()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(self.port),
+            [sys.executable, "-c", DUMPABLE_STREAMLIT, "run", str(REPO / "app.py"), "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
@@ -134,6 +157,12 @@ class Server:
                 break
             time.sleep(0.2)
         raise RuntimeError(f"streamlit did not start; see {self.log_path}")
+
+    def dump_threads(self) -> None:
+        """Every thread's Python stack into the server log (``faulthandler`` on SIGUSR1, see DUMPABLE_STREAMLIT)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(1.0)
 
     def kill9(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
@@ -267,7 +296,13 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=10, help="page loads measured in each of two conditions")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds to wait for the first curves")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="--clients http: keep the class's pages open this many seconds after the first curves "
+                             "and report each page's longest time without a message (its refreshes stalled)")
     parser.add_argument("--json-out")
+    parser.add_argument("--clients", choices=("chromium", "http"), default="chromium",
+                        help="students as headless Chromium pages (default) or as HTTP clients speaking Streamlit's "
+                             "websocket protocol (stclass.py: almost no CPU; phases 1-2 only, no greying)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -288,8 +323,13 @@ def main() -> int:
     result["server_start_s"] = round(server.start(), 2)
     print(f"server on {server.url}, folder {root}", flush=True)
     try:
-        _phases(args, server, runs_dir, result, sync_playwright)
+        if args.clients == "http":
+            _http_phases(args, server, runs_dir, result, sync_playwright)
+        else:
+            _phases(args, server, runs_dir, result, sync_playwright)
     finally:
+        if server.process.poll() is not None:  # the server died during the benchmark: its figures are void
+            result["server_died_exit_code"] = server.process.returncode
         if server.process.poll() is None:
             code = server.stop()
             log_text = (root / "streamlit.log").read_text(errors="replace")
@@ -314,6 +354,32 @@ def _phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright)
         if args.settings > 0:  # --settings 0: phase 1 only
             _different_settings_and_restart(args, browser, server, runs_dir, result)
         browser.close()
+
+
+def _http_phases(args, server: Server, runs_dir: Path, result: dict, sync_playwright) -> None:
+    """Phases 1-2 with HTTP students (classroom_http.py). The static files a fresh page fetches are those
+    one Chromium page asked for (loaded once, before the students, then closed); without Chromium, the
+    files ``index.html`` names."""
+    import classroom_http
+
+    static: set = set()
+    if os.path.exists(CHROMIUM):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            context, _, _ = open_session(browser, server.url, static=static)
+            context.close()
+            browser.close()
+    result["static_files_per_page"] = len(static)
+    assets = sorted(static)
+    result["load_before_students"] = os.getloadavg()
+    if args.students > 0:
+        classroom_http.class_on_defaults(args, server, runs_dir, result, assets, summary, run_folders)
+        print("phase 1:", json.dumps({k: v for k, v in result.items()
+                                      if k.startswith("phase1") and k != "phase1_pages_without_curve"}), flush=True)
+    if args.settings > 0:
+        classroom_http.different_settings(args, server, runs_dir, result, assets, summary, run_folders,
+                                          server_side_loads, static)
+        print("phase 2:", json.dumps({k: v for k, v in result.items() if k.startswith("phase2")}), flush=True)
 
 
 def _class_on_defaults(args, browser, server: Server, runs_dir: Path, result: dict) -> None:

@@ -11,6 +11,14 @@ For each finished NADE run folder, on ``--steps``-frame excerpts (the first fram
   that drifts into places the model is unsure of scores a higher NLL than real music;
 - ``primed``: free samples started from the first frame of a real training excerpt instead of silence (the
   model is trained to predict frame 2 from frame 1 and never sees a silent frame before a piece's start).
+- ``hold``: how often the model holds the *real* previous frame, given the real history: ``real`` the share of
+  frames ``t >= 2`` equal to frame ``t - 1``; ``model`` the mean exact probability ``P(x_t = x_{t-1} | history)``
+  (from the NADE's ``log_prob``); ``drawn`` the share of one-step frames equal to the real frame before them.
+  (The one-step roll's ``repeated_frames`` compares two *drawn* frames, independent draws given different
+  histories, so it is not this: it stays low even for a model that holds as often as the music.)
+- ``kinds``: every frame ``t >= 2`` of the real excerpts and of the free samples is a ``hold`` (equal to frame
+  ``t - 1``), a ``return`` (equal to an earlier frame of the same roll, not ``t - 1``) or ``new``; distinct chords
+  per frame is about ``new`` plus the first frame's share, so this says which of holding or returning is missing.
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/nade_diagnose.py /tmp/nade2/runs/jsb-nade-random
 """
@@ -29,9 +37,10 @@ from lapmusic.stats import reference_excerpts, summarize
 from lapmusic.train import load_run, run_split
 
 
-def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float, list[np.ndarray]]:
-    """``(NLL per predicted frame, one-step rolls)`` for equal-length ``(T, 88)`` rolls: frame ``t`` of a one-step
-    roll is drawn from the model given the real frames ``< t`` (frame 1 is copied)."""
+def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float, list[np.ndarray], dict]:
+    """``(NLL per predicted frame, one-step rolls, hold)`` for equal-length ``(T, 88)`` rolls: frame ``t`` of a
+    one-step roll is drawn from the model given the real frames ``< t`` (frame 1 is copied); ``hold`` as in the
+    module docstring."""
     x = torch.as_tensor(np.stack(rolls), dtype=torch.float32)
     with torch.inference_mode():
         states, _ = model.hidden_states(x[:, :-1], None)
@@ -39,9 +48,30 @@ def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float
         generator = torch.Generator()
         generator.manual_seed(seed)
         b, t, h = states.shape
+        extra = {}
+        if model.repeat_window > 1:  # the copy window's candidates: the real frames read so far
+            cand, valid = model.nade.candidates(x[:, :-1])
+            extra = {"history": cand.reshape(b * t, *cand.shape[-2:]).float(), "history_valid": valid.reshape(b * t, -1)}
         drawn = model.nade.sample(states.reshape(b * t, h), 1.0, None, generator,
-                                  inputs=x[:, :-1].reshape(b * t, -1)).reshape(b, t, -1).numpy()
-    return nll, [np.concatenate([r[:1], f]) for r, f in zip(rolls, drawn)]
+                                  inputs=x[:, :-1].reshape(b * t, -1), **extra).reshape(b, t, -1).numpy()
+        p_hold = model.nade.log_prob(states, x[:, :-1], x[:, :-1]).exp()  # P(frame t+1 = frame t | real history)
+    previous, following = x[:, :-1].numpy() > 0, x[:, 1:].numpy() > 0
+    hold = {"real": round(float((following == previous).all(-1).mean()), 3), "model": round(float(p_hold.mean()), 3),
+            "drawn": round(float(((drawn > 0) == previous).all(-1).mean()), 3)}
+    return nll, [np.concatenate([r[:1], f]) for r, f in zip(rolls, drawn)], hold
+
+
+def frame_kinds(rolls) -> dict:
+    """Shares of frames ``t >= 2`` of ``rolls`` (each ``(T, 88)``) that hold, return to an earlier chord, or are new."""
+    counts = {"hold": 0, "return": 0, "new": 0}
+    for roll in rolls:
+        frames = [bytes((np.asarray(f) > 0).astype(np.uint8)) for f in roll]
+        seen = {frames[0]}
+        for before, frame in zip(frames, frames[1:]):
+            counts["hold" if frame == before else "return" if frame in seen else "new"] += 1
+            seen.add(frame)
+    total = max(1, sum(counts.values()))
+    return {k: round(v / total, 3) for k, v in counts.items()}
 
 
 def _pair(summary: dict) -> dict:
@@ -56,10 +86,12 @@ def diagnose(path: str, steps: int, samples: int) -> dict:
     for split in ("train", "valid"):
         real = reference_excerpts(run_split(run.config, split), steps)
         real = [r for r in real if len(r) == steps]
-        nll, one_step = teacher_forced(model, real)
-        out[split] = {"real": _pair(summarize(real)), "one_step": _pair(summarize(one_step)), "real_nll": round(nll, 3)}
+        nll, one_step, hold = teacher_forced(model, real)
+        out[split] = {"real": _pair(summarize(real)), "real_kinds": frame_kinds(real),
+                      "one_step": _pair(summarize(one_step)), "real_nll": round(nll, 3), "hold": hold}
     free = list(generate(model, steps=steps, temperature=1.0, seed=0, n_samples=samples))
-    out["free"] = {**_pair(summarize(free)), "self_nll": round(teacher_forced(model, free)[0], 3)}
+    out["free"] = {**_pair(summarize(free)), "kinds": frame_kinds(free),
+                   "self_nll": round(teacher_forced(model, free)[0], 3)}
     starts = reference_excerpts(run_split(run.config, "train"), steps)
     pick = np.random.default_rng(0).choice(len(starts), min(samples, len(starts)), replace=False)
     primed = [generate(model, steps=steps - 1, temperature=1.0, seed=i, primer=starts[j][:1])[0]

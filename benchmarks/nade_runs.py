@@ -42,7 +42,7 @@ NADE_WARMUP_DEFAULT = 300
 def config_for(dataset: str, output: str, init: str, epochs: int | None = None, seed: int = 0,
                all_pieces: bool = False, nade_hidden: int | None = None, lr: float | None = None,
                batch: int | None = None, dropout: float = 0.0, nade_skip: bool = False,
-               nade_vocab: int = 0) -> TrainConfig:
+               nade_vocab: int = 0, nade_repeat: bool = False, repeat_window: int = 1) -> TrainConfig:
     lr_given, batch_given = lr, batch  # before SETTINGS overwrite `batch` (it did until 2026-11-27 12:20 UTC)
     max_epochs, batch, pieces, lag = SETTINGS[dataset]
     if all_pieces:
@@ -58,7 +58,9 @@ def config_for(dataset: str, output: str, init: str, epochs: int | None = None, 
                        batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
                        patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
                        dropout=dropout, nade_skip=nade_skip and output == "nade",
-                       nade_vocab=nade_vocab if output == "nade" else 0, **extra)
+                       nade_vocab=nade_vocab if output == "nade" else 0, nade_repeat=nade_repeat and output == "nade",
+                       nade_repeat_window=repeat_window if nade_repeat and output == "nade" else 1,
+                       **extra)
 
 
 def main(argv=None) -> int:
@@ -80,6 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--nade-vocab", type=int, default=0,
                         help="mix the NADE with a softmax over the N commonest training chords (TrainConfig.nade_vocab; "
                         "folder ...-vN)")
+    parser.add_argument("--nade-repeat", action="store_true",
+                        help="mix the NADE with a copy of the previous frame (TrainConfig.nade_repeat; folder ...-rep)")
+    parser.add_argument("--nade-repeat-window", type=int, default=1,
+                        help="with --nade-repeat: copy from the last L frames read (TrainConfig.nade_repeat_window; "
+                        "folder ...-repL when L > 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", required=True, help="parent folder of the run folders")
     args = parser.parse_args(argv)
@@ -92,6 +99,8 @@ def main(argv=None) -> int:
             nh += f"-d{args.dropout:g}" if args.dropout else ""
             nh += "-skip" if args.nade_skip and output == "nade" else ""
             nh += f"-v{args.nade_vocab}" if args.nade_vocab and output == "nade" else ""
+            nh += "-rep" if args.nade_repeat and output == "nade" else ""
+            nh += f"{args.nade_repeat_window}" if args.nade_repeat and output == "nade" and args.nade_repeat_window > 1 else ""
             nh += f"-s{args.seed}" if args.seed else ""
             run_dir = Path(args.out) / f"{args.dataset}{full}-{output}-{init}{nh}"
             if (run_dir / "final.json").exists():
@@ -100,7 +109,8 @@ def main(argv=None) -> int:
                 config = config_for(args.dataset, output, init, args.epochs, seed=args.seed, all_pieces=args.all_pieces,
                                     nade_hidden=args.nade_hidden if output == "nade" else None,
                                     lr=args.lr, batch=args.batch, dropout=args.dropout, nade_skip=args.nade_skip,
-                                    nade_vocab=args.nade_vocab)
+                                    nade_vocab=args.nade_vocab, nade_repeat=args.nade_repeat,
+                                    repeat_window=args.nade_repeat_window)
                 final = train(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                               progress=lambda f, m: None)
             print(json.dumps({"run": str(run_dir), "output": output, "init": init, "nll": final.get("nll"),

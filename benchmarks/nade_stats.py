@@ -61,6 +61,8 @@ def main(argv=None) -> int:
         row = " | ".join(_cell(result["samples"], name, False) for name in COLUMNS)
         output = run.config.output + ("+skip" if run.config.nade_skip else "")
         output += f"+vocab {run.config.nade_vocab}" if run.config.nade_vocab else ""
+        output += "+repeat" if run.config.nade_repeat else ""
+        output += f" {run.config.nade_repeat_window}" if run.config.nade_repeat and run.config.nade_repeat_window > 1 else ""
         print(f"| {run.config.dataset} | {output} | {run.config.init} | {nll:.2f} | {row} |", flush=True)
         real_rows[run.config.dataset] = result["reference"]
         results.append({"run": str(path), "dataset": run.config.dataset, "output": run.config.output,

@@ -97,6 +97,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="NADE output: mix it with a softmax over the N most frequent chords (whole frames) of the "
                    "training split, so a whole known chord can be chosen at once (default 0: off; only with "
                    "--output nade)")
+    p.add_argument("--nade-repeat", action="store_true", default=None,
+                   help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
+                   "chord is one choice instead of 88 key choices (default off; only with --output nade; "
+                   "docs/sampling.md)")
+    p.add_argument("--nade-repeat-window", type=_positive_int, metavar="L",
+                   help="with --nade-repeat: the copy chooses among the last L frames read (weights from the state), "
+                   "so returning to a chord heard a few frames earlier is one choice too (default 1: the previous "
+                   "frame only; docs/sampling.md, \"Copy window\")")
     p.add_argument("--readout-skip", action="store_true", default=None,
                    help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
                    "88x88, starts at zero; with --init lae and --readout-start fit fitted together with the readout), so copying the "
@@ -130,7 +138,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab", "readout_skip", "max_seconds")
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "nade_repeat_window", "readout_skip",
+                     "max_seconds")
 
 
 # TrainConfig's defaults that help texts quote, written out so that --help imports no torch
@@ -315,6 +324,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
         suffix += "-skip" if config.nade_skip else ""
         suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
+        suffix += "-repeat" if config.nade_repeat else ""
+        suffix += f"{config.nade_repeat_window}" if config.nade_repeat and config.nade_repeat_window > 1 else ""
         suffix += "-rskip" if config.readout_skip else ""  # the readout's previous-frame skip
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)

@@ -37,6 +37,8 @@ class TrainConfig:
     nade_hidden: int = 64  # NADE hidden units (output "nade" only)
     nade_skip: bool = False  # NADE biases also linear in the frame just read (lapmusic/nade.py, "Previous-frame skip")
     nade_vocab: int = 0  # N > 0: mix the NADE with a softmax over the N commonest training chords (lapmusic/chordvocab.py)
+    nade_repeat: bool = False  # mix the NADE output with "copy the frame just read" (lapmusic/repeatmix.py)
+    nade_repeat_window: int = 1  # with nade_repeat: the copy chooses among the last L frames read (1: the frame read)
     readout_skip: bool = False  # Bernoulli logits also get W_skip x_t (the frame just read); docs/training.md
     readout_skip_fit: bool = True  # LAE init, readout_start "fit": fit W_skip with the readout (else zero)
     bptt: int = 100  # truncated-BPTT window in frames
@@ -123,13 +125,17 @@ class TrainConfig:
             problems.append(f"lae_path must be a path or null, not {self.lae_path!r}")
         if not _is_number(self.input_noise) or not 0.0 <= self.input_noise < 1.0:
             problems.append(f"input_noise must be a number in [0, 1) (0: off), not {self.input_noise!r}")
-        for name in ("relative_lr", "nade_skip", "readout_skip", "readout_skip_fit"):
+        for name in ("relative_lr", "nade_skip", "nade_repeat", "readout_skip", "readout_skip_fit"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.nade_skip is True and self.output != "nade":
             problems.append("nade_skip needs output 'nade'")
         if _is_int(self.nade_vocab) and self.nade_vocab != 0 and self.output != "nade":
             problems.append("nade_vocab needs output 'nade'")
+        if self.nade_repeat is True and self.output != "nade":
+            problems.append("nade_repeat needs output 'nade'")
+        if _is_int(self.nade_repeat_window) and self.nade_repeat_window != 1 and self.nade_repeat is not True:
+            problems.append("nade_repeat_window needs nade_repeat")
         if self.readout_skip is True and self.output != "bernoulli":
             problems.append("readout_skip needs output 'bernoulli'; with output 'nade' use nade_skip")
         for name, (low, high, optional) in _INT_FIELDS.items():
@@ -170,6 +176,7 @@ _INT_FIELDS = {
     "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
     "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
     "nade_hidden": (1, 4096, False), "nade_vocab": (0, 16384, False),
+    "nade_repeat_window": (1, 4096, False),
 }
 # name -> (low, high, may be null, low excluded)
 _FLOAT_FIELDS = {

@@ -58,11 +58,19 @@ class PianoRollRNN(nn.Module):
     ``nade_vocab=N > 0`` (NADE output only): ``self.nade`` is a :class:`lapmusic.chordvocab.ChordVocabNADE`, the
     NADE mixed with a softmax over at most ``N`` whole chords (install them with its ``set_vocabulary``). Its
     NLL is no longer a sum of per-key BCEs: use :meth:`frame_nll` (``forward`` then refuses ``targets``).
+
+    ``nade_repeat=True`` (NADE output only): the output (with or without the vocabulary) is mixed with "copy the
+    frame just read", ``r(h) 1[x = x_t] + (1 - r(h)) q(x)`` (:mod:`lapmusic.repeatmix`); its NLL also needs
+    :meth:`frame_nll`.
+    ``nade_repeat_window=L > 1`` (with ``nade_repeat``): the copy chooses among the last ``L`` frames read, a
+    pointer mixture ``r(h) sum_k w_k(h) 1[x = x_{t-k+1}] + (1 - r(h)) q(x)``; :meth:`frame_nll` then takes the
+    frames read before a BPTT window (``past``) so that the likelihood does not depend on the window cuts.
     """
 
     def __init__(self, hidden: int, cell: str = "rnn", dropout: float = 0.0, n_keys: int = N_KEYS,
                  output: str = "bernoulli", nade_hidden: int = 64, nade_skip: bool = False,
-                 readout_skip: bool = False, nade_vocab: int = 0):
+                 readout_skip: bool = False, nade_vocab: int = 0, nade_repeat: bool = False,
+                 nade_repeat_window: int = 1):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -72,6 +80,10 @@ class PianoRollRNN(nn.Module):
             raise ValueError("nade_skip needs output='nade'")
         if nade_vocab and output != "nade":
             raise ValueError("nade_vocab needs output='nade'")
+        if nade_repeat and output != "nade":
+            raise ValueError("nade_repeat needs output='nade'")
+        if nade_repeat_window != 1 and not nade_repeat:
+            raise ValueError("nade_repeat_window needs nade_repeat")
         if readout_skip and output != "bernoulli":
             raise ValueError("readout_skip needs output='bernoulli' (the NADE has its own: nade_skip)")
         if hidden < 1:
@@ -82,6 +94,8 @@ class PianoRollRNN(nn.Module):
         self.dropout_rate = float(dropout)
         self.output = output
         self.nade_vocab = int(nade_vocab)
+        self.nade_repeat = bool(nade_repeat)
+        self.repeat_window = int(nade_repeat_window)
         if cell == "rnn":
             self.recurrent = nn.RNN(n_keys, hidden, nonlinearity="tanh", batch_first=True)
         elif cell == "gru":
@@ -91,14 +105,17 @@ class PianoRollRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.nade = None
         if output == "nade":
+            from .chordvocab import ChordVocabNADE
             from .nade import NADEOutput
+            from .repeatmix import RepeatChordVocabNADE, RepeatNADE
 
+            vocab_class = RepeatChordVocabNADE if nade_repeat else ChordVocabNADE
+            nade_class = RepeatNADE if nade_repeat else NADEOutput
+            extra = {"window": self.repeat_window} if nade_repeat else {}
             if nade_vocab:
-                from .chordvocab import ChordVocabNADE
-
-                self.nade = ChordVocabNADE(hidden, n_keys, nade_hidden, skip=nade_skip, max_chords=nade_vocab)
+                self.nade = vocab_class(hidden, n_keys, nade_hidden, skip=nade_skip, max_chords=nade_vocab, **extra)
             else:
-                self.nade = NADEOutput(hidden, n_keys, nade_hidden, skip=nade_skip)
+                self.nade = nade_class(hidden, n_keys, nade_hidden, skip=nade_skip, **extra)
         else:
             self.readout = nn.Linear(hidden, n_keys)
         self.skip = None
@@ -117,8 +134,9 @@ class PianoRollRNN(nn.Module):
         if targets is None:
             raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
                              "lapmusic.sample.generate")
-        if self.vocab:
-            raise ValueError("a chord-vocabulary NADE has no per-key logits whose BCE sum is its NLL: use frame_nll")
+        if self.frame_mixture:
+            raise ValueError("a chord-vocabulary or repeat NADE has no per-key logits whose BCE sum is its NLL: "
+                             "use frame_nll")
         return self.nade.conditional_logits(self.dropout(states), targets, inputs=x), h
 
     @property
@@ -126,18 +144,28 @@ class PianoRollRNN(nn.Module):
         """Whether the output is the chord-vocabulary mixture (``nade_vocab > 0``)."""
         return self.nade_vocab > 0
 
-    def frame_nll(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None):
+    @property
+    def frame_mixture(self) -> bool:
+        """Whether the NADE output is a mixture over whole frames (chord vocabulary and/or repeat component),
+        whose NLL is :meth:`frame_nll`'s and not a sum of per-key BCEs."""
+        return self.nade_vocab > 0 or self.nade_repeat
+
+    def frame_nll(self, x: torch.Tensor, h=None, targets: torch.Tensor | None = None,
+                  past: torch.Tensor | None = None):
         """``(nll (B, T), h)``: the exact NLL in nats of each target frame ``(B, T, 88)`` given ``x`` ``(B, T, 88)``.
 
         Bernoulli: ``sum_k BCE(logits, targets)`` of :meth:`forward`; NADE (with or without the chord
-        vocabulary): ``-log p(x | h)`` of its ``log_prob``, the same sum of conditional BCEs for the plain NADE.
-        Dropout as in ``forward``.
+        vocabulary and the repeat component): ``-log p(x | h)`` of its ``log_prob``, the same sum of conditional BCEs for the plain NADE.
+        Dropout as in ``forward``. ``past`` ``(B, P, 88)``: the (up to ``repeat_window - 1``) frames read just
+        before ``x`` in the same pieces (``None``: ``x`` starts the pieces); only a repeat window reads it.
         """
         if self.nade is None:
             logits, h = self(x, h, targets=targets)  # (forward ignores targets here; subclasses may look)
             per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             return per_key.sum(-1), h
         states, h = self.recurrent(x, h)
+        if self.repeat_window > 1:
+            return -self.nade.log_prob(self.dropout(states), targets, inputs=x, past=past), h
         return -self.nade.log_prob(self.dropout(states), targets, inputs=x), h
 
     def hidden_states(self, x: torch.Tensor, h=None):

@@ -195,7 +195,8 @@ class NADEOutput(nn.Module):
 
 @torch.no_grad()
 def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EXPECTED_ACC_SAMPLES,
-                       seed: int = 0, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       seed: int = 0, inputs: torch.Tensor | None = None,
+                       past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """What NADE's ACC and expected ACC are computed from, for states ``(..., p)`` (and the frames read
     before them, ``inputs`` ``(..., K)``, for the skip).
 
@@ -209,9 +210,18 @@ def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EX
     lead = states.shape[:-1]
     flat = states.reshape(-1, states.shape[-1])
     read = None if inputs is None else inputs.reshape(-1, inputs.shape[-1])
-    on = nade.sample(flat, temperature=0.0, inputs=read)
+    extra, repeated = {}, {}
+    from .repeatmix import RepeatMixture  # (repeatmix imports this module)
+
+    if isinstance(nade, RepeatMixture) and nade.window > 1:  # a repeat window: the history of every frame
+        cand, valid = nade.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
+        extra = {"history": cand.reshape(-1, *cand.shape[-2:]).to(flat.dtype),
+                 "history_valid": valid.reshape(-1, valid.shape[-1])}
+        repeated = {"history": extra["history"].repeat(samples, 1, 1),
+                    "history_valid": extra["history_valid"].repeat(samples, 1)}
+    on = nade.sample(flat, temperature=0.0, inputs=read, **extra)
     generator = torch.Generator(device=flat.device).manual_seed(seed)
     drawn = nade.sample(flat.repeat(samples, 1), temperature=1.0, generator=generator,  # one batched loop
-                        inputs=None if read is None else read.repeat(samples, 1))
+                        inputs=None if read is None else read.repeat(samples, 1), **repeated)
     probs = drawn.reshape(samples, len(flat), nade.n_keys).double().mean(0)
     return on.reshape(*lead, nade.n_keys), probs.reshape(*lead, nade.n_keys)

@@ -110,15 +110,29 @@ def generate(
             logits, hidden = step(warm_input, None)  # NADE: the recurrent states, not logits
             last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
             read = warm_input[:, -1]  # the frame behind `last` (NADE's previous-frame skip reads it)
+            window = model.repeat_window if nade is not None else 1
+            if window > 1:  # a repeat window copies from the last `window` frames read, the newest first
+                history = torch.zeros((n_samples, window, N_KEYS), dtype=dtype, device=dev)
+                seen = warm_input.flip(1)[:, :window]
+                history[:, : seen.shape[1]] = seen
+                valid = torch.zeros((n_samples, window), dtype=torch.bool, device=dev)
+                valid[:, : seen.shape[1]] = True
             report_every = max(1, steps // 100)
             for t in range(steps):
                 if nade is None:
                     frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
                 else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
-                    frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read)
+                    if window > 1:
+                        frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read,
+                                            history=history, history_valid=valid)
+                    else:
+                        frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read)
                 out[:, k + t] = frame
                 if t + 1 < steps:
                     read = frame.to(dtype)
+                    if window > 1:
+                        history = torch.cat([read.unsqueeze(1), history[:, :-1]], 1)
+                        valid = torch.cat([valid.new_ones(n_samples, 1), valid[:, :-1]], 1)
                     logits, hidden = step(read.unsqueeze(1), hidden)
                     last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
                 if progress is not None and ((t + 1) % report_every == 0 or t + 1 == steps):

@@ -40,6 +40,7 @@ from .metrics import baselines
 from .model import N_KEYS, PianoRollRNN
 from .chordvocab import build_vocabulary
 from .nade import EXPECTED_ACC_SAMPLES
+from .repeatmix import repeat_share
 from .pretrain import _initialise, lae_lags  # noqa: F401 (lae_lags re-exported for scripts/sweep.py)
 from .rundir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, STATUS_MIN_INTERVAL, StatusWriter,  # noqa: F401
                      check_resume_payload, load_checkpoint, no_checkpoint_message, read_history, read_status,
@@ -109,7 +110,8 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
 def _build_model(config: TrainConfig) -> PianoRollRNN:
     return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
                         nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
-                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab)
+                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab,
+                        nade_repeat=config.nade_repeat, nade_repeat_window=config.nade_repeat_window)
 
 
 def _load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
@@ -296,6 +298,8 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
     model = _build_model(config)
     if config.nade_vocab:  # the training split's commonest chords (a checkpoint, when resuming, holds the same)
         model.nade.set_vocabulary(*build_vocabulary(train_seqs, config.nade_vocab))
+    if config.nade_repeat:  # the repeat gate starts at half the training split's repeated-frame share
+        model.nade.set_repeat_share(repeat_share(train_seqs, config.nade_repeat_window))
     pretrain: dict[str, Any] = {}
     if resume:
         path = run_dir / "checkpoint.pt"
@@ -433,10 +437,17 @@ def _train(config: TrainConfig, run_dir: Path, status: _StatusWriter, report, ca
 
 def _acc_method(config: TrainConfig) -> str:
     """How ACC and expected ACC were computed for this output (written into final.json)."""
+    repeat = "the previous frame when the repeat gate gives it p >= 0.5, else " if config.nade_repeat else ""
+    if config.nade_repeat and config.nade_repeat_window > 1:
+        repeat = (f"the likeliest of the last {config.nade_repeat_window} frames read when the repeat gate gives the "
+                  "copy p >= 0.5, else ")
     if config.nade_vocab:
-        return ("ACC: greedy frame (the vocabulary's most probable chord when the gate gives it p >= 0.5, else the "
-                f"NADE's greedy frame); expected ACC: {EXPECTED_ACC_SAMPLES} frames sampled from the mixture per "
-                "predicted frame")
+        return (f"ACC: greedy frame ({repeat}the vocabulary's most probable chord when the gate gives it p >= 0.5, "
+                f"else the NADE's greedy frame); expected ACC: {EXPECTED_ACC_SAMPLES} frames sampled from the mixture "
+                "per predicted frame")
+    if config.nade_repeat:
+        return (f"ACC: greedy frame ({repeat}the NADE's greedy frame); expected ACC: {EXPECTED_ACC_SAMPLES} frames "
+                "sampled from the mixture per predicted frame")
     if config.output == "nade":
         return (f"ACC: greedy frame (key by key, conditional p >= 0.5); expected ACC: {EXPECTED_ACC_SAMPLES} "
                 "sampled frames per predicted frame")

@@ -5,6 +5,8 @@ PYTHONPATH). Config keys it understands besides the usual ones:
 ``gate``: a file path; epoch ``e`` waits until it exists and, when it holds a number, until that number
 is at least ``e`` (checking the cancel flag meanwhile);
 ``fail``: raise this message as a LapMusicError; ``pid_file``: write the worker's pid there at start.
+``FAKE_TRAIN_SETUP_SECONDS`` (environment): sleep this long before the first epoch (a run that is training
+but has no curve yet, as the real set-up and epoch 0 take).
 It writes status.json, metrics.jsonl, checkpoint.pt (after epoch 1 on), final.json like the real one.
 """
 
@@ -32,6 +34,7 @@ def train(config: dict, run_dir, *, progress=None, cancel=None, resume=False):
     if resume and not (run_dir / "checkpoint.pt").is_file():
         raise LapMusicError("no checkpoint to resume from")
     gate = Path(config["gate"]) if config.get("gate") else None
+    time.sleep(float(os.environ.get("FAKE_TRAIN_SETUP_SECONDS", "0")))
     for epoch in range(done + 1, epochs + 1):
         while gate is not None and not _open(gate, epoch):
             if cancel.is_set():

@@ -420,6 +420,36 @@ def test_a_second_student_with_the_same_settings_follows_the_same_runs(app_env):
     rerun_until(first, lambda a: finished_count(a) == 2, "both runs to finish for the first student")
 
 
+def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(app_env):
+    at = new_app()
+    assert not any(s.key == "nade_vocab" for s in at.sidebar.selectbox)  # hidden with the Bernoulli output
+    at.sidebar.radio(key="output").set_value("nade")
+    at.run()
+    at.sidebar.selectbox(key="nade_vocab").set_value(512)
+    assert not any(n.key == "nade_repeat_window" for n in at.sidebar.number_input)  # only with the repeat
+    at.sidebar.checkbox(key="nade_repeat").check()
+    at.run()
+    at.sidebar.number_input(key="nade_repeat_window").set_value(16)
+    at.sidebar.radio(key="init").set_value("random")
+    at.sidebar.number_input(key="epochs").set_value(1)
+    at.sidebar.number_input(key="seed").set_value(11)
+    at.sidebar.button(key="train").click()
+    at.run()
+    no_exceptions(at)
+    (run_dir,) = at.session_state["focus"]
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    assert (config["output"], config["nade_vocab"], config["nade_repeat"]) == ("nade", 512, True)
+    assert config["nade_repeat_window"] == 16
+    rerun_until(at, lambda a: finished_count(a) == 1, "the NADE run to finish")
+    from lapmusic.ui.sidebar import Settings
+
+    back = Settings(dataset="user:tiny", hidden=8, init="lae", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
+                    patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True,
+                    nade_repeat_window=16)
+    (bernoulli,) = back.configs()  # the NADE's settings are left out with the Bernoulli output
+    assert (bernoulli.nade_vocab, bernoulli.nade_repeat, bernoulli.nade_repeat_window) == (0, False, 1)
+
+
 def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
     import threading
 
@@ -609,11 +639,27 @@ def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_sta
     assert budget.seconds("a", 1.5, now=1.0 + POLL_FORGET_SECONDS + 1) == 1.5
     # The cost per refresh is measured: a moving average moves towards what the refreshes take.
     for _ in range(100):
-        budget.record(0.002)
+        budget.record("a", 0.002, now=100.0)
     assert budget.cpu == pytest.approx(0.002, rel=1e-3)
     for n in range(30):
         interval = budget.seconds(f"page{n}", 1.5, now=100.0)
     assert interval == 1.5  # cheap refreshes: thirty pages keep the base interval
+
+
+def test_pages_that_only_refresh_their_fragment_keep_counting_in_the_refresh_budget():
+    """A live Training tab calls ``seconds`` once, when it is drawn, then only refreshes its fragment
+    (``record``): thirty such pages must still count after a minute, or the interval falls back to the base
+    and the refreshes overload the server again."""
+    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
+
+    budget = PollBudget(share=0.25, first_cpu=0.04)
+    for n in range(30):
+        budget.seconds(f"page{n}", 1.5, now=0.0)  # each page draws its live view once
+    for t in range(1, 4):  # then the pages only refresh, for three minutes
+        for n in range(30):
+            budget.record(f"page{n}", 0.04, now=t * POLL_FORGET_SECONDS * 0.9)
+    later = 3 * POLL_FORGET_SECONDS * 0.9 + 1
+    assert budget.seconds("late", 1.5, now=later) == pytest.approx(31 * 0.04 / 0.25)
 
 
 def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
@@ -657,3 +703,17 @@ def test_page_refreshes_take_turns_in_arrival_order():
     assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
     entered, most = _gate_run(slots=2, count=8)
     assert sorted(entered) == list(range(8)) and most == 2
+
+
+def test_the_server_does_not_collect_all_garbage_after_every_script_run():
+    """Streamlit's ``gc.collect(2)`` after each run (fragment refreshes included) cost about 120 ms of GIL per
+    run here; thirty live Training tabs starved the server for minutes (docs/app.md, "Sixth round")."""
+    import tomllib
+
+    from streamlit import config
+
+    import lapmusic.ui.common  # noqa: F401 - sets the option on import
+
+    assert config.get_option("runner.postScriptGC") is False
+    toml = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert toml["runner"]["postScriptGC"] is False

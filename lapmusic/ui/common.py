@@ -21,6 +21,7 @@ from typing import Any, Callable
 # attribute 'Series'" (26 times at once in the 30-student classroom run, docs/app.md).
 import pandas  # noqa: F401
 import streamlit as st
+from streamlit import config as st_config
 
 from ..errors import LapMusicError
 from .. import sessions
@@ -32,6 +33,14 @@ log = logging.getLogger("lapmusic.app")
 # A browser that falls 500 messages behind is disconnected for real (it reconnects and catches up) instead
 # of being dropped silently with its page frozen for ever (slowclients.py).
 slowclients.install()
+
+# No full garbage collection after every script run. Streamlit runs ``gc.collect(2)`` at the end of each run
+# (``runner.postScriptGC``), fragment refreshes included; in this server (torch, plotly, pandas loaded: about
+# 250 000 tracked objects) that is about 120 ms of CPU holding the GIL. Thirty live Training tabs asked for
+# twenty runs a second, i.e. more GIL time than exists: the server fell minutes behind and pages saw their
+# first curve up to 140 s after it was on disk (docs/app.md, "Sixth round"). Python's own generational
+# collector still runs. ``.streamlit/config.toml`` says the same; this covers a server started elsewhere.
+st_config.set_option("runner.postScriptGC", False, "lapmusic.ui.common")
 
 PAGE_KEY = "page"  # the tabs' widget key and URL query parameter (?page=Training)
 
@@ -68,20 +77,27 @@ class PollBudget:
         self._lock = threading.Lock()
 
     def seconds(self, page: str, base: float, now: float | None = None) -> float:
-        """The refresh interval for ``page`` (and note that it polls)."""
+        """The refresh interval for ``page`` (and note that it polls); called when a page draws its live view."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._seen[page] = now
-            for other, seen in list(self._seen.items()):
-                if now - seen > POLL_FORGET_SECONDS:
-                    del self._seen[other]
+            self._stamp(page, now)
             pages, cpu = len(self._seen), self.cpu
         return max(base, pages * cpu / self.share)
 
-    def record(self, cpu_seconds: float) -> None:
-        """One refresh took ``cpu_seconds`` of its thread's CPU time (moving average over ~10 refreshes)."""
+    def record(self, page: str, cpu_seconds: float, now: float | None = None) -> None:
+        """``page`` refreshed, which took ``cpu_seconds`` of its thread's CPU time (moving average over ~10
+        refreshes). The page counts as polling from here too: a page that only refreshes its fragment never
+        calls :meth:`seconds` again and would otherwise drop out after :data:`POLL_FORGET_SECONDS`."""
+        now = time.monotonic() if now is None else now
         with self._lock:
+            self._stamp(page, now)
             self.cpu += 0.1 * (max(0.0, cpu_seconds) - self.cpu)
+
+    def _stamp(self, page: str, now: float) -> None:
+        self._seen[page] = now
+        for other, seen in list(self._seen.items()):
+            if now - seen > POLL_FORGET_SECONDS:
+                del self._seen[other]
 
 
 poll_budget = PollBudget()  # one per server process
@@ -296,6 +312,9 @@ def app_defaults() -> dict:
         "seed": 0,
         "device": "auto",
         "output": "bernoulli",
+        "nade_vocab": 0,
+        "nade_repeat": False,
+        "nade_repeat_window": 1,
     }
     text = os.environ.get("LAPMUSIC_APP_DEFAULTS", "").strip()
     if text:
@@ -331,6 +350,9 @@ def run_label(config: dict, *, with_dataset: bool = False) -> str:
     if config.get("output") == "nade":
         label += " · NADE+skip" if config.get("nade_skip") else " · NADE"  # Bernoulli runs keep their usual label
         label += f"+vocab {config['nade_vocab']}" if config.get("nade_vocab") else ""
+        label += "+repeat" if config.get("nade_repeat") else ""
+        window = config.get("nade_repeat_window", 1) if config.get("nade_repeat") else 1
+        label += f" {window}" if window > 1 else ""
     elif config.get("readout_skip"):
         label += " · skip"
     return f"{config.get('dataset', '?')} · {label}" if with_dataset else label

@@ -21,6 +21,32 @@ UPLOAD = "__upload__"
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 INIT_CHOICES = {"lae": "LAE pre-trained", "random": "random", "both": "both, side by side"}
 OUTPUT_CHOICES = {"bernoulli": "independent keys (Bernoulli)", "nade": "NADE: keys of a chord agree (slower)"}
+VOCAB_CHOICES = (0, 128, 256, 512, 1024)  # NADE chord vocabulary sizes offered (0 = off); 512 is the one measured
+VOCAB_HELP = (
+    "NADE only. Mix the NADE with a softmax over the N most frequent chords (whole frames) of the training split, "
+    "so a whole known chord can be chosen at once (lapmusic/chordvocab.py). Measured with N = 512 (docs/sampling.md, "
+    "\"Chord-vocabulary mixture\"): samples at temperature 1 change chord less often, JSB 0.75-0.78 distinct chords "
+    "per frame against 0.85-0.88 without it (real chorales 0.47-0.76), Nottingham 0.29-0.33 (real 0.17-0.36), with "
+    "a better test NLL (JSB 5.31-5.37 against 5.48-5.51). N must stay well below the number of distinct training "
+    "chords: with every training chord in the vocabulary the validation NLL was 12.2 on JSB."
+)
+REPEAT_HELP = (
+    "NADE only. Mix the output with a component that copies the previous frame exactly, so holding a chord is one "
+    "choice instead of 88 key choices (lapmusic/repeatmix.py). Measured on JSB with a 512-chord vocabulary, three "
+    "seeds, and Nottingham, one seed (docs/sampling.md, \"Repeat component\"): better test NLL (JSB 5.28-5.32 against "
+    "5.31-5.37, Nottingham 2.13 against 2.18) and samples that hold chords as often as the music, but they still "
+    "change chord about as often as without it (JSB distinct chords per frame 0.74-0.77, at the top edge of the "
+    "real 0.47-0.76; Nottingham 0.32, inside 0.17-0.36)."
+)
+
+WINDOW_HELP = (
+    "NADE with the repeat component only. The copy chooses among the last L frames read instead of only the "
+    "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/repeatmix.py; "
+    "1 = the previous frame only). Measured on JSB with a 512-chord vocabulary, three seeds (docs/sampling.md, "
+    "\"Copy window\"): with 32 frames the samples' distinct chords per frame are 0.69-0.72 at temperature 1, inside "
+    "the real chorales' 0.47-0.76 for every seed (0.74-0.77 with 1), and the test NLL is better (5.07-5.12 against "
+    "5.28-5.32). The recipe for JSB samples: NADE, vocabulary 512, repeat, window 32."
+)
 
 
 @dataclass
@@ -38,6 +64,9 @@ class Settings:
     seed: int
     device: str
     output: str = "bernoulli"  # "bernoulli" | "nade"
+    nade_vocab: int = 0  # NADE only: chord vocabulary size (0 = off)
+    nade_repeat: bool = False  # NADE only: the repeat-the-previous-frame component
+    nade_repeat_window: int = 1  # with nade_repeat: copy from the last L frames read
     extra: dict = field(default_factory=dict)
 
     def configs(self) -> list:
@@ -68,6 +97,10 @@ def make_config(settings: Settings, init: str):
         "max_sequences": settings.max_sequences or None,
         "patience": settings.patience or None,
         "output": settings.output,
+        # the NADE's options only with the NADE output (hidden, and never sent, with Bernoulli)
+        "nade_vocab": settings.nade_vocab if settings.output == "nade" else 0,
+        "nade_repeat": settings.nade_repeat and settings.output == "nade",
+        "nade_repeat_window": settings.nade_repeat_window if settings.nade_repeat and settings.output == "nade" else 1,
         **settings.extra,
     }
     known = {f.name for f in fields(TrainConfig)}
@@ -155,6 +188,17 @@ def render() -> Settings:
             "NADE: the keys are drawn low to high, each knowing the ones below (RNN-NADE): real chords, "
             "lower NLL, slower training.",
         )
+        if st.session_state.get("output") == "nade":
+            vocab_default = defaults.get("nade_vocab", 0)
+            st.selectbox("Chord vocabulary (NADE)", list(VOCAB_CHOICES), key="nade_vocab",
+                         index=VOCAB_CHOICES.index(vocab_default) if vocab_default in VOCAB_CHOICES else 0,
+                         format_func=lambda n: "off" if n == 0 else f"{n} commonest chords", help=VOCAB_HELP)
+            st.checkbox("Repeat the previous frame (NADE)", value=bool(defaults.get("nade_repeat", False)),
+                        key="nade_repeat", help=REPEAT_HELP)
+            if st.session_state.get("nade_repeat"):
+                st.number_input("Copy window, frames (NADE repeat)", min_value=1, max_value=64,
+                                value=int(defaults.get("nade_repeat_window", 1)), key="nade_repeat_window",
+                                help=WINDOW_HELP)
         cuda, cuda_text = _cuda_line()
         devices = ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"]
         st.radio(
@@ -182,7 +226,9 @@ def current_settings() -> Settings:
         dataset=dataset, hidden=int(state["hidden"]), init=state["init"], epochs=int(state["epochs"]),
         lr=float(state["lr"]), batch_size=int(state["batch_size"]), max_sequences=int(state["max_sequences"]),
         patience=int(state["patience"]), seed=int(state["seed"]), device=state["device"],
-        output=state.get("output", "bernoulli"),
+        output=state.get("output", "bernoulli"), nade_vocab=int(state.get("nade_vocab", 0)),
+        nade_repeat=bool(state.get("nade_repeat", False)),
+        nade_repeat_window=int(state.get("nade_repeat_window", 1)),
     )
 
 

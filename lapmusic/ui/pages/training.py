@@ -62,7 +62,7 @@ def _live_refresh(runs: list[Path]) -> None:
     # run that finishes) draws it again with the interval of that moment.
     started = time.thread_time()
     states = _drawn_states(runs)
-    common.poll_budget.record(time.thread_time() - started)
+    common.poll_budget.record(common.session_id(), time.thread_time() - started)
     if RUNNING not in states:
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
 
