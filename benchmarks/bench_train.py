@@ -35,7 +35,9 @@ import time
 import numpy as np
 import torch
 
+from lapmusic.chordvocab import build_vocabulary
 from lapmusic.model import PianoRollRNN
+from lapmusic.repeatmix import repeat_share
 from lapmusic.train import _to_tensors, train_epoch
 
 
@@ -52,11 +54,17 @@ class Setting:
     """A network + optimizer trained with one batching setting; ``epoch()`` times one epoch."""
 
     def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0, output="bernoulli",
-                 nade_hidden=64):
+                 nade_hidden=64, pieces=None, nade_vocab=0, nade_repeat_window=0):
         torch.manual_seed(seed)
         self.name, self.tensors, self.device = name, tensors, device
         self.batch_size, self.bptt = batch_size, bptt
-        self.model = PianoRollRNN(hidden, output=output, nade_hidden=nade_hidden).to(device)
+        self.model = PianoRollRNN(hidden, output=output, nade_hidden=nade_hidden, nade_vocab=nade_vocab,
+                                  nade_repeat=nade_repeat_window > 0,
+                                  nade_repeat_window=max(1, nade_repeat_window)).to(device)
+        if nade_vocab:  # as train.py does: the training split's commonest chords
+            self.model.nade.set_vocabulary(*build_vocabulary(pieces, nade_vocab))
+        if nade_repeat_window:
+            self.model.nade.set_repeat_share(repeat_share(pieces, nade_repeat_window))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.frames = self.steps = self.epochs = 0
         self.seconds = self.cpu_seconds = 0.0
@@ -101,12 +109,14 @@ def measure_pair(pieces, device, hidden, batch_size, bptt, seconds) -> tuple[dic
     return one.row(), ours.row()
 
 
-def measure_outputs(pieces, device, hidden, batch_size, bptt, seconds, nade_hidden) -> tuple[dict, dict]:
+def measure_outputs(pieces, device, hidden, batch_size, bptt, seconds, nade_hidden, nade_vocab=0,
+                    nade_repeat_window=0) -> tuple[dict, dict]:
     """Bernoulli vs NADE output, same batching, interleaved epoch by epoch (NADE gets about as much time)."""
     tensors = _to_tensors(pieces, device)
     bernoulli = Setting("bernoulli", tensors, device, hidden, batch_size=batch_size, bptt=bptt)
     nade = Setting("nade", tensors, device, hidden, batch_size=batch_size, bptt=bptt, output="nade",
-                   nade_hidden=nade_hidden)
+                   nade_hidden=nade_hidden, pieces=pieces, nade_vocab=nade_vocab,
+                   nade_repeat_window=nade_repeat_window)
     while True:
         nade.epoch()
         while bernoulli.seconds < nade.seconds:
@@ -132,6 +142,11 @@ def main(argv=None) -> int:
                         help="nade: also time the NADE output against the Bernoulli one (default bernoulli: "
                         "batching comparison only)")
     parser.add_argument("--nade-hidden", type=int, default=64, help="NADE hidden units (default 64)")
+    parser.add_argument("--nade-vocab", type=int, default=0,
+                        help="with --output nade: a chord vocabulary of N chords (default 0: none)")
+    parser.add_argument("--nade-repeat-window", type=int, default=0,
+                        help="with --output nade: the repeat component with a copy window of L frames (default 0: "
+                        "none); JSB's sampling recipe is --nade-vocab 512 --nade-repeat-window 32")
     parser.add_argument("--skip-batching", action="store_true",
                         help="with --output nade: skip the batch-of-one comparison")
     parser.add_argument("--json-out", help="also write the figures to this JSON file")
@@ -171,12 +186,14 @@ def main(argv=None) -> int:
             print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)
         if args.output == "nade":
             bern, nade = measure_outputs(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds,
-                                         args.nade_hidden)
+                                         args.nade_hidden, args.nade_vocab, args.nade_repeat_window)
             bern["speedup"] = 1.0
             rows.append({"device": label, "setting": f"Bernoulli output (batch {args.batch_size}) [NADE baseline]",
                          **bern})
             nade["speedup"] = nade["frames_per_second"] / bern["frames_per_second"]
-            rows.append({"device": label, "setting": f"NADE output, {args.nade_hidden} units (batch "
+            extras = (f", vocab {args.nade_vocab}" if args.nade_vocab else "") + (
+                f", copy window {args.nade_repeat_window}" if args.nade_repeat_window else "")
+            rows.append({"device": label, "setting": f"NADE output, {args.nade_hidden} units{extras} (batch "
                          f"{args.batch_size}), vs Bernoulli", **nade})
             print(f"  {label}: Bernoulli {bern['frames_per_second']:,.0f} frames/s, NADE "
                   f"{nade['frames_per_second']:,.0f} frames/s ({nade['speedup']:.2f} x)", flush=True)
