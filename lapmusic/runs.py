@@ -45,7 +45,7 @@ status.json older than this means the run was interrupted."""
 JOB_FILE = "job.json"
 """Written by the job manager: ``{"key", "submitted", "creator", "client", "student", "sessions"}``."""
 
-CODE_FILES = ("train.py", "pretrain.py", "config.py", "epoch.py", "results.py", "rundir.py", "model.py", "nade.py", "chordvocab.py",
+CODE_FILES = ("train.py", "pretrain.py", "device.py", "config.py", "epoch.py", "results.py", "rundir.py", "model.py", "nade.py", "chordvocab.py",
               "repeatmix.py", "lae.py", "lae_approx.py", "metrics.py", "data.py", "bach.py", "userdata.py", "midi.py",
               "midifile.py", "worker.py")
 INIT_NAMES = {"lae": "LAE", "random": "random"}
