@@ -45,7 +45,8 @@ WINDOW_HELP = (
     "1 = the previous frame only). Measured on JSB with a 512-chord vocabulary, three seeds (docs/sampling.md, "
     "\"Copy window\"): with 32 frames the samples' distinct chords per frame are 0.69-0.72 at temperature 1, inside "
     "the real chorales' 0.47-0.76 for every seed (0.74-0.77 with 1), and the test NLL is better (5.07-5.12 against "
-    "5.28-5.32). The recipe for JSB samples: NADE, vocabulary 512, repeat, window 32."
+    "5.28-5.32); on Nottingham (two seeds) 0.23-0.32, inside 0.17-0.36, test NLL 2.02. The recipe for samples: "
+    "NADE, vocabulary 512, repeat, window 32."
 )
 
 
