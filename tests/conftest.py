@@ -7,7 +7,13 @@ go to a temporary folder unless the environment names them, so tests never touch
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +100,62 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def cache_dir_env(path: str):
+    """``LAPMUSIC_CACHE_DIR`` set to ``path`` in this process for the block (where datasets are saved and read)."""
+    old = os.environ.get("LAPMUSIC_CACHE_DIR")
+    os.environ["LAPMUSIC_CACHE_DIR"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LAPMUSIC_CACHE_DIR", None)
+        else:
+            os.environ["LAPMUSIC_CACHE_DIR"] = old
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_app(env: dict, log_path: Path, while_starting=None):
+    """A real ``streamlit run app.py`` on a free local port with ``env``; yields its URL once
+    ``/_stcore/health`` answers (``while_starting()`` runs meanwhile), and stops it afterwards. A server that
+    exits or does not answer within 90 s fails the test with its log."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if while_starting is not None:
+            while_starting()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chorale_like_piece
+from conftest import cache_dir_env, chorale_like_piece, streamlit_app
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[1]
@@ -43,12 +38,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _make_dataset(key_name: str, rng, train: int) -> None:
     from lapmusic.data import Dataset, save_user_dataset
 
@@ -62,19 +51,12 @@ def _prepare_pair(runs_dir: Path, cache_dir: str) -> None:
     from lapmusic.data import load_dataset
     from lapmusic.train import TrainConfig, train
 
-    old_cache = os.environ.get("LAPMUSIC_CACHE_DIR")
-    os.environ["LAPMUSIC_CACHE_DIR"] = cache_dir
-    try:
+    with cache_dir_env(cache_dir):
         data = load_dataset("user:tiny")
-        for init in ("random", "lae"):
-            config = TrainConfig(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, device="cpu",
-                                 readout_steps=0)
-            train(config, runs_dir / f"prepared-{init}", dataset=data)
-    finally:
-        if old_cache is None:
-            os.environ.pop("LAPMUSIC_CACHE_DIR", None)
-        else:
-            os.environ["LAPMUSIC_CACHE_DIR"] = old_cache
+    for init in ("random", "lae"):
+        config = TrainConfig(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, device="cpu",
+                             readout_steps=0)
+        train(config, runs_dir / f"prepared-{init}", dataset=data)
 
 
 @pytest.fixture(scope="module")
@@ -93,48 +75,14 @@ def server(tmp_path_factory):
             ),
         }
     )
-    old_cache = os.environ.get("LAPMUSIC_CACHE_DIR")
-    os.environ["LAPMUSIC_CACHE_DIR"] = env["LAPMUSIC_CACHE_DIR"]  # where _make_dataset saves
-    try:
+    with cache_dir_env(env["LAPMUSIC_CACHE_DIR"]):  # where _make_dataset saves
         rng = np.random.default_rng(0)
         _make_dataset("warmup", rng, 4)
         _make_dataset("tiny", rng, 6)
-    finally:
-        if old_cache is None:
-            os.environ.pop("LAPMUSIC_CACHE_DIR", None)
-        else:
-            os.environ["LAPMUSIC_CACHE_DIR"] = old_cache
-
-    port = _free_port()
-    log_path = root / "streamlit.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _prepare_pair(root / "runs", env["LAPMUSIC_CACHE_DIR"])  # while the server starts
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.5)
+    # The prepared pair trains while the server starts.
+    with streamlit_app(env, root / "streamlit.log",
+                       while_starting=lambda: _prepare_pair(root / "runs", env["LAPMUSIC_CACHE_DIR"])) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _playhead(page, index: int) -> tuple[float, float]:

@@ -12,28 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chorale_like_piece
+from conftest import cache_dir_env, chorale_like_piece, streamlit_app
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 pytest.importorskip("websockets.asyncio.client")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,45 +35,12 @@ def server(tmp_path_factory):
                LAPMUSIC_POLL_SECONDS="0.3", LAPMUSIC_WORKER_TRAIN="fake_train:train", FAKE_TRAIN_SETUP_SECONDS="2",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), str(HERE), os.environ.get("PYTHONPATH")])),
                LAPMUSIC_APP_DEFAULTS=json.dumps({"dataset": "user:tiny", "hidden": 8, "epochs": 2}))
-    old_cache = os.environ.get("LAPMUSIC_CACHE_DIR")
-    os.environ["LAPMUSIC_CACHE_DIR"] = env["LAPMUSIC_CACHE_DIR"]  # where save_user_dataset writes
-    try:
+    with cache_dir_env(env["LAPMUSIC_CACHE_DIR"]):  # where save_user_dataset writes
         rng = np.random.default_rng(0)
         pieces = [chorale_like_piece(rng, 16) for _ in range(8)]
         save_user_dataset(Dataset("user:tiny", "tiny", pieces[:4], pieces[4:6], pieces[6:], step_seconds=0.25))
-    finally:
-        if old_cache is None:
-            os.environ.pop("LAPMUSIC_CACHE_DIR", None)
-        else:
-            os.environ["LAPMUSIC_CACHE_DIR"] = old_cache
-    port = _free_port()
-    log_path = root / "streamlit.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.3)
+    with streamlit_app(env, root / "streamlit.log") as url:
         yield url, root / "runs"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_an_http_student_loads_the_page_presses_train_and_sees_the_first_curve(server):
