@@ -25,13 +25,15 @@ def _all_frames(k: int = K) -> torch.Tensor:
     return torch.tensor(list(itertools.product([0, 1], repeat=k)), dtype=torch.float64)  # (2^k, k)
 
 
-def _layer(vocab: bool, skip: bool = False, seed: int = 0):
+def _layer(vocab: bool, skip: bool = False, seed: int = 0, window: int = 1):
+    """A repeat layer (state 3, K keys, 4 NADE units), with the chord vocabulary CHORDS when ``vocab``, its
+    parameters moved away from the initialisation; float64. Also used by tests/test_repeatwindow.py."""
     torch.manual_seed(seed)
     if vocab:
-        layer = RepeatChordVocabNADE(3, K, 4, skip=skip, max_chords=8)
+        layer = RepeatChordVocabNADE(3, K, 4, skip=skip, window=window, max_chords=8)
         layer.set_vocabulary(CHORDS, np.array([5, 3, 2]), 20)
     else:
-        layer = RepeatNADE(3, K, 4, skip=skip)
+        layer = RepeatNADE(3, K, 4, skip=skip, window=window)
     with torch.no_grad():  # away from the initialisation: every parameter matters
         for parameter in layer.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.7)

@@ -19,7 +19,8 @@ from lapmusic.config import TrainConfig
 from lapmusic.errors import LapMusicError
 from lapmusic.model import PianoRollRNN
 from lapmusic.nade import NADEOutput
-from lapmusic.repeatmix import RepeatChordVocabNADE, RepeatNADE, repeat_share
+from lapmusic.repeatmix import RepeatChordVocabNADE, repeat_share
+from test_repeatmix import _layer
 
 K = 4
 CHORDS = np.array([(0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 1, 1)], dtype=np.uint8)
@@ -28,19 +29,6 @@ A, B, C = [1.0, 0, 1, 0], [0.0, 1, 1, 1], [1.0, 1, 0, 0]
 
 def _all_frames() -> torch.Tensor:
     return torch.tensor(list(itertools.product([0, 1], repeat=K)), dtype=torch.float64)  # (2^K, K)
-
-
-def _layer(vocab: bool, window: int, seed: int = 0):
-    torch.manual_seed(seed)
-    if vocab:
-        layer = RepeatChordVocabNADE(3, K, 4, window=window, max_chords=8)
-        layer.set_vocabulary(CHORDS, np.array([5, 3, 2]), 20)
-    else:
-        layer = RepeatNADE(3, K, 4, window=window)
-    with torch.no_grad():  # away from the initialisation: every parameter matters
-        for parameter in layer.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.7)
-    return layer.double()
 
 
 def _inner_class(layer):
