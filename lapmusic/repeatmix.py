@@ -1,9 +1,9 @@
 """A "repeat the previous frame" component for the NADE output (``TrainConfig.nade_repeat``, ``--nade-repeat``).
 
-Why: given the true history, one frame drawn from the NADE (with or without the chord vocabulary) repeats the
-frame before it about a third as often as the music does (JSB: 0.044-0.057 against 0.13-0.14; docs/sampling.md,
-"Distinct chords per frame"). Holding a chord exactly is one event for the music but a conjunction of 88 key
-decisions for the NADE. Here it is one event: with probability ``r(h)`` the frame is an exact copy of the frame
+Why: given the true history, the NADE with the chord vocabulary gives the real previous frame a probability of
+0.07-0.09 on JSB, where the music holds 0.13-0.14 of its frames (docs/sampling.md, "Repeat component"), and its
+samples come back to earlier chords less often than the music. Holding a chord exactly is one event for the
+music but a conjunction of 88 key decisions for the NADE. Here it is one event: with probability ``r(h)`` the frame is an exact copy of the frame
 just read ``x_prev`` (the network's input at this step; the zero frame before a sample without primer),
 otherwise it comes from the inner output ``q`` (the NADE, or the chord-vocabulary mixture)::
 
