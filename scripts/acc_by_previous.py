@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lapmusic.epoch import _active_rows, _first_rows, _to_tensors, length_batches, pad_batch  # noqa: E402
-from lapmusic.metrics import THRESHOLD_BINS, acc_curve, best_threshold, copy_previous_acc  # noqa: E402
+from lapmusic.metrics import THRESHOLD_BINS, _acc, acc_curve, best_threshold, copy_previous_acc, nll  # noqa: E402
 from lapmusic.results import load_run  # noqa: E402
 from lapmusic.train import run_split  # noqa: E402
 
@@ -89,9 +89,9 @@ def two_threshold_grid(p, previous, played):
     return 100.0 * tp / (fp + positives)  # TP + FP + FN = FP + positives
 
 
-def acc_at(p, played, on):
-    tp = float((on & played).sum())
-    return 100.0 * tp / (float((on & ~played).sum()) + float(played.sum()))
+def acc_at(played, on):
+    """Micro ACC in % of the decisions ``on`` against ``played`` (flat boolean arrays)."""
+    return _acc(float((on & played).sum()), float((on & ~played).sum()), float((~on & played).sum()))
 
 
 def pieces_beating_copy(on, previous, played, piece) -> str:
@@ -102,6 +102,11 @@ def pieces_beating_copy(on, previous, played, piece) -> str:
         return tp / np.where(wrong_or_missed > 0, wrong_or_missed, 1)  # TP / (FP + positives)
     present = np.bincount(piece) > 0
     return f"{int((per_piece(on) > per_piece(previous))[present].sum())}/{int(present.sum())}"
+
+
+def frame_nll(p, played):
+    """NLL in nats per frame of the flat per-key arrays (88 entries a frame, as :func:`collect` returns them)."""
+    return nll(p.reshape(-1, 88), played.reshape(-1, 88))
 
 
 def platt(p, played, iterations: int = 50):
@@ -128,11 +133,6 @@ def apply_platt(p, previous, weights):
     return 1 / (1 + np.exp(-(a * z + b)))
 
 
-def bernoulli_nll(p, played, frames):
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.where(played, np.log(p), np.log1p(-p)).sum() / frames)
-
-
 def reliability(p, previous, played):
     rows = []
     for group, select in (("on", previous), ("off", ~previous)):
@@ -156,14 +156,14 @@ def analyse(run_dir) -> dict:
     # (a) one threshold, exactly as the library chooses it
     t1 = best_threshold(*hist(pv, yv))
     single = {"threshold": t1, "valid": float(acc_curve(*hist(pv, yv))[round(t1 * THRESHOLD_BINS)]),
-              "test": acc_at(pt, yt, pt >= t1 - 1e-12)}
+              "test": acc_at(yt, pt >= t1 - 1e-12)}
     # (b) two thresholds, every pair of the grid 1..199
     curve = two_threshold_grid(pv, xv, yv)[1:, 1:]
     i, j = np.unravel_index(int(np.argmax(curve)), curve.shape)
     t_on, t_off = grid[i + 1], grid[j + 1]
     on_test = np.where(xt, pt >= t_on - 1e-12, pt >= t_off - 1e-12)
     on_valid = np.where(xv, pv >= t_on - 1e-12, pv >= t_off - 1e-12)
-    two = {"t_on": float(t_on), "t_off": float(t_off), "valid": float(curve[i, j]), "test": acc_at(pt, yt, on_test),
+    two = {"t_on": float(t_on), "t_off": float(t_off), "valid": float(curve[i, j]), "test": acc_at(yt, on_test),
            "pieces_beating_copy_valid": pieces_beating_copy(on_valid, xv, yv, piece_v),
            "pieces_beating_copy_test": pieces_beating_copy(on_test, xt, yt, piece_t),
            # an upper bound, never a result: the best pair of thresholds picked on the test split itself
@@ -172,15 +172,14 @@ def analyse(run_dir) -> dict:
     weights = {0: platt(pv[~xv], yv[~xv]), 1: platt(pv[xv], yv[xv])}
     cv, ct = apply_platt(pv, xv, weights), apply_platt(pt, xt, weights)
     tc = best_threshold(*hist(cv, yv))
-    frames_v, frames_t = len(pv) // 88, len(pt) // 88
     calibrated = {"a_on": float(weights[1][0]), "b_on": float(weights[1][1]), "a_off": float(weights[0][0]),
                   "b_off": float(weights[0][1]), "threshold": tc,
-                  "valid": acc_at(cv, yv, cv >= tc - 1e-12), "test": acc_at(ct, yt, ct >= tc - 1e-12),
-                  "valid_nll_before": bernoulli_nll(pv, yv, frames_v), "valid_nll_after": bernoulli_nll(cv, yv, frames_v),
-                  "test_nll_before": bernoulli_nll(pt, yt, frames_t), "test_nll_after": bernoulli_nll(ct, yt, frames_t)}
+                  "valid": acc_at(yv, cv >= tc - 1e-12), "test": acc_at(yt, ct >= tc - 1e-12),
+                  "valid_nll_before": frame_nll(pv, yv), "valid_nll_after": frame_nll(cv, yv),
+                  "test_nll_before": frame_nll(pt, yt), "test_nll_after": frame_nll(ct, yt)}
     return {"run": str(run_dir), "dataset": run.config.dataset, "init": run.config.init, "seed": run.config.seed,
             "readout_skip": bool(run.config.readout_skip),
-            "acc_05": acc_at(pt, yt, pt >= 0.5), "final_acc": (run.final or {}).get("acc"),
+            "acc_05": acc_at(yt, pt >= 0.5), "final_acc": (run.final or {}).get("acc"),
             "final_acc_tuned": (run.final or {}).get("acc_tuned"), "final_threshold": (run.final or {}).get("threshold"),
             "copy_previous_test": copy_previous_acc(test), "copy_previous_valid": copy_previous_acc(valid),
             "single": single, "two": two, "calibrated": calibrated,

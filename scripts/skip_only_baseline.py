@@ -19,19 +19,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lapmusic.data import load_dataset  # noqa: E402
-from lapmusic.metrics import copy_previous_acc  # noqa: E402
+from lapmusic.metrics import accuracy, copy_previous_acc, nll  # noqa: E402
 
 
 def pairs(seqs):
     usable = [s for s in seqs if len(s) > 1]
     return (np.concatenate([s[:-1] for s in usable]).astype(bool),
             np.concatenate([s[1:] for s in usable]).astype(bool))
-
-
-def acc(P, Y, threshold):
-    on = P >= threshold
-    tp, fp, fn = (on & Y).sum(), (on & ~Y).sum(), (~on & Y).sum()
-    return 100.0 * tp / (tp + fp + fn)
 
 
 def main(keys) -> None:
@@ -43,11 +37,11 @@ def main(keys) -> None:
         (Xv, Yv), (Xt, Yt) = pairs(ds.valid), pairs(ds.test)
         Pv, Pt = np.where(Xv, P1, P0), np.where(Xt, P1, P0)
         grid = np.arange(1, 200) / 200
-        threshold = grid[int(np.argmax([acc(Pv, Yv, t) for t in grid]))]
-        nll = float(-np.where(Yt, np.log(Pt), np.log(1 - Pt)).sum(1).mean())
+        threshold = grid[int(np.argmax([accuracy(Pv, Yv, t) for t in grid]))]
+        test_nll = nll(Pt, Yt)
         held = X.sum(0) > 50
-        print(f"{key}: skip-only test NLL {nll:.3f}, ACC p>=0.5 {acc(Pt, Yt, 0.5):.2f} %, ACC p>={threshold:.3f} "
-              f"(validation) {acc(Pt, Yt, threshold):.2f} %; copy-previous {copy_previous_acc(ds.test):.2f} %; "
+        print(f"{key}: skip-only test NLL {test_nll:.3f}, ACC p>=0.5 {accuracy(Pt, Yt, 0.5):.2f} %, ACC p>={threshold:.3f} "
+              f"(validation) {accuracy(Pt, Yt, threshold):.2f} %; copy-previous {copy_previous_acc(ds.test):.2f} %; "
               f"median P(on | previous on) over keys held in > 50 training frames {np.median(P1[held]):.2f}")
 
 

@@ -46,7 +46,7 @@ def test_two_threshold_grid_matches_thresholding_directly(script):
             assert grid[i, j] == pytest.approx(direct_acc(p, previous, played, i / THRESHOLD_BINS,
                                                           j / THRESHOLD_BINS))
     # the diagonal is the one-threshold curve
-    assert grid[50, 50] == pytest.approx(script.acc_at(p, played, p >= 50 / THRESHOLD_BINS))
+    assert grid[50, 50] == pytest.approx(script.acc_at(played, p >= 50 / THRESHOLD_BINS))
 
 
 def test_pieces_beating_copy_counts_per_piece(script):
