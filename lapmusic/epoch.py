@@ -178,15 +178,12 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
             else:
                 window_inputs = inputs[:rows, start : start + window]
                 states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
-                past = inputs[:rows, max(0, start - model.repeat_window + 1) : start]
+                past = model.frames_before(inputs[:rows], start)  # a copy window reaches into the previous window
                 on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
-                                               inputs=window_inputs, past=past if model.repeat_window > 1 else None)
+                                               inputs=window_inputs, past=past)
                 logits, nll = None, None
-                if model.repeat_window > 1:  # the copy window reaches back into the previous window
-                    past = inputs[:rows, max(0, start - model.repeat_window + 1) : start]
-                    nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs, past=past)
-                elif model.frame_mixture:  # the mixture's exact NLL per frame (no per-key BCE form)
-                    nll = -model.nade.log_prob(states, window_targets, inputs=window_inputs)
+                if model.frame_mixture:  # the mixture's exact NLL per frame (no per-key BCE form)
+                    nll = -model.output_log_prob(states, window_targets, window_inputs, past)
                 else:
                     logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
                 totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs,
@@ -242,9 +239,8 @@ def train_epoch(
             window_targets = targets[:rows, start : start + bptt]
             # Bernoulli and NADE: the sum of per-key BCEs of the (conditional) logits; the chord-vocabulary
             # mixture: its exact -log p per frame (PianoRollRNN.frame_nll).
-            past = inputs[:rows, max(0, start - model.repeat_window + 1) : start]  # for a repeat window only
             per_frame, h = model.frame_nll(inputs[:rows, start : start + bptt], _first_rows(h, rows),
-                                           targets=window_targets, past=past)
+                                           targets=window_targets, past=model.frames_before(inputs[:rows], start))
             h = _detach(h)
             loss_sum = (per_frame * window_mask).sum()
             loss = loss_sum / frames

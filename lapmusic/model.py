@@ -164,9 +164,22 @@ class PianoRollRNN(nn.Module):
             per_key = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             return per_key.sum(-1), h
         states, h = self.recurrent(x, h)
+        return -self.output_log_prob(self.dropout(states), targets, x, past), h
+
+    def output_log_prob(self, states: torch.Tensor, targets: torch.Tensor, x: torch.Tensor,
+                        past: torch.Tensor | None = None) -> torch.Tensor:
+        """NADE output: ``log p(target frame | state, frames read)`` ``(B, T)`` for states ``(B, T, p)``, targets
+        and frames read ``x`` ``(B, T, 88)``; ``past`` (:meth:`frames_before`) is read by a repeat window only."""
         if self.repeat_window > 1:
-            return -self.nade.log_prob(self.dropout(states), targets, inputs=x, past=past), h
-        return -self.nade.log_prob(self.dropout(states), targets, inputs=x), h
+            return self.nade.log_prob(states, targets, inputs=x, past=past)
+        return self.nade.log_prob(states, targets, inputs=x)
+
+    def frames_before(self, inputs: torch.Tensor, start: int) -> torch.Tensor | None:
+        """The frames of ``inputs`` ``(B, T, 88)`` read just before step ``start`` that a repeat window looks
+        back to, ``(B, <= L - 1, 88)``; ``None`` without a window (``L = 1``)."""
+        if self.repeat_window == 1:
+            return None
+        return inputs[:, max(0, start - self.repeat_window + 1) : start]
 
     def hidden_states(self, x: torch.Tensor, h=None):
         """``(B, T, hidden)`` states (before dropout) and the final state."""

@@ -210,9 +210,9 @@ def metric_predictions(nade: NADEOutput, states: torch.Tensor, samples: int = EX
     lead = states.shape[:-1]
     flat = states.reshape(-1, states.shape[-1])
     read = None if inputs is None else inputs.reshape(-1, inputs.shape[-1])
-    extra, repeated = {}, {}
     from .repeatmix import RepeatMixture  # (repeatmix imports this module)
 
+    extra, repeated = {}, {}
     if isinstance(nade, RepeatMixture) and nade.window > 1:  # a repeat window: the history of every frame
         cand, valid = nade.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
         extra = {"history": cand.reshape(-1, *cand.shape[-2:]).to(flat.dtype),

@@ -122,11 +122,8 @@ def generate(
                 if nade is None:
                     frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
                 else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
-                    if window > 1:
-                        frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read,
-                                            history=history, history_valid=valid)
-                    else:
-                        frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read)
+                    looked_back = {"history": history, "history_valid": valid} if window > 1 else {}
+                    frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read, **looked_back)
                 out[:, k + t] = frame
                 if t + 1 < steps:
                     read = frame.to(dtype)
