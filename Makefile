@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make app    set up (idempotent) and start the app on http://localhost:8501 (offline Bach dataset)
-#   make test   set up (idempotent, with test tools) and run the whole test suite
+#   make test   set up (idempotent, with test tools), lint (ruff) and run the whole test suite (the layer
+#               contract of pyproject.toml included)
 #   make gpu-check  on a machine with an NVIDIA GPU: CUDA tests and benchmarks into gpu_check.md
 # The environment's LAPMUSIC_VENV counts too (make VENV=... wins over it).
 VENV ?= $(or $(LAPMUSIC_VENV),.venv)
@@ -19,6 +20,7 @@ app: setup
 	$(VENV)/bin/python -m streamlit run app.py --server.port $(PORT)
 
 test: setup-test
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 gpu-check:

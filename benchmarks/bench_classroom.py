@@ -277,13 +277,13 @@ def _socket_summary(counts: dict) -> dict:
 
 
 def run_folders(runs_dir: Path) -> dict[str, str]:
-    from lapmusic.jobs import list_runs
+    from lapmusic.jobs.runs import list_runs
 
     return {r.name: r.state for r in list_runs(runs_dir)}
 
 
 def queue_order(runs_dir: Path) -> list[str]:
-    from lapmusic.io import read_json
+    from lapmusic.core.io import read_json
 
     return [e["run"] for e in (read_json(runs_dir / ".lapmusic" / "queue.json") or {}).get("queue", [])]
 
@@ -307,7 +307,8 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from lapmusic.data import BACH_CACHE_NAME, cache_dir
+    from lapmusic.data.catalog import BACH_CACHE_NAME
+    from lapmusic.data.dataset import cache_dir
 
     root = Path(tempfile.mkdtemp(prefix="bench-classroom-"))
     runs_dir, cache = root / "runs", root / "cache"
@@ -508,9 +509,9 @@ def _different_settings_and_restart(args, browser, server: Server, runs_dir: Pat
     others[0][0].close()
 
     # ---------------------------------------------------------------- phase 3: kill -9 and restart
-    from lapmusic.io import read_json
-    from lapmusic.jobs import summarize_run
-    from lapmusic.worker import worker_state
+    from lapmusic.core.io import read_json
+    from lapmusic.jobs.runs import summarize_run
+    from lapmusic.jobs.worker import worker_state
 
     before, order = run_folders(runs_dir), queue_order(runs_dir)
     running = [name for name, state in before.items() if state == "running"]

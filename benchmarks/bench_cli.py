@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     source = Path(args.source).resolve()
     print(f"lapmusic from {source}; {os.cpu_count()} CPUs; load average before "
           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"| command | median s | max s | exit | last line |")
-    print(f"| --- | ---: | ---: | ---: | --- |")
+    print("| command | median s | max s | exit | last line |")
+    print("| --- | ---: | ---: | ---: | --- |")
     with tempfile.TemporaryDirectory() as folder:
         # A run folder that passes a cheap check (config.json present): with it, generate reaches the
         # soundfont check. The old code loaded and sampled first, so it fails there on the empty config.

@@ -40,8 +40,9 @@ RUN_FILES = {"config.json", "status.json", "metrics.jsonl", "lae.npz", "checkpoi
 
 def synthetic_dataset():
     """24/6/6 random ``(T, 88)`` rolls of held notes (the same every call)."""
-    import numpy as np
     from types import SimpleNamespace
+
+    import numpy as np
 
     def rolls(n, seed):
         rng = np.random.default_rng(seed)
@@ -66,8 +67,9 @@ def _worker(run_dir: str, config: dict, pause: float, ready, outcome: str) -> No
     """One training process: resume when there is a checkpoint, else start (again)."""
     import torch
 
-    from lapmusic.errors import LapMusicError
-    from lapmusic.train import TrainConfig, train
+    from lapmusic.core.errors import LapMusicError
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train
 
     torch.set_num_threads(1)
     os.environ["LAPMUSIC_TEST_WRITE_PAUSE"] = str(pause)
@@ -115,7 +117,7 @@ def _check_after_kill(run_dir: Path, counts: dict) -> None:
 
 
 def _check_finished(run_dir: Path, reference: list[float], counts: dict) -> None:
-    from lapmusic.train import read_history
+    from lapmusic.training.rundir import read_history
 
     epochs = metrics_epochs(run_dir)
     counts["duplicated"] += len(epochs) - len(set(epochs))
@@ -138,7 +140,7 @@ def kill_loop(root, kills: int, *, seed: int = 0, pause: float = 0.03, window: f
     rng = random.Random(seed)
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo: creating the first optimizer imports it (seconds); scipy.linalg: the LAE solver
-    context.set_forkserver_preload(["torch", "torch._dynamo", "scipy.linalg", "lapmusic.train", "lapmusic.lae"])
+    context.set_forkserver_preload(["torch", "torch._dynamo", "scipy.linalg", "lapmusic.training.train", "lapmusic.lae.fit"])
     counts = {"kills": 0, "runs_finished": 0, "lost": 0, "duplicated": 0, "misaligned": 0, "stray": 0,
               "unclear": 0, "killed_before_first_checkpoint": 0, "line_ahead_of_checkpoint": 0,
               "temp_files_after_kill": 0}
@@ -166,7 +168,7 @@ def kill_loop(root, kills: int, *, seed: int = 0, pause: float = 0.03, window: f
     reference_dir = root / "reference"
     if run(reference_dir, None) != "finished":
         raise RuntimeError(f"the reference run failed: {errors}")
-    from lapmusic.train import read_history
+    from lapmusic.training.rundir import read_history
 
     reference = [row["valid_nll"] for row in read_history(reference_dir)]
     number = 0

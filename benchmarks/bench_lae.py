@@ -73,7 +73,7 @@ def child(case: dict, out_path: str) -> None:
     import scipy.linalg  # noqa: F401  (imported before the clock starts, like torch: not solver time)
     import torch
 
-    from lapmusic.lae import fit_lae
+    from lapmusic.lae.fit import fit_lae
 
     if case.get("threads"):
         torch.set_num_threads(case["threads"])
@@ -84,7 +84,7 @@ def child(case: dict, out_path: str) -> None:
     if case["dataset"] == "synthetic":
         train = synthetic_train()
     else:
-        from lapmusic.data import load_dataset
+        from lapmusic.data.registry import load_dataset
 
         train = load_dataset(case["dataset"]).train
     pieces = train[: case["pieces"]] if case.get("pieces") else train

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from lapmusic.data import load_dataset
-from lapmusic.model import PianoRollRNN
-from lapmusic.train import _to_tensors, train_epoch
+from lapmusic.data.registry import load_dataset
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.epoch import _to_tensors, train_epoch
 
 
 def main(argv=None) -> int:

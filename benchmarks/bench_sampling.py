@@ -20,13 +20,12 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
-from lapmusic.audio import _render_sine, find_soundfont, fluidsynth_available, render_wav
-from lapmusic.midi import roll_to_midi
-from lapmusic.model import PianoRollRNN
-from lapmusic.sample import generate
+from lapmusic.data.midi import roll_to_midi
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.sampling.audio import _render_sine, find_soundfont, fluidsynth_available, render_wav
+from lapmusic.sampling.sample import generate
 
 
 def best_of(repeats, fn):

@@ -35,10 +35,10 @@ import time
 import numpy as np
 import torch
 
-from lapmusic.chordvocab import build_vocabulary
-from lapmusic.model import PianoRollRNN
-from lapmusic.repeatmix import repeat_share
-from lapmusic.train import _to_tensors, train_epoch
+from lapmusic.model.chordvocab import build_vocabulary
+from lapmusic.model.repeatmix import repeat_share
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.epoch import _to_tensors, train_epoch
 
 
 def synthetic_pieces(n: int, low: int, high: int, seed: int = 0) -> list[np.ndarray]:
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     if args.synthetic:
         pieces, source = synthetic_pieces(229, 50, 130), "synthetic (229 pieces of 50-130 frames)"
     else:
-        from lapmusic.data import load_dataset
+        from lapmusic.data.registry import load_dataset
 
         pieces, source = list(load_dataset(args.dataset).train), f"{args.dataset} training split"
     if args.max_pieces:
@@ -200,8 +200,8 @@ def main(argv=None) -> int:
 
     print()
     # frames per CPU second: on a shared machine wall time grows with the load, CPU time much less.
-    print(f"| device | setting | frames/s | frames per CPU s | epochs timed | optimizer steps | speed-up |")
-    print(f"| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| device | setting | frames/s | frames per CPU s | epochs timed | optimizer steps | speed-up |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         speedup = f"{row['speedup']:.1f} x" if "speedup" in row else "1.0 x (baseline)"
         print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | "

@@ -107,8 +107,8 @@ def max_deltas() -> bytes:
 
 def cases() -> dict[str, tuple[str, object]]:
     """name -> (expected outcome, builder of the list of (name, bytes)) under the default limits."""
-    from lapmusic.midi import MidiLimits
-    from lapmusic.userdata import UploadLimits
+    from lapmusic.data.midifile import MidiLimits
+    from lapmusic.data.user import UploadLimits
 
     midi, upload = MidiLimits(), UploadLimits()
     dense_one = dense_file(midi.max_notes)
@@ -139,8 +139,8 @@ def _status(field: str) -> int:
 
 
 def run_case(name: str, folder: str) -> dict:
-    from lapmusic.errors import LapMusicError
-    from lapmusic.userdata import dataset_from_midi, save_user_dataset
+    from lapmusic.core.errors import LapMusicError
+    from lapmusic.data.user import dataset_from_midi, save_user_dataset
 
     os.environ["LAPMUSIC_CACHE_DIR"] = folder
     files = json.loads((Path(folder) / "files.json").read_text())

@@ -32,9 +32,10 @@ import sys
 import numpy as np
 import torch
 
-from lapmusic.sample import generate
-from lapmusic.stats import reference_excerpts, summarize
-from lapmusic.train import load_run, run_split
+from lapmusic.sampling.sample import generate
+from lapmusic.sampling.stats import reference_excerpts, summarize
+from lapmusic.training.build import run_split
+from lapmusic.training.results import load_run
 
 
 def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float, list[np.ndarray], dict]:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from lapmusic.train import TrainConfig, train
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.train import train
 
 SETTINGS = {
     # dataset: (max epochs, batch size, training pieces (None: all), LAE max lag) - the Bernoulli settings

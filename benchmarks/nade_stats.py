@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from lapmusic.stats import STATS, sample_stats
-from lapmusic.train import load_run
+from lapmusic.sampling.stats import STATS, sample_stats
+from lapmusic.training.results import load_run
 
 COLUMNS = ("pitch_range", "polyphony", "repeated_frames", "distinct_chords", "note_length", "key_fit", "silence")
 HEADER = ("| dataset | output | init | test NLL | pitch range | polyphony | repeated frames | distinct chords / "

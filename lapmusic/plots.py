@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
+from lapmusic import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
 
 PRIMER_COLOUR = "#7f7f7f"  # grey: what the model was given
 GENERATED_COLOUR = "#1f77b4"  # blue: what the model made up
@@ -51,7 +51,7 @@ def piano_roll_figure(
     Held notes are merged into one bar each (a horizontal bar chart, one trace per part), so the figure
     stays light for long rolls; past :data:`MAX_NOTE_BARS` notes it switches to a single heatmap.
     """
-    from .midi import check_roll, roll_to_notes
+    from lapmusic.data.midi import check_roll, roll_to_notes
 
     roll = check_roll(roll, "piano roll")
     frames = roll.shape[0]

@@ -37,10 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lapmusic.epoch import _active_rows, _first_rows, _to_tensors, length_batches, pad_batch  # noqa: E402
-from lapmusic.metrics import THRESHOLD_BINS, _acc, acc_curve, best_threshold, copy_previous_acc, nll  # noqa: E402
-from lapmusic.results import load_run  # noqa: E402
-from lapmusic.train import run_split  # noqa: E402
+from lapmusic.model.metrics import THRESHOLD_BINS, _acc, acc_curve, best_threshold, copy_previous_acc, nll
+from lapmusic.training.build import run_split
+from lapmusic.training.epoch import _active_rows, _first_rows, _to_tensors, length_batches, pad_batch
+from lapmusic.training.results import load_run
 
 RELIABILITY_EDGES = np.array([0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0 + 1e-9])
 

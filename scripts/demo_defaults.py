@@ -51,9 +51,11 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    from lapmusic.data import load_dataset
-    from lapmusic.metrics import baselines
-    from lapmusic.train import TrainConfig, load_run, train
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.model.metrics import baselines
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     data = load_dataset("bach")
     print("baselines valid", baselines(data.train, data.valid), "test", baselines(data.train, data.test))

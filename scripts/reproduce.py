@@ -30,8 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lapmusic.metrics import ANCHOR_NLL  # noqa: E402
-from lapmusic.train import TrainConfig, compare_runs, read_history, train  # noqa: E402
+from lapmusic.model.metrics import ANCHOR_NLL
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.results import compare_runs
+from lapmusic.training.rundir import read_history
+from lapmusic.training.train import train
 
 DATASETS = ("jsb", "nottingham", "musedata", "pianomidi")
 NAMES = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
@@ -119,8 +122,9 @@ def dataset_settings(budget: str, key: str, epoch_scale: float) -> dict:
 
 def shared_lae(key: str, settings: dict, dataset, folder: Path) -> tuple[Path, float]:
     """Fit (or reuse) the dataset's LAE once; every LAE-init seed starts from it."""
-    from lapmusic.lae import LinearAutoencoder, fit_lae
-    from lapmusic.train import _training_pieces
+    from lapmusic.lae.autoencoder import LinearAutoencoder
+    from lapmusic.lae.fit import fit_lae
+    from lapmusic.training.build import training_pieces
 
     lag = settings["lae_max_lag"]
     subset = settings.get("max_train_sequences")
@@ -128,7 +132,7 @@ def shared_lae(key: str, settings: dict, dataset, folder: Path) -> tuple[Path, f
     if path.exists():
         lae = LinearAutoencoder.load(path)
         return path, float(lae.seconds)
-    pieces = _training_pieces(TrainConfig(dataset=key, seed=0, **{k: v for k, v in settings.items()}), dataset)
+    pieces = training_pieces(TrainConfig(dataset=key, seed=0, **{k: v for k, v in settings.items()}), dataset)
     log(f"{key}: fitting the LAE (p={settings['hidden']}, max lag {lag}, {len(pieces)} pieces)")
     lae = fit_lae(pieces, settings["hidden"], solver=settings["lae_solver"], max_lag=lag, seed=0, device="cpu")
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,7 +157,7 @@ def run_one(config: TrainConfig, run_dir: Path, dataset) -> dict:
 
 
 def reproduce(args) -> dict:
-    from lapmusic.data import load_dataset
+    from lapmusic.data.registry import load_dataset
 
     timing = {}
     for key in args.datasets:
@@ -184,7 +188,7 @@ def explore_settings(key: str, overrides: dict) -> dict:
 
 
 def explore(args) -> None:
-    from lapmusic.data import load_dataset
+    from lapmusic.data.registry import load_dataset
 
     datasets = {}
     for key, name, overrides in EXPLORE:
@@ -422,7 +426,7 @@ def report(args, record: dict) -> str:
 
 def write_document(path: Path, generated: str, budget: str) -> None:
     """Replace this budget's block; a new block goes after the last generated one (or at the end)."""
-    from lapmusic.io import atomic_write_text
+    from lapmusic.core.io import atomic_write_text
 
     begin, end = markers(budget)
     text = path.read_text() if path.exists() else "# Results: LAE pre-training vs random initialisation\n\n"
@@ -463,7 +467,7 @@ def run_workers(args) -> None:
 
 def merge_record(path: Path, timing: dict, started_at: str, load_before) -> dict:
     """``reproduce.json``: per-dataset wall seconds, merged over invocations and workers."""
-    from lapmusic.io import atomic_write_json
+    from lapmusic.core.io import atomic_write_json
 
     record = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
     record.setdefault("started_at", started_at)

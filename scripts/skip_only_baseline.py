@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lapmusic.data import load_dataset  # noqa: E402
-from lapmusic.metrics import accuracy, copy_previous_acc, nll  # noqa: E402
+from lapmusic.data.registry import load_dataset
+from lapmusic.model.metrics import accuracy, copy_previous_acc, nll
 
 
 def pairs(seqs):

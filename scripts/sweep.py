@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,9 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lapmusic.errors import LapMusicError  # noqa: E402
-from lapmusic.io import atomic_write_json, atomic_write_text  # noqa: E402
-from lapmusic.train import TrainConfig, read_history  # noqa: E402
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import atomic_write_json, atomic_write_text
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.rundir import read_history
 
 LAE_KEYS = ("dataset", "hidden", "max_sequences", "max_train_sequences", "lae_max_lag", "lae_decay", "lae_solver")
 
@@ -107,12 +107,13 @@ def _worker_init(threads: int) -> None:
 
 def fit_shared_lae(key: tuple, path: str, seed: int = 0) -> str:
     """Fit the LAE a group of LAE-init cells shares (on the run's training pieces) and save it."""
-    from lapmusic.lae import fit_lae
-    from lapmusic.train import _load_dataset, _training_pieces, lae_lags
+    from lapmusic.lae.fit import fit_lae
+    from lapmusic.training.build import load_run_dataset, training_pieces
+    from lapmusic.training.pretrain import lae_lags
 
     settings = dict(key)
     config = TrainConfig(init="lae", **settings)
-    pieces = _training_pieces(config, _load_dataset(config.dataset))
+    pieces = training_pieces(config, load_run_dataset(config.dataset))
     lae = fit_lae(pieces, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
                   decay=config.lae_decay, seed=seed, device="cpu" if config.device == "auto" else config.device)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ def _saved_config(run_dir: Path) -> dict:
 
 def run_cell(config_dict: dict, run_dir: str) -> dict:
     """Train one run (or reuse a finished one with the same config); returns its summary row."""
-    from lapmusic.train import train
+    from lapmusic.training.train import train
 
     run_dir = Path(run_dir)
     config = TrainConfig(**config_dict)  # a partial dict: unnamed settings keep TrainConfig's defaults

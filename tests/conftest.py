@@ -73,7 +73,7 @@ def synthetic_dataset(sizes: tuple[int, int, int], length: tuple[int, int], dens
 def synthetic_config(**fields):
     """A small CPU ``TrainConfig`` on the "synthetic" dataset (lr 1e-2, batches of 6, bptt 8, seed 3, no
     early stopping); ``fields`` override or add settings."""
-    from lapmusic.config import TrainConfig
+    from lapmusic.training.config import TrainConfig
 
     values = dict(dataset="synthetic", lr=1e-2, batch_size=6, bptt=8, seed=3, device="cpu", patience=None)
     values.update(fields)

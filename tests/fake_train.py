@@ -17,8 +17,8 @@ import os
 import time
 from pathlib import Path
 
-from lapmusic.errors import LapMusicError
-from lapmusic.io import atomic_write_json, read_jsonl
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import atomic_write_json, read_jsonl
 
 
 def train(config: dict, run_dir, *, progress=None, cancel=None, resume=False):
@@ -70,8 +70,8 @@ def full_disk_train(config: dict, run_dir, **kwargs):
 
     import torch
 
-    from lapmusic.train import TrainConfig
-    from lapmusic.train import train as real_train
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train as real_train
 
     def no_space(obj, handle):
         try:

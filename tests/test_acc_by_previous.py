@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from lapmusic.metrics import THRESHOLD_BINS
-from lapmusic.model import PianoRollRNN
-
 from conftest import random_rolls, synthetic_config, synthetic_dataset
+
+from lapmusic.model.metrics import THRESHOLD_BINS
+from lapmusic.model.rnn import PianoRollRNN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,10 +89,10 @@ def test_collect_matches_running_each_piece_alone(script):
 
 
 def test_analyse_reproduces_final_json_and_renders(script, tmp_path, monkeypatch, one_torch_thread):
-    from lapmusic.train import train
+    from lapmusic.training.train import train
 
     dataset = synthetic_dataset((12, 4, 4), (10, 30), density=0.2)
-    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    monkeypatch.setattr("lapmusic.training.build.load_run_dataset", lambda key: dataset)
     final = train(synthetic_config(hidden=6, epochs=2, init="random"), tmp_path / "run", dataset=dataset)
     result = script.analyse(tmp_path / "run")
     # rule (a) is the library's validation threshold and its test ACC

@@ -26,7 +26,8 @@ DEADLINE = 180.0  # seconds; a tiny run takes a few
 @pytest.fixture(scope="module")
 def app_env(tmp_path_factory):
     """Temporary cache (with datasets ``user:tiny`` and ``user:broken``) and runs folder, small defaults."""
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     root = tmp_path_factory.mktemp("app")
     patch = pytest.MonkeyPatch()
@@ -172,7 +173,7 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     assert len(players) == 1 and "data:audio/wav;base64," in players[0]  # the player with its playhead
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads == ["Download MIDI", "Download WAV"]
-    assert any("Musicality" in e.label for e in at.expander)  # lapmusic.stats beside real pieces
+    assert any("Musicality" in e.label for e in at.expander)  # lapmusic.sampling.stats beside real pieces
     assert any("distinct chords" in str(row) for row in at.dataframe[-1].value["statistic"])
 
     at.radio(key="primer_kind").set_value("piece")
@@ -184,7 +185,7 @@ def test_train_both_inits_watch_progress_spectrum_curves_then_generate(app_env):
     assert not at.error, texts(at, "error")
     sample = at.session_state["sample"]
     assert sample["primer_frames"] == 4 and sample["roll"].shape == (4 + 16, 88)
-    from lapmusic.data import load_dataset
+    from lapmusic.data.registry import load_dataset
 
     np.testing.assert_array_equal(sample["roll"][:4], load_dataset("user:tiny").test[0][:4])
 
@@ -267,7 +268,8 @@ def test_a_failing_job_shows_its_error_and_the_app_stays_usable(app_env):
 
 
 def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
-    from lapmusic.midi import MAX_MIDI_BYTES, roll_to_midi_bytes
+    from lapmusic.data.midi import roll_to_midi_bytes
+    from lapmusic.data.midifile import MAX_MIDI_BYTES
 
     good = roll_to_midi_bytes(chorale_like_piece(np.random.default_rng(1), 32), step_seconds=0.25)
     at = new_app()
@@ -327,10 +329,10 @@ def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env
 
 
 def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch):
-    from lapmusic.io import atomic_write_json
+    from lapmusic.core.io import atomic_write_json
 
     run = Path(app_env) / "runs" / "20200101-000000-user_tiny-h8-lae-s0-dead"
-    from lapmusic.train import TrainConfig
+    from lapmusic.training.config import TrainConfig
 
     # a complete config (a missing key is its own error): the checkpoint and the LAE are the corrupt parts
     atomic_write_json(run / "config.json", TrainConfig(dataset="user:tiny", hidden=8, init="lae", epochs=2).to_dict())
@@ -453,14 +455,15 @@ def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(
 def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
     import threading
 
-    import lapmusic.data
-    from lapmusic.data import Dataset, save_user_dataset
+    import lapmusic.data.registry
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     rng = np.random.default_rng(3)
     pieces = [chorale_like_piece(rng, 16) for _ in range(2)]
     save_user_dataset(Dataset("user:slow", "slow", pieces, pieces, pieces, step_seconds=0.25))
     gate = threading.Event()
-    real = lapmusic.data.load_dataset
+    real = lapmusic.data.registry.load_dataset
 
     def slow(key, progress=None):
         if key == "user:slow":
@@ -468,7 +471,7 @@ def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
             gate.wait(60)
         return real(key, progress)
 
-    monkeypatch.setattr(lapmusic.data, "load_dataset", slow)
+    monkeypatch.setattr(lapmusic.data.registry, "load_dataset", slow)
     at = new_app()
     at.sidebar.selectbox(key="dataset_choice").set_value("user:slow")
     at.run()
@@ -498,8 +501,9 @@ def test_the_teacher_password_unlocks_stopping_any_run(app_env, monkeypatch):
 
 def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:
     """An LAE run and a random run with the same settings, trained (1 epoch) straight into the runs folder."""
-    from lapmusic.data import load_dataset
-    from lapmusic.train import TrainConfig, train
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train
 
     data = load_dataset("user:tiny")
     runs = {}
@@ -512,7 +516,7 @@ def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:
 
 
 def test_listen_to_lae_and_random_side_by_side_then_again_from_the_saved_list(app_env):
-    from lapmusic.samplestore import list_samples
+    from lapmusic.sampling.store import list_samples
 
     runs = _pair_on_disk(Path(app_env) / "runs", seed=5)
     at = new_app()
@@ -559,8 +563,9 @@ def test_listen_to_lae_and_random_side_by_side_then_again_from_the_saved_list(ap
 
 
 def test_a_run_without_a_partner_offers_no_side_by_side(app_env):
-    from lapmusic.data import load_dataset
-    from lapmusic.train import TrainConfig, train
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train
 
     run_dir = Path(app_env) / "runs" / "alone-lae"
     train(TrainConfig(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0),
@@ -709,7 +714,6 @@ def test_the_server_does_not_collect_all_garbage_after_every_script_run():
     """Streamlit's ``gc.collect(2)`` after each run (fragment refreshes included) cost about 120 ms of GIL per
     run here; thirty live Training tabs starved the server for minutes (docs/app.md, "Sixth round")."""
     import tomllib
-
     from streamlit import config
 
     import lapmusic.ui.common  # noqa: F401 - sets the option on import

@@ -11,10 +11,10 @@ import numpy as np
 import pretty_midi
 import pytest
 
-import lapmusic.audio as audio
-from lapmusic.audio import AudioResult, find_soundfont, fluidsynth_available, read_wav, render_wav
-from lapmusic.errors import LapMusicError
-from lapmusic.midi import roll_to_midi
+import lapmusic.sampling.audio as audio
+from lapmusic.core.errors import LapMusicError
+from lapmusic.data.midi import roll_to_midi
+from lapmusic.sampling.audio import AudioResult, find_soundfont, fluidsynth_available, read_wav, render_wav
 
 STEP = 0.25
 PRETTY_MIDI_SF2 = str(Path(pretty_midi.__file__).with_name("TimGM6mb.sf2"))

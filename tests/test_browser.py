@@ -39,7 +39,8 @@ pytestmark = [
 
 
 def _make_dataset(key_name: str, rng, train: int) -> None:
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     dataset = Dataset(f"user:{key_name}", key_name, [chorale_like_piece(rng, 32) for _ in range(train)],
                       [chorale_like_piece(rng, 16) for _ in range(2)], [chorale_like_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
@@ -48,8 +49,9 @@ def _make_dataset(key_name: str, rng, train: int) -> None:
 
 def _prepare_pair(runs_dir: Path, cache_dir: str) -> None:
     """An LAE run and a random run of one epoch on ``user:tiny``, trained straight into the runs folder."""
-    from lapmusic.data import load_dataset
-    from lapmusic.train import TrainConfig, train
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train
 
     with cache_dir_env(cache_dir):
         data = load_dataset("user:tiny")

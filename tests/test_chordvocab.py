@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import copy
 import itertools
-from types import SimpleNamespace
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from lapmusic.chordvocab import ChordVocabNADE, build_vocabulary
-from lapmusic.config import TrainConfig
-from lapmusic.errors import LapMusicError
-from lapmusic.model import PianoRollRNN
-from lapmusic.nade import NADEOutput
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.chordvocab import ChordVocabNADE, build_vocabulary
+from lapmusic.model.nade import NADEOutput
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
 
 K = 5
 
@@ -201,8 +201,9 @@ def test_config_validation():
 
 @pytest.mark.parametrize("init", ["random", "lae"])
 def test_training_run_and_load(tmp_path, init):
-    from lapmusic.sample import generate
-    from lapmusic.train import load_run, train
+    from lapmusic.sampling.sample import generate
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     rng = np.random.default_rng(0)
     chords = (rng.random((6, 88)) < 0.05).astype(np.uint8)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lapmusic import cli
+from lapmusic.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
@@ -98,7 +98,7 @@ def run_isolated(argv: list[str], tmp_path: Path) -> dict:
     """Run ``lapmusic.cli.main(argv)`` in a fresh interpreter; report its exit code, stderr and heavy imports."""
     script = (
         "import contextlib, io, json, sys\n"
-        "from lapmusic.cli import main\n"
+        "from lapmusic.cli.main import main\n"
         "err = io.StringIO()\n"
         "with contextlib.redirect_stderr(err):\n"
         f"    code = main({argv!r})\n"
@@ -162,7 +162,7 @@ def test_a_bad_combination_of_options_is_named_by_its_options(extra, words, tmp_
 
 
 def test_help_answers_without_heavy_imports(tmp_path):
-    script = ("import sys\nfrom lapmusic.cli import build_parser\nbuild_parser().format_help()\n"
+    script = ("import sys\nfrom lapmusic.cli.main import build_parser\nbuild_parser().format_help()\n"
               "print(sorted(m for m in ('torch', 'numpy', 'streamlit', 'music21') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path()}, cwd=tmp_path)

@@ -18,12 +18,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from lapmusic.lae import fit_lae
-from lapmusic.model import PianoRollRNN
-from lapmusic.train import TrainConfig, evaluate, ieee_fp32_on_cuda, load_run, train
-
 from conftest import chorale_like_piece, random_rolls
+
+from lapmusic.core.device import ieee_fp32_on_cuda
+from lapmusic.lae.fit import fit_lae
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.results import evaluate, load_run
+from lapmusic.training.train import train
 
 DEVICE = os.environ.get("LAPMUSIC_TEST_DEVICE", "cuda")
 pytestmark = [
@@ -145,7 +147,7 @@ def test_evaluation_on_the_gpu_gives_the_cpu_metrics(trained_run, dataset):
 
 
 def test_sampling_on_the_gpu_is_repeatable_and_agrees_with_the_cpu(trained_run, dataset):
-    from lapmusic.sample import sample_run
+    from lapmusic.sampling.sample import sample_run
 
     on_gpu = load_run(trained_run, device=DEVICE)
     on_cpu = load_run(trained_run, device="cpu")

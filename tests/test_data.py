@@ -15,10 +15,17 @@ import numpy as np
 import pytest
 import scipy.io
 
-from lapmusic import cli, data
-from lapmusic.data import DATASETS, Source
-from lapmusic.errors import DataError, DownloadError
-from lapmusic.midi import roll_to_midi_bytes
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import DataError, DownloadError
+from lapmusic.data import benchmark
+from lapmusic.data.bach import bach_split_of, build_bach, score_to_roll
+from lapmusic.data.benchmark import data_dir_problem, fetch_benchmark
+from lapmusic.data.catalog import BACH_CACHE_NAME, DATASETS, Source
+from lapmusic.data.dataset import Dataset, save_dataset_npz
+from lapmusic.data.files import SPLITS, load_mat, load_pickle, roll_to_pitches
+from lapmusic.data.midi import roll_to_midi_bytes
+from lapmusic.data.registry import is_available, load_dataset
+from lapmusic.data.user import dataset_from_midi, save_user_dataset, user_dataset_keys
 
 EXPECTED = {"jsb": (229, 76, 77), "nottingham": (694, 173, 170), "musedata": (524, 135, 124), "pianomidi": (87, 12, 25)}
 
@@ -39,7 +46,7 @@ def write_mat(path: Path, splits: dict[str, list[np.ndarray]]) -> Path:
 def write_original_pickle(path: Path, splits: dict[str, list[np.ndarray]]) -> Path:
     """A pickle laid out like Boulanger-Lewandowski's: pitch lists whose notes are numpy scalars."""
     content = {
-        name: [[[np.int64(p) for p in frame] for frame in data.roll_to_pitches(piece)] for piece in pieces]
+        name: [[[np.int64(p) for p in frame] for frame in roll_to_pitches(piece)] for piece in pieces]
         for name, pieces in splits.items()
     }
     path.write_bytes(pickle.dumps(content, protocol=2))
@@ -55,9 +62,9 @@ def small_splits(make_rolls, sizes=(3, 2, 2)):
 @pytest.mark.parametrize("key", sorted(EXPECTED))
 def test_real_benchmarks_have_published_splits_and_valid_rolls(real_data_dir, monkeypatch, key):
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(real_data_dir))
-    dataset = data.load_dataset(key)
-    assert tuple(len(dataset.split(s)) for s in data.SPLITS) == EXPECTED[key]
-    for name in data.SPLITS:
+    dataset = load_dataset(key)
+    assert tuple(len(dataset.split(s)) for s in SPLITS) == EXPECTED[key]
+    for name in SPLITS:
         for piece in dataset.split(name):
             assert piece.dtype == np.uint8 and piece.ndim == 2 and piece.shape[1] == 88 and len(piece) > 0
             assert piece.max() <= 1
@@ -65,12 +72,12 @@ def test_real_benchmarks_have_published_splits_and_valid_rolls(real_data_dir, mo
 
 
 def test_real_mat_and_pickle_forms_agree(real_data_dir, tmp_path, monkeypatch):
-    splits = data.load_mat(real_data_dir / "JSB_Chorales.mat", DATASETS["jsb"].split_sizes)
+    splits = load_mat(real_data_dir / "JSB_Chorales.mat", DATASETS["jsb"].split_sizes)
     write_original_pickle(tmp_path / "JSB Chorales.pickle", splits)
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(tmp_path))  # only the pickle is there
-    from_pickle = data.load_dataset("jsb")
+    from_pickle = load_dataset("jsb")
     assert from_pickle.source.endswith(".pickle")
-    for name in data.SPLITS:
+    for name in SPLITS:
         for a, b in zip(splits[name], from_pickle.split(name)):
             np.testing.assert_array_equal(a, b)
 
@@ -82,7 +89,7 @@ def test_cli_lists_all_four_benchmarks_available(real_data_dir, monkeypatch, cap
     assert set(rows) >= {"jsb", "nottingham", "musedata", "pianomidi", "bach"}
     for key, sizes in EXPECTED.items():
         assert rows[key]["available"] is True
-        assert tuple(rows[key]["split_sizes"][s] for s in data.SPLITS) == sizes
+        assert tuple(rows[key]["split_sizes"][s] for s in SPLITS) == sizes
         assert rows[key]["frames"]["train"] > 0
     assert rows["nottingham"]["frames"]["train"] == 176561
 
@@ -91,19 +98,19 @@ def test_cli_lists_all_four_benchmarks_available(real_data_dir, monkeypatch, cap
 def test_mat_with_wrong_width_or_values_is_refused(tmp_path):
     bad_width = write_mat(tmp_path / "a.mat", {"train": [np.zeros((4, 87), np.uint8)], "valid": [], "test": []})
     with pytest.raises(DataError, match=r"a.mat train\[0\]: expected a \(T, 88\)"):
-        data.load_mat(bad_width)
+        load_mat(bad_width)
     bad_values = write_mat(tmp_path / "b.mat", {"train": [np.full((4, 88), 3, np.uint8)], "valid": [], "test": []})
     with pytest.raises(DataError, match="values must be 0 or 1"):
-        data.load_mat(bad_values)
+        load_mat(bad_values)
     (tmp_path / "c.mat").write_bytes(b"this is not matlab")
     with pytest.raises(DataError, match="c.mat: not a readable MATLAB file"):
-        data.load_mat(tmp_path / "c.mat")
+        load_mat(tmp_path / "c.mat")
 
 
 def test_wrong_split_sizes_are_refused(tmp_path, make_rolls):
     path = write_mat(tmp_path / "JSB_Chorales.mat", small_splits(make_rolls))
     with pytest.raises(DataError, match="differ from the published ones"):
-        data.load_mat(path, DATASETS["jsb"].split_sizes)
+        load_mat(path, DATASETS["jsb"].split_sizes)
 
 
 def test_hostile_pickle_is_refused_without_running_code(tmp_path):
@@ -116,14 +123,14 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
     path = tmp_path / "JSB Chorales.pickle"
     path.write_bytes(pickle.dumps({"train": [Hostile()], "valid": [], "test": []}, protocol=2))
     with pytest.raises(DataError, match=r"refused to load: .*system"):
-        data.load_pickle(path)
+        load_pickle(path)
     assert not marker.exists()
 
 
 def test_original_pickle_with_numpy_scalars_loads(tmp_path, make_rolls):
     splits = small_splits(make_rolls)
-    loaded = data.load_pickle(write_original_pickle(tmp_path / "x.pickle", splits))
-    for name in data.SPLITS:
+    loaded = load_pickle(write_original_pickle(tmp_path / "x.pickle", splits))
+    for name in SPLITS:
         for a, b in zip(splits[name], loaded[name]):
             np.testing.assert_array_equal(a, b)
 
@@ -184,11 +191,11 @@ def test_download_verifies_checksum_and_stores_file(served, tmp_path):
     server, info, splits = served
     cache = tmp_path / "cache"
     calls = []
-    path = data.fetch_benchmark(info, sources=[Source(server.url + "/good.mat", "mat")], cache=cache,
+    path = fetch_benchmark(info, sources=[Source(server.url + "/good.mat", "mat")], cache=cache,
                                 progress=lambda f, m: calls.append((f, m)))
     assert path == cache / "JSB_Chorales.mat" and _cache_files(cache) == ["JSB_Chorales.mat"]
     assert calls and calls[-1][0] == pytest.approx(1.0)
-    np.testing.assert_array_equal(data.load_mat(path)["train"][0], splits["train"][0])
+    np.testing.assert_array_equal(load_mat(path)["train"][0], splits["train"][0])
 
 
 @pytest.mark.parametrize("bad", ["/corrupt.mat", "/truncated/good.mat", "/missing.mat"])
@@ -196,7 +203,7 @@ def test_bad_download_leaves_cache_clean_and_says_what_was_tried(served, tmp_pat
     server, info, _ = served
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError) as caught:
-        data.fetch_benchmark(info, sources=[Source(server.url + bad, "mat")], cache=cache)
+        fetch_benchmark(info, sources=[Source(server.url + bad, "mat")], cache=cache)
     message = str(caught.value)
     assert server.url + bad in message and "LAPMUSIC_DATA_DIR" in message and "JSB_Chorales.mat" in message
     if bad == "/corrupt.mat":
@@ -207,13 +214,13 @@ def test_bad_download_leaves_cache_clean_and_says_what_was_tried(served, tmp_pat
 def test_second_source_is_used_when_the_first_fails(served, tmp_path):
     server, info, splits = served
     cache = tmp_path / "cache"
-    path = data.fetch_benchmark(
+    path = fetch_benchmark(
         info, cache=cache,
         sources=[Source(server.url + "/corrupt.mat", "mat"), Source(server.url + "/wrong.pickle", "pickle"),
                  Source(server.url + "/good.pickle", "pickle")],
     )
     assert path.name == "JSB Chorales.pickle" and _cache_files(cache) == ["JSB Chorales.pickle"]
-    np.testing.assert_array_equal(data.load_pickle(path)["test"][1], splits["test"][1])
+    np.testing.assert_array_equal(load_pickle(path)["test"][1], splits["test"][1])
 
 
 def test_load_dataset_downloads_into_cache_when_missing(served, tmp_path, monkeypatch):
@@ -222,28 +229,28 @@ def test_load_dataset_downloads_into_cache_when_missing(served, tmp_path, monkey
     monkeypatch.setitem(DATASETS, "jsb", info)
     monkeypatch.delenv("LAPMUSIC_DATA_DIR", raising=False)
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
-    assert not data.is_available("jsb")
-    dataset = data.load_dataset("jsb")
-    assert len(dataset.train) == 3 and data.is_available("jsb")
+    assert not is_available("jsb")
+    dataset = load_dataset("jsb")
+    assert len(dataset.train) == 3 and is_available("jsb")
 
 
 # ------------------------------------------------------------------------------ Bach
 def test_bach_build_is_offline_deterministic_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
     calls = []
-    small = data.build_bach(progress=lambda f, m: calls.append(f), limit=6)
+    small = build_bach(progress=lambda f, m: calls.append(f), limit=6)
     assert calls[-1] == 1.0
     pieces = small.train + small.valid + small.test
     assert 4 <= len(pieces) <= 6
     for piece in pieces:
         assert piece.shape[1] == 88 and piece.dtype == np.uint8 and 2 <= piece.sum(axis=1).max() <= 6
-    assert data.bach_split_of("bwv1.6.mxl") == data.bach_split_of("bwv1.6.mxl")
+    assert bach_split_of("bwv1.6.mxl") == bach_split_of("bwv1.6.mxl")
     # The cache is what load_dataset reads: once it exists, nothing is parsed again.
-    data.save_dataset_npz(small, tmp_path / data.BACH_CACHE_NAME)
-    from lapmusic import bach
+    save_dataset_npz(small, tmp_path / BACH_CACHE_NAME)
+    from lapmusic.data import bach
 
     monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
-    again = data.load_dataset("bach")
+    again = load_dataset("bach")
     for a, b in zip(small.train, again.train):
         np.testing.assert_array_equal(a, b)
 
@@ -256,7 +263,7 @@ def test_score_to_roll_samples_sounding_notes_on_beats():
     part.append(note.Note("D4", quarterLength=0.5))  # beat 2
     part.append(note.Note("E4", quarterLength=0.5))  # between beats: vanishes
     part.append(chord.Chord(["G4", "B4"], quarterLength=1))  # beat 3
-    roll = data.score_to_roll(part)
+    roll = score_to_roll(part)
     assert [sorted(21 + np.flatnonzero(f)) for f in roll] == [[60], [60], [62], [67, 71]]
 
 
@@ -273,7 +280,7 @@ def test_dataset_from_midi_keeps_good_files_and_names_bad_ones(tmp_path, make_ro
         ("silent.mid", roll_to_midi_bytes(np.zeros((4, 88), np.uint8))),
         ("huge.mid", b"MThd" + b"\x00" * 5000),
     ]
-    dataset, bad = data.dataset_from_midi(files, "My Songs", step_seconds=0.25, max_bytes=4000)
+    dataset, bad = dataset_from_midi(files, "My Songs", step_seconds=0.25, max_bytes=4000)
     reasons = {b.name: b.reason for b in bad}
     assert set(reasons) == {"notes.txt", "broken.mid", "empty.mid", "silent.mid", "huge.mid"}
     assert "not a MIDI file" in reasons["notes.txt"] and "corrupt" in reasons["broken.mid"]
@@ -282,9 +289,9 @@ def test_dataset_from_midi_keeps_good_files_and_names_bad_ones(tmp_path, make_ro
     assert len(pieces) == 5 and len(dataset.train) == 4
     for got, want in zip(pieces, rolls):
         np.testing.assert_array_equal(got, want)
-    key = data.save_user_dataset(dataset)
-    assert key == "user:my-songs" and key in data.user_dataset_keys()
-    reloaded = data.load_dataset(key)
+    key = save_user_dataset(dataset)
+    assert key == "user:my-songs" and key in user_dataset_keys()
+    reloaded = load_dataset(key)
     np.testing.assert_array_equal(reloaded.train[0], rolls[0])
 
 
@@ -292,17 +299,17 @@ def test_dataset_from_midi_reads_a_folder_and_refuses_when_nothing_is_usable(tmp
     for i, roll in enumerate(make_rolls(2, 16, seed=2)):
         (tmp_path / f"{i}.mid").write_bytes(roll_to_midi_bytes(roll))
     (tmp_path / "readme.txt").write_text("ignored: not a .mid file")
-    dataset, bad = data.dataset_from_midi([tmp_path], steps_per_beat=4)
+    dataset, bad = dataset_from_midi([tmp_path], steps_per_beat=4)
     assert len(dataset.train) + len(dataset.valid) + len(dataset.test) == 2 and bad == []
     with pytest.raises(DataError, match=r"no usable MIDI file \(x.mid: not a MIDI file"):
-        data.dataset_from_midi([("x.mid", b"nope")])
+        dataset_from_midi([("x.mid", b"nope")])
 
 
 def test_unknown_dataset_key_is_a_clear_error():
     with pytest.raises(DataError, match="unknown dataset 'jsbb'; choose one of jsb, nottingham"):
-        data.load_dataset("jsbb")
+        load_dataset("jsbb")
     with pytest.raises(DataError, match="no user dataset 'user:nothing'"):
-        data.load_dataset("user:nothing")
+        load_dataset("user:nothing")
 
 
 # ------------------------------------------------------------------------------ LAPMUSIC_DATA_DIR named
@@ -310,10 +317,10 @@ def test_a_missing_data_dir_is_named_before_any_download(tmp_path, monkeypatch):
     missing = tmp_path / "nope"
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(missing))
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "fetch_benchmark", lambda *a, **k: pytest.fail("downloaded despite the typo"))
-    assert data.data_dir_problem() == f"LAPMUSIC_DATA_DIR={missing} does not exist"
+    monkeypatch.setattr(benchmark, "fetch_benchmark", lambda *a, **k: pytest.fail("downloaded despite the typo"))
+    assert data_dir_problem() == f"LAPMUSIC_DATA_DIR={missing} does not exist"
     with pytest.raises(DataError) as caught:
-        data.load_dataset("jsb")
+        load_dataset("jsb")
     assert str(caught.value).startswith(
         f"LAPMUSIC_DATA_DIR={missing} does not exist: point it at the folder that holds 'JSB_Chorales.mat' or "
         "'JSB Chorales.pickle', or unset it"
@@ -326,9 +333,9 @@ def test_a_data_dir_without_the_expected_files_is_named_in_the_download_error(se
     empty.mkdir()
     (empty / "jsb.mat").write_bytes(b"a near miss")
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(empty))
-    assert data.data_dir_problem().startswith(f"LAPMUSIC_DATA_DIR={empty} holds none of the expected files ('JSB")
+    assert data_dir_problem().startswith(f"LAPMUSIC_DATA_DIR={empty} holds none of the expected files ('JSB")
     with pytest.raises(DownloadError) as caught:
-        data.fetch_benchmark(info, sources=[Source(server.url + "/missing.mat", "mat")], cache=tmp_path / "cache")
+        fetch_benchmark(info, sources=[Source(server.url + "/missing.mat", "mat")], cache=tmp_path / "cache")
     assert (f"into LAPMUSIC_DATA_DIR={empty} (it holds neither 'JSB_Chorales.mat' nor 'JSB Chorales.pickle' now)"
             in str(caught.value))
     assert "set LAPMUSIC_DATA_DIR to it" not in str(caught.value)
@@ -341,7 +348,7 @@ def test_datasets_marks_one_bad_file_and_lists_the_others(tmp_path, monkeypatch,
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(folder))
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     rolls = make_rolls(4, 10, seed=1)
-    data.save_user_dataset(data.Dataset("user:mine", "mine", rolls[:2], rolls[2:3], rolls[3:]))
+    save_user_dataset(Dataset("user:mine", "mine", rolls[:2], rolls[2:3], rolls[3:]))
     assert cli.main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[:2] for line in out.splitlines()[1:3]] == [["jsb", "bad"], ["nottingham", "download"]]
@@ -370,7 +377,7 @@ def test_cli_datasets_add_makes_a_user_dataset_like_the_app(tmp_path, monkeypatc
     assert result["key"] == "user:class-songs" and result["split_sizes"] == {"train": 8, "valid": 1, "test": 1}
     assert {r["name"]: r["reason"].split(":")[0] for r in result["refused"]} == {
         "broken.mid": "truncated MIDI file", "notes.txt": "not a MIDI file (it does not start with the 'MThd' header)"}
-    loaded = data.load_dataset("user:class-songs")
+    loaded = load_dataset("user:class-songs")
     np.testing.assert_array_equal(loaded.train[0], rolls[0])  # the app's function: same rolls, same order
     # A second add with the same name is refused unless --replace; a missing path is named.
     assert cli.main(argv[:4]) == 2
@@ -382,7 +389,7 @@ def test_cli_datasets_add_makes_a_user_dataset_like_the_app(tmp_path, monkeypatc
 
 
 def test_cli_datasets_prepare_builds_bach_once_with_progress(tmp_path, monkeypatch, capsys, make_rolls):
-    from lapmusic import bach
+    from lapmusic.data import bach
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     rolls = make_rolls(5, 12, seed=6)
@@ -391,14 +398,14 @@ def test_cli_datasets_prepare_builds_bach_once_with_progress(tmp_path, monkeypat
     def small_build(progress=None, limit=None):
         builds.append(1)
         progress(0.5, "building Bach chorales: half way")
-        return data.Dataset("bach", "Bach chorales (offline)", rolls[:3], rolls[3:4], rolls[4:], 0.5, "test")
+        return Dataset("bach", "Bach chorales (offline)", rolls[:3], rolls[3:4], rolls[4:], 0.5, "test")
 
     monkeypatch.setattr(bach, "build_bach", small_build)
     assert cli.main(["datasets", "prepare"]) == 0
     captured = capsys.readouterr()
     assert "building Bach chorales: half way" in captured.err
     assert captured.out.startswith("bach ready: 3 / 1 / 1 pieces (train/valid/test)")
-    assert (tmp_path / "cache" / data.BACH_CACHE_NAME).is_file() and builds == [1]
+    assert (tmp_path / "cache" / BACH_CACHE_NAME).is_file() and builds == [1]
     assert cli.main(["datasets", "prepare", "bach", "--json"]) == 0  # cached: not built again
     assert json.loads(capsys.readouterr().out.strip())["split_sizes"] == {"train": 3, "valid": 1, "test": 1}
     assert builds == [1]
@@ -415,11 +422,11 @@ def test_readme_data_table_matches_the_code():
 
 
 def test_datasets_reports_a_damaged_bach_cache_without_rebuilding_it(tmp_path, monkeypatch, capsys):
-    from lapmusic import bach
+    from lapmusic.data import bach
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("LAPMUSIC_DATA_DIR", raising=False)
-    (tmp_path / data.BACH_CACHE_NAME).write_bytes(b"not an npz")
+    (tmp_path / BACH_CACHE_NAME).write_bytes(b"not an npz")
     monkeypatch.setattr(bach, "build_bach", lambda *a, **k: pytest.fail("listing rebuilt the Bach set"))
     assert cli.main(["datasets"]) == 0
     out = capsys.readouterr().out

@@ -17,10 +17,13 @@ import mido
 import numpy as np
 import pytest
 
-from lapmusic import cli, data
-from lapmusic.errors import DataError, LapMusicError
-from lapmusic.midi import MidiLimits, midi_to_roll, roll_to_midi_bytes
-from lapmusic.userdata import UploadLimits, dataset_from_midi
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import DataError, LapMusicError
+from lapmusic.data.dataset import Dataset
+from lapmusic.data.files import load_pickle
+from lapmusic.data.midi import midi_to_roll, roll_to_midi_bytes
+from lapmusic.data.midifile import MidiLimits
+from lapmusic.data.user import UploadLimits, dataset_from_midi, save_user_dataset
 
 MB = 1024 * 1024
 
@@ -147,7 +150,7 @@ def _good_file(i: int) -> tuple[str, bytes]:
 
 
 def _never_parse(monkeypatch):
-    import lapmusic.userdata as userdata
+    import lapmusic.data.user as userdata
 
     monkeypatch.setattr(userdata, "midi_to_roll", lambda *a, **k: pytest.fail("parsed despite the upload limit"))
 
@@ -223,7 +226,7 @@ def test_pickles_with_strings_none_or_nan_pitches_are_refused_clearly(tmp_path, 
     path = tmp_path / "JSB Chorales.pickle"
     path.write_bytes(pickle.dumps({"train": [piece], "valid": [], "test": []}, protocol=2))
     with pytest.raises(DataError) as caught:
-        data.load_pickle(path)
+        load_pickle(path)
     message = str(caught.value)
     assert message.startswith("JSB Chorales.pickle train[0]: ") and shown in message
     assert "ValueError" not in message and "TypeError" not in message
@@ -249,7 +252,7 @@ def test_the_app_shows_markdown_file_and_dataset_names_literally(tmp_path, monke
     monkeypatch.setenv("LAPMUSIC_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LAPMUSIC_APP_DEFAULTS", '{"dataset": "user:seed", "hidden": 8, "epochs": 1}')
     rolls = [np.eye(88, dtype=np.uint8)[i:i + 8] for i in range(4)]
-    data.save_user_dataset(data.Dataset("user:seed", "seed", rolls[:2], rolls[2:3], rolls[3:], 0.25))
+    save_user_dataset(Dataset("user:seed", "seed", rolls[:2], rolls[2:3], rolls[3:], 0.25))
     app = str(Path(__file__).resolve().parents[1] / "app.py")
     at = AppTest.from_file(app, default_timeout=60).run()
     at.sidebar.selectbox(key="dataset_choice").set_value("__upload__").run()
@@ -272,7 +275,7 @@ def test_the_app_shows_markdown_file_and_dataset_names_literally(tmp_path, monke
 def test_a_planted_music21_cache_is_never_loaded_and_a_build_of_nothing_is_an_error(tmp_path, monkeypatch):
     from music21 import converter, corpus
 
-    from lapmusic import bach
+    from lapmusic.data import bach
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     scratch = bach.music21_scratch()
@@ -319,7 +322,7 @@ def test_the_app_refuses_too_many_files_before_reading_them(tmp_path, monkeypatc
     monkeypatch.setenv("LAPMUSIC_MAX_UPLOAD_FILES", "3")
     monkeypatch.setenv("LAPMUSIC_APP_DEFAULTS", '{"dataset": "user:seed", "hidden": 8, "epochs": 1}')
     rolls = [np.eye(88, dtype=np.uint8)[i:i + 8] for i in range(4)]
-    data.save_user_dataset(data.Dataset("user:seed", "seed", rolls[:2], rolls[2:3], rolls[3:], 0.25))
+    save_user_dataset(Dataset("user:seed", "seed", rolls[:2], rolls[2:3], rolls[3:], 0.25))
     _never_parse(monkeypatch)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
     at.sidebar.selectbox(key="dataset_choice").set_value("__upload__").run()

@@ -12,10 +12,23 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from lapmusic import estimate, jobs, runs, sessions
-from lapmusic.errors import LapMusicError
-from lapmusic.io import atomic_write_json
-from lapmusic.jobqueue import PersistentQueue
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import atomic_write_json, read_json
+from lapmusic.data.cache import DatasetCache, dataset_token
+from lapmusic.jobs import estimate, runs, sessions
+from lapmusic.jobs import manager as jobs
+from lapmusic.jobs.queue import PersistentQueue
+from lapmusic.jobs.runs import (
+    INTERRUPTED,
+    LEGACY_STALE_SECONDS,
+    QUEUED,
+    RUNNING,
+    list_runs,
+    newest_lae_first,
+    run_folder_name,
+    summarize_run,
+)
+from lapmusic.jobs.supervisor import default_max_jobs
 
 WAIT = 20.0
 
@@ -40,7 +53,7 @@ def idle_manager(runs_dir, **kwargs):
 # ------------------------------------------------------------------------------ names
 def test_run_folder_names_are_readable_and_safe():
     when = datetime(2026, 11, 27, 14, 5, 12)
-    name = jobs.run_folder_name(config(dataset="user:my songs/1"), now=when, student="Anna <b>!")
+    name = run_folder_name(config(dataset="user:my songs/1"), now=when, student="Anna <b>!")
     assert name.startswith("user_my_songs_1-lae-h8-20261127-140512-Anna-b-")
     assert "/" not in name and ":" not in name and " " not in name and "<" not in name
     assert runs.run_title(config(init="random", hidden=128), when.timestamp(), "Anna") == "bach · random · h128 · 14:05 · Anna"
@@ -48,17 +61,16 @@ def test_run_folder_names_are_readable_and_safe():
 
 
 def test_a_new_session_opens_on_the_newest_lae_run(tmp_path):
-    summaries = []
     for n, init in enumerate(["random", "lae", "random", "lae"]):
         run = tmp_path / f"r{n}"
         atomic_write_json(run / "config.json", config(init=init))
         os.utime(run / "config.json", (1000 + n, 1000 + n))
-    listed = jobs.list_runs(tmp_path)
+    listed = list_runs(tmp_path)
     assert [r.name for r in listed] == ["r3", "r2", "r1", "r0"]
-    assert jobs.newest_lae_first(listed)[0].name == "r3"
+    assert newest_lae_first(listed)[0].name == "r3"
     listed = [r for r in listed if r.name != "r3"]
-    assert [r.name for r in jobs.newest_lae_first(listed)] == ["r1", "r2", "r0"]
-    assert jobs.newest_lae_first([r for r in listed if r.config["init"] == "random"])[0].name == "r2"
+    assert [r.name for r in newest_lae_first(listed)] == ["r1", "r2", "r0"]
+    assert newest_lae_first([r for r in listed if r.config["init"] == "random"])[0].name == "r2"
 
 
 # ------------------------------------------------------------------------------ keys
@@ -73,7 +85,8 @@ def test_the_run_key_covers_config_dataset_and_code():
 
 
 def test_the_dataset_version_follows_the_files_content(monkeypatch, tmp_path):
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
     assert runs.dataset_version("user:mine") == "user:mine:absent"
@@ -118,16 +131,16 @@ def test_limits_come_from_the_environment(monkeypatch, runs_dir):
 
 
 def test_the_default_slots_follow_the_machine(monkeypatch):
-    from lapmusic import supervisor
+    from lapmusic.jobs import supervisor
 
     monkeypatch.delenv("LAPMUSIC_MAX_JOBS", raising=False)
     monkeypatch.setattr(supervisor, "cuda_devices", lambda: 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert jobs.default_max_jobs() == 8
+    assert default_max_jobs() == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert jobs.default_max_jobs() == 1
+    assert default_max_jobs() == 1
     monkeypatch.setattr(supervisor, "cuda_devices", lambda: 2)
-    assert jobs.default_max_jobs() == 2
+    assert default_max_jobs() == 2
 
 
 # ------------------------------------------------------------------------------ the queue on disk
@@ -165,11 +178,11 @@ def test_a_dead_running_run_comes_back_interrupted_or_requeued(runs_dir):
                                                          "heartbeat": time.time()})
     (with_checkpoint.run_dir / "checkpoint.pt").write_bytes(b"x")
     second = idle_manager(runs_dir)
-    assert second.get(with_checkpoint.id).state == jobs.INTERRUPTED
-    summary = jobs.summarize_run(with_checkpoint.run_dir, second)
-    assert summary.state == jobs.INTERRUPTED and summary.resumable
-    assert second.get(without.id).state == jobs.QUEUED and second.queue_position(without.id) == 1
-    assert jobs.read_json(without.run_dir / "status.json")["state"] == "queued"
+    assert second.get(with_checkpoint.id).state == INTERRUPTED
+    summary = summarize_run(with_checkpoint.run_dir, second)
+    assert summary.state == INTERRUPTED and summary.resumable
+    assert second.get(without.id).state == QUEUED and second.queue_position(without.id) == 1
+    assert read_json(without.run_dir / "status.json")["state"] == "queued"
 
 
 def test_a_run_of_the_cli_is_running_while_its_status_is_fresh(runs_dir):
@@ -177,12 +190,12 @@ def test_a_run_of_the_cli_is_running_while_its_status_is_fresh(runs_dir):
     atomic_write_json(live / "config.json", config())
     atomic_write_json(live / "status.json", {"state": "running", "epoch": 3, "updated": time.time()})
     (live / "checkpoint.pt").write_bytes(b"x")
-    summary = jobs.summarize_run(live)
-    assert summary.state == jobs.RUNNING and summary.elsewhere and not summary.resumable
+    summary = summarize_run(live)
+    assert summary.state == RUNNING and summary.elsewhere and not summary.resumable
     atomic_write_json(live / "status.json", {"state": "running", "epoch": 3,
-                                              "updated": time.time() - jobs.STALE_SECONDS - 1})
-    summary = jobs.summarize_run(live)
-    assert summary.state == jobs.INTERRUPTED and summary.resumable
+                                              "updated": time.time() - LEGACY_STALE_SECONDS - 1})
+    summary = summarize_run(live)
+    assert summary.state == INTERRUPTED and summary.resumable
 
 
 def test_bad_files_in_a_run_folder_give_defaults_not_errors(runs_dir):
@@ -191,8 +204,8 @@ def test_bad_files_in_a_run_folder_give_defaults_not_errors(runs_dir):
     (run / "metrics.jsonl").write_text('{"epoch": "abc"}\n{"epoch": 2}\nnot json\n')
     (run / "status.json").write_text("{")
     (run / "job.json").write_text("[]")
-    summary = jobs.summarize_run(run)
-    assert summary.epochs_done == 2 and summary.job == {} and summary.state == jobs.INTERRUPTED
+    summary = summarize_run(run)
+    assert summary.epochs_done == 2 and summary.job == {} and summary.state == INTERRUPTED
 
 
 # ------------------------------------------------------------------------------ estimates
@@ -288,7 +301,7 @@ class SlowLoader:
 
 def test_the_dataset_cache_loads_once_for_every_waiter():
     loader = SlowLoader()
-    cache = jobs.DatasetCache(loader)
+    cache = DatasetCache(loader)
     results = []
     waiters = [
         threading.Thread(target=lambda: results.append(cache.get("bach", progress=lambda f, m: None)))
@@ -310,7 +323,7 @@ def test_the_dataset_cache_loads_once_for_every_waiter():
 def test_a_failed_dataset_load_reaches_every_waiter_and_is_retried():
     loader = SlowLoader(fail_first=True)
     loader.gate.set()
-    cache = jobs.DatasetCache(loader)
+    cache = DatasetCache(loader)
     with pytest.raises(LapMusicError, match="could not download jsb"):
         cache.get("jsb")
     assert cache.get("jsb") == {"key": "jsb", "call": 2}
@@ -319,17 +332,18 @@ def test_a_failed_dataset_load_reaches_every_waiter_and_is_retried():
 
 
 def test_a_rebuilt_user_dataset_gets_a_new_token(monkeypatch, tmp_path):
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path))
-    assert jobs.dataset_token("bach") == "bach"
-    assert jobs.dataset_token("user:absent") == "user:absent"
+    assert dataset_token("bach") == "bach"
+    assert dataset_token("user:absent") == "user:absent"
     piece = [np.zeros((4, 88), dtype=np.uint8)]
     piece[0][:, 40] = 1
     save_user_dataset(Dataset("user:mine", "mine", piece, piece, piece))
-    first = jobs.dataset_token("user:mine")
+    first = dataset_token("user:mine")
     path = tmp_path / "user" / "mine.npz"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    assert first.startswith("user:mine@") and jobs.dataset_token("user:mine") != first
+    assert first.startswith("user:mine@") and dataset_token("user:mine") != first
 
 

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lapmusic import lae
-from lapmusic.errors import CheckpointError, LapMusicError, SolverError
-from lapmusic.lae import LinearAutoencoder, build_xi, fit_lae
+from lapmusic.core.errors import CheckpointError, DeviceError, LapMusicError, SolverError
+from lapmusic.lae import fit as lae
+from lapmusic.lae.approx import XiOperator
+from lapmusic.lae.autoencoder import LinearAutoencoder
+from lapmusic.lae.fit import fit_lae
+from lapmusic.lae.xi import active_keys, build_xi, resolve_max_lag, xi_energy
 
 
 def rolls(n, lengths, seed=0, density=0.08, keys=88):
@@ -61,19 +64,19 @@ def test_build_xi_rows_are_reversed_prefixes():
 def test_energy_matches_brute_force():
     pieces = rolls(7, (2, 15), seed=1)
     for max_lag in (None, 1, 4):
-        lags = lae.resolve_max_lag(pieces, max_lag)
-        assert lae.xi_energy(pieces, lags) == pytest.approx(np.sum(build_xi(pieces, max_lag) ** 2))
+        lags = resolve_max_lag(pieces, max_lag)
+        assert xi_energy(pieces, lags) == pytest.approx(np.sum(build_xi(pieces, max_lag) ** 2))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("max_lag", [None, 5])
 def test_operator_products_match_dense_xi(dtype, max_lag):
     pieces = rolls(23, (2, 40), seed=2, keys=60)
-    lags = lae.resolve_max_lag(pieces, max_lag)
-    keys = lae.active_keys(pieces)
+    lags = resolve_max_lag(pieces, max_lag)
+    keys = active_keys(pieces)
     xi = build_xi(pieces, lags, keys=keys)
     # Short segments give many lag partitions; a tiny budget forces several column passes.
-    op = lae.XiOperator(pieces, keys, lags, device=torch.device("cpu"), dtype=dtype, columns=6,
+    op = XiOperator(pieces, keys, lags, device=torch.device("cpu"), dtype=dtype, columns=6,
                         chunk_bytes=60_000, segment=4)
     assert op.columns_per_pass < 6 and op.partitions == -(-lags // 4) > 1
     rng = np.random.default_rng(0)
@@ -277,7 +280,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(SolverError, match=f"p <= {rows}"):
         fit_lae(pieces, rows + 1)
     if not torch.cuda.is_available():
-        with pytest.raises(SolverError, match="CUDA"):
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
             fit_lae(pieces, 2, device="cuda")
 
 
@@ -379,11 +382,13 @@ def test_approx_matches_exact_on_10_jsb_pieces(real_data_dir):
 def test_cli_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
     import json
 
-    from lapmusic import cli, data
+    from lapmusic.cli import main as cli
+    from lapmusic.data import registry
+    from lapmusic.data.dataset import Dataset
 
     pieces = rolls(12, (3, 20), seed=15)
-    fake = data.Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
-    monkeypatch.setattr(data, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
+    fake = Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
+    monkeypatch.setattr(registry, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
     out = tmp_path / "lae.npz"
     code = cli.main(["lae", "--dataset", "jsb", "--hidden", "6", "--max-sequences", "5",
                      "--solver", "exact", "--out", str(out), "--json"])

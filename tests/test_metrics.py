@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lapmusic.metrics import (
+from lapmusic.model.metrics import (
     MetricAccumulator,
     accuracy,
     baselines,

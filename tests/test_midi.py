@@ -9,17 +9,16 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from lapmusic.errors import DataError
-from lapmusic.midi import (
-    MidiLimits,
+from lapmusic.core.errors import DataError
+from lapmusic.data.midi import (
     fold_pitch,
-    read_midi,
     midi_to_bytes,
     midi_to_roll,
     roll_to_midi,
     roll_to_midi_bytes,
     roll_to_notes,
 )
+from lapmusic.data.midifile import MidiLimits, read_midi
 
 
 def test_consecutive_frames_merge_into_one_held_note():
@@ -166,7 +165,7 @@ def test_empty_roll_gives_a_valid_file_without_notes():
                                                          (0.2, 2, 150.0), (1.0, 1, 60.0)])
 def test_exported_tempo_matches_the_frame_length(step, frames_per_beat, bpm):
     """Bach/JSB frames are quarter notes of 0.5 s: 120 bpm, one frame a beat (it used to say 30 bpm)."""
-    from lapmusic.midi import frames_per_beat_for
+    from lapmusic.data.midi import frames_per_beat_for
 
     assert frames_per_beat_for(step) == frames_per_beat
     roll = np.zeros((8, 88), dtype=np.uint8)
@@ -181,7 +180,7 @@ def test_exported_tempo_matches_the_frame_length(step, frames_per_beat, bpm):
 
 
 def test_bach_samples_are_exported_at_120_bpm():
-    from lapmusic.sample import suggested_step_seconds
+    from lapmusic.sampling.sample import suggested_step_seconds
 
     step = suggested_step_seconds("bach")
     tempo = pretty_midi.PrettyMIDI(io.BytesIO(roll_to_midi_bytes(np.eye(88, dtype=np.uint8)[:4], step_seconds=step)))
@@ -197,7 +196,7 @@ def _reference_notes(data: bytes) -> list[tuple[float, float, int, bool]]:
 def test_scanner_reads_the_notes_pretty_midi_reads():
     """A format-1 file with tempo changes, running status, sysex, a re-struck key, overlapping notes, a drum
     channel, notes never closed and a zero-length note: the same notes, at the same times, as pretty_midi."""
-    from lapmusic.midi import read_midi
+    from lapmusic.data.midifile import read_midi
 
     rng = np.random.default_rng(7)
     file = mido.MidiFile(type=1, ticks_per_beat=96)
@@ -242,14 +241,14 @@ def test_scanner_reads_the_notes_pretty_midi_reads():
     ],
 )
 def test_unusual_headers_are_refused_by_name(header, reason):
-    from lapmusic.midi import read_midi
+    from lapmusic.data.midifile import read_midi
 
     with pytest.raises(DataError, match=f"odd.mid: .*{reason}"):
         read_midi(("odd.mid", header + b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"))
 
 
 def test_running_status_without_a_status_byte_is_corrupt():
-    from lapmusic.midi import read_midi
+    from lapmusic.data.midifile import read_midi
 
     with pytest.raises(DataError, match=r"bad.mid: corrupt MIDI file \(track 1: data byte 0x3c .*without a status"):
         read_midi(("bad.mid", b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x03\x00\x3c\x40"))

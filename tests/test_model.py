@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from conftest import random_rolls
 from scipy.optimize import minimize
 
-from lapmusic.model import PianoRollRNN, choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
-
-from conftest import random_rolls
-
+from lapmusic.model.lae_init import choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+from lapmusic.model.rnn import PianoRollRNN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -134,10 +132,11 @@ def test_lae_init_with_centring_uses_the_hidden_bias():
     assert np.allclose(rnn, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
-def test_lae_init_from_the_library_lae_if_present():
-    lae_module = pytest.importorskip("lapmusic.lae")
+def test_lae_init_from_the_library_lae():
+    from lapmusic.lae.fit import fit_lae
+
     seqs = random_rolls(4, (5, 8), seed=6, density=0.2)
-    lae = lae_module.fit_lae(seqs, 10, solver="exact")
+    lae = fit_lae(seqs, 10, solver="exact")
     model = PianoRollRNN(10)
     init_from_lae(model, lae, 1e-3)
     rnn = np.concatenate(_rnn_states(model, seqs)) / 1e-3

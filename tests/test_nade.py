@@ -11,14 +11,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from lapmusic import cli
-from lapmusic.model import PianoRollRNN, collect_states, fit_readout, set_readout
-from lapmusic.nade import NADEOutput, metric_predictions
-from lapmusic.sample import generate
-from lapmusic.train import TrainConfig, evaluate, load_run, train
-
 from conftest import random_rolls
+
+from lapmusic.cli import main as cli
+from lapmusic.model.lae_init import collect_states, fit_readout, set_readout
+from lapmusic.model.nade import NADEOutput, metric_predictions
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.sampling.sample import generate
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.results import evaluate, load_run
+from lapmusic.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -93,7 +95,7 @@ def test_parallel_form_equals_the_key_by_key_loop_with_any_leading_shape(skip):
         loop = _key_by_key_logits(nade, s.reshape(-1, 4), v.reshape(-1, 7), x.reshape(-1, 7)).reshape(2, 3, 7)
         assert torch.allclose(parallel, loop, atol=1e-12)
         # Chunked evaluation (no gradient, many frames) gives the same numbers.
-        from lapmusic import nade as nade_module
+        from lapmusic.model import nade as nade_module
 
         big_s = torch.randn(50, 4, dtype=torch.float64)
         big_v = (torch.rand(50, 7) < 0.5).double()
@@ -210,8 +212,6 @@ def dataset():
 
 @pytest.mark.parametrize("init, cell, skip", [("lae", "rnn", True), ("random", "gru", False)])
 def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell, skip):
-    if init == "lae":
-        pytest.importorskip("lapmusic.lae")
     config = TrainConfig(dataset="synthetic", hidden=10, init=init, cell=cell, epochs=3, lr=1e-2, batch_size=4,
                          bptt=8, seed=0, device="cpu", patience=None, output="nade", nade_hidden=8, nade_skip=skip)
     final = train(config, tmp_path / "run", dataset=dataset)
@@ -248,7 +248,7 @@ def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell,
 
 
 def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
-    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    monkeypatch.setattr("lapmusic.training.build.load_run_dataset", lambda key: dataset)
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--init", "random", "--epochs", "1",
                      "--output", "nade", "--nade-hidden", "6", "--nade-skip", "--device", "cpu", "--out",
                      str(tmp_path / "run"), "--json"])
@@ -291,7 +291,7 @@ def test_the_app_sidebar_output_choice_reaches_the_config():
 
 
 def test_cli_evaluate_generate_compare_with_nade(tmp_path, dataset, monkeypatch, capsys):
-    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    monkeypatch.setattr("lapmusic.training.build.load_run_dataset", lambda key: dataset)
     config = TrainConfig(dataset="synthetic", hidden=8, init="random", epochs=1, batch_size=4, device="cpu",
                          output="nade", nade_hidden=6)
     train(config, tmp_path / "run", dataset=dataset)

@@ -8,14 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from lapmusic import cli
-from lapmusic.epoch import corrupt_inputs, key_density, noise_generator, pad_batch, train_epoch
-from lapmusic.errors import LapMusicError
-from lapmusic.model import PianoRollRNN
-from lapmusic.train import TrainConfig, read_history, train
-
 from conftest import synthetic_config, synthetic_dataset
+
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.epoch import corrupt_inputs, key_density, noise_generator, pad_batch, train_epoch
+from lapmusic.training.rundir import read_history
+from lapmusic.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,7 +86,7 @@ class _Spy(PianoRollRNN):
 
 def _clean_windows(pieces, batch_size, bptt, seed):
     """The clean (inputs, targets) windows of one epoch, in the order train_epoch forms them."""
-    from lapmusic.epoch import _active_rows, length_batches
+    from lapmusic.training.epoch import _active_rows, length_batches
 
     lengths = [len(p) for p in pieces]
     usable = [i for i, n in enumerate(lengths) if n >= 2]

@@ -8,14 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from lapmusic import cli
-from lapmusic.errors import LapMusicError
-from lapmusic.model import PianoRollRNN, set_readout
-from lapmusic.sample import generate
-from lapmusic.train import TrainConfig, evaluate, load_run, train
-
 from conftest import synthetic_dataset
+
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.lae_init import set_readout
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.sampling.sample import generate
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.results import evaluate, load_run
+from lapmusic.training.train import train
 
 
 def test_skip_logits_are_w_out_h_plus_c_plus_w_skip_x():
@@ -96,7 +98,6 @@ def dataset():
 
 
 def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path, dataset):
-    pytest.importorskip("lapmusic.lae")
     base = TrainConfig(dataset="synthetic", hidden=8, init="lae", epochs=2, lr=1e-2, batch_size=4, bptt=8, seed=0,
                        device="cpu", patience=None, readout_ridge=0.1)
     final = train(dataclasses.replace(base, readout_skip=True), tmp_path / "skip", dataset=dataset)
@@ -127,7 +128,7 @@ def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path,
 
 
 def test_cli_train_with_readout_skip(tmp_path, dataset, monkeypatch, capsys):
-    monkeypatch.setattr("lapmusic.train._load_dataset", lambda key: dataset)
+    monkeypatch.setattr("lapmusic.training.build.load_run_dataset", lambda key: dataset)
     code = cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--init", "random", "--epochs", "1",
                      "--readout-skip", "--device", "cpu", "--out", str(tmp_path / "run"), "--json"])
     assert code == 0

@@ -9,15 +9,19 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from lapmusic import cli
-from lapmusic import train as train_module
-from lapmusic.errors import LapMusicError
-from lapmusic.metrics import accuracy
-from lapmusic.model import spectral_radius
-from lapmusic.train import TrainConfig, load_run, read_history, train
-
 from conftest import synthetic_config, synthetic_dataset
+
+from lapmusic.cli import main as cli
+from lapmusic.cli.common import _seed_list
+from lapmusic.cli.options import RECIPE_DEFAULTS
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.lae_init import spectral_radius
+from lapmusic.model.metrics import accuracy
+from lapmusic.training import build as build_module
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.results import load_run
+from lapmusic.training.rundir import read_history
+from lapmusic.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,7 +95,7 @@ def test_final_json_holds_the_validation_threshold_and_evaluate_reports_both_acc
     probs, targets = np.concatenate(probs), np.concatenate(targets)
     scan = [accuracy(probs, targets, j / 200) for j in range(1, 200)]
     assert accuracy(probs, targets, final["threshold"]) == pytest.approx(max(scan), abs=1e-9)
-    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    monkeypatch.setattr(build_module, "load_run_dataset", lambda key: dataset)
     assert cli.main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["threshold"] == final["threshold"] and result["threshold_source"] == "final.json"
@@ -103,16 +107,16 @@ def test_final_json_holds_the_validation_threshold_and_evaluate_reports_both_acc
 
 
 def test_seeds_by_count_or_by_value():
-    assert cli._seed_list("3") == [0, 1, 2]
-    assert cli._seed_list("11,12,13") == [11, 12, 13]
-    assert cli._seed_list("7,") == [7]
+    assert _seed_list("3") == [0, 1, 2]
+    assert _seed_list("11,12,13") == [11, 12, 13]
+    assert _seed_list("7,") == [7]
     for bad in ("0", "a,b", "1,1", "-2"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli._seed_list(bad)
+            _seed_list(bad)
 
 
 def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    monkeypatch.setattr(build_module, "load_run_dataset", lambda key: dataset)
     assert cli.main(["compare", "--dataset", "jsb", "--hidden", "6", "--epochs", "1", "--device", "cpu",
                      "--batch-size", "6", "--seeds", "11,13", "--lae-max-lag", "5", "--rec-radius", "0.5",
                      "--readout-start", "constant", "--lr-patience", "3", "--out", str(tmp_path), "--json"]) == 0
@@ -125,7 +129,7 @@ def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
 
 
 def test_greedy_decoding_uses_the_threshold():
-    from lapmusic.sample import _draw_frame, generate
+    from lapmusic.sampling.sample import _draw_frame, generate
 
     logits = torch.logit(torch.tensor([[0.9, 0.3, 0.2, 0.6]]))
     generator = torch.Generator().manual_seed(0)
@@ -138,7 +142,7 @@ def test_greedy_decoding_uses_the_threshold():
 
 def test_generate_cli_threshold_valid_needs_a_threshold_in_final_json(tmp_path, dataset, monkeypatch, capsys):
     train(config(init="random", epochs=1), tmp_path / "run", dataset=dataset)
-    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    monkeypatch.setattr(build_module, "load_run_dataset", lambda key: dataset)
     out = tmp_path / "x.mid"
     assert cli.main(["generate", str(tmp_path / "run"), "--steps", "4", "--temperature", "0", "--threshold",
                      "valid", "--out", str(out), "--json"]) == 0
@@ -154,4 +158,4 @@ def test_generate_cli_threshold_valid_needs_a_threshold_in_final_json(tmp_path, 
 
 def test_help_defaults_are_trainconfigs():
     defaults = TrainConfig()
-    assert cli.RECIPE_DEFAULTS == {name: getattr(defaults, name) for name in cli.RECIPE_DEFAULTS}
+    assert RECIPE_DEFAULTS == {name: getattr(defaults, name) for name in RECIPE_DEFAULTS}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from lapmusic.config import TrainConfig
-from lapmusic.errors import LapMusicError
-from lapmusic.model import PianoRollRNN
-from lapmusic.nade import NADEOutput
-from lapmusic.repeatmix import RepeatChordVocabNADE, RepeatNADE, repeat_share
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.nade import NADEOutput
+from lapmusic.model.repeatmix import RepeatChordVocabNADE, RepeatNADE, repeat_share
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
 
 K = 4
 CHORDS = np.array([(0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 1, 1)], dtype=np.uint8)
@@ -126,7 +126,7 @@ def test_greedy_and_polyphony_cap():
 
 
 def test_generate_copies_silence_and_the_primer():
-    from lapmusic.sample import generate
+    from lapmusic.sampling.sample import generate
 
     torch.manual_seed(0)
     model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True)
@@ -171,8 +171,9 @@ def test_config_and_model_checks():
 
 @pytest.mark.parametrize("init,vocab", [("random", 0), ("lae", 5), ("lae", 0)])
 def test_training_run_and_load(tmp_path, init, vocab):
-    from lapmusic.sample import generate
-    from lapmusic.train import load_run, train
+    from lapmusic.sampling.sample import generate
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     rng = np.random.default_rng(0)
     chords = (rng.random((6, 88)) < 0.05).astype(np.uint8)

@@ -12,15 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_repeatmix import _layer
 from torch import nn
 
-from lapmusic.chordvocab import ChordVocabNADE
-from lapmusic.config import TrainConfig
-from lapmusic.errors import LapMusicError
-from lapmusic.model import PianoRollRNN
-from lapmusic.nade import NADEOutput
-from lapmusic.repeatmix import RepeatChordVocabNADE, repeat_share
-from test_repeatmix import _layer
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.chordvocab import ChordVocabNADE
+from lapmusic.model.nade import NADEOutput
+from lapmusic.model.repeatmix import RepeatChordVocabNADE, repeat_share
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
 
 K = 4
 CHORDS = np.array([(0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 1, 1)], dtype=np.uint8)
@@ -93,7 +93,7 @@ def test_past_makes_the_window_independent_of_cuts():
 
 
 def test_evaluation_windows_and_gradients():
-    from lapmusic.epoch import evaluate_tensors
+    from lapmusic.training.epoch import evaluate_tensors
 
     torch.manual_seed(0)
     model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True, nade_repeat_window=3)
@@ -172,7 +172,7 @@ def test_polyphony_cap_and_start_of_piece_mask_offsets():
 
 
 def test_generate_returns_to_the_primer():
-    from lapmusic.sample import generate
+    from lapmusic.sampling.sample import generate
 
     torch.manual_seed(0)
     model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True, nade_repeat_window=2)
@@ -206,8 +206,9 @@ def test_repeat_share_window_and_config_checks():
 
 
 def test_training_run_and_load(tmp_path):
-    from lapmusic.sample import generate
-    from lapmusic.train import load_run, train
+    from lapmusic.sampling.sample import generate
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     rng = np.random.default_rng(0)
     chords = (rng.random((4, 88)) < 0.05).astype(np.uint8)

@@ -17,18 +17,24 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import random_rolls
-from lapmusic import cli, io as io_module, jobs
-from lapmusic import train as train_module
-from lapmusic.errors import CheckpointError, LapMusicError
-from lapmusic.lock import RunFolderBusy, lock_owner, run_lock
-from lapmusic.rundir import inspect_history, read_history, read_status
-from lapmusic.train import TrainConfig, TrainingDiverged, load_run, train
+
+from lapmusic.cli import main as cli
+from lapmusic.core import io as io_module
+from lapmusic.core.errors import CheckpointError, LapMusicError
+from lapmusic.core.lock import RunFolderBusy, lock_owner, run_lock
+from lapmusic.jobs import manager as jobs
+from lapmusic.jobs.runs import FAILED, list_runs
+from lapmusic.training import build as build_module
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.epoch import TrainingDiverged
+from lapmusic.training.results import load_run
+from lapmusic.training.rundir import inspect_history, read_history, read_status
+from lapmusic.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
-HOLD_LOCK = ("import sys, time; sys.path.insert(0, sys.argv[1]); from lapmusic.lock import run_lock\n"
+HOLD_LOCK = ("import sys, time; sys.path.insert(0, sys.argv[1]); from lapmusic.core.lock import run_lock\n"
              "with run_lock(sys.argv[2]):\n    print('locked', flush=True); time.sleep(60)\n")
 
 
@@ -132,7 +138,7 @@ def test_a_second_writer_is_refused_before_writing_anything(tmp_path, dataset, m
         before = files_in(run)
         with pytest.raises(RunFolderBusy, match=rf"pid {holder.pid} on host .* since \d{{4}}-"):
             train(small_config(), run, dataset=dataset)
-        monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+        monkeypatch.setattr(build_module, "load_run_dataset", lambda key: dataset)
         assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", str(run)]) == 2
         assert f"pid {holder.pid}" in capsys.readouterr().err
         assert cli.main(["train", "--resume", str(run)]) == 2
@@ -202,7 +208,7 @@ def test_one_damaged_folder_does_not_hide_the_others(tmp_path, dataset):
 
     rows, problems = inspect_history(bad_line)
     assert [r["epoch"] for r in rows] == [0, 1, 2] and len(problems) == 4
-    runs = {r.name: r for r in jobs.list_runs(tmp_path / "runs")}
+    runs = {r.name: r for r in list_runs(tmp_path / "runs")}
     assert set(runs) == {"good", "bad-line", "bad-config", "garbage"}
     assert runs["good"].state == runs["bad-line"].state == "finished" and runs["bad-line"].epochs_done == 2
     assert runs["bad-config"].state == "damaged" and "hidden is 'abc'" in runs["bad-config"].status["error"]
@@ -328,7 +334,8 @@ def test_a_full_disk_during_torch_save_is_a_clear_error_and_says_so_in_status(tm
 def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monkeypatch):
     # App jobs train in worker processes: the worker runs tests/fake_train.full_disk_train (real training,
     # torch.save failing as on a full disk) on the same pieces saved as a user dataset.
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     key = save_user_dataset(Dataset("user:synthetic", "synthetic", dataset.train, dataset.valid, dataset.test))
@@ -339,7 +346,7 @@ def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monk
                                               str(here.parent), str(here), os.environ.get("PYTHONPATH")]))})
     try:
         job = manager.wait(manager.submit(small_config(dataset=key)).id, timeout=120)
-        assert job.state == jobs.FAILED and "the disk is full" in job.error and "Traceback" not in job.error
+        assert job.state == FAILED and "the disk is full" in job.error and "Traceback" not in job.error
         assert "the disk is full" in read_status(job.run_dir)["error"]
     finally:
         manager.close(requeue=False)
@@ -394,7 +401,7 @@ def test_a_folder_without_write_permission_is_a_clear_error(tmp_path, dataset):
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_writes_get_the_mode_of_an_ordinary_file(tmp_path, umask, mode):
     # mkstemp made its files 0600: a runs folder shared by several users was unreadable to the others.
-    from lapmusic.io import atomic_write_json
+    from lapmusic.core.io import atomic_write_json
 
     old = os.umask(umask)
     try:

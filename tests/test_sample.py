@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lapmusic.errors import LapMusicError
-from lapmusic.sample import generate, parse_primer
+from lapmusic.core.errors import LapMusicError
+from lapmusic.sampling.sample import generate, parse_primer
 
 
 class FixedLogits(torch.nn.Module):
@@ -253,9 +253,10 @@ def test_parse_primer_piece_needs_a_dataset():
         parse_primer("train:0:4", None)
 
 
-def test_with_real_piano_roll_rnn_when_available():
-    model_module = pytest.importorskip("lapmusic.model")
-    model = model_module.PianoRollRNN(8)
+def test_with_real_piano_roll_rnn():
+    from lapmusic.model.rnn import PianoRollRNN
+
+    model = PianoRollRNN(8)
     primer = parse_primer("chord:60,64,67:2", None)
     rolls = generate(model, steps=12, primer=primer, seed=5, max_polyphony=4)
     assert rolls.shape == (1, 14, 88)
@@ -286,20 +287,22 @@ class TinyDataset:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A real run folder: one epoch of a tiny random-init RNN on TinyDataset (config says dataset jsb)."""
-    train_module = pytest.importorskip("lapmusic.train")
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.train import train
+
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    config = train_module.TrainConfig(dataset="jsb", hidden=8, init="random", epochs=1, device="cpu", batch_size=4)
-    train_module.train(config, run_dir, dataset=TinyDataset())
+    config = TrainConfig(dataset="jsb", hidden=8, init="random", epochs=1, device="cpu", batch_size=4)
+    train(config, run_dir, dataset=TinyDataset())
     return run_dir
 
 
 @pytest.fixture
 def tiny_dataset(monkeypatch):
     """Primers SPLIT:INDEX:FRAMES read TinyDataset instead of the real JSB."""
-    import lapmusic.data
+    import lapmusic.data.registry
 
     dataset = TinyDataset()
-    monkeypatch.setattr(lapmusic.data, "load_dataset", lambda key, progress=None: dataset)
+    monkeypatch.setattr(lapmusic.data.registry, "load_dataset", lambda key, progress=None: dataset)
     return dataset
 
 
@@ -307,7 +310,7 @@ def run_cli(*argv):
     import contextlib
     import io
 
-    from lapmusic.cli import main
+    from lapmusic.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -321,9 +324,9 @@ def test_sample_run_midi_holds_exactly_the_roll(tiny_run, tiny_dataset):
     import mido
     import pretty_midi
 
-    from lapmusic.midi import roll_to_notes
-    from lapmusic.sample import sample_run
-    from lapmusic.train import load_run
+    from lapmusic.data.midi import roll_to_notes
+    from lapmusic.sampling.sample import sample_run
+    from lapmusic.training.results import load_run
 
     run = load_run(tiny_run, device="cpu")
     (sample,) = sample_run(run, steps=30, primer="test:1:8", seed=3, temperature=0.7)
@@ -344,15 +347,14 @@ def test_sample_run_midi_holds_exactly_the_roll(tiny_run, tiny_dataset):
 
 
 def test_cli_generate_writes_playable_midi_wav_and_json(tiny_run, tmp_path):
-    import io
 
     import mido
     import pretty_midi
 
-    from lapmusic.audio import read_wav
-    from lapmusic.midi import roll_to_notes
-    from lapmusic.sample import sample_run
-    from lapmusic.train import load_run
+    from lapmusic.data.midi import roll_to_notes
+    from lapmusic.sampling.audio import read_wav
+    from lapmusic.sampling.sample import sample_run
+    from lapmusic.training.results import load_run
 
     out, wav, html = tmp_path / "s.mid", tmp_path / "s.wav", tmp_path / "s.html"
     code, stdout, _ = run_cli("generate", tiny_run, "--steps", 24, "--primer", "chord:C4,E4,G4:2", "--seed", 11,

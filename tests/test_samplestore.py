@@ -1,4 +1,4 @@
-"""Samples kept in run folders (lapmusic.samplestore) and the player with a playhead (lapmusic.ui.player)."""
+"""Samples kept in run folders (lapmusic.sampling.store) and the player with a playhead (lapmusic.ui.player)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import chorale_like_piece
 
-from lapmusic.errors import LapMusicError
-from lapmusic.midi import roll_to_midi_bytes
-from lapmusic.samplestore import (
+from lapmusic.core.errors import LapMusicError
+from lapmusic.data.midi import roll_to_midi_bytes
+from lapmusic.sampling.store import (
     SAMPLES_DIR,
     comparison_partner,
     list_samples,
@@ -103,8 +103,10 @@ def test_comparison_partner_is_the_other_init_with_the_same_settings():
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """An LAE run and a random run of one epoch on a tiny dataset (loaded with ``load_run``)."""
-    from lapmusic.data import Dataset
-    from lapmusic.train import TrainConfig, load_run, train
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     rng = np.random.default_rng(1)
     data = Dataset("user:st", "st", [chorale_like_piece(rng, 24) for _ in range(4)], [chorale_like_piece(rng, 12)],
@@ -180,8 +182,8 @@ def test_playhead_position_follows_the_audio_time_in_a_real_browser(tmp_path):
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("/usr/bin/chromium is not installed")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from lapmusic.audio import render_wav
-    from lapmusic.midi import roll_to_midi
+    from lapmusic.data.midi import roll_to_midi
+    from lapmusic.sampling.audio import render_wav
     from lapmusic.ui.player import player_html
 
     roll = _roll(3, 16)

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lapmusic import cli, stats
-from lapmusic.errors import LapMusicError
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import LapMusicError
+from lapmusic.sampling import stats
 
 
 def _roll(frames: list[list[int]]) -> np.ndarray:
@@ -96,7 +97,7 @@ def test_reference_excerpts_are_as_long_as_the_samples():
 def test_files_and_cli(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from lapmusic.midi import roll_to_midi
+    from lapmusic.data.midi import roll_to_midi
 
     roll = _roll([[C, E, G]] * 4 + [[A]] * 4)
     roll_to_midi(roll, step_seconds=0.25).write(str(tmp_path / "piece.mid"))
@@ -106,7 +107,7 @@ def test_files_and_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(LapMusicError, match="does not exist"):
         stats.load_rolls([tmp_path / "nope.mid"])
     dataset = SimpleNamespace(key="x", split=lambda name: [roll, roll])
-    monkeypatch.setattr("lapmusic.data.load_dataset", lambda key: dataset)
+    monkeypatch.setattr("lapmusic.data.registry.load_dataset", lambda key: dataset)
     assert cli.main(["stats", str(tmp_path / "rolls.npz"), "--dataset", "jsb", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["samples"]["pieces"] == 3 and result["inside"]["repeated_frames"] is True
@@ -118,7 +119,10 @@ def test_stats_of_a_run(tmp_path, capsys):
     from types import SimpleNamespace
 
     from conftest import random_rolls
-    from lapmusic.train import TrainConfig, load_run, train
+
+    from lapmusic.training.config import TrainConfig
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
 
     dataset = SimpleNamespace(key="synthetic", train=random_rolls(8, (10, 20), seed=0, density=0.2),
                               valid=random_rolls(3, (10, 20), seed=1, density=0.2),

@@ -28,7 +28,8 @@ pytest.importorskip("websockets.asyncio.client")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     root = tmp_path_factory.mktemp("stclass")
     env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(root / "cache"), LAPMUSIC_RUNS_DIR=str(root / "runs"),

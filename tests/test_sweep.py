@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from lapmusic.data import Dataset, save_user_dataset
-
 from conftest import random_rolls
+
+from lapmusic.data.dataset import Dataset
+from lapmusic.data.user import save_user_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp
 
 
 def test_a_bad_setting_fails_before_any_run(sweep, tmp_path, capsys):
-    from lapmusic.errors import LapMusicError
+    from lapmusic.core.errors import LapMusicError
 
     with pytest.raises(LapMusicError):
         sweep.main(["--out", str(tmp_path), "--base", "dataset=jsb", "readout_start=maybe"])

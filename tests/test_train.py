@@ -9,27 +9,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from lapmusic import cli
-from lapmusic import train as train_module
-from lapmusic.errors import CheckpointError, LapMusicError
-from lapmusic.metrics import accuracy, expected_accuracy, nll
-from lapmusic.model import PianoRollRNN
-from lapmusic.train import (
-    TrainConfig,
-    TrainingDiverged,
-    compare_runs,
-    evaluate,
-    evaluate_tensors,
-    length_batches,
-    load_run,
-    read_history,
-    read_status,
-    train,
-)
-
 from conftest import synthetic_config, synthetic_dataset
 
+from lapmusic.cli import main as cli
+from lapmusic.core.errors import CheckpointError, LapMusicError
+from lapmusic.model.metrics import accuracy, expected_accuracy, nll
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training import build as build_module
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.epoch import TrainingDiverged, evaluate_tensors, length_batches, train_epoch
+from lapmusic.training.results import compare_runs, evaluate, load_run
+from lapmusic.training.rundir import CHECKPOINT_FORMAT, read_history, read_status
+from lapmusic.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -108,7 +99,7 @@ def test_train_epoch_loss_is_the_nll_of_every_frame_once(dataset):
     model = PianoRollRNN(10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     tensors = [torch.as_tensor(p) for p in dataset.train]
-    result = train_module.train_epoch(model, optimizer, tensors, batch_size=4, bptt=5, clip=None,
+    result = train_epoch(model, optimizer, tensors, batch_size=4, bptt=5, clip=None,
                                       rng=np.random.default_rng(0))
     reference = evaluate(model.eval(), dataset.train)
     assert result["frames"] == reference["frames"] == sum(len(p) - 1 for p in dataset.train)
@@ -182,7 +173,6 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
 
 
 def test_lae_init_starts_far_ahead_of_random_init(tmp_path, dataset):
-    pytest.importorskip("lapmusic.lae")
     lae_final = train(small_config(init="lae", epochs=1), tmp_path / "lae", dataset=dataset)
     random_final = train(small_config(init="random", epochs=1), tmp_path / "random", dataset=dataset)
     lae_start = read_history(tmp_path / "lae")[0]["valid_nll"]
@@ -212,7 +202,7 @@ def test_load_run_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path, data
     with pytest.raises(CheckpointError):
         load_run(tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    torch.save({"format": train_module.CHECKPOINT_FORMAT, "version": 1, "epoch": 0,
+    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "epoch": 0,
                 "model": PianoRollRNN(5).state_dict()}, best)
     with pytest.raises(CheckpointError, match="does not match"):
         load_run(tmp_path / "run")
@@ -232,7 +222,7 @@ def test_load_run_gives_an_eval_model_the_sampler_can_step(tmp_path, dataset):
 
 
 def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "_load_dataset", lambda key: dataset)
+    monkeypatch.setattr(build_module, "load_run_dataset", lambda key: dataset)
     common = ["--dataset", "jsb", "--hidden", "8", "--epochs", "2", "--device", "cpu", "--batch-size", "6",
               "--lr", "0.01"]
     assert cli.main(["train", *common, "--init", "random", "--out", str(tmp_path / "run"), "--json"]) == 0
@@ -257,7 +247,6 @@ def test_cli_train_evaluate_compare(tmp_path, dataset, monkeypatch, capsys):
     assert cli.main(["train", "--hidden", "8", "--out", str(tmp_path / "x")]) == 2
     assert "--dataset" in capsys.readouterr().err
 
-    pytest.importorskip("lapmusic.lae")
     out = tmp_path / "compare"
     assert cli.main(["compare", *common, "--seeds", "2", "--out", str(out), "--json"]) == 0
     printed = capsys.readouterr()
@@ -299,7 +288,6 @@ def test_compare_runs_epochs_to_reach(tmp_path):
 
 
 def test_a_saved_lae_can_be_reused(tmp_path, dataset):
-    pytest.importorskip("lapmusic.lae")
     train(small_config(init="lae", epochs=1), tmp_path / "first", dataset=dataset)
     reused = train(small_config(init="lae", epochs=1, lae_path=str(tmp_path / "first" / "lae.npz")),
                    tmp_path / "second", dataset=dataset)
@@ -313,7 +301,6 @@ def test_a_saved_lae_can_be_reused(tmp_path, dataset):
 
 
 def test_relative_lr_scales_each_matrix_by_its_initial_size(tmp_path, dataset):
-    pytest.importorskip("lapmusic.lae")
     config = small_config(init="lae", epochs=2, relative_lr=True, lr=1e-3)
     train(config, tmp_path / "lae", dataset=dataset)
     groups = {g["name"]: g for g in torch.load(tmp_path / "lae" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]}

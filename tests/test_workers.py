@@ -1,4 +1,4 @@
-"""The job manager with real worker processes (``python -m lapmusic.worker``) running a fake training
+"""The job manager with real worker processes (``python -m lapmusic.jobs.worker``) running a fake training
 function (tests/fake_train.py: no torch, a few ms per epoch), plus one real tiny training.
 
 Waits use generous timeouts only; nothing asserts how fast anything is.
@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lapmusic import jobs, worker
-from lapmusic.errors import LapMusicError
-from lapmusic.io import atomic_write_json, read_json, read_jsonl
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import atomic_write_json, read_json, read_jsonl
+from lapmusic.jobs import manager as jobs
+from lapmusic.jobs import worker
+from lapmusic.jobs.runs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
 
 WAIT = 30.0
 HERE = Path(__file__).parent
@@ -66,11 +68,11 @@ def test_a_job_trains_in_a_separate_process_and_leaves_a_run_folder(runs_dir, tm
     managers.append(manager)
     job = manager.submit(config(tmp_path, pid_file=str(tmp_path / "pid.json")), session="s1")
     done = manager.wait(job.id, timeout=WAIT)
-    assert done.state == jobs.FINISHED
+    assert done.state == FINISHED
     assert read_json(tmp_path / "pid.json")["pid"] != os.getpid()
     assert [r["epoch"] for r in read_jsonl(job.run_dir / "metrics.jsonl")] == [1, 2]
     assert read_json(job.run_dir / "worker.json")["outcome"] == "finished"
-    assert jobs.summarize_run(job.run_dir, manager).state == jobs.FINISHED
+    assert summarize_run(job.run_dir, manager).state == FINISHED
     assert read_json(job.run_dir / "job.json")["sessions"].keys() == {"s1"}
 
 
@@ -87,7 +89,7 @@ def test_slots_bound_the_workers_and_the_queue_is_fifo(runs_dir, tmp_path, manag
     assert 0 < estimates[submitted[2].id]["start_in"] <= estimates[submitted[3].id]["start_in"]
     gate.write_text("")
     for job in submitted:
-        assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+        assert manager.wait(job.id, timeout=WAIT).state == FINISHED
 
 
 def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
@@ -104,7 +106,7 @@ def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
     gate.write_text("")
     manager.wait(first.id, timeout=WAIT)
     again = manager.submit(config(tmp_path, gate=str(gate)), session="late")  # a finished run is shared too
-    assert again is first and again.state == jobs.FINISHED
+    assert again is first and again.state == FINISHED
     assert {j.id for j in manager.jobs("late")} == {first.id}
 
 
@@ -114,7 +116,7 @@ def running_shared_job(runs_dir, tmp_path, managers):
     managers.append(manager)
     job = manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="a")
     manager.submit(config(tmp_path, gate=str(tmp_path / "never")), session="b")
-    until(lambda: manager.get(job.id).state == jobs.RUNNING, what="running")
+    until(lambda: manager.get(job.id).state == RUNNING, what="running")
     return manager, job
 
 
@@ -122,24 +124,24 @@ def test_stop_unfollows_a_shared_run_and_the_last_follower_stops_it(runs_dir, tm
     manager, job = running_shared_job(runs_dir, tmp_path, managers)
     with pytest.raises(LapMusicError, match="someone else"):
         manager.cancel(job.id, "stranger")
-    assert manager.cancel(job.id, "a") == "unfollowed" and manager.get(job.id).state == jobs.RUNNING
+    assert manager.cancel(job.id, "a") == "unfollowed" and manager.get(job.id).state == RUNNING
     assert manager.cancel(job.id, "b") == "stopping"
     done = manager.wait(job.id, timeout=WAIT)
-    assert done.state == jobs.CANCELLED
+    assert done.state == CANCELLED
     assert (job.run_dir / "checkpoint.pt").is_file() is False  # stopped before its first epoch
 
 
 def test_the_teacher_stops_any_run(runs_dir, tmp_path, managers):
     manager, job = running_shared_job(runs_dir, tmp_path, managers)
     assert manager.cancel(job.id, "teacher-session", teacher=True) == "stopping"
-    assert manager.wait(job.id, timeout=WAIT).state == jobs.CANCELLED
+    assert manager.wait(job.id, timeout=WAIT).state == CANCELLED
 
 
 def test_a_failing_worker_records_its_error(runs_dir, tmp_path, managers):
     manager = manager_for(runs_dir)
     managers.append(manager)
     job = manager.wait(manager.submit(config(tmp_path, fail="the data is bad; choose another")).id, timeout=WAIT)
-    assert job.state == jobs.FAILED and job.error == "the data is bad; choose another"
+    assert job.state == FAILED and job.error == "the data is bad; choose another"
     assert read_json(job.run_dir / "status.json")["error"] == "the data is bad; choose another"
 
 
@@ -153,14 +155,14 @@ def test_a_killed_worker_is_recognised_within_seconds_and_resumable(runs_dir, tm
     gate.write_text("1")
     until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="first checkpoint")
     os.kill(read_json(tmp_path / "pid.json")["pid"], signal.SIGKILL)
-    until(lambda: jobs.summarize_run(job.run_dir, manager).state == jobs.INTERRUPTED, timeout=10,
+    until(lambda: summarize_run(job.run_dir, manager).state == INTERRUPTED, timeout=10,
           what="interrupted within 10 s")
-    until(lambda: manager.get(job.id).state == jobs.INTERRUPTED, timeout=10, what="manager notices")
-    summary = jobs.summarize_run(job.run_dir, manager)
+    until(lambda: manager.get(job.id).state == INTERRUPTED, timeout=10, what="manager notices")
+    summary = summarize_run(job.run_dir, manager)
     assert summary.resumable
     gate.write_text("")
     resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
-    assert manager.wait(resumed.id, timeout=WAIT).state == jobs.FINISHED
+    assert manager.wait(resumed.id, timeout=WAIT).state == FINISHED
     assert read_json(tmp_path / "pid.json")["resume"] is True
     epochs = [r["epoch"] for r in read_jsonl(job.run_dir / "metrics.jsonl")]
     assert epochs[-1] == 3 and len(set(epochs)) == len(epochs)
@@ -177,7 +179,7 @@ def test_a_worker_killed_before_its_first_checkpoint_is_requeued_not_interrupted
     until(lambda: (read_json(tmp_path / "pid.json") or {}).get("pid") not in (None, first_pid),
           what="a second worker")
     gate.write_text("")
-    assert manager.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+    assert manager.wait(job.id, timeout=WAIT).state == FINISHED
     assert read_json(job.run_dir / "job.json")["attempts"] == 1
 
 
@@ -186,7 +188,7 @@ def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, t
     first = manager_for(runs_dir)
     running = first.submit(config(tmp_path, gate=str(gate)), session="a", group="g1")
     queued = [first.submit(config(tmp_path, seed=s, gate=str(gate)), session="a") for s in (1, 2, 3)]
-    until(lambda: first.get(running.id).state == jobs.RUNNING, what="running")
+    until(lambda: first.get(running.id).state == RUNNING, what="running")
     # The server dies without cleaning up (kill -9): its supervisor stops, its worker lives on.
     first._stop.set()
     first._thread.join(5)
@@ -195,13 +197,13 @@ def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, t
     second = manager_for(runs_dir)
     managers.append(second)
     assert [second.queue_position(j.id) for j in queued] == [1, 2, 3]
-    assert second.get(running.id).state == jobs.RUNNING  # adopted, not interrupted
-    assert jobs.summarize_run(running.run_dir, second).state == jobs.RUNNING
+    assert second.get(running.id).state == RUNNING  # adopted, not interrupted
+    assert summarize_run(running.run_dir, second).state == RUNNING
     assert {j.id for j in second.jobs("a")} == {running.id} | {j.id for j in queued}  # the session's runs
     assert second.get(running.id).group_of("a") == "g1"
     gate.write_text("")
     for job in [running] + queued:
-        assert second.wait(job.id, timeout=WAIT).state == jobs.FINISHED
+        assert second.wait(job.id, timeout=WAIT).state == FINISHED
 
 
 def test_a_clean_shutdown_requeues_running_runs_at_the_front(runs_dir, tmp_path, managers):
@@ -209,9 +211,9 @@ def test_a_clean_shutdown_requeues_running_runs_at_the_front(runs_dir, tmp_path,
     first = manager_for(runs_dir)
     running = first.submit(config(tmp_path, epochs=3, gate=str(gate)))
     waiting = first.submit(config(tmp_path, seed=1, gate=str(gate)))
-    until(lambda: first.get(running.id).state == jobs.RUNNING, what="running")
+    until(lambda: first.get(running.id).state == RUNNING, what="running")
     first.close()
-    assert read_json(running.run_dir / "status.json")["state"] == jobs.QUEUED
+    assert read_json(running.run_dir / "status.json")["state"] == QUEUED
     second = manager_for(runs_dir, start=False)
     managers.append(second)
     assert [second.queue_position(running.id), second.queue_position(waiting.id)] == [1, 2]
@@ -263,7 +265,7 @@ def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):
 def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_path):
     import subprocess
 
-    from lapmusic.config import TrainConfig
+    from lapmusic.training.config import TrainConfig
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -272,12 +274,12 @@ def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_
     atomic_write_json(run_dir / "status.json", owner_status)
     env = dict(os.environ, PYTHONPATH=FAKE_ENV["PYTHONPATH"])  # the real train(), this checkout first
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom lapmusic.lock import run_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom lapmusic.core.lock import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n", str(run_dir)],
         env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = subprocess.run([sys.executable, "-m", "lapmusic.worker", str(run_dir)], env=env, cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "lapmusic.jobs.worker", str(run_dir)], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
     finally:
         holder.kill()
@@ -288,8 +290,9 @@ def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_
 
 
 def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_rolls, managers):
-    """The real lapmusic.train in a worker process, with a tiny user dataset, resumed after a stop."""
-    from lapmusic.data import Dataset, save_user_dataset
+    """The real lapmusic.training.train in a worker process, with a tiny user dataset, resumed after a stop."""
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     rolls = make_rolls(6, 12)
@@ -298,13 +301,13 @@ def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_
     managers.append(manager)
     job = manager.submit({**_tiny_config(), "dataset": key}, session="a")
     done = manager.wait(job.id, timeout=120)
-    assert done.state == jobs.FINISHED, (job.run_dir / "worker.log").read_text()[-2000:]
+    assert done.state == FINISHED, (job.run_dir / "worker.log").read_text()[-2000:]
     assert read_json(job.run_dir / "final.json")["epochs"] >= 1
     assert np.isfinite(read_jsonl(job.run_dir / "metrics.jsonl")[-1]["valid_nll"])
 
 
 def _tiny_config() -> dict:
-    from lapmusic.train import TrainConfig
+    from lapmusic.training.config import TrainConfig
 
     return TrainConfig(hidden=4, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0,
                        patience=None).to_dict()
@@ -320,17 +323,17 @@ def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_pa
     until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="a checkpoint")
     manager.cancel(job.id, "a")
     until(lambda: read_json(job.run_dir / "status.json")["state"] == "cancelled", what="cancelled on disk")
-    assert manager.get(job.id).state == jobs.RUNNING  # the supervisor has not looked yet
+    assert manager.get(job.id).state == RUNNING  # the supervisor has not looked yet
     resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
-    assert resumed.state == jobs.QUEUED and manager.queue_position(job.id) == 1
+    assert resumed.state == QUEUED and manager.queue_position(job.id) == 1
 
 
 SERVER_EXIT = r"""
 import sys, time, json
 from pathlib import Path
 import torch  # the server imports torch too (sidebar, samples)
-from lapmusic import jobs
-manager = jobs.JobManager(sys.argv[1], max_jobs=1, cuda=False, max_per_session=None)
+from lapmusic.jobs.manager import JobManager
+manager = JobManager(sys.argv[1], max_jobs=1, cuda=False, max_per_session=None)
 job = manager.submit(json.loads(sys.argv[2]), session="a")
 deadline = time.monotonic() + 120
 while not (job.run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
@@ -348,7 +351,8 @@ def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_ro
     import subprocess
     import sys
 
-    from lapmusic.data import Dataset, save_user_dataset
+    from lapmusic.data.dataset import Dataset
+    from lapmusic.data.user import save_user_dataset
 
     env = dict(os.environ, LAPMUSIC_CACHE_DIR=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])))

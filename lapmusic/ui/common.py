@@ -23,9 +23,13 @@ import pandas  # noqa: F401
 import streamlit as st
 from streamlit import config as st_config
 
-from ..errors import LapMusicError
-from .. import sessions
-from ..jobs import DatasetCache, JobManager, dataset_token, default_max_jobs, default_runs_dir
+from lapmusic.core.errors import LapMusicError
+from lapmusic.data.cache import DatasetCache, dataset_token
+from lapmusic.jobs import sessions
+from lapmusic.jobs.manager import JobManager
+from lapmusic.jobs.runs import default_runs_dir
+from lapmusic.jobs.supervisor import default_max_jobs
+
 from . import slowclients
 
 log = logging.getLogger("lapmusic.app")
@@ -158,7 +162,7 @@ def _datasets_for(data_dir: str, cache_dir: str) -> DatasetCache:
 
 def datasets() -> DatasetCache:
     """The process-wide dataset cache, shared by the pages and the training jobs (one per data folders)."""
-    from ..data import cache_dir
+    from lapmusic.data.dataset import cache_dir
 
     return _datasets_for(os.environ.get("LAPMUSIC_DATA_DIR", ""), str(cache_dir()))
 

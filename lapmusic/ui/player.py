@@ -26,7 +26,7 @@ import uuid
 
 import numpy as np
 
-from .. import LOWEST_PITCH
+from lapmusic import LOWEST_PITCH
 
 MAX_EMBED_BYTES = 8 * 2**20
 """Larger WAVs (above about 3 minutes at 22,050 Hz) are not embedded: the page would carry them base64-encoded
@@ -44,7 +44,7 @@ def roll_notes(roll: np.ndarray, primer_frames: int = 0) -> list[list[int]]:
     Held frames are merged into one note; a primer note held past the primer is cut at the boundary (as in
     the MIDI's two tracks), so every note is either primer (1) or generated (0).
     """
-    from ..midi import check_roll, roll_to_notes
+    from lapmusic.data.midi import check_roll, roll_to_notes
 
     roll = check_roll(roll, "piano roll")
     k = int(np.clip(primer_frames, 0, roll.shape[0]))

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from ..errors import LapMusicError
-from ..runs import run_key
+from lapmusic.core.errors import LapMusicError
+from lapmusic.jobs.runs import run_key
+
 from . import common
 
 UPLOAD = "__upload__"
@@ -84,7 +85,7 @@ def make_config(settings: Settings, init: str):
     """A ``lapmusic.config.TrainConfig`` for these settings (fields it does not know are left out)."""
     from dataclasses import fields
 
-    from ..config import TrainConfig
+    from lapmusic.training.config import TrainConfig
 
     values = {
         "dataset": settings.dataset,
@@ -109,7 +110,9 @@ def make_config(settings: Settings, init: str):
 
 
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
-    from ..data import DATASETS, is_available, user_dataset_keys
+    from lapmusic.data.catalog import DATASETS
+    from lapmusic.data.registry import is_available
+    from lapmusic.data.user import user_dataset_keys
 
     labels: dict[str, str] = {}
     for key, info in DATASETS.items():
@@ -247,8 +250,8 @@ def escape_markdown(text: str) -> str:
 
 def _upload_box(sidebar) -> None:
     """Upload MIDI files and turn them into a dataset (selected in the Dataset box once built)."""
-    from ..midi import MidiLimits, megabytes
-    from ..userdata import UploadLimits
+    from lapmusic.data.midifile import MidiLimits, megabytes
+    from lapmusic.data.user import UploadLimits
 
     try:
         limits, upload = MidiLimits.from_env(), UploadLimits.from_env()
@@ -278,7 +281,7 @@ def _upload_report(sidebar, report: dict) -> None:
 
 
 def _build_upload() -> None:
-    from ..userdata import UploadLimits, check_upload, dataset_from_midi, save_user_dataset
+    from lapmusic.data.user import UploadLimits, check_upload, dataset_from_midi, save_user_dataset
 
     files = st.session_state.get("uploads") or []
     name = (st.session_state.get("upload_name") or "my songs").strip() or "my songs"
@@ -359,7 +362,7 @@ def _server_line(sidebar) -> None:
     running, queued = manager.running_count, manager.queued_count
     where = f"Runs are saved in `{common.display_path(manager.runs_dir)}`."
     if not manager.owner:
-        sidebar.caption(f"Server: another lapmusic server trains the runs of this folder; this one only shows them. "
+        sidebar.caption("Server: another lapmusic server trains the runs of this folder; this one only shows them. "
                         + where)
         return
     sidebar.caption(

@@ -13,8 +13,8 @@ MAX_PLOT_FRAMES = 4096  # longer pieces (a user's MIDI may have up to 20,000 fra
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _piece_audio(token: str, split: str, index: int, step_seconds: float, _roll) -> tuple[bytes, str | None]:
-    from ...audio import render_wav
-    from ...midi import roll_to_midi
+    from lapmusic.data.midi import roll_to_midi
+    from lapmusic.sampling.audio import render_wav
 
     roll = _roll[:MAX_LISTEN_FRAMES]
     result = render_wav(roll_to_midi(roll, step_seconds=step_seconds), min_seconds=len(roll) * step_seconds)
@@ -26,7 +26,7 @@ def render(settings: Settings) -> None:
     if settings.dataset is None:
         st.info("Upload your MIDI files in the sidebar and build a dataset, or choose one of the datasets.")
         return
-    from ...data import DATASETS
+    from lapmusic.data.catalog import DATASETS
 
     dataset = common.get_dataset(settings.dataset)
     info = DATASETS.get(settings.dataset)
@@ -54,7 +54,7 @@ def render(settings: Settings) -> None:
         key=f"data_piece-{settings.dataset}-{split}",
     )
     roll = pieces[int(index)]
-    from ...plots import piano_roll_figure
+    from lapmusic.plots import piano_roll_figure
 
     figure = piano_roll_figure(
         roll[:MAX_PLOT_FRAMES], primer_frames=0, step_seconds=dataset.step_seconds,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import read_json
+from lapmusic.core.io import read_json
+
 from .. import common
 from ..sidebar import Settings
 
@@ -27,7 +28,7 @@ EXPLANATION = (
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _load_lae(path: str, mtime_ns: int):
-    from ...lae import LinearAutoencoder
+    from lapmusic.lae.autoencoder import LinearAutoencoder
 
     return LinearAutoencoder.load(path)
 
@@ -77,7 +78,7 @@ def _wait_for_lae(run: Path) -> None:
 
 
 def _show(run: Path, path: Path, settings: Settings) -> None:
-    from ...plots import spectrum_figure
+    from lapmusic.plots import spectrum_figure
 
     lae = _load_lae(str(path), path.stat().st_mtime_ns)
     summary = lae.summary() if hasattr(lae, "summary") else {}

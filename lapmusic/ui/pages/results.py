@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ...jobs import FINISHED, list_runs
-from ...metrics import ANCHOR_NLL, best_published_nll
+from lapmusic.jobs.runs import FINISHED, list_runs
+from lapmusic.model.metrics import ANCHOR_NLL, best_published_nll
+
 from .. import common
 from ..sidebar import Settings
 
@@ -25,7 +26,7 @@ def anchor_rows() -> list[dict]:
 
 
 def _percent(value) -> str:
-    """ACC values from lapmusic.metrics are already in percent."""
+    """ACC values from lapmusic.model.metrics are already in percent."""
     return f"{value:.1f}%" if isinstance(value, (int, float)) else "-"
 
 

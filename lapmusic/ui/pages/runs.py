@@ -10,7 +10,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import list_runs
+from lapmusic.jobs.runs import list_runs
+
 from .. import common
 from ..sidebar import Settings
 from .training import resume_run
@@ -71,7 +72,7 @@ def render(settings: Settings) -> None:
 
 
 def _teacher_box() -> None:
-    from ...sessions import teacher_password
+    from lapmusic.jobs.sessions import teacher_password
 
     if teacher_password() is None:
         return
@@ -87,7 +88,7 @@ def _teacher_box() -> None:
 
 
 def _enter_teacher() -> None:
-    from ...sessions import is_teacher_password
+    from lapmusic.jobs.sessions import is_teacher_password
 
     candidate = st.session_state.get("teacher_password", "")
     st.session_state["teacher_password"] = ""  # not kept in the page
@@ -98,7 +99,7 @@ def _enter_teacher() -> None:
 
 
 def _delete() -> None:
-    from ...errors import LapMusicError
+    from lapmusic.core.errors import LapMusicError
 
     manager = common.manager()
     for run_dir in _chosen():

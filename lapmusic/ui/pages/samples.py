@@ -1,6 +1,6 @@
 """Samples tab: let a trained run compose; hear the LAE run and the random run side by side.
 
-Every sample is saved in its run folder (``lapmusic.samplestore``: ``RUNDIR/samples/<name>.mid``, ``.json``,
+Every sample is saved in its run folder (``lapmusic.sampling.store``: ``RUNDIR/samples/<name>.mid``, ``.json``,
 ``.npz``, ``.wav``) and listed below, so it can be played and downloaded again later. The player
 (``lapmusic.ui.player``) draws the piano roll with a playhead that follows the audio.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import list_runs
+from lapmusic.jobs.runs import list_runs
+
 from .. import common
 from ..sidebar import Settings
 
@@ -23,7 +24,7 @@ NO_SAVED = "-"
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_model(run_dir: str, mtime_ns: int):
-    from ...results import load_run
+    from lapmusic.training.results import load_run
 
     return load_run(run_dir, device="cpu")  # sampling a small RNN is fast on the CPU; keeps the GPU for training
 
@@ -39,7 +40,7 @@ def _model_mtime(run_dir: Path) -> int:
 
 def step_seconds_for(dataset_key: str) -> float:
     """Seconds per frame of a dataset, for MIDI and audio."""
-    from ...data import DATASETS
+    from lapmusic.data.catalog import DATASETS
 
     info = DATASETS.get(dataset_key)
     if info is not None:
@@ -58,7 +59,7 @@ def _default_run(runs, by_name) -> str:
 
 
 def render(settings: Settings) -> None:
-    from ...samplestore import comparison_partner
+    from lapmusic.sampling.store import comparison_partner
 
     st.subheader("Samples: let the network compose")
     runs = [r for r in list_runs(manager=common.manager()) if r.has_model]
@@ -147,9 +148,9 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
 
     A pair is saved under one shared sample name, so the saved list can show it side by side again.
     """
-    from ...errors import LapMusicError
-    from ...sample import parse_primer
-    from ...samplestore import new_sample_name, sample_to_run
+    from lapmusic.core.errors import LapMusicError
+    from lapmusic.sampling.sample import parse_primer
+    from lapmusic.sampling.store import new_sample_name, sample_to_run
 
     shown = []
     try:
@@ -230,8 +231,8 @@ def _musicality_statistics(items: list[dict]) -> None:
     and ``meta`` (holding the ``dataset``); the generated frames (after the primer) are compared with excerpts
     of the same length of the dataset's training pieces.
     """
-    # --- musicality statistics (lapmusic.stats; owner: nade) ---
-    from ...stats import samples_table
+    # --- musicality statistics (lapmusic.sampling.stats; owner: nade) ---
+    from lapmusic.sampling.stats import samples_table
 
     dataset_key = (items[0].get("meta") or {}).get("dataset")
     if not dataset_key:
@@ -251,8 +252,8 @@ def _musicality_statistics(items: list[dict]) -> None:
 
 def _saved_samples(run, partner) -> None:
     """The samples kept in the chosen run's folder; a pair (same name in the partner run) side by side."""
-    from ...errors import LapMusicError
-    from ...samplestore import list_samples, load_sample
+    from lapmusic.core.errors import LapMusicError
+    from lapmusic.sampling.store import list_samples, load_sample
 
     saved = list_samples(run.run_dir)
     st.markdown(f"**Saved samples of this run** ({len(saved)})")

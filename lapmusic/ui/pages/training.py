@@ -3,7 +3,7 @@
 Training runs in worker processes of the job manager; this page only reads the run folders
 (``metrics.jsonl``, ``status.json``) and the manager's queue, and redraws itself every few seconds with
 ``st.fragment(run_every=...)`` while a shown run is active. A queued run shows its position and when it
-should start and finish (from measured epoch times, :mod:`lapmusic.estimate`); a run that several sessions
+should start and finish (from measured epoch times, :mod:`lapmusic.jobs.estimate`); a run that several sessions
 follow (identical settings) says so, and Stop there only unfollows it unless you are its last follower.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ...jobs import CANCELLED, DAMAGED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
-from ...rundir import read_history
+from lapmusic.jobs.runs import CANCELLED, DAMAGED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
+from lapmusic.training.rundir import read_history
+
 from .. import common
 from ..sidebar import Settings
 
@@ -119,7 +120,7 @@ def _draw_now(runs: list[Path]) -> set[str]:
 def _loss_figure(histories_json: str):
     """The loss figure, built once per state of the curves and shared by every page that shows them (a class
     follows the same runs): building it costs about 20 ms of CPU, Streamlit only reads it (``to_json``)."""
-    from ...plots import loss_figure
+    from lapmusic.plots import loss_figure
 
     return loss_figure(json.loads(histories_json))
 
@@ -209,7 +210,7 @@ def _stop_button(column, job, me: str) -> None:
 
 
 def _stop(job_id: str) -> None:
-    from ...errors import LapMusicError
+    from lapmusic.core.errors import LapMusicError
 
     try:
         outcome = common.manager().cancel(job_id, common.session_id(), teacher=common.is_teacher())
@@ -230,7 +231,7 @@ def _final_text(final: dict | None) -> str:
     if isinstance(nll, (int, float)):
         bits.append(f"test NLL {nll:.3f}")
     if isinstance(acc, (int, float)):
-        bits.append(f"test ACC {acc:.1f}%")  # lapmusic.metrics gives ACC in percent
+        bits.append(f"test ACC {acc:.1f}%")  # lapmusic.model.metrics gives ACC in percent
     return ": " + ", ".join(bits) if bits else ""
 
 
@@ -241,11 +242,11 @@ def _resume_button(box, summary) -> None:
 
 def resume_run(run_dir: Path) -> None:
     """Queue the run in ``run_dir`` again from its last checkpoint (a widget callback)."""
-    from ...errors import LapMusicError
-    from ...jobs import read_json
+    from lapmusic.core.errors import LapMusicError
+    from lapmusic.core.io import read_json
 
     try:
-        from ...config import TrainConfig
+        from lapmusic.training.config import TrainConfig
 
         TrainConfig.from_dict(read_json(run_dir / "config.json") or {})  # a damaged config is refused here
         common.manager().submit(None, session=common.session_id(), client=common.client_ip(), run_dir=run_dir,

@@ -1,0 +1,5 @@
+import sys
+
+from lapmusic.cli.main import main
+
+sys.exit(main())

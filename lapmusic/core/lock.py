@@ -1,0 +1,247 @@
+"""One writer per run folder: an exclusive OS file lock on ``RUNDIR/.lock``.
+
+``train()`` holds :func:`run_lock` for its whole duration, so the CLI ``train``, ``train --resume`` and the
+app's training jobs all take it. A second writer (another process, or another thread of this process) gets
+:class:`RunFolderBusy` naming the owner before it writes anything.
+
+How it works: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``RUNDIR/.lock``. The kernel drops the lock when its
+holder dies (even by ``kill -9``), so a lock left by a dead process is stale by construction and simply
+taken over. The file holds the owner as JSON ``{"pid", "host", "since"}`` (``since``: Unix time) only
+for messages and for :func:`lock_owner`; it is emptied on release and never deleted (deleting a lock file
+that another process has open would let two writers lock two different files). On file systems without
+``flock`` the JSON alone decides: a live PID on this host owns the folder, anything else is stale.
+
+The lock is re-entrant within one thread (a worker may wrap ``train()`` in :func:`run_lock` itself).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import remove_stale_temp_files, storage_error
+
+LOCK_NAME = ".lock"
+ACQUIRE_PATIENCE = 0.5  # seconds of retrying: a reader's brief shared probe must not look like an owner
+
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_held: dict[str, dict] = {}  # realpath of a lock file -> {"fd", "thread", "count"} (this process only)
+_held_guard = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's locks are the parent's. Close the inherited descriptors (closing a
+    copy leaves the parent's flock in place; LOCK_UN would release it) and forget them, so that the child
+    is refused like any other process instead of counting as the re-entrant owner."""
+    for entry in _held.values():
+        try:
+            os.close(entry["fd"])
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class RunFolderBusy(LapMusicError):
+    """Another process (or thread) is writing this run folder."""
+
+    def __init__(self, message: str, owner: dict | None = None):
+        super().__init__(message)
+        self.owner = owner
+
+
+def describe_owner(owner: dict | None) -> str:
+    """``pid 123 on host h since 2026-11-27 09:50:01 UTC`` (what is known of it)."""
+    if not owner:
+        return "an unknown process"
+    since = owner.get("since")
+    when = ""
+    if isinstance(since, (int, float)):
+        when = " since " + datetime.fromtimestamp(since, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}{when}"
+
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    return {"pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            "host": str(data.get("host", "?")), "since": data.get("since")}
+
+
+def process_exists(pid: int | None) -> bool:
+    """True when ``pid`` is a positive int and signal 0 finds a process with it on this machine (zombies
+    included; :func:`lapmusic.worker.pid_alive` also treats them as dead)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _live_by_content(owner: dict | None) -> bool:
+    """Without flock: the recorded owner counts when it is a live PID on this host (or on another host)."""
+    if not owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot check another host's PIDs: assume alive
+    return process_exists(owner.get("pid"))
+
+
+def lock_owner(run_dir) -> dict | None:
+    """``{"pid", "host", "since"}`` of the live process writing ``run_dir``; None when it is free or stale.
+
+    Never takes the lock (a brief shared ``flock`` probe only), never raises, never writes.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    key = os.path.realpath(path)
+    with _held_guard:
+        mine = _held.get(key)
+    if mine is not None:
+        return dict(mine["owner"])
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: nobody ever locked it (or we cannot read it)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_owner(path)
+            return owner if owner else {"pid": None, "host": "?", "since": None}
+        except OSError as exc:
+            if exc.errno in _NO_FLOCK:
+                owner = _read_owner(path)
+                return owner if _live_by_content(owner) else None
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): ...``
+    """Hold the exclusive writer lock of ``run_dir`` (created if missing) for the ``with`` block.
+
+    Raises :class:`RunFolderBusy` (a :class:`LapMusicError`) naming the owner when another process or
+    thread holds it, and a :class:`LapMusicError` naming the folder when it cannot be created or written.
+    On success, stale ``.*.tmp`` files of killed writers are removed from the folder.
+    """
+
+    def __init__(self, run_dir, *, clean: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.clean = clean
+        self.previous: dict | None = None  # the stale owner taken over, if any
+        self._key: str | None = None
+
+    def __enter__(self) -> "run_lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(self.run_dir, exc) from None
+        key = os.path.realpath(self.path)
+        me = threading.get_ident()
+        with _held_guard:
+            entry = _held.get(key)
+            if entry is not None:
+                if entry["thread"] == me:
+                    entry["count"] += 1
+                    self._key = key
+                    return
+                raise RunFolderBusy(
+                    f"{self.run_dir} is being written by another job of this process "
+                    f"({describe_owner(entry['owner'])}); wait for it to finish or stop it, or choose another folder",
+                    entry["owner"])
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise storage_error(self.run_dir, exc) from None
+        try:
+            self._lock_fd(fd)
+            self.previous = _read_owner(self.path)
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+            os.fsync(fd)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise storage_error(self.run_dir, exc) from None
+            raise
+        with _held_guard:
+            _held[key] = {"fd": fd, "thread": me, "count": 1, "owner": owner}
+        self._key = key
+        if self.clean:
+            remove_stale_temp_files(self.run_dir)
+
+    def _lock_fd(self, fd: int) -> None:
+        deadline = time.monotonic() + ACQUIRE_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                owner = _read_owner(self.path)
+                raise RunFolderBusy(
+                    f"{self.run_dir} is being written by another lapmusic process ({describe_owner(owner)}); "
+                    "wait for it to finish or stop it, or choose another folder", owner) from None
+            except OSError as exc:
+                if exc.errno not in _NO_FLOCK:
+                    raise
+                owner = _read_owner(self.path)  # no flock here: the recorded owner decides
+                if _live_by_content(owner) and owner.get("pid") != os.getpid():
+                    raise RunFolderBusy(
+                        f"{self.run_dir} is being written by another lapmusic process ({describe_owner(owner)}); "
+                        "wait for it to finish or stop it, or choose another folder", owner) from None
+                return
+
+    def release(self) -> None:
+        key, self._key = self._key, None
+        if key is None:
+            return
+        with _held_guard:
+            entry = _held.get(key)
+            if entry is None:
+                return
+            entry["count"] -= 1
+            if entry["count"] > 0:
+                return
+            del _held[key]
+        fd = entry["fd"]
+        try:
+            os.ftruncate(fd, 0)  # no owner recorded: readers see a free folder at once
+        except OSError:
+            pass  # a full or read-only disk must not turn a release into an error
+        finally:
+            os.close(fd)  # closing drops the flock

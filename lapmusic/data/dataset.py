@@ -1,0 +1,100 @@
+"""A dataset: train/valid/test lists of piano rolls, its cache folder and its .npz form."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lapmusic import N_KEYS
+from lapmusic.core.errors import DataError
+from lapmusic.core.io import atomic_save
+from lapmusic.data.files import SPLITS
+from lapmusic.data.midi import DEFAULT_STEP_SECONDS, check_roll
+
+
+@dataclass
+class Dataset:
+    """Train/valid/test lists of ``(T, 88)`` uint8 piano rolls."""
+
+    key: str
+    name: str
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    test: list[np.ndarray]
+    step_seconds: float = DEFAULT_STEP_SECONDS
+    source: str = ""
+    """Where the data came from (a file path, or a description)."""
+    bad_files: list = field(default_factory=list)
+
+    def split(self, name: str) -> list[np.ndarray]:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def subset(self, max_sequences: int | None) -> "Dataset":
+        """The first ``max_sequences`` pieces of every split (all of them when None)."""
+        if max_sequences is None:
+            return self
+        return Dataset(
+            self.key, self.name, self.train[:max_sequences], self.valid[:max_sequences],
+            self.test[:max_sequences], self.step_seconds, self.source,
+        )
+
+    def summary(self) -> dict:
+        """JSON-able facts: split sizes, frames, mean notes per frame, longest piece."""
+        out: dict = {"key": self.key, "name": self.name, "split_sizes": {}, "frames": {}}
+        for name in SPLITS:
+            pieces = self.split(name)
+            out["split_sizes"][name] = len(pieces)
+            out["frames"][name] = int(sum(len(p) for p in pieces))
+        every = [p for name in SPLITS for p in self.split(name)]
+        frames = sum(len(p) for p in every)
+        out["notes_per_frame"] = float(sum(int(p.sum()) for p in every) / frames) if frames else 0.0
+        out["longest"] = int(max((len(p) for p in every), default=0))
+        return out
+
+
+def cache_dir() -> Path:
+    value = os.environ.get("LAPMUSIC_CACHE_DIR")
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lapmusic"))
+
+
+# ------------------------------------------------------------------------------ .npz storage
+def save_dataset_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Store a dataset as one ``.npz`` (concatenated frames + lengths per split); no pickle inside."""
+    arrays: dict[str, np.ndarray] = {
+        "name": np.array(dataset.name),
+        "step_seconds": np.array(dataset.step_seconds, dtype=float),
+    }
+    for name in SPLITS:
+        pieces = dataset.split(name)
+        arrays[f"{name}_lengths"] = np.array([len(p) for p in pieces], dtype=np.int64)
+        arrays[f"{name}_frames"] = (
+            np.concatenate(pieces).astype(np.uint8) if pieces else np.zeros((0, N_KEYS), dtype=np.uint8)
+        )
+    return atomic_save(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def load_dataset_npz(path: str | os.PathLike, key: str) -> Dataset:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            splits = {}
+            for name in SPLITS:
+                frames = check_roll(content[f"{name}_frames"], f"{path.name} {name}")
+                bounds = np.cumsum(content[f"{name}_lengths"])[:-1]
+                splits[name] = [np.ascontiguousarray(p) for p in np.split(frames, bounds)] if len(frames) else []
+            name = str(content["name"])
+            step = float(content["step_seconds"])
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable dataset file ({type(exc).__name__}: {exc}); delete it to rebuild") from None
+    return Dataset(key, name, splits["train"], splits["valid"], splits["test"], step, str(path))

@@ -1,0 +1,282 @@
+"""Piano roll <-> MIDI.
+
+A piano roll is a ``(T, 88)`` uint8 array of 0/1; column ``k`` is MIDI pitch ``21 + k`` and row ``t`` the
+frame that starts at ``t * step_seconds``. Consecutive active frames of one key are one held note, so a
+key struck again on the very next frame cannot be told apart from a held one (the benchmark rolls have
+the same limitation).
+
+MIDI files are written with ``pretty_midi``. They are *read* by :mod:`lapmusic.data.midifile`'s own scanner of the
+Standard MIDI File format, not by ``pretty_midi``/``mido``: files from users are untrusted, and ``pretty_midi``
+sizes a tick-to-time table by the file's last tick (a 52-byte file with one note at tick 10,000,000 cost it
+minutes and gigabytes). :func:`midi_to_roll` computes the piano roll's size from the notes' end and checks it
+against :class:`~lapmusic.midifile.MidiLimits` before allocating it. Every refusal is a
+:class:`~lapmusic.errors.DataError` that names the file, the limit and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Union
+
+import numpy as np
+import pretty_midi
+
+from lapmusic import LOWEST_PITCH, N_KEYS
+from lapmusic.core.errors import DataError
+from lapmusic.data.midifile import MidiLimits, read_midi
+
+DEFAULT_STEP_SECONDS = 0.25
+"""Playback step when nothing better is known: a sixteenth note at 60 bpm, an eighth at 120."""
+
+MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.PrettyMIDI]
+
+
+# ------------------------------------------------------------------------------ roll -> MIDI
+def check_roll(roll, what: str = "piano roll") -> np.ndarray:
+    """Return ``roll`` as a contiguous ``(T, 88)`` uint8 0/1 array, or raise :class:`DataError` saying what
+    is off. The one check every module (data loading, the LAE, MIDI, plots) uses for a piece."""
+    try:
+        array = np.asarray(roll)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise DataError(f"{what} is not an array of frames: {exc}") from None
+    if array.ndim != 2 or array.shape[1] != N_KEYS:
+        raise DataError(
+            f"{what}: expected a (T, {N_KEYS}) piano roll, got shape {array.shape}; a roll must have "
+            f"shape (T, {N_KEYS}), one column per key (MIDI pitches {LOWEST_PITCH}..{LOWEST_PITCH + N_KEYS - 1})"
+        )
+    if array.dtype == np.bool_:
+        bad = False
+    elif array.dtype == np.uint8:
+        bad = bool((array > 1).any())
+    elif np.issubdtype(array.dtype, np.number):
+        bad = bool(((array != 0) & (array != 1)).any())  # NaN fails both comparisons: refused too
+    else:
+        raise DataError(f"{what} has dtype {array.dtype}; piano rolls hold 0/1 numbers")
+    if bad:
+        raise DataError(
+            f"{what} is not binary: values must be 0 or 1 (a roll holds only 0 and 1, key off/on); "
+            "binarise it first, e.g. roll > 0"
+        )
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def roll_to_notes(roll: np.ndarray) -> list[tuple[int, int, int]]:
+    """Merge runs of active frames into notes: a list of ``(pitch, start_frame, end_frame)``, end exclusive.
+
+    Sorted by start frame, then pitch.
+    """
+    roll = check_roll(roll)
+    # Pad with a silent frame on both sides so that every run has an on- and an off-edge.
+    padded = np.zeros((roll.shape[0] + 2, N_KEYS), dtype=np.int8)
+    padded[1:-1] = roll
+    edges = np.diff(padded, axis=0)
+    starts_t, starts_k = np.nonzero(edges == 1)
+    ends_t, ends_k = np.nonzero(edges == -1)
+    # Within one key, runs alternate start/end, so sorting both by (key, time) pairs them up.
+    start_order = np.lexsort((starts_t, starts_k))
+    end_order = np.lexsort((ends_t, ends_k))
+    notes = [
+        (int(LOWEST_PITCH + k), int(s), int(e))
+        for k, s, e in zip(starts_k[start_order], starts_t[start_order], ends_t[end_order])
+    ]
+    notes.sort(key=lambda note: (note[1], note[0]))
+    return notes
+
+
+def roll_to_midi(
+    roll: np.ndarray,
+    *,
+    step_seconds: float = DEFAULT_STEP_SECONDS,
+    program: int = 0,
+    velocity: int = 90,
+    split_at: int | None = None,
+    primer_program: int | None = None,
+    frames_per_beat: int | None = None,
+) -> pretty_midi.PrettyMIDI:
+    """Turn a ``(T, 88)`` roll into a ``PrettyMIDI`` object with one note per held run.
+
+    ``step_seconds`` is the duration of one frame. ``program`` is the General MIDI program (0 = piano).
+    With ``split_at = k`` frames ``[0, k)`` go on an instrument named "primer" (program ``primer_program``,
+    default ``program``) and frames ``[k, T)`` on one named "continuation"; a note held across the split is
+    cut there. Without it there is one instrument named "piano roll".
+
+    Note times are ``frame * step_seconds`` whatever the tempo; the tempo written into the file only says
+    how notation software counts them: ``frames_per_beat`` frames make one quarter note (default
+    :func:`frames_per_beat_for`, e.g. 1 for the 0.5 s quarter-note frames of JSB/Bach = 120 bpm).
+    """
+    roll = check_roll(roll)
+    if step_seconds <= 0:
+        raise DataError(f"step_seconds must be positive, got {step_seconds}")
+    if not 0 <= program <= 127 or not 1 <= velocity <= 127:
+        raise DataError(f"program must be 0..127 and velocity 1..127, got {program} and {velocity}")
+    if frames_per_beat is None:
+        frames_per_beat = frames_per_beat_for(step_seconds)
+    if frames_per_beat < 1:
+        raise DataError(f"frames_per_beat must be at least 1, got {frames_per_beat}")
+    midi = pretty_midi.PrettyMIDI(initial_tempo=60.0 / (frames_per_beat * step_seconds))
+
+    def add_part(part: np.ndarray, offset: int, name: str, part_program: int) -> None:
+        instrument = pretty_midi.Instrument(program=part_program, name=name)
+        for pitch, start, end in roll_to_notes(part):
+            instrument.notes.append(
+                pretty_midi.Note(
+                    velocity=velocity,
+                    pitch=pitch,
+                    start=(offset + start) * step_seconds,
+                    end=(offset + end) * step_seconds,
+                )
+            )
+        midi.instruments.append(instrument)
+
+    if split_at is None:
+        add_part(roll, 0, "piano roll", program)
+    else:
+        split = int(np.clip(split_at, 0, roll.shape[0]))
+        add_part(roll[:split], 0, "primer", program if primer_program is None else primer_program)
+        add_part(roll[split:], split, "continuation", program)
+    return midi
+
+
+def frames_per_beat_for(step_seconds: float) -> int:
+    """Frames per quarter note for a frame of ``step_seconds``: the power of two (1, 2, 4, 8) whose tempo
+    ``60 / (n * step_seconds)`` bpm is nearest 120 bpm on a log scale, so 0.5 s -> 1 (120 bpm, JSB/Bach
+    quarter notes), 0.25 s -> 2 (120 bpm, eighths), 0.125 s -> 4.
+
+    (Until this was chosen per step, every file said 4 frames per beat, so Bach's quarter-note frames were
+    written as sixteenths at 30 bpm.)
+    """
+    return min((1, 2, 4, 8), key=lambda n: abs(math.log(60.0 / (n * step_seconds) / 120.0)))
+
+
+def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
+    """Serialise a ``PrettyMIDI`` object to standard MIDI file bytes."""
+    buffer = io.BytesIO()
+    midi.write(buffer)
+    return buffer.getvalue()
+
+
+def roll_to_midi_bytes(roll: np.ndarray, **kwargs) -> bytes:
+    """``midi_to_bytes(roll_to_midi(roll, **kwargs))``."""
+    return midi_to_bytes(roll_to_midi(roll, **kwargs))
+
+
+# ------------------------------------------------------------------------------ notes -> roll
+def fold_pitch(pitch: int) -> int:
+    """Move a pitch outside 21..108 by whole octaves into the piano's range."""
+    while pitch < LOWEST_PITCH:
+        pitch += 12
+    while pitch >= LOWEST_PITCH + N_KEYS:
+        pitch -= 12
+    return pitch
+
+
+def _fold_pitches(pitch: np.ndarray) -> np.ndarray:
+    """:func:`fold_pitch` on an array."""
+    pitch = pitch.astype(np.int64)
+    low = pitch < LOWEST_PITCH
+    pitch[low] += 12 * -(-(LOWEST_PITCH - pitch[low]) // 12)
+    high = pitch > LOWEST_PITCH + N_KEYS - 1
+    pitch[high] -= 12 * -(-(pitch[high] - (LOWEST_PITCH + N_KEYS - 1)) // 12)
+    return pitch
+
+
+def _describe_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:,.0f} minutes"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:,.0f} hours"
+    return f"{seconds / 86400:,.0f} days"
+
+
+def _too_many_frames(name: str, frames: float, limits: MidiLimits):
+    count = f"{int(frames):,}" if frames < 1e12 else f"{frames:.1e}"
+    raise DataError(
+        f"{name}: its piano roll would have {count} frames; the limit is {limits.max_frames:,} "
+        "(LAPMUSIC_MAX_MIDI_FRAMES); use a coarser time step (fewer steps per beat, or longer steps), "
+        "cut the file, or raise the limit"
+    )
+
+
+def midi_to_roll(
+    source: MidiSource,
+    *,
+    step_seconds: float | None = None,
+    steps_per_beat: int | None = None,
+    drop_drums: bool = True,
+    out_of_range: str = "fold",
+    max_bytes: int | None = None,
+    limits: MidiLimits | None = None,
+) -> np.ndarray:
+    """Sample a MIDI file onto a ``(T, 88)`` roll.
+
+    Give exactly one of ``step_seconds`` (a uniform grid in seconds: frame ``f`` starts at
+    ``f * step_seconds``) or ``steps_per_beat`` (frames per quarter note: frame ``f`` starts at tick
+    ``f * ticks_per_beat / steps_per_beat``, so tempo changes keep the musical grid). A note covers frames
+    ``[round(start), round(end))`` of the grid, and at least one, so short notes are not lost; ``T`` is the
+    last note's end frame. Drum tracks are dropped by default (their "pitches" are instruments). Pitches
+    outside MIDI 21..108 are moved by octaves into range (``out_of_range="fold"``, default) or dropped
+    (``"drop"``).
+
+    ``limits`` (default :meth:`MidiLimits.from_env`; ``max_bytes`` overrides its byte limit) bound the
+    work: the file is refused, by name and with the limit, when it is too large, holds too many notes,
+    lasts too long or its roll would have too many frames; all of these are known before the roll (or
+    anything of its size) is allocated. The cost is then O(bytes + notes + T * 88).
+    """
+    if out_of_range not in ("fold", "drop"):
+        raise DataError(f"out_of_range must be 'fold' or 'drop', got {out_of_range!r}")
+    if (step_seconds is None) == (steps_per_beat is None):
+        raise DataError("choose exactly one time step: step_seconds or steps_per_beat")
+    if step_seconds is not None and not (math.isfinite(step_seconds) and step_seconds > 0):
+        raise DataError(f"step_seconds must be positive, got {step_seconds}")
+    if steps_per_beat is not None and steps_per_beat < 1:
+        raise DataError(f"steps_per_beat must be at least 1, got {steps_per_beat}")
+    limits = limits or MidiLimits.from_env(max_bytes=max_bytes)
+    if isinstance(source, pretty_midi.PrettyMIDI):
+        source = ("<PrettyMIDI>", midi_to_bytes(source))
+    notes = read_midi(source, limits)
+    keep = ~notes.drum if drop_drums else np.ones(len(notes), dtype=bool)
+    start, end, pitch = notes.start[keep], notes.end[keep], notes.pitch[keep]
+    if out_of_range == "drop":
+        inside = (pitch >= LOWEST_PITCH) & (pitch < LOWEST_PITCH + N_KEYS)
+        start, end, pitch = start[inside], end[inside], pitch[inside]
+    else:
+        pitch = _fold_pitches(pitch)
+    if len(start) == 0:
+        return np.zeros((0, N_KEYS), dtype=np.uint8)
+    last_tick = int(end.max())
+    length = float(notes.seconds(np.array([last_tick]))[0])
+    if length > limits.max_seconds:
+        raise DataError(
+            f"{notes.name}: too long: its last note ends after {_describe_seconds(length)}; the limit is "
+            f"{_describe_seconds(limits.max_seconds)} per file (LAPMUSIC_MAX_MIDI_SECONDS); cut it into "
+            "shorter pieces, or raise the limit"
+        )
+    # The roll's length in floating point first, so that no integer below can overflow on absurd settings.
+    if step_seconds is not None:
+        estimate = length / step_seconds
+    else:
+        estimate = last_tick * float(steps_per_beat) / notes.ticks_per_beat
+    if estimate > limits.max_frames:
+        _too_many_frames(notes.name, math.floor(estimate + 0.5) if estimate < 1e12 else estimate, limits)
+    if step_seconds is not None:
+        first = np.floor(notes.seconds(start) / step_seconds + 0.5).astype(np.int64)
+        last = np.floor(notes.seconds(end) / step_seconds + 0.5).astype(np.int64)
+    else:
+        # Round half up in exact integers: frame = floor(tick * spb / tpb + 1/2).
+        scale, tpb = int(steps_per_beat), notes.ticks_per_beat
+        first = (2 * start * scale + tpb) // (2 * tpb)
+        last = (2 * end * scale + tpb) // (2 * tpb)
+    last = np.maximum(last, first + 1)
+    frames = int(last.max())
+    if frames > limits.max_frames:  # the estimate's rounding, or a one-frame note at the very end
+        _too_many_frames(notes.name, frames, limits)
+    # Each note adds +1 at its first frame and -1 after its last; a running sum > 0 means the key sounds.
+    keys = pitch - LOWEST_PITCH
+    counts = np.zeros((frames + 1, N_KEYS), dtype=np.int32)
+    np.add.at(counts, (first, keys), 1)
+    np.add.at(counts, (last, keys), -1)
+    return (np.cumsum(counts[:-1], axis=0) > 0).astype(np.uint8)

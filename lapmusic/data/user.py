@@ -1,0 +1,193 @@
+"""Datasets made from your own MIDI files (the app's upload and ``lapmusic datasets add``).
+
+One function, :func:`dataset_from_midi`, serves both, so the app and the CLI accept and refuse the same
+files for the same reasons. Inputs are untrusted and bounded *before* any work: the number of files and
+their total size (:class:`UploadLimits`) from the file system or the upload's byte counts, then each file's
+size, notes, length in seconds and piano-roll frames (:class:`lapmusic.midi.MidiLimits`) while it is
+scanned and before its roll is allocated. A file over a per-file limit is reported by name with the reason
+and the others are used; an upload over a per-upload limit is refused as a whole, before any file is read.
+
+Datasets are stored as ``user/NAME.npz`` in the cache folder and loaded as ``user:NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from lapmusic.core.errors import DataError
+from lapmusic.data.dataset import Dataset, cache_dir, save_dataset_npz
+from lapmusic.data.midi import midi_to_roll
+from lapmusic.data.midifile import MidiLimits, env_limit, megabytes
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload (or one ``lapmusic datasets add``) may hold, checked before any file is parsed.
+
+    ``max_files`` (``LAPMUSIC_MAX_UPLOAD_FILES``, default 50) and ``max_bytes`` (``LAPMUSIC_MAX_UPLOAD_BYTES``,
+    default 16 MB: the densest 16 MB of MIDI costs about 4 CPU seconds, see ``benchmarks/bench_upload.py``
+    and docs/app.md).
+    """
+
+    max_files: int = 50
+    max_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> "UploadLimits":
+        return cls(
+            max_files=env_limit("LAPMUSIC_MAX_UPLOAD_FILES", cls.max_files),
+            max_bytes=env_limit("LAPMUSIC_MAX_UPLOAD_BYTES", cls.max_bytes),
+        )
+
+
+@dataclass(frozen=True)
+class BadFile:
+    name: str
+    reason: str
+
+
+def _expand(files: Sequence, limit: int) -> tuple[list, bool]:
+    """Folders replaced by their ``.mid``/``.midi`` files (sorted), and whether the list is complete: it
+    stops past ``limit`` files, so a folder of a million files is not listed to the end."""
+    items: list = []
+    for item in files:
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            found = []
+            with os.scandir(item) as entries:
+                for entry in entries:
+                    if entry.name.lower().endswith(MIDI_SUFFIXES) and entry.is_file():
+                        found.append(Path(entry.path))
+                        if len(items) + len(found) > limit:
+                            return items + found, False  # already too many: the caller refuses
+            items.extend(sorted(found))
+        else:
+            items.append(item)
+    return items, True
+
+
+def _label(item) -> str:
+    return item[0] if isinstance(item, tuple) else Path(item).name
+
+
+def check_upload(sizes: Sequence[int], limits: UploadLimits, complete: bool = True) -> None:
+    """Refuse, before reading any file, an upload with too many files or too many bytes in all.
+
+    ``sizes``: the byte count of each file (``complete=False``: only the start of a longer list)."""
+    if len(sizes) > limits.max_files:
+        count = f"{len(sizes)}" if complete else f"more than {limits.max_files}"
+        raise DataError(
+            f"too many files: {count} in one upload; the limit is {limits.max_files} "
+            "(LAPMUSIC_MAX_UPLOAD_FILES); make the dataset from fewer files, or raise the limit"
+        )
+    total = sum(sizes)
+    if total > limits.max_bytes:
+        raise DataError(
+            f"too much data: {megabytes(total)}{f' ({total:,} bytes)' if total >= 2**10 else ''} in one upload; "
+            f"the limit is {megabytes(limits.max_bytes)} (LAPMUSIC_MAX_UPLOAD_BYTES); make the dataset from "
+            "fewer or smaller files, or raise the limit"
+        )
+
+
+def _size(item) -> int:
+    """Bytes of a ``(name, bytes)`` pair, or of a file by ``stat`` (0 when unreadable: the per-file report
+    says why)."""
+    if isinstance(item, tuple):
+        return len(item[1])
+    try:
+        return Path(item).stat().st_size
+    except OSError:
+        return 0
+
+
+def dataset_from_midi(
+    files: Sequence,
+    name: str = "my MIDI",
+    *,
+    step_seconds: float | None = None,
+    steps_per_beat: int | None = 2,
+    out_of_range: str = "fold",
+    max_bytes: int | None = None,
+    limits: MidiLimits | None = None,
+    upload_limits: UploadLimits | None = None,
+    split_fractions: tuple[float, float] = (0.8, 0.1),
+    min_frames: int = 2,
+    progress=None,
+) -> tuple[Dataset, list[BadFile]]:
+    """Make a dataset from MIDI files: paths, folders (their ``.mid``/``.midi`` files) or ``(name, bytes)``
+    pairs (e.g. uploads).
+
+    Time step: ``steps_per_beat`` (default 2 = eighth notes, following tempo changes) or ``step_seconds``.
+    Drum tracks are dropped; out-of-range pitches are folded by octaves (or dropped). The upload as a whole
+    is refused (``DataError``) when it exceeds ``upload_limits`` (default :meth:`UploadLimits.from_env`);
+    files that are corrupt, truncated, not MIDI, empty, or over a limit of ``limits`` (default
+    :meth:`MidiLimits.from_env`, ``max_bytes`` overriding its byte limit) are reported in the returned list
+    by name with the reason; the good ones are kept. Pieces are split train/valid/test in the given order
+    by ``split_fractions`` (train, valid; the rest is test), with at least one training piece.
+    ``progress(fraction, message)`` is called once per file.
+    """
+    if step_seconds is not None:
+        steps_per_beat = None
+    limits = limits or MidiLimits.from_env(max_bytes=max_bytes)
+    upload_limits = upload_limits or UploadLimits.from_env()
+    items, complete = _expand(files, upload_limits.max_files)
+    check_upload([_size(item) for item in items], upload_limits, complete)
+    rolls, bad = [], []
+    for i, item in enumerate(items):
+        label = _label(item)
+        if progress is not None:
+            progress(i / max(1, len(items)), f"reading {label} ({i + 1}/{len(items)})")
+        try:
+            roll = midi_to_roll(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
+                                out_of_range=out_of_range, limits=limits)
+        except DataError as exc:
+            bad.append(BadFile(label, str(exc).removeprefix(f"{label}: ")))
+            continue
+        if len(roll) < min_frames or not roll.any():
+            bad.append(BadFile(label, "no notes (empty or drums only)"))
+            continue
+        rolls.append(roll)
+    if not rolls:
+        reasons = "; ".join(f"{b.name}: {b.reason}" for b in bad) or "no MIDI files given (.mid or .midi)"
+        raise DataError(f"no usable MIDI file ({reasons})")
+    n = len(rolls)
+    n_train = max(1, int(round(split_fractions[0] * n)))
+    n_valid = min(n - n_train, int(round(split_fractions[1] * n)))
+    dataset = Dataset(
+        key=f"user:{slugify(name)}", name=name, train=rolls[:n_train], valid=rolls[n_train:n_train + n_valid],
+        test=rolls[n_train + n_valid:],
+        step_seconds=step_seconds if step_seconds is not None else 0.5 / (steps_per_beat or 1),
+        source="MIDI files", bad_files=bad,
+    )
+    return dataset, bad
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:40] or "dataset"
+
+
+def user_dir() -> Path:
+    return cache_dir() / "user"
+
+
+def user_dataset_path(key_or_name: str) -> Path:
+    """Where ``user:NAME`` (or a dataset named NAME) is stored."""
+    return user_dir() / f"{slugify(key_or_name.removeprefix('user:'))}.npz"
+
+
+def save_user_dataset(dataset: Dataset) -> str:
+    """Store a dataset under the user cache and return its key ``user:NAME`` for runs to refer to."""
+    slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
+    save_dataset_npz(dataset, user_dataset_path(slug))
+    return f"user:{slug}"
+
+
+def user_dataset_keys() -> list[str]:
+    folder = user_dir()
+    return sorted(f"user:{p.stem}" for p in folder.glob("*.npz")) if folder.is_dir() else []

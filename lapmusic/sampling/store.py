@@ -1,0 +1,290 @@
+"""Samples kept in their run folder: generate once, play and download again later.
+
+Layout, next to the run's checkpoints (see ``docs/architecture.md``)::
+
+    RUNDIR/samples/<name>.json   what made it: seed, primer, temperature, steps, max polyphony, the model's
+                                 epoch and checkpoint, step seconds, time, notes, audio renderer
+    RUNDIR/samples/<name>.mid    the MIDI file (primer and continuation)
+    RUNDIR/samples/<name>.npz    the piano roll, ``roll`` ``(primer_frames + steps, 88)`` uint8
+    RUNDIR/samples/<name>.wav    the rendered audio, when it was rendered
+
+Every file is written atomically and the ``.json`` last, so a sample is listed only once it is complete
+(a crash mid-save leaves at most unlisted files behind). Names are ``YYYYmmdd-HHMMSS-seedS-tT-xxxx``:
+sortable by time and unique.
+
+A *comparison* is the LAE run and the random run trained with the same settings (the app's "both",
+``lapmusic compare``): :func:`comparison_partner` finds one run's partner, so both can be sampled with the
+same seed, primer and temperature (:func:`sample_to_run`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from lapmusic import N_KEYS
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.io import atomic_save, atomic_write_bytes, atomic_write_json, read_json
+
+SAMPLES_DIR = "samples"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
+
+# Config keys that may differ between the two runs of one comparison: the init itself, and settings that
+# only the LAE init reads (a random run keeps their defaults, an LAE run may have set them).
+_INIT_ONLY_KEYS = frozenset(
+    {"init", "lae_solver", "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius",
+     "readout_steps", "readout_max_frames", "lae_init", "lae_recipe"}
+)
+
+
+@dataclass
+class SavedSample:
+    """One sample on disk. ``meta`` is its ``.json``; the roll and the audio are read when asked for."""
+
+    run_dir: Path
+    name: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.run_dir / SAMPLES_DIR
+
+    @property
+    def midi_path(self) -> Path:
+        return self.folder / f"{self.name}.mid"
+
+    @property
+    def wav_path(self) -> Path:
+        return self.folder / f"{self.name}.wav"
+
+    @property
+    def roll_path(self) -> Path:
+        return self.folder / f"{self.name}.npz"
+
+    @property
+    def has_wav(self) -> bool:
+        return self.wav_path.is_file()
+
+    def midi_bytes(self) -> bytes:
+        return _read_bytes(self.midi_path, "MIDI file")
+
+    def wav_bytes(self) -> bytes | None:
+        return _read_bytes(self.wav_path, "WAV file") if self.has_wav else None
+
+    def roll(self) -> np.ndarray:
+        """``(frames, 88)`` uint8 piano roll, primer first."""
+        try:
+            with np.load(self.roll_path, allow_pickle=False) as data:
+                roll = np.asarray(data["roll"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise LapMusicError(
+                f"sample {self.name} of {self.run_dir.name}: its piano roll {self.roll_path.name} could not be read "
+                f"({type(exc).__name__}); generate it again"
+            ) from None
+        if roll.ndim != 2 or roll.shape[1] != N_KEYS:
+            raise LapMusicError(f"sample {self.name}: its piano roll has shape {roll.shape}, expected (frames, {N_KEYS})")
+        return (roll > 0).astype(np.uint8)
+
+    @property
+    def label(self) -> str:
+        """``seed 3 · T 1 · chord:C4,E4,G4:2 · 64 frames · 10:21:05`` for lists."""
+        m = self.meta
+        when = m.get("created")
+        clock = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S") if isinstance(when, (int, float)) else "?"
+        return (f"seed {m.get('seed', '?')} · T {m.get('temperature', '?')} · {m.get('primer', 'none')} · "
+                f"{m.get('steps', '?')} frames · {clock}")
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LapMusicError(f"the {what} {path} could not be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise LapMusicError(f"{name!r} is not a sample name (letters, digits, '-', '_', '.')")
+    return name
+
+
+def new_sample_name(seed: int | None, temperature: float, *, now: float | None = None) -> str:
+    """``20261127-101500-seed3-t1-1a2b``: sortable by time, says seed and temperature, unique."""
+    stamp = datetime.fromtimestamp(now if now is not None else time.time()).strftime("%Y%m%d-%H%M%S")
+    seed_part = f"seed{seed}" if seed is not None else "seedNone"
+    name = f"{stamp}-{seed_part}-t{float(temperature):g}-{uuid.uuid4().hex[:4]}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# ------------------------------------------------------------------------------------- save / list / load
+def save_sample(
+    run_dir: str | Path,
+    roll: np.ndarray,
+    *,
+    midi: bytes,
+    wav: bytes | None = None,
+    meta: Mapping[str, Any],
+    name: str | None = None,
+) -> SavedSample:
+    """Write one sample into ``RUNDIR/samples/``; returns it.
+
+    Args:
+        roll: ``(frames, 88)`` 0/1 piano roll (primer first).
+        midi: the MIDI file's bytes (``lapmusic.midi.midi_to_bytes``); must start with ``MThd``.
+        wav: the WAV's bytes, or None when audio was not rendered.
+        meta: what made the sample (seed, primer, temperature, steps, ...); stored as given, plus
+            ``name``, ``created`` (Unix time), ``frames`` and ``files``. Must be JSON-serialisable.
+        name: the file stem; default :func:`new_sample_name` of ``meta['seed']`` and ``meta['temperature']``.
+    """
+    from lapmusic.data.midi import check_roll
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LapMusicError(f"run folder {run_dir} does not exist; cannot save a sample there")
+    roll = check_roll(roll, "sample")
+    if not isinstance(midi, (bytes, bytearray)) or bytes(midi[:4]) != b"MThd":
+        raise LapMusicError("save_sample needs the MIDI file's bytes (they start with 'MThd')")
+    if wav is not None and bytes(wav[:4]) != b"RIFF":
+        raise LapMusicError("save_sample: wav must be a WAV file's bytes (they start with 'RIFF') or None")
+    name = _check_name(name or new_sample_name(meta.get("seed"), float(meta.get("temperature", 1.0))))
+    folder = run_dir / SAMPLES_DIR
+    if (folder / f"{name}.json").exists():
+        raise LapMusicError(f"a sample named {name} already exists in {run_dir.name}")
+    atomic_write_bytes(folder / f"{name}.mid", bytes(midi))
+    atomic_save(folder / f"{name}.npz", lambda handle: np.savez_compressed(handle, roll=roll.astype(np.uint8)))
+    files = ["mid", "npz"]
+    if wav is not None:
+        atomic_write_bytes(folder / f"{name}.wav", bytes(wav))
+        files.append("wav")
+    record = {**dict(meta), "name": name, "created": time.time(), "frames": int(roll.shape[0]), "files": files}
+    atomic_write_json(folder / f"{name}.json", record)  # last: the sample is listed from now on
+    return SavedSample(run_dir, name, record)
+
+
+def list_samples(run_dir: str | Path) -> list[SavedSample]:
+    """The complete samples of a run (a ``.json`` and its ``.mid``), newest first; ``[]`` when none."""
+    folder = Path(run_dir) / SAMPLES_DIR
+    try:
+        candidates = [p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]
+    except OSError:
+        return []
+    found = []
+    for path in candidates:
+        name = path.stem
+        if not _NAME.match(name):
+            continue
+        meta = read_json(path)
+        if meta is None or not (folder / f"{name}.mid").is_file():
+            continue  # half-written or foreign: never fatal for a listing
+        found.append(SavedSample(Path(run_dir), name, meta))
+    return sorted(found, key=lambda s: (_created(s.meta), s.name), reverse=True)
+
+
+def _created(meta: dict) -> float:
+    value = meta.get("created")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def load_sample(run_dir: str | Path, name: str) -> SavedSample:
+    """One saved sample by name; :class:`LapMusicError` when it does not exist or is unreadable."""
+    name = _check_name(name)
+    path = Path(run_dir) / SAMPLES_DIR / f"{name}.json"
+    meta = read_json(path)
+    if meta is None:
+        raise LapMusicError(f"run {Path(run_dir).name} has no sample named {name} (or its {path.name} is unreadable)")
+    return SavedSample(Path(run_dir), name, meta)
+
+
+# ------------------------------------------------------------------------------------- comparisons
+def comparison_key(config: Mapping[str, Any]) -> tuple:
+    """What two runs of one comparison share: the config without the init and init-only settings."""
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in _INIT_ONLY_KEYS))
+
+
+def comparison_partner(config: Mapping[str, Any], candidates: Iterable[tuple[Any, Mapping[str, Any]]]):
+    """The first candidate trained with the same settings but the other init (``lae`` <-> ``random``).
+
+    ``candidates`` yields ``(item, config)`` pairs, best first (e.g. newest first); returns the ``item`` or
+    None. Two runs pair when :func:`comparison_key` of their configs is equal.
+    """
+    init = config.get("init")
+    other = {"lae": "random", "random": "lae"}.get(str(init))
+    if other is None:
+        return None
+    key = comparison_key(config)
+    for item, candidate in candidates:
+        if candidate.get("init") == other and comparison_key(candidate) == key:
+            return item
+    return None
+
+
+# ------------------------------------------------------------------------------------- sample a run
+def sample_to_run(
+    loaded,
+    *,
+    steps: int,
+    temperature: float,
+    seed: int,
+    primer_spec: str = "none",
+    primer: np.ndarray | None = None,
+    max_polyphony: int | None = None,
+    step_seconds: float,
+    render_audio: bool = True,
+    save: bool = True,
+    name: str | None = None,
+) -> tuple[SavedSample | None, dict]:
+    """Sample one continuation from a loaded run (``lapmusic.results.load_run``), render it, save it.
+
+    ``primer`` is the ``(k, 88)`` roll already parsed from ``primer_spec`` (the spec is what is recorded);
+    ``name`` the sample's file stem (default: a new one; a pair of runs shares one name).
+    The same ``seed``, ``primer`` and ``temperature`` given to two runs draw their keys from the same
+    uniform random numbers, so the difference you hear is the model's.
+
+    Returns ``(saved sample or None when save=False, data)`` where ``data`` holds ``roll``, ``midi``
+    (bytes), ``wav`` (bytes or None), ``primer_frames``, ``silent``, ``warning`` and ``meta``.
+    """
+    from lapmusic.data.midi import midi_to_bytes, roll_to_midi
+    from lapmusic.sampling.sample import generate
+
+    roll = generate(loaded.model, steps=steps, temperature=temperature, primer=primer,
+                    max_polyphony=max_polyphony, seed=seed, n_samples=1, device=loaded.device)[0]
+    k = 0 if primer is None else int(np.asarray(primer).shape[0])
+    midi = roll_to_midi(roll, step_seconds=float(step_seconds), split_at=k if k else None)
+    midi_data = midi_to_bytes(midi)
+    wav, silent, warning, renderer = None, not bool(roll[k:].any()), None, None
+    if render_audio:
+        from lapmusic.sampling.audio import render_wav
+
+        audio = render_wav(midi, min_seconds=len(roll) * float(step_seconds))
+        wav, silent, warning, renderer = audio.wav, audio.silent, audio.warning, audio.renderer
+    config = loaded.config
+    meta = {
+        "run": Path(loaded.run_dir).name,
+        "init": config.init,
+        "dataset": config.dataset,
+        "hidden": config.hidden,
+        "seed": int(seed),
+        "primer": primer_spec,
+        "primer_frames": k,
+        "temperature": float(temperature),
+        "steps": int(steps),
+        "max_polyphony": max_polyphony,
+        "step_seconds": float(step_seconds),
+        "epoch": int(loaded.epoch),
+        "checkpoint": loaded.checkpoint,
+        "notes": int(sum(len(i.notes) for i in midi.instruments)),
+        "renderer": renderer,
+    }
+    data = {"roll": roll, "midi": midi_data, "wav": wav, "primer_frames": k, "silent": silent,
+            "warning": warning, "meta": meta, "step_seconds": float(step_seconds)}
+    saved = save_sample(loaded.run_dir, roll, midi=midi_data, wav=wav, meta=meta, name=name) if save else None
+    if saved is not None:
+        data["meta"] = saved.meta
+    return saved, data

@@ -1,0 +1,126 @@
+"""Pre-training of a run's network: the LAE initialisation (fit or reuse the LAE, choose alpha, copy ``A`` and
+``B`` into the recurrent layer, fit the readout on the network's own states) or the random init's options.
+
+Split out of ``train.py`` (the training loop); :func:`lapmusic.train.train` calls :func:`initialise` once, before
+epoch 0. The maths of each step is in :mod:`lapmusic.model.rnn` (``init_from_lae``, ``fit_readout``) and
+:mod:`lapmusic.lae.fit`; the recipe and its measurements in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from lapmusic import N_KEYS
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.lae_init import (
+    choose_alpha,
+    collect_states,
+    constant_readout,
+    fit_readout,
+    init_from_lae,
+    scale_recurrent,
+    set_readout,
+)
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.epoch import TrainingCancelled
+
+
+def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Path, device, report,
+                cancel=None) -> dict:
+    """Random init (PyTorch's defaults, already done) or the LAE init: fit the LAE, set alpha, fit the readout.
+
+    ``rec_radius`` (both inits) then scales ``W_rec`` to that exact spectral radius; ``readout_start`` picks
+    the LAE init's readout: the fit on the network's states, the constant key-frequency model, or zeros.
+    """
+    if config.init == "random":
+        if config.rec_radius is None:
+            return {"seconds": 0.0}
+        return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
+    started = time.perf_counter()
+    if config.lae_path:
+        lae = _load_lae(config.lae_path, config.hidden)
+        report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
+    else:
+        report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
+        try:
+            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
+                           decay=config.lae_decay, device=str(device), seed=config.seed, cancel=cancel,
+                           progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
+        except LapMusicError:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled("cancelled") from None
+            raise
+    lae.save(run_dir / "lae.npz")
+    lae_seconds = time.perf_counter() - started
+    alpha = config.alpha if config.alpha is not None else choose_alpha(lae, train_seqs, target=config.alpha_target)
+    init_from_lae(model, lae, alpha, max_spectral_radius=config.lae_max_radius)
+    extra = {}
+    if config.rec_radius is not None:
+        extra["rec_radius_before"] = scale_recurrent(model, config.rec_radius)
+    report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
+    readout_started = time.perf_counter()
+    model.to(device)
+    # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
+    joint = config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit
+    collected = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
+                               with_inputs=joint)  # (H, Y), or (H, Y, X) for the joint fit
+    H, Y = collected[0], collected[1]
+    skip = None
+    if config.readout_start == "fit":
+        features = torch.cat([H, collected[2]], dim=1) if joint else H
+        W, c = fit_readout(features, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
+                           progress=lambda f, m: report(0.65 + 0.35 * f, m))
+        if joint:
+            W, skip = W[:, : config.hidden], W[:, config.hidden :]
+    elif config.readout_start == "constant":
+        W, c = constant_readout(Y, config.hidden)
+    else:
+        W, c = torch.zeros(N_KEYS, config.hidden), torch.zeros(N_KEYS)
+    set_readout(model, W, c, skip)
+    model.cpu()
+    return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
+            "lae_fit_seconds": float(lae.seconds), "lae_reused": bool(config.lae_path),
+            "lae_energy_captured": _energy(lae),
+            "readout_seconds": time.perf_counter() - readout_started, "alpha": alpha,
+            "readout_frames": int(len(H)), **extra}
+
+
+def lae_lags(config: TrainConfig) -> int | None:
+    """The LAE's max lag: ``lae_max_lag``, else (with ``lae_decay < 1``) the first ``k`` with ``decay**k < 1e-12``.
+
+    The weighted ``Xi``'s columns beyond that lag are below 1e-12 of the first block, so cutting them leaves
+    the LAE unchanged to rounding while Piano-midi.de's 4 000-frame pieces no longer cost 4 000 lag blocks.
+    """
+    if config.lae_max_lag is not None or config.lae_decay is None or config.lae_decay >= 1:
+        return config.lae_max_lag
+    return max(1, math.ceil(math.log(1e-12) / math.log(config.lae_decay)))
+
+
+def _energy(lae) -> float | None:
+    try:
+        return float(lae.energy_captured)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _load_lae(path, hidden: int):
+    from lapmusic.lae.autoencoder import LinearAutoencoder
+
+    lae = LinearAutoencoder.load(path)  # a missing or foreign file is a CheckpointError that says what to do
+    if lae.A.shape[0] != hidden:
+        raise LapMusicError(f"the LAE in {path} has p={lae.A.shape[0]} units but the network has hidden={hidden}; "
+                            "they must be equal")
+    return lae
+
+
+def _fit_lae(seqs, p, **options):
+    from lapmusic.lae.fit import (
+        fit_lae,  # imported late: lae.py pulls in its solvers only when pre-training is asked for
+    )
+
+    return fit_lae(seqs, p, **options)

@@ -1,0 +1,186 @@
+"""Finished runs: load a run folder (:func:`load_run`), evaluate a model on pieces, compare runs over seeds.
+
+Split out of ``train.py`` (which keeps the training loop and re-exports these names).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lapmusic.core.device import resolve_device
+from lapmusic.core.errors import CheckpointError
+from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.training.build import build_model, config_from_run, load_model_state, run_split
+from lapmusic.training.config import TrainConfig
+from lapmusic.training.epoch import _to_tensors, choose_threshold, evaluate_tensors
+from lapmusic.training.rundir import load_checkpoint, read_history, read_status
+
+
+# ------------------------------------------------------------------------------------------ loading
+@dataclass
+class LoadedRun:
+    """A trained run, ready to sample from or evaluate (``model`` in eval mode on ``device``)."""
+
+    model: PianoRollRNN
+    config: TrainConfig
+    device: torch.device
+    history: list[dict]
+    final: dict | None
+    status: dict
+    run_dir: Path
+    lae: Any = None
+    checkpoint: str = "best"  # which file the weights came from: "best" or "last"
+    epoch: int = 0  # the epoch those weights are from
+
+
+def load_run(run_dir, device=None) -> LoadedRun:
+    """Load a run folder: its best model (``best.pt``, else ``checkpoint.pt``), config, history, final, LAE.
+
+    Raises :class:`CheckpointError` when the folder, config or checkpoint is missing, corrupt or foreign.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    config = config_from_run(run_dir)
+    device = resolve_device(device if device is not None else config.device)
+    path = run_dir / "best.pt"
+    which = "best"
+    if not path.exists():
+        path, which = run_dir / "checkpoint.pt", "last"
+    payload = load_checkpoint(path, device)
+    model = build_model(config)
+    load_model_state(model, payload.get("model", {}), path)
+    model.to(device).eval()
+    final = None
+    final_path = run_dir / "final.json"
+    if final_path.exists():
+        try:
+            final = json.loads(final_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            final = None
+    lae = None
+    if (run_dir / "lae.npz").exists():
+        try:
+            from lapmusic.lae.autoencoder import LinearAutoencoder
+
+            lae = LinearAutoencoder.load(run_dir / "lae.npz")
+        except Exception:  # the LAE is informative only; a broken one must not block sampling
+            lae = None
+    return LoadedRun(model=model, config=config, device=device, history=read_history(run_dir), final=final,
+                     status=read_status(run_dir), run_dir=run_dir, lae=lae, checkpoint=which,
+                     epoch=int(payload.get("epoch", 0)))
+
+
+def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64,
+             threshold: float | None = None) -> dict:
+    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces;
+    with ``threshold`` also ``"threshold"`` and ``"acc_tuned"`` (ACC with keys on at ``p >= threshold``)."""
+    model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
+    if device is None:
+        device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
+    device = resolve_device(device)
+    model.to(device)
+    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size, threshold=threshold)
+
+
+def validation_threshold(run: LoadedRun, valid_seqs: Sequence[np.ndarray] | None = None) -> float | None:
+    """The run's decision threshold: ``final.json``'s, else chosen now on ``valid_seqs`` (its validation split)."""
+    if run.final and run.final.get("threshold") is not None:
+        return float(run.final["threshold"])
+    if valid_seqs is None:
+        valid_seqs = run_split(run.config, "valid")
+    return choose_threshold(run.model, _to_tensors(valid_seqs, run.device))
+
+
+# ------------------------------------------------------------------------------------------ comparing runs
+def _mean_std(values: Sequence[float | None]) -> dict:
+    clean = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not clean:
+        return {"mean": None, "std": None, "n": 0}
+    array = np.asarray(clean)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+            "n": len(clean)}
+
+
+def epochs_to_reach(history: Sequence[dict], target: float) -> int | None:
+    """The first epoch whose validation NLL is at or below ``target`` (``None`` if never)."""
+    for line in history:
+        if line.get("valid_nll") is not None and line["valid_nll"] <= target:
+            return int(line["epoch"])
+    return None
+
+
+def compare_runs(run_dirs: Sequence) -> dict:
+    """Mean +- std (over seeds) of finished runs, grouped by init, plus the epoch-matched comparison.
+
+    Returns ``{"inits": {init: {"nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
+    "pretrain_seconds"} (each {"mean", "std", "n"}), "valid_curve": {init: [mean valid NLL per epoch]},
+    "best_so_far_curve": {init: [mean over seeds of the best validation NLL up to each epoch]},
+    "epochs_to_reach_random_best": {"per_seed": [...], "mean": ...}, "lae_better_at_equal_epochs": bool}``.
+    ``lae_better_at_equal_epochs``: the LAE init's best-so-far curve is below the random init's at every
+    epoch (runs that stopped early keep their best model).
+    ``epochs_to_reach_random_best`` pairs runs by seed: the first epoch at which the LAE run's validation
+    NLL is at or below the best validation NLL of the random run with the same seed.
+    """
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        final_path = run_dir / "final.json"
+        if not final_path.exists():
+            continue
+        config = config_from_run(run_dir)
+        runs.append((config, json.loads(final_path.read_text()), read_history(run_dir)))
+    inits: dict[str, dict] = {}
+    curves: dict[str, list] = {}
+    for init in ("lae", "random"):
+        group = [r for r in runs if r[0].init == init]
+        if not group:
+            continue
+        inits[init] = {key: _mean_std([final.get(key) for _, final, _ in group])
+                       for key in ("nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
+                                   "pretrain_seconds", "best_valid_nll")}
+        longest = max(len(history) for _, _, history in group)
+        curve = []
+        for epoch in range(longest):
+            values = [h[epoch]["valid_nll"] for _, _, h in group if len(h) > epoch]
+            curve.append(float(np.mean(values)) if values else None)
+        curves[init] = curve
+    reach = []
+    by_seed_random = {c.seed: (f, h) for c, f, h in runs if c.init == "random"}
+    for config, final, history in runs:
+        if config.init == "lae" and config.seed in by_seed_random:
+            random_best = by_seed_random[config.seed][0].get("best_valid_nll")
+            reach.append({"seed": config.seed,
+                          "epoch": epochs_to_reach(history, random_best) if random_best is not None else None})
+    reached = [r["epoch"] for r in reach if r["epoch"] is not None]
+    # The model one keeps after e epochs is the best so far, and a run that stopped early keeps it: compare
+    # inits on the mean over seeds of the best validation NLL reached by epoch e, up to the longest run.
+    longest = max((len(h) for _, _, h in runs), default=0)
+    best_so_far: dict[str, list] = {}
+    for init in curves:
+        per_run = []
+        for config, _, history in runs:
+            if config.init != init or not history:
+                continue
+            values = np.minimum.accumulate([h["valid_nll"] for h in history])
+            per_run.append(np.concatenate([values, np.full(longest - len(values), values[-1])]))
+        best_so_far[init] = np.mean(per_run, axis=0).tolist()
+    better = None
+    if "lae" in best_so_far and "random" in best_so_far:
+        better = all(lae < rnd for lae, rnd in zip(best_so_far["lae"], best_so_far["random"]))
+    return {
+        "inits": inits,
+        "valid_curve": curves,
+        "epochs_to_reach_random_best": {"per_seed": reach, "mean": float(np.mean(reached)) if reached else None,
+                                        "reached": f"{len(reached)}/{len(reach)}"},
+        "best_so_far_curve": best_so_far,
+        "lae_better_at_equal_epochs": better,
+        "runs": len(runs),
+    }
