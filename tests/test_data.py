@@ -414,8 +414,8 @@ def test_cli_datasets_prepare_builds_bach_once_with_progress(tmp_path, monkeypat
     assert "unknown dataset 'bachh'" in capsys.readouterr().err
 
 
-def test_readme_data_table_matches_the_code():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_reference_data_table_matches_the_code():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
     for key, sizes in EXPECTED.items():
         assert f"| `{key}` |" in readme and " / ".join(map(str, sizes)) in readme
     assert "252 / 79 / 77" in readme and "60/20/20 split |" not in readme
