@@ -12,7 +12,7 @@ import torch
 from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
-from lapmusic.cli.common import _seed_list
+from lapmusic.cli.common import seed_list
 from lapmusic.cli.options import RECIPE_DEFAULTS
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.lae_init import spectral_radius
@@ -107,12 +107,12 @@ def test_final_json_holds_the_validation_threshold_and_evaluate_reports_both_acc
 
 
 def test_seeds_by_count_or_by_value():
-    assert _seed_list("3") == [0, 1, 2]
-    assert _seed_list("11,12,13") == [11, 12, 13]
-    assert _seed_list("7,") == [7]
+    assert seed_list("3") == [0, 1, 2]
+    assert seed_list("11,12,13") == [11, 12, 13]
+    assert seed_list("7,") == [7]
     for bad in ("0", "a,b", "1,1", "-2"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _seed_list(bad)
+            seed_list(bad)
 
 
 def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
