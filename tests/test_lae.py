@@ -8,10 +8,10 @@ import torch
 
 from lapmusic.core.errors import CheckpointError, DeviceError, LapMusicError, SolverError
 from lapmusic.lae import fit as lae
-from lapmusic.lae.approx import XiOperator
 from lapmusic.lae.autoencoder import LinearAutoencoder
 from lapmusic.lae.fit import fit_lae
 from lapmusic.lae.xi import active_keys, build_xi, resolve_max_lag, xi_energy
+from lapmusic.lae.xi_operator import XiOperator
 
 
 def rolls(n, lengths, seed=0, density=0.08, keys=88):
