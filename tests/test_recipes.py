@@ -129,12 +129,12 @@ def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
 
 
 def test_greedy_decoding_uses_the_threshold():
-    from lapmusic.sampling.sample import _draw_frame, generate
+    from lapmusic.sampling.sample import draw_frame, generate
 
     logits = torch.logit(torch.tensor([[0.9, 0.3, 0.2, 0.6]]))
     generator = torch.Generator().manual_seed(0)
-    assert _draw_frame(logits, 0.0, None, generator).tolist() == [[1, 0, 0, 1]]
-    assert _draw_frame(logits, 0.0, None, generator, threshold=0.25).tolist() == [[1, 1, 0, 1]]
+    assert draw_frame(logits, 0.0, None, generator).tolist() == [[1, 0, 0, 1]]
+    assert draw_frame(logits, 0.0, None, generator, threshold=0.25).tolist() == [[1, 1, 0, 1]]
     model = torch.nn.Module()
     with pytest.raises(LapMusicError, match="threshold"):
         generate(model, steps=2, temperature=0.0, threshold=1.0)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lapmusic.core.errors import LapMusicError
-from lapmusic.sampling.sample import generate, parse_primer
+from lapmusic.sampling.primer import parse_primer
+from lapmusic.sampling.sample import generate
 
 
 class FixedLogits(torch.nn.Module):

@@ -132,6 +132,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lapmusic.sampling import stats
+    from lapmusic.sampling.stats_sources import load_rolls, sample_stats
 
     if args.run:
         from lapmusic.training.results import load_run
@@ -139,14 +140,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
         run = load_run(args.run, device=args.device)
         if args.files:
             raise LapMusicError("give either --run (its samples are drawn) or files, not both")
-        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
+        result = sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
                                     seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
     else:
         if not args.dataset:
             raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
         from lapmusic.data.registry import load_dataset
 
-        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
+        rolls = load_rolls(args.files, step_seconds=args.step_seconds)
         dataset = load_dataset(args.dataset)
         frames = int(np.median([len(r) for r in rolls]))
         reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
