@@ -126,8 +126,7 @@ def piano_roll_figure(
     )
     fig.update_xaxes(title_text="time (s)" if step_seconds else "time (frames)", range=[0, max(frames, 1) * scale],
                      zeroline=False)
-    # Shade the black keys' rows, as on a keyboard, so a pitch can be read off at a glance; plain dicts in
-    # one layout update, because one add_hrect call per row is slow.
+    # Shade the black keys' rows as on a keyboard; plain dicts in one update, as add_hrect per row is slow.
     shapes = [
         dict(type="rect", xref="paper", x0=0, x1=1, y0=pitch - 0.5, y1=pitch + 0.5, fillcolor="rgba(0,0,0,0.045)",
              line=dict(width=0), layer="below")

@@ -73,8 +73,7 @@ def _json_default(obj):
 
 
 # --------------------------------------------------------------------------------------- early checks
-# Names and paths a user typed are checked before torch is imported, data loaded or files written, so that
-# a typo answers at once (tests/test_cli.py holds every command to it).
+# Checked before torch is imported, data loaded or files written, so that a typo answers at once (test_cli.py).
 def check_dataset(key: str) -> None:
     """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
     from lapmusic.core.errors import DataError

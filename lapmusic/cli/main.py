@@ -65,8 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (OSError, RuntimeError) as exc:
-        # A full disk, a permission or a read-only folder outside the library's own writers (torch.save
-        # wraps ENOSPC in a RuntimeError): one clear line naming the folder, no traceback.
+        # A full disk or a read-only folder (torch.save wraps ENOSPC in a RuntimeError): one line, no traceback.
         from lapmusic.core.io import storage_cause, storage_error
 
         cause = storage_cause(exc)

@@ -95,8 +95,7 @@ _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_
                      "max_seconds")
 
 
-# TrainConfig's defaults that help texts quote, written out so that --help imports no torch
-# (tests/test_recipes.py checks them against TrainConfig).
+# TrainConfig's defaults quoted by help texts, written out so that --help imports no torch (test_recipes.py checks).
 RECIPE_DEFAULTS = {"lr_patience": 1, "lae_decay": 0.3, "readout_start": "fit", "readout_ridge": 1.0,
                    "readout_steps": 20, "alpha_target": 1.5, "input_noise": 0.0}
 

@@ -171,7 +171,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for number, (seed, init) in enumerate(jobs):
         config = training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
-        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli keeps the folder names it always had
+        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli: unsuffixed, so existing folders are reused
         suffix += "-skip" if config.nade_skip else ""
         suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
         suffix += "-repeat" if config.nade_repeat else ""

@@ -135,17 +135,35 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Atomically and durably write ``data`` to ``path`` (:func:`atomic_save`); returns the path."""
+    """Atomically and durably write ``data`` to ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to create or replace; its folder is created when missing.
+    data : bytes
+        The whole new content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    StorageError
+        As :func:`atomic_save`.
+    """
     return atomic_save(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomically and durably write ``text`` as UTF-8 to ``path`` (:func:`atomic_save`); returns the path."""
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically and durably write ``obj`` as indented, key-sorted JSON and a newline; returns the path."""
+    """:func:`atomic_write_text` of ``obj`` as indented, key-sorted JSON and a final newline."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 

@@ -160,16 +160,13 @@ def approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_byt
             W = op.matmul(images[:, block])
             previous = basis[:, : (j + 1) * r]
             scale = torch.linalg.vector_norm(W, dim=0).max()
-            # Block Lanczos: in exact arithmetic W is already orthogonal to all blocks but the last
-            # two, so project those out first (cheap), then reorthogonalise against every block once
-            # (classical Gram-Schmidt, the costly pass) to remove the rounding drift.
+            # Block Lanczos: W is orthogonal to all but the last two blocks save rounding; a full pass removes it.
             recent = basis[:, max(0, j - 1) * r: (j + 1) * r]
             W -= recent @ (recent.T @ W)
             W -= previous @ (previous.T @ W)
             W, R = torch.linalg.qr(W, mode="reduced")
             if R.diagonal().abs().min() <= tiny * scale:
-                # The Krylov space is (nearly) exhausted (rank reached): part of W was rounding
-                # noise, so orthogonalise its normalised columns once more.
+                # The Krylov space is (nearly) exhausted: part of W was rounding noise, so orthogonalise once more.
                 W -= previous @ (previous.T @ W)
                 W = orthonormal(W)
             basis[:, (j + 1) * r:(j + 2) * r] = W
@@ -184,8 +181,7 @@ def approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_byt
             small_u, S, _ = torch.linalg.svd(triangle)
             U = basis_p @ small_u[:, :p]
         else:
-            # P^T P = Q^T Xi Xi^T Q is block tridiagonal: Xi Xi^T Q_j lies in span(Q_0..Q_{j+1}) by
-            # construction, so only the diagonal and first off-diagonal blocks are computed.
+            # P^T P is block tridiagonal (Xi Xi^T Q_j lies in span(Q_0..Q_{j+1})): only those blocks are computed.
             gram = torch.zeros((m, m), device=torch_device, dtype=torch.float64)
             for j in range(q + 1):
                 here = slice(j * r, (j + 1) * r)
@@ -206,8 +202,7 @@ def approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_byt
             U = images @ torch.from_numpy(top.copy()).to(device=torch_device, dtype=torch_dtype)
     U = U.to(device="cpu", dtype=torch.float64).numpy()
     S = S.to(device="cpu", dtype=torch.float64).numpy()
-    # Symmetric (Loewdin) re-orthonormalisation in float64: float32 columns are orthonormal only to
-    # ~1e-6 and ||B||_2 <= 1 relies on orthonormality; it moves each column as little as possible.
+    # Loewdin re-orthonormalisation in float64 (moves each column least): ||B||_2 <= 1 needs orthonormal columns.
     values, vectors = np.linalg.eigh(U.T @ U)
     if values.min() > 1e-6:
         U = U @ (vectors @ np.diag(values**-0.5) @ vectors.T)

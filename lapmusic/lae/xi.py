@@ -127,7 +127,20 @@ def xi_energy(seqs: Sequence[np.ndarray], max_lag: int, decay: float = 1.0) -> f
 
 
 def lag_weights(lags: int, decay: float) -> np.ndarray:
-    """The weights ``decay**k`` ``(L,)`` of the lag blocks ``k = 0..L-1`` of the weighted ``Xi`` (float64)."""
+    """The weights of the lag blocks of the weighted ``Xi``.
+
+    Parameters
+    ----------
+    lags : int
+        ``L``, the number of lag blocks.
+    decay : float
+        ``gamma`` in ``(0, 1]``.
+
+    Returns
+    -------
+    ndarray of shape (L,)
+        ``gamma**k`` for ``k = 0..L-1``, float64.
+    """
     return float(decay) ** np.arange(lags, dtype=np.float64)
 
 

@@ -159,8 +159,7 @@ class XiOperator:
             rc = part.shape[2]
             kernel = torch.zeros((J * S, self.width, rc), device=self.device, dtype=self.dtype)
             kernel[: self.lags] = part
-            # .contiguous(): rfft returns the transformed dim innermost, and batched products on such
-            # strides fall back to one slow copy per frequency.
+            # .contiguous(): batched products on rfft's strides fall back to one slow copy per frequency.
             kernel_hat = torch.fft.rfft(kernel.reshape(J, S, self.width, rc), n=2 * S, dim=1).contiguous()  # (J, F, K, rc)
             del kernel
             output_hat = torch.matmul(self.spectra, kernel_hat[0])  # (F, segments, rc)

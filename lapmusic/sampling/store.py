@@ -35,8 +35,7 @@ from lapmusic.core.io import atomic_save, atomic_write_bytes, atomic_write_json,
 SAMPLES_DIR = "samples"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
-# Config keys that may differ between the two runs of one comparison: the init itself, and settings that
-# only the LAE init reads (a random run keeps their defaults, an LAE run may have set them).
+# Config keys that may differ within a comparison: the init and the settings only the LAE init reads.
 _INIT_ONLY_KEYS = frozenset(
     {"init", "lae_solver", "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius",
      "readout_steps", "readout_max_frames", "lae_init", "lae_recipe"}
