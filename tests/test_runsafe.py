@@ -20,7 +20,6 @@ import torch
 from conftest import random_rolls
 
 from lapmusic.cli import main as cli
-from lapmusic.cli import training as cli_training
 from lapmusic.core import io as io_module
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.lock import RunFolderBusy, lock_owner, run_lock
@@ -367,7 +366,7 @@ def test_an_os_error_escaping_a_command_is_one_cli_line(monkeypatch, capsys):
     def read_only(args):
         raise OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out.mid")
 
-    monkeypatch.setattr(cli_training, "cmd_train", read_only)
+    monkeypatch.setattr("lapmusic.cli.training.cmd_train", read_only)
     assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", "x"]) == 2
     assert capsys.readouterr().err == ("error: could not write in /mnt/ro: the file system is read-only: choose a "
                                        "folder on a writable disk (Read-only file system)\n")
