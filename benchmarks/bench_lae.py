@@ -14,7 +14,7 @@ Prints one table:
 
 Usage::
 
-    LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_lae.py            # everything (~15 min on 2 cores)
+    LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_lae.py            # everything
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --quick                  # no full-JSB exact SVD
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --approx-only            # no exact SVD at all
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --json out.json          # also save the rows
@@ -27,7 +27,7 @@ Besides wall seconds (the clock around ``fit_lae``) every row gives the CPU seco
 that time (user + system, all threads): on a shared machine, wall time grows with the load while CPU
 seconds mostly do not; CPU seconds above the wall seconds mean several threads were busy.
 
-Targets (issue 3): full Nottingham at p = 256 under 60 s with peak memory under 4 GB on 2 CPU
+Targets: full Nottingham at p = 256 under 60 s with peak memory under 4 GB on 2 CPU
 cores; on full JSB approx at least 50x faster than exact with the top-p singular values within 1 %.
 """
 

@@ -1,8 +1,8 @@
 """cuDNN float32 precision on a GPU: TF32 (torch's default for RNNs) against IEEE float32 (lapmusic's choice).
 
-lapmusic switches cuDNN to IEEE float32 on CUDA (``lapmusic.train.ieee_fp32_on_cuda``) so that a GPU run
+lapmusic switches cuDNN to IEEE float32 on CUDA (``lapmusic.core.device.ieee_fp32_on_cuda``) so that a GPU run
 follows the CPU run to float32 rounding. This measures what that costs: training epochs of the same network
-on the same pieces (``lapmusic.train.train_epoch``), the two precisions interleaved epoch by epoch so that a
+on the same pieces (``lapmusic.training.epoch.train_epoch``), the two precisions interleaved epoch by epoch so that a
 change of load hits both alike; the figure is IEEE's frames/s over TF32's. Needs a CUDA GPU.
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_precision.py --dataset jsb --seconds 8

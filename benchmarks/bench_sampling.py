@@ -7,7 +7,7 @@ evaluation does): the ratio says what the frame-by-frame loop costs on top of th
 Audio: FluidSynth (with the soundfont lapmusic finds) against pretty_midi's sine synthesis on the same
 MIDI, for a 512-step sample.
 
-NADE output: sampling draws the 88 keys of every frame one by one (lapmusic/nade.py), so a frame costs 88
+NADE output: sampling draws the 88 keys of every frame one by one (lapmusic/model/nade.py), so a frame costs 88
 small steps on top of the recurrent step. ``--nade`` times 64-frame samples (the app's default length) with
 both outputs (target: under 2 s for NADE on a 2-core CPU).
 

@@ -1,6 +1,6 @@
 """Training throughput: lapmusic's batching vs the batch-of-one loop of reference implementations.
 
-Both use the same network, the same pieces and the same code path (``lapmusic.train.train_epoch``):
+Both use the same network, the same pieces and the same code path (``lapmusic.training.epoch.train_epoch``):
 
 - **batch of one**: one piece per optimizer step, back-propagation through the whole piece (what most
   reference RNN-on-piano-roll code does);
@@ -14,7 +14,7 @@ the GPU.
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_train.py --dataset jsb --hidden 128
     python benchmarks/bench_train.py --synthetic            # no data needed
 
-``--output nade`` adds a second comparison: the NADE output layer (lapmusic/nade.py) against the Bernoulli
+``--output nade`` adds a second comparison: the NADE output layer (lapmusic/model/nade.py) against the Bernoulli
 output, both with lapmusic's batching, interleaved epoch by epoch the same way; the figure is NADE's
 frames/s over Bernoulli's (the target is at least 1/4).
 

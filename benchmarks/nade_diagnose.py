@@ -1,7 +1,7 @@
 """Why are NADE samples' distinct chords per frame above the real pieces'? (docs/sampling.md, "Distinct chords").
 
 For each finished NADE run folder, on ``--steps``-frame excerpts (the first frames of pieces at least that long,
-:func:`lapmusic.stats.reference_excerpts`) of the training and validation splits:
+:func:`lapmusic.sampling.stats.reference_excerpts`) of the training and validation splits:
 
 - ``real``: the excerpts' mean distinct chords per sounding frame and repeated-frame share;
 - ``one-step``: every frame ``t >= 2`` of each excerpt replaced by a frame drawn (temperature 1) from the model

@@ -2,7 +2,7 @@
 
 For every run folder given (e.g. those of benchmarks/nade_runs.py; the output column says ``nade+skip`` and
 ``nade+vocab N`` for the previous-frame skip and the chord-vocabulary mixture), draw ``--samples`` samples of ``--steps``
-frames from silence at ``--temperature`` (seed 0, no polyphony cap) with :func:`lapmusic.stats.sample_stats`
+frames from silence at ``--temperature`` (seed 0, no polyphony cap) with :func:`lapmusic.sampling.stats_sources.sample_stats`
 and print one markdown row per run, plus one row per dataset for the real excerpts (first ``--steps`` frames
 of up to 200 training pieces at least ``--steps`` frames long; range = their 10th-90th percentiles).
 benchmarks/nade_diagnose.py looks into why a statistic differs (teacher-forced samples, primed samples).
@@ -18,7 +18,8 @@ import sys
 
 import torch
 
-from lapmusic.sampling.stats import STATS, sample_stats
+from lapmusic.sampling.stats import STATS
+from lapmusic.sampling.stats_sources import sample_stats
 from lapmusic.training.results import load_run
 
 COLUMNS = ("pitch_range", "polyphony", "repeated_frames", "distinct_chords", "note_length", "key_fit", "silence")

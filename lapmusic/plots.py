@@ -41,15 +41,29 @@ def piano_roll_figure(
 ) -> go.Figure:
     """A piano roll: time across, pitch up (note names on the axis), primer grey and generated blue.
 
-    Args:
-        roll: ``(T, 88)`` 0/1 array; column ``k`` is MIDI pitch ``21 + k``.
-        primer_frames: the first ``primer_frames`` frames are the primer, drawn in grey with a line where
-            the generated part starts.
-        step_seconds: seconds per frame; time is shown in seconds when given, else in frames.
-        title: figure title.
-
     Held notes are merged into one bar each (a horizontal bar chart, one trace per part), so the figure
     stays light for long rolls; past :data:`MAX_NOTE_BARS` notes it switches to a single heatmap.
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        0/1 piano roll; column ``k`` is MIDI pitch ``21 + k``.
+    primer_frames : int, default=0
+        The first ``primer_frames`` frames are the primer, drawn in grey with a dashed line where the
+        generated part starts (clipped to ``0..T``).
+    step_seconds : float, optional
+        Seconds per frame; time is shown in seconds when given, else in frames.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Raises
+    ------
+    lapmusic.core.errors.DataError
+        ``roll`` is not a 0/1 ``(T, 88)`` array.
     """
     from lapmusic.data.midi import check_roll, roll_to_notes
 
@@ -112,8 +126,7 @@ def piano_roll_figure(
     )
     fig.update_xaxes(title_text="time (s)" if step_seconds else "time (frames)", range=[0, max(frames, 1) * scale],
                      zeroline=False)
-    # Shade the black keys' rows, as on a keyboard, so a pitch can be read off at a glance.
-    # (Built as plain dicts in one update: add_hrect is ~20 ms per call.)
+    # Shade the black keys' rows as on a keyboard; plain dicts in one update, as add_hrect per row is slow.
     shapes = [
         dict(type="rect", xref="paper", x0=0, x1=1, y0=pitch - 0.5, y1=pitch + 0.5, fillcolor="rgba(0,0,0,0.045)",
              line=dict(width=0), layer="below")
@@ -163,13 +176,26 @@ def _add_roll_heatmap(fig: go.Figure, roll: np.ndarray, primer_frames: int, scal
 def spectrum_figure(singular_values: Sequence[float], p: int, *, energy=None) -> go.Figure:
     """Singular values of the LAE's data matrix (log scale) and the cumulative energy they explain.
 
-    Args:
-        singular_values: ``(k,)`` in descending order.
-        p: the number of hidden units kept; marked with a vertical line and the energy it captures.
-        energy: how to express energy as a fraction: ``None`` -> of the values shown (right when all of
-            them are given, as the exact solver does); a number -> the data's total energy
-            ``||Xi||_F^2`` (``LAE.total_energy``, right for the approximate solver, which returns only the
-            top values); an array ``(k,)`` -> each component's fraction (``LAE.energy_per_component``).
+    Parameters
+    ----------
+    singular_values : array-like of shape (k,)
+        In descending order (zeros are left off the log axis).
+    p : int
+        The number of hidden units kept; marked with a vertical line and the energy it captures.
+    energy : None, float or array-like of shape (k,), optional
+        How energy becomes a fraction. None: of the values shown (right when all of them are given, as
+        the exact solver does). A number: of the data's total energy ``||Xi||_F^2``
+        (``LinearAutoencoder.total_energy``, right for the approximate solver, which keeps only the top
+        values). An array: each component's fraction (``LinearAutoencoder.energy_per_component``).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Raises
+    ------
+    ValueError
+        ``energy`` is an array whose length differs from ``singular_values``'.
     """
     values = np.asarray(singular_values, dtype=np.float64).ravel()
     k = values.size
@@ -222,17 +248,25 @@ BASELINE_COLOUR = "#7f7f7f"
 def loss_figure(histories: Mapping[str, Sequence[Mapping]], *, baselines: Mapping | None = None) -> go.Figure:
     """Training curves of several runs on shared axes, readable for both initialisations.
 
-    ``histories`` maps a run label (e.g. ``"LAE"``, ``"random"``) to its epoch records
-    (``metrics.jsonl`` lines: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_acc``; epoch 0 is the network
-    before training). Top panel: NLL per frame (validation solid, training dotted); bottom panel: validation
-    accuracy. One colour per run. Missing or non-finite values leave a gap instead of failing.
+    Top panel: NLL per frame (validation solid, training dotted); bottom panel: validation accuracy. One
+    colour per run. Missing or non-finite values leave a gap instead of failing.
 
-    The NLL axis is clipped (:func:`nll_axis_range`): a random start sits near 61 nats at epoch 0 while every
-    later point lies between about 8 and 13, so the full range would flatten every curve. Points above
-    the axis keep their line (it leaves the plot upwards) and get a label with their value at the top.
+    The NLL axis is clipped (:func:`nll_axis_range`): a random start's epoch-0 NLL can be several times
+    every later point's, and the full range would flatten every curve. Points above the axis keep their
+    line (it leaves the plot upwards) and get a label with their value at the top.
 
-    ``baselines`` (optional): ``{"marginal_nll": float, "copy_previous_acc": float}`` (``metrics.baselines``
-    on the same split) are drawn as grey dashed lines: what a network must beat.
+    Parameters
+    ----------
+    histories : mapping of str to sequence of mapping
+        A run label (e.g. ``"LAE"``, ``"random"``) to its epoch records (``metrics.jsonl`` lines:
+        ``epoch``, ``train_nll``, ``valid_nll``, ``valid_acc``; epoch 0 is the network before training).
+    baselines : mapping, optional
+        ``{"marginal_nll": float, "copy_previous_acc": float}`` (:func:`lapmusic.model.metrics.baselines`
+        on the same split), drawn as grey dashed lines: what a network must beat.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
                         subplot_titles=("negative log-likelihood per frame (lower is better)",
@@ -298,14 +332,27 @@ def loss_figure(histories: Mapping[str, Sequence[Mapping]], *, baselines: Mappin
 
 def nll_axis_range(points: Sequence[tuple[float, float]], *, extra: Sequence[float] = (),
                    min_span: float = 1.0) -> tuple[float, float]:
-    """The NLL axis ``(low, high)`` for ``points`` = ``[(epoch, nll), ...]``, clipping outlying starts.
+    """The NLL axis range for ``points``, clipping outlying starts.
 
     The *core* is every point after epoch 0 (or, before any epoch is done, the lowest epoch-0 value) plus
-    ``extra`` (e.g. a baseline to keep in view). With ``lo`` the lowest value overall and ``hi`` the
-    core's highest, a point is shown when it is at most ``hi + max(hi - lo, min_span)``: an LAE start at
-    9.9 stays in view next to curves between 9 and 12, a random start at 61 is clipped. The range spans
-    at least ``min_span`` nats (a lone point would otherwise be drawn on an axis a few hundredths wide)
-    and is padded by 5 %.
+    ``extra``. With ``lo`` the lowest value overall and ``hi`` the core's highest, a point is shown when it
+    is at most ``hi + max(hi - lo, min_span)``: e.g. a start at 9.9 stays in view next to curves between 9
+    and 12, a start at 61 is clipped. The range spans at least ``min_span`` nats (a lone point would
+    otherwise be drawn on an axis a few hundredths wide) and is padded by 5 %.
+
+    Parameters
+    ----------
+    points : sequence of (float, float)
+        ``(epoch, nll)`` pairs; None or non-finite values are ignored.
+    extra : sequence of float, default=()
+        Values to keep in view, e.g. a baseline.
+    min_span : float, default=1.0
+        The narrowest range, in nats.
+
+    Returns
+    -------
+    (float, float)
+        ``(low, high)``; ``(0.0, 1.0)`` when there is nothing to show.
     """
     values = [(float(x), float(y)) for x, y in points if y is not None and math.isfinite(float(y))]
     extra = [float(v) for v in extra if v is not None and math.isfinite(float(v))]

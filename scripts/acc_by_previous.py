@@ -4,7 +4,7 @@ For every run folder given, the network's probabilities ``p`` of frames 2..T of 
 splits are collected with, per key, whether it was on in the frame just read (the network's input). Then,
 all chosen on the validation split only and scored once on the test split:
 
-(a) **one threshold** ``p >= t`` (the 0.005 grid of ``lapmusic.metrics.best_threshold``; the run's
+(a) **one threshold** ``p >= t`` (the 0.005 grid of ``lapmusic.model.metrics.best_threshold``; the run's
     ``final.json`` ``acc_tuned``),
 (b) **two thresholds**: ``p >= t_on`` for keys on in the previous frame, ``p >= t_off`` for keys off (every
     pair of the same grid),

@@ -164,7 +164,8 @@ else
   pair_dataset=user:synthetic
   "$python" - <<'EOF'
 from benchmarks.bench_lae import synthetic_train
-from lapmusic.data import Dataset, save_user_dataset
+from lapmusic.data.dataset import Dataset
+from lapmusic.data.user import save_user_dataset
 
 pieces = synthetic_train(n=160)
 save_user_dataset(Dataset("user:synthetic", "synthetic", pieces[:120], pieces[120:140], pieces[140:]))

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import random_rolls
 
 from lapmusic.cli import main as cli
 
@@ -168,3 +170,26 @@ def test_help_answers_without_heavy_imports(tmp_path):
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path()}, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_lae_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
+    from lapmusic.data import registry
+    from lapmusic.data.dataset import Dataset
+
+    pieces = random_rolls(12, (3, 20), seed=15, density=0.15)
+    fake = Dataset("fake", "Fake set", pieces, pieces[:2], pieces[:2])
+    monkeypatch.setattr(registry, "load_dataset", lambda key, progress=None: fake)  # a real key: the CLI checks it
+    out = tmp_path / "lae.npz"
+    code = cli.main(["lae", "--dataset", "jsb", "--hidden", "6", "--max-sequences", "5",
+                     "--solver", "exact", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["solver"] == "exact" and result["p"] == 6 and result["pieces"] == 5
+    assert result["rows"] == sum(len(x) for x in pieces[:5])
+    assert 0 < result["energy_captured"] <= 1 and result["seconds"] >= 0
+    with np.load(out, allow_pickle=False) as saved:
+        assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
+        np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])
+    # a user mistake is one line on stderr and exit code 2
+    assert cli.main(["lae", "--dataset", "jsb", "--hidden", "5000", "--max-sequences", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: p=5000")

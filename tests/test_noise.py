@@ -11,6 +11,7 @@ import torch
 from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
+from lapmusic.cli.options import training_config
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import TrainConfig
@@ -171,7 +172,7 @@ def test_config_json_without_the_key_means_no_noise_and_the_cli_passes_it(tmp_pa
         small_config(input_noise=good).validate()
     args = cli.build_parser().parse_args(["train", "--dataset", "synthetic", "--hidden", "4", "--input-noise", "0.1",
                                           "--out", str(tmp_path / "r")])
-    assert cli._training_config(args, dataset="synthetic", hidden=4).input_noise == 0.1
+    assert training_config(args, dataset="synthetic", hidden=4).input_noise == 0.1
     assert cli.main(["train", "--dataset", "bach", "--hidden", "4", "--input-noise", "1", "--out",
                      str(tmp_path / "bad")]) == 2
     assert "--input-noise must be a number in [0, 1)" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
-from lapmusic.cli.common import _seed_list
+from lapmusic.cli.common import seed_list
 from lapmusic.cli.options import RECIPE_DEFAULTS
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.lae_init import spectral_radius
@@ -107,12 +107,12 @@ def test_final_json_holds_the_validation_threshold_and_evaluate_reports_both_acc
 
 
 def test_seeds_by_count_or_by_value():
-    assert _seed_list("3") == [0, 1, 2]
-    assert _seed_list("11,12,13") == [11, 12, 13]
-    assert _seed_list("7,") == [7]
+    assert seed_list("3") == [0, 1, 2]
+    assert seed_list("11,12,13") == [11, 12, 13]
+    assert seed_list("7,") == [7]
     for bad in ("0", "a,b", "1,1", "-2"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _seed_list(bad)
+            seed_list(bad)
 
 
 def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
@@ -129,12 +129,12 @@ def test_compare_runs_the_seeds_given(tmp_path, dataset, monkeypatch, capsys):
 
 
 def test_greedy_decoding_uses_the_threshold():
-    from lapmusic.sampling.sample import _draw_frame, generate
+    from lapmusic.sampling.sample import draw_frame, generate
 
     logits = torch.logit(torch.tensor([[0.9, 0.3, 0.2, 0.6]]))
     generator = torch.Generator().manual_seed(0)
-    assert _draw_frame(logits, 0.0, None, generator).tolist() == [[1, 0, 0, 1]]
-    assert _draw_frame(logits, 0.0, None, generator, threshold=0.25).tolist() == [[1, 1, 0, 1]]
+    assert draw_frame(logits, 0.0, None, generator).tolist() == [[1, 0, 0, 1]]
+    assert draw_frame(logits, 0.0, None, generator, threshold=0.25).tolist() == [[1, 1, 0, 1]]
     model = torch.nn.Module()
     with pytest.raises(LapMusicError, match="threshold"):
         generate(model, steps=2, temperature=0.0, threshold=1.0)

@@ -366,7 +366,7 @@ def test_an_os_error_escaping_a_command_is_one_cli_line(monkeypatch, capsys):
     def read_only(args):
         raise OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out.mid")
 
-    monkeypatch.setattr(cli, "cmd_train", read_only)
+    monkeypatch.setattr("lapmusic.cli.training.cmd_train", read_only)
     assert cli.main(["train", "--dataset", "jsb", "--hidden", "8", "--out", "x"]) == 2
     assert capsys.readouterr().err == ("error: could not write in /mnt/ro: the file system is read-only: choose a "
                                        "folder on a writable disk (Read-only file system)\n")

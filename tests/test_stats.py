@@ -10,6 +10,7 @@ import pytest
 from lapmusic.cli import main as cli
 from lapmusic.core.errors import LapMusicError
 from lapmusic.sampling import stats
+from lapmusic.sampling.stats_sources import load_rolls, sample_stats
 
 
 def _roll(frames: list[list[int]]) -> np.ndarray:
@@ -102,10 +103,10 @@ def test_files_and_cli(tmp_path, monkeypatch, capsys):
     roll = _roll([[C, E, G]] * 4 + [[A]] * 4)
     roll_to_midi(roll, step_seconds=0.25).write(str(tmp_path / "piece.mid"))
     np.savez(tmp_path / "rolls.npz", a=roll, b=np.stack([roll, roll]))
-    rolls = stats.load_rolls([tmp_path])
+    rolls = load_rolls([tmp_path])
     assert len(rolls) == 4 and all((r[: len(roll)] == roll).all() for r in rolls)
     with pytest.raises(LapMusicError, match="does not exist"):
-        stats.load_rolls([tmp_path / "nope.mid"])
+        load_rolls([tmp_path / "nope.mid"])
     dataset = SimpleNamespace(key="x", split=lambda name: [roll, roll])
     monkeypatch.setattr("lapmusic.data.registry.load_dataset", lambda key: dataset)
     assert cli.main(["stats", str(tmp_path / "rolls.npz"), "--dataset", "jsb", "--json"]) == 0
@@ -130,7 +131,7 @@ def test_stats_of_a_run(tmp_path, capsys):
     config = TrainConfig(dataset="synthetic", hidden=6, init="random", epochs=1, batch_size=4, device="cpu",
                          output="nade", nade_hidden=4)
     train(config, tmp_path / "run", dataset=dataset)
-    result = stats.sample_stats(load_run(tmp_path / "run"), n_samples=3, steps=10, dataset=dataset)
+    result = sample_stats(load_run(tmp_path / "run"), n_samples=3, steps=10, dataset=dataset)
     assert result["samples"]["pieces"] == 3 and result["reference"]["pieces"] == 8
     assert result["settings"]["output"] == "nade"
 

@@ -90,6 +90,6 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(sweep, tmp
 def test_a_bad_setting_fails_before_any_run(sweep, tmp_path, capsys):
     from lapmusic.core.errors import LapMusicError
 
-    with pytest.raises(LapMusicError):
+    with pytest.raises(LapMusicError, match="readout_start must be one of"):
         sweep.main(["--out", str(tmp_path), "--base", "dataset=jsb", "readout_start=maybe"])
     assert not (tmp_path / "runs").exists()

@@ -1,8 +1,5 @@
 """What every ``lapmusic`` subcommand shares: the progress line, ``--json`` output, the early checks of
-names and paths (before torch is imported), and the argparse value types.
-
-Split out of ``cli.py``, which re-exports these names.
-"""
+names and paths (before torch is imported), and the argparse value types."""
 
 from __future__ import annotations
 
@@ -47,6 +44,7 @@ class ProgressLine:
         self.stream.flush()
 
     def close(self) -> None:
+        """End an open terminal line, so that what follows starts on a line of its own."""
         if self._open:
             self.stream.write("\n")
             self.stream.flush()
@@ -75,9 +73,8 @@ def _json_default(obj):
 
 
 # --------------------------------------------------------------------------------------- early checks
-# Names and paths a user typed are checked here, before torch is imported (about 1 s, more on a busy
-# machine) and before any data is loaded or any file written, so that a typo answers at once.
-def _check_dataset(key: str) -> None:
+# Checked before torch is imported, data loaded or files written, so that a typo answers at once (test_cli.py).
+def check_dataset(key: str) -> None:
     """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
     from lapmusic.core.errors import DataError
     from lapmusic.data.catalog import DATASETS
@@ -93,7 +90,7 @@ def _check_dataset(key: str) -> None:
         raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
 
 
-def _check_run_dir(path: str) -> None:
+def check_run_dir(path: str) -> None:
     """Raise CheckpointError unless ``path`` is a folder holding a run's config.json (cheap, no torch)."""
     from pathlib import Path
 
@@ -106,15 +103,19 @@ def _check_run_dir(path: str) -> None:
         raise CheckpointError(f"{folder} is not a run folder: it has no config.json")
 
 
-def _check_file(path: str | None, what: str) -> None:
+def check_file(path: str | None, what: str) -> None:
+    """Raise LapMusicError naming ``what`` unless ``path`` is None or an existing file."""
     import os
 
     if path is not None and not os.path.isfile(path):
         raise LapMusicError(f"{what} {path} does not exist")
 
 
-def _check_device(name: str | None) -> None:
-    """Only the spelling: whether CUDA is present is checked where torch is imported anyway."""
+def check_device(name: str | None) -> None:
+    """Raise LapMusicError unless ``name`` is None, ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Only the spelling: whether CUDA is present is checked where torch is imported anyway.
+    """
     if name is None:
         return
     if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
@@ -122,7 +123,7 @@ def _check_device(name: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------- argument types
-def _greedy_threshold(text: str, run) -> float:
+def greedy_threshold(text: str, run) -> float:
     """``--threshold``: a probability, or ``valid`` for the run's validation-chosen one (final.json)."""
     if text == "valid":
         if not run.final or run.final.get("threshold") is None:
@@ -138,7 +139,8 @@ def _greedy_threshold(text: str, run) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
     try:
         value = int(text)
     except ValueError:
@@ -148,7 +150,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     """``N`` -> seeds ``0..N-1``; ``11,12,13`` -> those seeds (a single seed by value: ``7,``)."""
     parts = [part.strip() for part in text.split(",")]
     try:
@@ -167,21 +169,24 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-def _steps_per_beat(text: str) -> int:
-    value = _positive_int(text)
+def steps_per_beat(text: str) -> int:
+    """argparse type: frames per quarter note, 1..96."""
+    value = positive_int(text)
     if value > 96:
         raise argparse.ArgumentTypeError(f"must be 1..96, got {text}")
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
     import math
 
     try:
@@ -191,5 +196,3 @@ def _positive_seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
-
-

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from lapmusic.cli.common import ProgressLine, _positive_seconds, _steps_per_beat, emit
+from lapmusic.cli.common import ProgressLine, emit, positive_seconds, steps_per_beat
 from lapmusic.core.errors import LapMusicError
 
 
 # --------------------------------------------------------------------------------------- datasets
 def cmd_datasets(args: argparse.Namespace) -> int:
+    """``lapmusic datasets``: the table of datasets, or the ``add`` / ``prepare`` action."""
     if args.datasets_command == "add":
         return cmd_datasets_add(args)
     if args.datasets_command == "prepare":
@@ -125,7 +126,8 @@ def cmd_datasets_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_datasets_parser(sub) -> None:
+def add_datasets_parser(sub) -> None:
+    """Add the ``datasets`` subcommand and its ``add`` and ``prepare`` actions to ``sub``."""
     p = sub.add_parser(
         "datasets", help="list datasets (default), make one from your MIDI files (add), build/download one (prepare)",
         description="Without a subcommand: list every dataset, whether it is available locally, split sizes "
@@ -149,9 +151,9 @@ def _add_datasets_parser(sub) -> None:
                      "non-alphanumerics as '-' (e.g. 'My Songs' -> user:my-songs)")
     add.add_argument("files", metavar="FILES_OR_FOLDER", nargs="+", help="MIDI files and/or folders of them")
     grid = add.add_mutually_exclusive_group()
-    grid.add_argument("--steps-per-beat", type=_steps_per_beat, default=2,
+    grid.add_argument("--steps-per-beat", type=steps_per_beat, default=2,
                       help="frames per quarter note, following the file's tempo changes (default 2: eighth notes)")
-    grid.add_argument("--step-seconds", type=_positive_seconds,
+    grid.add_argument("--step-seconds", type=positive_seconds,
                       help="instead: frames of this many seconds (default: unset, frames follow the beat)")
     add.add_argument("--out-of-range", choices=["fold", "drop"], default="fold",
                      help="pitches outside the piano (MIDI 21-108): move by octaves into range, or drop "

@@ -6,19 +6,22 @@ import argparse
 import sys
 
 from lapmusic.cli.common import (
+    DATASET_HELP,
     ProgressLine,
-    _check_dataset,
-    _check_device,
-    _check_file,
-    _check_run_dir,
-    _greedy_threshold,
+    check_dataset,
+    check_device,
+    check_file,
+    check_run_dir,
     emit,
+    greedy_threshold,
+    positive_int,
 )
 from lapmusic.core.errors import LapMusicError
 
 
 # --------------------------------------------------------------------------------------- generate
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample one piece from a run folder and write its MIDI (and, when asked, its WAV and piano-roll HTML)."""
     import math
     import warnings
 
@@ -35,9 +38,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise LapMusicError(f"--program must be a General MIDI program 0-127, got {args.program}")
     if not 1 <= args.velocity <= 127:
         raise LapMusicError(f"--velocity must be 1-127, got {args.velocity}")
-    _check_run_dir(args.rundir)
-    _check_device(args.device)
-    _check_file(args.soundfont, "soundfont")
+    check_run_dir(args.rundir)
+    check_device(args.device)
+    check_file(args.soundfont, "soundfont")
 
     from lapmusic.core.io import atomic_write_bytes, atomic_write_text
     from lapmusic.sampling.audio import render_wav
@@ -45,7 +48,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from lapmusic.training.results import load_run
 
     run = load_run(args.rundir, device=args.device)
-    threshold = _greedy_threshold(args.threshold, run)
+    threshold = greedy_threshold(args.threshold, run)
     progress = ProgressLine()
     try:
         (sample,) = sample_run(
@@ -115,19 +118,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- stats
 def cmd_stats(args: argparse.Namespace) -> int:
+    """Musicality statistics of a run's fresh samples, or of MIDI/.npz files, beside real pieces."""
     if not args.run and not args.files:
         raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
     if args.steps < 1 or args.samples < 1:
         raise LapMusicError("--steps and --samples must be at least 1")
     if args.run:
-        _check_run_dir(args.run)
+        check_run_dir(args.run)
     if args.dataset:
-        _check_dataset(args.dataset)
-    _check_device(args.device)
+        check_dataset(args.dataset)
+    check_device(args.device)
 
     import numpy as np
 
     from lapmusic.sampling import stats
+    from lapmusic.sampling.stats_sources import load_rolls, sample_stats
 
     if args.run:
         from lapmusic.training.results import load_run
@@ -135,14 +140,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
         run = load_run(args.run, device=args.device)
         if args.files:
             raise LapMusicError("give either --run (its samples are drawn) or files, not both")
-        result = stats.sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
+        result = sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature,
                                     seed=args.seed, max_polyphony=args.max_polyphony, split=args.split)
     else:
         if not args.dataset:
             raise LapMusicError("files need --dataset KEY: the real pieces they are compared with")
         from lapmusic.data.registry import load_dataset
 
-        rolls = stats.load_rolls(args.files, step_seconds=args.step_seconds)
+        rolls = load_rolls(args.files, step_seconds=args.step_seconds)
         dataset = load_dataset(args.dataset)
         frames = int(np.median([len(r) for r in rolls]))
         reference = stats.reference_excerpts(dataset.split(args.split), max(frames, 1))
@@ -167,3 +172,60 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     emit(result, args.json, human)
     return 0
+
+
+# --------------------------------------------------------------------------------------- parsers
+def add_generate_parsers(sub) -> None:
+    """Add the ``generate`` and ``stats`` subcommands to ``sub`` (the subparsers of ``lapmusic``)."""
+    p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
+    p.add_argument("rundir", help="a run folder written by lapmusic train")
+    p.add_argument("--steps", type=int, default=256, help="number of frames to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 plays safer, above 1 wilder; 0 = deterministic, a key "
+                   "sounds when p >= --threshold (default 1.0)")
+    p.add_argument("--threshold", default="0.5",
+                   help="with --temperature 0: a key sounds at p >= THRESHOLD; 'valid' = the threshold chosen on "
+                   "the validation split (final.json) (default 0.5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="same seed, same run, same device: the same sample (default 0)")
+    p.add_argument("--primer", default="none",
+                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
+                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames) (default none: start from silence)")
+    p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame, the most probable (default: no limit)")
+    p.add_argument("--out", required=True, help="MIDI file to write (required)")
+    p.add_argument("--wav", help="also render audio to this WAV file (default: no audio)")
+    p.add_argument("--sample-rate", type=int, choices=[22050, 44100], default=22050,
+                   help="WAV sample rate in Hz (default 22050)")
+    p.add_argument("--soundfont", help="General MIDI .sf2 for FluidSynth (default: FluidR3_GM if installed, "
+                   "else the one shipped with pretty_midi; or set $LAPMUSIC_SOUNDFONT)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when played (default: the dataset's, e.g. 0.5 for JSB; else 0.25)")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (default 0 = acoustic grand piano)")
+    p.add_argument("--velocity", type=int, default=90,
+                   help="MIDI velocity (loudness) of every note, 1-127 (default 90)")
+    p.add_argument("--separate-tracks", action="store_true",
+                   help="put the primer and the continuation on two MIDI tracks (default: one track)")
+    p.add_argument("--html", help="also write the piano-roll figure to this HTML file, opens offline (default: none)")
+    p.add_argument("--device", help="cpu or cuda (default: the device the run was configured for)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("stats", help="musicality statistics of a run's samples or of MIDI/.npz files vs real pieces")
+    p.add_argument("files", nargs="*", help="MIDI (.mid), .npz or .npy piano rolls, or folders of them "
+                   "(instead of --run; needs --dataset)")
+    p.add_argument("--run", metavar="RUNDIR", help="draw samples from this run folder and compare them with its dataset (default: none, "
+                   "describe FILES instead)")
+    p.add_argument("--dataset", help=DATASET_HELP + " (the real pieces files are compared with; required with "
+                   "FILES, with --run the run's dataset is used)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="train",
+                   help="split the real pieces come from (default train)")
+    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
+    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--max-polyphony", type=positive_int, help="keep at most K keys per frame (default: no cap)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--step-seconds", type=float,
+                   help="seconds per frame when reading MIDI files (default 0.25)")
+    p.add_argument("--device", help="cpu or cuda (default: the run's device setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_stats)

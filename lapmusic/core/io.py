@@ -28,7 +28,7 @@ _STORAGE_ERRORS = {
 class StorageError(LapMusicError, OSError):
     """A file could not be written: disk full, permission denied or a read-only file system.
 
-    Also an ``OSError``, so that code which already tolerated failed writes (``except OSError``) still does."""
+    Also an ``OSError``, so that code which tolerates failed writes (``except OSError``) still does."""
 
 
 def storage_cause(exc: BaseException) -> OSError | None:
@@ -37,6 +37,17 @@ def storage_cause(exc: BaseException) -> OSError | None:
     ``torch.save`` reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc...]``
     raised while handling the ``OSError``, so the whole ``__cause__`` / ``__context__`` chain is searched,
     and the message text as a last resort.
+
+    Parameters
+    ----------
+    exc : BaseException
+        Any exception.
+
+    Returns
+    -------
+    OSError or None
+        The first ``OSError`` in the chain whose errno is ENOSPC, EDQUOT, EACCES, EPERM or EROFS (a
+        synthetic ENOSPC one for torch's "No space left" text), else None.
     """
     seen = set()
     current: BaseException | None = exc
@@ -52,14 +63,28 @@ def storage_cause(exc: BaseException) -> OSError | None:
 
 
 def storage_error(folder: str | os.PathLike, exc: BaseException) -> LapMusicError:
-    """A one-line :class:`StorageError` naming ``folder`` for ``exc`` (any other error: a generic one)."""
+    """A one-line error for a failed write in ``folder``, saying what to do.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder the write was meant for (named in the message).
+    exc : BaseException
+        The failure.
+
+    Returns
+    -------
+    StorageError
+        For a storage cause (:func:`storage_cause`): what went wrong and what to do; otherwise the first
+        line of ``exc``. The caller raises it.
+    """
     cause = storage_cause(exc)
     if cause is None:
         return StorageError(f"could not write in {folder}: {type(exc).__name__}: {exc}".splitlines()[0])
     return StorageError(f"could not write in {folder}: {_STORAGE_ERRORS[cause.errno]} ({cause.strerror or cause})")
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
+def _fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename or a new file in ``folder`` durable (no-op where directories cannot be fsync'd)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -73,15 +98,26 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def is_temp_name(name: str) -> bool:
+def _is_temp_name(name: str) -> bool:
     """Names of :func:`atomic_save`'s temp files: ``.{target}.{random}.tmp``."""
     return name.startswith(".") and name.endswith(".tmp")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
-    """Delete the temp files that killed writers left in ``folder``; returns their names.
+    """Delete the temp files (``.NAME.RANDOM.tmp``) that killed writers left in ``folder``.
 
-    Only safe while holding the folder's writer lock (:func:`lapmusic.lock.run_lock`), which takes care of it.
+    Only safe while holding the folder's writer lock (:func:`lapmusic.core.lock.run_lock`), which takes
+    care of it.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder; a missing or unreadable one removes nothing.
+
+    Returns
+    -------
+    list of str
+        The names removed.
     """
     removed = []
     try:
@@ -89,7 +125,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
-        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+        if _is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
                 removed.append(entry.name)
@@ -99,24 +135,57 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    """Atomically and durably write ``data`` to ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to create or replace; its folder is created when missing.
+    data : bytes
+        The whole new content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    StorageError
+        As :func:`atomic_save`.
+    """
     return atomic_save(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """:func:`atomic_write_text` of ``obj`` as indented, key-sorted JSON and a final newline."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def new_temp(folder: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, str]:
-    """Create and open (write-only) a new file named ``prefix + random + suffix`` in ``folder``: ``(fd, path)``.
+    """Create and open (write-only) a new file named ``prefix + random + suffix`` in ``folder``.
 
     Created with mode ``0o666`` and ``O_EXCL``, so the kernel applies the umask as for ``open(path, "w")``
-    (``tempfile.mkstemp`` gives ``0o600``, which made a runs folder shared by several users unreadable to the
-    others) and no reader of the umask is needed."""
+    (``tempfile.mkstemp``'s ``0o600`` would make a runs folder shared by several users unreadable to the
+    others).
+
+    Returns
+    -------
+    fd : int
+        The open file descriptor.
+    path : str
+        The new file's path.
+
+    Raises
+    ------
+    OSError
+        The folder cannot be written (a FileExistsError after 100 names already taken).
+    """
     for _ in range(100):
         path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
         try:
@@ -127,11 +196,30 @@ def new_temp(folder: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, 
 
 
 def atomic_save(path: str | os.PathLike, writer) -> Path:
-    """Atomically and durably create ``path`` with ``writer(file_object)`` (e.g. ``torch.save``).
+    """Atomically and durably create or replace ``path`` with what ``writer`` writes.
 
     Temp file in the same folder, fsync of the file, ``os.replace``, fsync of the folder: after a crash the
     path holds the old or the new content, and once this returns the new content survives a power cut.
-    A full disk, a permission or a read-only file system raises :class:`StorageError` naming the folder.
+    No temp file is left behind on failure.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder is created when missing.
+    writer : callable
+        ``writer(file_object)`` writes the content to a binary file object, e.g.
+        ``lambda f: torch.save(state, f)`` or ``lambda f: np.savez(f, **arrays)``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    StorageError
+        A full disk, an exhausted quota, a permission or a read-only file system, naming the folder.
+        Any other exception of ``writer`` propagates unchanged.
     """
     path = Path(path)
     tmp = None
@@ -147,7 +235,7 @@ def atomic_save(path: str | os.PathLike, writer) -> Path:
             time.sleep(random.uniform(0, pause))
         os.replace(tmp, path)
         tmp = None
-        fsync_dir(path.parent)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         # Leave no temp file behind, whatever happened (a kill -9 is cleaned by the next run_lock).
         if tmp is not None and os.path.exists(tmp):
@@ -196,7 +284,8 @@ class _PausingHandle:
 
 
 def read_json(path: str | os.PathLike) -> dict | None:
-    """The JSON object in ``path``, or None when it is missing or not (yet) valid JSON."""
+    """The JSON object in ``path``, or None when it is missing, unreadable, not (yet) valid JSON or not an
+    object (another process may be rewriting it: readers never fail on it)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)

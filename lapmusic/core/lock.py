@@ -53,14 +53,14 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class RunFolderBusy(LapMusicError):
-    """Another process (or thread) is writing this run folder."""
+    """Another process (or thread) is writing this run folder; ``owner`` is its ``{"pid", "host", "since"}``."""
 
     def __init__(self, message: str, owner: dict | None = None):
         super().__init__(message)
         self.owner = owner
 
 
-def describe_owner(owner: dict | None) -> str:
+def _describe_owner(owner: dict | None) -> str:
     """``pid 123 on host h since 2026-11-27 09:50:01 UTC`` (what is known of it)."""
     if not owner:
         return "an unknown process"
@@ -85,7 +85,7 @@ def _read_owner(path: Path) -> dict | None:
 
 def process_exists(pid: int | None) -> bool:
     """True when ``pid`` is a positive int and signal 0 finds a process with it on this machine (zombies
-    included; :func:`lapmusic.worker.pid_alive` also treats them as dead)."""
+    included; :func:`lapmusic.jobs.worker.pid_alive` also treats them as dead)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -109,9 +109,21 @@ def _live_by_content(owner: dict | None) -> bool:
 
 
 def lock_owner(run_dir) -> dict | None:
-    """``{"pid", "host", "since"}`` of the live process writing ``run_dir``; None when it is free or stale.
+    """Who is writing ``run_dir`` now, if anyone.
 
     Never takes the lock (a brief shared ``flock`` probe only), never raises, never writes.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run folder (it may not exist).
+
+    Returns
+    -------
+    dict or None
+        ``{"pid", "host", "since"}`` (``since``: Unix time; ``pid`` None and ``host`` ``"?"`` when the
+        holder recorded nothing) of the live holder, this process's own included; None when the folder
+        is free, its lock stale, or it was never locked.
     """
     path = Path(run_dir) / LOCK_NAME
     key = os.path.realpath(path)
@@ -141,11 +153,30 @@ def lock_owner(run_dir) -> dict | None:
 
 
 class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): ...``
-    """Hold the exclusive writer lock of ``run_dir`` (created if missing) for the ``with`` block.
+    """Hold the exclusive writer lock of ``run_dir`` for a ``with`` block: ``with run_lock(run_dir): ...``.
 
-    Raises :class:`RunFolderBusy` (a :class:`LapMusicError`) naming the owner when another process or
-    thread holds it, and a :class:`LapMusicError` naming the folder when it cannot be created or written.
-    On success, stale ``.*.tmp`` files of killed writers are removed from the folder.
+    Re-entrant within one thread; :meth:`acquire` and :meth:`release` do the same without ``with``. On
+    success the folder's stale ``.*.tmp`` files of killed writers are removed.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The folder to lock; created (with parents) when missing.
+    clean : bool, default=True
+        Remove the stale temp files once the lock is held.
+
+    Attributes
+    ----------
+    previous : dict or None
+        The stale owner recorded in the lock file when it was taken over (``{"pid", "host", "since"}``).
+
+    Raises
+    ------
+    RunFolderBusy
+        Another process or another thread of this one holds the lock; the message names the owner and
+        ``owner`` holds it.
+    lapmusic.core.io.StorageError
+        The folder or its lock file cannot be created or written.
     """
 
     def __init__(self, run_dir, *, clean: bool = True):
@@ -163,6 +194,7 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
         self.release()
 
     def acquire(self) -> None:
+        """Take the lock (or count one more hold by this thread); raises as the class says."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -178,7 +210,7 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
                     return
                 raise RunFolderBusy(
                     f"{self.run_dir} is being written by another job of this process "
-                    f"({describe_owner(entry['owner'])}); wait for it to finish or stop it, or choose another folder",
+                    f"({_describe_owner(entry['owner'])}); wait for it to finish or stop it, or choose another folder",
                     entry["owner"])
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -214,7 +246,7 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
                     continue
                 owner = _read_owner(self.path)
                 raise RunFolderBusy(
-                    f"{self.run_dir} is being written by another lapmusic process ({describe_owner(owner)}); "
+                    f"{self.run_dir} is being written by another lapmusic process ({_describe_owner(owner)}); "
                     "wait for it to finish or stop it, or choose another folder", owner) from None
             except OSError as exc:
                 if exc.errno not in _NO_FLOCK:
@@ -222,11 +254,12 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
                 owner = _read_owner(self.path)  # no flock here: the recorded owner decides
                 if _live_by_content(owner) and owner.get("pid") != os.getpid():
                     raise RunFolderBusy(
-                        f"{self.run_dir} is being written by another lapmusic process ({describe_owner(owner)}); "
+                        f"{self.run_dir} is being written by another lapmusic process ({_describe_owner(owner)}); "
                         "wait for it to finish or stop it, or choose another folder", owner) from None
                 return
 
     def release(self) -> None:
+        """Give one hold back; the last one empties the owner record and drops the lock. Never raises."""
         key, self._key = self._key, None
         if key is None:
             return

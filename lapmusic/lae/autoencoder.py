@@ -18,12 +18,39 @@ FORMAT_VERSION = 1
 # ------------------------------------------------------------------------------------------ model
 @dataclass
 class LinearAutoencoder:
-    """A fitted linear autoencoder for sequences.
+    """A fitted linear autoencoder for sequences: ``y_t = A x_t + B y_{t-1}``, ``y_0 = 0``.
 
-    ``A`` ``(p, 88)``, ``B`` ``(p, p)`` (float64); ``singular_values`` ``(k,)`` descending with
-    ``k >= p`` (``exact``: all of them; ``approx``: the top ``p``); ``total_energy`` is
-    ``||Xi||_F^2`` (computed exactly, without ``Xi``), so the fraction of the data's energy that
-    component ``i`` explains is ``singular_values[i]**2 / total_energy``.
+    Made by :func:`lapmusic.lae.fit.fit_lae` or read by :meth:`load`.
+
+    Attributes
+    ----------
+    A : ndarray of shape (p, 88)
+        Input matrix, float64: ``U^(0)^T``, the first lag block of the top right singular vectors of ``Xi``.
+    B : ndarray of shape (p, p)
+        Recurrent matrix, float64: ``decay * sum_i U^(i+1)^T U^(i)``; its spectral norm is at most ``decay``.
+    singular_values : ndarray of shape (k,)
+        Singular values of ``Xi``, descending, ``k >= p`` (``exact``: all of them; ``approx``: the top ``p``).
+    total_energy : float
+        ``||Xi||_F^2`` (computed exactly, without ``Xi``), so component ``i`` explains the fraction
+        ``singular_values[i]**2 / total_energy`` of the data's energy.
+    p : int
+        Number of hidden units.
+    max_lag : int
+        ``L``, the lag blocks of ``Xi`` used.
+    solver : str
+        ``"exact"`` or ``"approx"``.
+    seconds : float
+        Wall-clock time of the fit.
+    rows, columns : int
+        Shape of ``Xi``: ``N`` frames by ``88 L``.
+    device, dtype : str
+        Where and in which precision the SVD ran.
+    iterations : int
+        Krylov iterations of the approx solver (0 for ``exact``).
+    seed : int
+        Seed of the approx solver's start block.
+    decay : float
+        ``gamma``: lag ``k`` of ``Xi`` weighted by ``gamma**k`` (1: the paper's LAE).
     """
 
     A: np.ndarray
@@ -40,7 +67,7 @@ class LinearAutoencoder:
     dtype: str = "float64"
     iterations: int = 0
     seed: int = 0
-    decay: float = 1.0  # lag k of Xi weighted by decay**k (1: the paper's LAE)
+    decay: float = 1.0
 
     # ---------------------------------------------------------------- spectrum
     @property
@@ -57,9 +84,23 @@ class LinearAutoencoder:
 
     # ---------------------------------------------------------------- encode / decode
     def encode(self, seqs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """States ``y_1..y_T`` of every piece: each ``(T, 88)`` piece gives a ``(T, p)`` float64 array.
+        """The states ``y_1 .. y_T`` of every piece, by the recursion ``y_t = A x_t + B y_{t-1}``, ``y_0 = 0``.
 
-        Runs the recursion ``y_t = A x_t + B y_{t-1}`` (``y_0 = 0``), pieces of similar length batched.
+        Parameters
+        ----------
+        seqs : sequence of array-like of shape (T_i, 88)
+            0/1 piano rolls (pieces of similar length are batched together).
+
+        Returns
+        -------
+        list of ndarray of shape (T_i, p)
+            float64 states, one array per piece, in the order given. With ``p = rank(Xi)`` they equal the
+            rows of ``Xi U_p``.
+
+        Raises
+        ------
+        LapMusicError
+            A piece is not a 0/1 ``(T, 88)`` array.
         """
         pieces = [check_roll(seq, f"piece {index}") for index, seq in enumerate(seqs)]
         out: list[np.ndarray | None] = [None] * len(pieces)
@@ -91,9 +132,25 @@ class LinearAutoencoder:
         return out  # type: ignore[return-value]
 
     def decode(self, state: np.ndarray, n: int) -> np.ndarray:
-        """Unroll a state ``(p,)`` into ``(n, 88)`` frames in document order (real values, not 0/1).
+        """Unroll a state into the ``n`` frames that led to it: ``x_t ~ A^T y_t``, ``y_{t-1} ~ B^T y_t``.
 
-        Row ``n-1`` is ``A^T y``, row ``n-2`` is ``A^T B^T y``, and so on back in time.
+        Parameters
+        ----------
+        state : array-like of shape (p,)
+            A state ``y``, e.g. the last row of :meth:`encode`'s output for a piece.
+        n : int
+            Number of frames to unroll, ``>= 0``.
+
+        Returns
+        -------
+        ndarray of shape (n, 88)
+            Real values (not 0/1), in document order: row ``n-1`` is ``A^T y``, row ``n-2`` is
+            ``A^T B^T y``, and so on back in time. Exact when ``p = rank(Xi)`` and ``n`` is the piece's length.
+
+        Raises
+        ------
+        LapMusicError
+            ``state`` has the wrong shape or ``n`` is not a whole number ``>= 0``.
         """
         y = np.asarray(state, dtype=np.float64)
         if y.shape != (self.p,):
@@ -108,7 +165,19 @@ class LinearAutoencoder:
 
     # ---------------------------------------------------------------- persistence
     def save(self, path) -> None:
-        """Write an ``.npz`` (arrays ``A``, ``B``, ``singular_values`` and the settings), atomically."""
+        """Write the model to an ``.npz`` file, atomically (no pickle; read it back with :meth:`load`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; its folder is created when missing. It holds the arrays ``A``, ``B``,
+            ``singular_values``, one 0-d array per other attribute, and a ``format`` marker.
+
+        Raises
+        ------
+        lapmusic.core.io.StorageError
+            The disk is full, the folder is read-only or not writable.
+        """
         arrays = {
             "format": np.array("lapmusic-lae"),
             "format_version": np.array(FORMAT_VERSION),
@@ -132,7 +201,23 @@ class LinearAutoencoder:
 
     @classmethod
     def load(cls, path) -> "LinearAutoencoder":
-        """Read a file written by :meth:`save` (no pickle); a foreign or corrupt file raises CheckpointError."""
+        """Read a model written by :meth:`save` (no pickle).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            An ``.npz`` file written by :meth:`save` (e.g. ``lapmusic lae --out FILE``).
+
+        Returns
+        -------
+        LinearAutoencoder
+
+        Raises
+        ------
+        CheckpointError
+            The file is missing, not a lapmusic LAE file, unreadable, lacks an array, or its shapes
+            disagree with its ``p``.
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 if "format" not in data or str(data["format"]) != "lapmusic-lae":
@@ -172,7 +257,20 @@ class LinearAutoencoder:
         return model
 
     def summary(self, top: int = 10) -> dict:
-        """JSON-able facts for the CLI and the app."""
+        """JSON-ready facts about the fit, for the CLI and the app.
+
+        Parameters
+        ----------
+        top : int, default=10
+            How many of the largest singular values to list.
+
+        Returns
+        -------
+        dict
+            The settings (``solver``, ``p``, ``max_lag``, ``rows``, ``columns``, ``seconds``, ``device``,
+            ``dtype``, ``iterations``, ``seed``, ``decay``), ``singular_values_computed``,
+            ``top_singular_values``, ``energy_captured``, ``total_energy`` and ``spectral_norm_B``.
+        """
         return {
             "solver": self.solver,
             "p": int(self.p),

@@ -1,4 +1,4 @@
-"""The linear autoencoder for sequences (Pasa & Sperduti, NIPS 2014, section 3).
+"""Fitting the linear autoencoder for sequences (Pasa & Sperduti, NIPS 2014, section 3): :func:`fit_lae`.
 
 State recursion, ``y_0 = 0``::
 
@@ -7,55 +7,60 @@ State recursion, ``y_0 = 0``::
 Decoding runs it backwards: ``x_t ~ A^T y_t`` and ``y_{t-1} ~ B^T y_t``, so the final state of a
 piece unrolls into the whole piece, last frame first.
 
-The optimal ``A`` and ``B`` come from the data matrix ``Xi`` (``N x 88 L``): one row per time step
-``t`` of every training piece, holding the reversed prefix ``[x_t, x_{t-1}, ..., x_1]`` followed by
-zeros, cut after ``L`` frames (``L`` = the longest piece, or ``max_lag``). With the thin SVD
-``Xi = V Lambda U^T`` and ``U_p`` its first ``p`` right singular vectors, split into ``L`` blocks
-``U^(0), U^(1), ...`` of 88 rows::
+The optimal ``A`` and ``B`` come from the data matrix ``Xi`` ``(N, 88 L)``: one row per time step
+``t`` of every training piece, holding the reversed prefix ``xi_t = [x_t, x_{t-1}, ..., x_1]`` followed
+by zeros, cut after ``L`` frames (``L`` = the longest piece, or ``max_lag``). As column vectors,
+``xi_t = P x_t + R xi_{t-1}``, where ``P`` ``(88 L, 88)`` puts a frame in the first block and ``R``
+``(88 L, 88 L)`` shifts a prefix down by one block (dropping the last). With the thin SVD
+``Xi = V Lambda U^T`` and ``U_p`` ``(88 L, p)`` its first ``p`` right singular vectors, split into ``L``
+blocks ``U^(0), U^(1), ...`` of 88 rows, ``y_t = U_p^T xi_t`` gives::
 
-    A = U^(0)^T                                (p, 88)
-    B = sum_i U^(i+1)^T U^(i) = U_p^T R U_p     (p, p), R shifts a row right by one block
+    A = U_p^T P = U^(0)^T                         (p, 88)
+    B = U_p^T R U_p = sum_i U^(i+1)^T U^(i)       (p, p)
 
 With ``p = rank(Xi)`` the states equal ``Xi U_p`` and decoding is exact.
 
+Lag weighting (``decay = gamma`` in ``(0, 1]``): lag block ``k`` of every row is scaled by ``gamma**k``,
+i.e. ``Xi_gamma = Xi D`` with ``D = diag(gamma**k I_88)``, so ``xi_t = P x_t + gamma R xi_{t-1}``; then
+``A = U^(0)^T`` and ``B = gamma U_p^T R U_p`` from ``Xi_gamma``'s right singular vectors, and older frames
+weigh less in the fit (docs/lae.md, "Lag weighting"). ``gamma = 1`` is the paper's LAE.
+
 Two solvers:
 
-* ``exact`` builds ``Xi`` (only the columns of keys that occur) in float64 and takes a dense SVD.
-  It refuses, before allocating anything, data whose ``Xi`` and SVD would not fit a memory budget.
-* ``approx`` (default) is a randomized SVD (subspace iteration) that never builds ``Xi``: a product
-  ``Xi W`` is, per piece, a causal convolution of the piece with the lag blocks of ``W``, and
-  ``Xi^T Y`` a cross-correlation; both are done with FFTs on pieces bucketed by length (torch, CUDA
-  when available, float32 by default), in ``lae_approx.py``. See docs/lae.md for the method and the benchmark.
+* ``exact`` builds ``Xi`` (only the columns of keys that occur: the others are zero) in float64 and takes
+  a dense SVD. It refuses, before allocating anything, data whose ``Xi`` and SVD would not fit a memory
+  budget.
+* ``approx`` (default) is a randomized block Krylov SVD that never builds ``Xi``: a product ``Xi W`` is,
+  per piece, a causal convolution of the piece with the lag blocks of ``W``, and ``Xi^T Y`` a
+  cross-correlation; :mod:`lapmusic.lae.approx` does both with FFTs (torch, CUDA when available, float32
+  by default). docs/lae.md describes the method and its accuracy.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError, SolverError
-from lapmusic.lae.approx import (
-    approx_svd,
-)
+from lapmusic.core.progress import Progress
+from lapmusic.lae.approx import approx_svd
 from lapmusic.lae.autoencoder import LinearAutoencoder
 from lapmusic.lae.xi import active_keys, build_xi, fix_signs, resolve_max_lag, validate_sequences, xi_energy
 
 SOLVERS = ("exact", "approx")
 
-ProgressCallback = Callable[[float, str], None]
 
-
-def exact_memory_bytes(rows: int, columns: int) -> int:
+def _exact_memory_bytes(rows: int, columns: int) -> int:
     """Bytes the exact solver needs: ``Xi`` in float64 plus its thin SVD (U, Vt and LAPACK workspace)."""
     k = min(rows, columns)
     return 8 * (rows * columns + rows * k + k * columns + 4 * k * k + 8 * max(rows, columns))
 
 
-def default_memory_budget() -> int:
+def _default_memory_budget() -> int:
     """Half of the machine's physical memory (the exact solver's default budget)."""
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
@@ -77,30 +82,81 @@ def fit_lae(
     decay: float | None = None,
     device: str = "auto",
     seed: int = 0,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     memory_budget_bytes: int | None = None,
     dtype=None,
     iterations: int | None = None,
     oversample: int | None = None,
     cancel=None,
 ) -> LinearAutoencoder:
-    """Fit the linear autoencoder with ``p`` hidden units on ``seqs`` (list of ``(T, 88)`` 0/1 pieces).
+    """Fit the linear autoencoder with ``p`` hidden units on binary piano rolls.
 
-    ``solver``: ``"approx"`` (default; randomized, never builds ``Xi``, torch on ``device``) or
-    ``"exact"`` (dense SVD of ``Xi``, float64, CPU). ``max_lag`` cuts every reversed prefix after
-    that many frames (default: the longest piece; larger values are clamped to it). ``decay`` (``gamma`` in
-    ``(0, 1]``, default 1): lag ``k`` of every row is weighted by ``gamma**k``, i.e. ``Xi_gamma = Xi D``; then
-    ``A = U^(0)^T`` and ``B = gamma * sum_i U^(i+1)^T U^(i)`` from ``Xi_gamma``'s right singular vectors
-    (docs/lae.md, "Lag weighting").
-    ``memory_budget_bytes``: ``exact`` refuses data needing more (default: half the RAM);
-    ``approx`` sizes its FFT work chunks from it (default 512 MiB). ``dtype``: ``approx`` computes
-    in float32 by default (``torch.float64``/``"float64"`` for more accuracy); ``exact`` always uses
-    float64. ``iterations`` / ``oversample``: the randomized solver's accuracy knobs.
-    ``progress(fraction, message)`` is called as work advances; ``cancel`` (anything with
-    ``is_set()``) stops the approx solver between products with a LapMusicError.
+    Builds (or, with ``solver="approx"``, only multiplies by) the data matrix ``Xi`` of the pieces'
+    reversed prefixes, takes its top ``p`` right singular vectors ``U_p`` and returns
+    ``A = U_p^T P`` ``(p, 88)`` and ``B = gamma U_p^T R U_p`` ``(p, p)`` (module docstring).
 
-    Raises LapMusicError for bad pieces and SolverError for impossible settings, e.g. ``p`` larger
-    than the rank of ``Xi`` (the message gives the largest usable ``p``).
+    Parameters
+    ----------
+    seqs : sequence of ndarray of shape (T_i, 88)
+        The training pieces, 0/1 values, each with ``T_i >= 2`` frames; column ``k`` is MIDI pitch
+        ``21 + k``.
+    p : int
+        Number of hidden units (the state size), ``1 <= p <= rank(Xi)``.
+    solver : {"approx", "exact"}, default="approx"
+        ``"approx"``: randomized block Krylov SVD through FFT products, never builds ``Xi`` (torch on
+        ``device``). ``"exact"``: dense float64 SVD of ``Xi`` on the CPU.
+    max_lag : int, optional
+        ``L``, the number of frames kept of every reversed prefix (the lag blocks of ``Xi``). Default:
+        the longest piece; larger values are clamped to it.
+    decay : float, optional
+        ``gamma`` in ``(0, 1]``: lag ``k`` of every row of ``Xi`` is weighted by ``gamma**k``. Default 1
+        (the paper's unweighted LAE).
+    device : str, default="auto"
+        Torch device of the approx solver: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+        The exact solver always runs on the CPU.
+    seed : int, default=0
+        Seed of the approx solver's random start block; the same seed gives the same factors.
+    progress : callable, optional
+        ``progress(fraction, message)``, called as the work advances, last with fraction 1.0.
+    memory_budget_bytes : int, optional
+        ``exact``: refuse data whose ``Xi`` and SVD would need more (default: half the physical memory).
+        ``approx``: its FFT work chunks get a quarter of it, at least 16 MiB (default: 512 MiB chunks).
+    dtype : {None, "float32", "float64"} or numpy/torch float dtype, optional
+        Precision of the approx solver (default float32); ``exact`` always computes in float64.
+    iterations : int, optional
+        Krylov iterations ``q`` of the approx solver (default: 4 to 8, more for small ``p``).
+    oversample : int, optional
+        Extra columns of the approx solver's block beyond ``p`` (default ``max(10, p // 10)``).
+    cancel : object with ``is_set()``, optional
+        E.g. a ``threading.Event``; when set, the approx solver stops between two products.
+
+    Returns
+    -------
+    LinearAutoencoder
+        ``A`` ``(p, 88)`` and ``B`` ``(p, p)`` in float64, the singular values of ``Xi`` (all of them for
+        ``exact``, the top ``p`` for ``approx``), ``||Xi||_F^2`` and the settings used.
+
+    Raises
+    ------
+    LapMusicError
+        A piece is not a ``(T, 88)`` 0/1 array, has fewer than 2 frames, every piece is silent, or
+        ``cancel`` was set.
+    SolverError
+        An impossible setting: an unknown solver, ``p`` not a positive integer or above the rank of
+        ``Xi`` (the message gives the largest usable ``p``), ``decay`` outside ``(0, 1]``, a bad
+        ``max_lag`` or ``dtype``, or (``exact``) data over the memory budget.
+    DeviceError
+        ``device`` names a device that this machine lacks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lapmusic.lae.fit import fit_lae
+    >>> rng = np.random.default_rng(0)
+    >>> pieces = [(rng.random((16, 88)) < 0.05).astype(np.uint8) for _ in range(4)]
+    >>> lae = fit_lae(pieces, 8, solver="exact")
+    >>> lae.A.shape, lae.B.shape
+    ((8, 88), (8, 8))
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -130,8 +186,8 @@ def fit_lae(
     total_energy = xi_energy(pieces, lags, decay)
 
     if solver == "exact":
-        budget = default_memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
-        need = exact_memory_bytes(rows, reduced_columns)
+        budget = _default_memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
+        need = _exact_memory_bytes(rows, reduced_columns)
         if need > budget:
             raise SolverError(
                 f"the exact solver would need about {_gib(need)} (Xi is {rows} x {reduced_columns} float64 = "
@@ -185,6 +241,7 @@ def _factors(U_p: np.ndarray, keys: np.ndarray, lags: int) -> tuple[np.ndarray, 
 
 
 def _exact_svd(pieces, keys, lags, report, decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Right singular vectors ``(len(keys) * L, k)`` and singular values ``(k,)`` of the dense ``Xi``."""
     import scipy.linalg
 
     rows = sum(x.shape[0] for x in pieces)

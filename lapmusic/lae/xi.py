@@ -1,4 +1,9 @@
-"""The data matrix Xi of an LAE (one row per time step, the reversed prefix) and its helpers."""
+"""The data matrix Xi of an LAE and its helpers.
+
+``Xi`` ``(N, 88 L)`` has one row per time step of every piece (``N`` = all frames): row ``t`` of a piece is
+its reversed prefix ``[x_t, x_{t-1}, ..., x_1]`` padded with zeros and cut after ``L`` frames, lag block
+``k`` (88 columns) holding ``x_{t-k}``, optionally weighted by ``decay**k``.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,22 @@ from lapmusic.data.midi import check_roll
 def validate_sequences(seqs) -> list[np.ndarray]:
     """Check training pieces: a non-empty list of ``(T, 88)`` 0/1 arrays with ``T >= 2``.
 
-    Returns them as uint8 arrays. A piece of 0 or 1 frames is refused (it has no transition to
-    learn and is almost always a loading mistake); the message names the piece.
+    Parameters
+    ----------
+    seqs : sequence of array-like of shape (T_i, 88)
+        The pieces, 0/1 values of any numeric dtype.
+
+    Returns
+    -------
+    list of ndarray of shape (T_i, 88)
+        The pieces as uint8 arrays.
+
+    Raises
+    ------
+    LapMusicError
+        For a single array instead of a list, an empty list, a piece that is not a 0/1 ``(T, 88)`` array,
+        or a piece of 0 or 1 frames (it has no transition to learn and is almost always a loading
+        mistake); the message names the piece.
     """
     if seqs is None or isinstance(seqs, np.ndarray) and seqs.ndim == 2:
         raise LapMusicError("expected a list of (T, 88) pieces, not a single array; wrap it: [roll]")
@@ -39,7 +58,25 @@ def validate_sequences(seqs) -> list[np.ndarray]:
 
 
 def resolve_max_lag(seqs: Sequence[np.ndarray], max_lag: int | None) -> int:
-    """The number of lag blocks ``L``: ``max_lag`` clamped to the longest piece (default: the longest)."""
+    """The number of lag blocks ``L``: ``max_lag`` clamped to the longest piece.
+
+    Parameters
+    ----------
+    seqs : sequence of ndarray of shape (T_i, 88)
+        The validated pieces.
+    max_lag : int or None
+        The lags wanted; None means the longest piece.
+
+    Returns
+    -------
+    int
+        ``min(max_lag, max_i T_i)``.
+
+    Raises
+    ------
+    SolverError
+        ``max_lag`` is not a positive integer.
+    """
     longest = max(x.shape[0] for x in seqs)
     if max_lag is None:
         return longest
@@ -49,7 +86,8 @@ def resolve_max_lag(seqs: Sequence[np.ndarray], max_lag: int | None) -> int:
 
 
 def active_keys(seqs: Sequence[np.ndarray]) -> np.ndarray:
-    """Indices of the keys that sound at least once: the other columns of ``Xi`` are all zero."""
+    """Indices ``(K,)`` of the keys that sound at least once in ``seqs``: the other columns of ``Xi`` are
+    all zero, so the solvers leave them out."""
     used = np.zeros(N_KEYS, dtype=bool)
     for x in seqs:
         used |= x.any(axis=0)
@@ -57,8 +95,26 @@ def active_keys(seqs: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def xi_energy(seqs: Sequence[np.ndarray], max_lag: int, decay: float = 1.0) -> float:
-    """``||Xi||_F^2`` without ``Xi``: frame ``u`` of a piece of length ``T`` appears in ``m = min(L, T-u)`` rows,
-    at lags ``0..m-1``, so it adds ``sum_k decay^(2k) = (1 - decay^(2m)) / (1 - decay^2)`` (``m`` when 1)."""
+    """``||Xi||_F^2`` without building ``Xi``.
+
+    Frame ``u`` of a piece of length ``T`` appears in ``m = min(L, T - u)`` rows, at lags ``0..m-1``, so
+    its ``n_u`` notes add ``n_u sum_k decay^(2k) = n_u (1 - decay^(2m)) / (1 - decay^2)`` (``n_u m`` when
+    ``decay = 1``).
+
+    Parameters
+    ----------
+    seqs : sequence of ndarray of shape (T_i, 88)
+        The validated 0/1 pieces.
+    max_lag : int
+        ``L``, the lag blocks of ``Xi`` (see :func:`resolve_max_lag`).
+    decay : float, default=1.0
+        Lag ``k`` weighted by ``decay**k``.
+
+    Returns
+    -------
+    float
+        The squared Frobenius norm, i.e. the sum of all squared singular values of ``Xi``.
+    """
     total = 0.0
     for x in seqs:
         notes = x.sum(axis=1, dtype=np.int64)  # (T,)
@@ -71,16 +127,53 @@ def xi_energy(seqs: Sequence[np.ndarray], max_lag: int, decay: float = 1.0) -> f
 
 
 def lag_weights(lags: int, decay: float) -> np.ndarray:
-    """``(L,)`` weights ``decay**k`` of the lag blocks ``k = 0..L-1`` of the weighted ``Xi``."""
+    """The weights of the lag blocks of the weighted ``Xi``.
+
+    Parameters
+    ----------
+    lags : int
+        ``L``, the number of lag blocks.
+    decay : float
+        ``gamma`` in ``(0, 1]``.
+
+    Returns
+    -------
+    ndarray of shape (L,)
+        ``gamma**k`` for ``k = 0..L-1``, float64.
+    """
     return float(decay) ** np.arange(lags, dtype=np.float64)
 
 
 def build_xi(seqs: Sequence[np.ndarray], max_lag: int | None = None, *, keys=None,
              dtype=np.float64, decay: float = 1.0) -> np.ndarray:
-    """The data matrix ``Xi`` ``(N, len(keys) * L)``: row ``t`` of a piece = ``[x_t, x_{t-1}, ..., x_1, 0...]``.
+    """The dense data matrix ``Xi``: row ``t`` of a piece is ``[x_t, x_{t-1}, ..., x_1, 0, ...]``.
 
-    Column block ``k`` (``len(keys)`` columns, default all 88) holds lag ``k``, times ``decay**k``. Meant for small data,
-    the exact solver and tests: the approx solver never calls it.
+    For small data, the exact solver and tests: the approx solver never builds it.
+
+    Parameters
+    ----------
+    seqs : sequence of array-like of shape (T_i, 88)
+        The 0/1 pieces (checked by :func:`validate_sequences`).
+    max_lag : int, optional
+        ``L``, the lags kept (default and upper bound: the longest piece).
+    keys : array-like of int, shape (K,), optional
+        The key columns kept in every lag block (default: all 88).
+    dtype : numpy dtype, default=np.float64
+        The matrix's dtype.
+    decay : float, default=1.0
+        Lag block ``k`` is multiplied by ``decay**k``.
+
+    Returns
+    -------
+    ndarray of shape (N, K * L)
+        ``N = sum_i T_i`` rows, pieces in order; block ``k`` (columns ``k K .. (k + 1) K - 1``) holds lag ``k``.
+
+    Raises
+    ------
+    LapMusicError
+        A bad piece (:func:`validate_sequences`).
+    SolverError
+        A bad ``max_lag``.
     """
     seqs = validate_sequences(seqs)
     lags = resolve_max_lag(seqs, max_lag)
@@ -100,7 +193,8 @@ def build_xi(seqs: Sequence[np.ndarray], max_lag: int | None = None, *, keys=Non
 
 
 def fix_signs(U: np.ndarray) -> np.ndarray:
-    """Flip each column so that its largest-magnitude entry is positive (SVD signs are arbitrary)."""
+    """``U`` with each column flipped so that its largest-magnitude entry is positive (SVD signs are
+    arbitrary; this makes the factors reproducible across solvers and devices)."""
     if U.size == 0:
         return U
     pivots = np.argmax(np.abs(U), axis=0)

@@ -1,37 +1,29 @@
-"""Ancestral sampling from a trained piano-roll RNN, and the primers that start a sample.
+"""Ancestral sampling from a trained piano-roll RNN: :func:`generate` (rolls) and :func:`sample_run` (MIDI).
 
-The model is anything with the ``PianoRollRNN.forward`` contract::
-
-    forward(x: (B, T, 88) float, h=None) -> (logits: (B, T, 88), h)
-
-where ``logits[:, t]`` predicts frame ``t + 1``. Sampling warms the hidden state on a primer (or on one
-silent frame when there is none), then repeats: divide the last logits by a temperature, draw every key
-from its own Bernoulli, optionally keep only the most probable drawn keys, and feed the frame back.
-
-A :class:`lapmusic.model.PianoRollRNN` with ``output="nade"`` draws each frame key by key from its NADE
-instead (:meth:`lapmusic.nade.NADEOutput.sample`: temperature on every conditional, the polyphony cap
-switching off the keys above the first ``max_polyphony`` drawn ones).
+The model is anything with the ``PianoRollRNN.forward`` contract ``forward(x (B, T, 88), h=None) ->
+(logits (B, T, 88), h)``, ``logits[:, t]`` predicting frame ``t + 1``. A
+:class:`~lapmusic.model.rnn.PianoRollRNN` with a NADE output draws each frame key by key instead
+(:meth:`lapmusic.model.nade.NADEOutput.sample`: temperature on every conditional, the polyphony cap
+switching off the keys above the first ``max_polyphony`` drawn ones). Primers: :mod:`lapmusic.sampling.primer`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from lapmusic import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
+from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError
+from lapmusic.core.progress import Progress
 from lapmusic.data.files import SPLITS
 from lapmusic.model.rnn import PianoRollRNN
+from lapmusic.sampling.primer import parse_primer
 
 MAX_STEPS = 100_000
 """Longest sample accepted (about 7 hours at 0.25 s a frame): a typo should not start a day-long loop."""
-
-ProgressFn = Callable[[float, str], None]
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -45,29 +37,55 @@ def generate(
     seed: int | None = None,
     n_samples: int = 1,
     device: str | torch.device | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     threshold: float = 0.5,
 ) -> np.ndarray:
-    """Sample ``n_samples`` continuations of ``steps`` frames each.
+    """Sample ``n_samples`` continuations of ``steps`` frames each, frame by frame.
 
-    Args:
-        model: a module with ``forward(x (B, T, 88), h) -> (logits (B, T, 88), h)``.
-        steps: number of frames to generate (>= 1).
-        temperature: logits are divided by it before the sigmoid; ``0`` is deterministic
-            (a key sounds when its probability is >= 0.5). Higher is wilder, lower is tamer.
-        primer: ``(k, 88)`` 0/1 array copied unchanged into the first ``k`` output frames and used to
-            warm the hidden state; ``None`` (or ``k = 0``) starts from silence.
-        max_polyphony: keep at most this many keys per generated frame: the most probable of the
-            drawn keys (``None``: no limit).
-        seed: same seed, same model, same device -> the same samples. ``None`` draws a fresh seed.
-        n_samples: number of independent variations drawn in one batch.
-        device: where the computation runs; defaults to the device of the model's parameters.
-        progress: optional ``progress(fraction, message)`` callback.
-        threshold: with ``temperature = 0``, a key sounds when its probability is ``>= threshold``
-            (``final.json``'s ``threshold``, chosen on the validation split, gives denser greedy frames).
+    Each step turns the last logits ``l`` into key probabilities ``sigmoid(l / temperature)``, draws
+    every key from its own Bernoulli, optionally keeps only the ``max_polyphony`` most probable drawn
+    keys, and feeds the frame back. A NADE output draws each frame key by key from its conditionals
+    instead. The hidden state is first warmed on the primer (or on one silent frame without one).
 
-    Returns:
-        ``(n_samples, k + steps, 88)`` uint8 array of 0/1.
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A module with ``forward(x (B, T, 88), h) -> (logits (B, T, 88), h)``, e.g. a
+        :class:`lapmusic.model.rnn.PianoRollRNN` (with any output layer).
+    steps : int
+        Number of frames to generate, ``1 <= steps <= MAX_STEPS``.
+    temperature : float, default=1.0
+        The logits are divided by it before the sigmoid: higher is wilder, lower is tamer. ``0`` is
+        deterministic: a key sounds when its probability is ``>= threshold``.
+    primer : array-like of shape (k, 88), optional
+        0/1 frames copied unchanged into the first ``k`` output frames and used to warm the hidden
+        state; ``None`` (or ``k = 0``) starts from silence. See :func:`lapmusic.sampling.primer.parse_primer`.
+    max_polyphony : int, optional
+        Keep at most this many keys per generated frame: the most probable of the drawn keys
+        (``None``: no limit).
+    seed : int, optional
+        Same seed, same model, same device: the same samples. ``None`` draws a fresh seed.
+    n_samples : int, default=1
+        Number of independent variations, drawn in one batch.
+    device : str or torch.device, optional
+        Where the computation runs (default: the device of the model's parameters).
+    progress : callable, optional
+        ``progress(fraction, message)``, called about every 1 % of the steps and at the end.
+    threshold : float, default=0.5
+        With ``temperature = 0``, a key sounds when its probability is ``>= threshold``, ``0 < threshold
+        < 1`` (``final.json``'s ``threshold``, chosen on the validation split, gives denser greedy frames).
+        A NADE output decides each conditional at 0.5.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, k + steps, 88)
+        uint8 0/1 piano rolls, the primer first.
+
+    Raises
+    ------
+    LapMusicError
+        A bad ``steps``, ``n_samples``, ``temperature``, ``threshold`` or ``max_polyphony``, a primer that
+        is not a 0/1 ``(k, 88)`` array, or a model whose logits are not ``(B, T, 88)``.
     """
     steps = _check_int("steps", steps, minimum=1)
     if steps > MAX_STEPS:
@@ -120,7 +138,7 @@ def generate(
             report_every = max(1, steps // 100)
             for t in range(steps):
                 if nade is None:
-                    frame = _draw_frame(last, temperature, max_polyphony, generator, threshold)
+                    frame = draw_frame(last, temperature, max_polyphony, generator, threshold)
                 else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
                     looked_back = {"history": history, "history_valid": valid} if window > 1 else {}
                     frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read, **looked_back)
@@ -149,12 +167,30 @@ def _last_logits(logits: torch.Tensor, n_samples: int) -> torch.Tensor:
     return logits[:, -1]
 
 
-def _draw_frame(
+def draw_frame(
     logits: torch.Tensor, temperature: float, max_polyphony: int | None, generator: torch.Generator,
     threshold: float = 0.5,
 ) -> torch.Tensor:
-    """``(B, 88)`` logits -> ``(B, 88)`` uint8 frame drawn from independent Bernoullis (``temperature = 0``:
-    every key with probability ``>= threshold``)."""
+    """One frame per row drawn from independent Bernoullis, ``x_k ~ Bernoulli(sigmoid(l_k / temperature))``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (B, 88)
+        The logits ``l`` of the next frame.
+    temperature : float
+        ``>= 0``; ``0`` draws nothing at random: every key with probability ``>= threshold`` sounds.
+    max_polyphony : int or None
+        Keep at most this many drawn keys per frame, those with the largest logits.
+    generator : torch.Generator
+        Source of the uniform numbers (on the logits' device).
+    threshold : float, default=0.5
+        The greedy (``temperature = 0``) decision threshold, ``0 < threshold < 1``.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, 88)
+        uint8 0/1 frames.
+    """
     if temperature == 0.0:
         drawn = logits >= math.log(threshold / (1 - threshold))  # sigmoid(l) >= t  <=>  l >= logit(t)
     else:
@@ -170,105 +206,22 @@ def _draw_frame(
     return drawn.to(torch.uint8)
 
 
-# --------------------------------------------------------------------------------------- primers
-def parse_primer(spec: str | None, dataset_key: str | None, *, dataset=None) -> np.ndarray | None:
-    """Turn a primer specification into a ``(k, 88)`` uint8 roll, or ``None`` for no primer.
-
-    Accepted forms:
-        ``none``                  start from silence.
-        ``SPLIT:INDEX:FRAMES``    the first FRAMES frames of piece INDEX (from 0) of split train, valid or
-                                  test of the run's dataset, e.g. ``test:0:16``.
-        ``chord:P1,P2,...``       one frame holding these pitches, given as MIDI numbers (21-108) or note
-                                  names (``C4``, ``Eb4``, ``F#3``), e.g. ``chord:60,64,67``.
-        ``chord:P1,P2,...:FRAMES``  the same chord held for FRAMES frames.
-
-    ``dataset`` (an already loaded ``lapmusic.data.Dataset``) avoids loading ``dataset_key`` again.
-    """
-    text = (spec or "none").strip()
-    if text.lower() in ("", "none", "silence"):
-        return None
-    if text.lower().startswith("chord:"):
-        return _parse_chord(text[len("chord:"):], text)
-    parts = text.split(":")
-    if len(parts) != 3 or parts[0].lower() not in SPLITS:
-        raise LapMusicError(
-            f"primer {text!r} is not understood; use none, SPLIT:INDEX:FRAMES (e.g. test:0:16) "
-            "or chord:60,64,67"
-        )
-    split = parts[0].lower()
-    index = _parse_int_field(parts[1], "piece index", text, minimum=0)
-    frames = _parse_int_field(parts[2], "number of frames", text, minimum=1)
-    if dataset is None:
-        if not dataset_key:
-            raise LapMusicError(
-                f"primer {text!r} needs a dataset, but none is known for this run; use none or chord:... instead"
-            )
-        from lapmusic.data.registry import load_dataset  # imported here: loading a dataset is only needed for this form
-
-        dataset = load_dataset(dataset_key)
-    pieces = dataset.split(split)
-    if index >= len(pieces):
-        raise LapMusicError(
-            f"primer {text!r}: the {split} split of {getattr(dataset, 'key', dataset_key)} has {len(pieces)} "
-            f"pieces, so INDEX must be 0..{len(pieces) - 1}"
-        )
-    piece = np.asarray(pieces[index])
-    if frames > piece.shape[0]:
-        raise LapMusicError(
-            f"primer {text!r}: {split} piece {index} is only {piece.shape[0]} frames long; "
-            f"ask for at most {piece.shape[0]} frames"
-        )
-    return (piece[:frames] > 0).astype(np.uint8)
-
-
-_NOTE_NAME = re.compile(r"^([A-Ga-g])([#b]*)(-?\d+)$")
-_PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
-
-def _parse_chord(body: str, spec: str) -> np.ndarray:
-    notes_text, _, frames_text = body.partition(":")
-    frames = _parse_int_field(frames_text, "number of frames", spec, minimum=1) if frames_text else 1
-    tokens = [token.strip() for token in notes_text.split(",") if token.strip()]
-    if not tokens:
-        raise LapMusicError(f"primer {spec!r} names no pitches; write e.g. chord:60,64,67 or chord:C4,E4,G4")
-    frame = np.zeros(N_KEYS, dtype=np.uint8)
-    for token in tokens:
-        pitch = _pitch_number(token, spec)
-        if not LOWEST_PITCH <= pitch <= HIGHEST_PITCH:
-            raise LapMusicError(
-                f"primer {spec!r}: pitch {token} ({pitch}) is off the 88-key piano; "
-                f"use MIDI pitches {LOWEST_PITCH}-{HIGHEST_PITCH} (A0-C8)"
-            )
-        frame[pitch - LOWEST_PITCH] = 1
-    return np.repeat(frame[None, :], frames, axis=0)
-
-
-def _pitch_number(token: str, spec: str) -> int:
-    if re.fullmatch(r"-?\d+", token):
-        return int(token)
-    match = _NOTE_NAME.match(token)
-    if not match:
-        raise LapMusicError(
-            f"primer {spec!r}: {token!r} is neither a MIDI pitch number nor a note name like C4, Eb4 or F#3"
-        )
-    letter, accidentals, octave = match.groups()
-    offset = accidentals.count("#") - accidentals.count("b")
-    return 12 * (int(octave) + 1) + _PITCH_CLASS[letter.upper()] + offset  # C4 = 60
-
-
-def _parse_int_field(text: str, what: str, spec: str, *, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise LapMusicError(f"primer {spec!r}: the {what} {text!r} is not a whole number") from None
-    if value < minimum:
-        raise LapMusicError(f"primer {spec!r}: the {what} must be at least {minimum}, got {value}")
-    return value
-
-
 # --------------------------------------------------------------------------------------- from a run
 def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
-    """Playback duration of one frame for a dataset: its own suggestion, else ``DEFAULT_STEP_SECONDS``."""
+    """Seconds per frame when a dataset's music is played.
+
+    Parameters
+    ----------
+    dataset_key : str or None
+        A dataset key (``jsb``, ``user:NAME``, ...).
+    dataset : lapmusic.data.dataset.Dataset, optional
+        The loaded dataset; its own ``step_seconds`` wins.
+
+    Returns
+    -------
+    float
+        The dataset's step, its catalogue entry's, else ``lapmusic.data.midi.DEFAULT_STEP_SECONDS``.
+    """
     from lapmusic.data.catalog import DATASETS
     from lapmusic.data.midi import DEFAULT_STEP_SECONDS
 
@@ -280,9 +233,21 @@ def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
 
 @dataclass
 class Sample:
-    """One generated piece: the roll, where the primer ends, and its MIDI rendering."""
+    """One generated piece: the roll, where the primer ends, and its MIDI rendering.
 
-    roll: np.ndarray  # (primer_frames + steps, 88) uint8
+    Attributes
+    ----------
+    roll : ndarray of shape (primer_frames + steps, 88)
+        uint8 0/1 piano roll, the primer first.
+    primer_frames : int
+        ``k``, the frames copied from the primer.
+    step_seconds : float
+        Seconds per frame when played.
+    midi : pretty_midi.PrettyMIDI
+        The roll as MIDI (held frames merged into notes).
+    """
+
+    roll: np.ndarray
     primer_frames: int
     step_seconds: float
     midi: "pretty_midi.PrettyMIDI"  # noqa: F821 - imported lazily
@@ -298,6 +263,7 @@ class Sample:
         return self.roll.shape[0] * self.step_seconds
 
     def midi_bytes(self) -> bytes:
+        """The Standard MIDI File's bytes (what ``lapmusic generate --out`` writes)."""
         from lapmusic.data.midi import midi_to_bytes
 
         return midi_to_bytes(self.midi)
@@ -317,14 +283,42 @@ def sample_run(
     velocity: int = 90,
     separate_tracks: bool = False,
     dataset=None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     threshold: float = 0.5,
 ) -> list[Sample]:
-    """Sample from a loaded run (``lapmusic.results.load_run``) and turn every variation into MIDI.
+    """Sample from a loaded run and turn every variation into MIDI.
 
-    ``primer`` is a specification for :func:`parse_primer` (pieces come from the run's dataset) or an
-    array. ``step_seconds`` defaults to the dataset's suggested playback step. With ``separate_tracks``
-    the primer and the continuation go on two MIDI instruments ("primer", "continuation").
+    Parameters
+    ----------
+    run : lapmusic.training.results.LoadedRun
+        A run from :func:`lapmusic.training.results.load_run`: its ``model``, ``device`` and
+        ``config.dataset`` are used.
+    steps, temperature, max_polyphony, seed, n_samples, progress, threshold
+        As for :func:`generate`.
+    primer : str or array-like of shape (k, 88) or None, default="none"
+        A specification for :func:`lapmusic.sampling.primer.parse_primer` (``SPLIT:INDEX:FRAMES`` pieces
+        come from the run's dataset) or a 0/1 roll.
+    step_seconds : float, optional
+        Seconds per frame in the MIDI (default: the dataset's suggested step, else 0.25).
+    program : int, default=0
+        General MIDI program 0..127 of the notes (0: acoustic grand piano).
+    velocity : int, default=90
+        MIDI velocity 1..127 of every note.
+    separate_tracks : bool, default=False
+        Put the primer and the continuation on two MIDI instruments ("primer", "continuation").
+    dataset : lapmusic.data.dataset.Dataset, optional
+        The run's dataset, already loaded (saves loading it again for a piece primer).
+
+    Returns
+    -------
+    list of Sample
+        ``n_samples`` samples, each with its roll and MIDI.
+
+    Raises
+    ------
+    LapMusicError
+        A bad primer (:func:`lapmusic.sampling.primer.parse_primer`), ``step_seconds``, ``program`` or
+        ``velocity``, or any refusal of :func:`generate`.
     """
     from lapmusic.data.midi import roll_to_midi
 
@@ -360,6 +354,7 @@ def sample_run(
 
 # --------------------------------------------------------------------------------------- checks
 def _check_int(name: str, value, *, minimum: int) -> int:
+    """``value`` as an int, or LapMusicError naming ``name`` unless it is a whole number ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise LapMusicError(f"{name} must be a whole number, got {value!r}")
     if value < minimum:
@@ -368,6 +363,7 @@ def _check_int(name: str, value, *, minimum: int) -> int:
 
 
 def _check_temperature(value) -> float:
+    """``value`` as a float, or LapMusicError unless it is a finite number ``>= 0``."""
     try:
         temperature = float(value)
     except (TypeError, ValueError):
@@ -381,6 +377,7 @@ def _check_temperature(value) -> float:
 
 
 def _check_primer(primer) -> np.ndarray | None:
+    """The primer as a uint8 ``(k, 88)`` roll (None for none or ``k = 0``), or LapMusicError."""
     if primer is None:
         return None
     roll = np.asarray(primer)

@@ -18,16 +18,12 @@ Every statistic is computed per piece from its ``(T, 88)`` 0/1 roll (column ``k`
   uniform noise about 0.
 - ``silence``: share of frames with no key on.
 
-A set of pieces is summarised per statistic by its mean, the 10th and 90th percentiles (the "range" used to
-say a sample lies inside the real pieces') and the number of pieces it is defined for. Real pieces are cut
-to excerpts as long as the samples, from their first frame, and pieces shorter than the samples are left out
-(:func:`reference_excerpts`) because several statistics depend on length.
+A set is summarised by :func:`summarize`; :func:`compare` says whether samples lie inside the real pieces'
+10-90 % range, over real excerpts as long as the samples (:func:`reference_excerpts`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -62,7 +58,17 @@ def _roll(roll) -> np.ndarray:
 
 
 def note_lengths(roll) -> np.ndarray:
-    """Lengths in frames of every note (maximal run of 1s in one key's column), in no particular order."""
+    """Lengths in frames of every note (a maximal run of 1s in one key's column), in no particular order.
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        A piano roll (nonzero = on).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_notes,)
+    """
     on = _roll(roll).astype(np.int8)
     padded = np.zeros((on.shape[0] + 2, N_KEYS), dtype=np.int8)
     padded[1:-1] = on
@@ -74,7 +80,20 @@ def note_lengths(roll) -> np.ndarray:
 
 
 def key_fit(roll) -> tuple[float | None, str | None]:
-    """``(correlation, key name)`` of the best of the 24 rotated Krumhansl-Kessler profiles."""
+    """The Krumhansl-Schmuckler key of a roll and how well it fits.
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        A piano roll (nonzero = on).
+
+    Returns
+    -------
+    correlation : float or None
+        ``key_fit`` of the module docstring: the best of the 24 profiles' correlations (None: no profile).
+    key : str or None
+        Its name, e.g. ``"G major"``.
+    """
     on = _roll(roll)
     durations = on.sum(0).astype(np.float64)
     profile = np.zeros(12)
@@ -91,7 +110,26 @@ def key_fit(roll) -> tuple[float | None, str | None]:
 
 
 def piece_stats(roll) -> dict:
-    """Every statistic of one ``(T, 88)`` roll (see the module docstring); undefined ones are ``None``."""
+    """Every statistic of one roll (defined in the module docstring).
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        A piano roll (nonzero = on); column ``k`` is MIDI pitch ``21 + k``.
+
+    Returns
+    -------
+    dict
+        ``frames`` and the :data:`STATS` (``pitch_range``, ``polyphony``, ``repeated_frames``,
+        ``distinct_chords``, ``note_length``, ``key_fit``, ``silence``), plus ``note_length_hist`` (shares
+        of notes in :data:`NOTE_BIN_LABELS`) and ``key``; an undefined statistic (e.g. the polyphony of a
+        silent piece) is None.
+
+    Raises
+    ------
+    LapMusicError
+        ``roll`` is not ``(T, 88)``.
+    """
     on = _roll(roll)
     frames = on.shape[0]
     counts = on.sum(1)
@@ -119,8 +157,20 @@ def piece_stats(roll) -> dict:
 
 
 def summarize(rolls: Iterable) -> dict:
-    """Per statistic over a set of rolls: ``{"mean", "p10", "p90", "min", "max", "n"}`` (``n`` = pieces where
-    it is defined), plus ``"note_length_hist"`` pooled over all notes and ``"pieces"``."""
+    """Each statistic over a set of rolls.
+
+    Parameters
+    ----------
+    rolls : iterable of array-like of shape (T_i, 88)
+        The pieces (lengths may differ).
+
+    Returns
+    -------
+    dict
+        Per name in :data:`STATS`, ``{"mean", "p10", "p90", "min", "max", "n"}`` over the pieces where it
+        is defined (``n`` of them; all None when ``n = 0``); ``"note_length_hist"`` pooled over all notes;
+        ``"pieces"``, the number of rolls.
+    """
     rolls = list(rolls)  # read twice below: a generator would be empty the second time
     per_piece = [piece_stats(roll) for roll in rolls]
     summary: dict = {"pieces": len(per_piece)}
@@ -140,12 +190,32 @@ def summarize(rolls: Iterable) -> dict:
 
 
 def reference_excerpts(pieces: Sequence, frames: int, max_pieces: int = 200, seed: int = 0) -> list[np.ndarray]:
-    """The first ``frames`` frames of up to ``max_pieces`` real pieces at least ``frames`` long (a seeded random
-    choice when there are more): real excerpts exactly as long as the samples they are compared with, starting
-    where the samples start (a piece's beginning). Shorter pieces are left out because several statistics
-    depend on length (over fewer frames, fewer chords can recur: on JSB, 136 of the 229 training pieces are
-    shorter than 64 frames and their whole-piece distinct-chords-per-frame runs higher). When no piece is that
-    long, every non-empty piece is taken whole (the excerpts are then shorter than the samples)."""
+    """Real excerpts exactly as long as the samples they are compared with, from a piece's beginning.
+
+    Shorter pieces are left out because several statistics depend on length (over fewer frames, fewer
+    chords can recur). When no piece is ``frames`` long, every non-empty piece is taken whole.
+
+    Parameters
+    ----------
+    pieces : sequence of array-like of shape (T_i, 88)
+        Real pieces, e.g. a dataset split.
+    frames : int
+        Excerpt length, ``>= 1``.
+    max_pieces : int, default=200
+        At most this many excerpts: a seeded random choice when more pieces qualify.
+    seed : int, default=0
+        Seed of that choice.
+
+    Returns
+    -------
+    list of ndarray of shape (frames, 88)
+        uint8 0/1 excerpts (shorter only when no piece is long enough).
+
+    Raises
+    ------
+    LapMusicError
+        ``frames < 1``.
+    """
     if frames < 1:
         raise LapMusicError(f"excerpt length must be at least one frame, got {frames}")
     pieces = [np.asarray(p) for p in pieces if len(p) > 0]
@@ -158,8 +228,19 @@ def reference_excerpts(pieces: Sequence, frames: int, max_pieces: int = 200, see
 
 
 def compare(samples: Sequence, reference: Sequence) -> dict:
-    """Summaries of ``samples`` and ``reference`` and, per statistic, whether the samples' mean lies inside the
-    reference's 10th-90th percentile range: ``{"samples", "reference", "inside": {stat: bool | None}}``."""
+    """Samples beside real pieces: is each statistic's mean inside the real pieces' 10-90 % range?
+
+    Parameters
+    ----------
+    samples, reference : sequence of array-like of shape (T_i, 88)
+        Generated rolls and real excerpts (e.g. :func:`reference_excerpts`).
+
+    Returns
+    -------
+    dict
+        ``{"samples": summary, "reference": summary, "inside": {stat: bool or None}}``, the summaries as
+        :func:`summarize` gives them; ``inside`` is None where either side is undefined.
+    """
     s, r = summarize(samples), summarize(reference)
     inside = {}
     for name in STATS:
@@ -169,14 +250,31 @@ def compare(samples: Sequence, reference: Sequence) -> dict:
 
 
 def compare_with_pieces(generated, pieces: Sequence, max_pieces: int = 200) -> dict:
-    """One generated roll ``(T, 88)`` against ``T``-frame excerpts of real ``pieces`` (:func:`compare`)."""
+    """:func:`compare` of one generated roll ``(T, 88)`` with ``T``-frame excerpts of real ``pieces``."""
     generated = np.asarray(generated)
     return compare([generated], reference_excerpts(pieces, max(len(generated), 1), max_pieces=max_pieces))
 
 
 def samples_table(rolls: dict, pieces: Sequence, max_pieces: int = 200) -> tuple[list[dict], str]:
-    """Rows (one per statistic) with a column per named roll (``{label: (T, 88) roll}``) and the real pieces'
-    mean and 10-90 % range over excerpts as long as the longest roll; plus a caption saying what "real" is."""
+    """A table of named rolls beside real pieces (the app's samples page).
+
+    Parameters
+    ----------
+    rolls : dict of str to array-like of shape (T, 88)
+        ``{label: roll}``, e.g. ``{"LAE": ..., "random": ...}``.
+    pieces : sequence of array-like of shape (T_i, 88)
+        Real pieces, cut to excerpts as long as the longest roll (:func:`reference_excerpts`).
+    max_pieces : int, default=200
+        At most this many excerpts.
+
+    Returns
+    -------
+    rows : list of dict
+        One per statistic: ``statistic`` (its label), one column per label, ``real (mean)`` and
+        ``real (10-90 %)``, all as text.
+    caption : str
+        What "real" is (how many pieces, how long).
+    """
     frames = max([len(r) for r in rolls.values()] + [1])
     reference = summarize(reference_excerpts(pieces, frames, max_pieces=max_pieces))
     per_roll = {label: piece_stats(roll) for label, roll in rolls.items()}
@@ -193,7 +291,7 @@ def samples_table(rolls: dict, pieces: Sequence, max_pieces: int = 200) -> tuple
 
 
 def table_rows(comparison: dict) -> list[dict]:
-    """One row per statistic (for the app's table and the CLI): label, samples' mean, real mean and range."""
+    """One text row per statistic of a :func:`compare` result: label, samples' mean, real mean and range."""
     rows = []
     for name in STATS:
         s, r = comparison["samples"][name], comparison["reference"][name]
@@ -205,64 +303,3 @@ def table_rows(comparison: dict) -> list[dict]:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-# ---------------------------------------------------------------------------------------- files
-def load_rolls(paths: Sequence, step_seconds: float | None = None) -> list[np.ndarray]:
-    """Rolls from ``.mid``/``.midi`` files (sampled every ``step_seconds``, default 0.25 s) and ``.npz`` / ``.npy``
-    files (every ``(T, 88)`` array inside; a 3-D ``(n, T, 88)`` array gives ``n`` rolls). Folders are searched
-    for such files (sorted)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".mid", ".midi", ".npz", ".npy"))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise LapMusicError(f"{path} does not exist; give MIDI (.mid), .npz or .npy files or a folder of them")
-    rolls: list[np.ndarray] = []
-    for path in files:
-        suffix = path.suffix.lower()
-        if suffix in (".mid", ".midi"):
-            from lapmusic.data.midi import midi_to_roll
-
-            rolls.append(midi_to_roll(os.fspath(path), step_seconds=step_seconds or 0.25))
-        elif suffix in (".npz", ".npy"):
-            try:
-                loaded = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise LapMusicError(f"{path} could not be read as numpy data ({exc})") from exc
-            arrays = [loaded[k] for k in loaded.files] if suffix == ".npz" else [loaded]
-            for array in arrays:
-                array = np.asarray(array)
-                if array.ndim == 3 and array.shape[-1] == N_KEYS:
-                    rolls += [(a > 0).astype(np.uint8) for a in array]
-                elif array.ndim == 2 and array.shape[1] == N_KEYS:
-                    rolls.append((array > 0).astype(np.uint8))
-                else:
-                    raise LapMusicError(f"{path} holds an array of shape {array.shape}; expected (T, 88) or "
-                                        "(n, T, 88) piano rolls")
-        else:
-            raise LapMusicError(f"{path}: unsupported file type {suffix!r}; use .mid, .npz or .npy")
-    if not rolls:
-        raise LapMusicError("no piano roll found in the given files")
-    return rolls
-
-
-# ---------------------------------------------------------------------------------------- runs
-def sample_stats(run, *, n_samples: int = 20, steps: int = 64, temperature: float = 1.0, seed: int = 0,
-                 max_polyphony: int | None = None, split: str = "train", dataset=None,
-                 max_pieces: int = 200) -> dict:
-    """Sample ``n_samples`` pieces of ``steps`` frames from a loaded run (from silence) and compare them with
-    ``steps``-frame excerpts of the run's dataset ``split``; returns :func:`compare`'s dict plus the settings."""
-    from lapmusic.sampling.sample import generate
-    from lapmusic.training.build import run_split
-
-    rolls = generate(run.model, steps=steps, temperature=temperature, seed=seed, n_samples=n_samples,
-                     max_polyphony=max_polyphony, device=run.device)
-    reference = reference_excerpts(run_split(run.config, split, dataset), steps, max_pieces=max_pieces)
-    result = compare(list(rolls), reference)
-    result.update(settings={"n_samples": n_samples, "steps": steps, "temperature": temperature, "seed": seed,
-                            "max_polyphony": max_polyphony, "split": split, "dataset": run.config.dataset,
-                            "output": run.config.output, "init": run.config.init})
-    return result

@@ -9,8 +9,7 @@ Layout, next to the run's checkpoints (see ``docs/architecture.md``)::
     RUNDIR/samples/<name>.wav    the rendered audio, when it was rendered
 
 Every file is written atomically and the ``.json`` last, so a sample is listed only once it is complete
-(a crash mid-save leaves at most unlisted files behind). Names are ``YYYYmmdd-HHMMSS-seedS-tT-xxxx``:
-sortable by time and unique.
+(a crash mid-save leaves at most unlisted files behind). Names: :func:`new_sample_name`.
 
 A *comparison* is the LAE run and the random run trained with the same settings (the app's "both",
 ``lapmusic compare``): :func:`comparison_partner` finds one run's partner, so both can be sampled with the
@@ -36,8 +35,7 @@ from lapmusic.core.io import atomic_save, atomic_write_bytes, atomic_write_json,
 SAMPLES_DIR = "samples"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
-# Config keys that may differ between the two runs of one comparison: the init itself, and settings that
-# only the LAE init reads (a random run keeps their defaults, an LAE run may have set them).
+# Config keys that may differ within a comparison: the init and the settings only the LAE init reads.
 _INIT_ONLY_KEYS = frozenset(
     {"init", "lae_solver", "lae_max_lag", "lae_path", "alpha", "alpha_target", "lae_max_radius",
      "readout_steps", "readout_max_frames", "lae_init", "lae_recipe"}
@@ -46,7 +44,17 @@ _INIT_ONLY_KEYS = frozenset(
 
 @dataclass
 class SavedSample:
-    """One sample on disk. ``meta`` is its ``.json``; the roll and the audio are read when asked for."""
+    """One sample on disk; the roll and the audio are read when asked for.
+
+    Attributes
+    ----------
+    run_dir : pathlib.Path
+        The run folder holding ``samples/``.
+    name : str
+        The files' stem.
+    meta : dict
+        The ``.json`` record: what made the sample, plus ``name``, ``created``, ``frames`` and ``files``.
+    """
 
     run_dir: Path
     name: str
@@ -73,13 +81,15 @@ class SavedSample:
         return self.wav_path.is_file()
 
     def midi_bytes(self) -> bytes:
+        """The MIDI file's bytes; LapMusicError when it cannot be read."""
         return _read_bytes(self.midi_path, "MIDI file")
 
     def wav_bytes(self) -> bytes | None:
+        """The WAV file's bytes, or None when the sample was saved without audio."""
         return _read_bytes(self.wav_path, "WAV file") if self.has_wav else None
 
     def roll(self) -> np.ndarray:
-        """``(frames, 88)`` uint8 piano roll, primer first."""
+        """The ``(frames, 88)`` uint8 0/1 piano roll, primer first; LapMusicError when unreadable."""
         try:
             with np.load(self.roll_path, allow_pickle=False) as data:
                 roll = np.asarray(data["roll"])
@@ -116,7 +126,22 @@ def _check_name(name: str) -> str:
 
 
 def new_sample_name(seed: int | None, temperature: float, *, now: float | None = None) -> str:
-    """``20261127-101500-seed3-t1-1a2b``: sortable by time, says seed and temperature, unique."""
+    """A new sample name ``20261127-101500-seed3-t1-1a2b``: sortable by time, says seed and temperature.
+
+    Parameters
+    ----------
+    seed : int or None
+        The sampling seed (``seedNone`` when None).
+    temperature : float
+        The sampling temperature.
+    now : float, optional
+        Unix time of the stamp (default: now).
+
+    Returns
+    -------
+    str
+        The name, unique by four random hex digits.
+    """
     stamp = datetime.fromtimestamp(now if now is not None else time.time()).strftime("%Y%m%d-%H%M%S")
     seed_part = f"seed{seed}" if seed is not None else "seedNone"
     name = f"{stamp}-{seed_part}-t{float(temperature):g}-{uuid.uuid4().hex[:4]}"
@@ -133,15 +158,35 @@ def save_sample(
     meta: Mapping[str, Any],
     name: str | None = None,
 ) -> SavedSample:
-    """Write one sample into ``RUNDIR/samples/``; returns it.
+    """Write one sample into ``RUNDIR/samples/``: ``.mid``, ``.npz``, ``.wav`` when given, ``.json`` last.
 
-    Args:
-        roll: ``(frames, 88)`` 0/1 piano roll (primer first).
-        midi: the MIDI file's bytes (``lapmusic.midi.midi_to_bytes``); must start with ``MThd``.
-        wav: the WAV's bytes, or None when audio was not rendered.
-        meta: what made the sample (seed, primer, temperature, steps, ...); stored as given, plus
-            ``name``, ``created`` (Unix time), ``frames`` and ``files``. Must be JSON-serialisable.
-        name: the file stem; default :func:`new_sample_name` of ``meta['seed']`` and ``meta['temperature']``.
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        An existing run folder.
+    roll : array-like of shape (frames, 88)
+        0/1 piano roll, primer first.
+    midi : bytes
+        The MIDI file's bytes (:func:`lapmusic.data.midi.midi_to_bytes`); they start with ``MThd``.
+    wav : bytes, optional
+        The WAV file's bytes (they start with ``RIFF``), or None when audio was not rendered.
+    meta : mapping
+        What made the sample (seed, primer, temperature, steps, ...), JSON-serialisable; stored as given
+        plus ``name``, ``created`` (Unix time), ``frames`` and ``files``.
+    name : str, optional
+        The file stem (default: :func:`new_sample_name` of ``meta["seed"]`` and ``meta["temperature"]``).
+
+    Returns
+    -------
+    SavedSample
+
+    Raises
+    ------
+    LapMusicError
+        The run folder is missing, the roll or the bytes are not what they should be, the name is not
+        a safe file stem or is taken.
+    lapmusic.core.io.StorageError
+        A file could not be written (disk full, permission, read-only).
     """
     from lapmusic.data.midi import check_roll
 
@@ -169,7 +214,18 @@ def save_sample(
 
 
 def list_samples(run_dir: str | Path) -> list[SavedSample]:
-    """The complete samples of a run (a ``.json`` and its ``.mid``), newest first; ``[]`` when none."""
+    """The complete samples of a run: those with a readable ``.json`` and their ``.mid``.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run folder (it may lack ``samples/``).
+
+    Returns
+    -------
+    list of SavedSample
+        Newest first; ``[]`` when none. Half-written or foreign files are skipped, never fatal.
+    """
     folder = Path(run_dir) / SAMPLES_DIR
     try:
         candidates = [p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]
@@ -193,7 +249,24 @@ def _created(meta: dict) -> float:
 
 
 def load_sample(run_dir: str | Path, name: str) -> SavedSample:
-    """One saved sample by name; :class:`LapMusicError` when it does not exist or is unreadable."""
+    """One saved sample by name.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The run folder.
+    name : str
+        The sample's name (its file stem).
+
+    Returns
+    -------
+    SavedSample
+
+    Raises
+    ------
+    LapMusicError
+        ``name`` is not a sample name, or the sample does not exist or its ``.json`` is unreadable.
+    """
     name = _check_name(name)
     path = Path(run_dir) / SAMPLES_DIR / f"{name}.json"
     meta = read_json(path)
@@ -203,7 +276,7 @@ def load_sample(run_dir: str | Path, name: str) -> SavedSample:
 
 
 # ------------------------------------------------------------------------------------- comparisons
-def comparison_key(config: Mapping[str, Any]) -> tuple:
+def _comparison_key(config: Mapping[str, Any]) -> tuple:
     """What two runs of one comparison share: the config without the init and init-only settings."""
     return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in _INIT_ONLY_KEYS))
 
@@ -211,16 +284,27 @@ def comparison_key(config: Mapping[str, Any]) -> tuple:
 def comparison_partner(config: Mapping[str, Any], candidates: Iterable[tuple[Any, Mapping[str, Any]]]):
     """The first candidate trained with the same settings but the other init (``lae`` <-> ``random``).
 
-    ``candidates`` yields ``(item, config)`` pairs, best first (e.g. newest first); returns the ``item`` or
-    None. Two runs pair when :func:`comparison_key` of their configs is equal.
+    Two runs pair when their configs are equal but for the init and the settings only the LAE init reads.
+
+    Parameters
+    ----------
+    config : mapping
+        One run's ``config.json``.
+    candidates : iterable of (item, mapping)
+        ``(item, config)`` pairs, best first (e.g. newest first); ``item`` is anything, e.g. a run folder.
+
+    Returns
+    -------
+    object or None
+        The first partner's ``item``, or None (also for an init other than ``lae`` and ``random``).
     """
     init = config.get("init")
     other = {"lae": "random", "random": "lae"}.get(str(init))
     if other is None:
         return None
-    key = comparison_key(config)
+    key = _comparison_key(config)
     for item, candidate in candidates:
-        if candidate.get("init") == other and comparison_key(candidate) == key:
+        if candidate.get("init") == other and _comparison_key(candidate) == key:
             return item
     return None
 
@@ -240,15 +324,40 @@ def sample_to_run(
     save: bool = True,
     name: str | None = None,
 ) -> tuple[SavedSample | None, dict]:
-    """Sample one continuation from a loaded run (``lapmusic.results.load_run``), render it, save it.
+    """Sample one continuation from a loaded run, render it to MIDI (and audio), and save it.
 
-    ``primer`` is the ``(k, 88)`` roll already parsed from ``primer_spec`` (the spec is what is recorded);
-    ``name`` the sample's file stem (default: a new one; a pair of runs shares one name).
     The same ``seed``, ``primer`` and ``temperature`` given to two runs draw their keys from the same
     uniform random numbers, so the difference you hear is the model's.
 
-    Returns ``(saved sample or None when save=False, data)`` where ``data`` holds ``roll``, ``midi``
-    (bytes), ``wav`` (bytes or None), ``primer_frames``, ``silent``, ``warning`` and ``meta``.
+    Parameters
+    ----------
+    loaded : lapmusic.training.results.LoadedRun
+        From :func:`lapmusic.training.results.load_run`.
+    steps, temperature, seed, max_polyphony
+        As for :func:`lapmusic.sampling.sample.generate`.
+    primer_spec : str, default="none"
+        The primer's specification, recorded in the sample's ``.json``.
+    primer : ndarray of shape (k, 88), optional
+        The roll parsed from ``primer_spec`` (:func:`lapmusic.sampling.primer.parse_primer`).
+    step_seconds : float
+        Seconds per frame in the MIDI and the audio.
+    render_audio, save : bool, default=True
+        Render a WAV (:func:`lapmusic.sampling.audio.render_wav`); write the sample (:func:`save_sample`).
+    name : str, optional
+        The sample's file stem (default: a new one; a pair of runs shares one name).
+
+    Returns
+    -------
+    saved : SavedSample or None
+        None when ``save=False``.
+    data : dict
+        ``roll``, ``midi`` (bytes), ``wav`` (bytes or None), ``primer_frames``, ``silent``, ``warning``,
+        ``meta`` and ``step_seconds``.
+
+    Raises
+    ------
+    LapMusicError
+        Any refusal of :func:`lapmusic.sampling.sample.generate` or :func:`save_sample`.
     """
     from lapmusic.data.midi import midi_to_bytes, roll_to_midi
     from lapmusic.sampling.sample import generate

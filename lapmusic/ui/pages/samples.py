@@ -123,7 +123,7 @@ def render(settings: Settings) -> None:
 
 
 def _primer_controls(box, dataset_key: str | None) -> str:
-    """The primer widgets; returns a ``lapmusic.sample.parse_primer`` specification."""
+    """The primer widgets; returns a ``lapmusic.sampling.primer.parse_primer`` specification."""
     primer_kind = box.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
     if primer_kind == "piece":
         n_test = len(common.get_dataset(dataset_key).test) if dataset_key else 0
@@ -149,7 +149,7 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
     A pair is saved under one shared sample name, so the saved list can show it side by side again.
     """
     from lapmusic.core.errors import LapMusicError
-    from lapmusic.sampling.sample import parse_primer
+    from lapmusic.sampling.primer import parse_primer
     from lapmusic.sampling.store import new_sample_name, sample_to_run
 
     shown = []
