@@ -13,7 +13,10 @@ Accepted cases are the largest uploads the default limits let through, each push
   frames (20,000) a file may have: the scanner's and the roll's CPU;
 * ``flood``: files of the per-file byte limit filled with controller events (no note until the end): the
   scanner's CPU per byte;
-* ``long``: the most files per upload, each a few notes spread over the most frames: the rolls' memory.
+* ``long``: the most files per upload, each a few notes spread over the most frames: the rolls' memory;
+* ``tempo flood``: one file of the per-file byte limit holding about 1.2 M tempo changes (7 bytes each), then
+  a note: the tempo map's CPU and memory;
+* ``normal``: a real piece (music21's copy of Mozart's K. 525, 53 KB, 83 tempo changes).
 
 Refused cases: the issue's 52-byte file (a note at tick 9,999,990, ``ticks_per_beat`` 1), a 2M-tick variant,
 maximal time deltas, one note too many, a full-size event flood whose last note is days away (refused only
@@ -21,7 +24,7 @@ at the end of the scan), one file too many, one byte too many.
 
     .venv/bin/python benchmarks/bench_upload.py [--json results.json]
 
-Targets (issue 13): accepted < 500 MB above idle and < 10 s CPU; refused < 1 s.
+Targets: accepted < 500 MB above idle and < 10 s CPU; refused < 1 s.
 """
 
 from __future__ import annotations
@@ -92,6 +95,23 @@ def long_file(frames: int, steps_per_beat: int = 2) -> bytes:
     return smf(body)
 
 
+def tempo_flood_file(size: int) -> bytes:
+    """Tempo changes one tick apart (alternately 600 and 300 bpm, 7 bytes each) filling ``size`` bytes, then
+    one note four beats long."""
+    note = b"\x00\x90\x3c\x50" + varlen(1920) + b"\x3c\x00" + b"\x00\xff\x2f\x00"
+    events = (size - 14 - 8 - len(note) - 8) // 7
+    fast, slow = (b"\x01\xff\x51\x03" + (us).to_bytes(3, "big") for us in (100_000, 200_000))
+    body = (fast + slow) * (events // 2) + fast * (events % 2) + note
+    return pad(smf(body), size)
+
+
+def normal_file() -> bytes:
+    """A real piece: music21's copy of Mozart's Eine kleine Nachtmusik, first movement."""
+    import music21
+
+    return (Path(music21.__file__).parent / "omr" / "k525MIDIMvt1.mid").read_bytes()
+
+
 def tiny_then_far(tick: int) -> bytes:
     body = b"\x00\x90\x3c\x50\x01\x3c\x00" + varlen(tick) + b"\x3e\x50\x01\x3e\x00\x00\xff\x2f\x00"
     return smf(body, ticks_per_beat=1)
@@ -119,6 +139,8 @@ def cases() -> dict[str, tuple[str, object]]:
         "dense": ("accepted", lambda: [(f"dense{i}.mid", dense_one) for i in range(n_dense)]),
         "flood": ("accepted", lambda: [(f"flood{i}.mid", flood_file(flood_size)) for i in range(n_flood)]),
         "long": ("accepted", lambda: [(f"long{i}.mid", long_file(midi.max_frames)) for i in range(upload.max_files)]),
+        "tempo flood": ("accepted", lambda: [("tempo.mid", tempo_flood_file(midi.max_bytes))]),
+        "normal": ("accepted", lambda: [("k525.mid", normal_file())]),
         "attack 52 B": ("refused", lambda: [("attack.mid", tiny_then_far(9_999_990))]),
         "attack 2M ticks": ("refused", lambda: [("attack.mid", tiny_then_far(2_000_000))]),
         "max deltas": ("refused", lambda: [("far.mid", max_deltas())]),
