@@ -89,8 +89,8 @@ _SYSTEM_LENGTHS = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0
 
 def _scan_track(data: bytes, pos: int, end: int, track: int, max_notes: int, notes: list,
                 tempos: tuple[array, array], counted: list) -> None:
-    """Scan one ``MTrk`` chunk ``data[pos:end]``; append ``(start, end, pitch, drum)`` to ``notes`` and
-    each tempo change's tick and microseconds per quarter to ``tempos``. ``counted[0]`` counts note-ons over the file.
+    """Scan one ``MTrk`` chunk ``data[pos:end]``; append ``(start, end, pitch, drum)`` to ``notes`` and each
+    tempo change's tick and microseconds per quarter to ``tempos``. ``counted[0]`` counts the file's note-ons.
 
     Note pairing follows ``pretty_midi``: a note-off closes every open note of its (channel, pitch) that
     started on an earlier tick; one that started on the same tick stays open if others were closed (a
