@@ -13,15 +13,21 @@ Accepted cases are the largest uploads the default limits let through, each push
   frames (20,000) a file may have: the scanner's and the roll's CPU;
 * ``flood``: files of the per-file byte limit filled with controller events (no note until the end): the
   scanner's CPU per byte;
-* ``long``: the most files per upload, each a few notes spread over the most frames: the rolls' memory.
+* ``long``: the most files per upload, each a few notes spread over the most frames: the rolls' memory;
+* ``tempo flood``: one file of the per-file byte limit holding about 1.2 M tempo changes (7 bytes each), then
+  a note: the tempo map's CPU and memory;
+* ``normal``: a real piece (music21's copy of Mozart's K. 525, 53 KB, 83 tempo changes).
 
-Refused cases: the issue's 52-byte file (a note at tick 9,999,990, ``ticks_per_beat`` 1), a 2M-tick variant,
-maximal time deltas, one note too many, a full-size event flood whose last note is days away (refused only
-at the end of the scan), one file too many, one byte too many.
+Refused cases: a 52-byte file (a note at tick 9,999,990, ``ticks_per_beat`` 1), a 2M-tick variant, maximal
+time deltas, a 400 KB time value (the standard allows 4 bytes), one note too many, a full-size event flood
+whose last note is days away (refused only at the end of the scan), one file too many, one byte too many.
 
-    .venv/bin/python benchmarks/bench_upload.py [--json results.json]
+``--reader mido`` parses every file of each case with ``mido.MidiFile`` instead (what ``pretty_midi`` reads
+with), to compare.
 
-Targets (issue 13): accepted < 500 MB above idle and < 10 s CPU; refused < 1 s.
+    .venv/bin/python benchmarks/bench_upload.py [--reader mido] [--json results.json]
+
+Targets: accepted < 500 MB above idle and < 10 s CPU; refused < 1 s.
 """
 
 from __future__ import annotations
@@ -92,9 +98,31 @@ def long_file(frames: int, steps_per_beat: int = 2) -> bytes:
     return smf(body)
 
 
+def tempo_flood_file(size: int) -> bytes:
+    """Tempo changes one tick apart (alternately 600 and 300 bpm, 7 bytes each) filling ``size`` bytes, then
+    one note four beats long."""
+    note = b"\x00\x90\x3c\x50" + varlen(1920) + b"\x3c\x00" + b"\x00\xff\x2f\x00"
+    events = (size - 14 - 8 - len(note) - 8) // 7
+    fast, slow = (b"\x01\xff\x51\x03" + (us).to_bytes(3, "big") for us in (100_000, 200_000))
+    body = (fast + slow) * (events // 2) + fast * (events % 2) + note
+    return pad(smf(body), size)
+
+
+def normal_file() -> bytes:
+    """A real piece: music21's copy of Mozart's Eine kleine Nachtmusik, first movement."""
+    import music21
+
+    return (Path(music21.__file__).parent / "omr" / "k525MIDIMvt1.mid").read_bytes()
+
+
 def tiny_then_far(tick: int) -> bytes:
     body = b"\x00\x90\x3c\x50\x01\x3c\x00" + varlen(tick) + b"\x3e\x50\x01\x3e\x00\x00\xff\x2f\x00"
     return smf(body, ticks_per_beat=1)
+
+
+def long_time_value(size: int) -> bytes:
+    """A note whose delta time is a variable-length number of ``size`` bytes."""
+    return smf(b"\x00\x90\x3c\x50" + b"\xff" * size + b"\x7f\x3c\x00\x00\xff\x2f\x00")
 
 
 def max_deltas() -> bytes:
@@ -119,9 +147,12 @@ def cases() -> dict[str, tuple[str, object]]:
         "dense": ("accepted", lambda: [(f"dense{i}.mid", dense_one) for i in range(n_dense)]),
         "flood": ("accepted", lambda: [(f"flood{i}.mid", flood_file(flood_size)) for i in range(n_flood)]),
         "long": ("accepted", lambda: [(f"long{i}.mid", long_file(midi.max_frames)) for i in range(upload.max_files)]),
+        "tempo flood": ("accepted", lambda: [("tempo.mid", tempo_flood_file(midi.max_bytes))]),
+        "normal": ("accepted", lambda: [("k525.mid", normal_file())]),
         "attack 52 B": ("refused", lambda: [("attack.mid", tiny_then_far(9_999_990))]),
         "attack 2M ticks": ("refused", lambda: [("attack.mid", tiny_then_far(2_000_000))]),
         "max deltas": ("refused", lambda: [("far.mid", max_deltas())]),
+        "long time value": ("refused", lambda: [("long.mid", long_time_value(400_000))]),
         "one note too many": ("refused", lambda: [("notes.mid", dense_file(midi.max_notes + 10))]),
         "flood, far note": ("refused", lambda: [("flood.mid", flood_file(flood_size, 0x0FFFFFFF))]),
         "one file too many": ("refused", lambda: [(f"f{i}.mid", dense_file(40)) for i in range(upload.max_files + 1)]),
@@ -138,9 +169,38 @@ def _status(field: str) -> int:
     raise RuntimeError(field)
 
 
-def run_case(name: str, folder: str) -> dict:
+def parse_with_mido(upload: list) -> str:
+    import io
+
+    import mido
+
+    events = 0
+    for name, data in upload:
+        try:
+            events += sum(len(track) for track in mido.MidiFile(file=io.BytesIO(data)).tracks)
+        except Exception as exc:  # noqa: BLE001 - mido raises many kinds on bad files
+            return f"refused: mido: {name}: {type(exc).__name__}: {exc}"[:200]
+    return f"accepted: mido read {events:,} events"
+
+
+def parse_like_the_app(upload: list) -> str:
     from lapmusic.core.errors import LapMusicError
     from lapmusic.data.user import dataset_from_midi, save_user_dataset
+
+    try:
+        dataset, bad = dataset_from_midi(upload, "bench")
+        save_user_dataset(dataset)
+    except LapMusicError as exc:
+        return f"refused: {exc}"
+    outcome = f"accepted: {len(dataset.train) + len(dataset.valid) + len(dataset.test)} pieces, " \
+              f"{sum(len(p) for s in ('train', 'valid', 'test') for p in dataset.split(s)):,} frames"
+    return outcome + (f"; refused {bad[0].name}: {bad[0].reason}" if bad else "")
+
+
+def run_case(name: str, folder: str, reader: str = "lapmusic") -> dict:
+    import mido  # noqa: F401 - both readers imported before measuring, so neither pays for imports
+
+    import lapmusic.data.user  # noqa: F401
 
     os.environ["LAPMUSIC_CACHE_DIR"] = folder
     files = json.loads((Path(folder) / "files.json").read_text())
@@ -149,15 +209,7 @@ def run_case(name: str, folder: str) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
-    try:
-        dataset, bad = dataset_from_midi(upload, "bench")
-        save_user_dataset(dataset)
-        outcome = f"accepted: {len(dataset.train) + len(dataset.valid) + len(dataset.test)} pieces, " \
-                  f"{sum(len(p) for s in ('train', 'valid', 'test') for p in dataset.split(s)):,} frames"
-        if bad:
-            outcome += f"; refused {bad[0].name}: {bad[0].reason}"
-    except LapMusicError as exc:
-        outcome = f"refused: {exc}"
+    outcome = parse_with_mido(upload) if reader == "mido" else parse_like_the_app(upload)
     wall = time.perf_counter() - wall0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -171,11 +223,13 @@ def run_case(name: str, folder: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--reader", choices=("lapmusic", "mido"), default="lapmusic",
+                        help="lapmusic: the app's path (default); mido: mido.MidiFile on each file, to compare")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.folder)))
+        print(json.dumps(run_case(args.case, args.folder, args.reader)))
         return
     load = os.getloadavg()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -191,7 +245,7 @@ def main() -> None:
             (Path(folder) / "files.json").write_text(json.dumps([n for n, _ in upload]))
             del upload
             child = subprocess.run(
-                [sys.executable, __file__, "--case", name, "--folder", folder],
+                [sys.executable, __file__, "--case", name, "--folder", folder, "--reader", args.reader],
                 capture_output=True, text=True, check=True,
             )
         row = {"expected": expected, **json.loads(child.stdout.strip().splitlines()[-1])}

@@ -1,4 +1,4 @@
-"""Datasets: real benchmark files, safe pickles, verified downloads, the Bach build, own MIDI files."""
+"""Datasets: real benchmark files, safe pickles, verified downloads, the Bach build, the listing."""
 
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ from lapmusic.data.benchmark import data_dir_problem, fetch_benchmark
 from lapmusic.data.catalog import BACH_CACHE_NAME, DATASETS, Source
 from lapmusic.data.dataset import Dataset, save_dataset_npz
 from lapmusic.data.files import SPLITS, load_mat, load_pickle, roll_to_pitches
-from lapmusic.data.midi import roll_to_midi_bytes
 from lapmusic.data.registry import is_available, load_dataset
-from lapmusic.data.user import dataset_from_midi, save_user_dataset, user_dataset_keys
+from lapmusic.data.user import save_user_dataset
 
 EXPECTED = {"jsb": (229, 76, 77), "nottingham": (694, 173, 170), "musedata": (524, 135, 124), "pianomidi": (87, 12, 25)}
 
@@ -202,7 +201,7 @@ def test_download_verifies_checksum_and_stores_file(served, tmp_path):
 def test_bad_download_leaves_cache_clean_and_says_what_was_tried(served, tmp_path, bad):
     server, info, _ = served
     cache = tmp_path / "cache"
-    with pytest.raises(DownloadError) as caught:
+    with pytest.raises(DownloadError, match=r"^could not download JSB Chorales\. Tried:") as caught:
         fetch_benchmark(info, sources=[Source(server.url + bad, "mat")], cache=cache)
     message = str(caught.value)
     assert server.url + bad in message and "LAPMUSIC_DATA_DIR" in message and "JSB_Chorales.mat" in message
@@ -267,44 +266,6 @@ def test_score_to_roll_samples_sounding_notes_on_beats():
     assert [sorted(21 + np.flatnonzero(f)) for f in roll] == [[60], [60], [62], [67, 71]]
 
 
-# ------------------------------------------------------------------------------ own MIDI files
-def test_dataset_from_midi_keeps_good_files_and_names_bad_ones(tmp_path, make_rolls):
-    rolls = make_rolls(5, (12, 30), seed=5)
-    for roll in rolls:
-        roll[-1, 30] = 1
-    files = [(f"piece{i}.mid", roll_to_midi_bytes(r, step_seconds=0.25)) for i, r in enumerate(rolls)]
-    files += [
-        ("notes.txt", b"hello"),
-        ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xff"),
-        ("empty.mid", b""),
-        ("silent.mid", roll_to_midi_bytes(np.zeros((4, 88), np.uint8))),
-        ("huge.mid", b"MThd" + b"\x00" * 5000),
-    ]
-    dataset, bad = dataset_from_midi(files, "My Songs", step_seconds=0.25, max_bytes=4000)
-    reasons = {b.name: b.reason for b in bad}
-    assert set(reasons) == {"notes.txt", "broken.mid", "empty.mid", "silent.mid", "huge.mid"}
-    assert "not a MIDI file" in reasons["notes.txt"] and "corrupt" in reasons["broken.mid"]
-    assert "too large" in reasons["huge.mid"] and "no notes" in reasons["silent.mid"]
-    pieces = dataset.train + dataset.valid + dataset.test
-    assert len(pieces) == 5 and len(dataset.train) == 4
-    for got, want in zip(pieces, rolls):
-        np.testing.assert_array_equal(got, want)
-    key = save_user_dataset(dataset)
-    assert key == "user:my-songs" and key in user_dataset_keys()
-    reloaded = load_dataset(key)
-    np.testing.assert_array_equal(reloaded.train[0], rolls[0])
-
-
-def test_dataset_from_midi_reads_a_folder_and_refuses_when_nothing_is_usable(tmp_path, make_rolls):
-    for i, roll in enumerate(make_rolls(2, 16, seed=2)):
-        (tmp_path / f"{i}.mid").write_bytes(roll_to_midi_bytes(roll))
-    (tmp_path / "readme.txt").write_text("ignored: not a .mid file")
-    dataset, bad = dataset_from_midi([tmp_path], steps_per_beat=4)
-    assert len(dataset.train) + len(dataset.valid) + len(dataset.test) == 2 and bad == []
-    with pytest.raises(DataError, match=r"no usable MIDI file \(x.mid: not a MIDI file"):
-        dataset_from_midi([("x.mid", b"nope")])
-
-
 def test_unknown_dataset_key_is_a_clear_error():
     with pytest.raises(DataError, match="unknown dataset 'jsbb'; choose one of jsb, nottingham"):
         load_dataset("jsbb")
@@ -312,14 +273,14 @@ def test_unknown_dataset_key_is_a_clear_error():
         load_dataset("user:nothing")
 
 
-# ------------------------------------------------------------------------------ LAPMUSIC_DATA_DIR named
+# ------------------------------------------------------------------------------ unknown keys, LAPMUSIC_DATA_DIR named
 def test_a_missing_data_dir_is_named_before_any_download(tmp_path, monkeypatch):
     missing = tmp_path / "nope"
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(missing))
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(benchmark, "fetch_benchmark", lambda *a, **k: pytest.fail("downloaded despite the typo"))
     assert data_dir_problem() == f"LAPMUSIC_DATA_DIR={missing} does not exist"
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(DataError, match=r"^LAPMUSIC_DATA_DIR=.* does not exist: point it at the folder") as caught:
         load_dataset("jsb")
     assert str(caught.value).startswith(
         f"LAPMUSIC_DATA_DIR={missing} does not exist: point it at the folder that holds 'JSB_Chorales.mat' or "
@@ -334,7 +295,7 @@ def test_a_data_dir_without_the_expected_files_is_named_in_the_download_error(se
     (empty / "jsb.mat").write_bytes(b"a near miss")
     monkeypatch.setenv("LAPMUSIC_DATA_DIR", str(empty))
     assert data_dir_problem().startswith(f"LAPMUSIC_DATA_DIR={empty} holds none of the expected files ('JSB")
-    with pytest.raises(DownloadError) as caught:
+    with pytest.raises(DownloadError, match=r"To work offline, put 'JSB_Chorales\.mat'") as caught:
         fetch_benchmark(info, sources=[Source(server.url + "/missing.mat", "mat")], cache=tmp_path / "cache")
     assert (f"into LAPMUSIC_DATA_DIR={empty} (it holds neither 'JSB_Chorales.mat' nor 'JSB Chorales.pickle' now)"
             in str(caught.value))
@@ -359,35 +320,7 @@ def test_datasets_marks_one_bad_file_and_lists_the_others(tmp_path, monkeypatch,
     assert "not a readable MATLAB file" in rows["jsb"]["error"] and rows["user:mine"]["frames"]["train"] == 20
 
 
-# ------------------------------------------------------------------------------ CLI: datasets add / prepare
-def test_cli_datasets_add_makes_a_user_dataset_like_the_app(tmp_path, monkeypatch, capsys, make_rolls):
-    monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
-    folder = tmp_path / "songs"
-    folder.mkdir()
-    rolls = make_rolls(10, (12, 20), seed=4)
-    for i, roll in enumerate(rolls):
-        roll[-1, 40] = 1
-        (folder / f"{i:02d}.mid").write_bytes(roll_to_midi_bytes(roll, step_seconds=0.25))
-    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x01\x00\x00")
-    extra = tmp_path / "notes.txt"
-    extra.write_text("hello")
-    argv = ["datasets", "add", "Class Songs", str(folder), str(extra), "--step-seconds", "0.25", "--json"]
-    assert cli.main(argv) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["key"] == "user:class-songs" and result["split_sizes"] == {"train": 8, "valid": 1, "test": 1}
-    assert {r["name"]: r["reason"].split(":")[0] for r in result["refused"]} == {
-        "broken.mid": "truncated MIDI file", "notes.txt": "not a MIDI file (it does not start with the 'MThd' header)"}
-    loaded = load_dataset("user:class-songs")
-    np.testing.assert_array_equal(loaded.train[0], rolls[0])  # the app's function: same rolls, same order
-    # A second add with the same name is refused unless --replace; a missing path is named.
-    assert cli.main(argv[:4]) == 2
-    assert "user:class-songs exists already" in capsys.readouterr().err
-    assert cli.main(argv[:4] + ["--replace"]) == 0
-    assert "made user:class-songs from 10 file(s): 8 train / 1 valid / 1 test" in capsys.readouterr().out
-    assert cli.main(["datasets", "add", "x", str(tmp_path / "missing.mid")]) == 2
-    assert f"no such file or folder: {tmp_path / 'missing.mid'}" in capsys.readouterr().err
-
-
+# ------------------------------------------------------------------------------ CLI: datasets prepare
 def test_cli_datasets_prepare_builds_bach_once_with_progress(tmp_path, monkeypatch, capsys, make_rolls):
     from lapmusic.data import bach
 

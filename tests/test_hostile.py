@@ -1,4 +1,4 @@
-"""Red team: the inputs an attacker or an unlucky user sends, replayed (issue 13).
+"""Red team: the inputs an attacker or an unlucky user sends, replayed.
 
 Each case must end in a :class:`LapMusicError` whose message says what was wrong, the limit and what to do,
 never a traceback, and a refused file must be refused before anything of its claimed size is allocated
@@ -124,6 +124,21 @@ def test_too_many_notes_are_refused_while_scanning(monkeypatch):
     assert midi_to_roll(("dense.mid", dense(1000)), steps_per_beat=2).any()
 
 
+@pytest.mark.parametrize(
+    "events, what",
+    [(b"\xff" * 100_000 + b"\x7f\x90\x3c\x50", "a time value longer than 4 bytes"),
+     (b"\x00\xff\x01" + b"\xff" * 100_000 + b"\x00", "an event length longer than 4 bytes"),
+     (b"\x00\xf0" + b"\x80" * 100_000 + b"\x00", "an event length longer than 4 bytes")],
+    ids=["time value", "meta event length", "sysex length"],
+)
+def test_over_long_variable_length_numbers_are_refused_at_once(events, what):
+    # The standard caps them at 4 bytes; decoded without a cap (as mido does) they cost quadratic time.
+    outcome, peak = peak_bytes(midi_to_roll, ("long.mid", smf(events + b"\x00\xff\x2f\x00")), steps_per_beat=2)
+    assert isinstance(outcome, DataError)
+    assert str(outcome).startswith(f"long.mid: corrupt MIDI file (track 1: {what} at byte ")
+    assert peak < 1 * MB
+
+
 @pytest.mark.parametrize("cut", [10, 30, 100])
 def test_a_truncated_file_says_it_is_truncated(cut):
     whole = roll_to_midi_bytes(np.eye(88, dtype=np.uint8)[:, ::-1].repeat(2, axis=0))
@@ -225,7 +240,7 @@ def test_the_cli_reports_refused_files_and_never_a_traceback(tmp_path, capsys):
 def test_pickles_with_strings_none_or_nan_pitches_are_refused_clearly(tmp_path, piece, shown):
     path = tmp_path / "JSB Chorales.pickle"
     path.write_bytes(pickle.dumps({"train": [piece], "valid": [], "test": []}, protocol=2))
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(DataError, match=r"^JSB Chorales\.pickle train\[0\]: ") as caught:
         load_pickle(path)
     message = str(caught.value)
     assert message.startswith("JSB Chorales.pickle train[0]: ") and shown in message
@@ -245,7 +260,6 @@ def test_markdown_in_names_is_escaped():
 
 
 def test_the_app_shows_markdown_file_and_dataset_names_literally(tmp_path, monkeypatch):
-    pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
@@ -314,7 +328,6 @@ def test_upload_limits_default_to_the_documented_values(monkeypatch):
 
 
 def test_the_app_refuses_too_many_files_before_reading_them(tmp_path, monkeypatch):
-    pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))

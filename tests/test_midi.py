@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -252,3 +254,88 @@ def test_running_status_without_a_status_byte_is_corrupt():
 
     with pytest.raises(DataError, match=r"bad.mid: corrupt MIDI file \(track 1: data byte 0x3c .*without a status"):
         read_midi(("bad.mid", b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x03\x00\x3c\x40"))
+
+
+# ------------------------------------------------------------------------------ recorded piano rolls
+# What real and tempo-changing files read into, recorded (frames, sha256 of the uint8 roll), so that no
+# change of reader can silently change what a user's file becomes.
+MUSIC21_ROLLS = {  # path in music21: (sha256 of the file, steps_per_beat=4 roll, step_seconds=0.25 roll)
+    "midi/testPrimitive/test01.mid": ("e2c57f1c29bc4c32", 32, "9d5436e5683c475a", 17, "bfba66cddd3097d3"),
+    "midi/testPrimitive/test02.mid": ("1ba84019d3e1f9ed", 144, "a7c9e4fcbf69d453", 72, "25d2f955b721d326"),
+    "midi/testPrimitive/test03.mid": ("1979fbbc7d3d3ce6", 1544, "89a2b8fcee244f87", 643, "88eaca93a394ab0f"),
+    "midi/testPrimitive/test04.mid": ("ca133564cac25f19", 2234, "c6685f248f8cc331", 1117, "b857f83ff2687db6"),
+    "midi/testPrimitive/test05.mid": ("bfedc6bf34906cb8", 58, "358b0fa5818d9749", 29, "040026de1db463f6"),
+    "midi/testPrimitive/test06.mid": ("d54901c8f49c94cf", 256, "5e0b5c395025229c", 128, "a8d8afb2e16575b1"),
+    "midi/testPrimitive/test07.mid": ("4e277c41f336ddf7", 706, "ced3d29ef7730ea8", 236, "e4df1bde60caff03"),
+    "midi/testPrimitive/test08.mid": ("e5eb00ad5a79c013", 48, "f23ed98672d3ad0b", 25, "665418f54346bef8"),
+    "midi/testPrimitive/test09.mid": ("622404a45b8c642e", 981, "2194c7b2b0068cc0", 542, "24d27abcaf9d8986"),
+    "midi/testPrimitive/test10.mid": ("e5340d185b76d9ef", 61, "4a149630fcd6eda5", 40, "0abecf512e4ddc98"),
+    "midi/testPrimitive/test11.mid": ("3a0118bf2e40552e", 63, "0287125505994c44", 42, "1a43a828e58f737c"),
+    "midi/testPrimitive/test12.mid": ("3d60ab506405c726", 32, "4821e53cbd283912", 19, "847e67fd7f3feda1"),
+    "midi/testPrimitive/test13.mid": ("b4c02476c7162359", 48, "482305fb29942e59", 24, "17fd55c5c8ff7ec1"),
+    "midi/testPrimitive/test14.mid": ("0354c9171ad2ef8c", 44, "3dc6267191188626", 26, "8cb4c7804ca052f2"),
+    "midi/testPrimitive/test15.mid": ("c5da87aa8cc13f2e", 5, "d3021686808e250e", 3, "1f0e736d7782846b"),
+    "midi/testPrimitive/test16.mid": ("21af06c081d71069", 6, "739fa9f91dc42afe", 3, "c5fbcf151ce5d30e"),
+    "midi/testPrimitive/test17.mid": ("d476d0ea1c3f24e1", 48, "e202028c1a4ab663", 24, "11084fd66596a8dc"),
+    "midi/testPrimitive/test18.mid": ("8bb316360e3ac9dc", 140, "c7ba9690acce31c1", 70, "7b4d7958a1360559"),
+    "midi/testPrimitive/test19.mid": ("e0103b6084d0b3bd", 140, "c7ba9690acce31c1", 70, "7b4d7958a1360559"),
+    "midi/testPrimitive/test20.mid": ("81fe08413c352ac4", 140, "cfcd258564f4ce55", 70, "8247f58f0a8f2435"),
+    "midi/testPrimitive/test21.mid": ("db86c647e86f49af", 140, "cfcd258564f4ce55", 70, "8247f58f0a8f2435"),
+    "omr/k525MIDIMvt1.mid": ("166c1332be576197", 3067, "0389d6b3d3f48da8", 1305, "4054049a180094a9"),
+    "omr/k525short.mid": ("c5b7b54e23c14ae7", 127, "166501493590d4b4", 66, "5f3f804eba046355"),
+}
+
+TEMPO_CHANGE_ROLLS = [  # (seed, step_seconds, tempo changes (tick, bpm), steps_per_beat=4 roll, step_seconds roll)
+    (1, 0.25, [(960, 90), (3000, 150)], 240, "a9db8fa8de70d080", 108, "b51434afad94c318"),
+    (2, 0.5, [(0, 100), (1, 200), (2000, 45)], 480, "3c5104a27494c122", 301, "e1a71e94ee713595"),
+    (3, 0.2, [(500, 133.3), (501, 60), (4000, 240)], 240, "effc6486efd625db", 136, "fdb064ba76cd4ce2"),
+]
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(bytes(data)).hexdigest()[:16]
+
+
+def _recorded(roll: np.ndarray) -> tuple[int, str]:
+    return roll.shape[0], _digest(np.ascontiguousarray(roll, dtype=np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", sorted(MUSIC21_ROLLS))
+def test_real_files_read_into_the_recorded_rolls(name):
+    import music21
+
+    data = (Path(music21.__file__).parent / name).read_bytes()
+    file_digest, beat_frames, beat_roll, time_frames, time_roll = MUSIC21_ROLLS[name]
+    if _digest(data) != file_digest:
+        pytest.skip(f"this music21 ships another {name}; its recorded roll does not apply")
+    assert _recorded(midi_to_roll((name, data), steps_per_beat=4)) == (beat_frames, beat_roll)
+    assert _recorded(midi_to_roll((name, data), step_seconds=0.25)) == (time_frames, time_roll)
+
+
+def with_tempo_changes(roll: np.ndarray, step_seconds: float, changes: list[tuple[int, float]]) -> bytes:
+    """``roll_to_midi``'s file with ``set_tempo`` events ``(tick, bpm)`` added to its first track; a change
+    on a tick that holds one already comes after it."""
+    file = mido.MidiFile(file=io.BytesIO(roll_to_midi_bytes(roll, step_seconds=step_seconds)))
+    track = file.tracks[0]
+    events, now = [], 0
+    for message in track:
+        now += message.time
+        events.append((now, message))
+    events += [(tick, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))) for tick, bpm in changes]
+    events.sort(key=lambda event: (event[0], event[1].type == "end_of_track"))
+    track.clear()
+    now = 0
+    for tick, message in events:
+        track.append(message.copy(time=tick - now))
+        now = tick
+    buffer = io.BytesIO()
+    file.save(file=buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("seed, step, changes, beat_frames, beat_roll, time_frames, time_roll", TEMPO_CHANGE_ROLLS)
+def test_written_files_with_tempo_changes_read_into_the_recorded_rolls(make_rolls, seed, step, changes, beat_frames,
+                                                                      beat_roll, time_frames, time_roll):
+    data = with_tempo_changes(make_rolls(1, 120, seed=seed)[0], step, changes)
+    assert _recorded(midi_to_roll(data, steps_per_beat=4)) == (beat_frames, beat_roll)
+    assert _recorded(midi_to_roll(data, step_seconds=step)) == (time_frames, time_roll)

@@ -4,7 +4,7 @@ MIDI files, and piano roll <-> MIDI.
 Modules: :mod:`.registry` (``load_dataset``), :mod:`.catalog` (``DATASETS``), :mod:`.dataset` (``Dataset``),
 :mod:`.benchmark` (files, downloads, checksums), :mod:`.files` (``.mat``/``.pickle`` readers), :mod:`.bach`,
 :mod:`.user` (datasets from MIDI files), :mod:`.midi` (rolls <-> MIDI), :mod:`.midifile` (bounded MIDI reading),
-:mod:`.cache` (datasets loaded once per server process).
+:mod:`.smf` (the MIDI file format, scanned), :mod:`.cache` (datasets loaded once per server process).
 """
 
 from lapmusic.data.catalog import DATASETS

@@ -1,6 +1,6 @@
 """The offline Bach set: chorales from the ``music21`` corpus as quarter-note piano rolls, like JSB.
 
-Built once (about a minute on a quiet 2-core CPU; ``lapmusic datasets prepare bach`` does it ahead of time)
+Built once, slowly (music21 parses every chorale; ``lapmusic datasets prepare bach`` does it ahead of time),
 and cached as ``<cache>/bach-chorales-v1.npz``; loaded as the dataset ``bach``.
 """
 
@@ -60,12 +60,30 @@ def music21_scratch() -> Path:
 
 
 def build_bach(progress: Progress = no_progress, limit: int | None = None) -> Dataset:
-    """Build the offline Bach set from music21's corpus (no network); about a minute on a quiet 2-core CPU.
+    """Build the offline Bach set from music21's corpus (no network).
 
     Every score is parsed from its source file (``forceSource``): music21's own parse caches are pickles,
-    and a pickle planted in a shared temp folder would otherwise be loaded (at best the build silently
-    lost every piece). music21's scratch folder is moved into the cache folder all the same. A build that
-    yields no piece, or fails on most files, is an error naming the first failure.
+    and a pickle planted in a shared temp folder would otherwise be loaded. music21's scratch folder is
+    moved into the cache folder all the same.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(fraction, message)``, called once per corpus file.
+    limit : int, optional
+        Parse only the first ``limit`` chorales (for tests).
+
+    Returns
+    -------
+    dataset : Dataset
+        Key ``"bach"``: quarter-note frames, split by a hash of each file's name (see
+        :func:`bach_split_of`); fragments under 8 frames and duplicate harmonisations left out.
+
+    Raises
+    ------
+    DataError
+        If music21 is missing, its corpus holds no chorale, or the build yields no piece or fails on most
+        files (naming the first failure).
     """
     try:
         from music21 import corpus

@@ -63,8 +63,8 @@ class DatasetCache:
     """Datasets loaded once per process and shared by every page and job (a classroom uses the same one).
 
     A load runs in its own thread, so a caller that gives up waiting (a Streamlit rerun) does not abort
-    it, and concurrent callers (the Data page and a training job, both asking for the one-minute Bach
-    build) wait for the same load instead of doing it twice. A failed load is retried by the next call.
+    it, and concurrent callers (the Data page and a training job, both asking for the slow Bach build)
+    wait for the same load instead of doing it twice. A failed load is retried by the next call.
     """
 
     def __init__(self, loader: Callable[..., Any] | None = None):

@@ -17,7 +17,23 @@ from lapmusic.data.midi import DEFAULT_STEP_SECONDS, check_roll
 
 @dataclass
 class Dataset:
-    """Train/valid/test lists of ``(T, 88)`` uint8 piano rolls."""
+    """Train/valid/test lists of piano rolls.
+
+    Attributes
+    ----------
+    key : str
+        How :func:`lapmusic.data.registry.load_dataset` finds it: ``"jsb"``, ``"bach"``, ``"user:NAME"``...
+    name : str
+        Its name for people.
+    train, valid, test : list of ndarray of shape (T_i, 88), uint8
+        The pieces of each split, 0/1, column ``k`` = MIDI pitch ``21 + k``; ``T_i`` varies by piece.
+    step_seconds : float, default=0.25
+        Suggested playback duration of one frame.
+    source : str, default=""
+        Where the data came from (a file path, or a description).
+    bad_files : list of lapmusic.data.user.BadFile
+        Files left out when the dataset was made from MIDI files, with the reason.
+    """
 
     key: str
     name: str
@@ -26,16 +42,41 @@ class Dataset:
     test: list[np.ndarray]
     step_seconds: float = DEFAULT_STEP_SECONDS
     source: str = ""
-    """Where the data came from (a file path, or a description)."""
     bad_files: list = field(default_factory=list)
 
     def split(self, name: str) -> list[np.ndarray]:
+        """The pieces of one split.
+
+        Parameters
+        ----------
+        name : {"train", "valid", "test"}
+
+        Returns
+        -------
+        pieces : list of ndarray of shape (T_i, 88), uint8
+
+        Raises
+        ------
+        DataError
+            If ``name`` is not a split.
+        """
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
         return getattr(self, name)
 
     def subset(self, max_sequences: int | None) -> "Dataset":
-        """The first ``max_sequences`` pieces of every split (all of them when None)."""
+        """The first pieces of every split.
+
+        Parameters
+        ----------
+        max_sequences : int or None
+            Pieces kept per split; ``None`` keeps them all.
+
+        Returns
+        -------
+        dataset : Dataset
+            ``self`` when ``max_sequences`` is None, else a new dataset sharing the pieces (not copies).
+        """
         if max_sequences is None:
             return self
         return Dataset(
@@ -44,7 +85,14 @@ class Dataset:
         )
 
     def summary(self) -> dict:
-        """JSON-able facts: split sizes, frames, mean notes per frame, longest piece."""
+        """Facts about the dataset, JSON-able.
+
+        Returns
+        -------
+        summary : dict
+            ``key``, ``name``, ``split_sizes`` and ``frames`` (dicts by split), ``notes_per_frame`` (mean
+            keys down per frame over all splits) and ``longest`` (frames of the longest piece).
+        """
         out: dict = {"key": self.key, "name": self.name, "split_sizes": {}, "frames": {}}
         for name in SPLITS:
             pieces = self.split(name)
@@ -58,6 +106,7 @@ class Dataset:
 
 
 def cache_dir() -> Path:
+    """The user cache folder: ``$LAPMUSIC_CACHE_DIR``, else the platform's (``platformdirs``)."""
     value = os.environ.get("LAPMUSIC_CACHE_DIR")
     if value:
         return Path(value).expanduser()

@@ -3,8 +3,8 @@ Boulanger-Lewandowski ``.pickle`` files (Python-2 pickles of ``{split: [piece = 
 
 Both give ``{"train": [...], "valid": [...], "test": [...]}`` of ``(T, 88)`` uint8 0/1 piano rolls, column ``k``
 = MIDI pitch ``21 + k``; split sizes are checked against the published ones when given. Pickles are read with
-an unpickler that allows only numpy scalars and arrays, so a hostile file cannot run code. :mod:`lapmusic.data.registry`
-uses these to load the registered datasets (and re-exports them under their old names).
+an unpickler that allows only numpy scalars and arrays, so a hostile file cannot run code.
+:mod:`lapmusic.data.benchmark` uses these to load the registered datasets.
 """
 
 from __future__ import annotations

@@ -5,12 +5,11 @@ frame that starts at ``t * step_seconds``. Consecutive active frames of one key 
 key struck again on the very next frame cannot be told apart from a held one (the benchmark rolls have
 the same limitation).
 
-MIDI files are written with ``pretty_midi``. They are *read* by :mod:`lapmusic.data.midifile`'s own scanner of the
-Standard MIDI File format, not by ``pretty_midi``/``mido``: files from users are untrusted, and ``pretty_midi``
-sizes a tick-to-time table by the file's last tick (a 52-byte file with one note at tick 10,000,000 cost it
-minutes and gigabytes). :func:`midi_to_roll` computes the piano roll's size from the notes' end and checks it
-against :class:`~lapmusic.midifile.MidiLimits` before allocating it. Every refusal is a
-:class:`~lapmusic.errors.DataError` that names the file, the limit and what to do.
+MIDI files are written with ``pretty_midi``. They are *read* by :func:`lapmusic.data.midifile.read_midi`, whose
+every cost is bounded (files from users are untrusted; ``pretty_midi`` sizes a tick-to-time table by the file's
+last tick). :func:`midi_to_roll` computes the piano roll's size from the notes' end and checks it against
+:class:`~lapmusic.data.midifile.MidiLimits` before allocating it. Every refusal is a
+:class:`~lapmusic.core.errors.DataError` that names the file, the limit and what to do.
 """
 
 from __future__ import annotations
@@ -35,8 +34,25 @@ MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.Pre
 
 # ------------------------------------------------------------------------------ roll -> MIDI
 def check_roll(roll, what: str = "piano roll") -> np.ndarray:
-    """Return ``roll`` as a contiguous ``(T, 88)`` uint8 0/1 array, or raise :class:`DataError` saying what
-    is off. The one check every module (data loading, the LAE, MIDI, plots) uses for a piece."""
+    """Check that ``roll`` is a piano roll; the one check every module uses for a piece.
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        Frames of 0/1 (bool, integer or float), column ``k`` = MIDI pitch ``21 + k``.
+    what : str, default="piano roll"
+        How the roll is called in error messages (e.g. ``"JSB_Chorales.mat train[3]"``).
+
+    Returns
+    -------
+    roll : ndarray of shape (T, 88), uint8
+        The same values, contiguous (a copy only when needed).
+
+    Raises
+    ------
+    DataError
+        If ``roll`` is not an array of that shape, not numeric, or holds values other than 0 and 1.
+    """
     try:
         array = np.asarray(roll)
     except Exception as exc:  # e.g. ragged nested lists
@@ -63,9 +79,22 @@ def check_roll(roll, what: str = "piano roll") -> np.ndarray:
 
 
 def roll_to_notes(roll: np.ndarray) -> list[tuple[int, int, int]]:
-    """Merge runs of active frames into notes: a list of ``(pitch, start_frame, end_frame)``, end exclusive.
+    """Merge runs of active frames into notes.
 
-    Sorted by start frame, then pitch.
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        A piano roll (see :func:`check_roll`).
+
+    Returns
+    -------
+    notes : list of tuple of (int, int, int)
+        ``(pitch, start_frame, end_frame)`` with ``end_frame`` exclusive, sorted by start frame, then pitch.
+
+    Raises
+    ------
+    DataError
+        If ``roll`` is not a piano roll.
     """
     roll = check_roll(roll)
     # Pad with a silent frame on both sides so that every run has an on- and an off-edge.
@@ -95,16 +124,39 @@ def roll_to_midi(
     primer_program: int | None = None,
     frames_per_beat: int | None = None,
 ) -> pretty_midi.PrettyMIDI:
-    """Turn a ``(T, 88)`` roll into a ``PrettyMIDI`` object with one note per held run.
-
-    ``step_seconds`` is the duration of one frame. ``program`` is the General MIDI program (0 = piano).
-    With ``split_at = k`` frames ``[0, k)`` go on an instrument named "primer" (program ``primer_program``,
-    default ``program``) and frames ``[k, T)`` on one named "continuation"; a note held across the split is
-    cut there. Without it there is one instrument named "piano roll".
+    """Turn a piano roll into a ``PrettyMIDI`` object with one note per held run.
 
     Note times are ``frame * step_seconds`` whatever the tempo; the tempo written into the file only says
-    how notation software counts them: ``frames_per_beat`` frames make one quarter note (default
-    :func:`frames_per_beat_for`, e.g. 1 for the 0.5 s quarter-note frames of JSB/Bach = 120 bpm).
+    how notation software counts them.
+
+    Parameters
+    ----------
+    roll : array-like of shape (T, 88)
+        A piano roll (see :func:`check_roll`).
+    step_seconds : float, default=0.25
+        Duration of one frame.
+    program : int, default=0
+        General MIDI program, 0..127 (0 = acoustic grand piano).
+    velocity : int, default=90
+        Velocity of every note, 1..127.
+    split_at : int, optional
+        Frames ``[0, split_at)`` go on an instrument named "primer" and frames ``[split_at, T)`` on one
+        named "continuation"; a note held across the split is cut there. Without it there is one
+        instrument named "piano roll".
+    primer_program : int, optional
+        Program of the "primer" instrument; default ``program``.
+    frames_per_beat : int, optional
+        Frames per quarter note, which sets the tempo written into the file; default
+        :func:`frames_per_beat_for` (e.g. 1 for the 0.5 s quarter-note frames of JSB/Bach = 120 bpm).
+
+    Returns
+    -------
+    midi : pretty_midi.PrettyMIDI
+
+    Raises
+    ------
+    DataError
+        If ``roll`` is not a piano roll, or a setting is out of range.
     """
     roll = check_roll(roll)
     if step_seconds <= 0:
@@ -143,15 +195,22 @@ def frames_per_beat_for(step_seconds: float) -> int:
     """Frames per quarter note for a frame of ``step_seconds``: the power of two (1, 2, 4, 8) whose tempo
     ``60 / (n * step_seconds)`` bpm is nearest 120 bpm on a log scale, so 0.5 s -> 1 (120 bpm, JSB/Bach
     quarter notes), 0.25 s -> 2 (120 bpm, eighths), 0.125 s -> 4.
-
-    (Until this was chosen per step, every file said 4 frames per beat, so Bach's quarter-note frames were
-    written as sixteenths at 30 bpm.)
     """
     return min((1, 2, 4, 8), key=lambda n: abs(math.log(60.0 / (n * step_seconds) / 120.0)))
 
 
 def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
-    """Serialise a ``PrettyMIDI`` object to standard MIDI file bytes."""
+    """Serialise a ``PrettyMIDI`` object to Standard MIDI File bytes.
+
+    Parameters
+    ----------
+    midi : pretty_midi.PrettyMIDI
+
+    Returns
+    -------
+    data : bytes
+        What ``midi.write`` would write to a ``.mid`` file.
+    """
     buffer = io.BytesIO()
     midi.write(buffer)
     return buffer.getvalue()
@@ -211,20 +270,43 @@ def midi_to_roll(
     max_bytes: int | None = None,
     limits: MidiLimits | None = None,
 ) -> np.ndarray:
-    """Sample a MIDI file onto a ``(T, 88)`` roll.
+    """Sample a MIDI file onto a piano roll.
 
-    Give exactly one of ``step_seconds`` (a uniform grid in seconds: frame ``f`` starts at
-    ``f * step_seconds``) or ``steps_per_beat`` (frames per quarter note: frame ``f`` starts at tick
-    ``f * ticks_per_beat / steps_per_beat``, so tempo changes keep the musical grid). A note covers frames
-    ``[round(start), round(end))`` of the grid, and at least one, so short notes are not lost; ``T`` is the
-    last note's end frame. Drum tracks are dropped by default (their "pitches" are instruments). Pitches
-    outside MIDI 21..108 are moved by octaves into range (``out_of_range="fold"``, default) or dropped
-    (``"drop"``).
+    A note covers frames ``[round(start), round(end))`` of the grid, and at least one, so short notes are
+    not lost; ``T`` is the last note's end frame. Every limit is checked before the roll (or anything of
+    its size) is allocated, so the cost is O(bytes + notes + T * 88).
 
-    ``limits`` (default :meth:`MidiLimits.from_env`; ``max_bytes`` overrides its byte limit) bound the
-    work: the file is refused, by name and with the limit, when it is too large, holds too many notes,
-    lasts too long or its roll would have too many frames; all of these are known before the roll (or
-    anything of its size) is allocated. The cost is then O(bytes + notes + T * 88).
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes, tuple of (str, bytes) or pretty_midi.PrettyMIDI
+        A path, raw bytes, a ``(name, bytes)`` pair (the name starts every error message) or a
+        ``PrettyMIDI`` object.
+    step_seconds : float, optional
+        A uniform grid in seconds: frame ``f`` starts at ``f * step_seconds``.
+    steps_per_beat : int, optional
+        Frames per quarter note: frame ``f`` starts at tick ``f * ticks_per_beat / steps_per_beat``, so
+        tempo changes keep the musical grid. Give exactly one of ``step_seconds`` and ``steps_per_beat``.
+    drop_drums : bool, default=True
+        Leave out channel 10 (its "pitches" are percussion instruments).
+    out_of_range : {"fold", "drop"}, default="fold"
+        Pitches outside MIDI 21..108 are moved by octaves into range, or dropped.
+    max_bytes : int, optional
+        Overrides the byte limit of ``limits``.
+    limits : MidiLimits, optional
+        What the file may cost; default :meth:`MidiLimits.from_env`.
+
+    Returns
+    -------
+    roll : ndarray of shape (T, 88), uint8
+        ``(0, 88)`` when no note is left.
+
+    Raises
+    ------
+    DataError
+        If a setting is invalid, or the file is unreadable, not MIDI, truncated or corrupt, larger than
+        ``limits.max_bytes``, holds more than ``limits.max_notes`` notes, ends after ``limits.max_seconds``
+        or its roll would have more than ``limits.max_frames`` frames. The message names the file, the
+        limit and what to do.
     """
     if out_of_range not in ("fold", "drop"):
         raise DataError(f"out_of_range must be 'fold' or 'drop', got {out_of_range!r}")

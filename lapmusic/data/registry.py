@@ -25,7 +25,29 @@ from lapmusic.data.dataset import Dataset, cache_dir, load_dataset_npz
 
 # ------------------------------------------------------------------------------ public entry points
 def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
-    """Load a dataset by key (see the module docstring); downloads or builds on first use."""
+    """Load a dataset by key; a benchmark is downloaded, and the Bach set built, on first use.
+
+    Parameters
+    ----------
+    key : str
+        ``"jsb"``, ``"nottingham"``, ``"musedata"``, ``"pianomidi"``, ``"bach"`` or ``"user:NAME"`` (see
+        the module docstring).
+    progress : callable, optional
+        ``progress(fraction, message)``, called while a file is downloaded, built or read.
+
+    Returns
+    -------
+    dataset : Dataset
+
+    Raises
+    ------
+    DataError
+        If the key is unknown, a user dataset does not exist, or a file is damaged or not the expected
+        dataset.
+    DownloadError
+        If a benchmark is not local and no source could be downloaded and verified; the message says how to
+        work offline.
+    """
     progress = progress or no_progress
     if key.startswith("user:"):
         from lapmusic.data.user import user_dataset_path
@@ -56,11 +78,24 @@ def is_available(key: str) -> bool:
 
 
 def describe_datasets(progress: Progress | None = None, load: bool = True) -> list[dict]:
-    """One dict per dataset: key, name, available, split sizes and frame counts when available.
+    """Describe every registered and user dataset, for listings.
 
-    With ``load`` the locally available datasets are read to count frames (``bach`` only when its cache
-    exists, so listing never triggers the one-minute build). A dataset whose file cannot be read gets an
-    ``error`` (the reason) instead of counts; the others are still listed.
+    Nothing is downloaded or built: only local files are read, and ``bach`` only when its cache exists.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(fraction, message)``, called as each dataset is read.
+    load : bool, default=True
+        Read the local datasets to count their pieces and frames.
+
+    Returns
+    -------
+    rows : list of dict
+        One per dataset: ``key``, ``name``, ``available`` (loads without network), ``split_sizes`` and
+        ``frames`` (dicts by split, or None when unknown), ``notes_per_frame`` when read, ``built`` for
+        ``bach``. A dataset whose file cannot be read has ``error`` (the reason) and ``file`` instead of
+        counts; the others are still listed.
     """
     from lapmusic.data.user import user_dataset_keys
 

@@ -3,7 +3,7 @@
 One function, :func:`dataset_from_midi`, serves both, so the app and the CLI accept and refuse the same
 files for the same reasons. Inputs are untrusted and bounded *before* any work: the number of files and
 their total size (:class:`UploadLimits`) from the file system or the upload's byte counts, then each file's
-size, notes, length in seconds and piano-roll frames (:class:`lapmusic.midi.MidiLimits`) while it is
+size, notes, length in seconds and piano-roll frames (:class:`lapmusic.data.midifile.MidiLimits`) while it is
 scanned and before its roll is allocated. A file over a per-file limit is reported by name with the reason
 and the others are used; an upload over a per-upload limit is refused as a whole, before any file is read.
 
@@ -30,9 +30,14 @@ MIDI_SUFFIXES = (".mid", ".midi")
 class UploadLimits:
     """What one upload (or one ``lapmusic datasets add``) may hold, checked before any file is parsed.
 
-    ``max_files`` (``LAPMUSIC_MAX_UPLOAD_FILES``, default 50) and ``max_bytes`` (``LAPMUSIC_MAX_UPLOAD_BYTES``,
-    default 16 MB: the densest 16 MB of MIDI costs about 4 CPU seconds, see ``benchmarks/bench_upload.py``
-    and docs/app.md).
+    The byte limit bounds the CPU time an upload costs (``benchmarks/bench_upload.py`` measures it).
+
+    Attributes
+    ----------
+    max_files : int, default=50
+        Most files per upload (``LAPMUSIC_MAX_UPLOAD_FILES``).
+    max_bytes : int, default=16 MB
+        Most bytes in all (``LAPMUSIC_MAX_UPLOAD_BYTES``).
     """
 
     max_files: int = 50
@@ -40,6 +45,8 @@ class UploadLimits:
 
     @classmethod
     def from_env(cls) -> "UploadLimits":
+        """The limits from the environment variables above (defaults where unset); a bad value is a
+        :class:`DataError`."""
         return cls(
             max_files=env_limit("LAPMUSIC_MAX_UPLOAD_FILES", cls.max_files),
             max_bytes=env_limit("LAPMUSIC_MAX_UPLOAD_BYTES", cls.max_bytes),
@@ -48,6 +55,8 @@ class UploadLimits:
 
 @dataclass(frozen=True)
 class BadFile:
+    """A file left out of a dataset: its name and why (e.g. ``"truncated MIDI file: ..."``)."""
+
     name: str
     reason: str
 
@@ -119,17 +128,49 @@ def dataset_from_midi(
     min_frames: int = 2,
     progress=None,
 ) -> tuple[Dataset, list[BadFile]]:
-    """Make a dataset from MIDI files: paths, folders (their ``.mid``/``.midi`` files) or ``(name, bytes)``
-    pairs (e.g. uploads).
+    """Make a dataset from MIDI files, keeping the good ones and naming the others.
 
-    Time step: ``steps_per_beat`` (default 2 = eighth notes, following tempo changes) or ``step_seconds``.
-    Drum tracks are dropped; out-of-range pitches are folded by octaves (or dropped). The upload as a whole
-    is refused (``DataError``) when it exceeds ``upload_limits`` (default :meth:`UploadLimits.from_env`);
-    files that are corrupt, truncated, not MIDI, empty, or over a limit of ``limits`` (default
-    :meth:`MidiLimits.from_env`, ``max_bytes`` overriding its byte limit) are reported in the returned list
-    by name with the reason; the good ones are kept. Pieces are split train/valid/test in the given order
-    by ``split_fractions`` (train, valid; the rest is test), with at least one training piece.
-    ``progress(fraction, message)`` is called once per file.
+    Drum tracks are dropped. The upload as a whole is checked against ``upload_limits`` before any file is
+    read; each file against ``limits`` before its piano roll is allocated.
+
+    Parameters
+    ----------
+    files : sequence of str, os.PathLike or tuple of (str, bytes)
+        Paths, folders (their ``.mid``/``.midi`` files, sorted) or ``(name, bytes)`` pairs such as uploads.
+    name : str, default="my MIDI"
+        The dataset's name; its key is ``"user:" + slugify(name)``.
+    step_seconds : float, optional
+        A grid in seconds; when given it replaces ``steps_per_beat``.
+    steps_per_beat : int, default=2
+        Frames per quarter note (2 = eighth notes), following tempo changes.
+    out_of_range : {"fold", "drop"}, default="fold"
+        Pitches outside MIDI 21..108 are moved by octaves into range, or dropped.
+    max_bytes : int, optional
+        Overrides the byte limit of ``limits``.
+    limits : MidiLimits, optional
+        What each file may cost; default :meth:`MidiLimits.from_env`.
+    upload_limits : UploadLimits, optional
+        What all the files together may hold; default :meth:`UploadLimits.from_env`.
+    split_fractions : tuple of (float, float), default=(0.8, 0.1)
+        Fractions of the pieces, in the given order, for train and valid; the rest is test. There is at
+        least one training piece.
+    min_frames : int, default=2
+        Shorter pieces are left out as empty.
+    progress : callable, optional
+        ``progress(fraction, message)``, called once per file.
+
+    Returns
+    -------
+    dataset : Dataset
+        Not yet stored: see :func:`save_user_dataset`. Its ``bad_files`` is the list below.
+    bad : list of BadFile
+        Files left out (corrupt, truncated, not MIDI, empty, over a limit of ``limits``), by name with the
+        reason.
+
+    Raises
+    ------
+    DataError
+        If the upload has too many files or bytes (before any file is read), or no file is usable.
     """
     if step_seconds is not None:
         steps_per_beat = None
@@ -182,7 +223,18 @@ def user_dataset_path(key_or_name: str) -> Path:
 
 
 def save_user_dataset(dataset: Dataset) -> str:
-    """Store a dataset under the user cache and return its key ``user:NAME`` for runs to refer to."""
+    """Store a dataset in the user cache, as ``<cache>/user/NAME.npz``, replacing one of that name.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its key ``user:NAME`` (or, for other keys, its name) gives the file's name.
+
+    Returns
+    -------
+    key : str
+        ``"user:NAME"``, which :func:`lapmusic.data.registry.load_dataset` and runs refer to.
+    """
     slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
     save_dataset_npz(dataset, user_dataset_path(slug))
     return f"user:{slug}"

@@ -6,6 +6,9 @@ ships with ``pretty_midi``. When FluidSynth cannot be used, audio falls back to 
 sine-wave synthesis and says so once. We check for the library ourselves because pretty_midi reports a
 missing ``libfluidsynth`` as "pyfluidsynth is not installed", which sends people to the wrong fix.
 
+FluidSynth is driven here rather than through ``PrettyMIDI.fluidsynth``, which keeps only the left channel of
+FluidSynth's stereo output: here every instrument plays on its own channel and both outputs are mixed.
+
 A MIDI file without notes renders to a valid WAV of silence with ``silent=True`` (never NaN samples:
 pretty_midi normalises by the peak, which is 0 for silence).
 """
@@ -55,14 +58,30 @@ _fallback_warned = False
 
 @dataclass
 class AudioResult:
-    """A rendered WAV (16-bit PCM mono) and how it was made."""
+    """A rendered WAV (16-bit PCM mono) and how it was made.
+
+    Attributes
+    ----------
+    wav : bytes
+        The whole ``.wav`` file.
+    sample_rate : int
+        Samples per second.
+    renderer : {"fluidsynth", "pretty_midi"}
+        FluidSynth with a soundfont, or pretty_midi's sine-wave fallback.
+    silent : bool
+        True when there was nothing to hear (no notes).
+    warning : str or None
+        Why the preferred renderer was not used, if it was not.
+    soundfont : str or None
+        The ``.sf2`` file FluidSynth used.
+    """
 
     wav: bytes
     sample_rate: int
-    renderer: str  # "fluidsynth" or "pretty_midi"
-    silent: bool  # True when there was nothing to hear (no notes)
-    warning: str | None = None  # why the preferred renderer was not used, if it was not
-    soundfont: str | None = None  # the .sf2 used by FluidSynth
+    renderer: str
+    silent: bool
+    warning: str | None = None
+    soundfont: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -129,11 +148,34 @@ def render_wav(
     *,
     min_seconds: float = 0.0,
 ) -> AudioResult:
-    """Render ``pm`` to WAV bytes (16-bit PCM, mono) at ``sample_rate`` Hz.
+    """Render MIDI to a WAV file (16-bit PCM, mono), its loudest sample at about -1 dBFS.
 
-    Uses FluidSynth with ``soundfont`` (default: :func:`find_soundfont`); falls back to pretty_midi's
-    sine-wave synthesis, with a one-time warning, when FluidSynth or a soundfont is unavailable. The WAV
-    lasts at least ``min_seconds`` (pass the roll's duration so trailing silence is kept).
+    Uses FluidSynth with a General MIDI soundfont; falls back to pretty_midi's sine-wave synthesis, with a
+    one-time ``RuntimeWarning``, when FluidSynth or a soundfont is unavailable. One render runs at a time
+    (the app renders from threads). The sound lasts until the last note ends plus ``TAIL_SECONDS`` for the
+    release to ring out; without notes the WAV is silence.
+
+    Parameters
+    ----------
+    pm : pretty_midi.PrettyMIDI
+        The music, e.g. from :func:`lapmusic.data.midi.roll_to_midi`.
+    sample_rate : int, default=22050
+        Samples per second, 8000..96000 (the CLI and the app offer 22050 and 44100).
+    soundfont : str or os.PathLike, optional
+        A ``.sf2`` file; default :func:`find_soundfont`.
+    min_seconds : float, default=0.0
+        Shortest duration of the WAV: pass the roll's duration so trailing silence is kept.
+
+    Returns
+    -------
+    result : AudioResult
+        The WAV bytes, the renderer used and why, if it is not FluidSynth.
+
+    Raises
+    ------
+    LapMusicError
+        If ``sample_rate`` is not a whole number of Hz in range, ``soundfont`` does not exist, or FluidSynth
+        cannot load it.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
         raise LapMusicError(f"sample_rate must be a whole number of Hz (22050 or 44100), got {sample_rate!r}")
@@ -206,7 +248,7 @@ def _new_synth(soundfont: str, sample_rate: int):
 
     A fresh synthesizer per render makes renders reproducible (a reused one keeps its block phase and
     voice state). Loading stays cheap because a "keeper" synthesizer holds each soundfont open, so
-    FluidSynth's sample cache shares the already loaded samples (~30 ms instead of ~0.1-0.7 s for FluidR3).
+    FluidSynth's sample cache shares the samples already loaded instead of reading the file again.
     """
     fluidsynth = _import_fluidsynth()
     key = os.path.realpath(soundfont)
