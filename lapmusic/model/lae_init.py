@@ -223,29 +223,3 @@ def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.
     """
     m = Y.double().mean(0).clamp(1e-4, 1 - 1e-4)
     return torch.zeros(Y.shape[1], hidden), torch.log(m / (1 - m)).float()
-
-
-def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> None:
-    """Set the readout ``W h + c`` (``W`` ``(88, p)``, ``c`` ``(88,)``) fitted by :func:`fit_readout`.
-
-    NADE output: ``W h + c`` becomes NADE's visible-bias map ``b(h)`` and ``V = 0``, so that every
-    conditional is ``sigmoid(b_k(h))``: the network starts as exactly the fitted independent-key model
-    (same NLL), and training then learns the dependencies between the keys of a frame (``V`` gets a
-    gradient at once because the NADE hidden units ``sigmoid(a_k)`` are not zero).
-
-    ``skip`` ``(88, 88)``: the readout skip's ``W_skip`` (a network built with ``readout_skip``); ``None``
-    sets it to zero there.
-    """
-    if skip is not None and model.skip is None:
-        raise ValueError("a skip weight was given but the network has no readout skip")
-    layer = model.readout if model.nade is None else model.nade.visible_bias
-    with torch.no_grad():
-        layer.weight.copy_(W.to(layer.weight.device))
-        layer.bias.copy_(c.to(layer.bias.device))
-        if model.nade is not None:
-            model.nade.V.zero_()
-        if model.skip is not None:
-            if skip is None:
-                model.skip.weight.zero_()
-            else:
-                model.skip.weight.copy_(skip.to(model.skip.weight.device))

@@ -10,9 +10,7 @@ import numpy as np
 
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.config import (
-    TrainConfig,
-)
+from lapmusic.training.config import TrainConfig
 
 
 def config_from_run(run_dir: Path) -> TrainConfig:
@@ -27,13 +25,6 @@ def config_from_run(run_dir: Path) -> TrainConfig:
         return TrainConfig.from_dict(data)
     except (LapMusicError, TypeError) as exc:
         raise CheckpointError(f"{path} does not hold a valid lapmusic training config: {exc}") from exc
-
-
-def build_model(config: TrainConfig) -> PianoRollRNN:
-    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
-                        nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
-                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab,
-                        nade_repeat=config.nade_repeat, nade_repeat_window=config.nade_repeat_window)
 
 
 def load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:

@@ -1,7 +1,4 @@
-"""Finished runs: load a run folder (:func:`load_run`), evaluate a model on pieces, compare runs over seeds.
-
-Split out of ``train.py`` (which keeps the training loop and re-exports these names).
-"""
+"""Finished runs: load a run folder (:func:`load_run`), evaluate a model on pieces, compare runs over seeds."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import torch
 from lapmusic.core.device import resolve_device
 from lapmusic.core.errors import CheckpointError
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.build import build_model, config_from_run, load_model_state, run_split
+from lapmusic.training.build import config_from_run, load_model_state, run_split
 from lapmusic.training.config import TrainConfig
 from lapmusic.training.epoch import _to_tensors, choose_threshold, evaluate_tensors
 from lapmusic.training.rundir import load_checkpoint, read_history, read_status
@@ -55,7 +52,7 @@ def load_run(run_dir, device=None) -> LoadedRun:
     if not path.exists():
         path, which = run_dir / "checkpoint.pt", "last"
     payload = load_checkpoint(path, device)
-    model = build_model(config)
+    model = PianoRollRNN.from_config(config.model)
     load_model_state(model, payload.get("model", {}), path)
     model.to(device).eval()
     final = None
