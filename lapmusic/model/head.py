@@ -12,8 +12,9 @@ state (and the frames read) into a distribution over the next frame ``x_{t+1}``.
 - :meth:`OutputHead.prepare` (what it takes from the training split) and :meth:`OutputHead.set_readout` (the
   LAE initialisation's fitted readout);
 - sampling: a head whose keys are independent given the state (``independent_keys``) is sampled from its
-  logits by :func:`lapmusic.sampling.sample.generate`; the others draw whole frames with ``sample``, reading
-  the frames before each step through :meth:`OutputHead.start_history` and :meth:`OutputHead.advance_history`.
+  logits by :func:`lapmusic.sampling.sample.generate`; the others draw whole frames with
+  :meth:`OutputHead.sample`, reading the frames before each step through :meth:`OutputHead.start_history` and
+  :meth:`OutputHead.advance_history`.
 
 The variants: :class:`BernoulliHead` (here), :class:`lapmusic.model.nade.NADEOutput`,
 :class:`lapmusic.model.chordvocab.ChordVocabNADE` and the copy mixtures of :mod:`lapmusic.model.repeatmix`.
@@ -37,7 +38,7 @@ class OutputHead(nn.Module):
         The keys of a frame are independent given the state: :meth:`key_logits` says everything, and
         sampling draws each key from its own sigmoid.
     lookback : int
-        How many frames read before a window :meth:`log_prob` and ``sample`` look back to (0: none).
+        How many frames read before a window :meth:`log_prob` looks back to (0: none).
     """
 
     independent_keys = False
@@ -103,6 +104,34 @@ class OutputHead(nn.Module):
         if self.lookback == 0:
             return None
         return inputs[:, max(0, start - self.lookback) : start]
+
+    def sample(self, states: torch.Tensor, temperature: float = 1.0, max_polyphony: int | None = None,
+               generator: torch.Generator | None = None, inputs: torch.Tensor | None = None,
+               **history: torch.Tensor) -> torch.Tensor:
+        """Draw one frame per state (heads whose keys are not ``independent_keys``).
+
+        Parameters
+        ----------
+        states : Tensor of shape (N, p)
+            One state per frame to draw.
+        temperature : float
+            Every logit is divided by it (0: the greedy frame).
+        max_polyphony : int, optional
+            At most this many keys on per frame.
+        generator : torch.Generator, optional
+            The random stream.
+        inputs : Tensor of shape (N, K), optional
+            The frame read at each state.
+        **history
+            :meth:`start_history`'s keyword arguments, for heads that look back further.
+
+        Returns
+        -------
+        Tensor of shape (N, K)
+            uint8 0/1 frames.
+        """
+        raise NotImplementedError(f"{type(self).__name__} frames are drawn from the logits of forward "
+                                  "(lapmusic.sampling.sample.generate)")
 
     def start_history(self, warm: torch.Tensor) -> dict[str, torch.Tensor]:
         """Sampling: the keyword arguments of ``sample`` that carry the frames read before the current one,

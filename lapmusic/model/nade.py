@@ -43,9 +43,6 @@ leading shape as ``states``) and are required when the skip is on.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -167,9 +164,6 @@ class NADEOutput(OutputHead):
     def greedy_choice(self) -> str:
         """How a frame mixture's greedy frame (the one ACC counts) is chosen, in words."""
         return "the NADE's greedy frame"
-
-    def prepare(self, pieces: Sequence[np.ndarray]) -> None:
-        """Nothing to take from the training split (the mixtures override this)."""
 
     def biases(self, states: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, c)``: visible ``(..., K)`` and hidden ``(..., H)`` biases for states ``(..., p)``.

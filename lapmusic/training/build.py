@@ -1,4 +1,4 @@
-"""What a run is built from: its config, its pieces of each split, its model."""
+"""What a run is built from: its config (from the run folder), its pieces of each split, its saved weights."""
 
 from __future__ import annotations
 

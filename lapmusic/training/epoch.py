@@ -119,11 +119,9 @@ def corrupt_inputs(inputs: torch.Tensor, rate: float, density: torch.Tensor,
     ``P(on after) = rho_k (1 - q) + (1 - rho_k) s_k = rho_k``: each key keeps its training frequency, and a
     frame keeps its expected number of notes.
 
-    Why this noise and not a symmetric flip: piano rolls are sparse (JSB: about 4 of 88 keys on, rho about
-    0.05), so flipping every key with probability q would add ``88 q`` spurious notes a frame (4.4 at
-    q = 0.05, doubling the chord) and switch on keys the data never plays; here a corrupted frame looks like a
-    plausible frame with some notes missing and some wrong notes, in the keys' own proportions, which is the
-    kind of error the network's own predictions carry when it is fed them while sampling.
+    Why not a symmetric flip: piano rolls are sparse, so flipping every key with probability ``q`` would add
+    ``88 q`` spurious notes a frame; here a corrupted frame looks like the network's own mistakes while
+    sampling (some notes missing, some wrong, in the keys' own proportions).
     """
     if rate <= 0:
         return inputs
@@ -276,9 +274,8 @@ def train_epoch(
 def _warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
     """Linear warm-up: step ``k`` (1-based) of the run uses ``lr * k / warmup_steps`` until ``k = warmup_steps``.
 
-    Why: right after the LAE init the readout sits at its least-squares/logistic optimum, where gradients
-    are small and noisy; Adam normalises them to full-size steps, which scrambles the init in the first
-    epoch. Warming up (for both inits alike) lets Adam's second-moment estimate settle first.
+    Why: Adam normalises the small, noisy gradients at the LAE init's fitted readout to full-size steps;
+    warming up lets its second-moment estimate settle first.
     """
     for group in optimizer.param_groups:
         done = group.setdefault("warmup_done", 0)

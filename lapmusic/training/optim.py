@@ -14,10 +14,8 @@ def parameter_groups(model: PianoRollRNN, config: TrainConfig) -> list[dict]:
     """One group per parameter tensor; with ``relative_lr`` each weight matrix's learning rate is scaled by
     its RMS at the start of training over the RMS of PyTorch's default init (``1 / sqrt(3 * hidden)``).
 
-    Why: Adam moves every parameter by about ``lr`` per step whatever its scale, so after the LAE init
-    (``W_in = alpha * A``, entries around 1e-3) it would rewrite ``W_in`` within a few steps; scaling each
-    matrix's rate by its own size gives every matrix the same *relative* step (the random init's matrices
-    all have the default RMS, so nothing changes there). Biases keep ``lr``.
+    Why: Adam moves every parameter by about ``lr`` per step whatever its scale, so it would soon rewrite the
+    LAE init's small ``W_in = alpha * A``; this gives every matrix the same *relative* step. Biases keep ``lr``.
     """
     reference = 1.0 / math.sqrt(3.0 * config.model.hidden)
     groups = []

@@ -201,16 +201,17 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
             stopped = "time budget"
             break
         epoch_started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])  # batch order and noise seeded by epoch: resumable
+        noise = noise_generator(config.input_noise, config.seed, epoch, device)
 
         def on_batch(done: int, total: int, epoch=epoch) -> None:
             report((epoch + done / total) / slots, f"epoch {epoch}/{config.epochs}: batch {done}/{total}",
                    epoch=epoch - 1)
 
         result = train_epoch(model, run.optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
-                             clip=config.clip, rng=np.random.default_rng([config.seed, epoch]), on_batch=on_batch,
-                             cancel=cancel, warmup_steps=config.warmup_steps, input_noise=config.input_noise,
-                             density=density, noise_generator=noise_generator(config.input_noise, config.seed,
-                                                                              epoch, device))
+                             clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
+                             warmup_steps=config.warmup_steps, input_noise=config.input_noise, density=density,
+                             noise_generator=noise)
         valid = evaluate_tensors(model, valid_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
         check_divergence(epoch, result["nll"], valid["nll"])
         seconds = time.perf_counter() - epoch_started
