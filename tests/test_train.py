@@ -211,6 +211,21 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
         train(small_config(), tmp_path / "split", dataset=dataset)
 
 
+def test_a_run_folder_saved_before_the_heads_shared_one_name_resumes(tmp_path, dataset):
+    """Checkpoints written before the output layer was ``model.head`` name its weights ``nade.*`` (``readout.*``,
+    ``skip.*`` for the Bernoulli head): a resume loads them and continues the same run."""
+    recipe = dict(output="nade", nade_hidden=4, nade_vocab=6, nade_repeat=True, nade_repeat_window=3)
+    whole = train(small_config(epochs=3, **recipe), tmp_path / "whole", dataset=dataset)
+    train(small_config(epochs=2, **recipe), tmp_path / "old", dataset=dataset)
+    for name in ("checkpoint.pt", "best.pt"):
+        payload = torch.load(tmp_path / "old" / name, weights_only=True)
+        payload["model"] = {key.replace("head.", "nade.", 1): value for key, value in payload["model"].items()}
+        torch.save(payload, tmp_path / "old" / name)
+    resumed = train(small_config(epochs=3, **recipe), tmp_path / "old", dataset=dataset, resume=True)
+    assert resumed["epochs"] == 3 and resumed["nll"] == pytest.approx(whole["nll"], rel=1e-6)
+    assert resumed["best_valid_nll"] == pytest.approx(whole["best_valid_nll"], rel=1e-6)
+
+
 def test_time_budget_stops_after_the_epoch_that_spends_it_and_resume_can_extend_it(tmp_path, dataset):
     # Any epoch takes more than a nanosecond: the budget is spent by epoch 1, whatever the machine's speed.
     final = train(small_config(epochs=4, max_seconds=1e-9), tmp_path / "run", dataset=dataset)

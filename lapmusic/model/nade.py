@@ -20,8 +20,8 @@ Every conditional is normalised, so the product is a normalised distribution ove
 its negative log-likelihood is *exact*: ``-log P(v | s_t) = sum_k BCE(l_k, v_k)`` with the conditional
 logits ``l_k = b_k(s_t) + V[k] . h_k``. Given the observed frame (teacher forcing), all ``a_k`` follow from
 one exclusive cumulative sum over the keys of ``W[:, j] v_j`` (the running-sum form of NADE; computed over
-the keys that are on, see :meth:`NADEOutput._logits`), so training and evaluation need no loop over keys. Sampling has to go key by key (``v_k``
-is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
+the keys that are on, see :meth:`NADEOutput._logits`), so training and evaluation need no loop over keys.
+Sampling has to go key by key (``v_k`` is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
 
 With ``V = 0`` every conditional is ``sigmoid(b_k(s_t))``: the layer is then exactly the Bernoulli readout
 ``b(s_t)``. The LAE initialisation uses that (see :meth:`NADEOutput.set_readout`).

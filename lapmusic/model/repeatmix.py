@@ -169,7 +169,8 @@ class RepeatMixture:
         if self.window == 1:
             return {}
         cand, valid = self.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
-        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype), "history_valid": valid.reshape(-1, valid.shape[-1])}
+        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype),
+                "history_valid": valid.reshape(-1, valid.shape[-1])}
 
     def start_history(self, warm: torch.Tensor) -> dict[str, torch.Tensor]:
         """Sampling with a window ``L > 1``: ``history`` ``(N, L, K)`` (the last ``L`` frames of ``warm`` ``(N, k, K)``,

@@ -31,7 +31,8 @@ def load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): {exc}") from exc
+        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): "
+                              f"{exc}") from exc
 
 
 def load_run_dataset(key: str):

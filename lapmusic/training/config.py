@@ -293,5 +293,6 @@ _FLOAT_FIELDS = {
     "lr_factor": (0.0, 1.0, False, True), "min_lr": (0.0, math.inf, False, False),
     "alpha": (0.0, math.inf, True, True), "alpha_target": (0.0, math.inf, False, True),
     "lae_max_radius": (0.0, math.inf, True, True),
-    "rec_radius": (0.0, 10.0, True, True), "max_seconds": (0.0, math.inf, True, True), "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
+    "rec_radius": (0.0, 10.0, True, True), "max_seconds": (0.0, math.inf, True, True),
+    "lae_decay": (0.0, 1.0, True, True), "readout_ridge": (0.0, 1e6, False, False),
 }
