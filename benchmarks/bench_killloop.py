@@ -77,7 +77,7 @@ def _worker(run_dir: str, config: dict, pause: float, ready, outcome: str) -> No
     resume = (Path(run_dir) / "checkpoint.pt").exists()
     ready.set()
     try:
-        train(None if resume else TrainConfig(**config), run_dir, resume=resume, dataset=dataset)
+        train(None if resume else TrainConfig.from_settings(config), run_dir, resume=resume, dataset=dataset)
     except LapMusicError as exc:
         Path(outcome).write_text(f"error: {exc}")
         os._exit(2)

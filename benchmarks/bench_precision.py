@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lapmusic.data.registry import load_dataset
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.epoch import _to_tensors, train_epoch
 
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
             models = {}
             for name in ("tf32", "ieee"):
                 torch.manual_seed(0)
-                model = PianoRollRNN(hidden).to(device)
+                model = PianoRollRNN.from_config(ModelConfig(hidden)).to(device)
                 models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
             spent = {"tf32": 0.0, "ieee": 0.0}
             done = {"tf32": 0, "ieee": 0}

@@ -23,6 +23,7 @@ import time
 import torch
 
 from lapmusic.data.midi import roll_to_midi
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.sampling.audio import _render_sine, find_soundfont, fluidsynth_available, render_wav
 from lapmusic.sampling.sample import generate
@@ -50,7 +51,7 @@ def nade_rows(repeats: int, steps: int = 64) -> None:
                 ("nade + vocab 512 + copy window 32", dict(nade_vocab=512, nade_repeat=True, nade_repeat_window=32)))
     for name, extra in variants:
         torch.manual_seed(0)
-        model = PianoRollRNN(128, output=name.split()[0], nade_hidden=64, **extra).eval()
+        model = PianoRollRNN.from_config(ModelConfig(128, output=name.split()[0], nade_hidden=64, **extra)).eval()
         for batch in (1, 8):
             best, median = best_of(repeats, lambda: generate(model, steps=steps, seed=0, n_samples=batch,
                                                               max_polyphony=6))
@@ -76,7 +77,7 @@ def main() -> None:
     print(f"{'hidden':>6} {'batch':>5} {'sample (s)':>16} {'forward (s)':>16} {'ratio':>6} {'frames/s':>9}")
     roll = None
     for hidden in (64, 128, 512):
-        model = PianoRollRNN(hidden).eval()
+        model = PianoRollRNN.from_config(ModelConfig(hidden)).eval()
         for batch in (1, 8):
             sample_best, sample_median = best_of(
                 args.repeats, lambda: generate(model, steps=args.steps, seed=0, n_samples=batch, max_polyphony=6)

@@ -35,8 +35,7 @@ import time
 import numpy as np
 import torch
 
-from lapmusic.model.chordvocab import build_vocabulary
-from lapmusic.model.repeatmix import repeat_share
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.epoch import _to_tensors, train_epoch
 
@@ -58,13 +57,10 @@ class Setting:
         torch.manual_seed(seed)
         self.name, self.tensors, self.device = name, tensors, device
         self.batch_size, self.bptt = batch_size, bptt
-        self.model = PianoRollRNN(hidden, output=output, nade_hidden=nade_hidden, nade_vocab=nade_vocab,
-                                  nade_repeat=nade_repeat_window > 0,
-                                  nade_repeat_window=max(1, nade_repeat_window)).to(device)
-        if nade_vocab:  # as train.py does: the training split's commonest chords
-            self.model.nade.set_vocabulary(*build_vocabulary(pieces, nade_vocab))
-        if nade_repeat_window:
-            self.model.nade.set_repeat_share(repeat_share(pieces, nade_repeat_window))
+        self.model = PianoRollRNN.from_config(ModelConfig(hidden, output=output, nade_hidden=nade_hidden,
+                                                          nade_vocab=nade_vocab, nade_repeat=nade_repeat_window > 0,
+                                                          nade_repeat_window=max(1, nade_repeat_window))).to(device)
+        self.model.head.prepare(pieces)  # as train.py does: the chord vocabulary, the copy gate's start
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.frames = self.steps = self.epochs = 0
         self.seconds = self.cpu_seconds = 0.0

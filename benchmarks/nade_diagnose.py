@@ -45,17 +45,15 @@ def teacher_forced(model, rolls: list[np.ndarray], seed: int = 0) -> tuple[float
     x = torch.as_tensor(np.stack(rolls), dtype=torch.float32)
     with torch.inference_mode():
         states, _ = model.hidden_states(x[:, :-1], None)
-        nll = float(-model.nade.log_prob(states, x[:, 1:], x[:, :-1]).mean())
+        nll = float(-model.head.log_prob(states, x[:, 1:], x[:, :-1]).mean())
         generator = torch.Generator()
         generator.manual_seed(seed)
         b, t, h = states.shape
         extra = {}
-        if model.repeat_window > 1:  # the copy window's candidates: the real frames read so far
-            cand, valid = model.nade.candidates(x[:, :-1])
-            extra = {"history": cand.reshape(b * t, *cand.shape[-2:]).float(), "history_valid": valid.reshape(b * t, -1)}
-        drawn = model.nade.sample(states.reshape(b * t, h), 1.0, None, generator,
+        extra = model.head.history_kwargs(x[:, :-1], None, torch.float32)  # a copy window's real frames read so far
+        drawn = model.head.sample(states.reshape(b * t, h), 1.0, None, generator,
                                   inputs=x[:, :-1].reshape(b * t, -1), **extra).reshape(b, t, -1).numpy()
-        p_hold = model.nade.log_prob(states, x[:, :-1], x[:, :-1]).exp()  # P(frame t+1 = frame t | real history)
+        p_hold = model.head.log_prob(states, x[:, :-1], x[:, :-1]).exp()  # P(frame t+1 = frame t | real history)
     previous, following = x[:, :-1].numpy() > 0, x[:, 1:].numpy() > 0
     hold = {"real": round(float((following == previous).all(-1).mean()), 3), "model": round(float(p_hold.mean()), 3),
             "drawn": round(float(((drawn > 0) == previous).all(-1).mean()), 3)}

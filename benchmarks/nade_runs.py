@@ -55,13 +55,14 @@ def config_for(dataset: str, output: str, init: str, epochs: int | None = None, 
         warmup = NADE_WARMUP.get(dataset, NADE_WARMUP_DEFAULT)
     lr, batch = lr_given or lr, batch_given or batch
     extra = {} if nade_hidden is None else {"nade_hidden": nade_hidden}
-    return TrainConfig(dataset=dataset, hidden=128, init=init, epochs=epochs or max_epochs, lr=lr,
-                       batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
-                       patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
-                       dropout=dropout, nade_skip=nade_skip and output == "nade",
-                       nade_vocab=nade_vocab if output == "nade" else 0, nade_repeat=nade_repeat and output == "nade",
-                       nade_repeat_window=repeat_window if nade_repeat and output == "nade" else 1,
-                       **extra)
+    return TrainConfig.from_settings(dict(
+        dataset=dataset, hidden=128, init=init, epochs=epochs or max_epochs, lr=lr,
+        batch_size=batch, seed=seed, device="cpu", max_train_sequences=pieces, bptt=100,
+        patience=6, lr_patience=2, lae_max_lag=lag, output=output, warmup_steps=warmup,
+        dropout=dropout, nade_skip=nade_skip and output == "nade",
+        nade_vocab=nade_vocab if output == "nade" else 0, nade_repeat=nade_repeat and output == "nade",
+        nade_repeat_window=repeat_window if nade_repeat and output == "nade" else 1,
+        **extra))
 
 
 def main(argv=None) -> int:

@@ -60,13 +60,14 @@ def main(argv=None) -> int:
         result = sample_stats(run, n_samples=args.samples, steps=args.steps, temperature=args.temperature)
         nll = run.final.get("nll")
         row = " | ".join(_cell(result["samples"], name, False) for name in COLUMNS)
-        output = run.config.output + ("+skip" if run.config.nade_skip else "")
-        output += f"+vocab {run.config.nade_vocab}" if run.config.nade_vocab else ""
-        output += "+repeat" if run.config.nade_repeat else ""
-        output += f" {run.config.nade_repeat_window}" if run.config.nade_repeat and run.config.nade_repeat_window > 1 else ""
+        model = run.config.model
+        output = model.output + ("+skip" if model.nade_skip else "")
+        output += f"+vocab {model.nade_vocab}" if model.nade_vocab else ""
+        output += "+repeat" if model.nade_repeat else ""
+        output += f" {model.nade_repeat_window}" if model.nade_repeat and model.nade_repeat_window > 1 else ""
         print(f"| {run.config.dataset} | {output} | {run.config.init} | {nll:.2f} | {row} |", flush=True)
         real_rows[run.config.dataset] = result["reference"]
-        results.append({"run": str(path), "dataset": run.config.dataset, "output": run.config.output,
+        results.append({"run": str(path), "dataset": run.config.dataset, "output": model.output,
                         "init": run.config.init, "nll": nll, **result})
     for dataset, reference in real_rows.items():
         row = " | ".join(_cell(reference, name, True) for name in COLUMNS)

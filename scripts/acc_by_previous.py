@@ -178,7 +178,7 @@ def analyse(run_dir) -> dict:
                   "valid_nll_before": frame_nll(pv, yv), "valid_nll_after": frame_nll(cv, yv),
                   "test_nll_before": frame_nll(pt, yt), "test_nll_after": frame_nll(ct, yt)}
     return {"run": str(run_dir), "dataset": run.config.dataset, "init": run.config.init, "seed": run.config.seed,
-            "readout_skip": bool(run.config.readout_skip),
+            "readout_skip": bool(run.config.model.readout_skip),
             "acc_05": acc_at(yt, pt >= 0.5), "final_acc": (run.final or {}).get("acc"),
             "final_acc_tuned": (run.final or {}).get("acc_tuned"), "final_threshold": (run.final or {}).get("threshold"),
             "copy_previous_test": copy_previous_acc(test), "copy_previous_valid": copy_previous_acc(valid),

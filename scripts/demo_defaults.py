@@ -52,6 +52,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from lapmusic.data.registry import load_dataset
+    from lapmusic.model.config import ModelConfig
     from lapmusic.model.metrics import baselines
     from lapmusic.training.config import TrainConfig
     from lapmusic.training.results import load_run
@@ -69,8 +70,8 @@ def main() -> None:
             run_dir = Path(args.out) / f"h{args.hidden}-lr{lr:g}-b{batch}-s{seed}-{init}"
             cpu = time.process_time()
             if not (run_dir / "final.json").is_file():
-                config = TrainConfig(dataset="bach", hidden=args.hidden, init=init, lr=lr, batch_size=batch, seed=seed,
-                                     epochs=args.epochs, patience=args.patience, device="cpu")
+                config = TrainConfig(dataset="bach", model=ModelConfig(hidden=args.hidden), init=init, lr=lr,
+                                     batch_size=batch, seed=seed, epochs=args.epochs, patience=args.patience, device="cpu")
                 train(config, run_dir, dataset=data)
             cpu = time.process_time() - cpu
             rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]

@@ -248,7 +248,7 @@ def report(args, record: dict) -> str:
                 lag, subset = settings["lae_max_lag"], settings.get("max_train_sequences")
                 fields["lae_path"] = str(Path(args.out) / "explore" / key /
                                          f"lae-p{settings['hidden']}-lag{lag or 'all'}-n{subset or 'all'}.npz")
-            run_dir = explore_folder(args, TrainConfig(dataset=key, init=init, seed=0, **fields))
+            run_dir = explore_folder(args, TrainConfig.from_settings(dict(fields, dataset=key, init=init, seed=0)))
             if (run_dir / "final.json").exists():
                 explored.append((key, name, init, run_dir))
     for key in dict.fromkeys(k for k, _, _, _ in explored):

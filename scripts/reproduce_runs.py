@@ -96,7 +96,7 @@ def shared_lae(key: str, settings: dict, dataset, folder: Path) -> tuple[Path, f
     if path.exists():
         lae = LinearAutoencoder.load(path)
         return path, float(lae.seconds)
-    pieces = training_pieces(TrainConfig(dataset=key, seed=0, **{k: v for k, v in settings.items()}), dataset)
+    pieces = training_pieces(TrainConfig.from_settings(dict(settings, dataset=key, seed=0)), dataset)
     log(f"{key}: fitting the LAE (p={settings['hidden']}, max lag {lag}, {len(pieces)} pieces)")
     lae = fit_lae(pieces, settings["hidden"], solver=settings["lae_solver"], max_lag=lag, seed=0, device="cpu")
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def reproduce(args) -> dict:
                 fields = dict(settings, dataset=key, init=init, seed=seed)
                 if init == "lae":
                     fields["lae_path"] = str(lae_path)
-                run_one(TrainConfig(**fields), folder / f"{init}-s{seed}", dataset)
+                run_one(TrainConfig.from_settings(fields), folder / f"{init}-s{seed}", dataset)
         timing[key] = {"wall_seconds": time.perf_counter() - started, "lae_fit_seconds": lae_seconds}
         log(f"{key}: done in {timing[key]['wall_seconds']:.0f} s")
     return timing
@@ -165,7 +165,7 @@ def explore(args) -> None:
             fields = dict(settings)
             if init == "lae" and "hidden" not in overrides:  # the dataset's shared LAE, as in the main runs
                 fields["lae_path"] = str(shared_lae(key, settings, datasets[key], Path(args.out) / "explore" / key)[0])
-            config = TrainConfig(dataset=key, init=init, seed=0, **fields)
+            config = TrainConfig.from_settings(dict(fields, dataset=key, init=init, seed=0))
             log(f"explore {key}: {name} ({init})")
             run_one(config, explore_folder(args, config), datasets[key])
 

@@ -94,8 +94,8 @@ def cell_name(cell: dict, base: dict) -> str:
 
 
 def lae_key(cell: dict) -> tuple:
-    defaults = TrainConfig()
-    return tuple((k, cell.get(k, getattr(defaults, k))) for k in LAE_KEYS)
+    defaults = TrainConfig().to_dict()
+    return tuple((k, cell.get(k, defaults[k])) for k in LAE_KEYS)
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -112,9 +112,9 @@ def fit_shared_lae(key: tuple, path: str, seed: int = 0) -> str:
     from lapmusic.training.pretrain import lae_lags
 
     settings = dict(key)
-    config = TrainConfig(init="lae", **settings)
+    config = TrainConfig.from_settings(dict(settings, init="lae"))
     pieces = training_pieces(config, load_run_dataset(config.dataset))
-    lae = fit_lae(pieces, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
+    lae = fit_lae(pieces, config.model.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
                   decay=config.lae_decay, seed=seed, device="cpu" if config.device == "auto" else config.device)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     lae.save(path)
@@ -132,7 +132,7 @@ def run_cell(config_dict: dict, run_dir: str) -> dict:
     from lapmusic.training.train import train
 
     run_dir = Path(run_dir)
-    config = TrainConfig(**config_dict)  # a partial dict: unnamed settings keep TrainConfig's defaults
+    config = TrainConfig.from_settings(config_dict)  # a partial dict: unnamed settings keep TrainConfig's defaults
     config.validate()
     final_path = run_dir / "final.json"
     if final_path.exists() and _saved_config(run_dir) == config.to_dict():
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cells = expand(spec)
     for cell in cells:
-        TrainConfig(**cell).validate()  # a typo fails now, not in a worker an hour later
+        TrainConfig.from_settings(cell).validate()  # a typo fails now, not in a worker an hour later
     base = spec["base"]
     print(f"[{time.strftime('%H:%M:%S')}] {len(cells)} cells x {len(seeds)} seeds, {args.jobs} jobs", flush=True)
 

@@ -77,7 +77,7 @@ def synthetic_config(**fields):
 
     values = dict(dataset="synthetic", lr=1e-2, batch_size=6, bptt=8, seed=3, device="cpu", patience=None)
     values.update(fields)
-    return TrainConfig(**values)
+    return TrainConfig.from_settings(values)
 
 
 def chorale_like_piece(rng: np.random.Generator, frames: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import random_rolls, synthetic_config, synthetic_dataset
 
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.metrics import THRESHOLD_BINS
 from lapmusic.model.rnn import PianoRollRNN
 
@@ -73,7 +74,7 @@ def test_platt_fit_is_a_stationary_point_of_the_nll(script):
 
 def test_collect_matches_running_each_piece_alone(script):
     torch.manual_seed(0)
-    model = PianoRollRNN(hidden=5).eval()
+    model = PianoRollRNN.from_config(ModelConfig(hidden=5)).eval()
     seqs = random_rolls(5, (3, 9), seed=2) + [np.zeros((1, 88), np.uint8)]  # a 1-frame piece predicts nothing
     p, previous, played, piece = script.collect(model, seqs, torch.device("cpu"), batch_size=2, window=4)
     assert len(p) == 88 * sum(len(s) - 1 for s in seqs)

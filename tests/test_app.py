@@ -335,7 +335,7 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     from lapmusic.training.config import TrainConfig
 
     # a complete config (a missing key is its own error): the checkpoint and the LAE are the corrupt parts
-    atomic_write_json(run / "config.json", TrainConfig(dataset="user:tiny", hidden=8, init="lae", epochs=2).to_dict())
+    atomic_write_json(run / "config.json", TrainConfig.from_settings(dict(dataset="user:tiny", hidden=8, init="lae", epochs=2)).to_dict())
     atomic_write_json(run / "status.json", {"state": "finished", "epoch": 2, "epochs": 2})
     (run / "lae.npz").write_bytes(b"not an npz file")
     (run / "best.pt").write_bytes(b"not a checkpoint")
@@ -449,7 +449,7 @@ def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(
                     patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True,
                     nade_repeat_window=16)
     (bernoulli,) = back.configs()  # the NADE's settings are left out with the Bernoulli output
-    assert (bernoulli.nade_vocab, bernoulli.nade_repeat, bernoulli.nade_repeat_window) == (0, False, 1)
+    assert (bernoulli.model.nade_vocab, bernoulli.model.nade_repeat, bernoulli.model.nade_repeat_window) == (0, False, 1)
 
 
 def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
@@ -509,8 +509,8 @@ def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:
     runs = {}
     for init in ("random", "lae"):
         run_dir = runs_dir / f"pair-{seed}-{init}"
-        train(TrainConfig(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, seed=seed, device="cpu",
-                          readout_steps=0), run_dir, dataset=data)
+        train(TrainConfig.from_settings(dict(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, seed=seed, device="cpu",
+                          readout_steps=0)), run_dir, dataset=data)
         runs[init] = run_dir
     return runs
 
@@ -568,7 +568,7 @@ def test_a_run_without_a_partner_offers_no_side_by_side(app_env):
     from lapmusic.training.train import train
 
     run_dir = Path(app_env) / "runs" / "alone-lae"
-    train(TrainConfig(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0),
+    train(TrainConfig.from_settings(dict(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0)),
           run_dir, dataset=load_dataset("user:tiny"))
     at = new_app()
     show(at, "Samples")

@@ -56,8 +56,8 @@ def _prepare_pair(runs_dir: Path, cache_dir: str) -> None:
     with cache_dir_env(cache_dir):
         data = load_dataset("user:tiny")
     for init in ("random", "lae"):
-        config = TrainConfig(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, device="cpu",
-                             readout_steps=0)
+        config = TrainConfig.from_settings(dict(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, device="cpu",
+                             readout_steps=0))
         train(config, runs_dir / f"prepared-{init}", dataset=data)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.chordvocab import ChordVocabNADE, build_vocabulary
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.nade import NADEOutput
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import TrainConfig
@@ -153,31 +154,31 @@ def test_build_vocabulary_top_n_and_ties():
     assert chords.tolist() == [a, b, c]
     chords, counts, _ = build_vocabulary(pieces, 10)
     assert len(chords) == 4 and chords[-1].tolist() == d and chords.dtype == np.uint8
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the vocabulary needs at least one chord, got size 0"):
         build_vocabulary(pieces, 0)
 
 
 def test_vocabulary_round_trips_through_state_dict(tmp_path):
     torch.manual_seed(0)
-    model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_vocab=50)
+    model = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_vocab=50))
     chords = (np.random.default_rng(0).random((7, 88)) < 0.05).astype(np.uint8)
     chords[0] = 0
-    model.nade.set_vocabulary(chords, np.arange(7, 0, -1) * 10, 400)
-    assert tuple(model.nade.chords.shape) == (7, 88)
-    assert math.isclose(float(torch.sigmoid(model.nade.gate.bias.detach())), 280 / 400 / 2, rel_tol=1e-6)
-    assert torch.allclose(torch.softmax(model.nade.chord_logits.bias, 0).double(),
+    model.head.set_vocabulary(chords, np.arange(7, 0, -1) * 10, 400)
+    assert tuple(model.head.chords.shape) == (7, 88)
+    assert math.isclose(float(torch.sigmoid(model.head.gate.bias.detach())), 280 / 400 / 2, rel_tol=1e-6)
+    assert torch.allclose(torch.softmax(model.head.chord_logits.bias, 0).double(),
                           torch.tensor(np.arange(7, 0, -1) / 28.0), atol=1e-6)
     torch.save(model.state_dict(), tmp_path / "m.pt")
-    fresh = PianoRollRNN(6, output="nade", nade_hidden=4, nade_vocab=50)
-    assert len(fresh.nade.chords) == 1  # before loading: the empty frame alone
+    fresh = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_vocab=50))
+    assert len(fresh.head.chords) == 1  # before loading: the empty frame alone
     fresh.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
-    assert torch.equal(fresh.nade.chords, model.nade.chords)
+    assert torch.equal(fresh.head.chords, model.head.chords)
     x = torch.as_tensor(chords[None, [0, 1, 2, 3]], dtype=torch.float32)
     y = torch.as_tensor(chords[None, [1, 2, 3, 4]], dtype=torch.float32)
     model.eval(), fresh.eval()
     assert torch.allclose(fresh.frame_nll(x, targets=y)[0], model.frame_nll(x, targets=y)[0])
-    assert bool((fresh.nade.vocab_index(y) == torch.tensor([[1, 2, 3, 4]])).all())
-    small = PianoRollRNN(6, output="nade", nade_hidden=4, nade_vocab=5)  # N below the saved |V|
+    assert bool((fresh.head.vocab_index(y) == torch.tensor([[1, 2, 3, 4]])).all())
+    small = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_vocab=5))  # N < saved |V|
     with pytest.raises(RuntimeError, match="more than nade_vocab"):
         small.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
     with pytest.raises(ValueError, match="frame_nll"):
@@ -185,18 +186,18 @@ def test_vocabulary_round_trips_through_state_dict(tmp_path):
 
 
 def test_config_validation():
-    TrainConfig(output="nade", nade_vocab=256).validate()
-    TrainConfig(nade_vocab=0).validate()
+    TrainConfig(model=ModelConfig(output="nade", nade_vocab=256)).validate()
+    TrainConfig(model=ModelConfig(nade_vocab=0)).validate()
     with pytest.raises(LapMusicError, match="nade_vocab needs output 'nade'"):
-        TrainConfig(output="bernoulli", nade_vocab=256).validate()
+        TrainConfig(model=ModelConfig(output="bernoulli", nade_vocab=256)).validate()
     for bad in (-1, 1.5, True, 100_000, "256"):
         with pytest.raises(LapMusicError, match="nade_vocab must be an integer"):
-            TrainConfig(output="nade", nade_vocab=bad).validate()
-    with pytest.raises(ValueError, match="nade_vocab needs output='nade'"):
-        PianoRollRNN(4, nade_vocab=3)
-    old = TrainConfig(output="nade").to_dict()
+            TrainConfig(model=ModelConfig(output="nade", nade_vocab=bad)).validate()
+    with pytest.raises(LapMusicError, match="nade_vocab needs output 'nade'"):
+        PianoRollRNN.from_config(ModelConfig(4, nade_vocab=3))
+    old = TrainConfig(model=ModelConfig(output="nade")).to_dict()
     del old["nade_vocab"]  # a run folder written before the option existed
-    assert TrainConfig.from_dict(old).nade_vocab == 0
+    assert TrainConfig.from_dict(old).model.nade_vocab == 0
 
 
 @pytest.mark.parametrize("init", ["random", "lae"])
@@ -213,11 +214,11 @@ def test_training_run_and_load(tmp_path, init):
 
     data = SimpleNamespace(key="toy", train=[piece(30) for _ in range(6)], valid=[piece(20) for _ in range(2)],
                            test=[piece(20) for _ in range(2)])
-    config = TrainConfig(dataset="toy", hidden=8, init=init, epochs=2, batch_size=4, output="nade", nade_hidden=4,
-                         nade_vocab=5, device="cpu", lae_solver="exact")
+    config = TrainConfig(dataset="toy", model=ModelConfig(hidden=8, output="nade", nade_hidden=4, nade_vocab=5),
+                         init=init, epochs=2, batch_size=4, device="cpu", lae_solver="exact")
     final = train(config, tmp_path / "run", dataset=data)
     assert math.isfinite(final["nll"]) and "vocabulary" in final["acc_method"]
     run = load_run(tmp_path / "run")
-    assert tuple(run.model.nade.chords.shape) == (5, 88)
+    assert tuple(run.model.head.chords.shape) == (5, 88)
     roll = generate(run.model, steps=12, seed=0, max_polyphony=3)
     assert roll.shape == (1, 12, 88) and int(roll.sum(-1).max()) <= 3

@@ -22,6 +22,7 @@ from conftest import chorale_like_piece, random_rolls
 
 from lapmusic.core.device import ieee_fp32_on_cuda
 from lapmusic.lae.fit import fit_lae
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import TrainConfig
 from lapmusic.training.results import evaluate, load_run
@@ -55,7 +56,7 @@ def config(device: str, **fields) -> TrainConfig:
     values = dict(dataset="jsb", hidden=16, init="random", epochs=3, lr=1e-2, batch_size=4, bptt=16, seed=5,
                   device=device, patience=None)
     values.update(fields)
-    return TrainConfig(**values)
+    return TrainConfig.from_settings(values)
 
 
 # ------------------------------------------------------------------------------------------ LAE
@@ -84,12 +85,12 @@ def test_lae_approx_solver_on_the_gpu_gives_the_cpu_singular_values(dtype, toler
 def test_network_forward_and_gradients_on_the_gpu_match_the_cpu(cell):
     ieee_fp32_on_cuda()  # as every lapmusic entry point does on CUDA (TF32 products differed by up to 8e-5)
     torch.manual_seed(0)
-    model = PianoRollRNN(16, cell=cell)
+    model = PianoRollRNN.from_config(ModelConfig(16, cell=cell))
     x = torch.from_numpy(np.stack(random_rolls(3, 20, seed=2))).float()
     target = torch.roll(x, -1, dims=1)
 
     def run(device):
-        copy = PianoRollRNN(16, cell=cell)
+        copy = PianoRollRNN.from_config(ModelConfig(16, cell=cell))
         copy.load_state_dict(model.state_dict())
         copy.to(device)
         logits, _ = copy(x.to(device))

@@ -8,7 +8,13 @@ import torch
 from conftest import random_rolls
 from scipy.optimize import minimize
 
-from lapmusic.model.lae_init import choose_alpha, collect_states, fit_readout, init_from_lae, set_readout
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.chordvocab import ChordVocabNADE
+from lapmusic.model.config import ModelConfig
+from lapmusic.model.head import BernoulliHead
+from lapmusic.model.lae_init import choose_alpha, collect_states, fit_readout, init_from_lae
+from lapmusic.model.nade import NADEOutput
+from lapmusic.model.repeatmix import RepeatChordVocabNADE, RepeatNADE
 from lapmusic.model.rnn import PianoRollRNN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +70,7 @@ class RecursionLAE:
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_forward_shapes_and_stepwise_state_carry(cell):
     torch.manual_seed(0)
-    model = PianoRollRNN(8, cell=cell).eval()
+    model = PianoRollRNN.from_config(ModelConfig(8, cell=cell)).eval()
     x = torch.as_tensor(np.stack(random_rolls(2, 9, seed=1)), dtype=torch.float32)
     logits, h = model(x)
     assert logits.shape == (2, 9, 88)
@@ -79,13 +85,14 @@ def test_forward_shapes_and_stepwise_state_carry(cell):
 
 
 def test_bad_cell_and_bad_lae_shapes_are_refused():
-    with pytest.raises(ValueError, match="cell"):
-        PianoRollRNN(4, cell="transformer")
-    model = PianoRollRNN(4)
+    with pytest.raises(LapMusicError, match=r"invalid model config: cell must be one of \['rnn', 'gru', 'lstm'\]"):
+        PianoRollRNN.from_config(ModelConfig(4, cell="transformer"))
+    model = PianoRollRNN.from_config(ModelConfig(4))
     with pytest.raises(ValueError, match="p = hidden"):
         init_from_lae(model, RecursionLAE(np.zeros((5, 88)), np.zeros((5, 5))), alpha=0.1)
     with pytest.raises(ValueError, match="Elman"):
-        init_from_lae(PianoRollRNN(4, cell="gru"), RecursionLAE(np.zeros((4, 88)), np.zeros((4, 4))), 0.1)
+        init_from_lae(PianoRollRNN.from_config(ModelConfig(4, cell="gru")),
+                      RecursionLAE(np.zeros((4, 88)), np.zeros((4, 4))), 0.1)
 
 
 def test_brute_force_lae_helper_is_an_exact_autoencoder():
@@ -105,7 +112,7 @@ def _rnn_states(model, seqs):
 def test_lae_init_reproduces_lae_states_when_alpha_is_small():
     seqs = random_rolls(3, (4, 6), seed=3, density=0.2)
     A, B, states = brute_force_lae(seqs)
-    model = PianoRollRNN(A.shape[0])
+    model = PianoRollRNN.from_config(ModelConfig(A.shape[0]))
     alpha = 1e-3
     init_from_lae(model, RecursionLAE(A, B), alpha)
     rnn = np.concatenate(_rnn_states(model, seqs)) / alpha
@@ -125,7 +132,7 @@ def test_lae_init_with_centring_uses_the_hidden_bias():
     mean = rng.uniform(0, 0.2, size=88)
     lae = RecursionLAE(A, B, mean=mean)
     seqs = random_rolls(2, 7, seed=5)
-    model = PianoRollRNN(p)
+    model = PianoRollRNN.from_config(ModelConfig(p))
     init_from_lae(model, lae, 1e-3)
     rnn = np.concatenate(_rnn_states(model, seqs)) / 1e-3
     expected = np.concatenate(lae.encode(seqs))
@@ -137,7 +144,7 @@ def test_lae_init_from_the_library_lae():
 
     seqs = random_rolls(4, (5, 8), seed=6, density=0.2)
     lae = fit_lae(seqs, 10, solver="exact")
-    model = PianoRollRNN(10)
+    model = PianoRollRNN.from_config(ModelConfig(10))
     init_from_lae(model, lae, 1e-3)
     rnn = np.concatenate(_rnn_states(model, seqs)) / 1e-3
     expected = np.concatenate(lae.encode(seqs))
@@ -203,12 +210,12 @@ def test_readout_on_rnn_states_predicts_a_deterministic_pattern():
         roll[np.arange(10), start + np.arange(10)] = 1
         seqs.append(roll)
     A, B, _ = brute_force_lae(seqs[:3], p=None)
-    model = PianoRollRNN(A.shape[0])
+    model = PianoRollRNN.from_config(ModelConfig(A.shape[0]))
     init_from_lae(model, RecursionLAE(A, B), 0.05)
     H, Y = collect_states(model, seqs[:3])
     assert H.shape == (27, A.shape[0]) and Y.shape == (27, 88)
     W, c = fit_readout(H, Y, logistic_steps=50)
-    set_readout(model, W, c)
+    model.head.set_readout(W, c)
     with torch.no_grad():
         logits, _ = model(torch.as_tensor(seqs[0][:-1], dtype=torch.float32)[None])
     predicted = (torch.sigmoid(logits[0]) >= 0.5).numpy()
@@ -220,9 +227,68 @@ def test_lae_init_can_cap_the_spectral_radius_of_the_recurrent_weights():
     p = 6
     B = np.linalg.qr(rng.normal(size=(p, p)))[0]  # orthogonal: every eigenvalue on the unit circle
     lae = RecursionLAE(rng.normal(size=(p, 88)), B)
-    model = PianoRollRNN(p)
+    model = PianoRollRNN.from_config(ModelConfig(p))
     init_from_lae(model, lae, 0.1, max_spectral_radius=0.9)
     radius = np.abs(np.linalg.eigvals(model.recurrent.weight_hh_l0.detach().double().numpy())).max()
     assert radius == pytest.approx(0.9, abs=1e-5)
     init_from_lae(model, lae, 0.1, max_spectral_radius=1.5)  # already below the cap: B unchanged
     assert np.allclose(model.recurrent.weight_hh_l0.detach().numpy(), B, atol=1e-6)
+
+
+HEADS = [(ModelConfig(5), BernoulliHead), (ModelConfig(5, readout_skip=True), BernoulliHead),
+         (ModelConfig(5, output="nade", nade_hidden=3, nade_skip=True), NADEOutput),
+         (ModelConfig(5, output="nade", nade_hidden=3, nade_vocab=4), ChordVocabNADE),
+         (ModelConfig(5, output="nade", nade_hidden=3, nade_repeat=True, nade_repeat_window=2), RepeatNADE),
+         (ModelConfig(5, output="nade", nade_hidden=3, nade_vocab=4, nade_repeat=True), RepeatChordVocabNADE)]
+
+
+@pytest.mark.parametrize("config, head_class", HEADS)
+def test_from_config_builds_the_head_and_every_head_scores_frames(config, head_class):
+    torch.manual_seed(0)
+    model = PianoRollRNN.from_config(config).eval()
+    assert type(model.head) is head_class and (model.hidden, model.cell, model.n_keys) == (5, "rnn", 88)
+    x = torch.as_tensor(np.stack(random_rolls(2, 12, seed=4, density=0.2)), dtype=torch.float32)
+    nll, _ = model.frame_nll(x[:, :-1], targets=x[:, 1:])
+    assert nll.shape == (2, 11) and bool(torch.isfinite(nll).all()) and bool((nll > 0).all())
+    states, _ = model.hidden_states(x[:, :-1])
+    scores = model.head.metric_scores(states, x[:, 1:], x[:, :-1], None, samples=2, seed=0)
+    if scores.get("nll") is not None:  # a frame mixture: its NLL per frame, no per-key logits
+        assert torch.equal(scores["nll"], nll) and scores["logits"] is None
+    else:
+        per_key = torch.nn.functional.binary_cross_entropy_with_logits(scores["logits"], x[:, 1:], reduction="none")
+        assert torch.allclose(per_key.sum(-1), nll)
+    assert "ACC" in model.head.acc_method()
+
+
+def test_from_config_names_every_problem():
+    with pytest.raises(LapMusicError, match="invalid model config: nade_vocab needs output 'nade'; "
+                                            "hidden must be an integer from 1 to 4,096, not 0"):
+        PianoRollRNN.from_config(ModelConfig(0, nade_vocab=3))
+    assert ModelConfig(4, output="nade", nade_repeat=True, nade_repeat_window=4).problems() == []
+
+
+@pytest.mark.parametrize("config, old_keys", [
+    (ModelConfig(5, readout_skip=True), {"readout.weight", "readout.bias", "skip.weight"}),
+    (ModelConfig(5, output="nade", nade_hidden=3, nade_vocab=4, nade_repeat=True, nade_repeat_window=2),
+     {"nade.W", "nade.V", "nade.visible_bias.weight", "nade.visible_bias.bias", "nade.hidden_bias.weight",
+      "nade.hidden_bias.bias", "nade.gate.weight", "nade.gate.bias", "nade.chords", "nade.chord_logits.weight",
+      "nade.chord_logits.bias", "nade.repeat_gate.weight", "nade.repeat_gate.bias", "nade.offset_logits.weight",
+      "nade.offset_logits.bias"}),
+])
+def test_weights_saved_under_the_old_names_still_load(config, old_keys):
+    """Run folders written before the output layers shared the name ``head`` keep ``readout.*``, ``skip.*`` and
+    ``nade.*`` in their checkpoints."""
+    torch.manual_seed(0)
+    model = PianoRollRNN.from_config(config)
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, before in (("head.readout.", "readout."), ("head.skip.", "skip."), ("head.", "nade.")):
+            if key.startswith(new):
+                key = before + key[len(new):]
+                break
+        old[key] = value
+    assert set(old) - {k for k in old if k.startswith("recurrent.")} == old_keys
+    torch.manual_seed(1)
+    fresh = PianoRollRNN.from_config(config)
+    fresh.load_state_dict(old)
+    assert all(torch.equal(value, fresh.state_dict()[key]) for key, value in model.state_dict().items())

@@ -14,7 +14,9 @@ import torch
 from conftest import random_rolls
 
 from lapmusic.cli import main as cli
-from lapmusic.model.lae_init import collect_states, fit_readout, set_readout
+from lapmusic.core.errors import LapMusicError
+from lapmusic.model.config import ModelConfig
+from lapmusic.model.lae_init import collect_states, fit_readout
 from lapmusic.model.nade import NADEOutput, metric_predictions
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.sampling.sample import generate
@@ -159,17 +161,17 @@ def test_the_skip_reads_the_previous_frame_and_is_needed():
         nade.conditional_logits(s, v)
     with pytest.raises(ValueError, match="inputs"):
         nade.sample(s)
-    with pytest.raises(ValueError, match="nade_skip"):
-        PianoRollRNN(4, nade_skip=True)
+    with pytest.raises(LapMusicError, match="nade_skip needs output 'nade'"):
+        PianoRollRNN.from_config(ModelConfig(4, nade_skip=True))
 
 
 def test_a_zero_initialised_skip_is_exactly_no_skip_and_learns():
     torch.manual_seed(0)
-    plain = PianoRollRNN(6, output="nade", nade_hidden=5)
-    skip = PianoRollRNN(6, output="nade", nade_hidden=5, nade_skip=True)
+    plain = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=5))
+    skip = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=5, nade_skip=True))
     missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == ["nade.input_hidden.weight", "nade.input_visible.weight"] and not unexpected
-    assert not skip.nade.input_visible.weight.any() and not skip.nade.input_hidden.weight.any()
+    assert sorted(missing) == ["head.input_hidden.weight", "head.input_visible.weight"] and not unexpected
+    assert not skip.head.input_visible.weight.any() and not skip.head.input_hidden.weight.any()
     x = torch.as_tensor(random_rolls(1, 30, seed=3, density=0.2)[0], dtype=torch.float32)[None]
     with torch.no_grad():
         assert torch.equal(plain(x[:, :-1], targets=x[:, 1:])[0], skip(x[:, :-1], targets=x[:, 1:])[0])
@@ -180,26 +182,26 @@ def test_a_zero_initialised_skip_is_exactly_no_skip_and_learns():
     logits, _ = skip(x[:, :-1], targets=x[:, 1:])
     nn_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, x[:, 1:], reduction="sum")
     nn_loss.backward()
-    assert skip.nade.input_visible.weight.grad.abs().sum() > 0
-    assert skip.nade.input_hidden.weight.grad.abs().sum() > 0
+    assert skip.head.input_visible.weight.grad.abs().sum() > 0
+    assert skip.head.input_hidden.weight.grad.abs().sum() > 0
 
 
 def test_set_readout_makes_nade_start_as_the_independent_model():
     torch.manual_seed(0)
     rolls = random_rolls(6, 20, seed=4, density=0.2)
-    bernoulli = PianoRollRNN(6)
-    nade = PianoRollRNN(6, output="nade", nade_hidden=5)
+    bernoulli = PianoRollRNN.from_config(ModelConfig(6))
+    nade = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=5))
     nade.recurrent.load_state_dict(bernoulli.recurrent.state_dict())
     H, Y = collect_states(bernoulli, rolls)
     W, c = fit_readout(H, Y, logistic_steps=0)
-    set_readout(bernoulli, W, c)
-    set_readout(nade, W, c)
+    bernoulli.head.set_readout(W, c)
+    nade.head.set_readout(W, c)
     x = torch.as_tensor(rolls[0], dtype=torch.float32)[None]
     with torch.no_grad():
         logits_b, _ = bernoulli(x[:, :-1])
         logits_n, _ = nade(x[:, :-1], targets=x[:, 1:])
     assert torch.allclose(logits_b, logits_n, atol=1e-6)
-    with pytest.raises(ValueError, match="targets"):
+    with pytest.raises(ValueError, match="a NADE output scores given frames: pass targets"):
         nade(x)
 
 
@@ -212,8 +214,9 @@ def dataset():
 
 @pytest.mark.parametrize("init, cell, skip", [("lae", "rnn", True), ("random", "gru", False)])
 def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell, skip):
-    config = TrainConfig(dataset="synthetic", hidden=10, init=init, cell=cell, epochs=3, lr=1e-2, batch_size=4,
-                         bptt=8, seed=0, device="cpu", patience=None, output="nade", nade_hidden=8, nade_skip=skip)
+    config = TrainConfig(dataset="synthetic", model=ModelConfig(hidden=10, cell=cell, output="nade", nade_hidden=8,
+                                                                nade_skip=skip),
+                         init=init, epochs=3, lr=1e-2, batch_size=4, bptt=8, seed=0, device="cpu", patience=None)
     final = train(config, tmp_path / "run", dataset=dataset)
     assert final["output"] == "nade" and "greedy" in final["acc_method"]
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -222,7 +225,8 @@ def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell,
     else:
         # The LAE init gives NADE the Bernoulli pre-fit with V = 0 (and the skip at zero): it starts exactly
         # where Bernoulli starts.
-        bernoulli = dataclasses.replace(config, output="bernoulli", epochs=1, nade_skip=False)
+        model = dataclasses.replace(config.model, output="bernoulli", nade_skip=False)
+        bernoulli = dataclasses.replace(config, model=model, epochs=1)
         train(bernoulli, tmp_path / "bernoulli", dataset=dataset)
         start = json.loads((tmp_path / "bernoulli" / "metrics.jsonl").read_text().splitlines()[0])
         assert history[0]["valid_nll"] == pytest.approx(start["valid_nll"], rel=1e-5)
@@ -233,10 +237,10 @@ def test_a_nade_run_trains_end_to_end_and_samples(tmp_path, dataset, init, cell,
         del saved["nade_skip"]
         (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     run = load_run(tmp_path / "run")
-    assert run.model.nade is not None and run.model.nade.skip is skip and run.config.nade_skip is skip
+    assert isinstance(run.model.head, NADEOutput) and run.model.head.skip is skip and run.config.model.nade_skip is skip
     if skip:  # the last state (best.pt may be the LAE start): training moved the skip from zero
         last = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
-        assert last["nade.input_visible.weight"].abs().sum() > 0 and last["nade.input_hidden.weight"].abs().sum() > 0
+        assert last["head.input_visible.weight"].abs().sum() > 0 and last["head.input_hidden.weight"].abs().sum() > 0
     again = evaluate(run, dataset.test)
     assert again["nll"] == pytest.approx(final["nll"], rel=1e-6)
     assert 0 <= again["acc"] <= 100 and 0 <= again["expected_acc"] <= 100
@@ -264,17 +268,17 @@ def test_cli_train_with_nade_output(tmp_path, dataset, monkeypatch, capsys):
 
 def test_greedy_generation_feeds_the_skip_the_frame_just_read():
     torch.manual_seed(1)
-    model = PianoRollRNN(6, output="nade", nade_hidden=5, nade_skip=True).eval()
+    model = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=5, nade_skip=True)).eval()
     with torch.no_grad():
-        model.nade.input_visible.weight.normal_(0, 3.0)  # a strong skip: the wrong frame would show
-        model.nade.input_hidden.weight.normal_(0, 3.0)
+        model.head.input_visible.weight.normal_(0, 3.0)  # a strong skip: the wrong frame would show
+        model.head.input_hidden.weight.normal_(0, 3.0)
     primer = random_rolls(1, 3, seed=7, density=0.3)[0]
     rolls = generate(model, steps=8, primer=primer, temperature=0.0, seed=0)[0]
     frames = [torch.as_tensor(f, dtype=torch.float32) for f in primer]
     with torch.no_grad():
         states, h = model.hidden_states(torch.stack(frames)[None])
         for _ in range(8):
-            frame = model.nade.sample(states[:, -1], temperature=0.0, inputs=frames[-1][None])[0].float()
+            frame = model.head.sample(states[:, -1], temperature=0.0, inputs=frames[-1][None])[0].float()
             frames.append(frame)
             states, h = model.hidden_states(frame[None, None], h)
     assert (rolls == torch.stack(frames).numpy()).all()
@@ -286,14 +290,14 @@ def test_the_app_sidebar_output_choice_reaches_the_config():
 
     settings = Settings(dataset="jsb", hidden=8, init="both", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
                         patience=0, seed=0, device="cpu", output="nade")
-    assert [c.output for c in settings.configs()] == ["nade", "nade"]
-    assert make_config(settings, "lae").output == "nade"
+    assert [c.model.output for c in settings.configs()] == ["nade", "nade"]
+    assert make_config(settings, "lae").model.output == "nade"
 
 
 def test_cli_evaluate_generate_compare_with_nade(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr("lapmusic.training.build.load_run_dataset", lambda key: dataset)
-    config = TrainConfig(dataset="synthetic", hidden=8, init="random", epochs=1, batch_size=4, device="cpu",
-                         output="nade", nade_hidden=6)
+    config = TrainConfig(dataset="synthetic", model=ModelConfig(hidden=8, output="nade", nade_hidden=6), init="random",
+                         epochs=1, batch_size=4, device="cpu")
     train(config, tmp_path / "run", dataset=dataset)
     assert cli.main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ from conftest import synthetic_config, synthetic_dataset
 from lapmusic.cli import main as cli
 from lapmusic.cli.options import training_config
 from lapmusic.core.errors import LapMusicError
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import TrainConfig
 from lapmusic.training.epoch import corrupt_inputs, key_density, noise_generator, pad_batch, train_epoch
@@ -80,9 +81,9 @@ class _Spy(PianoRollRNN):
         super().__init__(*args, **kwargs)
         self.seen = []
 
-    def forward(self, x, h=None, targets=None):
+    def frame_nll(self, x, h=None, targets=None, past=None):
         self.seen.append((x.detach().clone(), None if targets is None else targets.detach().clone()))
-        return super().forward(x, h, targets=targets)
+        return super().frame_nll(x, h, targets=targets, past=past)
 
 
 def _clean_windows(pieces, batch_size, bptt, seed):
@@ -105,7 +106,7 @@ def test_training_batches_get_noisy_inputs_and_clean_targets(dataset, rate):
     pieces = [torch.as_tensor(p) for p in dataset.train]
     copies = [p.clone() for p in pieces]
     torch.manual_seed(0)
-    model = _Spy(8)
+    model = _Spy.from_config(ModelConfig(8))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     generator = noise_generator(rate, 3, 1, torch.device("cpu"))
     train_epoch(model, optimizer, pieces, batch_size=4, bptt=7, clip=None, rng=np.random.default_rng(5),
@@ -150,12 +151,12 @@ def test_noise_is_seeded_resumable_and_leaves_the_dropout_stream_alone(tmp_path,
     for name in whole:  # the same noise after a resume as in one go
         assert torch.equal(whole[name], split[name]), name
     train(small_config(epochs=4, seed=4, **settings), tmp_path / "seed4", dataset=dataset)
-    assert not torch.equal(weights("seed4")["model"]["readout.weight"], whole["readout.weight"])
+    assert not torch.equal(weights("seed4")["model"]["head.readout.weight"], whole["head.readout.weight"])
     # The noise draws from a generator of its own: the global torch stream (dropout's) ends where it would
     # have ended without the noise.
     train(small_config(epochs=4, dropout=0.2), tmp_path / "no-noise", dataset=dataset)
     assert torch.equal(weights("no-noise")["torch_rng"], weights("whole")["torch_rng"])
-    assert not torch.equal(weights("no-noise")["model"]["readout.weight"], whole["readout.weight"])
+    assert not torch.equal(weights("no-noise")["model"]["head.readout.weight"], whole["head.readout.weight"])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf"), True, "0.1", None])

@@ -12,7 +12,7 @@ from conftest import synthetic_dataset
 
 from lapmusic.cli import main as cli
 from lapmusic.core.errors import LapMusicError
-from lapmusic.model.lae_init import set_readout
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.sampling.sample import generate
 from lapmusic.training.config import TrainConfig
@@ -22,9 +22,9 @@ from lapmusic.training.train import train
 
 def test_skip_logits_are_w_out_h_plus_c_plus_w_skip_x():
     torch.manual_seed(0)
-    model = PianoRollRNN(5, readout_skip=True)
+    model = PianoRollRNN.from_config(ModelConfig(5, readout_skip=True))
     with torch.no_grad():
-        model.skip.weight.normal_(0, 1.0)  # far from zero so the term really counts
+        model.head.skip.weight.normal_(0, 1.0)  # far from zero so the term really counts
     x = (torch.rand(2, 7, 88) < 0.2).float()
     logits, _ = model(x)
     # By hand: the Elman recursion, then the two linear maps.
@@ -33,7 +33,8 @@ def test_skip_logits_are_w_out_h_plus_c_plus_w_skip_x():
     expected = []
     for t in range(7):
         h = torch.tanh(x[:, t] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
-        expected.append(h @ model.readout.weight.T + model.readout.bias + x[:, t] @ model.skip.weight.T)
+        head = model.head
+        expected.append(h @ head.readout.weight.T + head.readout.bias + x[:, t] @ head.skip.weight.T)
     assert torch.allclose(logits, torch.stack(expected, 1), atol=1e-5)
     # Step by step (how sampling calls it) gives the same logits.
     state, steps = None, []
@@ -45,50 +46,50 @@ def test_skip_logits_are_w_out_h_plus_c_plus_w_skip_x():
 
 def test_a_new_skip_is_zero_and_changes_nothing_else():
     torch.manual_seed(3)
-    plain = PianoRollRNN(6, dropout=0.2)
+    plain = PianoRollRNN.from_config(ModelConfig(6, dropout=0.2))
     after_plain = torch.rand(1)
     torch.manual_seed(3)
-    skip = PianoRollRNN(6, dropout=0.2, readout_skip=True)
+    skip = PianoRollRNN.from_config(ModelConfig(6, dropout=0.2, readout_skip=True))
     after_skip = torch.rand(1)
     assert after_plain == after_skip  # building the skip draws no random numbers
-    assert set(skip.state_dict()) - set(plain.state_dict()) == {"skip.weight"}
-    assert "skip.weight" not in plain.state_dict() and plain.skip is None
-    assert float(skip.skip.weight.detach().abs().sum()) == 0.0
+    assert set(skip.state_dict()) - set(plain.state_dict()) == {"head.skip.weight"}
+    assert "head.skip.weight" not in plain.state_dict() and plain.head.skip is None
+    assert float(skip.head.skip.weight.detach().abs().sum()) == 0.0
     x = (torch.rand(3, 9, 88) < 0.3).float()
     plain.eval(), skip.eval()
     assert torch.equal(plain(x)[0], skip(x)[0])
 
 
 def test_config_and_model_validation():
-    with pytest.raises(ValueError, match="readout_skip"):
-        PianoRollRNN(4, output="nade", readout_skip=True)
     with pytest.raises(LapMusicError, match="readout_skip needs output 'bernoulli'"):
-        TrainConfig(output="nade", readout_skip=True).validate()
+        PianoRollRNN.from_config(ModelConfig(4, output="nade", readout_skip=True))
+    with pytest.raises(LapMusicError, match="readout_skip needs output 'bernoulli'"):
+        TrainConfig(model=ModelConfig(output="nade", readout_skip=True)).validate()
     with pytest.raises(LapMusicError, match="readout_skip must be true or false"):
-        TrainConfig(readout_skip=1).validate()
+        TrainConfig(model=ModelConfig(readout_skip=1)).validate()
     with pytest.raises(LapMusicError, match="readout_skip_fit must be true or false"):
         TrainConfig(readout_skip_fit="yes").validate()
     with pytest.raises(ValueError, match="no readout skip"):
-        set_readout(PianoRollRNN(4), torch.zeros(88, 4), torch.zeros(88), torch.zeros(88, 88))
+        PianoRollRNN.from_config(ModelConfig(4)).head.set_readout(torch.zeros(88, 4), torch.zeros(88), torch.eye(88))
     # A config.json written before the keys existed loads as no skip.
     old = TrainConfig().to_dict()
     del old["readout_skip"], old["readout_skip_fit"]
     config = TrainConfig.from_dict(old)
-    assert config.readout_skip is False and config.readout_skip_fit is True
+    assert config.model.readout_skip is False and config.readout_skip_fit is True
 
 
 def test_greedy_sampling_reads_the_skip():
     """``W_out = 0``, ``c = -5``, ``W_skip = 10 I``: key k's logit is ``10 x_k - 5``, so the greedy frame is the
     frame just read and the whole continuation holds the primer's last chord."""
-    model = PianoRollRNN(4, readout_skip=True)
-    set_readout(model, torch.zeros(88, 4), torch.full((88,), -5.0), 10 * torch.eye(88))
+    model = PianoRollRNN.from_config(ModelConfig(4, readout_skip=True))
+    model.head.set_readout(torch.zeros(88, 4), torch.full((88,), -5.0), 10 * torch.eye(88))
     primer = np.zeros((2, 88), dtype=np.uint8)
     primer[0, [40, 44]] = 1
     primer[1, [39, 43, 46]] = 1
     rolls = generate(model, steps=6, temperature=0, primer=primer, seed=0)
     assert (rolls[0, 2:] == primer[1]).all()
-    without = PianoRollRNN(4)
-    set_readout(without, torch.zeros(88, 4), torch.full((88,), -5.0))
+    without = PianoRollRNN.from_config(ModelConfig(4))
+    without.head.set_readout(torch.zeros(88, 4), torch.full((88,), -5.0))
     assert generate(without, steps=6, temperature=0, primer=primer, seed=0)[0, 2:].sum() == 0
 
 
@@ -98,11 +99,12 @@ def dataset():
 
 
 def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path, dataset):
-    base = TrainConfig(dataset="synthetic", hidden=8, init="lae", epochs=2, lr=1e-2, batch_size=4, bptt=8, seed=0,
-                       device="cpu", patience=None, readout_ridge=0.1)
-    final = train(dataclasses.replace(base, readout_skip=True), tmp_path / "skip", dataset=dataset)
+    base = TrainConfig(dataset="synthetic", model=ModelConfig(hidden=8), init="lae", epochs=2, lr=1e-2, batch_size=4,
+                       bptt=8, seed=0, device="cpu", patience=None, readout_ridge=0.1)
+    with_skip = ModelConfig(hidden=8, readout_skip=True)
+    final = train(dataclasses.replace(base, model=with_skip), tmp_path / "skip", dataset=dataset)
     train(dataclasses.replace(base, epochs=1), tmp_path / "plain", dataset=dataset)
-    train(dataclasses.replace(base, epochs=1, readout_skip=True, readout_skip_fit=False), tmp_path / "zero",
+    train(dataclasses.replace(base, model=with_skip, epochs=1, readout_skip_fit=False), tmp_path / "zero",
           dataset=dataset)
 
     def first(name):
@@ -114,8 +116,8 @@ def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path,
     assert first("zero")["train_nll"] == pytest.approx(first("plain")["train_nll"], rel=1e-6)
     assert first("zero")["valid_nll"] == pytest.approx(first("plain")["valid_nll"], rel=1e-6)
     run = load_run(tmp_path / "skip")
-    assert run.config.readout_skip is True and run.model.skip is not None
-    assert float(run.model.skip.weight.detach().abs().sum()) > 0
+    assert run.config.model.readout_skip is True and run.model.head.skip is not None
+    assert float(run.model.head.skip.weight.detach().abs().sum()) > 0
     assert evaluate(run, dataset.test)["nll"] == pytest.approx(final["nll"], rel=1e-6)
     rolls = generate(run.model, steps=10, primer=dataset.test[0][:3], seed=1, n_samples=2)
     assert rolls.shape == (2, 13, 88)
@@ -124,7 +126,7 @@ def test_lae_run_with_a_fitted_skip_trains_loads_evaluates_and_samples(tmp_path,
     del saved["readout_skip"], saved["readout_skip_fit"]
     (tmp_path / "plain" / "config.json").write_text(json.dumps(saved))
     old = load_run(tmp_path / "plain")
-    assert old.model.skip is None and old.config.readout_skip is False
+    assert old.model.head.skip is None and old.config.model.readout_skip is False
 
 
 def test_cli_train_with_readout_skip(tmp_path, dataset, monkeypatch, capsys):

@@ -110,8 +110,9 @@ def test_seeds_by_count_or_by_value():
     assert seed_list("3") == [0, 1, 2]
     assert seed_list("11,12,13") == [11, 12, 13]
     assert seed_list("7,") == [7]
-    for bad in ("0", "a,b", "1,1", "-2"):
-        with pytest.raises(argparse.ArgumentTypeError):
+    for bad, words in (("0", "takes a count"), ("a,b", "takes a count"), ("1,1", "needs distinct seeds"),
+                       ("-2", "takes a count")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
             seed_list(bad)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lapmusic.core.errors import LapMusicError
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.nade import NADEOutput
 from lapmusic.model.repeatmix import RepeatChordVocabNADE, RepeatNADE, repeat_share
 from lapmusic.model.rnn import PianoRollRNN
@@ -129,9 +130,9 @@ def test_generate_copies_silence_and_the_primer():
     from lapmusic.sampling.sample import generate
 
     torch.manual_seed(0)
-    model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True)
+    model = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_repeat=True))
     with torch.no_grad():
-        model.nade.repeat_gate.bias.fill_(30.0)
+        model.head.repeat_gate.bias.fill_(30.0)
     assert generate(model, steps=5, seed=0).sum() == 0  # from silence: the zero frame is the frame read
     primer = np.zeros((2, 88), dtype=np.uint8)
     primer[1, [39, 43, 46]] = 1
@@ -152,21 +153,22 @@ def test_repeat_share_and_gate_start():
 
 
 def test_config_and_model_checks():
-    TrainConfig(output="nade", nade_repeat=True).validate()
+    TrainConfig(model=ModelConfig(output="nade", nade_repeat=True)).validate()
     with pytest.raises(LapMusicError, match="nade_repeat needs output 'nade'"):
-        TrainConfig(output="bernoulli", nade_repeat=True).validate()
+        TrainConfig(model=ModelConfig(output="bernoulli", nade_repeat=True)).validate()
     with pytest.raises(LapMusicError, match="nade_repeat must be true or false"):
-        TrainConfig(output="nade", nade_repeat=1).validate()
-    with pytest.raises(ValueError, match="nade_repeat needs output='nade'"):
-        PianoRollRNN(4, nade_repeat=True)
-    old = TrainConfig(output="nade", nade_vocab=8).to_dict()
+        TrainConfig(model=ModelConfig(output="nade", nade_repeat=1)).validate()
+    with pytest.raises(LapMusicError, match="nade_repeat needs output 'nade'"):
+        PianoRollRNN.from_config(ModelConfig(4, nade_repeat=True))
+    old = TrainConfig(model=ModelConfig(output="nade", nade_vocab=8)).to_dict()
     del old["nade_repeat"]  # a run folder written before the option existed
-    assert TrainConfig.from_dict(old).nade_repeat is False
-    model = PianoRollRNN(4, output="nade", nade_hidden=3, nade_repeat=True)
+    assert TrainConfig.from_dict(old).model.nade_repeat is False
+    model = PianoRollRNN.from_config(ModelConfig(4, output="nade", nade_hidden=3, nade_repeat=True))
     x = torch.zeros(1, 3, 88)
     with pytest.raises(ValueError, match="frame_nll"):
         model(x, targets=x)
-    assert type(PianoRollRNN(4, output="nade", nade_hidden=3).nade) is NADEOutput  # off: the plain layer
+    plain = PianoRollRNN.from_config(ModelConfig(4, output="nade", nade_hidden=3))
+    assert type(plain.head) is NADEOutput  # off: the plain layer
 
 
 @pytest.mark.parametrize("init,vocab", [("random", 0), ("lae", 5), ("lae", 0)])
@@ -183,11 +185,12 @@ def test_training_run_and_load(tmp_path, init, vocab):
 
     data = SimpleNamespace(key="toy", train=[piece(30) for _ in range(6)], valid=[piece(20) for _ in range(2)],
                            test=[piece(20) for _ in range(2)])
-    config = TrainConfig(dataset="toy", hidden=8, init=init, epochs=2, batch_size=4, output="nade", nade_hidden=4,
-                         nade_vocab=vocab, nade_repeat=True, device="cpu", lae_solver="exact")
+    config = TrainConfig(dataset="toy", model=ModelConfig(hidden=8, output="nade", nade_hidden=4, nade_vocab=vocab,
+                                                          nade_repeat=True),
+                         init=init, epochs=2, batch_size=4, device="cpu", lae_solver="exact")
     final = train(config, tmp_path / "run", dataset=data)
     assert math.isfinite(final["nll"]) and "repeat gate" in final["acc_method"]
     run = load_run(tmp_path / "run")
-    assert isinstance(run.model.nade, RepeatChordVocabNADE if vocab else RepeatNADE)
+    assert isinstance(run.model.head, RepeatChordVocabNADE if vocab else RepeatNADE)
     roll = generate(run.model, steps=12, seed=0, max_polyphony=3)
     assert roll.shape == (1, 12, 88) and int(roll.sum(-1).max()) <= 3

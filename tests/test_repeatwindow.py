@@ -17,6 +17,7 @@ from torch import nn
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.chordvocab import ChordVocabNADE
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.nade import NADEOutput
 from lapmusic.model.repeatmix import RepeatChordVocabNADE, repeat_share
 from lapmusic.model.rnn import PianoRollRNN
@@ -96,7 +97,8 @@ def test_evaluation_windows_and_gradients():
     from lapmusic.training.epoch import evaluate_tensors
 
     torch.manual_seed(0)
-    model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True, nade_repeat_window=3)
+    model = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_repeat=True,
+                                                 nade_repeat_window=3))
     rng = np.random.default_rng(0)
     chords = (rng.random((3, 88)) < 0.06).astype(np.uint8)
     pieces = [torch.from_numpy(chords[rng.integers(0, 3, n)]) for n in (12, 9)]
@@ -107,7 +109,7 @@ def test_evaluation_windows_and_gradients():
     nll, _ = model.frame_nll(x, targets=torch.stack([p[1:] for p in pieces[1:]]).float())
     nll.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert model.nade.offset_logits.weight.grad.abs().sum() > 0
+    assert model.head.offset_logits.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
@@ -175,10 +177,11 @@ def test_generate_returns_to_the_primer():
     from lapmusic.sampling.sample import generate
 
     torch.manual_seed(0)
-    model = PianoRollRNN(6, output="nade", nade_hidden=4, nade_repeat=True, nade_repeat_window=2)
+    model = PianoRollRNN.from_config(ModelConfig(6, output="nade", nade_hidden=4, nade_repeat=True,
+                                                 nade_repeat_window=2))
     with torch.no_grad():
-        model.nade.repeat_gate.bias.fill_(30.0)
-        model.nade.offset_logits.bias.copy_(torch.tensor([-30.0, 30.0]))  # always the frame before the last
+        model.head.repeat_gate.bias.fill_(30.0)
+        model.head.offset_logits.bias.copy_(torch.tensor([-30.0, 30.0]))  # always the frame before the last
     primer = np.zeros((2, 88), dtype=np.uint8)
     primer[0, [39, 43, 46]] = 1
     primer[1, [41, 45]] = 1
@@ -193,16 +196,16 @@ def test_repeat_share_window_and_config_checks():
     pieces = [np.array([a, b, a, a, b])]
     assert math.isclose(repeat_share(pieces), 1 / 4) and math.isclose(repeat_share(pieces, 2), 2 / 4)
     assert math.isclose(repeat_share(pieces, 3), 3 / 4)  # the last b equals the first, three frames back
-    TrainConfig(output="nade", nade_repeat=True, nade_repeat_window=8).validate()
+    TrainConfig(model=ModelConfig(output="nade", nade_repeat=True, nade_repeat_window=8)).validate()
     with pytest.raises(LapMusicError, match="nade_repeat_window needs nade_repeat"):
-        TrainConfig(output="nade", nade_repeat_window=8).validate()
-    with pytest.raises(LapMusicError, match="nade_repeat_window"):
-        TrainConfig(output="nade", nade_repeat=True, nade_repeat_window=0).validate()
-    old = TrainConfig(output="nade", nade_repeat=True).to_dict()
+        TrainConfig(model=ModelConfig(output="nade", nade_repeat_window=8)).validate()
+    with pytest.raises(LapMusicError, match="nade_repeat_window must be an integer from 1 to 4,096, not 0"):
+        TrainConfig(model=ModelConfig(output="nade", nade_repeat=True, nade_repeat_window=0)).validate()
+    old = TrainConfig(model=ModelConfig(output="nade", nade_repeat=True)).to_dict()
     del old["nade_repeat_window"]  # a run folder written before the option existed
-    assert TrainConfig.from_dict(old).nade_repeat_window == 1
-    with pytest.raises(ValueError, match="needs nade_repeat"):
-        PianoRollRNN(4, output="nade", nade_repeat_window=2)
+    assert TrainConfig.from_dict(old).model.nade_repeat_window == 1
+    with pytest.raises(LapMusicError, match="nade_repeat_window needs nade_repeat"):
+        PianoRollRNN.from_config(ModelConfig(4, output="nade", nade_repeat_window=2))
 
 
 def test_training_run_and_load(tmp_path):
@@ -215,11 +218,12 @@ def test_training_run_and_load(tmp_path):
     data = SimpleNamespace(key="toy", train=[chords[rng.integers(0, 4, 30)] for _ in range(6)],
                            valid=[chords[rng.integers(0, 4, 20)] for _ in range(2)],
                            test=[chords[rng.integers(0, 4, 20)] for _ in range(2)])
-    config = TrainConfig(dataset="toy", hidden=8, init="random", epochs=2, batch_size=4, bptt=7, output="nade",
-                         nade_hidden=4, nade_vocab=4, nade_repeat=True, nade_repeat_window=3, device="cpu")
+    config = TrainConfig(dataset="toy", model=ModelConfig(hidden=8, output="nade", nade_hidden=4, nade_vocab=4,
+                                                          nade_repeat=True, nade_repeat_window=3),
+                         init="random", epochs=2, batch_size=4, bptt=7, device="cpu")
     final = train(config, tmp_path / "run", dataset=data)
     assert math.isfinite(final["nll"])
     run = load_run(tmp_path / "run")
-    assert run.model.nade.window == 3
+    assert run.model.head.window == 3
     roll = generate(run.model, steps=12, seed=0, max_polyphony=3)
     assert roll.shape == (1, 12, 88) and int(roll.sum(-1).max()) <= 3

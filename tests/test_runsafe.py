@@ -49,7 +49,7 @@ def small_config(**fields) -> TrainConfig:
     values = dict(dataset="synthetic", hidden=8, init="random", epochs=2, lr=1e-2, batch_size=6, bptt=8, seed=3,
                   device="cpu", patience=None)
     values.update(fields)
-    return TrainConfig(**values)
+    return TrainConfig.from_settings(values)
 
 
 def hold_lock_elsewhere(run_dir: Path) -> subprocess.Popen:

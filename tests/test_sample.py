@@ -194,9 +194,10 @@ def test_wrong_model_output_is_reported():
 
 
 def test_with_real_piano_roll_rnn():
+    from lapmusic.model.config import ModelConfig
     from lapmusic.model.rnn import PianoRollRNN
 
-    model = PianoRollRNN(8)
+    model = PianoRollRNN.from_config(ModelConfig(8))
     primer = parse_primer("chord:60,64,67:2", None)
     rolls = generate(model, steps=12, primer=primer, seed=5, max_polyphony=4)
     assert rolls.shape == (1, 14, 88)
@@ -231,7 +232,7 @@ def tiny_run(tmp_path_factory):
     from lapmusic.training.train import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    config = TrainConfig(dataset="jsb", hidden=8, init="random", epochs=1, device="cpu", batch_size=4)
+    config = TrainConfig.from_settings(dict(dataset="jsb", hidden=8, init="random", epochs=1, device="cpu", batch_size=4))
     train(config, run_dir, dataset=TinyDataset())
     return run_dir
 

@@ -114,8 +114,8 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     loaded = {}
     for init in ("lae", "random"):
-        config = TrainConfig(dataset="user:st", hidden=6, init=init, epochs=1, batch_size=2, device="cpu",
-                             readout_steps=0)  # the L-BFGS readout fit is slow to start; not under test here
+        config = TrainConfig.from_settings(dict(dataset="user:st", hidden=6, init=init, epochs=1, batch_size=2, device="cpu",
+                             readout_steps=0))  # the L-BFGS readout fit is slow to start; not under test here
         train(config, root / init, dataset=data)
         loaded[init] = load_run(root / init, device="cpu")
     return loaded

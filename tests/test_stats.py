@@ -128,8 +128,8 @@ def test_stats_of_a_run(tmp_path, capsys):
     dataset = SimpleNamespace(key="synthetic", train=random_rolls(8, (10, 20), seed=0, density=0.2),
                               valid=random_rolls(3, (10, 20), seed=1, density=0.2),
                               test=random_rolls(3, (10, 20), seed=2, density=0.2))
-    config = TrainConfig(dataset="synthetic", hidden=6, init="random", epochs=1, batch_size=4, device="cpu",
-                         output="nade", nade_hidden=4)
+    config = TrainConfig.from_settings(dict(dataset="synthetic", hidden=6, init="random", epochs=1, batch_size=4, device="cpu",
+                         output="nade", nade_hidden=4))
     train(config, tmp_path / "run", dataset=dataset)
     result = sample_stats(load_run(tmp_path / "run"), n_samples=3, steps=10, dataset=dataset)
     assert result["samples"]["pieces"] == 3 and result["reference"]["pieces"] == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
 from lapmusic.core.errors import CheckpointError, LapMusicError
+from lapmusic.model.config import ModelConfig
 from lapmusic.model.metrics import accuracy, expected_accuracy, nll
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training import build as build_module
@@ -45,6 +47,86 @@ def test_config_round_trips_through_json_and_refuses_nonsense():
         small_config(lr=-1.0).validate()
 
 
+# config.json of a run folder made before the network's settings moved into ModelConfig (copied verbatim from
+# `lapmusic train --dataset jsb --hidden 16 --epochs 1 --max-sequences 16 --device cpu --batch-size 4 --seed 12
+# --init lae --output nade --nade-hidden 8 --nade-vocab 16 --nade-repeat --nade-repeat-window 3 --nade-skip`).
+OLD_CONFIG_JSON = """{
+  "alpha": null,
+  "alpha_target": 1.5,
+  "batch_size": 4,
+  "bptt": 100,
+  "cell": "rnn",
+  "clip": 1.0,
+  "dataset": "jsb",
+  "device": "cpu",
+  "dropout": 0.0,
+  "epochs": 1,
+  "eval_batch_size": 64,
+  "hidden": 16,
+  "init": "lae",
+  "input_noise": 0.0,
+  "lae_decay": 0.3,
+  "lae_max_lag": null,
+  "lae_max_radius": null,
+  "lae_path": null,
+  "lae_solver": "approx",
+  "lr": 0.001,
+  "lr_factor": 0.5,
+  "lr_patience": 1,
+  "max_seconds": null,
+  "max_sequences": 16,
+  "max_train_sequences": null,
+  "min_lr": 1e-05,
+  "momentum": 0.9,
+  "nade_hidden": 8,
+  "nade_repeat": true,
+  "nade_repeat_window": 3,
+  "nade_skip": true,
+  "nade_vocab": 16,
+  "optimizer": "adam",
+  "output": "nade",
+  "patience": 5,
+  "readout_max_frames": 100000,
+  "readout_ridge": 1.0,
+  "readout_skip": false,
+  "readout_skip_fit": true,
+  "readout_start": "fit",
+  "readout_steps": 20,
+  "rec_radius": null,
+  "relative_lr": false,
+  "seed": 12,
+  "warmup_steps": 0,
+  "weight_decay": 0.0
+}"""
+
+
+def test_a_config_json_from_before_model_config_loads_and_is_written_back_the_same():
+    data = json.loads(OLD_CONFIG_JSON)
+    config = TrainConfig.from_dict(data)
+    assert config.model == ModelConfig(hidden=16, output="nade", nade_hidden=8, nade_skip=True, nade_vocab=16,
+                                       nade_repeat=True, nade_repeat_window=3)
+    assert (config.dataset, config.init, config.seed, config.max_sequences) == ("jsb", "lae", 12, 16)
+    assert config.to_dict() == data  # config.json keeps its flat form
+    nested = dataclasses.asdict(config)  # the settings of the network under "model"
+    assert nested["model"]["nade_vocab"] == 16 and "nade_vocab" not in nested
+    assert TrainConfig.from_dict(nested) == config
+    with pytest.raises(LapMusicError, match=r"gives \['hidden'\] both in model and at the top level"):
+        TrainConfig.from_dict({**nested, "hidden": 16})
+    with pytest.raises(LapMusicError, match="model must be a JSON object of the network's settings"):
+        TrainConfig.from_dict({**nested, "model": 16})
+
+
+def test_flat_settings_fill_the_model_config_and_keep_the_defaults():
+    config = TrainConfig.from_settings({"dataset": "bach", "hidden": 8, "output": "nade", "lr": 0.1})
+    assert config.model == ModelConfig(hidden=8, output="nade") and config.lr == 0.1 and config.epochs == 20
+    assert TrainConfig.from_settings({}) == TrainConfig()
+    with pytest.raises(LapMusicError, match=r"unknown training config keys \['hiddne'\]"):
+        TrainConfig.from_settings({"hiddne": 8})
+    with pytest.raises(LapMusicError, match="invalid training config: hidden must be an integer from 1 to 4,096, "
+                                            "not 0; lr must be positive"):
+        TrainConfig.from_settings({"hidden": 0, "lr": 0.0}).validate()
+
+
 def test_length_batches_cover_every_piece_once_with_similar_lengths():
     lengths = [5, 50, 6, 51, 7, 52, 8, 53]
     batches = length_batches(lengths, 4, np.random.default_rng(0))
@@ -73,7 +155,7 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path, dataset):
 
 def test_evaluate_matches_metrics_computed_piece_by_piece(dataset):
     torch.manual_seed(0)
-    model = PianoRollRNN(10).eval()
+    model = PianoRollRNN.from_config(ModelConfig(10)).eval()
     pieces = dataset.test
     probs, targets = [], []
     with torch.no_grad():
@@ -96,7 +178,7 @@ def test_train_epoch_loss_is_the_nll_of_every_frame_once(dataset):
     # With lr = 0 nothing changes, so the epoch's training NLL (windows of 5 frames, batches of 4 pieces of
     # different lengths, rows dropping out as pieces end) must equal the NLL evaluated piece by piece.
     torch.manual_seed(1)
-    model = PianoRollRNN(10)
+    model = PianoRollRNN.from_config(ModelConfig(10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     tensors = [torch.as_tensor(p) for p in dataset.train]
     result = train_epoch(model, optimizer, tensors, batch_size=4, bptt=5, clip=None,
@@ -127,6 +209,21 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
         train(small_config(epochs=6, lr=0.5), tmp_path / "split", dataset=dataset, resume=True)
     with pytest.raises(LapMusicError, match="already holds a run"):
         train(small_config(), tmp_path / "split", dataset=dataset)
+
+
+def test_a_run_folder_saved_before_the_heads_shared_one_name_resumes(tmp_path, dataset):
+    """Checkpoints written before the output layer was ``model.head`` name its weights ``nade.*`` (``readout.*``,
+    ``skip.*`` for the Bernoulli head): a resume loads them and continues the same run."""
+    recipe = dict(output="nade", nade_hidden=4, nade_vocab=6, nade_repeat=True, nade_repeat_window=3)
+    whole = train(small_config(epochs=3, **recipe), tmp_path / "whole", dataset=dataset)
+    train(small_config(epochs=2, **recipe), tmp_path / "old", dataset=dataset)
+    for name in ("checkpoint.pt", "best.pt"):
+        payload = torch.load(tmp_path / "old" / name, weights_only=True)
+        payload["model"] = {key.replace("head.", "nade.", 1): value for key, value in payload["model"].items()}
+        torch.save(payload, tmp_path / "old" / name)
+    resumed = train(small_config(epochs=3, **recipe), tmp_path / "old", dataset=dataset, resume=True)
+    assert resumed["epochs"] == 3 and resumed["nll"] == pytest.approx(whole["nll"], rel=1e-6)
+    assert resumed["best_valid_nll"] == pytest.approx(whole["best_valid_nll"], rel=1e-6)
 
 
 def test_time_budget_stops_after_the_epoch_that_spends_it_and_resume_can_extend_it(tmp_path, dataset):
@@ -199,11 +296,11 @@ def test_load_run_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path, data
     with pytest.raises(CheckpointError, match="not a lapmusic checkpoint"):
         load_run(tmp_path / "run")
     torch.save(SimpleNamespace(evil=True), best)  # arbitrary objects: weights_only refuses them
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="which could run code"):
         load_run(tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "epoch": 0,
-                "model": PianoRollRNN(5).state_dict()}, best)
+                "model": PianoRollRNN.from_config(ModelConfig(5)).state_dict()}, best)
     with pytest.raises(CheckpointError, match="does not match"):
         load_run(tmp_path / "run")
     assert config["hidden"] == 12

@@ -309,8 +309,8 @@ def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_
 def _tiny_config() -> dict:
     from lapmusic.training.config import TrainConfig
 
-    return TrainConfig(hidden=4, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0,
-                       patience=None).to_dict()
+    return TrainConfig.from_settings(dict(hidden=4, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0,
+                       patience=None)).to_dict()
 
 
 def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_path, managers):

@@ -75,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "warning": None,
         "run": str(args.rundir),
         "dataset": run.config.dataset,
-        "output": run.config.output,
+        "output": run.config.model.output,
         "device": str(run.device),
         "seed": args.seed,
         "temperature": args.temperature,

@@ -114,7 +114,7 @@ def training_config(args: argparse.Namespace, **fields):
 
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
-    config = TrainConfig(**values)
+    config = TrainConfig.from_settings(values)
     try:
         config.validate()
     except LapMusicError as exc:  # the config's field names, said as the options the user typed

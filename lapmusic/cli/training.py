@@ -109,7 +109,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lapmusic.model.metrics import baselines
     from lapmusic.training.build import run_split
     from lapmusic.training.results import evaluate, load_run, validation_threshold
-    from lapmusic.training.train import acc_method
 
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
@@ -133,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress(1.0, "done")
     progress.close()
     result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch,
-                  output=run.config.output, acc_method=acc_method(run.config))
+                  output=run.config.model.output, acc_method=run.model.head.acc_method())
 
     def human(r: dict) -> str:
         def number(value, digits=3):
@@ -171,12 +170,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for number, (seed, init) in enumerate(jobs):
         config = training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
                                   seed=seed, max_sequences=args.max_sequences, device=args.device)
-        suffix = "-nade" if config.output == "nade" else ""  # Bernoulli: unsuffixed, so existing folders are reused
-        suffix += "-skip" if config.nade_skip else ""
-        suffix += f"-vocab{config.nade_vocab}" if config.nade_vocab else ""
-        suffix += "-repeat" if config.nade_repeat else ""
-        suffix += f"{config.nade_repeat_window}" if config.nade_repeat and config.nade_repeat_window > 1 else ""
-        suffix += "-rskip" if config.readout_skip else ""  # the readout's previous-frame skip
+        model = config.model
+        suffix = "-nade" if model.output == "nade" else ""  # Bernoulli: unsuffixed, so existing folders are reused
+        suffix += "-skip" if model.nade_skip else ""
+        suffix += f"-vocab{model.nade_vocab}" if model.nade_vocab else ""
+        suffix += "-repeat" if model.nade_repeat else ""
+        suffix += f"{model.nade_repeat_window}" if model.nade_repeat and model.nade_repeat_window > 1 else ""
+        suffix += "-rskip" if model.readout_skip else ""  # the readout's previous-frame skip
         run_dir = parent / f"{args.dataset.replace(':', '_')}-h{args.hidden}-e{args.epochs}-{init}-s{seed}{suffix}"
         run_dirs.append(run_dir)
         if (run_dir / "final.json").exists():

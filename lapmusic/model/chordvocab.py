@@ -1,4 +1,4 @@
-"""A chord-vocabulary mixture on top of the RNN-NADE output (``TrainConfig.nade_vocab``, ``--nade-vocab N``).
+"""A chord-vocabulary mixture on top of the RNN-NADE output (``ModelConfig.nade_vocab``, ``--nade-vocab N``).
 
 Why: the NADE spreads a frame's probability over many near-miss voicings (one key different is another
 chord), so samples at temperature 1 change chord far more often than the music (docs/sampling.md, "Distinct
@@ -20,7 +20,7 @@ normalised over all ``2^K`` frames, so ``p`` is too, and its log-likelihood is e
                  = log(1 - pi) + log NADE(x)                                      otherwise
 
 (``log pi = logsigmoid(g)``, ``log(1 - pi) = logsigmoid(-g)``, ``log NADE`` from the running-sum form of
-:class:`lapmusic.nade.NADEOutput`). Looking ``x`` up in ``V`` is exact: an integer hash of the frame finds the
+:class:`lapmusic.model.nade.NADEOutput`). Looking ``x`` up in ``V`` is exact: an integer hash of the frame finds the
 candidate row by binary search and the row is then compared key by key.
 
 **Sampling** (:meth:`ChordVocabNADE.sample`), temperature ``T > 0``: the component is drawn first, vocabulary
@@ -31,13 +31,13 @@ greedy frame (the mode of the more probable component, not the mixture's mode, w
 ``max_polyphony = m``: chords of more than ``m`` keys are masked out of the softmax (so a vocabulary chord is
 never cut), and the NADE component keeps its own rule (keys above the first ``m`` drawn are off); a frame whose
 allowed vocabulary is empty would fall back to the NADE (impossible while the empty frame is in ``V``).
-Expected ACC uses frames drawn from the whole mixture (:func:`lapmusic.nade.metric_predictions`).
+Expected ACC uses frames drawn from the whole mixture (:func:`lapmusic.model.nade.metric_predictions`).
 
 **Initialisation** (:meth:`ChordVocabNADE.set_vocabulary`): ``W_z = 0`` and ``b_z = log`` (training
 frequency of each chord), so ``Cat_V`` starts as the vocabulary's own frequencies; ``w = 0`` and ``b_g =
 logit(c / 2)`` with ``c`` the share of training frames whose chord is in ``V`` (the vocabulary can at most
 explain that share; half of it trusts both components alike on the frames it covers). The NADE part is
-initialised as without the vocabulary, so the LAE readout pre-fit (:func:`lapmusic.model.set_readout`) still
+initialised as without the vocabulary, so the LAE readout pre-fit (:meth:`NADEOutput.set_readout`) still
 sets it; the mixture then starts as ``pi_0`` frequencies + ``(1 - pi_0)`` the fitted independent model.
 """
 
@@ -89,6 +89,8 @@ class ChordVocabNADE(NADEOutput):
     vocabulary's size. ``max_chords`` is the configured ``N`` (an upper bound on ``|V|``).
     """
 
+    frame_mixture = True
+
     def __init__(self, state_size: int, n_keys: int, hidden: int, skip: bool = False, max_chords: int = 1):
         super().__init__(state_size, n_keys, hidden, skip=skip)
         if max_chords < 1:
@@ -102,6 +104,14 @@ class ChordVocabNADE(NADEOutput):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", chords={len(self.chords)}, max_chords={self.max_chords}"
+
+    def prepare(self, pieces: Sequence[np.ndarray]) -> None:
+        """Install the ``max_chords`` commonest frames of the training split (:func:`build_vocabulary`)."""
+        super().prepare(pieces)
+        self.set_vocabulary(*build_vocabulary(pieces, self.max_chords))
+
+    def greedy_choice(self) -> str:
+        return "the vocabulary's most probable chord when the gate gives it p >= 0.5, else " + super().greedy_choice()
 
     # ----------------------------------------------------------------------- the vocabulary
     def _resize(self, size: int) -> None:
@@ -175,8 +185,10 @@ class ChordVocabNADE(NADEOutput):
         """``(g (...), log Cat_V (..., |V|))`` for states ``(..., p)``: the gate logit and the chord log-softmax."""
         return self.gate(states).squeeze(-1), torch.log_softmax(self.chord_logits(states), dim=-1)
 
-    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact ``log p(x | h)`` ``(...)`` of the mixture for frames ``(..., K)`` (module docstring).
+    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,
+                 past: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact ``log p(x | h)`` ``(...)`` of the mixture for frames ``(..., K)`` (module docstring; ``past`` is
+        not read).
 
         Without gradients it runs in chunks of frames (the ``(N, |V|)`` softmax bounds memory)."""
         lead = frames.shape[:-1]

@@ -1,4 +1,10 @@
-"""Initialising the RNN from an LAE, and fitting its readout to the states."""
+"""Initialising the RNN from a linear autoencoder (LAE), and fitting its readout to the network's states.
+
+The recipe (:func:`lapmusic.training.pretrain.initialise`): :func:`init_from_lae` copies ``A`` and ``B`` into
+the recurrent layer with the input scale of :func:`choose_alpha`, :func:`collect_states` runs the network over
+the training pieces, :func:`fit_readout` fits the readout to the next frames, ``model.head.set_readout``
+installs it.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +29,26 @@ def lae_state_scale(lae, seqs: Sequence[np.ndarray], quantile: float = 0.99, max
 
 
 def choose_alpha(lae, seqs: Sequence[np.ndarray], target: float = 1.5, quantile: float = 0.99) -> float:
-    """``alpha`` such that 99 % of the RNN's initial pre-activations ``alpha * y_t`` lie in ``[-target, target]``.
+    """The input scale ``alpha`` of the LAE init: the ``quantile`` of ``|alpha * y_t|`` is ``target``.
 
-    The LAE states are heavy-tailed: with ``target = 1.5`` on Nottingham the median ``|alpha * y_t|`` is 0.12,
-    91 % lie within 0.5 and ``tanh`` is on average within 3 % of the identity, so the network starts in the
-    near-linear regime where it reproduces the LAE states (scaled by ``alpha``). Smaller targets reproduce
-    them more exactly but trained worse (docs/results.md, "what was tried").
+    The LAE states are heavy-tailed, so most pre-activations ``alpha * y_t`` then lie well inside the
+    near-linear part of ``tanh``, where the network reproduces the LAE states (docs/training.md).
+
+    Parameters
+    ----------
+    lae : LinearAutoencoder
+        Anything with ``encode(pieces)`` giving each piece's ``(T, p)`` states ``y_t``.
+    seqs : sequence of array of shape (T, 88)
+        The training pieces (the first 200 are used).
+    target : float
+        The bound on ``|alpha * y_t|`` at the ``quantile``.
+    quantile : float
+        Which quantile of ``|y_t|`` over every state and unit.
+
+    Returns
+    -------
+    float
+        ``target / quantile(|y_t|)``; 1.0 when the states are all zero or not finite.
     """
     scale = lae_state_scale(lae, seqs, quantile=quantile)
     if not math.isfinite(scale) or scale <= 0:
@@ -45,8 +65,7 @@ def spectral_radius(matrix) -> float:
 def scale_recurrent(model: PianoRollRNN, radius: float) -> float:
     """Scale ``W_rec`` (in place) so that its spectral radius is exactly ``radius``; returns the old radius.
 
-    Used by ``TrainConfig.rec_radius`` for both inits: the LAE's ``B`` has radius about 0.98 (memory
-    that fades over ~50 frames), PyTorch's default about 0.58 (a few frames).
+    ``TrainConfig.rec_radius`` for both inits: the radius sets how fast the network's memory fades.
     """
     if model.cell != "rnn":
         raise ValueError("rec_radius is defined for the Elman cell (cell='rnn') only")
@@ -59,15 +78,30 @@ def scale_recurrent(model: PianoRollRNN, radius: float) -> float:
 
 
 def init_from_lae(model: PianoRollRNN, lae, alpha: float, max_spectral_radius: float | None = None) -> None:
-    """Set ``W_in = alpha * A``, ``W_rec = B`` and the hidden bias from the LAE (in place).
+    """Make the Elman RNN compute the LAE's states: ``W_in = alpha * A``, ``W_rec = B`` (in place).
 
-    ``lae.A`` is ``(p, 88)``, ``lae.B`` is ``(p, p)`` with ``p == model.hidden``. If the LAE centres its
-    input (an attribute ``mean`` of shape ``(88,)``), the bias ``-alpha * A @ mean`` makes the pre-activation
-    ``alpha * A (x_t - mean) + B h_{t-1}``, matching the centred LAE.
+    The pre-activation is then ``alpha * A x_t + B h_{t-1}``; while the ``tanh`` stays near-linear,
+    ``h_t ~= alpha * y_t`` with ``y_t = A x_t + B y_{t-1}`` the LAE's state (the recursion is linear, so scaling
+    the input scales every state). The recurrent biases are zero, or ``-alpha * A @ mean`` for an LAE that
+    centres its input (an attribute ``mean`` of shape ``(88,)``).
 
-    ``max_spectral_radius``: if given and ``B``'s spectral radius exceeds it, ``W_rec`` is ``B`` scaled down to
-    that radius (the LAE's ``B`` is close to a shift, radius near 1: marginally stable dynamics that the first
-    gradient steps can push into explosion). ``None`` keeps ``B`` exactly.
+    Parameters
+    ----------
+    model : PianoRollRNN
+        With ``cell="rnn"`` and ``hidden == p``.
+    lae : LinearAutoencoder
+        ``A`` of shape ``(p, 88)``, ``B`` of shape ``(p, p)``.
+    alpha : float
+        The input scale (:func:`choose_alpha`).
+    max_spectral_radius : float, optional
+        When ``B``'s spectral radius exceeds it, ``W_rec`` is ``B`` scaled down to it (the LAE's ``B`` is close
+        to a shift, radius near 1: dynamics the first gradient steps can push into explosion). ``None`` keeps
+        ``B`` exactly.
+
+    Raises
+    ------
+    ValueError
+        For a GRU or LSTM, or an LAE whose ``p`` is not the network's ``hidden``.
     """
     if model.cell != "rnn":
         raise ValueError("LAE initialisation is defined for the Elman cell (cell='rnn') only")
@@ -146,7 +180,7 @@ def fit_readout(
     ridge: float = 1e-3,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Readout ``(W (88, p), c (88,))`` predicting next frames ``Y`` ``(N, 88)`` from states ``H`` ``(N, p)``.
+    """The readout ``sigmoid(W h + c)`` that best predicts the next frames from the states.
 
     Step 1 is the paper's least squares, made to suit sigmoid outputs: it is the first Newton (IRLS) step
     of per-key logistic regression from the best constant model ``logit(mean y_k)``, i.e. ridge least
@@ -155,9 +189,28 @@ def fit_readout(
     only what lowers that key's training NLL (a Newton step can overshoot on rare keys).
     Step 2 (``logistic_steps > 0``): L-BFGS on the same convex logistic loss, states frozen, with the same
     ridge: the loss is ``mean_n sum_k BCE + lambda ||W||_F^2`` (bias not penalised), ``lambda = ridge *
-    trace(H1^T H1) / ((p + 1) N)`` (``H1 = [H, 1]``), i.e. the least-squares ridge per frame. On small data
-    (JSB: 13 800 training frames for 129 x 88 readout weights) the unregularised fit over-fits: the
-    training/validation gap is already ~0.35 nats at epoch 0 (docs/results.md).
+    trace(H1^T H1) / ((p + 1) N)`` (``H1 = [H, 1]``), i.e. the least-squares ridge per frame; without it the
+    fit over-fits small training splits. When L-BFGS ends worse than step 1, step 1's fit is kept.
+
+    Parameters
+    ----------
+    H : Tensor of shape (N, p)
+        States (:func:`collect_states`; the readout skip's joint fit appends the frames read: ``(N, p + 88)``).
+    Y : Tensor of shape (N, 88)
+        The 0/1 next frames.
+    logistic_steps : int
+        L-BFGS iterations of step 2 (0: step 1 only).
+    ridge : float
+        The ridge, relative to the mean squared feature (``lambda`` above).
+    progress : callable, optional
+        ``progress(fraction, message)`` after each step.
+
+    Returns
+    -------
+    W : Tensor of shape (88, p)
+        float32.
+    c : Tensor of shape (88,)
+        float32.
     """
     H = H.double()
     Y64 = Y.double()
@@ -223,29 +276,3 @@ def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.
     """
     m = Y.double().mean(0).clamp(1e-4, 1 - 1e-4)
     return torch.zeros(Y.shape[1], hidden), torch.log(m / (1 - m)).float()
-
-
-def set_readout(model: PianoRollRNN, W: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> None:
-    """Set the readout ``W h + c`` (``W`` ``(88, p)``, ``c`` ``(88,)``) fitted by :func:`fit_readout`.
-
-    NADE output: ``W h + c`` becomes NADE's visible-bias map ``b(h)`` and ``V = 0``, so that every
-    conditional is ``sigmoid(b_k(h))``: the network starts as exactly the fitted independent-key model
-    (same NLL), and training then learns the dependencies between the keys of a frame (``V`` gets a
-    gradient at once because the NADE hidden units ``sigmoid(a_k)`` are not zero).
-
-    ``skip`` ``(88, 88)``: the readout skip's ``W_skip`` (a network built with ``readout_skip``); ``None``
-    sets it to zero there.
-    """
-    if skip is not None and model.skip is None:
-        raise ValueError("a skip weight was given but the network has no readout skip")
-    layer = model.readout if model.nade is None else model.nade.visible_bias
-    with torch.no_grad():
-        layer.weight.copy_(W.to(layer.weight.device))
-        layer.bias.copy_(c.to(layer.bias.device))
-        if model.nade is not None:
-            model.nade.V.zero_()
-        if model.skip is not None:
-            if skip is None:
-                model.skip.weight.zero_()
-            else:
-                model.skip.weight.copy_(skip.to(model.skip.weight.device))

@@ -42,10 +42,23 @@ def _as_float64(array) -> np.ndarray:
 
 
 def nll(probs, targets, eps: float = 1e-12) -> float:
-    """Mean over frames of the summed Bernoulli negative log-likelihood (nats per frame).
+    """Mean over frames of the summed Bernoulli negative log-likelihood, in nats per frame.
 
-    ``probs`` and ``targets`` are ``(N, 88)`` (``N`` predicted frames). Probabilities are clipped to
-    ``[eps, 1 - eps]``.
+    ``NLL = -(1 / N) sum_n sum_k [y_nk log p_nk + (1 - y_nk) log(1 - p_nk)]``
+
+    Parameters
+    ----------
+    probs : array-like of shape (N, 88)
+        Predicted key probabilities of ``N`` frames (numpy or torch), clipped to ``[eps, 1 - eps]``.
+    targets : array-like of shape (N, 88)
+        The 0/1 frames.
+    eps : float
+        The clipping, so that a certain mistake costs ``-log(eps)`` instead of infinity.
+
+    Returns
+    -------
+    float
+        NaN when there is no frame.
     """
     p = np.clip(_as_float64(probs), eps, 1 - eps)
     y = _as_float64(targets)
@@ -60,14 +73,42 @@ def _acc(tp: float, fp: float, fn: float) -> float | None:
 
 
 def accuracy(probs, targets, threshold: float = 0.5) -> float | None:
-    """Micro ACC in % of ``(N, 88)`` probabilities thresholded at ``p >= threshold``."""
+    """Micro-averaged ACC (Bay et al. 2009) in %: ``100 TP / (TP + FP + FN)``, summed over frames and keys.
+
+    Parameters
+    ----------
+    probs : array-like of shape (N, 88)
+        Predicted key probabilities; a key is predicted on when ``p >= threshold``.
+    targets : array-like of shape (N, 88)
+        The 0/1 frames (nonzero = on).
+    threshold : float
+        The decision threshold.
+
+    Returns
+    -------
+    float or None
+        ``None`` when ``TP + FP + FN = 0`` (nothing played, nothing predicted).
+    """
     pred = _as_float64(probs) >= threshold
     y = _as_float64(targets) > 0.5
     return _acc(float((pred & y).sum()), float((pred & ~y).sum()), float((~pred & y).sum()))
 
 
 def expected_accuracy(probs, targets) -> float | None:
-    """Micro ACC in % with soft counts ``TP = sum p y``, ``FP = sum p (1 - y)``, ``FN = sum (1 - p) y``."""
+    """ACC in % with soft counts: ``TP = sum p y``, ``FP = sum p (1 - y)``, ``FN = sum (1 - p) y``.
+
+    Parameters
+    ----------
+    probs : array-like of shape (N, 88)
+        Predicted key probabilities.
+    targets : array-like of shape (N, 88)
+        The 0/1 frames.
+
+    Returns
+    -------
+    float or None
+        The expected counts' ACC (no threshold to choose); ``None`` when ``TP + FP + FN = 0``.
+    """
     p = _as_float64(probs)
     y = _as_float64(targets)
     return _acc(float((p * y).sum()), float((p * (1 - y)).sum()), float(((1 - p) * y).sum()))
@@ -221,7 +262,22 @@ def marginal_nll(train_seqs: Sequence[np.ndarray], seqs: Sequence[np.ndarray]) -
 
 
 def baselines(train_seqs: Sequence[np.ndarray], seqs: Sequence[np.ndarray]) -> dict:
-    """``{"copy_previous_acc", "marginal_nll"}`` on frames ``2..T`` of ``seqs``."""
+    """Two trivial predictors on frames ``2..T`` of ``seqs``, the floor any model should beat.
+
+    Parameters
+    ----------
+    train_seqs : sequence of array of shape (T, 88)
+        The training pieces (the key frequencies of :func:`marginal_nll`).
+    seqs : sequence of array of shape (T, 88)
+        The pieces scored.
+
+    Returns
+    -------
+    dict
+        ``"copy_previous_acc"``: ACC of predicting each frame as a copy of the one before
+        (:func:`copy_previous_acc`); ``"marginal_nll"``: NLL of independent keys at their smoothed training
+        frequencies (:func:`marginal_nll`).
+    """
     return {"copy_previous_acc": copy_previous_acc(seqs), "marginal_nll": marginal_nll(train_seqs, seqs)}
 
 

@@ -20,13 +20,13 @@ Every conditional is normalised, so the product is a normalised distribution ove
 its negative log-likelihood is *exact*: ``-log P(v | s_t) = sum_k BCE(l_k, v_k)`` with the conditional
 logits ``l_k = b_k(s_t) + V[k] . h_k``. Given the observed frame (teacher forcing), all ``a_k`` follow from
 one exclusive cumulative sum over the keys of ``W[:, j] v_j`` (the running-sum form of NADE; computed over
-the keys that are on, see :meth:`NADEOutput._logits`), so training and evaluation need no loop over keys. Sampling has to go key by key (``v_k``
-is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
+the keys that are on, see :meth:`NADEOutput._logits`), so training and evaluation need no loop over keys.
+Sampling has to go key by key (``v_k`` is needed before ``a_{k+1}``); that loop is :meth:`NADEOutput.sample`.
 
 With ``V = 0`` every conditional is ``sigmoid(b_k(s_t))``: the layer is then exactly the Bernoulli readout
-``b(s_t)``. The LAE initialisation uses that (see :func:`lapmusic.model.set_readout`).
+``b(s_t)``. The LAE initialisation uses that (see :meth:`NADEOutput.set_readout`).
 
-**Previous-frame skip** (``skip=True``, ``TrainConfig.nade_skip``): both bias vectors also get a linear term in
+**Previous-frame skip** (``skip=True``, ``ModelConfig.nade_skip``): both bias vectors also get a linear term in
 the frame ``x_t`` the network has just read (the frame before the one predicted)::
 
     b(s_t, x_t) = W_bs s_t + W_bx x_t + b      W_bx (K, K)
@@ -46,6 +46,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lapmusic.model.head import OutputHead
+
 EXPECTED_ACC_SAMPLES = 10
 """Frames drawn per predicted frame to estimate NADE's expected ACC (see :func:`metric_predictions`)."""
 
@@ -62,14 +64,19 @@ def in_chunks(fn, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None) -> t
                       for i in range(0, len(s), chunk)])
 
 
-class NADEOutput(nn.Module):
+class NADEOutput(OutputHead):
     """NADE over ``n_keys`` binary keys whose biases are linear in a state of ``state_size`` units.
 
     Parameters: ``visible_bias`` (``Linear(state_size, K)``: ``b(s)``), ``hidden_bias``
     (``Linear(state_size, H)``: ``c(s)``), ``W`` ``(H, K)``, ``V`` ``(K, H)``; with ``skip=True`` also
     ``input_visible`` (``W_bx``, ``Linear(K, K)`` without bias) and ``input_hidden`` (``W_cx``, ``Linear(K, H)``
     without bias), both zero at initialisation (module docstring, "Previous-frame skip").
+
+    ``frame_mixture``: False here; True for the heads that mix the NADE with whole-frame components, whose
+    NLL is their :meth:`log_prob` and not a sum of per-key BCEs.
     """
+
+    frame_mixture = False
 
     def __init__(self, state_size: int, n_keys: int, hidden: int, skip: bool = False):
         super().__init__()
@@ -113,6 +120,50 @@ class NADEOutput(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keys={self.n_keys}, nade_hidden={self.hidden}, skip={self.skip}"
+
+    # ----------------------------------------------------------------------- the head interface
+    def key_logits(self, states: torch.Tensor, inputs: torch.Tensor,
+                   targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditional logits of the keys of ``targets`` (:meth:`conditional_logits`)."""
+        if targets is None:
+            raise ValueError("a NADE output scores given frames: pass targets (B, T, 88), or sample with "
+                             "lapmusic.sampling.sample.generate")
+        if self.frame_mixture:
+            raise ValueError("a chord-vocabulary or repeat NADE has no per-key logits whose BCE sum is its NLL: "
+                             "use frame_nll")
+        return self.conditional_logits(states, targets, inputs=inputs)
+
+    def metric_scores(self, states: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor,
+                      past: torch.Tensor | None, samples: int, seed: int) -> dict:
+        """The greedy frame and the sampled key shares (:func:`metric_predictions`), with the conditional logits,
+        or for a frame mixture the exact NLL of each frame."""
+        on, probs = metric_predictions(self, states, samples=samples, seed=seed, inputs=inputs, past=past)
+        if self.frame_mixture:
+            return {"logits": None, "on": on, "probs": probs, "nll": -self.log_prob(states, targets, inputs, past)}
+        return {"logits": self.conditional_logits(states, targets, inputs=inputs), "on": on, "probs": probs}
+
+    def set_readout(self, W: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> None:
+        """``W s + c`` becomes the visible-bias map ``b(s)`` and ``V = 0``, so that every conditional is
+        ``sigmoid(b_k(s))``: the network starts as exactly the fitted independent-key model (same NLL), and
+        training then learns the dependencies between the keys of a frame (``V`` gets a gradient at once
+        because the NADE hidden units ``sigmoid(a_k)`` are not zero)."""
+        if skip is not None:
+            raise ValueError("a skip weight was given but the network has no readout skip")
+        with torch.no_grad():
+            self.visible_bias.weight.copy_(W.to(self.visible_bias.weight.device))
+            self.visible_bias.bias.copy_(c.to(self.visible_bias.bias.device))
+            self.V.zero_()
+
+    def acc_method(self) -> str:
+        if self.frame_mixture:
+            return (f"ACC: greedy frame ({self.greedy_choice()}); expected ACC: {EXPECTED_ACC_SAMPLES} frames "
+                    "sampled from the mixture per predicted frame")
+        return (f"ACC: greedy frame (key by key, conditional p >= 0.5); expected ACC: {EXPECTED_ACC_SAMPLES} "
+                "sampled frames per predicted frame")
+
+    def greedy_choice(self) -> str:
+        """How a frame mixture's greedy frame (the one ACC counts) is chosen, in words."""
+        return "the NADE's greedy frame"
 
     def biases(self, states: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, c)``: visible ``(..., K)`` and hidden ``(..., H)`` biases for states ``(..., p)``.
@@ -172,8 +223,9 @@ class NADEOutput(nn.Module):
         segment = (torch.cumsum(on, dim=1) - on.long()).unsqueeze(1)  # (N, 1, K): keys on below key k
         return b + scores.gather(1, segment).squeeze(1)
 
-    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """``log P(v | s[, x])`` ``(...)`` of whole frames: ``-sum_k BCE(l_k, v_k)``."""
+    def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,
+                 past: torch.Tensor | None = None) -> torch.Tensor:
+        """``log P(v | s[, x])`` ``(...)`` of whole frames: ``-sum_k BCE(l_k, v_k)`` (``past`` is not read)."""
         logits = self.conditional_logits(states, frames, inputs)
         return -nn.functional.binary_cross_entropy_with_logits(
             logits, frames.to(logits.dtype), reduction="none").sum(-1)

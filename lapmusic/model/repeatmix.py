@@ -1,9 +1,8 @@
-"""A "repeat the previous frame" component for the NADE output (``TrainConfig.nade_repeat``, ``--nade-repeat``).
+"""A "repeat the previous frame" component for the NADE output (``ModelConfig.nade_repeat``, ``--nade-repeat``).
 
-Why: given the true history, the NADE with the chord vocabulary gives the real previous frame a probability of
-0.07-0.09 on JSB, where the music holds 0.13-0.14 of its frames (docs/sampling.md, "Repeat component"), and its
-samples come back to earlier chords less often than the music. Holding a chord exactly is one event for the
-music but a conjunction of 88 key decisions for the NADE. Here it is one event: with probability ``r(h)`` the frame is an exact copy of the frame
+Why: holding a chord exactly is one event for the music but a conjunction of 88 key decisions for the NADE,
+which gives the real previous frame less probability than the music holds frames (docs/sampling.md, "Repeat
+component"). Here it is one event: with probability ``r(h)`` the frame is an exact copy of the frame
 just read ``x_prev`` (the network's input at this step; the zero frame before a sample without primer),
 otherwise it comes from the inner output ``q`` (the NADE, or the chord-vocabulary mixture)::
 
@@ -25,7 +24,7 @@ copy when ``r >= 0.5``, else the inner greedy frame. ``max_polyphony = m``: a pr
 keys is never copied (the repeat is masked out, the inner frame is used); primers work as before (the frame
 read after the primer is its last frame).
 
-**Copy window** (``TrainConfig.nade_repeat_window = L``, ``--nade-repeat-window L``; default 1, all of the
+**Copy window** (``ModelConfig.nade_repeat_window = L``, ``--nade-repeat-window L``; default 1, all of the
 above): the copy chooses among the last ``L`` frames read, a pointer mixture::
 
     p(x | h, history) = r(h) sum_{k=1..L} w_k(h) 1[x = c_k] + (1 - r(h)) q(x | h, x_prev)
@@ -85,11 +84,14 @@ class RepeatMixture:
 
     ``inputs`` (the frames read, ``(..., K)``) are required by both, with or without the NADE's skip."""
 
+    frame_mixture = True
+
     def __init__(self, state_size: int, n_keys: int, hidden: int, window: int = 1, **kwargs):
         super().__init__(state_size, n_keys, hidden, **kwargs)
         if int(window) < 1:
             raise ValueError(f"window must be a positive integer, got {window}")
         self.window = int(window)
+        self.lookback = self.window - 1  # the frames before a window that candidates() reads
         self.repeat_gate = nn.Linear(state_size, 1)
         # L = 1 has no offset logits (the one offset has weight 1): its state dict is the plain repeat's
         self.offset_logits = nn.Linear(state_size, self.window) if self.window > 1 else None
@@ -100,6 +102,19 @@ class RepeatMixture:
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", repeat=True" + (f", window={self.window}" if self.window > 1 else "")
+
+    def prepare(self, pieces: Sequence[np.ndarray]) -> None:
+        """The inner output's preparation, then the gate's start from the training split (:func:`repeat_share`)."""
+        super().prepare(pieces)
+        self.set_repeat_share(repeat_share(pieces, self.window))
+
+    def greedy_choice(self) -> str:
+        if self.window > 1:
+            copy = (f"the likeliest of the last {self.window} frames read when the repeat gate gives the copy "
+                    "p >= 0.5, else ")
+        else:
+            copy = "the previous frame when the repeat gate gives it p >= 0.5, else "
+        return copy + super().greedy_choice()
 
     def set_repeat_share(self, share: float) -> None:
         """Start the gate at ``r = share / 2`` for every state (``share``: :func:`repeat_share` of the training
@@ -154,7 +169,29 @@ class RepeatMixture:
         if self.window == 1:
             return {}
         cand, valid = self.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
-        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype), "history_valid": valid.reshape(-1, valid.shape[-1])}
+        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype),
+                "history_valid": valid.reshape(-1, valid.shape[-1])}
+
+    def start_history(self, warm: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sampling with a window ``L > 1``: ``history`` ``(N, L, K)`` (the last ``L`` frames of ``warm`` ``(N, k, K)``,
+        the newest first, zeros before them) and ``history_valid`` ``(N, L)``; nothing for ``L = 1``."""
+        if self.window == 1:
+            return {}
+        n = warm.shape[0]
+        history = torch.zeros((n, self.window, warm.shape[-1]), dtype=warm.dtype, device=warm.device)
+        seen = warm.flip(1)[:, : self.window]
+        history[:, : seen.shape[1]] = seen
+        valid = torch.zeros((n, self.window), dtype=torch.bool, device=warm.device)
+        valid[:, : seen.shape[1]] = True
+        return {"history": history, "history_valid": valid}
+
+    def advance_history(self, history: dict[str, torch.Tensor], read: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The window after the frame ``read`` ``(N, K)``: it becomes offset 1, the oldest frame drops out."""
+        if not history:
+            return history
+        valid = history["history_valid"]
+        return {"history": torch.cat([read.unsqueeze(1), history["history"][:, :-1]], 1),
+                "history_valid": torch.cat([valid.new_ones(len(valid), 1), valid[:, :-1]], 1)}
 
     def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,
                  past: torch.Tensor | None = None) -> torch.Tensor:

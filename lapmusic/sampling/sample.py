@@ -123,31 +123,24 @@ def generate(
             else:
                 # No primer: condition the first frame on one frame of silence.
                 warm_input = torch.zeros((n_samples, 1, N_KEYS), dtype=dtype, device=dev)
-            nade = model.nade if isinstance(model, PianoRollRNN) else None
+            # A head that draws whole frames (NADE) gets the states; independent keys are drawn from the logits.
+            nade = model.head if isinstance(model, PianoRollRNN) and not model.head.independent_keys else None
             step = model.hidden_states if nade is not None else model
             logits, hidden = step(warm_input, None)  # NADE: the recurrent states, not logits
             last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
             read = warm_input[:, -1]  # the frame behind `last` (NADE's previous-frame skip reads it)
-            window = model.repeat_window if nade is not None else 1
-            if window > 1:  # a repeat window copies from the last `window` frames read, the newest first
-                history = torch.zeros((n_samples, window, N_KEYS), dtype=dtype, device=dev)
-                seen = warm_input.flip(1)[:, :window]
-                history[:, : seen.shape[1]] = seen
-                valid = torch.zeros((n_samples, window), dtype=torch.bool, device=dev)
-                valid[:, : seen.shape[1]] = True
+            looked_back = nade.start_history(warm_input) if nade is not None else {}  # a copy window's frames
             report_every = max(1, steps // 100)
             for t in range(steps):
                 if nade is None:
                     frame = draw_frame(last, temperature, max_polyphony, generator, threshold)
                 else:  # NADE decodes key by key at its conditionals (threshold 0.5 when greedy)
-                    looked_back = {"history": history, "history_valid": valid} if window > 1 else {}
                     frame = nade.sample(last, temperature, max_polyphony, generator, inputs=read, **looked_back)
                 out[:, k + t] = frame
                 if t + 1 < steps:
                     read = frame.to(dtype)
-                    if window > 1:
-                        history = torch.cat([read.unsqueeze(1), history[:, :-1]], 1)
-                        valid = torch.cat([valid.new_ones(n_samples, 1), valid[:, :-1]], 1)
+                    if nade is not None:
+                        looked_back = nade.advance_history(looked_back, read)
                     logits, hidden = step(read.unsqueeze(1), hidden)
                     last = logits[:, -1] if nade is not None else _last_logits(logits, n_samples)
                 if progress is not None and ((t + 1) % report_every == 0 or t + 1 == steps):

@@ -114,5 +114,5 @@ def sample_stats(run, *, n_samples: int = 20, steps: int = 64, temperature: floa
     result = compare(list(rolls), reference)
     result.update(settings={"n_samples": n_samples, "steps": steps, "temperature": temperature, "seed": seed,
                             "max_polyphony": max_polyphony, "split": split, "dataset": run.config.dataset,
-                            "output": run.config.output, "init": run.config.init})
+                            "output": run.config.model.output, "init": run.config.init})
     return result

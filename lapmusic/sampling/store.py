@@ -378,7 +378,7 @@ def sample_to_run(
         "run": Path(loaded.run_dir).name,
         "init": config.init,
         "dataset": config.dataset,
-        "hidden": config.hidden,
+        "hidden": config.model.hidden,
         "seed": int(seed),
         "primer": primer_spec,
         "primer_frames": k,

@@ -1,8 +1,9 @@
 """Training runs: the settings, the engine, the run folder and reading finished runs.
 
 Modules: :mod:`.config` (``TrainConfig``), :mod:`.train` (``train``), :mod:`.epoch` (one epoch, evaluation
-passes), :mod:`.pretrain` (the run's initialisation), :mod:`.build` (a run's data and model),
-:mod:`.rundir` (status, metrics, checkpoints), :mod:`.results` (``load_run``, ``evaluate``, ``compare_runs``).
+passes), :mod:`.pretrain` (the run's initialisation), :mod:`.optim` (optimizer, learning-rate schedule),
+:mod:`.build` (a run's data), :mod:`.rundir` (status, metrics, checkpoints), :mod:`.results` (``load_run``,
+``evaluate``, ``compare_runs``).
 """
 
 from lapmusic.training.config import TrainConfig

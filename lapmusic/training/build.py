@@ -1,4 +1,4 @@
-"""What a run is built from: its config, its pieces of each split, its model."""
+"""What a run is built from: its config (from the run folder), its pieces of each split, its saved weights."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import numpy as np
 
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.config import (
-    TrainConfig,
-)
+from lapmusic.training.config import TrainConfig
 
 
 def config_from_run(run_dir: Path) -> TrainConfig:
@@ -29,18 +27,12 @@ def config_from_run(run_dir: Path) -> TrainConfig:
         raise CheckpointError(f"{path} does not hold a valid lapmusic training config: {exc}") from exc
 
 
-def build_model(config: TrainConfig) -> PianoRollRNN:
-    return PianoRollRNN(config.hidden, cell=config.cell, dropout=config.dropout, output=config.output,
-                        nade_hidden=config.nade_hidden, nade_skip=config.nade_skip,
-                        readout_skip=config.readout_skip, nade_vocab=config.nade_vocab,
-                        nade_repeat=config.nade_repeat, nade_repeat_window=config.nade_repeat_window)
-
-
 def load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): {exc}") from exc
+        raise CheckpointError(f"{path} does not match the run's config.json (hidden size, cell or output): "
+                              f"{exc}") from exc
 
 
 def load_run_dataset(key: str):

@@ -4,11 +4,12 @@ Batching: pieces are bucketed by length (sorted, random tie-breaks, then cut int
 shuffled each epoch), padded to the longest piece of the batch and masked. Each batch is cut into windows
 of ``bptt`` frames; the recurrent state is carried across windows (detached), one optimizer step per window.
 
-Split out of ``train.py`` (which runs the epochs, keeps the run folder and re-exports these names).
+``train.py`` runs the epochs and keeps the run folder.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.metrics import MetricAccumulator
-from lapmusic.model.nade import EXPECTED_ACC_SAMPLES, metric_predictions
+from lapmusic.model.nade import EXPECTED_ACC_SAMPLES
 from lapmusic.model.rnn import PianoRollRNN
 
 
@@ -28,6 +29,25 @@ class TrainingDiverged(LapMusicError):
 
 class TrainingCancelled(LapMusicError):
     """Raised internally when the cancel flag is set (``train`` returns instead of raising it)."""
+
+
+# A validation NLL above this after a training epoch means the run diverged (see check_divergence).
+DIVERGED_NLL = 2 * N_KEYS * math.log(2.0)
+
+
+def check_divergence(epoch: int, train_nll, valid_nll) -> None:
+    """Stop a run whose loss is NaN/inf or absurd: a validation NLL above ``DIVERGED_NLL`` after a training
+    epoch is twice the NLL of predicting 0.5 for every key (``88 ln 2 = 61`` nats per frame), which any
+    network that learned anything beats; it comes from a learning rate far too high (e.g. ``--lr 1e6``)."""
+    if valid_nll is None or not math.isfinite(valid_nll) or train_nll is None or not math.isfinite(train_nll):
+        raise TrainingDiverged(
+            f"epoch {epoch} gave a NaN/inf NLL; the run keeps its last good checkpoint (epoch {epoch - 1}). "
+            "Try a lower --lr")
+    if valid_nll > DIVERGED_NLL:
+        raise TrainingDiverged(
+            f"epoch {epoch} diverged: validation NLL {valid_nll:.4g} is far above {DIVERGED_NLL:.0f}, twice the NLL "
+            f"of predicting 0.5 for every key; the run keeps its last good checkpoint (epoch {epoch - 1}). "
+            "Try a lower --lr")
 
 
 # ------------------------------------------------------------------------------------------ batching
@@ -99,11 +119,9 @@ def corrupt_inputs(inputs: torch.Tensor, rate: float, density: torch.Tensor,
     ``P(on after) = rho_k (1 - q) + (1 - rho_k) s_k = rho_k``: each key keeps its training frequency, and a
     frame keeps its expected number of notes.
 
-    Why this noise and not a symmetric flip: piano rolls are sparse (JSB: about 4 of 88 keys on, rho about
-    0.05), so flipping every key with probability q would add ``88 q`` spurious notes a frame (4.4 at
-    q = 0.05, doubling the chord) and switch on keys the data never plays; here a corrupted frame looks like a
-    plausible frame with some notes missing and some wrong notes, in the keys' own proportions, which is the
-    kind of error the network's own predictions carry when it is fed them while sampling.
+    Why not a symmetric flip: piano rolls are sparse, so flipping every key with probability ``q`` would add
+    ``88 q`` spurious notes a frame; here a corrupted frame looks like the network's own mistakes while
+    sampling (some notes missing, some wrong, in the keys' own proportions).
     """
     if rate <= 0:
         return inputs
@@ -172,23 +190,12 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
         h = None
         for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
             rows = _active_rows(mask, start)
+            window_inputs = inputs[:rows, start : start + window]
+            states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
+            past = model.head.frames_before(inputs[:rows], start)  # a copy window reaches into the window before
             window_targets = targets[:rows, start : start + window]
-            if model.nade is None:
-                logits, h = model(inputs[:rows, start : start + window], _first_rows(h, rows))
-                totals.update(logits, window_targets, mask[:rows, start : start + window])
-            else:
-                window_inputs = inputs[:rows, start : start + window]
-                states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
-                past = model.frames_before(inputs[:rows], start)  # a copy window reaches into the previous window
-                on, probs = metric_predictions(model.nade, states, samples=acc_samples, seed=start,
-                                               inputs=window_inputs, past=past)
-                logits, nll = None, None
-                if model.frame_mixture:  # the mixture's exact NLL per frame (no per-key BCE form)
-                    nll = -model.output_log_prob(states, window_targets, window_inputs, past)
-                else:
-                    logits = model.nade.conditional_logits(states, window_targets, inputs=window_inputs)
-                totals.update(logits, window_targets, mask[:rows, start : start + window], on=on, probs=probs,
-                              nll=nll)
+            scores = model.head.metric_scores(states, window_targets, window_inputs, past, acc_samples, seed=start)
+            totals.update(targets=window_targets, mask=mask[:rows, start : start + window], **scores)
     model.train(was_training)
     return totals
 
@@ -238,10 +245,8 @@ def train_epoch(
             window_mask = mask[:rows, start : start + bptt]
             frames = window_mask.sum()
             window_targets = targets[:rows, start : start + bptt]
-            # Bernoulli and NADE: the sum of per-key BCEs of the (conditional) logits; the chord-vocabulary
-            # mixture: its exact -log p per frame (PianoRollRNN.frame_nll).
             per_frame, h = model.frame_nll(inputs[:rows, start : start + bptt], _first_rows(h, rows),
-                                           targets=window_targets, past=model.frames_before(inputs[:rows], start))
+                                           targets=window_targets, past=model.head.frames_before(inputs[:rows], start))
             h = _detach(h)
             loss_sum = (per_frame * window_mask).sum()
             loss = loss_sum / frames
@@ -269,9 +274,8 @@ def train_epoch(
 def _warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
     """Linear warm-up: step ``k`` (1-based) of the run uses ``lr * k / warmup_steps`` until ``k = warmup_steps``.
 
-    Why: right after the LAE init the readout sits at its least-squares/logistic optimum, where gradients
-    are small and noisy; Adam normalises them to full-size steps, which scrambles the init in the first
-    epoch. Warming up (for both inits alike) lets Adam's second-moment estimate settle first.
+    Why: Adam normalises the small, noisy gradients at the LAE init's fitted readout to full-size steps;
+    warming up lets its second-moment estimate settle first.
     """
     for group in optimizer.param_groups:
         done = group.setdefault("warmup_done", 0)

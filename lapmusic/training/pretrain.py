@@ -1,9 +1,9 @@
 """Pre-training of a run's network: the LAE initialisation (fit or reuse the LAE, choose alpha, copy ``A`` and
 ``B`` into the recurrent layer, fit the readout on the network's own states) or the random init's options.
 
-Split out of ``train.py`` (the training loop); :func:`lapmusic.train.train` calls :func:`initialise` once, before
-epoch 0. The maths of each step is in :mod:`lapmusic.model.rnn` (``init_from_lae``, ``fit_readout``) and
-:mod:`lapmusic.lae.fit`; the recipe and its measurements in docs/training.md.
+:func:`lapmusic.training.train.train` calls :func:`initialise` once, before epoch 0. The maths of each step is
+in :mod:`lapmusic.model.lae_init` (``init_from_lae``, ``fit_readout``) and :mod:`lapmusic.lae.fit`; the recipe
+and its measurements in docs/training.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from lapmusic.model.lae_init import (
     fit_readout,
     init_from_lae,
     scale_recurrent,
-    set_readout,
 )
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import TrainConfig
@@ -43,12 +42,12 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
         return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
     started = time.perf_counter()
     if config.lae_path:
-        lae = _load_lae(config.lae_path, config.hidden)
+        lae = _load_lae(config.lae_path, config.model.hidden)
         report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
     else:
-        report(0.0, f"pre-training: fitting the LAE (p={config.hidden}, {config.lae_solver} solver)")
+        report(0.0, f"pre-training: fitting the LAE (p={config.model.hidden}, {config.lae_solver} solver)")
         try:
-            lae = _fit_lae(train_seqs, config.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
+            lae = _fit_lae(train_seqs, config.model.hidden, solver=config.lae_solver, max_lag=lae_lags(config),
                            decay=config.lae_decay, device=str(device), seed=config.seed, cancel=cancel,
                            progress=lambda f, m: report(0.6 * f, f"LAE: {m}"))
         except LapMusicError:
@@ -65,8 +64,8 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
     report(0.65, f"pre-training: {config.readout_start} readout (alpha={alpha:.4g})")
     readout_started = time.perf_counter()
     model.to(device)
-    # The skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
-    joint = config.readout_start == "fit" and model.skip is not None and config.readout_skip_fit
+    # The readout skip's W_skip is fitted jointly with the readout: features [h_t, x_t], same ridge.
+    joint = config.readout_start == "fit" and config.model.readout_skip and config.readout_skip_fit
     collected = collect_states(model, train_seqs, device, max_frames=config.readout_max_frames, seed=config.seed,
                                with_inputs=joint)  # (H, Y), or (H, Y, X) for the joint fit
     H, Y = collected[0], collected[1]
@@ -76,12 +75,12 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
         W, c = fit_readout(features, Y, logistic_steps=config.readout_steps, ridge=config.readout_ridge,
                            progress=lambda f, m: report(0.65 + 0.35 * f, m))
         if joint:
-            W, skip = W[:, : config.hidden], W[:, config.hidden :]
+            W, skip = W[:, : config.model.hidden], W[:, config.model.hidden :]
     elif config.readout_start == "constant":
-        W, c = constant_readout(Y, config.hidden)
+        W, c = constant_readout(Y, config.model.hidden)
     else:
-        W, c = torch.zeros(N_KEYS, config.hidden), torch.zeros(N_KEYS)
-    set_readout(model, W, c, skip)
+        W, c = torch.zeros(N_KEYS, config.model.hidden), torch.zeros(N_KEYS)
+    model.head.set_readout(W, c, skip)
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
             "lae_fit_seconds": float(lae.seconds), "lae_reused": bool(config.lae_path),

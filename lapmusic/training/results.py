@@ -1,7 +1,4 @@
-"""Finished runs: load a run folder (:func:`load_run`), evaluate a model on pieces, compare runs over seeds.
-
-Split out of ``train.py`` (which keeps the training loop and re-exports these names).
-"""
+"""Finished runs: load a run folder (:func:`load_run`), evaluate a model on pieces, compare runs over seeds."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import torch
 from lapmusic.core.device import resolve_device
 from lapmusic.core.errors import CheckpointError
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.build import build_model, config_from_run, load_model_state, run_split
+from lapmusic.training.build import config_from_run, load_model_state, run_split
 from lapmusic.training.config import TrainConfig
 from lapmusic.training.epoch import _to_tensors, choose_threshold, evaluate_tensors
 from lapmusic.training.rundir import load_checkpoint, read_history, read_status
@@ -26,7 +23,31 @@ from lapmusic.training.rundir import load_checkpoint, read_history, read_status
 # ------------------------------------------------------------------------------------------ loading
 @dataclass
 class LoadedRun:
-    """A trained run, ready to sample from or evaluate (``model`` in eval mode on ``device``)."""
+    """A trained run, ready to sample from or evaluate (:func:`load_run`).
+
+    Attributes
+    ----------
+    model : PianoRollRNN
+        In eval mode on ``device``.
+    config : TrainConfig
+        The run's settings.
+    device : torch.device
+        Where the model is.
+    history : list of dict
+        The metrics lines (``metrics.jsonl``), one per epoch.
+    final : dict or None
+        ``final.json`` (``None`` until the run finished).
+    status : dict
+        ``status.json``.
+    run_dir : Path
+        The folder.
+    lae : LinearAutoencoder or None
+        The run's LAE (``init="lae"``).
+    checkpoint : {"best", "last"}
+        Which file the weights came from.
+    epoch : int
+        The epoch those weights are from.
+    """
 
     model: PianoRollRNN
     config: TrainConfig
@@ -36,14 +57,31 @@ class LoadedRun:
     status: dict
     run_dir: Path
     lae: Any = None
-    checkpoint: str = "best"  # which file the weights came from: "best" or "last"
-    epoch: int = 0  # the epoch those weights are from
+    checkpoint: str = "best"
+    epoch: int = 0
 
 
 def load_run(run_dir, device=None) -> LoadedRun:
-    """Load a run folder: its best model (``best.pt``, else ``checkpoint.pt``), config, history, final, LAE.
+    """Load a run folder to sample from or evaluate.
 
-    Raises :class:`CheckpointError` when the folder, config or checkpoint is missing, corrupt or foreign.
+    Parameters
+    ----------
+    run_dir : str or Path
+        A folder written by :func:`lapmusic.training.train.train` (finished, or with a checkpoint).
+    device : str or torch.device, optional
+        Where the model goes (default: the run's ``device`` setting, ``auto`` choosing CUDA when there is one).
+
+    Returns
+    -------
+    LoadedRun
+        The best model (``best.pt``, else the last ``checkpoint.pt``) in eval mode, the config, the metrics
+        history, ``final.json`` (``None`` before the run finished), status and the LAE (``None`` when absent or
+        unreadable).
+
+    Raises
+    ------
+    CheckpointError
+        When the folder, its config or its checkpoint is missing, corrupt or foreign.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -55,7 +93,7 @@ def load_run(run_dir, device=None) -> LoadedRun:
     if not path.exists():
         path, which = run_dir / "checkpoint.pt", "last"
     payload = load_checkpoint(path, device)
-    model = build_model(config)
+    model = PianoRollRNN.from_config(config.model)
     load_model_state(model, payload.get("model", {}), path)
     model.to(device).eval()
     final = None
@@ -80,8 +118,28 @@ def load_run(run_dir, device=None) -> LoadedRun:
 
 def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: int = 64,
              threshold: float | None = None) -> dict:
-    """``{"nll", "acc", "expected_acc", "frames"}`` of a model (or :class:`LoadedRun`) on ``(T, 88)`` pieces;
-    with ``threshold`` also ``"threshold"`` and ``"acc_tuned"`` (ACC with keys on at ``p >= threshold``)."""
+    """NLL, ACC and expected ACC of a model on pieces, pooled over their predicted frames (frames ``2..T``).
+
+    Parameters
+    ----------
+    model_or_run : PianoRollRNN or LoadedRun
+        The network (a run's ``model``).
+    seqs : sequence of array of shape (T, 88)
+        The pieces (pieces under two frames predict nothing).
+    device : str or torch.device, optional
+        Where to evaluate (default: the run's device, or the model's).
+    batch_size : int
+        Pieces per batch (memory only: the result does not depend on it).
+    threshold : float, optional
+        Also report ACC with keys on at ``p >= threshold`` (:func:`validation_threshold`).
+
+    Returns
+    -------
+    dict
+        ``"nll"`` (nats per frame), ``"acc"`` and ``"expected_acc"`` (in %; :mod:`lapmusic.model.metrics`, the
+        NADE's greedy frame and sampled frames for a NADE head), ``"frames"``; with ``threshold`` also
+        ``"threshold"`` and ``"acc_tuned"``.
+    """
     model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
     if device is None:
         device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
@@ -91,7 +149,21 @@ def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: 
 
 
 def validation_threshold(run: LoadedRun, valid_seqs: Sequence[np.ndarray] | None = None) -> float | None:
-    """The run's decision threshold: ``final.json``'s, else chosen now on ``valid_seqs`` (its validation split)."""
+    """The decision threshold of highest validation ACC, on a 0.005 grid.
+
+    Parameters
+    ----------
+    run : LoadedRun
+        A loaded run.
+    valid_seqs : sequence of array of shape (T, 88), optional
+        Its validation pieces (default: loaded from the run's dataset).
+
+    Returns
+    -------
+    float or None
+        ``final.json``'s ``threshold``, else the one chosen now on ``valid_seqs``; ``None`` when ACC is
+        undefined there.
+    """
     if run.final and run.final.get("threshold") is not None:
         return float(run.final["threshold"])
     if valid_seqs is None:
@@ -118,16 +190,32 @@ def epochs_to_reach(history: Sequence[dict], target: float) -> int | None:
 
 
 def compare_runs(run_dirs: Sequence) -> dict:
-    """Mean +- std (over seeds) of finished runs, grouped by init, plus the epoch-matched comparison.
+    """The LAE init against the random init over seeds: mean and std of finished runs, and curves by epoch.
 
-    Returns ``{"inits": {init: {"nll", "acc", "expected_acc", "best_epoch", "epochs", "seconds",
-    "pretrain_seconds"} (each {"mean", "std", "n"}), "valid_curve": {init: [mean valid NLL per epoch]},
-    "best_so_far_curve": {init: [mean over seeds of the best validation NLL up to each epoch]},
-    "epochs_to_reach_random_best": {"per_seed": [...], "mean": ...}, "lae_better_at_equal_epochs": bool}``.
-    ``lae_better_at_equal_epochs``: the LAE init's best-so-far curve is below the random init's at every
-    epoch (runs that stopped early keep their best model).
-    ``epochs_to_reach_random_best`` pairs runs by seed: the first epoch at which the LAE run's validation
-    NLL is at or below the best validation NLL of the random run with the same seed.
+    Parameters
+    ----------
+    run_dirs : sequence of str or Path
+        Run folders; those without ``final.json`` are skipped.
+
+    Returns
+    -------
+    dict
+        - ``"inits"``: per init, ``"nll"``, ``"acc"``, ``"expected_acc"``, ``"best_epoch"``, ``"epochs"``,
+          ``"seconds"``, ``"pretrain_seconds"``, ``"best_valid_nll"``, each ``{"mean", "std", "n"}``
+          (sample std, ``ddof=1``);
+        - ``"valid_curve"``: per init, the mean validation NLL at each epoch;
+        - ``"best_so_far_curve"``: per init, the mean over seeds of the best validation NLL reached by each
+          epoch (a run that stopped early keeps its best model);
+        - ``"lae_better_at_equal_epochs"``: the LAE curve is below the random one at every epoch (``None``
+          without both inits);
+        - ``"epochs_to_reach_random_best"``: runs paired by seed, the first epoch at which the LAE run's
+          validation NLL is at or below the random run's best (``"per_seed"``, ``"mean"``, ``"reached"``);
+        - ``"runs"``: how many finished runs were read.
+
+    Raises
+    ------
+    CheckpointError
+        When a finished run's ``config.json`` is unreadable.
     """
     runs = []
     for run_dir in run_dirs:

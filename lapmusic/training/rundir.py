@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lapmusic.core.errors import CheckpointError
 from lapmusic.core.io import atomic_save, atomic_write_json, atomic_write_text, read_json
+from lapmusic.model.config import is_int, is_number
 
 CHECKPOINT_FORMAT = "lapmusic-run-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -74,26 +75,18 @@ def read_status(run_dir) -> dict:
     data = read_json(path)
     if data is None:
         return {"state": "unknown", "error": f"unreadable status.json in {run_dir}", "epoch": 0}
-    if not isinstance(data.get("state"), str) or not _is_int(data.get("epoch", 0)):
+    if not isinstance(data.get("state"), str) or not is_int(data.get("epoch", 0)):
         return {"state": "unknown", "error": f"malformed status.json in {run_dir}", "epoch": 0}
     return data
 
 
 # ------------------------------------------------------------------------------------------ metrics
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _line_problem(row: dict) -> str | None:
     epoch = row.get("epoch")
-    if not _is_int(epoch) or epoch < 0:
+    if not is_int(epoch) or epoch < 0:
         return f"epoch {epoch!r} is not a non-negative integer"
     for key in _NUMERIC:
-        if row.get(key) is not None and not _is_number(row[key]):
+        if row.get(key) is not None and not is_number(row[key]):
             return f"epoch {epoch}: {key} {row[key]!r} is not a number"
     return None
 
@@ -197,7 +190,7 @@ def check_resume_payload(payload: dict, path: Path) -> None:
     problems = []
     for key, kind in _RESUME_KEYS.items():
         value = payload.get(key)
-        ok = (_is_number(value) if kind is float else _is_int(value) if kind is int
+        ok = (is_number(value) if kind is float else is_int(value) if kind is int
               else isinstance(value, torch.Tensor) if kind == "tensor" else isinstance(value, kind))
         if not ok:
             problems.append(f"{key} is {'missing' if key not in payload else type(value).__name__}")
@@ -278,7 +271,7 @@ def read_config_dict(run_dir) -> tuple[dict | None, str | None]:
         if key in data and not isinstance(data[key], str):
             return data, f"config.json: {key} is {data[key]!r}, not a string"
     for key in ("hidden", "epochs", "seed"):
-        if key in data and not _is_int(data[key]):
+        if key in data and not is_int(data[key]):
             return data, f"config.json: {key} is {data[key]!r}, not an integer"
     missing = [key for key in ("dataset", "hidden", "init", "epochs") if key not in data]
     if missing:

@@ -83,8 +83,6 @@ class Settings:
 
 def make_config(settings: Settings, init: str):
     """A ``lapmusic.config.TrainConfig`` for these settings (fields it does not know are left out)."""
-    from dataclasses import fields
-
     from lapmusic.training.config import TrainConfig
 
     values = {
@@ -105,8 +103,8 @@ def make_config(settings: Settings, init: str):
         "nade_repeat_window": settings.nade_repeat_window if settings.nade_repeat and settings.output == "nade" else 1,
         **settings.extra,
     }
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+    known = set(TrainConfig().to_dict())
+    return TrainConfig.from_settings({k: v for k, v in values.items() if k in known})
 
 
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
