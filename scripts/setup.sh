@@ -127,9 +127,9 @@ fi
 digest=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   test_tools=""
-  if [ $want_test = 1 ]; then test_tools=", pytest + playwright (tests)"; fi
+  if [ $want_test = 1 ]; then test_tools=", pytest + playwright + ruff + import-linter + mido (tests)"; fi
   say "installing lapmusic$extras (editable) and its Python dependencies from pyproject.toml: numpy, scipy"
-  say "  (maths), streamlit + plotly (the app), pretty_midi + mido (MIDI), music21 (the offline Bach"
+  say "  (maths), streamlit + plotly (the app), pretty_midi (MIDI), music21 (the offline Bach"
   say "  chorales), platformdirs (cache folder), pyfluidsynth (audio)$test_tools"
   "${pip[@]}" install -e ".$extras"
   echo "$digest" > "$stamp"
