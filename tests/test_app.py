@@ -50,7 +50,7 @@ def app_env(tmp_path_factory):
     yield root
     from lapmusic.ui import common
 
-    common.manager().shutdown()
+    common.manager().close()
     patch.undo()
 
 

@@ -23,7 +23,8 @@ from lapmusic.cli import main as cli
 from lapmusic.core import io as io_module
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.lock import RunFolderBusy, lock_owner, run_lock
-from lapmusic.jobs import manager as jobs
+from lapmusic.jobs.limits import Quotas
+from lapmusic.jobs.manager import JobManager
 from lapmusic.jobs.runs import FAILED, list_runs
 from lapmusic.training import build as build_module
 from lapmusic.training.config import TrainConfig
@@ -274,7 +275,7 @@ def test_the_weights_only_refusal_is_one_line_without_torchs_advice(tmp_path, da
     run = tmp_path / "run"
     train(small_config(epochs=1), run, dataset=dataset)
     torch.save({"evil": os.system}, run / "best.pt")  # a pickle asking for a function
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(CheckpointError, match="posix.system") as caught:
         load_run(run)
     text = str(caught.value)
     assert "\n" not in text and "weights_only=False" not in text and "posix.system" in text
@@ -340,12 +341,12 @@ def test_an_app_job_on_a_full_disk_fails_with_the_reason(tmp_path, dataset, monk
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     key = save_user_dataset(Dataset("user:synthetic", "synthetic", dataset.train, dataset.valid, dataset.test))
     here = Path(__file__).parent
-    manager = jobs.JobManager(tmp_path / "runs", max_jobs=1, max_per_session=None, cuda=False,
-                              worker_env={"LAPMUSIC_WORKER_TRAIN": "fake_train:full_disk_train",
-                                          "PYTHONPATH": os.pathsep.join(filter(None, [
-                                              str(here.parent), str(here), os.environ.get("PYTHONPATH")]))})
+    manager = JobManager(tmp_path / "runs", max_jobs=1, quotas=Quotas(per_session=None, per_client=None), cuda=False,
+                         worker_env={"LAPMUSIC_WORKER_TRAIN": "fake_train:full_disk_train",
+                                     "PYTHONPATH": os.pathsep.join(filter(None, [
+                                         str(here.parent), str(here), os.environ.get("PYTHONPATH")]))})
     try:
-        job = manager.wait(manager.submit(small_config(dataset=key)).id, timeout=120)
+        job = manager.wait(manager.submit(small_config(dataset=key).to_dict()).id, timeout=120)
         assert job.state == FAILED and "the disk is full" in job.error and "Traceback" not in job.error
         assert "the disk is full" in read_status(job.run_dir)["error"]
     finally:

@@ -26,9 +26,9 @@ from streamlit import config as st_config
 from lapmusic.core.errors import LapMusicError
 from lapmusic.data.cache import DatasetCache, dataset_token
 from lapmusic.jobs import sessions
+from lapmusic.jobs.limits import default_max_jobs
 from lapmusic.jobs.manager import JobManager
 from lapmusic.jobs.runs import default_runs_dir
-from lapmusic.jobs.supervisor import default_max_jobs
 
 from . import slowclients
 

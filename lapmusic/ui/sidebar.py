@@ -334,12 +334,13 @@ def _start_training() -> None:
         new = sum(1 for k in keys if not manager.has_run_for(k))
         if new and manager.slots_left(me, client) < new:
             raise LapMusicError(
-                f"you already have runs queued or training (at most {manager.max_per_session} new runs at a time "
+                f"you already have runs queued or training (at most {manager.quotas.per_session} new runs at a time "
                 "per browser session); wait for them or stop one on the Training tab"
             )
         group = uuid.uuid4().hex[:8]
         student = st.session_state.get("student_name") or None
-        submitted = [manager.submit(c, session=me, client=client, group=group, student=student) for c in configs]
+        submitted = [manager.submit(c.to_dict(), session=me, client=client, group=group, student=student)
+                     for c in configs]
     except LapMusicError as exc:
         st.session_state.train_error = str(exc)
         return
