@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import chorale_like_piece
-
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DEADLINE = 180.0  # seconds; a tiny run takes a few
@@ -48,9 +46,9 @@ def app_env(tmp_path_factory):
                      [chorale_like_piece(rng, 8)], step_seconds=0.25)
     assert save_user_dataset(broken) == "user:broken"
     yield root
-    from lapmusic.ui import common
+    from lapmusic.ui import server
 
-    common.manager().close()
+    server.manager().close()
     patch.undo()
 
 
@@ -302,30 +300,31 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
 
 
 def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env):
+    runs_dir = Path(app_env) / "runs"
+    pair = _pair_on_disk(runs_dir, seed=21)  # trained before this server's session: nobody follows them
     at = new_app()  # a new browser session: it owns no jobs, but sees every run on disk
     show(at, "Runs")
     no_exceptions(at)
     table = at.dataframe[0].value
-    assert len(table) >= 3 and set(table["yours"]) == {""}
-    finished = [r for r, s in zip(table["folder"], table["state"]) if s == "finished"]
-    assert finished
-    runs_dir = Path(app_env) / "runs"
-    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    listed = dict(zip(table["folder"], zip(table["state"], table["yours"])))
+    assert {listed[run.name] for run in pair.values()} == {("finished", "")}
+    chosen = str(pair["lae"])
+    at.multiselect(key="runs_chosen").set_value([chosen])
     at.run()
     at.button(key="runs_open").click()
     at.run()
     no_exceptions(at)
     assert at.session_state["page"] == "Training"
-    assert any(finished[0] in c for c in texts(at, "caption"))
+    assert any(pair["lae"].name in c for c in texts(at, "caption"))
     assert len(at.get("plotly_chart")) == 1
 
     show(at, "Runs")
-    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    at.multiselect(key="runs_chosen").set_value([chosen])
     at.run()
     at.button(key="runs_sample").click()
     at.run()
     assert at.session_state["page"] == "Samples"
-    assert at.selectbox(key="sample_run").value == str(runs_dir / finished[0])
+    assert at.selectbox(key="sample_run").value == chosen
 
 
 def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch):
@@ -375,7 +374,7 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     assert not at.error
 
 
-# ------------------------------------------------------------------------------ classroom (issue 11, 13)
+# ------------------------------------------------------------------------------ classroom
 def test_a_made_up_session_link_gets_a_new_session_and_a_signed_one_is_restored(app_env):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["session"] = "alice"  # somebody else's name, no token
@@ -598,7 +597,7 @@ def test_results_rows_use_short_headers_and_show_the_tuned_acc_when_the_run_has_
 
 RACE = """
 import sys, threading
-import lapmusic.ui.common  # what app.py imports first in every session's script thread
+import lapmusic.ui.server  # what app.py imports first in every session's script thread
 from lapmusic.plots import loss_figure
 
 history = {"LAE": [{"epoch": 0, "train_nll": 11.0, "valid_nll": 11.0, "valid_acc": 0.0}]}
@@ -616,8 +615,8 @@ print(len(failures), failures[:1])
 
 
 def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
-    # Plotly looks pandas up in sys.modules without importing it: before lapmusic.ui.common imported pandas,
-    # a chart drawn while another thread was importing it failed (thousands of times in this loop).
+    # Plotly looks pandas up in sys.modules without importing it: unless lapmusic.ui.server imports pandas
+    # whole first, a chart drawn while another thread is importing it fails.
     import os
     import subprocess
     import sys
@@ -630,9 +629,8 @@ def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
 
 
 def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_stays_within_the_budget():
-    """Thirty live Training tabs refreshing every 1.5 s starved the server (docs/app.md, "Fifth round"):
-    the interval is max(base, pages x cpu per refresh / share), pages counted over the last minute."""
-    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
+    """The interval is max(base, pages x cpu per refresh / share), pages counted over the last minute."""
+    from lapmusic.ui.fairness import POLL_FORGET_SECONDS, PollBudget
 
     budget = PollBudget(share=0.25, first_cpu=0.04)
     assert budget.seconds("a", 1.5, now=0.0) == 1.5  # one page: the base
@@ -655,7 +653,7 @@ def test_pages_that_only_refresh_their_fragment_keep_counting_in_the_refresh_bud
     """A live Training tab calls ``seconds`` once, when it is drawn, then only refreshes its fragment
     (``record``): thirty such pages must still count after a minute, or the interval falls back to the base
     and the refreshes overload the server again."""
-    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
+    from lapmusic.ui.fairness import POLL_FORGET_SECONDS, PollBudget
 
     budget = PollBudget(share=0.25, first_cpu=0.04)
     for n in range(30):
@@ -667,10 +665,18 @@ def test_pages_that_only_refresh_their_fragment_keep_counting_in_the_refresh_bud
     assert budget.seconds("late", 1.5, now=later) == pytest.approx(31 * 0.04 / 0.25)
 
 
+def _until(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
 def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
     """``count`` threads arrive at a FairGate one after the other and stay inside until released together;
     returns the order they got in and the most that were inside at once."""
-    from lapmusic.ui.common import FairGate
+    from lapmusic.ui.fairness import FairGate
 
     gate, lock, release = FairGate(slots=slots), threading.Lock(), threading.Event()
     entered, inside, most = [], [0], [0]
@@ -682,7 +688,6 @@ def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
             release.wait(5)
-            time.sleep(0.002)
             with lock:
                 inside[0] -= 1
 
@@ -690,11 +695,10 @@ def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
     for n in range(count):  # each takes its ticket before the next thread starts
         threads.append(threading.Thread(target=refresh, args=(n,)))
         threads[-1].start()
-        deadline = time.monotonic() + 5
-        while gate._tickets < n + 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
-    time.sleep(0.05)
-    assert entered == list(range(slots))  # the first ones are in, the others wait
+        _until(lambda: gate.arrived == n + 1, f"refresh {n} to arrive")
+    _until(lambda: len(entered) >= slots, f"the first {slots} refreshes to get in")
+    with lock:
+        assert entered == list(range(slots))  # the first ones are in, the others wait
     release.set()
     for thread in threads:
         thread.join(5)
@@ -702,8 +706,7 @@ def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
 
 
 def test_page_refreshes_take_turns_in_arrival_order():
-    """Under load, refreshes that all ran at once starved some pages for minutes (docs/app.md, "Fifth
-    round"): the gate lets them in first come, first served, at most ``slots`` at once."""
+    """The gate lets refreshes in first come, first served, at most ``slots`` at once."""
     entered, most = _gate_run(slots=1, count=8)
     assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
     entered, most = _gate_run(slots=2, count=8)
@@ -711,12 +714,12 @@ def test_page_refreshes_take_turns_in_arrival_order():
 
 
 def test_the_server_does_not_collect_all_garbage_after_every_script_run():
-    """Streamlit's ``gc.collect(2)`` after each run (fragment refreshes included) cost about 120 ms of GIL per
-    run here; thirty live Training tabs starved the server for minutes (docs/app.md, "Sixth round")."""
+    """Streamlit's ``gc.collect(2)`` after each script run (fragment refreshes included) is off, in the
+    server's options and in .streamlit/config.toml."""
     import tomllib
     from streamlit import config
 
-    import lapmusic.ui.common  # noqa: F401 - sets the option on import
+    import lapmusic.ui.server  # noqa: F401 - sets the option on import
 
     assert config.get_option("runner.postScriptGC") is False
     toml = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())

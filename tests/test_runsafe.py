@@ -1,5 +1,5 @@
 """Run folders under stress: kill -9 loops, one writer per folder, damaged folders, full and read-only disks,
-and configs or checkpoints that were edited by hand (issue 13, run-folder half)."""
+and configs or checkpoints that were edited by hand."""
 
 from __future__ import annotations
 
