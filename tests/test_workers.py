@@ -346,7 +346,7 @@ def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_pa
     manager = manager_for(runs_dir, start=False)  # no scheduler thread: the test decides when workers are noticed
     managers.append(manager)
     job = manager.submit(config(tmp_path, epochs=3, gate=str(gate)), session="a")
-    manager.tick()
+    manager.scheduler.tick()
     gate.write_text("1")
     until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="a checkpoint")
     manager.cancel(job.id, "a")

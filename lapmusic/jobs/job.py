@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import atomic_write_json, read_json
 from lapmusic.jobs.runs import (
     ACTIVE_STATES,
@@ -68,7 +69,53 @@ class Job:
         if session is not None:
             self.sessions[session] = {"group": group, "at": time.time()}
 
+    def let_go(self, session: str) -> bool:
+        """Stop pressed by ``session``: True when others follow the run too, so that only ``session`` stops
+        following it (saved); False when it is the last follower and the run must stop.
+
+        Raises
+        ------
+        LapMusicError
+            When ``session`` does not follow this run.
+        """
+        if session not in self.sessions:
+            raise LapMusicError("this run was started by someone else; only they or the teacher can stop it")
+        if len(self.sessions) == 1:
+            return False
+        self.sessions.pop(session)
+        self.save()
+        return True
+
     # ------------------------------------------------------------------------------ its files
+    @classmethod
+    def create(cls, run_dir: Path, config: dict, key: str, *, session: str | None, client: str | None,
+               student: str | None, group: str | None) -> "Job":
+        """A new queued job in ``run_dir``, which ``session`` follows: writes ``config.json``, ``job.json`` and
+        ``status.json``.
+
+        Raises
+        ------
+        LapMusicError
+            When ``run_dir`` already holds a run.
+        """
+        if (run_dir / "config.json").exists():
+            raise LapMusicError(f"{run_dir.name} already holds a run; choose another folder")
+        job = cls(run_dir=run_dir, config=config, key=key, submitted_at=time.time(), creator=session, client=client,
+                  student=clean_student(student))
+        job.follow(session, group)
+        atomic_write_json(run_dir / "config.json", config)
+        job.save()
+        job.write_status(state=QUEUED, error=None, message="waiting in the queue")
+        return job
+
+    def requeue(self, session: str | None, client: str | None, group: str | None) -> None:
+        """Queue this stopped run again (a resume): ``session`` is its creator from now on, and its attempts
+        count from zero."""
+        self.creator, self.client, self.state, self.error, self.attempts = session, client, QUEUED, None, 0
+        self.follow(session, group)
+        self.save()
+        self.write_status(state=QUEUED, error=None, message="waiting in the queue (resume)")
+
     @classmethod
     def from_folder(cls, run_dir: Path) -> "Job | None":
         """The job of a run folder as the manager left it; None for a folder without ``job.json`` (a run

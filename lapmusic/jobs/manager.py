@@ -1,18 +1,11 @@
 """The app's job manager: training in worker processes, one run per configuration, a queue on disk.
 
-One :class:`JobManager` per server process and runs folder (the app keeps it in ``st.cache_resource``);
-it is what the pages call. It owns its parts and passes them what they need: the jobs
-(:mod:`~lapmusic.jobs.table`), the queue (:mod:`~lapmusic.jobs.queue`, ``RUNS/.lapmusic/queue.json``), the
-worker processes (:mod:`~lapmusic.jobs.pool`), the thread that starts queued jobs, records how workers ended
-and adopts those of a killed server (:mod:`~lapmusic.jobs.scheduler`), the quotas
-(:mod:`~lapmusic.jobs.limits`) and the estimates (:mod:`~lapmusic.jobs.estimate`).
-
-A run is keyed by :func:`~lapmusic.jobs.runs.run_key`: Train with the key of a queued, running or finished
-run makes the session follow that run (no new work, no quota spent). Stop on a run that several sessions
-follow only unfollows it for the one who pressed it; the last follower (or the teacher) stops it. On a clean
-shutdown (:meth:`JobManager.close`) the manager stops its workers and re-queues their runs at the front.
-One manager owns a runs folder at a time (``RUNS/.lapmusic/manager.lock``); another server on the same
-folder only reads it.
+One :class:`JobManager` per server process and runs folder (the app keeps it in ``st.cache_resource``): what
+the pages call. It owns the parts of :mod:`lapmusic.jobs` and passes them what they need. A run is keyed by
+:func:`~lapmusic.jobs.runs.run_key`: Train with the key of a queued, running or finished run makes the
+session follow that run (no new work, no quota spent). Stop on a run that several sessions follow only
+unfollows it for the one who pressed it; the last follower (or the teacher) stops it. One manager owns a
+runs folder at a time (:mod:`lapmusic.jobs.folder`); another server on the same folder only reads it.
 
 No Streamlit here: tests drive it with a fake training function in real worker processes.
 """
@@ -21,8 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
-import logging
 import os
 import shutil
 import threading
@@ -30,8 +21,9 @@ import time
 from pathlib import Path
 
 from lapmusic.core.errors import LapMusicError
-from lapmusic.core.io import atomic_write_json, read_json
+from lapmusic.core.io import read_json
 from lapmusic.jobs.estimate import Estimator
+from lapmusic.jobs.folder import take_ownership
 from lapmusic.jobs.job import Job
 from lapmusic.jobs.limits import Quotas, cuda_devices, default_max_jobs
 from lapmusic.jobs.pool import WorkerPool
@@ -42,18 +34,14 @@ from lapmusic.jobs.runs import (
     DONE_STATES,
     QUEUED,
     RUNNING,
-    clean_student,
     default_runs_dir,
     run_folder_name,
     run_key,
     summarize_run,
 )
 from lapmusic.jobs.scheduler import Scheduler
-from lapmusic.jobs.sessions import state_dir
 from lapmusic.jobs.table import JobTable
 from lapmusic.jobs.worker import CANCEL_FILE
-
-log = logging.getLogger(__name__)
 
 
 class JobManager:
@@ -74,7 +62,7 @@ class JobManager:
     cuda : bool, optional
         Whether workers get GPUs; by default one slot per CUDA GPU found.
     start : bool, default True
-        Start the scheduler's thread. Without it, jobs start only when the caller calls :meth:`tick`.
+        Start the scheduler's thread. Without it, jobs start only when the caller calls ``scheduler.tick()``.
     """
 
     def __init__(self, runs_dir: str | os.PathLike | None = None, *, max_jobs: int | None = None,
@@ -89,32 +77,20 @@ class JobManager:
         self._table = JobTable()
         self._queue = PersistentQueue(self.runs_dir)
         pool = WorkerPool(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
-        self._scheduler = Scheduler(self._table, self._queue, pool, self._lock, self.max_jobs)
+        self.scheduler = Scheduler(self._table, self._queue, pool, self._lock, self.max_jobs)
+        """Starts queued jobs and records how workers ended (:class:`~lapmusic.jobs.scheduler.Scheduler`)."""
         self._estimator = Estimator(self.runs_dir, self._configs)
-        self.owner = self._take_folder()
+        self._owner_lock = take_ownership(self.runs_dir)
+        self.owner = self._owner_lock is not None
         """False when another server manages this runs folder: then this one only reads it."""
-        self._scheduler.recover(self.runs_dir, self.owner)
+        self.scheduler.recover(self.runs_dir, self.owner)
         if start and self.owner:
-            self._scheduler.start()
+            self.scheduler.start()
             atexit.register(self.close)
-
-    def _take_folder(self) -> bool:
-        path = state_dir(self.runs_dir) / "manager.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("another server manages %s; this one only shows its runs", self.runs_dir)
-            return False
-        return True
 
     def _configs(self) -> dict[Path, dict]:
         with self._lock:
             return self._table.configs()
-
-    def _active(self) -> list[Job]:
-        return self._table.in_state(*ACTIVE_STATES)
 
     # ----------------------------------------------------------------------------- submitting
     def submit(self, config: dict | None, *, session: str | None = None, client: str | None = None,
@@ -148,6 +124,8 @@ class JobManager:
         LapMusicError
             When another server manages the runs folder, a quota is reached, ``run_dir`` already holds a run,
             or (with ``resume``) the run is active, has no checkpoint or is no run folder.
+        TypeError
+            When ``config`` is not a dict.
         """
         if not self.owner:
             raise LapMusicError("another lapmusic server manages this runs folder; train there, or stop it")
@@ -164,20 +142,13 @@ class JobManager:
                     existing.follow(session, group)
                     existing.save()
                 return existing
-            self.quotas.check(self._active(), session, client)
+            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
             target = Path(run_dir) if run_dir is not None else self.runs_dir / run_folder_name(config, student=student)
-            target = target.resolve()
-            if (target / "config.json").exists():
-                raise LapMusicError(f"{target.name} already holds a run; choose another folder")
-            job = Job(run_dir=target, config=config, key=key, submitted_at=time.time(), creator=session,
-                      client=client, student=clean_student(student))
-            job.follow(session, group)
-            atomic_write_json(target / "config.json", config)
-            job.save()
-            job.write_status(state=QUEUED, error=None, message="waiting in the queue")
+            job = Job.create(target.resolve(), config, key, session=session, client=client, student=student,
+                             group=group)
             self._table.add(job)
-            self._queue.append(target, job.submitted_at)
-        self._scheduler.wake()
+            self._queue.append(job.run_dir, job.submitted_at)
+        self.scheduler.wake()
         return job
 
     def _resume(self, run_dir: Path, session: str | None, client: str | None, group: str | None) -> Job:
@@ -189,27 +160,25 @@ class JobManager:
         with self._lock:
             job = self._table.get(run_dir)
             if job is not None and job.state == RUNNING and summary is not None and summary.state in DONE_STATES:
-                self._scheduler.reap(job)  # its worker has written its last status and is exiting right now
+                self.scheduler.reap(job)  # its worker has written its last status and is exiting right now
             if summary is not None and summary.state in ACTIVE_STATES or (job is not None and job.active):
                 raise LapMusicError(f"run {run_dir.name} is already {summary.state if summary else job.state}; "
                                     "wait for it or stop it first")
             if not (run_dir / "checkpoint.pt").is_file():
                 raise LapMusicError(f"run {run_dir.name} has no checkpoint to resume from; start a new run")
-            self.quotas.check(self._active(), session, client)
+            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
             if job is None:  # a run of the lapmusic command, resumed from the app: managed from now on
                 job = Job(run_dir=run_dir, config=config, key=None, submitted_at=time.time())
-            job.creator, job.client, job.state, job.error, job.attempts = session, client, QUEUED, None, 0
-            job.follow(session, group)
-            job.save()
-            job.write_status(state=QUEUED, error=None, message="waiting in the queue (resume)")
+            job.requeue(session, client, group)
             self._queue.append(run_dir, time.time())
             self._table.add(job)
-        self._scheduler.wake()
+        self.scheduler.wake()
         return job
 
     # ----------------------------------------------------------------------------- querying
     def get(self, job_id: str) -> Job | None:
-        """The job of the run folder ``runs_dir / job_id``; None when this manager has none (or ``job_id`` is empty)."""
+        """The job of the run folder ``runs_dir / job_id`` (:attr:`Job.id` is the folder's name); None when this
+        manager has no such job (a run of the ``lapmusic`` command, or an empty ``job_id``)."""
         if not job_id:
             return None
         key = (self.runs_dir / job_id).resolve()  # file-system calls outside the lock every page shares
@@ -217,29 +186,64 @@ class JobManager:
             return self._table.get(key)
 
     def job_for_run(self, run_dir: str | os.PathLike) -> Job | None:
-        """The job of the run folder ``run_dir`` (any path to it); None for a run this manager does not manage."""
+        """Like :meth:`get`, for any path to the run folder; None for a run this manager does not manage."""
         key = Path(run_dir).resolve()
         with self._lock:
             return self._table.get(key)
 
     def jobs(self, session: str | None = None) -> list[Job]:
-        """The runs ``session`` follows, in the order the session took them (all jobs by submission time
-        when ``session`` is None)."""
+        """The jobs a browser session follows.
+
+        Parameters
+        ----------
+        session : str, optional
+            The session id; None for every job of this manager.
+
+        Returns
+        -------
+        list of Job
+            In the order the session took them (Train or follow); every job by submission time for None.
+        """
         with self._lock:
             return self._table.followed_by(session)
 
     def has_run_for(self, key: str) -> bool:
-        """True when Train with this run key would follow an existing run rather than make a new one."""
+        """True when Train with this run key (:func:`~lapmusic.jobs.runs.run_key`) would follow an existing
+        queued, running or finished run rather than make a new one."""
         with self._lock:
             return self._table.for_key(key) is not None
 
     def slots_left(self, session: str, client: str | None = None) -> int:
-        """How many more new runs ``session`` (from ``client``) may queue now (following a run is free)."""
+        """How many more new runs a session may queue now (following a run is free).
+
+        Parameters
+        ----------
+        session : str
+            The browser session.
+        client : str, optional
+            Its IP address (None on the server machine: no per-client limit).
+
+        Returns
+        -------
+        int
+            At least 0: the smaller of what the session's and the client's quotas leave.
+        """
         with self._lock:
-            return self.quotas.slots_left(self._active(), session, client)
+            return self.quotas.slots_left(self._table.in_state(*ACTIVE_STATES), session, client)
 
     def queue_position(self, job_id: str) -> int | None:
-        """The job's place in the queue: 1 for the next to start; None when it is not queued."""
+        """A job's place in the queue.
+
+        Parameters
+        ----------
+        job_id : str
+            The run folder's name.
+
+        Returns
+        -------
+        int or None
+            1 for the next job to start, 2 for the one after it...; None when the job is not queued.
+        """
         with self._lock:
             return self._queue.position(self.runs_dir / job_id)
 
@@ -285,7 +289,7 @@ class JobManager:
         -------
         str
             ``"unfollowed"`` (others still follow it), ``"cancelled"`` (a queued run dropped), ``"stopping"``
-            (its worker stops at its next batch) or ``"unknown"`` (no such active run).
+            (its worker stops at its next batch, keeping its last checkpoint) or ``"unknown"`` (no active run).
 
         Raises
         ------
@@ -296,13 +300,8 @@ class JobManager:
             job = self.get(job_id)
             if job is None or not job.active:
                 return "unknown"
-            if session is not None and not teacher:
-                if session not in job.sessions:
-                    raise LapMusicError("this run was started by someone else; only they or the teacher can stop it")
-                if len(job.sessions) > 1:
-                    job.sessions.pop(session)
-                    job.save()
-                    return "unfollowed"
+            if session is not None and not teacher and job.let_go(session):
+                return "unfollowed"
             if job.state == QUEUED:
                 self._queue.remove(job.run_dir)
                 job.state, job.finished_at = CANCELLED, time.time()
@@ -350,12 +349,7 @@ class JobManager:
                 self._table.remove(job)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job is done (tests, scripts).
-
-        Returns
-        -------
-        Job
-            The job, no longer queued or running.
+        """Block until the job is neither queued nor running (tests, scripts), and return it.
 
         Raises
         ------
@@ -373,14 +367,8 @@ class JobManager:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-            self._scheduler.wake()
+            self.scheduler.wake()
             time.sleep(0.05)
-
-    # ----------------------------------------------------------------------------- the scheduler
-    def tick(self) -> None:
-        """Record how ended workers' runs ended, then start queued jobs in free slots (what the scheduler's
-        thread does twice a second; call it yourself with ``start=False``)."""
-        self._scheduler.tick()
 
     def close(self, requeue: bool = True, timeout: float = 5.0) -> None:
         """Stop the scheduler and this server's workers (a clean shutdown; called at exit).
@@ -393,8 +381,9 @@ class JobManager:
         timeout : float, default 5.0
             Seconds to wait for the workers; one still running then stops by itself at its next batch.
         """
-        if self._scheduler.stopped:
+        if self.scheduler.stopped:
             return
-        self._scheduler.stop(requeue=requeue and self.owner, timeout=timeout)
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        self.scheduler.stop(requeue=requeue and self.owner, timeout=timeout)
+        if self._owner_lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._owner_lock)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lapmusic.core.io import atomic_write_json, read_json
-from lapmusic.jobs.sessions import state_dir
+from lapmusic.jobs.folder import state_dir
 
 QUEUE_FILE = "queue.json"
 
