@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -202,8 +203,6 @@ time.sleep(600)  # until the test kills this server
 
 
 def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, tmp_path, managers):
-    import subprocess
-
     gate = tmp_path / "gate"
     configs = [config(tmp_path, seed=s, gate=str(gate)) for s in (0, 1, 2, 3)]
     first = subprocess.Popen([sys.executable, "-c", KILLED_SERVER, str(runs_dir), json.dumps(configs),
@@ -291,8 +290,6 @@ def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):
 
 
 def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_path):
-    import subprocess
-
     from lapmusic.training.config import TrainConfig
 
     run_dir = tmp_path / "run"
@@ -374,11 +371,8 @@ sys.exit(0)  # like Ctrl-C of streamlit: the interpreter exits, atexit runs
 
 
 def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_rolls):
-    """The old in-process training threads made the server print 'terminate called without an active
-    exception' at exit; now the server stops its worker, re-queues the run and exits quietly."""
-    import json
-    import subprocess
-    import sys
+    """At exit the server stops its worker, re-queues the run and exits quietly: no 'terminate called
+    without an active exception' from a training thread."""
 
     from lapmusic.data.dataset import Dataset
     from lapmusic.data.user import save_user_dataset
