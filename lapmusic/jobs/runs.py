@@ -43,7 +43,7 @@ LEGACY_STALE_SECONDS = 300.0
 """For runs without a worker heartbeat and without a run lock (older ``lapmusic`` versions): a running
 status.json older than this means the run was interrupted."""
 JOB_FILE = "job.json"
-"""Written by the job manager: ``{"key", "submitted", "creator", "client", "student", "sessions"}``."""
+"""Written by the job manager: ``{"key", "submitted", "creator", "client", "student", "sessions", "attempts"}``."""
 
 CODE_PACKAGES = ("core", "data", "lae", "model", "training")
 """The subpackages whose code decides a run's numbers (with the worker): hashed into the run key."""

@@ -2,8 +2,13 @@
 
 A thread calls :meth:`Scheduler.tick` every ``TICK_SECONDS`` (sooner when woken): a worker that ended is
 recorded (its run finished, failed, was cancelled, or died and is interrupted or re-queued), and queued jobs
-start while fewer than ``max_jobs`` run. After a restart, :meth:`Scheduler.recover` rebuilds the jobs from
-the run folders and adopts workers that outlived the previous server.
+start while fewer than ``max_jobs`` run.
+
+After a restart, :meth:`Scheduler.recover` rebuilds the jobs from the run folders: queued runs keep their
+order, a worker that outlived the previous server (killed) is adopted, and a run whose worker died is
+interrupted and resumable from its checkpoint, or re-queued at the front when it had none (at most
+:data:`~lapmusic.jobs.job.MAX_ATTEMPTS` times). :meth:`Scheduler.stop` is the clean shutdown: it stops this
+server's workers and re-queues their runs at the front, to continue on the next start.
 """
 
 from __future__ import annotations
