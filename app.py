@@ -5,7 +5,7 @@ This file only wires the sidebar and the pages together; all Streamlit code live
 
 import streamlit as st
 
-from lapmusic.ui import common, sidebar
+from lapmusic.ui import guard, server, session, sidebar  # noqa: F401 - server sets the process up on import
 from lapmusic.ui.pages import data, pretraining, results, runs, samples, training
 
 PAGES = {
@@ -18,15 +18,13 @@ PAGES = {
 }
 
 st.set_page_config(page_title="lapmusic: pre-trained RNNs for music", page_icon="🎹", layout="wide")
-common.session_id()  # server-issued and signed: a made-up ?session= link gets a new session
-if note := st.session_state.pop("session_note", None):
-    st.warning(note)
-settings = common.guarded(sidebar.render)
+session.open_session()
+settings = guard.guarded(sidebar.render)
 if settings is None:
     st.stop()  # the sidebar already shows why
 
-tabs = st.tabs(list(PAGES), key=common.PAGE_KEY, on_change="rerun", bind="query-params")
+tabs = st.tabs(list(PAGES), key=session.PAGE_KEY, on_change="rerun", bind="query-params")
 for tab, render in zip(tabs, PAGES.values()):
     if tab.open:  # only the visible tab runs: a page that is not looked at costs nothing
         with tab:
-            common.guarded(render, settings)
+            guard.guarded(render, settings)

@@ -1,8 +1,8 @@
 """Classroom students without browsers: each one speaks Streamlit's websocket protocol as its browser would.
 
-The classroom benchmark's headless Chromium pages run on the server's own two cores: thirty of them cost
-more CPU than the server and its workers (docs/app.md, "Fifth round"), so that benchmark measures the
-students' browsers as much as the server. A :class:`Student` here costs almost no CPU and sends the server
+The classroom benchmark's headless Chromium pages run on the server's own cores, where thirty of them can
+cost more CPU than the server and its workers, so that benchmark measures the students' browsers as much as
+the server. A :class:`Student` here costs almost no CPU and sends the server
 exactly what a browser sends (Streamlit 1.67's frontend, ``static/js/index.*.js``, read for this):
 
 - a page load: open ``/_stcore/stream`` (subprotocol ``streamlit``) and send a ``rerun_script`` BackMsg

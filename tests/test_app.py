@@ -1,103 +1,36 @@
 """The app's page flows with Streamlit's AppTest: real training (tiny), real sampling, no browser.
 
-Every test uses a tiny synthetic user dataset in a temporary cache and a temporary runs folder, so the
-whole file runs in about a minute. Jobs run in the job manager's worker processes; the tests rerun the
-script until the page shows the expected state (with a generous deadline that only a bug reaches).
+Every test uses the tiny datasets and the temporary runs folder of :mod:`appkit`, so the whole file runs in
+about a minute.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from appkit import (
+    APP,
+    all_texts,
+    app_environment,
+    finished_count,
+    new_app,
+    no_exceptions,
+    pair_on_disk,
+    rerun_until,
+    show,
+    texts,
+)
 from conftest import chorale_like_piece
-
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-DEADLINE = 180.0  # seconds; a tiny run takes a few
+from streamlit.testing.v1 import AppTest
 
 
 @pytest.fixture(scope="module")
 def app_env(tmp_path_factory):
-    """Temporary cache (with datasets ``user:tiny`` and ``user:broken``) and runs folder, small defaults."""
-    from lapmusic.data.dataset import Dataset
-    from lapmusic.data.user import save_user_dataset
-
-    root = tmp_path_factory.mktemp("app")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("LAPMUSIC_CACHE_DIR", str(root / "cache"))
-    patch.setenv("LAPMUSIC_RUNS_DIR", str(root / "runs"))
-    patch.setenv("LAPMUSIC_POLL_SECONDS", "0.3")
-    patch.setenv("LAPMUSIC_MAX_JOBS", "1")
-    patch.setenv(
-        "LAPMUSIC_APP_DEFAULTS",
-        json.dumps({"dataset": "user:tiny", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}),
-    )
-    rng = np.random.default_rng(0)
-    tiny = Dataset("user:tiny", "tiny", [chorale_like_piece(rng, 24) for _ in range(6)], [chorale_like_piece(rng, 16) for _ in range(2)],
-                   [chorale_like_piece(rng, 16) for _ in range(2)], step_seconds=0.25)
-    assert save_user_dataset(tiny) == "user:tiny"
-    # Valid pieces of one frame: training refuses them, so a job on this dataset fails.
-    broken = Dataset("user:broken", "broken", [chorale_like_piece(rng, 24) for _ in range(3)], [chorale_like_piece(rng, 1)],
-                     [chorale_like_piece(rng, 8)], step_seconds=0.25)
-    assert save_user_dataset(broken) == "user:broken"
-    yield root
-    from lapmusic.ui import common
-
-    common.manager().shutdown()
-    patch.undo()
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    return at.run()
-
-
-def no_exceptions(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def texts(at: AppTest, kind: str) -> list[str]:
-    return [element.value for element in getattr(at, kind)]
-
-
-def all_texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error"):
-        parts.extend(str(v) for v in texts(at, kind))
-    parts.extend(str(p.proto.text) for p in at.get("progress"))
-    return "\n".join(parts)
-
-
-def show(at: AppTest, page: str) -> AppTest:
-    """Click a tab (the tabs are bound to the ``page`` query parameter, as in the browser's URL)."""
-    at.session_state["page"] = page
-    at.query_params["page"] = page
-    at.run()
-    assert at.session_state["page"] == page
-    return at
-
-
-def rerun_until(at: AppTest, condition, what: str) -> AppTest:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        at.run()
-        no_exceptions(at)
-        if condition(at):
-            return at
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; page says:\n{all_texts(at)}")
-        time.sleep(0.3)
-
-
-def finished_count(at: AppTest) -> int:
-    return sum(" finished" in s for s in texts(at, "success"))
+    """The app's temporary cache and runs folder for this module."""
+    yield from app_environment(tmp_path_factory)
 
 
 def test_the_first_page_shows_the_data_its_piano_roll_and_its_audio(app_env):
@@ -302,30 +235,31 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
 
 
 def test_runs_are_listed_after_a_restart_and_can_be_reopened_and_sampled(app_env):
+    runs_dir = Path(app_env) / "runs"
+    pair = pair_on_disk(runs_dir, seed=21)  # trained before this server's session: nobody follows them
     at = new_app()  # a new browser session: it owns no jobs, but sees every run on disk
     show(at, "Runs")
     no_exceptions(at)
     table = at.dataframe[0].value
-    assert len(table) >= 3 and set(table["yours"]) == {""}
-    finished = [r for r, s in zip(table["folder"], table["state"]) if s == "finished"]
-    assert finished
-    runs_dir = Path(app_env) / "runs"
-    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    listed = dict(zip(table["folder"], zip(table["state"], table["yours"])))
+    assert {listed[run.name] for run in pair.values()} == {("finished", "")}
+    chosen = str(pair["lae"])
+    at.multiselect(key="runs_chosen").set_value([chosen])
     at.run()
     at.button(key="runs_open").click()
     at.run()
     no_exceptions(at)
     assert at.session_state["page"] == "Training"
-    assert any(finished[0] in c for c in texts(at, "caption"))
+    assert any(pair["lae"].name in c for c in texts(at, "caption"))
     assert len(at.get("plotly_chart")) == 1
 
     show(at, "Runs")
-    at.multiselect(key="runs_chosen").set_value([str(runs_dir / finished[0])])
+    at.multiselect(key="runs_chosen").set_value([chosen])
     at.run()
     at.button(key="runs_sample").click()
     at.run()
     assert at.session_state["page"] == "Samples"
-    assert at.selectbox(key="sample_run").value == str(runs_dir / finished[0])
+    assert at.selectbox(key="sample_run").value == chosen
 
 
 def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch):
@@ -375,150 +309,10 @@ def test_a_corrupt_run_folder_gives_messages_not_tracebacks(app_env, monkeypatch
     assert not at.error
 
 
-# ------------------------------------------------------------------------------ classroom (issue 11, 13)
-def test_a_made_up_session_link_gets_a_new_session_and_a_signed_one_is_restored(app_env):
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["session"] = "alice"  # somebody else's name, no token
-    at.run()
-    no_exceptions(at)
-    assert at.session_state["session_id"] != "alice" and len(at.session_state["session_id"]) >= 16
-    assert any("not valid" in w for w in texts(at, "warning"))
-    assert at.query_params["token"] and at.query_params["session"] == at.session_state["session_id"]
-
-    forged = AppTest.from_file(APP, default_timeout=60)
-    forged.query_params["session"] = at.session_state["session_id"]
-    forged.query_params["token"] = "A" * 22  # the right id with a guessed token
-    forged.run()
-    assert forged.session_state["session_id"] != at.session_state["session_id"]
-
-    again = AppTest.from_file(APP, default_timeout=60)
-    again.query_params["session"] = at.session_state["session_id"]
-    again.query_params["token"] = at.session_state["session_token"]
-    again.run()
-    assert again.session_state["session_id"] == at.session_state["session_id"] and not again.warning
-
-
-def test_a_second_student_with_the_same_settings_follows_the_same_runs(app_env):
-    first = new_app()
-    first.sidebar.number_input(key="seed").set_value(7)
-    first.sidebar.text_input(key="student_name").set_value("Anna")
-    first.sidebar.button(key="train").click()
-    first.run()
-    no_exceptions(first)
-    second = new_app()
-    second.sidebar.number_input(key="seed").set_value(7)
-    second.sidebar.button(key="train").click()
-    second.run()
-    no_exceptions(second)
-    assert second.session_state["focus"] == first.session_state["focus"] and len(first.session_state["focus"]) == 2
-    assert any("already exist with exactly these settings" in s for s in texts(second.sidebar, "success"))
-    assert all("-Anna-" in Path(p).name for p in first.session_state["focus"])
-    assert "Followed by 2 sessions" in all_texts(second)
-    # Stop from the second student only unfollows: the runs go on for the first.
-    rerun_until(second, lambda a: any(b.label == "Stop following" for b in a.button), "a Stop following button")
-    next(b for b in second.button if b.label == "Stop following").click()
-    second.run()
-    assert any("no longer follow" in i for i in texts(second, "info"))
-    rerun_until(first, lambda a: finished_count(a) == 2, "both runs to finish for the first student")
-
-
-def test_the_nade_settings_reach_the_submitted_config_only_with_the_nade_output(app_env):
-    at = new_app()
-    assert not any(s.key == "nade_vocab" for s in at.sidebar.selectbox)  # hidden with the Bernoulli output
-    at.sidebar.radio(key="output").set_value("nade")
-    at.run()
-    at.sidebar.selectbox(key="nade_vocab").set_value(512)
-    assert not any(n.key == "nade_repeat_window" for n in at.sidebar.number_input)  # only with the repeat
-    at.sidebar.checkbox(key="nade_repeat").check()
-    at.run()
-    at.sidebar.number_input(key="nade_repeat_window").set_value(16)
-    at.sidebar.radio(key="init").set_value("random")
-    at.sidebar.number_input(key="epochs").set_value(1)
-    at.sidebar.number_input(key="seed").set_value(11)
-    at.sidebar.button(key="train").click()
-    at.run()
-    no_exceptions(at)
-    (run_dir,) = at.session_state["focus"]
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    assert (config["output"], config["nade_vocab"], config["nade_repeat"]) == ("nade", 512, True)
-    assert config["nade_repeat_window"] == 16
-    rerun_until(at, lambda a: finished_count(a) == 1, "the NADE run to finish")
-    from lapmusic.ui.sidebar import Settings
-
-    back = Settings(dataset="user:tiny", hidden=8, init="lae", epochs=1, lr=1e-3, batch_size=4, max_sequences=0,
-                    patience=0, seed=0, device="cpu", output="bernoulli", nade_vocab=512, nade_repeat=True,
-                    nade_repeat_window=16)
-    (bernoulli,) = back.configs()  # the NADE's settings are left out with the Bernoulli output
-    assert (bernoulli.model.nade_vocab, bernoulli.model.nade_repeat, bernoulli.model.nade_repeat_window) == (0, False, 1)
-
-
-def test_the_page_does_not_block_while_a_dataset_builds(app_env, monkeypatch):
-    import threading
-
-    import lapmusic.data.registry
-    from lapmusic.data.dataset import Dataset
-    from lapmusic.data.user import save_user_dataset
-
-    rng = np.random.default_rng(3)
-    pieces = [chorale_like_piece(rng, 16) for _ in range(2)]
-    save_user_dataset(Dataset("user:slow", "slow", pieces, pieces, pieces, step_seconds=0.25))
-    gate = threading.Event()
-    real = lapmusic.data.registry.load_dataset
-
-    def slow(key, progress=None):
-        if key == "user:slow":
-            progress(0.5, "building")
-            gate.wait(60)
-        return real(key, progress)
-
-    monkeypatch.setattr(lapmusic.data.registry, "load_dataset", slow)
-    at = new_app()
-    at.sidebar.selectbox(key="dataset_choice").set_value("user:slow")
-    at.run()
-    no_exceptions(at)
-    assert any("Preparing user:slow: building" in str(p.proto.text) and "left" in str(p.proto.text)
-               for p in at.get("progress"))
-    assert at.sidebar.button(key="train")  # the sidebar is usable meanwhile
-    gate.set()
-    rerun_until(at, lambda a: any(m.label == "Pieces (train / valid / test)" for m in a.metric), "the data page")
-
-
-def test_the_teacher_password_unlocks_stopping_any_run(app_env, monkeypatch):
-    monkeypatch.setenv("LAPMUSIC_TEACHER_PASSWORD", "orchestra")
-    at = show(new_app(), "Runs")
-    at.text_input(key="teacher_password").set_value("wrong")
-    at.button(key="teacher_enter").click()
-    at.run()
-    assert any("Wrong password" in e for e in texts(at, "error"))
-    assert "teacher" not in at.session_state
-    at.text_input(key="teacher_password").set_value("orchestra")
-    at.button(key="teacher_enter").click()
-    at.run()
-    no_exceptions(at)
-    assert at.session_state["teacher"] is True
-    assert any("Teacher mode" in c for c in texts(at, "caption"))
-
-
-def _pair_on_disk(runs_dir: Path, seed: int) -> dict[str, Path]:
-    """An LAE run and a random run with the same settings, trained (1 epoch) straight into the runs folder."""
-    from lapmusic.data.registry import load_dataset
-    from lapmusic.training.config import TrainConfig
-    from lapmusic.training.train import train
-
-    data = load_dataset("user:tiny")
-    runs = {}
-    for init in ("random", "lae"):
-        run_dir = runs_dir / f"pair-{seed}-{init}"
-        train(TrainConfig.from_settings(dict(dataset="user:tiny", hidden=6, init=init, epochs=1, batch_size=4, seed=seed, device="cpu",
-                          readout_steps=0)), run_dir, dataset=data)
-        runs[init] = run_dir
-    return runs
-
-
 def test_listen_to_lae_and_random_side_by_side_then_again_from_the_saved_list(app_env):
     from lapmusic.sampling.store import list_samples
 
-    runs = _pair_on_disk(Path(app_env) / "runs", seed=5)
+    runs = pair_on_disk(Path(app_env) / "runs", seed=5)
     at = new_app()
     show(at, "Samples")
     no_exceptions(at)
@@ -568,7 +362,8 @@ def test_a_run_without_a_partner_offers_no_side_by_side(app_env):
     from lapmusic.training.train import train
 
     run_dir = Path(app_env) / "runs" / "alone-lae"
-    train(TrainConfig.from_settings(dict(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4, device="cpu", readout_steps=0)),
+    train(TrainConfig.from_settings(dict(dataset="user:tiny", hidden=5, init="lae", epochs=1, batch_size=4,
+                                        device="cpu", readout_steps=0)),
           run_dir, dataset=load_dataset("user:tiny"))
     at = new_app()
     show(at, "Samples")
@@ -594,130 +389,3 @@ def test_results_rows_use_short_headers_and_show_the_tuned_acc_when_the_run_has_
     assert row["ACC tuned"] == "-"
     row = result_row(SimpleNamespace(final={**final, "acc_tuned": 29.04, "threshold": 0.21}, config=run.config))
     assert row["ACC tuned"] == "29.0% (t=0.21)"
-
-
-RACE = """
-import sys, threading
-import lapmusic.ui.common  # what app.py imports first in every session's script thread
-from lapmusic.plots import loss_figure
-
-history = {"LAE": [{"epoch": 0, "train_nll": 11.0, "valid_nll": 11.0, "valid_acc": 0.0}]}
-other = threading.Thread(target=lambda: __import__("pandas"))  # another session's lazy import
-other.start()
-failures = []
-while other.is_alive():
-    try:
-        loss_figure(history).to_dict()
-    except AttributeError as exc:
-        failures.append(str(exc))
-other.join()
-print(len(failures), failures[:1])
-"""
-
-
-def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
-    # Plotly looks pandas up in sys.modules without importing it: before lapmusic.ui.common imported pandas,
-    # a chart drawn while another thread was importing it failed (thousands of times in this loop).
-    import os
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", RACE], cwd=repo, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "0", out.stdout
-
-
-def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_stays_within_the_budget():
-    """Thirty live Training tabs refreshing every 1.5 s starved the server (docs/app.md, "Fifth round"):
-    the interval is max(base, pages x cpu per refresh / share), pages counted over the last minute."""
-    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
-
-    budget = PollBudget(share=0.25, first_cpu=0.04)
-    assert budget.seconds("a", 1.5, now=0.0) == 1.5  # one page: the base
-    for n in range(30):
-        interval = budget.seconds(f"page{n}", 1.5, now=1.0)
-    assert interval == pytest.approx(max(1.5, 31 * 0.04 / 0.25))  # 4.96 s for 31 pages
-    assert budget.seconds("a", 1.5, now=2.0) == pytest.approx(interval)  # the same page counts once
-    # Pages that stopped refreshing a minute ago no longer count.
-    assert budget.seconds("a", 1.5, now=1.0 + POLL_FORGET_SECONDS + 1) == 1.5
-    # The cost per refresh is measured: a moving average moves towards what the refreshes take.
-    for _ in range(100):
-        budget.record("a", 0.002, now=100.0)
-    assert budget.cpu == pytest.approx(0.002, rel=1e-3)
-    for n in range(30):
-        interval = budget.seconds(f"page{n}", 1.5, now=100.0)
-    assert interval == 1.5  # cheap refreshes: thirty pages keep the base interval
-
-
-def test_pages_that_only_refresh_their_fragment_keep_counting_in_the_refresh_budget():
-    """A live Training tab calls ``seconds`` once, when it is drawn, then only refreshes its fragment
-    (``record``): thirty such pages must still count after a minute, or the interval falls back to the base
-    and the refreshes overload the server again."""
-    from lapmusic.ui.common import POLL_FORGET_SECONDS, PollBudget
-
-    budget = PollBudget(share=0.25, first_cpu=0.04)
-    for n in range(30):
-        budget.seconds(f"page{n}", 1.5, now=0.0)  # each page draws its live view once
-    for t in range(1, 4):  # then the pages only refresh, for three minutes
-        for n in range(30):
-            budget.record(f"page{n}", 0.04, now=t * POLL_FORGET_SECONDS * 0.9)
-    later = 3 * POLL_FORGET_SECONDS * 0.9 + 1
-    assert budget.seconds("late", 1.5, now=later) == pytest.approx(31 * 0.04 / 0.25)
-
-
-def _gate_run(slots: int, count: int) -> tuple[list[int], int]:
-    """``count`` threads arrive at a FairGate one after the other and stay inside until released together;
-    returns the order they got in and the most that were inside at once."""
-    from lapmusic.ui.common import FairGate
-
-    gate, lock, release = FairGate(slots=slots), threading.Lock(), threading.Event()
-    entered, inside, most = [], [0], [0]
-
-    def refresh(n: int) -> None:
-        with gate:
-            with lock:
-                entered.append(n)
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            release.wait(5)
-            time.sleep(0.002)
-            with lock:
-                inside[0] -= 1
-
-    threads = []
-    for n in range(count):  # each takes its ticket before the next thread starts
-        threads.append(threading.Thread(target=refresh, args=(n,)))
-        threads[-1].start()
-        deadline = time.monotonic() + 5
-        while gate._tickets < n + 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
-    time.sleep(0.05)
-    assert entered == list(range(slots))  # the first ones are in, the others wait
-    release.set()
-    for thread in threads:
-        thread.join(5)
-    return entered, most[0]
-
-
-def test_page_refreshes_take_turns_in_arrival_order():
-    """Under load, refreshes that all ran at once starved some pages for minutes (docs/app.md, "Fifth
-    round"): the gate lets them in first come, first served, at most ``slots`` at once."""
-    entered, most = _gate_run(slots=1, count=8)
-    assert entered == list(range(8)) and most == 1  # one at a time: exactly the arrival order
-    entered, most = _gate_run(slots=2, count=8)
-    assert sorted(entered) == list(range(8)) and most == 2
-
-
-def test_the_server_does_not_collect_all_garbage_after_every_script_run():
-    """Streamlit's ``gc.collect(2)`` after each run (fragment refreshes included) cost about 120 ms of GIL per
-    run here; thirty live Training tabs starved the server for minutes (docs/app.md, "Sixth round")."""
-    import tomllib
-    from streamlit import config
-
-    import lapmusic.ui.common  # noqa: F401 - sets the option on import
-
-    assert config.get_option("runner.postScriptGC") is False
-    toml = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
-    assert toml["runner"]["postScriptGC"] is False

@@ -15,8 +15,9 @@ import pytest
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import atomic_write_json, read_json
 from lapmusic.data.cache import DatasetCache, dataset_token
-from lapmusic.jobs import estimate, runs, sessions
-from lapmusic.jobs import manager as jobs
+from lapmusic.jobs import estimate, limits, runs, sessions
+from lapmusic.jobs.limits import Quotas, default_max_jobs
+from lapmusic.jobs.manager import JobManager
 from lapmusic.jobs.queue import PersistentQueue
 from lapmusic.jobs.runs import (
     INTERRUPTED,
@@ -28,7 +29,6 @@ from lapmusic.jobs.runs import (
     run_folder_name,
     summarize_run,
 )
-from lapmusic.jobs.supervisor import default_max_jobs
 
 WAIT = 20.0
 
@@ -45,9 +45,9 @@ def runs_dir(tmp_path):
 
 
 def idle_manager(runs_dir, **kwargs):
-    """A manager whose supervisor does not run: jobs stay queued (quota and queue tests)."""
+    """A manager whose scheduler does not run: jobs stay queued (quota and queue tests)."""
     kwargs.setdefault("max_jobs", 1)
-    return jobs.JobManager(runs_dir, cuda=False, start=False, **kwargs)
+    return JobManager(runs_dir, cuda=False, start=False, **kwargs)
 
 
 # ------------------------------------------------------------------------------ names
@@ -102,7 +102,7 @@ def test_the_dataset_version_follows_the_files_content(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------------------ quotas
 def test_only_new_runs_count_against_the_session_and_client_limits(runs_dir):
-    manager = idle_manager(runs_dir, max_per_session=2, max_per_client=3)
+    manager = idle_manager(runs_dir, quotas=Quotas(per_session=2, per_client=3))
     first = [manager.submit(config(seed=s), session="eager", client="10.0.0.5") for s in (1, 2)]
     assert manager.slots_left("eager", "10.0.0.5") == 0 and manager.slots_left("other") == 2
     with pytest.raises(LapMusicError, match="already have 2 new runs"):
@@ -110,7 +110,7 @@ def test_only_new_runs_count_against_the_session_and_client_limits(runs_dir):
     assert manager.submit(config(seed=1), session="eager", client="10.0.0.5") is first[0]  # attaching is free
     # A second browser on the same computer: its own session, but the client limit (3) still counts.
     manager.submit(config(seed=4), session="second-tab", client="10.0.0.5")
-    with pytest.raises(LapMusicError):
+    with pytest.raises(LapMusicError, match="from this computer at most 3"):
         manager.submit(config(seed=5), session="third-tab", client="10.0.0.5")
     manager.submit(config(seed=5), session="third-tab", client=None)  # the server's own machine: no client limit
     assert manager.cancel(first[0].id, "eager") == "cancelled"
@@ -120,26 +120,24 @@ def test_only_new_runs_count_against_the_session_and_client_limits(runs_dir):
 def test_limits_come_from_the_environment(monkeypatch, runs_dir):
     for name in ("LAPMUSIC_MAX_JOBS", "LAPMUSIC_MAX_JOBS_PER_SESSION", "LAPMUSIC_MAX_JOBS_PER_CLIENT"):
         monkeypatch.delenv(name, raising=False)
-    assert jobs.default_max_per_session() == 2 and jobs.default_max_per_client() == 4
+    assert limits.default_max_per_session() == 2 and limits.default_max_per_client() == 4
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "4")
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_CLIENT", "0")
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS", "3")
     manager = idle_manager(runs_dir, max_jobs=None)
-    assert (manager.max_per_session, manager.max_per_client, manager.max_jobs) == (4, None, 3)
+    assert (manager.quotas.per_session, manager.quotas.per_client, manager.max_jobs) == (4, None, 3)
     monkeypatch.setenv("LAPMUSIC_MAX_JOBS_PER_SESSION", "many")
-    assert jobs.default_max_per_session() == 2
+    assert limits.default_max_per_session() == 2
 
 
 def test_the_default_slots_follow_the_machine(monkeypatch):
-    from lapmusic.jobs import supervisor
-
     monkeypatch.delenv("LAPMUSIC_MAX_JOBS", raising=False)
-    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 0)
+    monkeypatch.setattr(limits, "cuda_devices", lambda: 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert default_max_jobs() == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert default_max_jobs() == 1
-    monkeypatch.setattr(supervisor, "cuda_devices", lambda: 2)
+    monkeypatch.setattr(limits, "cuda_devices", lambda: 2)
     assert default_max_jobs() == 2
 
 

@@ -141,7 +141,7 @@ def test_cli_train_with_readout_skip(tmp_path, dataset, monkeypatch, capsys):
 
 
 def test_run_label_names_the_readout_skip():
-    from lapmusic.ui.common import run_label
+    from lapmusic.ui.labels import run_label
 
     assert run_label({"init": "lae", "hidden": 8, "seed": 1, "readout_skip": True}) == "LAE · h8 · seed 1 · skip"
     assert run_label({"init": "lae", "hidden": 8, "seed": 1}) == "LAE · h8 · seed 1"

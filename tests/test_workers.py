@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,9 @@ import pytest
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import atomic_write_json, read_json, read_jsonl
-from lapmusic.jobs import manager as jobs
 from lapmusic.jobs import worker
+from lapmusic.jobs.limits import Quotas
+from lapmusic.jobs.manager import JobManager
 from lapmusic.jobs.runs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
 
 WAIT = 30.0
@@ -37,9 +39,8 @@ def config(tmp_path, **overrides):
 
 def manager_for(runs_dir, **kwargs):
     kwargs.setdefault("max_jobs", 1)
-    kwargs.setdefault("max_per_session", None)
-    kwargs.setdefault("max_per_client", None)
-    return jobs.JobManager(runs_dir, worker_env=FAKE_ENV, cuda=False, **kwargs)
+    kwargs.setdefault("quotas", Quotas(per_session=None, per_client=None))
+    return JobManager(runs_dir, worker_env=FAKE_ENV, cuda=False, **kwargs)
 
 
 def until(predicate, timeout=WAIT, what="condition"):
@@ -94,7 +95,7 @@ def test_slots_bound_the_workers_and_the_queue_is_fifo(runs_dir, tmp_path, manag
 
 def test_identical_settings_share_one_run(runs_dir, tmp_path, managers):
     gate = tmp_path / "gate"
-    manager = manager_for(runs_dir, max_per_session=1)
+    manager = manager_for(runs_dir, quotas=Quotas(per_session=1, per_client=None))
     managers.append(manager)
     first = manager.submit(config(tmp_path, gate=str(gate)), session="a")
     others = [manager.submit(config(tmp_path, gate=str(gate)), session=f"s{n}") for n in range(29)]
@@ -183,27 +184,53 @@ def test_a_worker_killed_before_its_first_checkpoint_is_requeued_not_interrupted
     assert read_json(job.run_dir / "job.json")["attempts"] == 1
 
 
+KILLED_SERVER = r"""
+import json, sys, time
+from lapmusic.jobs.limits import Quotas
+from lapmusic.jobs.manager import JobManager
+
+runs_dir, configs, env = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+manager = JobManager(runs_dir, max_jobs=1, cuda=False, quotas=Quotas(None, None), worker_env=env)
+jobs = [manager.submit(c, session="a", group="g1" if n == 0 else None) for n, c in enumerate(configs)]
+deadline = time.monotonic() + 60
+while manager.get(jobs[0].id).state != "running":
+    if time.monotonic() > deadline:
+        sys.exit("the first job did not start")
+    time.sleep(0.05)
+print(json.dumps([j.id for j in jobs]), flush=True)
+time.sleep(600)  # until the test kills this server
+"""
+
+
 def test_a_restart_keeps_the_queue_in_order_and_adopts_a_live_worker(runs_dir, tmp_path, managers):
     gate = tmp_path / "gate"
-    first = manager_for(runs_dir)
-    running = first.submit(config(tmp_path, gate=str(gate)), session="a", group="g1")
-    queued = [first.submit(config(tmp_path, seed=s, gate=str(gate)), session="a") for s in (1, 2, 3)]
-    until(lambda: first.get(running.id).state == RUNNING, what="running")
-    # The server dies without cleaning up (kill -9): its supervisor stops, its worker lives on.
-    first._stop.set()
-    first._thread.join(5)
-    os.close(first._lock_fd)
+    configs = [config(tmp_path, seed=s, gate=str(gate)) for s in (0, 1, 2, 3)]
+    first = subprocess.Popen([sys.executable, "-c", KILLED_SERVER, str(runs_dir), json.dumps(configs),
+                              json.dumps(FAKE_ENV)], env=dict(os.environ, PYTHONPATH=FAKE_ENV["PYTHONPATH"]),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = first.stdout.readline()
+        assert line, "the first server did not start its first job"
+        running, *queued = json.loads(line)
+        first.send_signal(signal.SIGKILL)  # the server dies without cleaning up; its worker lives on
+        first.wait(WAIT)
 
-    second = manager_for(runs_dir)
-    managers.append(second)
-    assert [second.queue_position(j.id) for j in queued] == [1, 2, 3]
-    assert second.get(running.id).state == RUNNING  # adopted, not interrupted
-    assert summarize_run(running.run_dir, second).state == RUNNING
-    assert {j.id for j in second.jobs("a")} == {running.id} | {j.id for j in queued}  # the session's runs
-    assert second.get(running.id).group_of("a") == "g1"
-    gate.write_text("")
-    for job in [running] + queued:
-        assert second.wait(job.id, timeout=WAIT).state == FINISHED
+        second = manager_for(runs_dir)
+        managers.append(second)
+        assert [second.queue_position(job_id) for job_id in queued] == [1, 2, 3]
+        assert second.get(running).state == RUNNING  # adopted, not interrupted
+        assert read_json(runs_dir / running / "job.json")["attempts"] == 0  # no worker death recorded
+        assert summarize_run(runs_dir / running, second).state == RUNNING
+        assert {j.id for j in second.jobs("a")} == {running, *queued}  # the session's runs
+        assert second.get(running).group_of("a") == "g1"
+        gate.write_text("")
+        for job_id in [running, *queued]:
+            assert second.wait(job_id, timeout=WAIT).state == FINISHED
+    finally:
+        gate.write_text("")  # a worker left waiting at the gate ends
+        if first.poll() is None:
+            first.kill()
+            first.wait()
 
 
 def test_a_clean_shutdown_requeues_running_runs_at_the_front(runs_dir, tmp_path, managers):
@@ -263,8 +290,6 @@ def test_the_worker_refuses_a_folder_without_config(tmp_path, capsys):
 
 
 def test_a_worker_refused_by_the_folder_lock_leaves_the_owners_status_alone(tmp_path):
-    import subprocess
-
     from lapmusic.training.config import TrainConfig
 
     run_dir = tmp_path / "run"
@@ -297,7 +322,7 @@ def test_a_real_tiny_training_in_a_worker(runs_dir, tmp_path, monkeypatch, make_
     monkeypatch.setenv("LAPMUSIC_CACHE_DIR", str(tmp_path / "cache"))
     rolls = make_rolls(6, 12)
     key = save_user_dataset(Dataset("user:tiny", "tiny", rolls[:4], rolls[4:5], rolls[5:]))
-    manager = jobs.JobManager(runs_dir, max_jobs=1, cuda=False, max_per_session=None)
+    manager = JobManager(runs_dir, max_jobs=1, cuda=False, quotas=Quotas(per_session=None, per_client=None))
     managers.append(manager)
     job = manager.submit({**_tiny_config(), "dataset": key}, session="a")
     done = manager.wait(job.id, timeout=120)
@@ -315,15 +340,15 @@ def _tiny_config() -> dict:
 
 def test_resume_right_after_a_stop_waits_for_the_exiting_worker(runs_dir, tmp_path, managers):
     gate = tmp_path / "gate"
-    manager = manager_for(runs_dir, start=False)  # no supervisor: the test decides when workers are noticed
+    manager = manager_for(runs_dir, start=False)  # no scheduler thread: the test decides when workers are noticed
     managers.append(manager)
     job = manager.submit(config(tmp_path, epochs=3, gate=str(gate)), session="a")
-    manager.tick()
+    manager.scheduler.tick()
     gate.write_text("1")
     until(lambda: (job.run_dir / "checkpoint.pt").is_file(), what="a checkpoint")
     manager.cancel(job.id, "a")
     until(lambda: read_json(job.run_dir / "status.json")["state"] == "cancelled", what="cancelled on disk")
-    assert manager.get(job.id).state == RUNNING  # the supervisor has not looked yet
+    assert manager.get(job.id).state == RUNNING  # the scheduler has not looked yet
     resumed = manager.submit(None, run_dir=job.run_dir, resume=True, session="a")
     assert resumed.state == QUEUED and manager.queue_position(job.id) == 1
 
@@ -332,8 +357,9 @@ SERVER_EXIT = r"""
 import sys, time, json
 from pathlib import Path
 import torch  # the server imports torch too (sidebar, samples)
+from lapmusic.jobs.limits import Quotas
 from lapmusic.jobs.manager import JobManager
-manager = JobManager(sys.argv[1], max_jobs=1, cuda=False, max_per_session=None)
+manager = JobManager(sys.argv[1], max_jobs=1, cuda=False, quotas=Quotas(None, None))
 job = manager.submit(json.loads(sys.argv[2]), session="a")
 deadline = time.monotonic() + 120
 while not (job.run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
@@ -345,11 +371,8 @@ sys.exit(0)  # like Ctrl-C of streamlit: the interpreter exits, atexit runs
 
 
 def test_the_server_exits_cleanly_while_a_run_trains(runs_dir, tmp_path, make_rolls):
-    """The old in-process training threads made the server print 'terminate called without an active
-    exception' at exit; now the server stops its worker, re-queues the run and exits quietly."""
-    import json
-    import subprocess
-    import sys
+    """At exit the server stops its worker, re-queues the run and exits quietly: no 'terminate called
+    without an active exception' from a training thread."""
 
     from lapmusic.data.dataset import Dataset
     from lapmusic.data.user import save_user_dataset

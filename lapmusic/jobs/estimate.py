@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import heapq
 import statistics
+import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
-from lapmusic.core.io import read_jsonl
+from lapmusic.core.io import read_json, read_jsonl
+from lapmusic.jobs.job import Job
+from lapmusic.jobs.runs import candidate_dirs
 
 DEFAULT_EPOCH_SECONDS = 60.0
-"""Per epoch when nothing was measured: the Bach set at 128 hidden units takes ~5-15 s per epoch on a
-2-core CPU, so this over-estimates rather than promise a start that does not come."""
+"""Per epoch when nothing was measured: on the high side, so as not to promise a start that does not come."""
 DEFAULT_SETUP_SECONDS = 60.0
+TIMING_TTL = 30.0  # seconds a measured timing is reused before the metrics.jsonl files are read again
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,6 @@ def measure(run_dirs: Iterable, dataset: str, hidden: int, configs: dict | None 
 
     ``configs`` maps run folder -> config dict (read from ``config.json`` when missing).
     """
-    from pathlib import Path
-
-    from lapmusic.core.io import read_json
-
     epochs: list[float] = []
     setups: list[float] = []
     runs = 0
@@ -101,3 +101,44 @@ def schedule(running_left: Sequence[float], queued: Sequence[float], slots: int)
         out.append((start, finish))
         heapq.heappush(free, finish)
     return out
+
+
+class Estimator:
+    """Start and finish estimates for the jobs of one runs folder, from timings measured there.
+
+    Thread-safe enough for the pages: a timing is a value, recomputed at most every ``ttl`` seconds per
+    (dataset, hidden size); two threads that recompute it at once get the same answer.
+    """
+
+    def __init__(self, runs_dir: Path, configs: Callable[[], dict], ttl: float = TIMING_TTL):
+        self.runs_dir, self.configs, self.ttl = runs_dir, configs, ttl
+        self._timings: dict[tuple, tuple[float, Timing]] = {}
+
+    def timing(self, dataset: str, hidden: int) -> Timing:
+        """Measured epoch and set-up seconds for runs of this size (cached ``ttl`` seconds)."""
+        key = (dataset, hidden)
+        now = time.monotonic()
+        cached = self._timings.get(key)
+        if cached is None or now - cached[0] > self.ttl:
+            cached = (now, measure(candidate_dirs(self.runs_dir), dataset, hidden, self.configs()))
+            self._timings[key] = cached
+        return cached[1]
+
+    def estimates(self, running: Sequence[Job], queued: Sequence[Job], slots: int) -> dict[str, dict]:
+        """``{job id: {"position", "start_in", "finish_in", "measured"}}`` for the running jobs and the queued
+        ones (in queue order), in seconds from now; ``position`` is None while running, 1 for the next to start."""
+        now = time.time()
+        out: dict[str, dict] = {}
+        left = []
+        for job in running:
+            timing = self.timing(job.config.get("dataset"), job.config.get("hidden"))
+            status = read_json(job.run_dir / "status.json") or {}
+            fraction = status.get("fraction") if isinstance(status.get("fraction"), (int, float)) else None
+            rest = remaining(timing.duration(job.config.get("epochs", 1)), now - (job.started_at or now), fraction)
+            left.append(rest)
+            out[job.id] = {"position": None, "start_in": 0.0, "finish_in": rest, "measured": timing.measured}
+        timings = [self.timing(j.config.get("dataset"), j.config.get("hidden")) for j in queued]
+        durations = [t.duration(j.config.get("epochs", 1)) for t, j in zip(timings, queued)]
+        for n, (job, timing, (start, finish)) in enumerate(zip(queued, timings, schedule(left, durations, slots))):
+            out[job.id] = {"position": n + 1, "start_in": start, "finish_in": finish, "measured": timing.measured}
+        return out

@@ -3,18 +3,19 @@
 ``RUNS/.lapmusic/queue.json`` = ``{"queue": [{"run": NAME, "submitted": t}, ...]}``, first to start
 first, rewritten atomically on every change by the one server process that owns the runs folder. Entries
 name run folders relative to the runs folder, so the folder can be moved as a whole. Each run folder still
-says ``queued`` in its own ``status.json``; :meth:`PersistentQueue.load` reconciles the two after a crash
-(a queued run missing from the file is appended in submission order; an entry whose run is gone or no
-longer queued is dropped).
+says ``queued`` in its own ``status.json``; :meth:`PersistentQueue.restore` reconciles the two after a
+restart (a queued run missing from the file is appended in submission order; an entry whose run is gone or
+no longer queued is dropped).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 from lapmusic.core.io import atomic_write_json, read_json
-from lapmusic.jobs.sessions import state_dir
+from lapmusic.jobs.folder import state_dir
 
 QUEUE_FILE = "queue.json"
 
@@ -52,6 +53,18 @@ class PersistentQueue:
             return str(Path(run_dir).resolve().relative_to(self.runs_dir.resolve()))
         except ValueError:
             return str(run_dir)
+
+    def restore(self, queued: dict[Path, float], front: Iterable[Path] = ()) -> None:
+        """The order after a restart, saved: the runs in ``front`` first (by submission time), then the
+        file's order, then the queued runs the file misses (by submission time). ``queued`` maps every run
+        folder whose status says queued (resolved) to its submission time; other entries are dropped."""
+        order = sorted(front, key=queued.__getitem__)
+        for run_dir, _ in self.load():
+            run_dir = run_dir.resolve()
+            if run_dir in queued and run_dir not in order:
+                order.append(run_dir)
+        order += sorted((r for r in queued if r not in order), key=queued.__getitem__)
+        self.replace([(r, queued[r]) for r in order])
 
     # ------------------------------------------------------------------ the list
     def replace(self, items: list[tuple[Path, float]]) -> None:

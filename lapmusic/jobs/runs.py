@@ -43,7 +43,7 @@ LEGACY_STALE_SECONDS = 300.0
 """For runs without a worker heartbeat and without a run lock (older ``lapmusic`` versions): a running
 status.json older than this means the run was interrupted."""
 JOB_FILE = "job.json"
-"""Written by the job manager: ``{"key", "submitted", "creator", "client", "student", "sessions"}``."""
+"""Written by the job manager: ``{"key", "submitted", "creator", "client", "student", "sessions", "attempts"}``."""
 
 CODE_PACKAGES = ("core", "data", "lae", "model", "training")
 """The subpackages whose code decides a run's numbers (with the worker): hashed into the run key."""
@@ -219,9 +219,23 @@ def live_state(run_dir: Path, status: dict, now: float | None = None) -> str:
 
 
 def summarize_run(run_dir: str | os.PathLike, manager=None) -> RunSummary | None:
-    """Read one run folder; None when it is not a run folder. Never raises on a bad folder: a config.json
-    or status.json that cannot be used gives state ``damaged`` with the reason in ``status["error"]``, and
-    malformed metrics lines are skipped."""
+    """Read one run folder as the pages show it. Never raises on a bad folder.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run folder.
+    manager : JobManager, optional
+        The server's job manager: an active run it queues or trains gets it as ``owner`` (else the run is
+        active ``elsewhere``: another server or the ``lapmusic`` command).
+
+    Returns
+    -------
+    RunSummary or None
+        None when ``run_dir`` is not a run folder (no ``config.json``). A ``config.json`` or ``status.json``
+        that cannot be used gives state ``damaged`` with the reason in ``status["error"]``; malformed lines
+        of ``metrics.jsonl`` are skipped; a ``running`` status whose process is gone reads ``interrupted``.
+    """
     run_dir = Path(run_dir)
     config, problem = read_config_dict(run_dir)
     if config is None:
@@ -257,8 +271,21 @@ def summarize_run(run_dir: str | os.PathLike, manager=None) -> RunSummary | None
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None, manager=None) -> list[RunSummary]:
-    """Every run folder directly under ``runs_dir`` (or one level deeper, as ``lapmusic compare``
-    writes them), newest first. One unreadable folder is listed as damaged; it never hides the others."""
+    """Every run folder directly under ``runs_dir``, or one level deeper (as ``lapmusic compare`` writes them).
+
+    Parameters
+    ----------
+    runs_dir : path, optional
+        The folder to list; by default the manager's runs folder, else :func:`default_runs_dir`.
+    manager : JobManager, optional
+        Passed to :func:`summarize_run`.
+
+    Returns
+    -------
+    list of RunSummary
+        Newest first (by the time of ``config.json``); empty when ``runs_dir`` does not exist. A folder that
+        cannot be read at all is listed as ``damaged``: it never hides the others.
+    """
     root = Path(runs_dir) if runs_dir is not None else (manager.runs_dir if manager else default_runs_dir())
     if not root.is_dir():
         return []

@@ -19,14 +19,10 @@ import hashlib
 import hmac
 import os
 import secrets
-from pathlib import Path
+
+from lapmusic.jobs.folder import state_dir
 
 SECRET_NAME = "secret"
-
-
-def state_dir(runs_dir: str | os.PathLike) -> Path:
-    """``RUNS/.lapmusic``: the manager's own files (queue, server secret); hidden from run listings."""
-    return Path(runs_dir) / ".lapmusic"
 
 
 def server_secret(runs_dir: str | os.PathLike) -> bytes:

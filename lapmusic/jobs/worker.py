@@ -4,7 +4,7 @@ The app's job manager (:mod:`lapmusic.jobs.manager`) starts one of these per run
 competes with the Streamlit server for the interpreter (and a crash of one cannot take down the other).
 The worker
 
-- reads ``RUNDIR/config.json`` and trains it with :func:`lapmusic.train.train`, resuming from
+- reads ``RUNDIR/config.json`` and trains it with :func:`lapmusic.training.train.train`, resuming from
   ``checkpoint.pt`` when one exists (a job re-queued after a restart continues where it stopped);
 - limits torch to ``$LAPMUSIC_WORKER_THREADS`` threads (the manager gives each of its N slots its share
   of the cores) and lowers its own priority (``nice``), so the server's pages stay responsive;
@@ -40,10 +40,8 @@ HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 10.0
 """A heartbeat older than this means the worker is gone (five missed beats), for a worker on another host."""
 STALL_SECONDS = 120.0
-"""On this host, a worker whose pid lives is taken for hung only after this long without a beat. One long
-LAPACK call can silence the heartbeat thread for more than ``STALE_SECONDS``: scipy's SVD and ``eigh`` hold
-the GIL (the LAE's Rayleigh-Ritz step, seconds long in a niced worker under load). With the shorter limit
-the pages read a live run as interrupted and stopped polling it (the classroom run, docs/app.md)."""
+"""On this host, a worker whose pid lives is taken for hung only after this long without a beat: one long
+LAPACK call that holds the GIL (scipy's SVD or ``eigh`` in the LAE fit) silences the heartbeat thread."""
 WORKER_FILE = "worker.json"
 CANCEL_FILE = "cancel"
 
@@ -176,7 +174,19 @@ def _train_function():
 
 
 def run(run_dir: Path) -> int:
-    """Train the run in ``run_dir`` in this process (the body of ``python -m lapmusic.jobs.worker``)."""
+    """Train the run in ``run_dir`` in this process (the body of ``python -m lapmusic.jobs.worker``).
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run folder holding ``config.json``; its ``checkpoint.pt``, when there is one, is resumed.
+
+    Returns
+    -------
+    int
+        The exit status: 0 when the run finished or was cancelled, 1 when it failed (the message is in
+        ``status.json``, unless another process holds the folder: then only on stderr).
+    """
     threads = int(os.environ.get("LAPMUSIC_WORKER_THREADS", "0") or 0) or (os.cpu_count() or 1)
     nice = int(os.environ.get("LAPMUSIC_WORKER_NICE", "5") or 0)
     heartbeat = Heartbeat(run_dir)
@@ -218,6 +228,18 @@ def _fail_unless_recorded(run_dir: Path, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m lapmusic.jobs.worker RUNDIR``: check the arguments, then :func:`run`.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command-line arguments (``sys.argv[1:]`` by default).
+
+    Returns
+    -------
+    int
+        :func:`run`'s exit status, or 2 when ``RUNDIR`` holds no ``config.json``.
+    """
     parser = argparse.ArgumentParser(prog="python -m lapmusic.jobs.worker", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run folder holding config.json")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ Bach set, 128 hidden units, a few epochs) give a first result in about a minute 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 import uuid
@@ -16,16 +17,20 @@ import streamlit as st
 from lapmusic.core.errors import LapMusicError
 from lapmusic.jobs.runs import run_key
 
-from . import common
+from . import server, session
+from .defaults import app_defaults
+from .labels import display_path
+
+log = logging.getLogger(__name__)
 
 UPLOAD = "__upload__"
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 INIT_CHOICES = {"lae": "LAE pre-trained", "random": "random", "both": "both, side by side"}
 OUTPUT_CHOICES = {"bernoulli": "independent keys (Bernoulli)", "nade": "NADE: keys of a chord agree (slower)"}
-VOCAB_CHOICES = (0, 128, 256, 512, 1024)  # NADE chord vocabulary sizes offered (0 = off); 512 is the one measured
+VOCAB_CHOICES = (0, 128, 256, 512, 1024)  # NADE chord vocabulary sizes offered (0 = off); 512 is the recipe's
 VOCAB_HELP = (
     "NADE only. Mix the NADE with a softmax over the N most frequent chords (whole frames) of the training split, "
-    "so a whole known chord can be chosen at once (lapmusic/chordvocab.py). Measured with N = 512 (docs/sampling.md, "
+    "so a whole known chord can be chosen at once (lapmusic/model/chordvocab.py). Measured with N = 512 (docs/sampling.md, "
     "\"Chord-vocabulary mixture\"): samples at temperature 1 change chord less often, JSB 0.75-0.78 distinct chords "
     "per frame against 0.85-0.88 without it (real chorales 0.47-0.76), Nottingham 0.29-0.33 (real 0.17-0.36), with "
     "a better test NLL (JSB 5.31-5.37 against 5.48-5.51). N must stay well below the number of distinct training "
@@ -33,7 +38,7 @@ VOCAB_HELP = (
 )
 REPEAT_HELP = (
     "NADE only. Mix the output with a component that copies the previous frame exactly, so holding a chord is one "
-    "choice instead of 88 key choices (lapmusic/repeatmix.py). Measured on JSB with a 512-chord vocabulary, three "
+    "choice instead of 88 key choices (lapmusic/model/repeatmix.py). Measured on JSB with a 512-chord vocabulary, three "
     "seeds, and Nottingham, one seed (docs/sampling.md, \"Repeat component\"): better test NLL (JSB 5.28-5.32 against "
     "5.31-5.37, Nottingham 2.13 against 2.18) and samples that hold chords as often as the music, but they still "
     "change chord about as often as without it (JSB distinct chords per frame 0.74-0.77, at the top edge of the "
@@ -42,7 +47,7 @@ REPEAT_HELP = (
 
 WINDOW_HELP = (
     "NADE with the repeat component only. The copy chooses among the last L frames read instead of only the "
-    "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/repeatmix.py; "
+    "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/model/repeatmix.py; "
     "1 = the previous frame only). Measured on JSB with a 512-chord vocabulary, three seeds (docs/sampling.md, "
     "\"Copy window\"): with 32 frames the samples' distinct chords per frame are 0.69-0.72 at temperature 1, inside "
     "the real chorales' 0.47-0.76 for every seed (0.74-0.77 with 1), and the test NLL is better (5.07-5.12 against "
@@ -135,7 +140,7 @@ def _cuda_line() -> tuple[bool, str]:
 
 def render() -> Settings:
     """Draw the sidebar and return its settings."""
-    defaults = common.app_defaults()
+    defaults = app_defaults()
     sidebar = st.sidebar
     sidebar.title("lapmusic")
     sidebar.caption("Pre-training RNNs on polyphonic music with linear autoencoders (Pasa & Sperduti, NIPS 2014).")
@@ -143,9 +148,7 @@ def render() -> Settings:
     options, labels = _dataset_options()
     if st.session_state.get("dataset_choice", options[0]) not in options:
         del st.session_state["dataset_choice"]  # a dataset that is gone: back to the default
-    # The default is the widget's own index, not a value put into session state before it: that value
-    # reaches the browser once, and a page whose selectbox was drawn late (a busy machine) missed it, showed
-    # the first option and trained it: 4 of 10 students of a classroom benchmark trained JSB, not Bach.
+    # The default is the widget's own index: a session-state value reaches the browser once, and a late page misses it.
     default = defaults["dataset"] if defaults["dataset"] in options else options[0]
     choice = sidebar.selectbox("Dataset", options, index=options.index(default), format_func=labels.get,
                                key="dataset_choice")
@@ -292,7 +295,7 @@ def _build_upload() -> None:
         st.session_state.upload_report = {"error": str(exc), "bad": []}
         return
     except Exception as exc:  # noqa: BLE001 - never a traceback in the page
-        common.log.exception("could not build a dataset from uploads")
+        log.exception("could not build a dataset from uploads")
         st.session_state.upload_report = {"error": f"Could not build the dataset ({type(exc).__name__}: {exc}).",
                                           "bad": []}
         return
@@ -326,23 +329,24 @@ def _start_training() -> None:
         configs = current_settings().configs()
         for config in configs:
             config.validate()  # bad settings are refused here, before anything is queued
-        manager = common.manager()
-        me, client = common.session_id(), common.client_ip()
+        manager = server.manager()
+        me, client = session.session_id(), session.client_ip()
         keys = [run_key(c.to_dict(), cuda=manager.gpus > 0) for c in configs]
         new = sum(1 for k in keys if not manager.has_run_for(k))
         if new and manager.slots_left(me, client) < new:
             raise LapMusicError(
-                f"you already have runs queued or training (at most {manager.max_per_session} new runs at a time "
+                f"you already have runs queued or training (at most {manager.quotas.per_session} new runs at a time "
                 "per browser session); wait for them or stop one on the Training tab"
             )
         group = uuid.uuid4().hex[:8]
         student = st.session_state.get("student_name") or None
-        submitted = [manager.submit(c, session=me, client=client, group=group, student=student) for c in configs]
+        submitted = [manager.submit(c.to_dict(), session=me, client=client, group=group, student=student)
+                     for c in configs]
     except LapMusicError as exc:
         st.session_state.train_error = str(exc)
         return
     except Exception as exc:  # noqa: BLE001 - never a traceback in the page
-        common.log.exception("could not start training")
+        log.exception("could not start training")
         st.session_state.train_error = f"Could not start the training ({type(exc).__name__}: {exc})."
         return
     followed = [job for job in submitted if job.creator != me]
@@ -351,14 +355,14 @@ def _start_training() -> None:
             f"{len(followed)} of these runs already exist with exactly these settings: you follow them "
             "instead of training them again (no waiting for a slot, no run spent)."
         )
-    common.set_focus([job.run_dir for job in submitted])
-    common.go_to("Training")
+    session.set_focus([job.run_dir for job in submitted])
+    session.go_to("Training")
 
 
 def _server_line(sidebar) -> None:
-    manager = common.manager()
+    manager = server.manager()
     running, queued = manager.running_count, manager.queued_count
-    where = f"Runs are saved in `{common.display_path(manager.runs_dir)}`."
+    where = f"Runs are saved in `{display_path(manager.runs_dir)}`."
     if not manager.owner:
         sidebar.caption("Server: another lapmusic server trains the runs of this folder; this one only shows them. "
                         + where)

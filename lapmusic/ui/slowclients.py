@@ -4,10 +4,8 @@ Streamlit's server (1.5x with its Starlette server) queues at most ``WEBSOCKET_M
 messages per browser. When a browser does not read them fast enough (its machine is busy, its network slow),
 the 501st message makes the server drop the session (``Runtime.disconnect_session``), but it leaves the
 websocket open: the browser is never told, keeps sending its reruns (discarded), never reconnects, and shows
-the state of a minute ago for ever, with no error. A live Training tab gets about 20 messages a refresh, so a
-browser that reads nothing for half a minute (a busy or sleeping laptop, a bad network) reaches the limit.
-Found while looking for the classroom benchmark's frozen pages (docs/app.md, "Fifth round"); it was not
-their cause (the server was starving them), and it fired once in those runs.
+the state of a minute ago for ever, with no error. A live Training tab sends tens of messages a refresh, so a
+browser that reads nothing for a while (a busy or sleeping laptop, a bad network) reaches the limit.
 
 :func:`install` makes the server close such a websocket (code 1013, "try again later"): the browser's own
 reconnect logic then reconnects at once and reruns the app, which restores the student's session from its
@@ -21,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 
-log = logging.getLogger("lapmusic.app")
+log = logging.getLogger(__name__)
 
 CLOSE_CODE = 1013  # RFC 6455 "Try Again Later": the browser reconnects
 _MARK = "_lapmusic_hangs_up"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .. import common
+from lapmusic.data.cache import dataset_token
+
+from .. import datasets
 from ..sidebar import Settings, escape_markdown
 
 MAX_LISTEN_FRAMES = 256  # a piece's first frames are enough to hear it; keeps rendering quick
@@ -28,7 +30,7 @@ def render(settings: Settings) -> None:
         return
     from lapmusic.data.catalog import DATASETS
 
-    dataset = common.get_dataset(settings.dataset)
+    dataset = datasets.get_dataset(settings.dataset)
     info = DATASETS.get(settings.dataset)
     # A user dataset's name is chosen by whoever uploaded it: shown literally, never as Markdown.
     st.markdown(f"**{escape_markdown(dataset.name)}**" + (f" — {info.description}" if info else ""))
@@ -63,10 +65,8 @@ def render(settings: Settings) -> None:
     st.plotly_chart(figure, key="data_roll")
     if len(roll) > MAX_PLOT_FRAMES:
         st.caption(f"Piano roll: the first {MAX_PLOT_FRAMES:,} of {len(roll):,} frames.")
-    # Audio on request: serving a piece's WAV (megabytes) to every new page cost a fresh session about half
-    # a second of its load on a busy 2-core server; one press plays it (autoplay after the press). The
-    # roll stays a Plotly chart: this first view loads Plotly, which the Training tab's curves need anyway
-    # (deferring it made a class's first curves wait for every page to load it at once: docs/app.md).
+    # Audio on request: a WAV of megabytes in every new page slows a class's first page loads.
+    # The roll stays a Plotly chart: this first view loads Plotly, which the Training tab's curves need anyway.
     piece = (settings.dataset, split, int(index))
     if st.session_state.get("data_listen") != piece:
         st.button("Listen", key="data_listen_button", icon=":material/play_arrow:",
@@ -74,7 +74,7 @@ def render(settings: Settings) -> None:
                   help=f"Play the first {MAX_LISTEN_FRAMES} frames of this piece.")
         return
     wav, warning = _piece_audio(
-        common.dataset_cache_token(settings.dataset), split, int(index), dataset.step_seconds, roll
+        dataset_token(settings.dataset), split, int(index), dataset.step_seconds, roll
     )
     # Autoplay only in the run right after the press: coming back to this tab (Streamlit forgets that the
     # player already autoplayed once it left the page) or any later rerun shows the player without playing

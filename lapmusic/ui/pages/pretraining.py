@@ -8,7 +8,7 @@ import streamlit as st
 
 from lapmusic.core.io import read_json
 
-from .. import common
+from .. import fairness, labels, server, session
 from ..sidebar import Settings
 
 EXPLANATION = (
@@ -35,7 +35,7 @@ def _load_lae(path: str, mtime_ns: int):
 
 def _lae_runs() -> list[Path]:
     runs = []
-    for run in common.focused_runs():
+    for run in session.focused_runs():
         config = read_json(run / "config.json") or {}
         if config.get("init") == "lae":
             runs.append(run)
@@ -57,7 +57,7 @@ def render(settings: Settings) -> None:
         run = Path(st.selectbox("Run", [str(r) for r in runs], format_func=lambda p: Path(p).name, key="lae_run"))
     path = run / "lae.npz"
     if not path.is_file():
-        job = common.manager().job_for_run(run)
+        job = server.manager().job_for_run(run)
         if job is not None and job.active:
             _wait_for_lae(run)
         else:
@@ -66,9 +66,9 @@ def render(settings: Settings) -> None:
     _show(run, path, settings)
 
 
-@st.fragment(run_every=common.poll_seconds())
+@st.fragment(run_every=fairness.poll_seconds())
 def _wait_for_lae(run: Path) -> None:
-    job = common.manager().job_for_run(run)
+    job = server.manager().job_for_run(run)
     if (run / "lae.npz").is_file() or job is None or not job.active:
         st.rerun()  # the whole page: the spectrum can be drawn now (or never will be)
     if job.state == "queued":
@@ -91,6 +91,6 @@ def _show(run: Path, path: Path, settings: Settings) -> None:
     cols[1].metric("Energy captured at p", f"{100 * float(captured):.1f}%")
     cols[2].metric("Solver", str(summary.get("solver", "-")))
     seconds = summary.get("seconds")
-    cols[3].metric("Time to fit", common.format_seconds(seconds) if seconds is not None else "-")
+    cols[3].metric("Time to fit", labels.format_seconds(seconds) if seconds is not None else "-")
     st.caption(EXPLANATION)
     st.caption(f"Run: {run.name} · dataset {(read_json(run / 'config.json') or {}).get('dataset', '?')}")

@@ -7,7 +7,7 @@ import streamlit as st
 from lapmusic.jobs.runs import FINISHED, list_runs
 from lapmusic.model.metrics import ANCHOR_NLL, best_published_nll
 
-from .. import common
+from .. import labels, server, session
 from ..sidebar import Settings
 
 ANCHOR_COLUMNS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
@@ -69,23 +69,23 @@ def result_row(run) -> dict:
         "ACC base": _percent(base.get("copy_previous_acc")),
         "exp. ACC": _percent(final.get("expected_acc")),
         "published": _number(best_published_nll(dataset)),
-        "time": common.format_seconds(final.get("total_seconds")),
+        "time": labels.format_seconds(final.get("total_seconds")),
     }
 
 
 def render(settings: Settings) -> None:
     st.subheader("Results on the test split")
-    finished = [r for r in list_runs(manager=common.manager()) if r.state == FINISHED and r.final]
+    finished = [r for r in list_runs(manager=server.manager()) if r.state == FINISHED and r.final]
     if not finished:
         st.info("No finished run yet. When a run finishes, its test metrics are compared here.")
     else:
-        focus = {str(p) for p in common.focused_runs()}
+        focus = {str(p) for p in session.focused_runs()}
         names = [str(r.run_dir) for r in finished]
         by_name = {str(r.run_dir): r for r in finished}
         default = [n for n in names if n in focus] or names[: min(4, len(names))]
         chosen = st.multiselect(
             "Runs", names, default=default, key="results_runs",
-            format_func=lambda p: f"{common.run_label(by_name[p].config, with_dataset=True)} · {p.rsplit('/', 1)[-1]}",
+            format_func=lambda p: f"{labels.run_label(by_name[p].config, with_dataset=True)} · {p.rsplit('/', 1)[-1]}",
         )
         rows = [result_row(run) for run in finished if str(run.run_dir) in chosen]
         empty = [c for c in OPTIONAL_COLUMNS if rows and all(row[c] == "-" for row in rows)]

@@ -12,23 +12,23 @@ import streamlit as st
 
 from lapmusic.jobs.runs import list_runs
 
-from .. import common
+from .. import labels, server, session
 from ..sidebar import Settings
 from .training import resume_run
 
 
 def render(settings: Settings) -> None:
     st.subheader("Runs")
-    manager = common.manager()
+    manager = server.manager()
     note = st.session_state.pop("resume_error", None)
     if note:
         st.error(note)
     runs = list_runs(manager=manager)
     if not runs:
-        st.info(f"No runs in `{common.display_path(manager.runs_dir)}` yet. Train one from the sidebar.")
+        st.info(f"No runs in `{labels.display_path(manager.runs_dir)}` yet. Train one from the sidebar.")
         _teacher_box()
         return
-    mine = {str(job.run_dir) for job in manager.jobs(common.session_id())}
+    mine = {str(job.run_dir) for job in manager.jobs(session.session_id())}
     st.dataframe(
         [
             {
@@ -47,7 +47,7 @@ def render(settings: Settings) -> None:
         ],
         hide_index=True,
     )
-    st.caption(f"Saved in `{common.display_path(manager.runs_dir)}`; runs made with the `lapmusic` command appear here too.")
+    st.caption(f"Saved in `{labels.display_path(manager.runs_dir)}`; runs made with the `lapmusic` command appear here too.")
     by_name = {str(r.run_dir): r for r in runs}
     chosen = st.multiselect(
         "Choose one run, or several to compare", list(by_name), key="runs_chosen",
@@ -77,7 +77,7 @@ def _teacher_box() -> None:
     if teacher_password() is None:
         return
     with st.expander("Teacher"):
-        if common.is_teacher():
+        if session.is_teacher():
             st.caption("Teacher mode: Stop on the Training tab stops any run, Delete here removes any stopped run.")
             st.button("Leave teacher mode", key="teacher_leave", on_click=lambda: st.session_state.pop("teacher", None))
             return
@@ -101,11 +101,11 @@ def _enter_teacher() -> None:
 def _delete() -> None:
     from lapmusic.core.errors import LapMusicError
 
-    manager = common.manager()
+    manager = server.manager()
     for run_dir in _chosen():
         try:
-            manager.delete(str(run_dir.resolve().relative_to(manager.runs_dir)), common.session_id(),
-                           teacher=common.is_teacher())
+            manager.delete(str(run_dir.resolve().relative_to(manager.runs_dir)), session.session_id(),
+                           teacher=session.is_teacher())
         except (LapMusicError, ValueError) as exc:
             st.session_state["resume_error"] = str(exc)
             return
@@ -118,16 +118,16 @@ def _chosen() -> list[Path]:
 
 def _open() -> None:
     if _chosen():
-        common.set_focus(_chosen())
-        common.go_to("Training")
+        session.set_focus(_chosen())
+        session.go_to("Training")
 
 
 def _sample() -> None:
     chosen = _chosen()
     if len(chosen) == 1:
-        common.set_focus(chosen)
+        session.set_focus(chosen)
         st.session_state["sample_run"] = str(chosen[0])
-        common.go_to("Samples")
+        session.go_to("Samples")
 
 
 def _resume() -> None:

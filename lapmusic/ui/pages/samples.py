@@ -7,14 +7,17 @@ Every sample is saved in its run folder (``lapmusic.sampling.store``: ``RUNDIR/s
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import streamlit as st
 
 from lapmusic.jobs.runs import list_runs
 
-from .. import common
+from .. import datasets, labels, server, session
 from ..sidebar import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_AUDIO_SECONDS = 300.0
 PRIMERS = {"none": "silence", "piece": "the start of a test piece", "chord": "a chord"}
@@ -45,12 +48,12 @@ def step_seconds_for(dataset_key: str) -> float:
     info = DATASETS.get(dataset_key)
     if info is not None:
         return float(info.step_seconds)
-    return float(common.get_dataset(dataset_key).step_seconds)
+    return float(datasets.get_dataset(dataset_key).step_seconds)
 
 
 def _default_run(runs, by_name) -> str:
     """The LAE run of this session's latest comparison; else the newest LAE run; else the newest run."""
-    focus = [str(p) for p in common.focused_runs() if str(p) in by_name]
+    focus = [str(p) for p in session.focused_runs() if str(p) in by_name]
     focus.sort(key=lambda p: by_name[p].config.get("init") != "lae")
     if focus:
         return focus[0]
@@ -62,7 +65,7 @@ def render(settings: Settings) -> None:
     from lapmusic.sampling.store import comparison_partner
 
     st.subheader("Samples: let the network compose")
-    runs = [r for r in list_runs(manager=common.manager()) if r.has_model]
+    runs = [r for r in list_runs(manager=server.manager()) if r.has_model]
     if not runs:
         st.info("No trained model yet. Train a run from the sidebar; after its first epoch you can sample from it.")
         return
@@ -72,7 +75,7 @@ def render(settings: Settings) -> None:
         st.session_state.sample_run = _default_run(runs, by_name)
     chosen = st.selectbox(
         "Run", names, key="sample_run",
-        format_func=lambda p: (f"{common.run_label(by_name[p].config, with_dataset=True)} · {Path(p).name} "
+        format_func=lambda p: (f"{labels.run_label(by_name[p].config, with_dataset=True)} · {Path(p).name} "
                                f"({by_name[p].state}, {by_name[p].epochs_done} epochs)"),
     )
     run = by_name[chosen]
@@ -126,7 +129,7 @@ def _primer_controls(box, dataset_key: str | None) -> str:
     """The primer widgets; returns a ``lapmusic.sampling.primer.parse_primer`` specification."""
     primer_kind = box.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
     if primer_kind == "piece":
-        n_test = len(common.get_dataset(dataset_key).test) if dataset_key else 0
+        n_test = len(datasets.get_dataset(dataset_key).test) if dataset_key else 0
         if n_test == 0:
             box.warning("This run's dataset has no test pieces; start from silence or a chord.")
             return "none"
@@ -154,7 +157,7 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
 
     shown = []
     try:
-        dataset = common.get_dataset(dataset_key) if request["primer_spec"].startswith("test:") else None
+        dataset = datasets.get_dataset(dataset_key) if request["primer_spec"].startswith("test:") else None
         primer = parse_primer(request["primer_spec"], dataset_key, dataset=dataset)
         name = new_sample_name(request["seed"], request["temperature"])
         for run_dir in run_dirs:
@@ -170,7 +173,7 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
         st.session_state.sample_error = str(exc)
         return
     except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-        common.log.exception("sampling failed")
+        log.exception("sampling failed")
         st.session_state.sample_error = f"Sampling failed ({type(exc).__name__}: {exc})."
         return
     st.session_state.sample = shown[0]
@@ -241,7 +244,7 @@ def _musicality_statistics(items: list[dict]) -> None:
         try:
             rolls = {INIT_NAMES.get(str(i.get("init")), str(i.get("init"))): i["roll"][i.get("primer_frames") or 0:]
                      for i in items}
-            rows, caption = samples_table(rolls, common.get_dataset(dataset_key).train)
+            rows, caption = samples_table(rolls, datasets.get_dataset(dataset_key).train)
         except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
             st.caption(f"Statistics unavailable ({type(exc).__name__}: {exc}).")
             return
@@ -258,15 +261,15 @@ def _saved_samples(run, partner) -> None:
     saved = list_samples(run.run_dir)
     st.markdown(f"**Saved samples of this run** ({len(saved)})")
     if not saved:
-        st.caption(f"None yet. Every sample you generate is kept in `{common.display_path(run.run_dir)}/samples/`.")
+        st.caption(f"None yet. Every sample you generate is kept in `{labels.display_path(run.run_dir)}/samples/`.")
         return
     options = [NO_SAVED] + [s.name for s in saved]
-    labels = {s.name: s.label for s in saved}
+    titles = {s.name: s.label for s in saved}
     if st.session_state.get("saved_sample") not in options:
         st.session_state.saved_sample = NO_SAVED
     name = st.selectbox(
         "Play a saved sample again", options, key="saved_sample",
-        format_func=lambda n: "choose one..." if n == NO_SAVED else labels[n],
+        format_func=lambda n: "choose one..." if n == NO_SAVED else titles[n],
     )
     if name == NO_SAVED:
         return

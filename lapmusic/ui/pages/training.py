@@ -19,7 +19,7 @@ import streamlit as st
 from lapmusic.jobs.runs import CANCELLED, DAMAGED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, summarize_run
 from lapmusic.training.rundir import read_history
 
-from .. import common
+from .. import fairness, guard, labels, server, session
 from ..sidebar import Settings
 
 
@@ -31,7 +31,7 @@ def render(settings: Settings) -> None:
     note = st.session_state.pop("stop_note", None)
     if note:
         st.info(note)
-    runs = common.focused_runs()
+    runs = session.focused_runs()
     if not runs:
         st.info(
             "Press **Train** in the sidebar to start a run (the defaults finish in about a minute on a laptop), "
@@ -48,13 +48,13 @@ def render(settings: Settings) -> None:
 
 
 def _states(runs: list[Path]) -> set[str]:
-    manager = common.manager()
+    manager = server.manager()
     return {s.state for s in (summarize_run(run, manager) for run in runs) if s is not None}
 
 
 def _live(runs: list[Path]) -> None:
     """Redraw every ``PollBudget`` interval: the base 1.5 s, longer when many pages refresh at once."""
-    every = common.poll_budget.seconds(common.session_id(), common.poll_seconds())
+    every = fairness.poll_budget.seconds(session.session_id(), fairness.poll_seconds())
     st.fragment(run_every=every)(_live_refresh)(runs)
 
 
@@ -63,7 +63,7 @@ def _live_refresh(runs: list[Path]) -> None:
     # run that finishes) draws it again with the interval of that moment.
     started = time.thread_time()
     states = _drawn_states(runs)
-    common.poll_budget.record(common.session_id(), time.thread_time() - started)
+    fairness.poll_budget.record(session.session_id(), time.thread_time() - started)
     if RUNNING not in states:
         st.rerun()  # the whole app: poll as fast as needed, refresh the other tabs with the finished runs
 
@@ -71,12 +71,12 @@ def _live_refresh(runs: list[Path]) -> None:
 def _drawn_states(runs: list[Path]) -> set[str]:
     """Draw the runs (a fragment rerun is not inside the page's guard) and return their states; after a
     drawing error, the states read from the run folders."""
-    states = common.guarded(_draw, runs)
+    states = guard.guarded(_draw, runs)
     return states if states is not None else _states(runs)
 
 
 def _waiting(runs: list[Path]) -> None:
-    every = max(5.0, 3 * common.poll_budget.seconds(common.session_id(), common.poll_seconds()))
+    every = max(5.0, 3 * fairness.poll_budget.seconds(session.session_id(), fairness.poll_seconds()))
     st.fragment(run_every=every)(_waiting_refresh)(runs)
 
 
@@ -89,14 +89,13 @@ def _waiting_refresh(runs: list[Path]) -> None:
 def _draw(runs: list[Path]) -> set[str]:
     """Draw the runs' progress and curves; returns their states (the fragments decide on them).
 
-    Pages take turns (``common.refresh_gate``): under load, refreshes that all ran at once starved some
-    pages for minutes."""
-    with common.refresh_gate:
+    Pages take turns (``fairness.refresh_gate``), so that under load no page waits behind the others."""
+    with fairness.refresh_gate:
         return _draw_now(runs)
 
 
 def _draw_now(runs: list[Path]) -> set[str]:
-    manager = common.manager()
+    manager = server.manager()
     histories: dict[str, list[dict]] = {}
     summaries = [s for s in (summarize_run(run, manager) for run in runs) if s is not None]
     # LAE first, so that it keeps the same colour in every comparison.
@@ -105,9 +104,9 @@ def _draw_now(runs: list[Path]) -> set[str]:
     estimates = manager.estimates() if any(s.state in (QUEUED, RUNNING) for s in summaries) else {}
     for summary in summaries:
         run = summary.run_dir
-        label = _unique(common.run_label(summary.config, with_dataset=several_datasets), histories)
+        label = _unique(labels.run_label(summary.config, with_dataset=several_datasets), histories)
         histories[label] = read_history(run)  # well-formed lines only: a damaged file cannot break the page
-        common.guarded(_status_line, summary, manager.job_for_run(run), estimates)
+        guard.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
         st.plotly_chart(_loss_figure(json.dumps(histories)), key="loss_chart")  # the runs in their order
         _epoch_table(histories)
@@ -119,7 +118,7 @@ def _draw_now(runs: list[Path]) -> set[str]:
 @functools.lru_cache(maxsize=32)
 def _loss_figure(histories_json: str):
     """The loss figure, built once per state of the curves and shared by every page that shows them (a class
-    follows the same runs): building it costs about 20 ms of CPU, Streamlit only reads it (``to_json``)."""
+    follows the same runs): building it is the costly part of a refresh, and Streamlit only reads it."""
     from lapmusic.plots import loss_figure
 
     return loss_figure(json.loads(histories_json))
@@ -137,7 +136,7 @@ def _status_line(summary, job, estimates: dict) -> None:
     title = summary.title
     epochs = status.get("epochs") or summary.config.get("epochs")
     epoch = status.get("epoch") or summary.epochs_done
-    me = common.session_id()
+    me = session.session_id()
     box = st.container(border=True)
     if summary.elsewhere:
         box.info(
@@ -148,7 +147,7 @@ def _status_line(summary, job, estimates: dict) -> None:
         estimate = estimates.get(job.id) if job is not None else None
         text = f"**{title}** — {epoch} of {epochs} epochs done · {status.get('message') or 'training'}"
         if estimate is not None:
-            text += f" · about {common.format_seconds(estimate['finish_in'])} left"
+            text += f" · about {labels.format_seconds(estimate['finish_in'])} left"
         cols = box.columns([5, 1])
         fraction = status.get("fraction")
         cols[0].progress(float(fraction) if isinstance(fraction, (int, float)) else 0.0, text=text)
@@ -160,9 +159,9 @@ def _status_line(summary, job, estimates: dict) -> None:
             rough = "" if estimate["measured"] else " (rough: no run of this size measured yet)"
             cols[0].info(
                 f"**{title}** is waiting for a free slot: position {estimate['position']} of "
-                f"{common.manager().queued_count} in the queue · starts in about "
-                f"{common.format_seconds(estimate['start_in'])}, done in about "
-                f"{common.format_seconds(estimate['finish_in'])}{rough}."
+                f"{server.manager().queued_count} in the queue · starts in about "
+                f"{labels.format_seconds(estimate['start_in'])}, done in about "
+                f"{labels.format_seconds(estimate['finish_in'])}{rough}."
             )
         else:
             cols[0].info(f"**{title}** is waiting in the queue.")
@@ -192,14 +191,14 @@ def _status_line(summary, job, estimates: dict) -> None:
         _resume_button(box, summary)
     if job is not None and len(job.sessions) > 1:
         box.caption(f"Followed by {len(job.sessions)} sessions with exactly these settings: it trains once for all.")
-    box.caption(f"Run folder: `{common.display_path(run)}`")
+    box.caption(f"Run folder: `{labels.display_path(run)}`")
 
 
 def _stop_button(column, job, me: str) -> None:
     """Stop (the last follower, or the teacher), Stop following (others still follow it), or nothing."""
     if job is None:
         return
-    teacher = common.is_teacher()
+    teacher = session.is_teacher()
     if me not in job.sessions and not teacher:
         return
     alone = set(job.sessions) <= {me}
@@ -213,7 +212,7 @@ def _stop(job_id: str) -> None:
     from lapmusic.core.errors import LapMusicError
 
     try:
-        outcome = common.manager().cancel(job_id, common.session_id(), teacher=common.is_teacher())
+        outcome = server.manager().cancel(job_id, session.session_id(), teacher=session.is_teacher())
     except LapMusicError as exc:
         st.session_state["resume_error"] = str(exc)
         return
@@ -249,13 +248,13 @@ def resume_run(run_dir: Path) -> None:
         from lapmusic.training.config import TrainConfig
 
         TrainConfig.from_dict(read_json(run_dir / "config.json") or {})  # a damaged config is refused here
-        common.manager().submit(None, session=common.session_id(), client=common.client_ip(), run_dir=run_dir,
+        server.manager().submit(None, session=session.session_id(), client=session.client_ip(), run_dir=run_dir,
                                 resume=True)
     except LapMusicError as exc:
         st.session_state["resume_error"] = str(exc)
         return
-    common.set_focus([run_dir])
-    common.go_to("Training")
+    session.set_focus([run_dir])
+    session.go_to("Training")
 
 
 def _epoch_table(histories: dict[str, list[dict]]) -> None:
