@@ -52,14 +52,15 @@ def test_rec_radius_scales_w_rec_to_exactly_that_radius(tmp_path, dataset, init)
 def test_readout_starts(tmp_path, dataset):
     train(config(readout_start="zero", epochs=1, lr=1e-12), tmp_path / "zero", dataset=dataset)
     state = torch.load(tmp_path / "zero" / "checkpoint.pt", weights_only=True)["model"]
-    assert float(state["readout.weight"].abs().max()) < 1e-9 and float(state["readout.bias"].abs().max()) < 1e-9
+    assert float(state["head.readout.weight"].abs().max()) < 1e-9
+    assert float(state["head.readout.bias"].abs().max()) < 1e-9
     # Zero logits: every key at p = 1/2, NLL = 88 ln 2 per frame at epoch 0.
     assert read_history(tmp_path / "zero")[0]["valid_nll"] == pytest.approx(88 * np.log(2), rel=1e-6)
     train(config(readout_start="constant", epochs=1, lr=1e-12), tmp_path / "const", dataset=dataset)
     state = torch.load(tmp_path / "const" / "checkpoint.pt", weights_only=True)["model"]
-    assert float(state["readout.weight"].abs().max()) < 1e-9
+    assert float(state["head.readout.weight"].abs().max()) < 1e-9
     frames = np.concatenate([x[1:] for x in dataset.train]).mean(0).clip(1e-4, 1 - 1e-4)
-    np.testing.assert_allclose(state["readout.bias"].numpy(), np.log(frames / (1 - frames)), atol=1e-4)
+    np.testing.assert_allclose(state["head.readout.bias"].numpy(), np.log(frames / (1 - frames)), atol=1e-4)
     fitted = train(config(epochs=1), tmp_path / "fit", dataset=dataset)
     # The fitted readout starts below the constant model on the training split.
     assert read_history(tmp_path / "fit")[0]["train_nll"] < read_history(tmp_path / "const")[0]["train_nll"]
@@ -74,9 +75,12 @@ def test_lae_decay_and_max_lag_reach_the_lae(tmp_path, dataset):
 
 
 def test_bad_recipe_settings_are_refused():
-    for bad in (dict(readout_start="lsq"), dict(rec_radius=0.0), dict(lae_decay=1.5), dict(readout_ridge=-1.0),
-                dict(init="random", cell="gru", rec_radius=0.5)):
-        with pytest.raises(LapMusicError):
+    for bad, words in ((dict(readout_start="lsq"), "readout_start must be one of"),
+                       (dict(rec_radius=0.0), "rec_radius must be positive"),
+                       (dict(lae_decay=1.5), "lae_decay must be positive and at most 1"),
+                       (dict(readout_ridge=-1.0), "readout_ridge must be non-negative"),
+                       (dict(init="random", cell="gru", rec_radius=0.5), "rec_radius needs cell 'rnn'")):
+        with pytest.raises(LapMusicError, match=words):
             config(**bad).validate()
 
 
