@@ -45,7 +45,7 @@ def nade_rows(repeats: int, steps: int = 64) -> None:
           f"of {repeats}")
     print("| output | batch | seconds, best (median) | frames/s |")
     print("| --- | ---: | ---: | ---: |")
-    # The last row is JSB's sampling recipe (docs/sampling.md, "Copy window"): a chord vocabulary of 512 and a
+    # The last row is JSB's sampling recipe (docs/models.md, "The sampling recipe"): a chord vocabulary of 512 and a
     # 32-frame copy window on top of the NADE. Untrained weights: the cost does not depend on their values.
     variants = (("bernoulli", {}), ("nade", {}),
                 ("nade + vocab 512 + copy window 32", dict(nade_vocab=512, nade_repeat=True, nade_repeat_window=32)))

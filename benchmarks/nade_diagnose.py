@@ -1,4 +1,4 @@
-"""Why are NADE samples' distinct chords per frame above the real pieces'? (docs/sampling.md, "Distinct chords").
+"""Why are NADE samples' distinct chords per frame above the real pieces'? (docs/research/nade-sampling.md, "Distinct chords").
 
 For each finished NADE run folder, on ``--steps``-frame excerpts (the first frames of pieces at least that long,
 :func:`lapmusic.sampling.stats.reference_excerpts`) of the training and validation splits:

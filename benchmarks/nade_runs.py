@@ -1,5 +1,5 @@
-"""Bernoulli vs NADE output, LAE vs random init, on the four benchmarks (the runs behind docs/training.md,
-"The NADE output", and the stats table of docs/sampling.md).
+"""Bernoulli vs NADE output, LAE vs random init, on the four benchmarks (the runs behind docs/research/nade-output.md,
+and the stats tables of docs/research/nade-sampling.md).
 
 Settings per dataset follow the ``standard`` budget of scripts/reproduce.py (hidden 128, Adam 1e-3, BPTT 100,
 gradient clip 1, learning rate halved after 2 epochs without progress, early stop after 6), with the epoch caps
@@ -32,7 +32,7 @@ SETTINGS = {
 }
 # NADE: batch 4 and lr 3e-3. On JSB with the Bernoulli settings (batch 8, lr 1e-3: 29 optimizer steps an epoch)
 # the validation NLL fell by only 0.08 an epoch; NADE's cost per frame does not depend on the batch size, so
-# smaller batches buy more steps for the same CPU time (validation split only, see docs/training.md).
+# smaller batches buy more steps for the same CPU time (validation split only, see docs/research/nade-output.md).
 NADE_BATCH, NADE_LR = 4, 3e-3
 # A linear learning-rate warm-up over the first 300 steps for NADE runs (both inits): without it the LAE-initialised
 # NADE on Nottingham went from validation NLL 5.40 to 7.02 in its first epoch at lr 3e-3. JSB ran first, without.

@@ -1,4 +1,4 @@
-"""The musicality table of docs/sampling.md: samples of finished runs beside real excerpts of their dataset.
+"""The musicality tables of docs/research/nade-sampling.md: samples of finished runs beside real excerpts of their dataset.
 
 For every run folder given (e.g. those of benchmarks/nade_runs.py; the output column says ``nade+skip`` and
 ``nade+vocab N`` for the previous-frame skip and the chord-vocabulary mixture), draw ``--samples`` samples of ``--steps``

@@ -1,4 +1,4 @@
-"""Measure candidate settings for the app's default demo on the Bach set (docs/app.md, "The default demo").
+"""Measure candidate settings for the app's default demo on the Bach set (docs/research/app.md, "The default demo").
 
 For every (lr, batch, seed) it trains the LAE run and the random run (one process, one torch thread, the
 dataset loaded once) and prints, per run: epochs run, best epoch, best validation NLL, test NLL, ACC at

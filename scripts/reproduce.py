@@ -1,8 +1,9 @@
-"""Reproduce the paper's comparison (LAE pre-training vs random init) and write docs/results.md.
+"""Reproduce the paper's comparison (LAE pre-training vs random init) and write a report of it.
 
 For every dataset: one LAE is fitted on the training pieces (seed 0) and shared by the LAE-init runs of
 every seed; then LAE-init and random-init networks are trained with identical settings for each seed.
-Everything in the generated part of docs/results.md comes from the run folders this script writes
+The report (``--doc``, default runs/reproduce/results.md; docs/research/early-budgets.md keeps the one of
+2026-11-26) comes from the run folders this script writes
 (``final.json``, ``metrics.jsonl``); finished runs with identical settings are reused, so the report can be
 regenerated (``--report-only``) or an interrupted reproduction continued.
 
@@ -274,6 +275,7 @@ def write_document(path: Path, generated: str, budget: str) -> None:
     from lapmusic.core.io import atomic_write_text
 
     begin, end = markers(budget)
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else "# Results: LAE pre-training vs random initialisation\n\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
@@ -331,7 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="datasets trained in this many processes at once")
     parser.add_argument("--out", default=str(ROOT / "runs" / "reproduce"), help="folder for the run folders")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument("--doc", default=str(ROOT / "runs" / "reproduce" / "results.md"))
     parser.add_argument("--img", default=None, help="image folder (default: img/ beside --doc)")
     parser.add_argument("--explore", action="store_true",
                         help="run only the 'what was tried' grid (then rewrite the document from all runs)")

@@ -4,7 +4,7 @@
 smoothing); the decision threshold is chosen on the validation split (0.005 grid) and test NLL and ACC are
 reported on frames 2..T of the test split, pooled, next to the copy-previous-frame ACC. With a threshold between
 the two probabilities of every key its predictions *are* the previous frame, so it shows what a network with a
-previous-frame skip can reach in ACC from the skip alone (docs/results.md, "Previous-frame skip").
+previous-frame skip can reach in ACC from the skip alone (docs/research/copy-previous-acc.md).
 
     LAPMUSIC_DATA_DIR=... python scripts/skip_only_baseline.py pianomidi musedata
 """

@@ -1,4 +1,4 @@
-"""A stand-in for lapmusic.train.train that runs inside real worker processes (no torch, fast).
+"""A stand-in for lapmusic.training.train.train that runs inside real worker processes (no torch, fast).
 
 The worker imports it through ``LAPMUSIC_WORKER_TRAIN=fake_train:train`` (tests put this folder on
 PYTHONPATH). Config keys it understands besides the usual ones:

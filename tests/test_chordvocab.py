@@ -1,4 +1,4 @@
-"""The chord-vocabulary mixture (lapmusic/chordvocab.py): exact likelihood against brute force, sampling
+"""The chord-vocabulary mixture (lapmusic/model/chordvocab.py): exact likelihood against brute force, sampling
 frequencies, the vocabulary builder, save/load of the vocabulary, config checks, and a training run."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The repeat component (lapmusic/repeatmix.py): exact likelihood against brute force over all 2^K frames,
+"""The repeat component (lapmusic/model/repeatmix.py): exact likelihood against brute force over all 2^K frames,
 sampling frequencies, the polyphony cap, primers and silence, config checks, and training runs."""
 
 from __future__ import annotations

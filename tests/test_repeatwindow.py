@@ -1,4 +1,4 @@
-"""The repeat component's copy window (``nade_repeat_window = L``, lapmusic/repeatmix.py): the pointer mixture
+"""The repeat component's copy window (``nade_repeat_window = L``, lapmusic/model/repeatmix.py): the pointer mixture
 ``r sum_k w_k 1[x = x_{t-k+1}] + (1 - r) q(x)`` against brute force over all 2^K frames, L = 1 against the
 plain repeat, the window across BPTT/evaluation cuts, offset sampling frequencies, the polyphony cap and the
 start of the piece, primers, config checks and a training run."""

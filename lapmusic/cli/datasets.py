@@ -142,7 +142,7 @@ def add_datasets_parser(sub) -> None:
         "add", help="make dataset user:NAME from your MIDI files, as the app's upload does",
         description="Make the dataset user:NAME from MIDI files and folders (their .mid/.midi files), with the "
         "app's checks and limits: every file that cannot be used is listed with the reason, the others are "
-        "split 80/10/10 (train/valid/test) in the order given. Limits (see docs/app.md): "
+        "split 80/10/10 (train/valid/test) in the order given. Limits (see docs/reference.md): "
         "LAPMUSIC_MAX_UPLOAD_FILES (50 files), LAPMUSIC_MAX_UPLOAD_BYTES (16 MB in all), per file "
         "LAPMUSIC_MAX_MIDI_BYTES (8 MB), LAPMUSIC_MAX_MIDI_NOTES (200,000), LAPMUSIC_MAX_MIDI_SECONDS "
         "(1200 s), LAPMUSIC_MAX_MIDI_FRAMES (20,000).",

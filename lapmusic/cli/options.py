@@ -53,15 +53,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nade-repeat", action="store_true", default=None,
                    help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
                    "chord is one choice instead of 88 key choices (default off; only with --output nade; "
-                   "docs/sampling.md)")
+                   "docs/models.md)")
     p.add_argument("--nade-repeat-window", type=positive_int, metavar="L",
                    help="with --nade-repeat: the copy chooses among the last L frames read (weights from the state), "
                    "so returning to a chord heard a few frames earlier is one choice too (default 1: the previous "
-                   "frame only; docs/sampling.md, \"Copy window\")")
+                   "frame only; docs/models.md, \"The sampling recipe\")")
     p.add_argument("--readout-skip", action="store_true", default=None,
                    help="Bernoulli output: the logits also get a linear term in the frame just read (W_skip x_t, "
                    "88x88, starts at zero; with --init lae and --readout-start fit fitted together with the readout), so copying the "
-                   "previous frame is a first-order feature (default off; docs/training.md)")
+                   "previous frame is a first-order feature (default off; docs/models.md)")
 
     p.add_argument("--lr-patience", type=non_negative_int,
                    help="multiply the learning rate by 0.5 after this many epochs without a better validation "

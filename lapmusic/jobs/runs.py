@@ -1,7 +1,7 @@
 """Run folders as the app sees them: names, keys, and defensive summaries of what is on disk.
 
 No Streamlit, no processes: everything here only reads (or names) run folders, so any number of page
-sessions may call it while workers write. Layout of a run folder: ``docs/architecture.md``.
+sessions may call it while workers write. Layout of a run folder: ``docs/reference.md`` ("Run folders").
 
 A **run key** identifies what a run computes: ``sha256`` of its full configuration, the version of its
 dataset (a hash of the dataset's file) and the version of the code (``lapmusic.__version__`` plus a hash of

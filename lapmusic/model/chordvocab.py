@@ -1,7 +1,7 @@
 """A chord-vocabulary mixture on top of the RNN-NADE output (``ModelConfig.nade_vocab``, ``--nade-vocab N``).
 
 Why: the NADE spreads a frame's probability over many near-miss voicings (one key different is another
-chord), so samples at temperature 1 change chord far more often than the music (docs/sampling.md, "Distinct
+chord), so samples at temperature 1 change chord far more often than the music (docs/research/nade-sampling.md, "Distinct
 chords per frame"). Here the frame distribution is an exact two-component mixture: with probability
 ``pi(h)`` a *whole chord* is picked from a vocabulary ``V`` of the training split's most frequent frames,
 otherwise the NADE draws a frame key by key::

@@ -32,7 +32,7 @@ def choose_alpha(lae, seqs: Sequence[np.ndarray], target: float = 1.5, quantile:
     """The input scale ``alpha`` of the LAE init: the ``quantile`` of ``|alpha * y_t|`` is ``target``.
 
     The LAE states are heavy-tailed, so most pre-activations ``alpha * y_t`` then lie well inside the
-    near-linear part of ``tanh``, where the network reproduces the LAE states (docs/training.md).
+    near-linear part of ``tanh``, where the network reproduces the LAE states (docs/models.md).
 
     Parameters
     ----------

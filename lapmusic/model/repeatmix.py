@@ -1,7 +1,7 @@
 """A "repeat the previous frame" component for the NADE output (``ModelConfig.nade_repeat``, ``--nade-repeat``).
 
 Why: holding a chord exactly is one event for the music but a conjunction of 88 key decisions for the NADE,
-which gives the real previous frame less probability than the music holds frames (docs/sampling.md, "Repeat
+which gives the real previous frame less probability than the music holds frames (docs/research/nade-sampling.md, "Repeat
 component"). Here it is one event: with probability ``r(h)`` the frame is an exact copy of the frame
 just read ``x_prev`` (the network's input at this step; the zero frame before a sample without primer),
 otherwise it comes from the inner output ``q`` (the NADE, or the chord-vocabulary mixture)::

@@ -1,6 +1,6 @@
 """Samples kept in their run folder: generate once, play and download again later.
 
-Layout, next to the run's checkpoints (see ``docs/architecture.md``)::
+Layout, next to the run's checkpoints (see ``docs/reference.md``)::
 
     RUNDIR/samples/<name>.json   what made it: seed, primer, temperature, steps, max polyphony, the model's
                                  epoch and checkpoint, step seconds, time, notes, audio renderer

@@ -3,7 +3,7 @@
 
 :func:`lapmusic.training.train.train` calls :func:`initialise` once, before epoch 0. The maths of each step is
 in :mod:`lapmusic.model.lae_init` (``init_from_lae``, ``fit_readout``) and :mod:`lapmusic.lae.fit`; the recipe
-and its measurements in docs/training.md.
+and its measurements in docs/models.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The files of a run folder: status, metrics history, checkpoints; written crash-consistently, read defensively.
 
-Write order of one epoch ``e`` (see ``docs/architecture.md``, "Crash consistency"):
+Write order of one epoch ``e`` (see ``docs/reference.md``, "Run folders"):
 
 1. ``metrics.jsonl`` with the line of epoch ``e`` (atomic and fsync'd: durable before step 2);
 2. ``checkpoint.pt`` claiming epoch ``e``;

@@ -1,6 +1,6 @@
 """The training engine: pre-training, mini-batches with truncated BPTT, checkpoints, resume, cancel.
 
-A run lives in a folder (layout in ``docs/architecture.md``)::
+A run lives in a folder (layout in ``docs/reference.md``)::
 
     RUNDIR/config.json    the TrainConfig (flat)
     RUNDIR/status.json    {"state", "epoch", "epochs", "fraction", "message", "error", "updated"}

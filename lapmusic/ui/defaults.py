@@ -14,7 +14,7 @@ def app_defaults() -> dict:
 
     The demo trains both inits on the Bach set, 128 units, 30 epochs at lr 3e-3 in batches of 8, stopping
     after 5 epochs without a better validation NLL: both beat the trivial baselines within those epochs
-    (docs/app.md, "The default demo"). An override that is not a JSON object is ignored with a warning.
+    (docs/research/app.md, "The default demo"). An override that is not a JSON object is ignored with a warning.
     """
     defaults = {
         "dataset": "bach",

@@ -228,7 +228,7 @@ def _show_items(items: list[dict], *, key: str) -> None:
 
 
 def _musicality_statistics(items: list[dict]) -> None:
-    """A table of musicality statistics of the samples shown (``lapmusic/stats.py``) beside real pieces.
+    """A table of musicality statistics of the samples shown (``lapmusic/sampling/stats.py``) beside real pieces.
 
     ``items`` are the samples on screen, each with ``roll`` ``(T, 88)``, ``primer_frames``, ``init``, ``run``
     and ``meta`` (holding the ``dataset``); the generated frames (after the primer) are compared with excerpts
@@ -249,7 +249,7 @@ def _musicality_statistics(items: list[dict]) -> None:
             st.caption(f"Statistics unavailable ({type(exc).__name__}: {exc}).")
             return
         st.dataframe(rows, hide_index=True)
-        st.caption(caption + " See docs/sampling.md.")
+        st.caption(caption + " See docs/models.md.")
     # --- end musicality statistics ---
 
 
