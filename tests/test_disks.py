@@ -6,11 +6,10 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import random_rolls
+from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
 from lapmusic.core import io as io_module
@@ -27,16 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def dataset():
-    return SimpleNamespace(key="synthetic", train=random_rolls(16, (10, 30), seed=0, density=0.15),
-                           valid=random_rolls(4, (10, 30), seed=1, density=0.15),
-                           test=random_rolls(4, (10, 30), seed=2, density=0.15))
+    return synthetic_dataset((16, 4, 4), (10, 30))
 
 
 def small_config(**fields) -> TrainConfig:
-    values = dict(dataset="synthetic", hidden=8, init="random", epochs=2, lr=1e-2, batch_size=6, bptt=8, seed=3,
-                  device="cpu", patience=None)
-    values.update(fields)
-    return TrainConfig.from_settings(values)
+    return synthetic_config(**{"hidden": 8, "init": "random", "epochs": 2, **fields})
 
 
 def _enospc_in_torch_save(obj, handle):

@@ -12,11 +12,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import random_rolls
+from conftest import synthetic_config, synthetic_dataset
 
 from lapmusic.cli import main as cli
 from lapmusic.core.errors import CheckpointError
@@ -37,16 +36,11 @@ HOLD_LOCK = ("import sys, time; sys.path.insert(0, sys.argv[1]); from lapmusic.c
 
 @pytest.fixture(scope="module")
 def dataset():
-    return SimpleNamespace(key="synthetic", train=random_rolls(16, (10, 30), seed=0, density=0.15),
-                           valid=random_rolls(4, (10, 30), seed=1, density=0.15),
-                           test=random_rolls(4, (10, 30), seed=2, density=0.15))
+    return synthetic_dataset((16, 4, 4), (10, 30))
 
 
 def small_config(**fields) -> TrainConfig:
-    values = dict(dataset="synthetic", hidden=8, init="random", epochs=2, lr=1e-2, batch_size=6, bptt=8, seed=3,
-                  device="cpu", patience=None)
-    values.update(fields)
-    return TrainConfig.from_settings(values)
+    return synthetic_config(**{"hidden": 8, "init": "random", "epochs": 2, **fields})
 
 
 def hold_lock_elsewhere(run_dir: Path) -> subprocess.Popen:
