@@ -65,7 +65,7 @@ def piano_roll_figure(
     lapmusic.core.errors.DataError
         ``roll`` is not a 0/1 ``(T, 88)`` array.
     """
-    from lapmusic.data.midi import check_roll, roll_to_notes
+    from lapmusic.data.roll import check_roll, roll_to_notes
 
     roll = check_roll(roll, "piano roll")
     frames = roll.shape[0]

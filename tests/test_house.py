@@ -43,3 +43,11 @@ def test_no_unused_import_is_kept_for_callers(path):
     kept = [line for line in path.read_text().splitlines()
             if "noqa: F401" in line and line.lstrip().startswith(("from lapmusic", "import lapmusic"))]
     assert not kept, f"{path}: import these names from their home modules instead: {kept}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("__init__.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_package_imports_none_of_its_modules(path):
+    # Importing lapmusic.jobs.worker must not pull in torch through lapmusic/training/__init__.py, say.
+    tree = ast.parse(path.read_text())
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not imports, f"{path}: name the modules in the docstring; callers import from them"

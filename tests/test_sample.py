@@ -265,7 +265,7 @@ def test_sample_run_midi_holds_exactly_the_roll(tiny_run, tiny_dataset):
     import mido
     import pretty_midi
 
-    from lapmusic.data.midi import roll_to_notes
+    from lapmusic.data.roll import roll_to_notes
     from lapmusic.sampling.sample import sample_run
     from lapmusic.training.results import load_run
 
@@ -292,7 +292,7 @@ def test_cli_generate_writes_playable_midi_wav_and_json(tiny_run, tmp_path):
     import mido
     import pretty_midi
 
-    from lapmusic.data.midi import roll_to_notes
+    from lapmusic.data.roll import roll_to_notes
     from lapmusic.sampling.audio import read_wav
     from lapmusic.sampling.sample import sample_run
     from lapmusic.training.results import load_run

@@ -39,7 +39,8 @@ def test_a_chart_drawn_while_another_session_imports_pandas_does_not_fail():
     out = subprocess.run([sys.executable, "-c", RACE], cwd=repo, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "0", out.stdout
+    # The last line: a library may print on import (pyfluidsynth does when CI is set).
+    assert out.stdout.strip().splitlines()[-1].split()[0] == "0", out.stdout
 
 
 def test_the_refresh_interval_grows_with_the_pages_that_refresh_so_their_cpu_stays_within_the_budget():

@@ -12,7 +12,7 @@ from lapmusic import N_KEYS
 from lapmusic.core.errors import DataError
 from lapmusic.core.io import atomic_save
 from lapmusic.data.files import SPLITS
-from lapmusic.data.midi import DEFAULT_STEP_SECONDS, check_roll
+from lapmusic.data.roll import DEFAULT_STEP_SECONDS, check_roll
 
 
 @dataclass

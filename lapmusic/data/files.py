@@ -20,7 +20,7 @@ import numpy as np
 
 from lapmusic import LOWEST_PITCH, N_KEYS
 from lapmusic.core.errors import DataError
-from lapmusic.data.midi import check_roll
+from lapmusic.data.roll import check_roll
 
 SPLITS = ("train", "valid", "test")
 

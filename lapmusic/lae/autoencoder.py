@@ -10,7 +10,7 @@ import numpy as np
 from lapmusic import N_KEYS
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.io import atomic_save
-from lapmusic.data.midi import check_roll
+from lapmusic.data.roll import check_roll
 
 FORMAT_VERSION = 1
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError, SolverError
-from lapmusic.data.midi import check_roll
+from lapmusic.data.roll import check_roll
 
 
 # ------------------------------------------------------------------------------------------ input

@@ -4,10 +4,7 @@ statistics beside real pieces.
 Modules: :mod:`.sample` (``generate``, ``sample_run``), :mod:`.primer` (``parse_primer``), :mod:`.store` (saved samples),
 :mod:`.audio` (``render_wav``), :mod:`.stats` (statistics) and :mod:`.stats_sources` (their rolls from files
 or a run).
+
+This package imports none of its modules, so that importing one of them (a worker process, the CLI's early
+checks) costs only what that module needs: import each name from its module.
 """
-
-from lapmusic.sampling.audio import render_wav
-from lapmusic.sampling.primer import parse_primer
-from lapmusic.sampling.sample import generate, sample_run
-
-__all__ = ["generate", "parse_primer", "render_wav", "sample_run"]

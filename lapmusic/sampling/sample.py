@@ -216,7 +216,7 @@ def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
         The dataset's step, its catalogue entry's, else ``lapmusic.data.midi.DEFAULT_STEP_SECONDS``.
     """
     from lapmusic.data.catalog import DATASETS
-    from lapmusic.data.midi import DEFAULT_STEP_SECONDS
+    from lapmusic.data.roll import DEFAULT_STEP_SECONDS
 
     if dataset is not None and dataset.step_seconds:
         return float(dataset.step_seconds)

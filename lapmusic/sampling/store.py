@@ -188,7 +188,7 @@ def save_sample(
     lapmusic.core.io.StorageError
         A file could not be written (disk full, permission, read-only).
     """
-    from lapmusic.data.midi import check_roll
+    from lapmusic.data.roll import check_roll
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

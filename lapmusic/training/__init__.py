@@ -4,10 +4,7 @@ Modules: :mod:`.config` (``TrainConfig``), :mod:`.train` (``train``), :mod:`.epo
 passes), :mod:`.pretrain` (the run's initialisation), :mod:`.optim` (optimizer, learning-rate schedule),
 :mod:`.build` (a run's data), :mod:`.rundir` (status, metrics, checkpoints), :mod:`.results` (``load_run``,
 ``evaluate``, ``compare_runs``).
+
+This package imports none of its modules, so that importing one of them (a worker process, the CLI's early
+checks) costs only what that module needs: import each name from its module.
 """
-
-from lapmusic.training.config import TrainConfig
-from lapmusic.training.results import compare_runs, evaluate, load_run
-from lapmusic.training.train import train
-
-__all__ = ["TrainConfig", "compare_runs", "evaluate", "load_run", "train"]

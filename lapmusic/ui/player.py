@@ -44,7 +44,7 @@ def roll_notes(roll: np.ndarray, primer_frames: int = 0) -> list[list[int]]:
     Held frames are merged into one note; a primer note held past the primer is cut at the boundary (as in
     the MIDI's two tracks), so every note is either primer (1) or generated (0).
     """
-    from lapmusic.data.midi import check_roll, roll_to_notes
+    from lapmusic.data.roll import check_roll, roll_to_notes
 
     roll = check_roll(roll, "piano roll")
     k = int(np.clip(primer_frames, 0, roll.shape[0]))
