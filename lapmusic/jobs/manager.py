@@ -26,8 +26,8 @@ from lapmusic.jobs.estimate import Estimator
 from lapmusic.jobs.folder import take_ownership
 from lapmusic.jobs.job import Job
 from lapmusic.jobs.limits import Quotas, cuda_devices, default_max_jobs
-from lapmusic.jobs.pool import WorkerPool
 from lapmusic.jobs.queue import PersistentQueue
+from lapmusic.jobs.rayexec import choose_executor
 from lapmusic.jobs.runs import (
     ACTIVE_STATES,
     CANCELLED,
@@ -76,7 +76,7 @@ class JobManager:
         self._lock = threading.RLock()
         self._table = JobTable()
         self._queue = PersistentQueue(self.runs_dir)
-        pool = WorkerPool(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
+        pool = choose_executor(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
         self.scheduler = Scheduler(self._table, self._queue, pool, self._lock, self.max_jobs)
         """Starts queued jobs and records how workers ended (:class:`~lapmusic.jobs.scheduler.Scheduler`)."""
         self._estimator = Estimator(self.runs_dir, self._configs)
