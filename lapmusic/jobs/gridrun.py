@@ -125,13 +125,17 @@ def _finished(run: GridRun) -> bool:
         (run.run_dir / "final.json").is_file()
 
 
-def _progress_line(done: int, total: int, running: dict, waiting: int, retried: int) -> str:
+def _progress_line(done: int, total: int, in_flight: dict, waiting: int, retried: int) -> str:
+    """``3/12 done, 2 running, 7 waiting, 0 retried: RUN epoch 2/3; ...``: a run handed to the engine counts as
+    running once its worker has written a status (Ray may hold it back until the cluster has its share free)."""
     parts = []
-    for run in running.values():
-        status = read_json(run.run_dir / "status.json") or {} if run.lae_settings is None else {}
-        parts.append(f"{run.label} epoch {status.get('epoch', 0)}/{status.get('epochs', '?')}"
-                     if status else run.label)
-    return (f"{done}/{total} done, {len(running)} running, {waiting} waiting, {retried} retried"
+    for run in in_flight.values():
+        status = (read_json(run.run_dir / "status.json") or {}) if run.lae_settings is None else {"epochs": None}
+        if status.get("state") == "running" or run.lae_settings is not None:
+            parts.append(f"{run.label} epoch {status.get('epoch', 0)}/{status['epochs']}"
+                         if status.get("epochs") else run.label)
+    waiting += len(in_flight) - len(parts)
+    return (f"{done}/{total} done, {len(parts)} running, {waiting} waiting, {retried} retried"
             + (": " + "; ".join(parts) if parts else ""))
 
 
