@@ -206,3 +206,24 @@ def _pid_alive(pid) -> bool:
     from lapmusic.jobs.worker import pid_alive
 
     return pid_alive(pid)
+
+
+STARTED_FROM_A_THREAD = r"""
+import threading, time, ray
+from lapmusic.jobs.rayexec import connect
+
+thread = threading.Thread(target=connect, args=("local",), kwargs={"cpus": 1})
+thread.start()
+thread.join()  # as a Streamlit script thread ends after its rerun
+time.sleep(3)
+print(ray.get(ray.remote(lambda: "alive").remote()), flush=True)
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_started_from_a_passing_thread_outlives_it(tmp_path):
+    # Ray kills the processes it starts when the starting thread ends (PR_SET_PDEATHSIG): the app's server
+    # starts it from a Streamlit script thread, so connect() starts it from a thread of its own.
+    done = subprocess.run([sys.executable, "-c", STARTED_FROM_A_THREAD], capture_output=True, text=True,
+                          timeout=240, env=dict(os.environ, PYTHONPATH=PYTHONPATH), cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1:] == ["alive"], done.stderr[-2000:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,29 @@ def connect(address: str | None, cpus: int | None = None, gpus: float | None = N
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if threading.current_thread() is threading.main_thread():
+        return _init(ray, address, cpus, gpus)
+    # Ray ties the processes it starts to the starting *thread* (PR_SET_PDEATHSIG): a Streamlit script thread
+    # ends after each rerun, so start them from a thread that lives as long as this process.
+    outcome: dict = {}
+    ready = threading.Event()
+
+    def keeper() -> None:
+        try:
+            outcome["started"] = _init(ray, address, cpus, gpus)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+        ready.set()
+        threading.Event().wait()
+
+    threading.Thread(target=keeper, name="lapmusic-ray", daemon=True).start()
+    ready.wait()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["started"]
+
+
+def _init(ray, address: str | None, cpus: int | None, gpus: float | None) -> bool:
     quiet = {"log_to_driver": False, "configure_logging": False}
     try:
         if address and address != "local":
