@@ -40,8 +40,9 @@ def grid_argv(out: Path, args) -> list[str]:
             "batch_size=8", "device=cpu", "patience=null"]
 
 
-def ray_worker_parents() -> list[int]:
-    """The pids of Ray worker processes whose child is a training worker (``lapmusic.jobs.worker``)."""
+def ray_worker_parents() -> list[tuple[int, str]]:
+    """``(pid, run folder)`` of the Ray worker processes whose child is a training worker
+    (``python -m lapmusic.jobs.worker RUNDIR``)."""
     parents = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -55,7 +56,7 @@ def ray_worker_parents() -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         if "ray" in parent or "default_worker" in parent:
-            parents.append(ppid)
+            parents.append((ppid, cmdline.split()[-1]))
     return parents
 
 
@@ -69,16 +70,19 @@ def run_pass(name: str, argv: list[str], out: Path, kills: int = 0, kill_every: 
         while proc.poll() is None:
             time.sleep(0.5)
             if len(killed) < kills and time.monotonic() >= next_kill and (parents := ray_worker_parents()):
-                victim = random.Random(len(killed)).choice(parents)
+                victim, run_dir = random.Random(len(killed)).choice(parents)
+                epoch = (json.loads((Path(run_dir) / "status.json").read_text() or "{}")
+                         if (Path(run_dir) / "status.json").exists() else {}).get("epoch")
+                had_checkpoint = (Path(run_dir) / "checkpoint.pt").exists()
                 try:
                     os.kill(victim, signal.SIGKILL)
-                    killed.append(victim)
+                    killed.append({"run": Path(run_dir).name, "epoch": epoch, "checkpoint": had_checkpoint})
                 except ProcessLookupError:
                     pass
                 next_kill = time.monotonic() + kill_every
     wall = time.monotonic() - started
     table = json.loads((out / "sweep.json").read_text())
-    return {"pass": name, "wall_s": round(wall, 1), "exit": proc.returncode, "killed": len(killed),
+    return {"pass": name, "wall_s": round(wall, 1), "exit": proc.returncode, "killed": killed,
             "runs": len(table["rows"]), "problems": table["problems"], "epochs": epoch_counts(out)}
 
 

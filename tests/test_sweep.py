@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,10 @@ def test_a_bad_setting_fails_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     assert sweep_main(["--out", str(tmp_path), "--gpus-per-run", "0.5"]) == 2
     assert "are Ray's: add --engine ray" in capsys.readouterr().err
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra gives
+    assert sweep_main(["--out", str(tmp_path), "--engine", "ray", "--base", "dataset=jsb", "epochs=1"]) == 2
+    assert "Ray is not installed: pip install 'lapmusic[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
