@@ -52,13 +52,13 @@ def add_sweep_parser(sub) -> None:
                         help="runs at once (default: 1 locally; with Ray, as many as the cluster's resources allow)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (Ray: CPUs) per run (default 1)")
     parser.add_argument("--gpus-per-run", type=float, default=0.0,
-                        help="Ray: each run's GPU share, e.g. 0.08 for twelve runs per GPU (default 0: CPU)")
+                        help="Ray: each run's GPU share, e.g. 0.08 for twelve runs per GPU (default 0.0: CPU only)")
     parser.add_argument("--cpus", type=int, default=None,
                         help="Ray: CPUs a Ray started here offers (default: every core)")
     parser.add_argument("--retries", type=int, default=2,
                         help="further attempts for a failed or killed run, each from its checkpoint (default 2)")
     parser.add_argument("--progress-every", type=float, default=30.0,
-                        help="seconds between progress lines on stderr (default 30)")
+                        help="seconds between progress lines on stderr (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line on stdout at the end")
     parser.set_defaults(func=run_sweep)
 
