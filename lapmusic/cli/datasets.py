@@ -25,7 +25,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     problem = data_dir_problem()
 
     def human(result: dict) -> str:
-        lines = [f"{'key':<12}{'status':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
+        cells = []
         for row in result["datasets"]:
             sizes = row.get("split_sizes")
             sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
@@ -36,10 +36,16 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 status = "offline"  # built from music21's corpus on first use
             else:
                 status = "local" if row["available"] else "download"
-            lines.append(
-                f"{row['key']:<12}{status:<11}{sizes_text:<20}"
-                f"{frames if frames is not None else '-':>15}  {row['name']}"
-            )
+            cells.append((row["key"], status, sizes_text, "-" if frames is None else str(frames), row["name"]))
+        # Each column as wide as its longest cell, so a long user:NAME never runs into the next one.
+        heads = ("key", "status", "train/valid/test", "frames (train)", "name")
+        widths = [max(len(c[i]) for c in [heads, *cells]) for i in range(4)]
+
+        def line(c) -> str:
+            return (f"{c[0]:<{widths[0]}}  {c[1]:<{widths[1]}}  {c[2]:<{widths[2]}}  {c[3]:>{widths[3]}}  "
+                    f"{c[4]}")
+
+        lines = [line(heads)] + [line(c) for c in cells]
         lines.append("local: on disk; download: fetched on first use (or set LAPMUSIC_DATA_DIR); "
                      "offline: built from music21 on first use (lapmusic datasets prepare bach); "
                      "bad: its file cannot be read")
