@@ -109,15 +109,16 @@ def cmd_datasets_prepare(args: argparse.Namespace) -> int:
     """``lapmusic datasets prepare [KEY]``: build (bach) or download and verify a dataset into the cache."""
     from lapmusic.data.catalog import BACH_CACHE_NAME, DATASETS
     from lapmusic.data.dataset import cache_dir
-    from lapmusic.data.registry import load_dataset
+    from lapmusic.data.registry import dataset_key, load_dataset
 
-    if args.key not in DATASETS:
+    key = dataset_key(args.key)  # names are case-insensitive: BACH is bach
+    if key not in DATASETS:
         raise LapMusicError(f"unknown dataset {args.key!r}; choose one of {', '.join(DATASETS)}")
-    if args.key == "bach" and args.rebuild:
+    if key == "bach" and args.rebuild:
         (cache_dir() / BACH_CACHE_NAME).unlink(missing_ok=True)
     start = time.monotonic()
     progress = ProgressLine()
-    dataset = load_dataset(args.key, progress=progress)
+    dataset = load_dataset(key, progress=progress)
     progress.close()
     summary = dataset.summary()
     result = {"key": dataset.key, "source": dataset.source, "split_sizes": summary["split_sizes"],

@@ -318,10 +318,11 @@ def sample_run(
     dataset_key = getattr(getattr(run, "config", None), "dataset", None)
     if isinstance(primer, str) or primer is None:
         spec = primer or "none"
-        if dataset is None and spec.split(":", 1)[0].lower() in SPLITS:
-            from lapmusic.data.registry import load_dataset
+        if dataset is None and spec.split(":", 1)[0].lower() in SPLITS and dataset_key:
+            from lapmusic.training.build import load_run_dataset
 
-            dataset = load_dataset(dataset_key) if dataset_key else None
+            # Refused when the dataset changed since the run was trained: the piece would not be the one meant.
+            dataset = load_run_dataset(dataset_key, getattr(run, "run_dir", None), purpose="take a primer from")
         primer_roll = parse_primer(spec, dataset_key, dataset=dataset)
     else:
         primer_roll = primer
