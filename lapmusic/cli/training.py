@@ -118,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_run_dataset(run.config.dataset)
     changed = run_data_change(args.rundir, dataset)
     if changed and not args.changed_data:
+        progress.close()
         raise LapMusicError(f"{changed}; its metrics on other data would not be the run's. Put the dataset back "
                             "as it was, or add --changed-data to evaluate it on the data as it is now")
     seqs = run_split(run.config, args.split, dataset)
