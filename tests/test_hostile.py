@@ -167,7 +167,7 @@ def _good_file(i: int) -> tuple[str, bytes]:
 def _never_parse(monkeypatch):
     import lapmusic.data.user as userdata
 
-    monkeypatch.setattr(userdata, "midi_to_roll", lambda *a, **k: pytest.fail("parsed despite the upload limit"))
+    monkeypatch.setattr(userdata, "read_midi_piece", lambda *a, **k: pytest.fail("parsed despite the upload limit"))
 
 
 def test_too_many_files_in_one_upload_are_refused_before_parsing(monkeypatch):

@@ -212,6 +212,8 @@ class TinyDataset:
     key = "jsb"
     name = "tiny"
     step_seconds = 0.5
+    frames_per_beat = None  # unknown, like a benchmark's
+    time_signature = None
 
     def __init__(self):
         rng = np.random.default_rng(0)

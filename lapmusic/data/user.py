@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from lapmusic.core.errors import DataError
 from lapmusic.data.dataset import Dataset, cache_dir, save_dataset_npz
-from lapmusic.data.midi import midi_to_roll
+from lapmusic.data.midi import read_midi_piece
 from lapmusic.data.midifile import MidiLimits, env_limit, megabytes
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -162,7 +164,9 @@ def dataset_from_midi(
     Returns
     -------
     dataset : Dataset
-        Not yet stored: see :func:`save_user_dataset`. Its ``bad_files`` is the list below.
+        Not yet stored: see :func:`save_user_dataset`. Its ``bad_files`` is the list below. Its meter: the
+        most common time signature of the files (None when none has one); on a ``steps_per_beat`` grid,
+        ``frames_per_beat = steps_per_beat`` and ``step_seconds`` plays the files' median tempo.
     bad : list of BadFile
         Files left out (corrupt, truncated, not MIDI, empty, over a limit of ``limits``), by name with the
         reason.
@@ -178,32 +182,36 @@ def dataset_from_midi(
     upload_limits = upload_limits or UploadLimits.from_env()
     items, complete = _expand(files, upload_limits.max_files)
     check_upload([_size(item) for item in items], upload_limits, complete)
-    rolls, bad = [], []
+    rolls, bad, tempi, meters = [], [], [], []
     for i, item in enumerate(items):
         label = _label(item)
         if progress is not None:
             progress(i / max(1, len(items)), f"reading {label} ({i + 1}/{len(items)})")
         try:
-            roll = midi_to_roll(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
-                                out_of_range=out_of_range, limits=limits)
+            piece = read_midi_piece(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
+                                    out_of_range=out_of_range, limits=limits)
         except DataError as exc:
             bad.append(BadFile(label, str(exc).removeprefix(f"{label}: ")))
             continue
-        if len(roll) < min_frames or not roll.any():
+        if len(piece.roll) < min_frames or not piece.roll.any():
             bad.append(BadFile(label, "no notes (empty or drums only)"))
             continue
-        rolls.append(roll)
+        rolls.append(piece.roll)
+        tempi.append(piece.qpm)
+        if piece.time_signature is not None:
+            meters.append(piece.time_signature)
     if not rolls:
         reasons = "; ".join(f"{b.name}: {b.reason}" for b in bad) or "no MIDI files given (.mid or .midi)"
         raise DataError(f"no usable MIDI file ({reasons})")
     n = len(rolls)
     n_train = max(1, int(round(split_fractions[0] * n)))
     n_valid = min(n - n_train, int(round(split_fractions[1] * n)))
+    if step_seconds is None:  # frames follow the beat: play them at the files' median tempo
+        step_seconds = 60.0 / (statistics.median(tempi) * steps_per_beat)
     dataset = Dataset(
         key=f"user:{slugify(name)}", name=name, train=rolls[:n_train], valid=rolls[n_train:n_train + n_valid],
-        test=rolls[n_train + n_valid:],
-        step_seconds=step_seconds if step_seconds is not None else 0.5 / (steps_per_beat or 1),
-        source="MIDI files", bad_files=bad,
+        test=rolls[n_train + n_valid:], step_seconds=step_seconds, source="MIDI files", bad_files=bad,
+        frames_per_beat=steps_per_beat, time_signature=Counter(meters).most_common(1)[0][0] if meters else None,
     )
     return dataset, bad
 
