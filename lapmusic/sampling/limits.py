@@ -95,7 +95,7 @@ def check_request(steps: int, step_seconds: float, primer_frames: int = 0, varia
         most = longest_steps(step_seconds, primer_frames)
         primer = f" plus {primer_frames} primer frames" if primer_frames else ""
         raise LapMusicError(
-            f"{steps:,} steps of {step_seconds:g} s{primer} make {_duration(seconds)} ({frames:,} frames); a sample "
+            f"{steps:,} steps of {step_seconds:.3g} s{primer} make {_duration(seconds)} ({frames:,} frames); a sample "
             f"may last at most {MAX_SAMPLE_SECONDS:g} s and {MAX_SAMPLE_FRAMES:,} frames: ask for at most "
             f"{most:,} steps" + (" or a shorter step" if most < 1 else "")
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lapmusic import HIGHEST_PITCH, LOWEST_PITCH, N_KEYS
-from lapmusic.core.errors import LapMusicError
+from lapmusic.core.errors import DataError, LapMusicError
 from lapmusic.data.files import SPLITS
 from lapmusic.sampling.limits import MAX_PRIMER_FRAMES, check_primer_frames
 
@@ -179,7 +179,10 @@ def primer_from_midi(source, *, frames_per_beat: int = 1, frames: int | None = N
     """
     from lapmusic.data.midi import read_midi_piece  # imported here: pretty_midi is only needed for this form
 
-    piece = read_midi_piece(source, steps_per_beat=int(frames_per_beat))
+    try:
+        piece = read_midi_piece(source, steps_per_beat=int(frames_per_beat))
+    except DataError as exc:
+        raise LapMusicError(f"primer {exc}") from None  # the reader's message names the file and the limit
     name = source[0] if isinstance(source, tuple) else str(source)
     roll = piece.roll
     if not roll.any():
