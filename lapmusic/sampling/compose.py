@@ -118,6 +118,7 @@ def sample_variations(
             "max_polyphony": max_polyphony,
             "step_seconds": float(step_seconds),
             "time_signature": list(time_signature) if time_signature else None,
+            "tempo_qpm": round(float(midi.get_tempo_changes()[1][0]), 3),
             "program": int(program),
             "velocity": int(velocity),
             "epoch": int(loaded.epoch),

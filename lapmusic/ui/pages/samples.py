@@ -243,8 +243,8 @@ def _short_name(item: dict) -> str:
 def _title(item: dict) -> str:
     k = item.get("primer_frames") or 0
     init, _, variation = _short_name(item).partition(" · ")
-    return (f"{init} · model of epoch {item.get('epoch', '?')}" + (f" · primer {k} frames" if k else "")
-            + (f" · {variation}" if variation else ""))
+    return ((f"{variation.capitalize()} · " if variation else "") + f"{init} · model of epoch {item.get('epoch', '?')}"
+            + (f" · primer {k} frames" if k else ""))
 
 
 def _show_fresh() -> None:
@@ -279,7 +279,10 @@ def _show_items(items: list[dict], *, key: str, per_row: int | None = None) -> N
             with column:
                 show_player(item["roll"], wav=item.get("wav"), step_seconds=item["step_seconds"],
                             primer_frames=item.get("primer_frames") or 0, title=_title(item))
-                st.caption(f"Run `{item['run']}` · sample `{item['meta'].get('name', '')}`")
+                meta = item["meta"]
+                meter = "/".join(str(v) for v in meta.get("time_signature") or (4, 4))
+                tempo = f" at {meta['tempo_qpm']:g} qpm" if meta.get("tempo_qpm") else ""
+                st.caption(f"Run `{item['run']}` · sample `{meta.get('name', '')}` · {meter}{tempo}")
                 if item.get("silent"):
                     st.warning("This sample has no notes. Try a higher temperature or another seed.")
                 if item.get("warning"):
