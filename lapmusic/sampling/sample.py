@@ -20,12 +20,9 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.core.progress import Progress
 from lapmusic.data.files import SPLITS
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.sampling.limits import check_request
+from lapmusic.sampling.limits import MAX_SAMPLE_FRAMES, check_request
 from lapmusic.sampling.meter import output_meter, primer_grid, user_dataset
 from lapmusic.sampling.primer import Primer, load_primer
-
-MAX_STEPS = 100_000
-"""Longest sample accepted (about 7 hours at 0.25 s a frame): a typo should not start a day-long loop."""
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -55,7 +52,8 @@ def generate(
         A module with ``forward(x (B, T, 88), h) -> (logits (B, T, 88), h)``, e.g. a
         :class:`lapmusic.model.rnn.PianoRollRNN` (with any output layer).
     steps : int
-        Number of frames to generate, ``1 <= steps <= MAX_STEPS``.
+        Number of frames to generate, ``1 <= steps <= MAX_SAMPLE_FRAMES``
+        (:mod:`lapmusic.sampling.limits`; a typo should not start a day-long loop).
     temperature : float, default=1.0
         The logits are divided by it before the sigmoid: higher is wilder, lower is tamer. ``0`` is
         deterministic: a key sounds when its probability is ``>= threshold``.
@@ -90,8 +88,8 @@ def generate(
         is not a 0/1 ``(k, 88)`` array, or a model whose logits are not ``(B, T, 88)``.
     """
     steps = _check_int("steps", steps, minimum=1)
-    if steps > MAX_STEPS:
-        raise LapMusicError(f"steps must be at most {MAX_STEPS:,} frames, got {steps:,}")
+    if steps > MAX_SAMPLE_FRAMES:
+        raise LapMusicError(f"steps must be at most {MAX_SAMPLE_FRAMES:,} frames, got {steps:,}")
     n_samples = _check_int("n_samples", n_samples, minimum=1)
     temperature = _check_temperature(temperature)
     if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
