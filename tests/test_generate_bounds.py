@@ -180,3 +180,36 @@ def test_the_library_is_bounded_too(runs):
     many = sample_variations(loaded, steps=8, temperature=1.0, seed=0, step_seconds=0.25, variations=2,
                              primer=np.eye(88, dtype=np.uint8)[:3], render_audio=False, save=False)
     assert [d["meta"]["variation"] for _, d in many] == [1, 2] and all(s is None for s, _ in many)
+
+
+# ------------------------------------------------------------------------------------------ the app's click
+def test_the_app_draws_variations_in_the_chosen_instrument_and_loudness(app_env, runs):
+    import pretty_midi
+
+    from lapmusic.sampling.store import list_samples
+
+    at = new_app()
+    show(at, "Samples")
+    at.selectbox(key="sample_run").set_value(str(runs["lae"]))
+    at.run()
+    at.number_input(key="steps-1200").set_value(16)
+    at.number_input(key="variations").set_value(3)
+    at.selectbox(key="program").set_value(48)  # strings
+    at.slider(key="velocity").set_value(60)
+    at.radio(key="primer_kind").set_value("chord")
+    at.run()
+    before = len(list_samples(runs["lae"]))
+    at.button(key="generate").click()
+    at.run()
+    no_exceptions(at)
+    assert not at.error, texts(at, "error")
+    shown = at.session_state["sample_shown"]
+    assert [s["meta"]["variation"] for s in shown] == [1, 2, 3]
+    assert len({s["roll"].tobytes() for s in shown}) == 3
+    for item in shown:
+        midi = pretty_midi.PrettyMIDI(io.BytesIO(item["midi"]))
+        assert {i.program for i in midi.instruments} == {48}
+        assert {n.velocity for i in midi.instruments for n in i.notes} == {60}
+    players = [h.proto.body for h in at.get("html") if "-playhead" in h.proto.body]
+    assert len(players) == 3  # heard side by side
+    assert len(list_samples(runs["lae"])) == before + 3  # each variation kept in the run folder
