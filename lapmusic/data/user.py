@@ -7,13 +7,17 @@ size, notes, length in seconds and piano-roll frames (:class:`lapmusic.data.midi
 scanned and before its roll is allocated. A file over a per-file limit is reported by name with the reason
 and the others are used; an upload over a per-upload limit is refused as a whole, before any file is read.
 
-Datasets are stored as ``user/NAME.npz`` in the cache folder and loaded as ``user:NAME``.
+Datasets are stored as ``user/NAME.npz`` in the cache folder and loaded as ``user:NAME``. A dataset built in
+the app belongs to its browser session (``NAME`` ends with the session's tag, :func:`owner_tag`) unless it is
+shared on purpose; an existing name is never replaced unless asked (:func:`save_user_dataset`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lapmusic.core.errors import DataError
+from lapmusic.core.io import storage_error
 from lapmusic.data.dataset import Dataset, cache_dir, save_dataset_npz
 from lapmusic.data.midi import read_midi_piece
 from lapmusic.data.midifile import MidiLimits, env_limit, megabytes
@@ -217,37 +222,120 @@ def dataset_from_midi(
 
 
 def slugify(name: str) -> str:
+    """``name`` as a file name: lower-case letters, digits and single dashes, at most 40 characters."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:40] or "dataset"
+
+
+OWNED = re.compile(r"[a-z0-9][a-z0-9-]{0,39}-u[0-9a-f]{8}")
+"""A dataset name owned by one browser session: its slug, ``-u``, and 8 hex digits of the owner's tag."""
+
+
+def owner_tag(owner: str) -> str:
+    """``u`` and 8 hex digits of SHA-256 of ``owner`` (an app session id): the suffix of its datasets' names."""
+    return "u" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:8]
 
 
 def user_dir() -> Path:
     return cache_dir() / "user"
 
 
-def user_dataset_path(key_or_name: str) -> Path:
-    """Where ``user:NAME`` (or a dataset named NAME) is stored."""
-    return user_dir() / f"{slugify(key_or_name.removeprefix('user:'))}.npz"
+def stored_name(key_or_name: str, owner: str | None = None) -> str:
+    """The file name (without ``.npz``) of ``user:NAME`` or of a dataset named NAME.
+
+    Parameters
+    ----------
+    key_or_name : str
+        ``user:NAME``, or a name (slugified). A name already owned (``slug-uXXXXXXXX``) is kept as it is.
+    owner : str, optional
+        The session that owns the dataset: its tag is appended. None: a shared name, seen by everyone.
+
+    Returns
+    -------
+    str
+    """
+    name = key_or_name.removeprefix("user:")
+    if owner is None and OWNED.fullmatch(name):
+        return name
+    slug = slugify(name)
+    if owner is None:
+        return slug
+    return f"{slug}-{owner_tag(owner)}"
 
 
-def save_user_dataset(dataset: Dataset) -> str:
-    """Store a dataset in the user cache, as ``<cache>/user/NAME.npz``, replacing one of that name.
+def user_dataset_path(key_or_name: str, owner: str | None = None) -> Path:
+    """Where ``user:NAME`` (or a dataset named NAME, owned by ``owner`` when given) is stored."""
+    return user_dir() / f"{stored_name(key_or_name, owner)}.npz"
+
+
+def save_user_dataset(dataset: Dataset, *, owner: str | None = None, replace: bool = False) -> str:
+    """Store a dataset in the user cache, as ``<cache>/user/NAME.npz``; never replaces one silently.
 
     Parameters
     ----------
     dataset : Dataset
         Its key ``user:NAME`` (or, for other keys, its name) gives the file's name.
+    owner : str, optional
+        The app session that owns it: the name gets the owner's tag (:func:`owner_tag`), so that two
+        sessions choosing the same name make two datasets. None: the name as given, shared by everyone.
+    replace : bool, default False
+        Overwrite a dataset of the same stored name (``lapmusic datasets add --replace``).
 
     Returns
     -------
     key : str
         ``"user:NAME"``, which :func:`lapmusic.data.registry.load_dataset` and runs refer to.
+
+    Raises
+    ------
+    DataError
+        When a dataset of that name exists and ``replace`` is False; nothing is written then.
+    lapmusic.core.io.StorageError
+        When the cache folder cannot be written.
     """
-    slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
-    save_dataset_npz(dataset, user_dataset_path(slug))
-    return f"user:{slug}"
+    name = stored_name(dataset.key if dataset.key.startswith("user:") else dataset.name, owner)
+    path = user_dataset_path(name)
+    if replace:
+        save_dataset_npz(dataset, path)
+        return f"user:{name}"
+    exists = DataError(f"a dataset user:{name} exists already; choose another name"
+                       + ("" if owner is not None else ", or replace it (lapmusic datasets add --replace)"))
+    if path.exists():
+        raise exists  # before the work of compressing it
+    draft = path.with_name(f".{name}.{secrets.token_hex(4)}.draft.npz")
+    save_dataset_npz(dataset, draft)
+    try:
+        os.link(draft, path)  # fails when the name was taken meanwhile: a check-then-write race loses nothing
+    except FileExistsError:
+        raise exists from None
+    except OSError as exc:
+        raise storage_error(path.parent, exc) from None
+    finally:
+        draft.unlink(missing_ok=True)
+    return f"user:{name}"
 
 
-def user_dataset_keys() -> list[str]:
+def user_dataset_keys(owner: str | None = None, *, everyone: bool = True) -> list[str]:
+    """The user datasets' keys, sorted.
+
+    Parameters
+    ----------
+    owner : str, optional
+        With ``everyone=False``: the shared datasets and those this session owns.
+    everyone : bool, default True
+        Every dataset (the ``lapmusic`` command on the server machine).
+    """
     folder = user_dir()
-    return sorted(f"user:{p.stem}" for p in folder.glob("*.npz")) if folder.is_dir() else []
+    names = sorted(p.stem for p in folder.glob("*.npz") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not everyone:
+        mine = f"-{owner_tag(owner)}" if owner is not None else None
+        names = [n for n in names if not OWNED.fullmatch(n) or (mine is not None and n.endswith(mine))]
+    return [f"user:{n}" for n in names]
+
+
+def dataset_label(key: str) -> str:
+    """How the app names ``user:NAME``: ``my-songs (yours)`` for an owned one, ``my-songs (shared)`` else."""
+    name = key.removeprefix("user:")
+    if OWNED.fullmatch(name):
+        return f"{name.rsplit('-', 1)[0]} (yours)"
+    return f"{name} (shared)"
