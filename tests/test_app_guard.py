@@ -240,3 +240,28 @@ def test_a_relative_runs_folder_is_taken_from_the_app_folder_whatever_the_workin
     assert server.runs_dir().is_absolute()
     monkeypatch.setenv("LAPMUSIC_RUNS_DIR", str(tmp_path / "abs"))
     assert server.runs_dir() == tmp_path / "abs"
+
+
+def test_the_runs_page_says_who_writes_a_run_instead_of_deleting_it(app_env, monkeypatch, writer):
+    from lapmusic.core.io import atomic_write_json
+
+    monkeypatch.setenv("LAPMUSIC_TEACHER_PASSWORD", "orchestra")
+    monkeypatch.setattr(sessions, "TEACHER_GUARD", PasswordGuard())
+    run_dir = Path(app_env) / "runs" / "resumed-in-a-terminal"
+    atomic_write_json(run_dir / "config.json", {"dataset": "user:tiny", "hidden": 6, "init": "random", "epochs": 3})
+    atomic_write_json(run_dir / "status.json", {"state": "interrupted"})  # what the app last saw
+    child = writer(run_dir)
+    at = show(new_app(), "Runs")
+    at.text_input(key="teacher_password").set_value("orchestra")
+    at.button(key="teacher_enter").click()
+    at.run()
+    assert at.session_state["teacher"] is True  # the teacher may delete any stopped run...
+    at.multiselect(key="runs_chosen").set_value([str(run_dir)])
+    at.run()
+    at.button(key="runs_delete").click()
+    at.run()
+    no_exceptions(at)
+    # ...but not one that a live process writes: the page names it, and nothing is removed.
+    assert any(f"is being written by the lapmusic process {child.pid} on this machine" in e
+               for e in texts(at, "error")), texts(at, "error")
+    assert (run_dir / "config.json").is_file()
