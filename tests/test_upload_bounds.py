@@ -147,3 +147,21 @@ def test_a_flood_from_one_session_is_refused_before_its_bodies_and_the_files_are
                 time.sleep(1.0)
         log = (tmp_path / "server.log").read_text(errors="replace")
         assert "upload refused before its body" in log and "upload refused while streaming" in log
+
+
+def test_a_built_dataset_releases_its_files_and_keeps_the_sessions_other_uploads(monkeypatch):
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    from lapmusic.ui import uploads
+
+    manager = MemoryUploadedFileManager("/_stcore/upload_file")
+    for file_id in ("song-1", "song-2", "primer"):
+        manager.add_file("s1", UploadedFileRec(file_id, f"{file_id}.mid", "audio/midi", b"x" * 100))
+    manager.add_file("s2", UploadedFileRec("other", "other.mid", "audio/midi", b"y" * 10))
+    monkeypatch.setattr(uploads, "_upload_manager", lambda: manager)
+    assert uploads.stored_uploads() == {"s1": (3, 300), "s2": (1, 10)}
+    uploads.release_files("s1", ["song-1", "song-2"])  # what build_upload does once the dataset is saved
+    assert uploads.stored_uploads() == {"s1": (1, 100), "s2": (1, 10)}  # the Samples tab's primer stays
+    uploads.release_session_files("s2")  # a page gone
+    assert uploads.stored_uploads() == {"s1": (1, 100)}

@@ -84,5 +84,5 @@ def build_upload() -> None:
     state.upload_report = {"key": key, "used": used, "bad": [(b.name, b.reason) for b in bad]}
     state.dataset_choice = key  # select it (the options list gains it on this rerun)
     state.upload_round = state.get("upload_round", 0) + 1  # the widget comes back empty...
-    if (ctx := get_script_run_ctx()) is not None:
-        uploads.release_session_files(ctx.session_id)  # ...and the server lets go of the files at once
+    if (ctx := get_script_run_ctx()) is not None:  # ...and the server lets go of its files at once
+        uploads.release_files(ctx.session_id, [f.file_id for f in files])

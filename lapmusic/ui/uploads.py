@@ -7,7 +7,7 @@ session, its client address or the server over :class:`~lapmusic.ui.uploadgate.E
 as its body passes them when it sends no ``Content-Length``. The patch is on Starlette's ``Route.handle``
 (the server's routes exist before the app's first script run), and only the upload route is touched.
 
-Uploads are released (:func:`release_session_files`) when a dataset is built from them, and within
+Uploads are released when a dataset is built from them (:func:`release_files`), and within
 ``SWEEP_SECONDS`` of their page disconnecting (Streamlit itself would keep them for
 ``server.disconnectedSessionTTL``, two minutes, and longer while that session's script runs).
 
@@ -70,8 +70,17 @@ def gate() -> UploadGate:
         return _gate
 
 
+def release_files(streamlit_session: str, file_ids) -> None:
+    """Drop these files of a Streamlit session (a dataset was built from them); its other uploads (a primer
+    on the Samples tab) stay."""
+    manager = _upload_manager()
+    if manager is not None:
+        for file_id in file_ids:
+            manager.remove_file(streamlit_session, file_id)
+
+
 def release_session_files(streamlit_session: str) -> None:
-    """Drop every file a Streamlit session uploaded (after its dataset is built from them)."""
+    """Drop every file a Streamlit session uploaded (its page is gone)."""
     manager = _upload_manager()
     if manager is not None:
         manager.remove_session_files(streamlit_session)
