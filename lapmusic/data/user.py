@@ -324,6 +324,11 @@ def user_dataset_keys(owner: str | None = None, *, everyone: bool = True) -> lis
         With ``everyone=False``: the shared datasets and those this session owns.
     everyone : bool, default True
         Every dataset (the ``lapmusic`` command on the server machine).
+
+    Returns
+    -------
+    list of str
+        ``user:NAME`` keys.
     """
     folder = user_dir()
     names = sorted(p.stem for p in folder.glob("*.npz") if not p.name.startswith(".")) if folder.is_dir() else []
