@@ -45,7 +45,7 @@ def tempo_flood(changes: int) -> bytes:
 def user_dataset(name: str, seed: int, sizes=(6, 2, 2), length=(12, 20)) -> str:
     """Save a small random user dataset (in this test's cache folder); its key."""
     train, valid, test = (random_rolls(n, length, seed=seed + k, density=0.2) for k, n in enumerate(sizes))
-    return save_user_dataset(Dataset(key=f"user:{name}", name=name, train=train, valid=valid, test=test))
+    return save_user_dataset(Dataset(key=f"user:{name}", name=name, train=train, valid=valid, test=test), replace=True)
 
 
 @pytest.fixture

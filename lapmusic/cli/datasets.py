@@ -81,7 +81,7 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
         grid = {"steps_per_beat": args.steps_per_beat}
     dataset, bad = dataset_from_midi(list(args.files), args.name, out_of_range=args.out_of_range,
                                      progress=progress, **grid)
-    key = save_user_dataset(dataset)
+    key = save_user_dataset(dataset, replace=args.replace)
     progress(1.0, f"saved {key}")
     progress.close()
     result = {
