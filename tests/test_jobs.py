@@ -105,12 +105,12 @@ def test_only_new_runs_count_against_the_session_and_client_limits(runs_dir):
     manager = idle_manager(runs_dir, quotas=Quotas(per_session=2, per_client=3))
     first = [manager.submit(config(seed=s), session="eager", client="10.0.0.5") for s in (1, 2)]
     assert manager.slots_left("eager", "10.0.0.5") == 0 and manager.slots_left("other") == 2
-    with pytest.raises(LapMusicError, match="already have 2 new runs"):
+    with pytest.raises(LapMusicError, match="this browser may have at most 2 new runs"):
         manager.submit(config(seed=3), session="eager", client="10.0.0.5")
     assert manager.submit(config(seed=1), session="eager", client="10.0.0.5") is first[0]  # attaching is free
     # A second browser on the same computer: its own session, but the client limit (3) still counts.
     manager.submit(config(seed=4), session="second-tab", client="10.0.0.5")
-    with pytest.raises(LapMusicError, match="from this computer at most 3"):
+    with pytest.raises(LapMusicError, match=r"this computer \(10.0.0.5\) may have at most 3 new runs"):
         manager.submit(config(seed=5), session="third-tab", client="10.0.0.5")
     manager.submit(config(seed=5), session="third-tab", client=None)  # the server's own machine: no client limit
     assert manager.cancel(first[0].id, "eager") == "cancelled"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import read_json
+from lapmusic.jobs.admission import Request, admit, readmit
 from lapmusic.jobs.estimate import Estimator
 from lapmusic.jobs.folder import take_ownership
 from lapmusic.jobs.job import Job
@@ -31,12 +32,9 @@ from lapmusic.jobs.queue import PersistentQueue
 from lapmusic.jobs.runs import (
     ACTIVE_STATES,
     CANCELLED,
-    DONE_STATES,
     QUEUED,
     RUNNING,
     default_runs_dir,
-    run_folder_name,
-    run_key,
     summarize_run,
 )
 from lapmusic.jobs.scheduler import Scheduler
@@ -127,29 +125,42 @@ class JobManager:
         TypeError
             When ``config`` is not a dict.
         """
+        if resume:
+            self._check_owner()
+            return self._resume(Path(run_dir or ""), session, client, group)
+        return self.submit_group([config], session=session, client=client, student=student, group=group,
+                                 run_dirs=None if run_dir is None else [run_dir])[0]
+
+    def submit_group(self, configs: list[dict], *, session: str | None = None, client: str | None = None,
+                     student: str | None = None, group: str | None = None, run_dirs: list | None = None) -> list[Job]:
+        """Queue the runs of one Train press (an LAE/random pair) whole or not at all.
+
+        Parameters are those of :meth:`submit`, with a list of configs (and of folders, ``run_dirs``).
+
+        Returns
+        -------
+        list of Job
+            One per config, in order: new, or the existing run with the same key that ``session`` now follows.
+
+        Raises
+        ------
+        LapMusicError
+            When another server manages the runs folder, the quotas do not leave room for all the new runs
+            together (checked under the lock), or a folder holds a run: then nothing is queued or followed.
+        TypeError
+            When a config is not a dict.
+        """
+        self._check_owner()
+        request = Request(session=session, client=client, student=student, group=group)
+        with self._lock:
+            jobs = admit(self._table, self._queue, self.quotas, self.runs_dir, configs, request,
+                         cuda=self.gpus > 0, run_dirs=run_dirs)
+        self.scheduler.wake()
+        return jobs
+
+    def _check_owner(self) -> None:
         if not self.owner:
             raise LapMusicError("another lapmusic server manages this runs folder; train there, or stop it")
-        if resume:
-            return self._resume(Path(run_dir or ""), session, client, group)
-        if not isinstance(config, dict):
-            raise TypeError(f"submit takes the run's config as a dict (TrainConfig.to_dict()), not "
-                            f"{type(config).__name__}")
-        config = dict(config)
-        key = run_key(config, cuda=self.gpus > 0)
-        with self._lock:
-            if (existing := self._table.for_key(key)) is not None:
-                if session is not None:
-                    existing.follow(session, group)
-                    existing.save()
-                return existing
-            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
-            target = Path(run_dir) if run_dir is not None else self.runs_dir / run_folder_name(config, student=student)
-            job = Job.create(target.resolve(), config, key, session=session, client=client, student=student,
-                             group=group)
-            self._table.add(job)
-            self._queue.append(job.run_dir, job.submitted_at)
-        self.scheduler.wake()
-        return job
 
     def _resume(self, run_dir: Path, session: str | None, client: str | None, group: str | None) -> Job:
         run_dir = run_dir.resolve()
@@ -157,21 +168,10 @@ class JobManager:
         if config is None:
             raise LapMusicError(f"{run_dir} is not a run folder (no config.json); choose another run")
         summary = summarize_run(run_dir)
+        request = Request(session=session, client=client, student=None, group=group)
         with self._lock:
-            job = self._table.get(run_dir)
-            if job is not None and job.state == RUNNING and summary is not None and summary.state in DONE_STATES:
-                self.scheduler.reap(job)  # its worker has written its last status and is exiting right now
-            if summary is not None and summary.state in ACTIVE_STATES or (job is not None and job.active):
-                raise LapMusicError(f"run {run_dir.name} is already {summary.state if summary else job.state}; "
-                                    "wait for it or stop it first")
-            if not (run_dir / "checkpoint.pt").is_file():
-                raise LapMusicError(f"run {run_dir.name} has no checkpoint to resume from; start a new run")
-            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
-            if job is None:  # a run of the lapmusic command, resumed from the app: managed from now on
-                job = Job(run_dir=run_dir, config=config, key=None, submitted_at=time.time())
-            job.requeue(session, client, group)
-            self._queue.append(run_dir, time.time())
-            self._table.add(job)
+            job = readmit(self._table, self._queue, self.quotas, run_dir, config, summary, request,
+                          reap=self.scheduler.reap)
         self.scheduler.wake()
         return job
 
