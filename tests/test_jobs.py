@@ -207,18 +207,6 @@ def test_bad_files_in_a_run_folder_give_defaults_not_errors(runs_dir):
 
 
 # ------------------------------------------------------------------------------ estimates
-def test_estimates_use_measured_epoch_times_of_the_same_size(tmp_path):
-    for name, hidden, seconds in (("a", 128, [4.0, 6.0]), ("b", 128, [5.0]), ("c", 64, [100.0])):
-        atomic_write_json(tmp_path / name / "config.json", config(hidden=hidden))
-        lines = [{"epoch": 0, "elapsed": 20.0}] + [{"epoch": n + 1, "seconds": s} for n, s in enumerate(seconds)]
-        (tmp_path / name / "metrics.jsonl").write_text("".join(f"{__import__('json').dumps(r)}\n" for r in lines))
-    timing = estimate.measure([tmp_path / n for n in "abc"], "bach", 128)
-    assert (timing.epoch_seconds, timing.setup_seconds, timing.runs) == (5.0, 20.0, 2)
-    assert timing.duration(10) == 70.0
-    rough = estimate.measure([tmp_path / n for n in "abc"], "bach", 256)
-    assert not rough.measured and rough.epoch_seconds == estimate.DEFAULT_EPOCH_SECONDS
-
-
 def test_the_schedule_matches_a_brute_force_simulation():
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -263,8 +263,9 @@ class JobManager:
         Returns
         -------
         dict
-            ``{job id: {"position", "start_in", "finish_in", "measured"}}``: the queue position (None while
-            running), seconds from now, and whether runs of that size were measured (else a rough default).
+            ``{job id: {"position", "start_in", "finish_in", "start_range", "finish_range", "measured",
+            "basis"}}``: the queue position (None while running), seconds from now with ``(low, high)`` ranges,
+            and what they come from (:func:`lapmusic.jobs.estimate.predict`; ``measured`` False: a rough default).
         """
         with self._lock:
             running = self._table.in_state(RUNNING)

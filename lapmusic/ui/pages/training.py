@@ -147,7 +147,7 @@ def _status_line(summary, job, estimates: dict) -> None:
         estimate = estimates.get(job.id) if job is not None else None
         text = f"**{title}** — {epoch} of {epochs} epochs done · {status.get('message') or 'training'}"
         if estimate is not None:
-            text += f" · about {labels.format_seconds(estimate['finish_in'])} left"
+            text += f" · about {labels.format_range(*estimate['finish_range'])} left"
         cols = box.columns([5, 1])
         fraction = status.get("fraction")
         cols[0].progress(float(fraction) if isinstance(fraction, (int, float)) else 0.0, text=text)
@@ -156,12 +156,13 @@ def _status_line(summary, job, estimates: dict) -> None:
         estimate = estimates.get(job.id) if job is not None else None
         cols = box.columns([5, 1])
         if estimate is not None:
-            rough = "" if estimate["measured"] else " (rough: no run of this size measured yet)"
+            rough = "" if estimate["measured"] else " (a rough guess: nothing like it has trained on this server yet)"
             cols[0].info(
                 f"**{title}** is waiting for a free slot: position {estimate['position']} of "
                 f"{server.manager().queued_count} in the queue · starts in about "
-                f"{labels.format_seconds(estimate['start_in'])}, done in about "
-                f"{labels.format_seconds(estimate['finish_in'])}{rough}."
+                f"{labels.format_range(*estimate['start_range'])}, done in about "
+                f"{labels.format_range(*estimate['finish_range'])}{rough}. Times are estimated from the runs "
+                "this server has trained; a busy machine makes them longer."
             )
         else:
             cols[0].info(f"**{title}** is waiting in the queue.")
