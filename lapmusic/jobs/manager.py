@@ -77,7 +77,8 @@ class JobManager:
         pool = WorkerPool(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
         self.scheduler = Scheduler(self._table, self._queue, pool, self._lock, self.max_jobs)
         """Starts queued jobs and records how workers ended (:class:`~lapmusic.jobs.scheduler.Scheduler`)."""
-        self._estimator = Estimator(self.runs_dir, self._configs)
+        self.estimator = Estimator(self.runs_dir, self._configs)
+        """Durations from the runs measured in this folder (:class:`~lapmusic.jobs.estimate.Estimator`)."""
         self._owner_lock = take_ownership(self.runs_dir)
         self.owner = self._owner_lock is not None
         """False when another server manages this runs folder: then this one only reads it."""
@@ -270,7 +271,7 @@ class JobManager:
         with self._lock:
             running = self._table.in_state(RUNNING)
             queued = [j for r in self._queue.runs() if (j := self._table.get(r)) is not None]
-        return self._estimator.estimates(running, queued, self.max_jobs)
+        return self.estimator.estimates(running, queued, self.max_jobs)
 
     # ----------------------------------------------------------------------------- control
     def cancel(self, job_id: str, session: str | None = None, *, teacher: bool = False) -> str:
