@@ -117,3 +117,20 @@ def test_estimates_schedule_the_low_middle_and_high_durations(tmp_path):
         assert e["finish_range"][1] == pytest.approx((n + 1) * point * estimate.LOAD_SPREAD)
         assert e["start_range"][0] <= e["start_in"] <= e["start_range"][1]
     assert all(math.isfinite(v) for e in got.values() for v in e["finish_range"])
+
+
+def test_a_run_in_its_first_epoch_measures_its_epoch_time_from_its_progress(tmp_path):
+    import os
+
+    folder = tmp_path / "live"
+    write_run(folder, [], 8.0, state="running", epochs=4)
+    setup_ended = time.time() - 30.0
+    os.utime(folder / "metrics.jsonl", (setup_ended, setup_ended))
+    # 1.5 of 5 slots: the set-up slot and half of epoch 1, 30 s after the set-up ended: 60 s an epoch.
+    atomic_write_json(folder / "status.json", {"state": "running", "fraction": 1.5 / 5})
+    found = estimate.measure_run(folder, now=setup_ended + 30.0)
+    assert found.epoch_seconds == pytest.approx(60.0) and found.setup_seconds == 8.0 and not found.finished
+    atomic_write_json(folder / "status.json", {"state": "running", "fraction": 1.1 / 5})  # 10 % of an epoch
+    assert estimate.measure_run(folder, now=setup_ended + 30.0) is None
+    atomic_write_json(folder / "status.json", {"state": "running", "fraction": 0.5 / 5})  # still setting up
+    assert estimate.measure_run(folder, now=setup_ended + 30.0) is None

@@ -2,7 +2,8 @@
 
 Every run folder with finished epochs is a measurement (:class:`Measured`): its median epoch seconds
 (``metrics.jsonl``, epochs >= 1), its set-up (epoch 0's ``elapsed``: pre-training, data loading, the first
-evaluation) and how many epochs it ran. A new run is estimated (:func:`predict`) from the closest runs there
+evaluation) and how many epochs it ran; a run in its first epoch measures its epoch time from its progress
+(the first pair of a class is still training when the next students queue). A new run is estimated (:func:`predict`) from the closest runs there
 are: first those of the same shape (dataset, cell, output and its options, batch, data limits), else the same
 dataset, cell and output, else the same dataset. Between hidden sizes the epoch time is scaled by the work of
 one frame (:func:`frame_work`) to a power fitted on the sizes measured (0.5 when one size is known): small
@@ -32,7 +33,7 @@ from lapmusic.jobs.runs import candidate_dirs
 DEFAULT_EPOCH_SECONDS = 60.0
 """Per epoch when nothing was measured: on the high side, so as not to promise a start that does not come."""
 DEFAULT_SETUP_SECONDS = 60.0
-TIMING_TTL = 30.0  # seconds the measurements are reused before the metrics.jsonl files are read again
+TIMING_TTL = 10.0  # seconds the measurements are reused before the run folders are read again
 LOAD_SPREAD = 1.25  # the same run on a shared machine: this factor slower or faster from one run to the next
 OTHER_SHAPE_SPREAD = 2.0  # runs of other settings (batch, output options) say less: a wider range
 DEFAULT_POWER, POWER_RANGE = 0.5, (0.2, 1.0)  # epoch time ~ frame_work ** power between hidden sizes
@@ -93,19 +94,42 @@ def frame_work(config: dict) -> float:
     return work
 
 
-def measure_run(run_dir: Path, config: dict | None = None) -> Measured | None:
-    """The measurement of one run folder; None when it has no finished epoch (or no config)."""
+def measure_run(run_dir: Path, config: dict | None = None, now: float | None = None) -> Measured | None:
+    """The measurement of one run folder; None when it has no finished epoch and is not yet
+    :data:`LIVE_EPOCH_SHARE` into its first one (or has no config)."""
     config = config or read_json(run_dir / "config.json")
     if not isinstance(config, dict):
         return None
     rows = read_jsonl(run_dir / "metrics.jsonl")
     seconds = [s for r in rows if _number(r.get("epoch")) and (s := _number(r.get("seconds"))) is not None]
-    if not seconds:
-        return None
     setup = [s for r in rows if r.get("epoch") == 0 and (s := _number(r.get("elapsed"))) is not None]
-    state = (read_json(run_dir / "status.json") or {}).get("state")
+    status = read_json(run_dir / "status.json") or {}
+    if not seconds:  # a run in its first epoch: the epoch time from its progress so far
+        live = _live_epoch_seconds(run_dir, config, status, setup[-1] if setup else None, now)
+        return None if live is None else Measured(config, live, setup[-1], 0, False)
     return Measured(config, statistics.median(seconds), setup[-1] if setup else None, len(seconds),
-                    state == "finished")
+                    status.get("state") == "finished")
+
+
+LIVE_EPOCH_SHARE = 0.2  # a first epoch this far along measures its epoch time well enough
+
+
+def _live_epoch_seconds(run_dir: Path, config: dict, status: dict, setup: float | None,
+                        now: float | None) -> float | None:
+    """Seconds per epoch of a running run from its progress: ``status.json``'s fraction counts the set-up as
+    one slot of ``epochs + 1`` (:func:`lapmusic.training.train.train`), and the set-up ended when epoch 0's
+    line was written (the time of ``metrics.jsonl``, the only line yet). None before the set-up is done or
+    :data:`LIVE_EPOCH_SHARE` of an epoch."""
+    fraction, epochs = _number(status.get("fraction")), _number(config.get("epochs"))
+    if status.get("state") != "running" or None in (fraction, epochs, setup):
+        return None
+    try:
+        setup_ended = (run_dir / "metrics.jsonl").stat().st_mtime
+    except OSError:
+        return None
+    done = fraction * (epochs + 1) - 1.0  # epochs of training done, the current one in part
+    spent = (time.time() if now is None else now) - setup_ended
+    return spent / done if done >= LIVE_EPOCH_SHARE and spent > 0 else None
 
 
 def _closest(config: dict, runs: Sequence[Measured]) -> tuple[list[Measured], bool]:
