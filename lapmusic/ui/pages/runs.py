@@ -46,7 +46,18 @@ def render(settings: Settings) -> None:
             for r in runs
         ],
         hide_index=True,
+        column_config={
+            "init": st.column_config.Column(help="how the network started: lae (pre-trained on the music first) "
+                                                 "or random (random numbers)"),
+            "hidden": st.column_config.Column(help="hidden units: the size of the network's memory"),
+            "epochs": st.column_config.Column(help="passes over the training pieces done / planned (a run stops "
+                                                   "early when it no longer improves)"),
+            "test NLL": st.column_config.Column(help="how surprised the finished network is by the real next "
+                                                     "moment of pieces it never saw: lower is better"),
+        },
     )
+    st.caption("**test NLL**: how surprised a finished network is by what really comes next in music it never "
+               "saw (lower is better). **epochs**: passes over the training pieces, done / planned.")
     st.caption(f"Saved in `{labels.display_path(manager.runs_dir)}`; runs made with the `lapmusic` command appear here too.")
     by_name = {str(r.run_dir): r for r in runs}
     chosen = st.multiselect(
@@ -83,19 +94,20 @@ def _teacher_box() -> None:
             return
         st.text_input("Teacher password", type="password", key="teacher_password")
         st.button("Enter teacher mode", key="teacher_enter", on_click=_enter_teacher)
-        if st.session_state.pop("teacher_refused", False):
-            st.error("Wrong password.")
+        if refused := st.session_state.pop("teacher_refused", None):
+            st.error(refused)
 
 
 def _enter_teacher() -> None:
-    from lapmusic.jobs.sessions import is_teacher_password
+    from lapmusic.jobs.sessions import TEACHER_GUARD
 
     candidate = st.session_state.get("teacher_password", "")
     st.session_state["teacher_password"] = ""  # not kept in the page
-    if is_teacher_password(candidate):
+    refused = TEACHER_GUARD.attempt(session.client_ip(), candidate)  # counted per address: delay, then lockout
+    if refused is None:
         st.session_state["teacher"] = True
     else:
-        st.session_state["teacher_refused"] = True
+        st.session_state["teacher_refused"] = refused
 
 
 def _delete() -> None:
