@@ -169,7 +169,8 @@ class RepeatMixture:
         if self.window == 1:
             return {}
         cand, valid = self.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
-        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype),
+        # uint8, not the states' dtype: (N, L, K) 0/1 frames per step, a quarter of the memory of floats
+        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(torch.uint8),
                 "history_valid": valid.reshape(-1, valid.shape[-1])}
 
     def start_history(self, warm: torch.Tensor) -> dict[str, torch.Tensor]:

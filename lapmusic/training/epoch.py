@@ -177,6 +177,17 @@ def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
     return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
 
 
+EVAL_FRAMES = 2048
+"""Frames (rows x steps) scored at once by the evaluation: bounds its memory (the NADE's sampled frames, the copy
+window's candidates, the vocabulary's softmax are per frame), whatever the batch size and piece lengths."""
+
+
+def _window_length(rows: int, window: int) -> int:
+    """Steps of the next evaluation window over ``rows`` pieces: at most ``window``, and at most
+    ``EVAL_FRAMES`` frames in all (at least one step)."""
+    return max(1, min(window, EVAL_FRAMES // max(rows, 1)))
+
+
 @torch.no_grad()
 def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
                 acc_samples: int):
@@ -188,14 +199,17 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
     for batch in length_batches([lengths[i] for i in usable], batch_size, None):
         inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
         h = None
-        for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
+        start = 0
+        while start < inputs.shape[1]:  # windows only bound memory: the same NLL and ACC
             rows = _active_rows(mask, start)
-            window_inputs = inputs[:rows, start : start + window]
+            stop = start + _window_length(rows, window)
+            window_inputs = inputs[:rows, start:stop]
             states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
             past = model.head.frames_before(inputs[:rows], start)  # a copy window reaches into the window before
-            window_targets = targets[:rows, start : start + window]
+            window_targets = targets[:rows, start:stop]
             scores = model.head.metric_scores(states, window_targets, window_inputs, past, acc_samples, seed=start)
-            totals.update(targets=window_targets, mask=mask[:rows, start : start + window], **scores)
+            totals.update(targets=window_targets, mask=mask[:rows, start:stop], **scores)
+            start = stop
     model.train(was_training)
     return totals
 
