@@ -84,3 +84,26 @@ def test_in_place_sampler_draws_the_reference_frames(temperature, cap):
     want = _reference_sample(nade, states, temperature, cap, torch.Generator().manual_seed(2))
     assert got.dtype == torch.uint8 and torch.equal(got, want)
     assert got.sum() > 0
+
+
+@pytest.mark.parametrize("window,before", [(1, 0), (4, 0), (4, 2), (6, 5)])
+def test_packed_copy_matches_equal_the_key_by_key_comparison(window, before):
+    from lapmusic.model.repeatmix import RepeatNADE, pack_frames
+
+    torch.manual_seed(0)
+    layer = RepeatNADE(5, 88, 4, window=window)
+    rng = np.random.default_rng(window + before)
+    chords = (rng.random((3, 88)) < 0.5).astype(np.float32)  # dense: keys above 62 matter too
+    chords[1, 87] = 1 - chords[0, 87]
+    chords[1, :87] = chords[0, :87]  # differs from chord 0 in the highest key only
+    seq = torch.from_numpy(chords[rng.integers(0, 3, (2, 20 + before))])
+    past, inputs, frames = seq[:, :before] if before else None, seq[:, before:-1], seq[:, before + 1:]
+    if window == 1:
+        cand, valid = layer.candidates(inputs)
+    else:
+        cand, valid = layer.candidates(inputs, past)
+    want = ((frames > 0.5).unsqueeze(-2) == cand).all(-1) & valid
+    same, got_valid = layer.copy_matches(frames, inputs, past)
+    assert torch.equal(got_valid, valid) and torch.equal(same, want)
+    assert want.any() and (~want & valid).any()
+    assert not torch.equal(pack_frames(torch.from_numpy(chords[:1])), pack_frames(torch.from_numpy(chords[1:2])))
