@@ -271,10 +271,9 @@ class RepeatMixture:
             if self.window > 1:
                 history = torch.cat([history, history.new_zeros(len(inputs), self.window - 1, inputs.shape[-1])], 1)
                 history_valid = torch.cat([history_valid, history_valid.new_zeros(len(inputs), self.window - 1)], 1)
-        previous = (history > 0.5).to(torch.uint8)  # (N, L, K)
         allowed = history_valid.clone()
         if max_polyphony is not None:
-            allowed &= previous.sum(-1) <= max_polyphony  # a candidate over the cap is never copied
+            allowed &= (history > 0.5).sum(-1) <= max_polyphony  # a candidate over the cap is never copied
         gate = self.repeat_logit(states)
         any_allowed = allowed.any(1)
         if self.offset_logits is not None:
@@ -296,7 +295,8 @@ class RepeatMixture:
                 # guard against rounding: an offset that is not allowed falls back to the likeliest allowed one
                 bad = ~allowed.gather(1, offset[:, None])[:, 0]
                 offset = torch.where(bad, probs.argmax(1), offset)
-        chosen = previous[torch.arange(len(previous), device=previous.device), offset]
+        # only the chosen candidate of each row is read: (N, L, K) passes over the history were most of the time
+        chosen = (history[torch.arange(len(history), device=history.device), offset] > 0.5).to(torch.uint8)
         return torch.where(use.unsqueeze(1), chosen, inner)
 
 

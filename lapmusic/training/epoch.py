@@ -177,7 +177,7 @@ def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
     return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
 
 
-EVAL_FRAMES = 2048
+EVAL_FRAMES = 1024
 """Frames (rows x steps) scored at once by the evaluation: bounds its memory (the NADE's sampled frames, the copy
 window's candidates, the vocabulary's softmax are per frame), whatever the batch size and piece lengths."""
 
