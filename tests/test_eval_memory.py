@@ -107,3 +107,14 @@ def test_packed_copy_matches_equal_the_key_by_key_comparison(window, before):
     assert torch.equal(got_valid, valid) and torch.equal(same, want)
     assert want.any() and (~want & valid).any()
     assert not torch.equal(pack_frames(torch.from_numpy(chords[:1])), pack_frames(torch.from_numpy(chords[1:2])))
+
+
+def test_allocator_keeps_freed_memory_on_glibc():
+    import platform
+
+    from lapmusic.core.alloc import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first  # once per process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True

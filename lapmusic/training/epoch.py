@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lapmusic import N_KEYS
+from lapmusic.core.alloc import keep_freed_memory
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.metrics import MetricAccumulator
 from lapmusic.model.nade import EXPECTED_ACC_SAMPLES
@@ -191,6 +192,7 @@ def _window_length(rows: int, window: int) -> int:
 @torch.no_grad()
 def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
                 acc_samples: int):
+    keep_freed_memory()  # the same blocks are freed and allocated again for every chunk
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
@@ -242,6 +244,7 @@ def train_epoch(
     """
     if input_noise > 0 and density is None:
         raise ValueError("input_noise needs the training key density")
+    keep_freed_memory()  # the same blocks are freed and allocated again for every window
     model.train()
     lengths = [len(p) for p in pieces]
     usable = [i for i, n in enumerate(lengths) if n >= 2]
