@@ -83,7 +83,11 @@ class LinearAutoencoder:
 
     @property
     def energy_captured(self) -> float:
-        """Fraction of ``||Xi||_F^2`` kept by the ``p`` units: ``sum(sv[:p]**2) / ||Xi||_F^2``."""
+        """Fraction of ``||Xi||_F^2`` kept by the ``p`` units: ``sum(sv[:p]**2) / ||Xi||_F^2``, in ``[0, 1]``.
+
+        ``exact``: the top ``p`` singular values, the most any ``p`` units can keep. ``approx``: the singular
+        values of ``Xi U`` on the fitted orthonormal ``U`` (:func:`lapmusic.lae.approx.approx_svd`), so this is
+        the energy the fitted subspace keeps, at most the exact figure."""
         return float(np.sum(self.energy_per_component[: self.p]))
 
     # ---------------------------------------------------------------- encode / decode

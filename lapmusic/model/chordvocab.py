@@ -212,7 +212,7 @@ class ChordVocabNADE(NADEOutput):
         """One frame per state ``(N, p)`` -> ``(N, K)`` uint8 from the mixture (module docstring, "Sampling").
 
         Random numbers, in this order: the NADE frame of every row (as :meth:`NADEOutput.sample`), one
-        uniform per row for the component, one categorical draw per row for the chord."""
+        uniform per row for the component, one uniform per row for the chord (inverse CDF)."""
         nade_frames = super().sample(states, temperature, max_polyphony, generator, inputs)
         gate = self.gate(states).squeeze(-1)
         logits = self.chord_logits(states)
@@ -228,5 +228,9 @@ class ChordVocabNADE(NADEOutput):
             use_chord = (uniform < torch.sigmoid(gate / temperature)) & allowed
             probs = torch.softmax(logits / temperature, dim=1)
             probs = torch.where(allowed.unsqueeze(1), probs, torch.ones_like(probs))  # any valid row for NaN ones
-            choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            # Inverse CDF (one uniform per row): torch.multinomial was a fifth of the recipe's evaluation time.
+            # side="right": a uniform never lands on a chord of probability 0.
+            cdf = torch.cumsum(probs, 1)
+            u = torch.rand(len(gate), 1, generator=generator, device=gate.device, dtype=cdf.dtype)
+            choice = torch.searchsorted(cdf, u * cdf[:, -1:], side="right").squeeze(1).clamp_(max=len(cdf[0]) - 1)
         return torch.where(use_chord.unsqueeze(1), self.chords[choice], nade_frames)

@@ -252,18 +252,26 @@ class NADEOutput(OutputHead):
         else:
             uniform = torch.rand(self.n_keys, n, generator=generator, device=a.device, dtype=a.dtype)
             thresholds = temperature * torch.logit(uniform)
-        on_keys = []
         count = torch.zeros(n, dtype=a.dtype, device=a.device) if max_polyphony is not None else None
         Wt = self.W.T.contiguous()
+        # One set of buffers for the whole loop, updated in place: a fresh (N, H) tensor per key would be
+        # allocated and freed 88 times a frame (page faults, kernel time; docs/research/throughput.md).
+        a = a.contiguous()
+        h = torch.empty_like(a)
+        logit = torch.empty(n, dtype=a.dtype, device=a.device)
+        on = torch.empty(n, dtype=a.dtype, device=a.device)
+        frames = torch.empty(self.n_keys, n, dtype=torch.uint8, device=a.device)
         for k in range(self.n_keys):
-            logit = torch.addmv(b[k], torch.sigmoid(a), self.V[k])  # b_k(s) + V[k] . sigmoid(a_k)
-            on = (logit >= thresholds[k]).to(a.dtype)
+            torch.sigmoid(a, out=h)
+            torch.addmv(b[k], h, self.V[k], out=logit)  # b_k(s) + V[k] . sigmoid(a_k)
+            torch.ge(logit, thresholds[k], out=frames[k])
+            on.copy_(frames[k])
             if count is not None:
-                on = on * (count < max_polyphony)
+                on.mul_(count < max_polyphony)
                 count += on
-            on_keys.append(on)
-            a = torch.addr(a, on, Wt[k])  # a_{k+1} = a_k + v_k W[:, k]
-        return torch.stack(on_keys, dim=1).to(torch.uint8)
+                frames[k].copy_(on)
+            a.addr_(on, Wt[k])  # a_{k+1} = a_k + v_k W[:, k]
+        return frames.T.contiguous()
 
 
 @torch.no_grad()

@@ -78,6 +78,21 @@ def repeat_share(pieces: Sequence[np.ndarray], window: int = 1) -> float:
     return same / total if total else 0.0
 
 
+_BITS = 62  # keys packed per int64 word (below 63: every packed value is a non-negative int64)
+
+
+def pack_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Frames ``(..., K)`` (on where ``> 0.5``) as exact bit patterns ``(..., ceil(K / 62))`` int64: two frames are
+    equal iff their words are (88 keys: 2 words, so comparing candidates costs 2 operations, not 88)."""
+    keys = frames.shape[-1]
+    words = -(-keys // _BITS)
+    bits = (frames > 0.5).long()
+    if words * _BITS != keys:
+        bits = nn.functional.pad(bits, (0, words * _BITS - keys))
+    powers = torch.pow(2, torch.arange(_BITS, device=frames.device, dtype=torch.long))
+    return (bits.reshape(*frames.shape[:-1], words, _BITS) * powers).sum(-1)
+
+
 class RepeatMixture:
     """Mixin over an output layer ``q`` (:class:`NADEOutput` or :class:`ChordVocabNADE`): adds the repeat gate
     ``repeat_gate`` (``Linear(state_size, 1)``) and overrides ``log_prob`` and ``sample`` (module docstring).
@@ -162,6 +177,30 @@ class RepeatMixture:
         valid = (steps >= -before).unsqueeze(0).expand(b, t, self.window)
         return cand, valid
 
+    def copy_matches(self, frames: torch.Tensor, inputs: torch.Tensor,
+                     past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(same (..., L) bool, valid (..., L) bool)``: candidate ``k`` (:meth:`candidates`) exists and equals the
+        frame ``frames`` ``(..., K)``. Compared as packed bit patterns (:func:`pack_frames`): the same answer as
+        comparing the ``(..., L, K)`` candidates key by key, without building them."""
+        target = pack_frames(frames)  # (..., W)
+        if self.window == 1:
+            valid = torch.ones(target.shape[:-1] + (1,), dtype=torch.bool, device=target.device)
+            return (target == pack_frames(inputs)).all(-1, keepdim=True), valid
+        if inputs.dim() != 3:
+            raise ValueError(f"a window of {self.window} frames needs inputs (B, T, K), got {tuple(inputs.shape)}")
+        b, t, _ = inputs.shape
+        lead = self.window - 1
+        before = past.shape[1] if past is not None else 0
+        if before > lead:
+            raise ValueError(f"past holds {before} frames, the window looks back {lead}")
+        read = pack_frames(inputs)  # (B, T, W)
+        parts = [read.new_zeros(b, lead - before, read.shape[-1])] + ([pack_frames(past)] if before else []) + [read]
+        windows = torch.cat(parts, 1).unfold(1, self.window, 1)  # (B, T, W, L), oldest first
+        same = (windows == target.unsqueeze(-1)).all(-2).flip(-1)  # (B, T, L): offset 1 (the frame read) first
+        steps = torch.arange(t, device=read.device)[:, None] - torch.arange(self.window, device=read.device)[None, :]
+        valid = (steps >= -before).unsqueeze(0).expand(b, t, self.window)
+        return same & valid, valid
+
     def history_kwargs(self, inputs: torch.Tensor | None, past: torch.Tensor | None,
                        dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """``history`` ``(N, L, K)`` and ``history_valid`` ``(N, L)`` of every flattened step for a window
@@ -169,7 +208,8 @@ class RepeatMixture:
         if self.window == 1:
             return {}
         cand, valid = self.candidates(inputs, past)  # inputs (B, T, K), past (B, P, K)
-        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(dtype),
+        # uint8, not the states' dtype: (N, L, K) 0/1 frames per step, a quarter of the memory of floats
+        return {"history": cand.reshape(-1, *cand.shape[-2:]).to(torch.uint8),
                 "history_valid": valid.reshape(-1, valid.shape[-1])}
 
     def start_history(self, warm: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -205,8 +245,7 @@ class RepeatMixture:
             raise ValueError("the repeat component needs the frames read: pass inputs (..., K)")
         inner = super().log_prob(states, frames, inputs)
         gate = self.repeat_logit(states)
-        cand, valid = self.candidates(inputs, past)
-        same = ((frames > 0.5).unsqueeze(-2) == cand).all(-1) & valid  # (..., L)
+        same, valid = self.copy_matches(frames, inputs, past)
         log_w = self.log_offset_weights(states, valid)
         copy_w = torch.logsumexp(torch.where(same, log_w, torch.full_like(log_w, -math.inf)), -1)
         copy = nn.functional.logsigmoid(gate) + copy_w
@@ -232,10 +271,9 @@ class RepeatMixture:
             if self.window > 1:
                 history = torch.cat([history, history.new_zeros(len(inputs), self.window - 1, inputs.shape[-1])], 1)
                 history_valid = torch.cat([history_valid, history_valid.new_zeros(len(inputs), self.window - 1)], 1)
-        previous = (history > 0.5).to(torch.uint8)  # (N, L, K)
         allowed = history_valid.clone()
         if max_polyphony is not None:
-            allowed &= previous.sum(-1) <= max_polyphony  # a candidate over the cap is never copied
+            allowed &= (history > 0.5).sum(-1) <= max_polyphony  # a candidate over the cap is never copied
         gate = self.repeat_logit(states)
         any_allowed = allowed.any(1)
         if self.offset_logits is not None:
@@ -257,7 +295,8 @@ class RepeatMixture:
                 # guard against rounding: an offset that is not allowed falls back to the likeliest allowed one
                 bad = ~allowed.gather(1, offset[:, None])[:, 0]
                 offset = torch.where(bad, probs.argmax(1), offset)
-        chosen = previous[torch.arange(len(previous), device=previous.device), offset]
+        # only the chosen candidate of each row is read: (N, L, K) passes over the history were most of the time
+        chosen = (history[torch.arange(len(history), device=history.device), offset] > 0.5).to(torch.uint8)
         return torch.where(use.unsqueeze(1), chosen, inner)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lapmusic import N_KEYS
+from lapmusic.core.alloc import keep_freed_memory
 from lapmusic.core.errors import LapMusicError
 from lapmusic.model.metrics import MetricAccumulator
 from lapmusic.model.nade import EXPECTED_ACC_SAMPLES
@@ -177,9 +178,21 @@ def choose_threshold(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_
     return _accumulate(model, pieces, batch_size, 1000, EXPECTED_ACC_SAMPLES).best_threshold()
 
 
+EVAL_FRAMES = 1024
+"""Frames (rows x steps) scored at once by the evaluation: bounds its memory (the NADE's sampled frames, the copy
+window's candidates, the vocabulary's softmax are per frame), whatever the batch size and piece lengths."""
+
+
+def _window_length(rows: int, window: int) -> int:
+    """Steps of the next evaluation window over ``rows`` pieces: at most ``window``, and at most
+    ``EVAL_FRAMES`` frames in all (at least one step)."""
+    return max(1, min(window, EVAL_FRAMES // max(rows, 1)))
+
+
 @torch.no_grad()
 def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int, window: int,
                 acc_samples: int):
+    keep_freed_memory()  # the same blocks are freed and allocated again for every chunk
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
@@ -188,14 +201,17 @@ def _accumulate(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size:
     for batch in length_batches([lengths[i] for i in usable], batch_size, None):
         inputs, targets, mask = pad_batch([pieces[usable[i]] for i in batch])
         h = None
-        for start in range(0, inputs.shape[1], window):  # windows only bound memory: same result
+        start = 0
+        while start < inputs.shape[1]:  # windows only bound memory: the same NLL and ACC
             rows = _active_rows(mask, start)
-            window_inputs = inputs[:rows, start : start + window]
+            stop = start + _window_length(rows, window)
+            window_inputs = inputs[:rows, start:stop]
             states, h = model.hidden_states(window_inputs, _first_rows(h, rows))
             past = model.head.frames_before(inputs[:rows], start)  # a copy window reaches into the window before
-            window_targets = targets[:rows, start : start + window]
+            window_targets = targets[:rows, start:stop]
             scores = model.head.metric_scores(states, window_targets, window_inputs, past, acc_samples, seed=start)
-            totals.update(targets=window_targets, mask=mask[:rows, start : start + window], **scores)
+            totals.update(targets=window_targets, mask=mask[:rows, start:stop], **scores)
+            start = stop
     model.train(was_training)
     return totals
 
@@ -228,6 +244,7 @@ def train_epoch(
     """
     if input_noise > 0 and density is None:
         raise ValueError("input_noise needs the training key density")
+    keep_freed_memory()  # the same blocks are freed and allocated again for every window
     model.train()
     lengths = [len(p) for p in pieces]
     usable = [i for i, n in enumerate(lengths) if n >= 2]
