@@ -144,7 +144,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return "-" if value is None else f"{value:.{digits}f}"
 
         b = r["baselines"]
-        return (f"{r['split']}: NLL {number(r['nll'])}  ACC {number(r['acc'], 2)}% (p >= 0.5), "
+        return (f"{r['split']}: NLL {number(r['nll'])} over frames 2..T of each piece ("
+                f"{number(r['nll_first_frame_scored'])} with the first frame scored too, "
+                f"{r['frames_first_frame_scored']} frames)  ACC {number(r['acc'], 2)}% (p >= 0.5), "
                 f"{number(r.get('acc_tuned'), 2)}% (p >= {number(r.get('threshold'), 3)}, threshold from "
                 f"{r['threshold_source']})  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
@@ -258,7 +260,8 @@ def add_training_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL, ACC, expected ACC, baselines")
+    p = sub.add_parser("evaluate", help="evaluate a run folder on a split: NLL (first frame of each piece left "
+                       "out, and scored), ACC, expected ACC, baselines")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
     p.add_argument("--split", choices=["train", "valid", "test"], default="test",
                    help="which split to evaluate on (default test)")

@@ -21,6 +21,13 @@ For the NADE output (:mod:`lapmusic.model.nade`) the same NLL formula applies to
 ACC counts the greedy frame (keys decoded low to high at conditional ``p >= 0.5``) and expected ACC uses the
 share of sampled frames with each key on (:meth:`MetricAccumulator.update`'s ``on`` and ``probs``).
 
+**Two NLL conventions.** ``nll`` leaves out each piece's first frame (frames ``2..T`` are predicted, as in
+the TCN code of Bai et al. 2018). Boulanger-Lewandowski et al. 2012 average over every time step, the first
+included. :func:`nll_with_first_frames` pools both: the NLL of frames ``2..T`` and that of each piece's first
+frame, predicted from the state after one silent frame read from the zero state (the distribution the sampler
+draws a first frame from without a primer); the product of those conditionals is a distribution over whole
+pieces, so the pooled figure is an exact NLL per frame too.
+
 Trivial baselines on the same frames: **copy-previous-frame ACC** (predict frame ``t`` = frame ``t-1``) and
 **marginal NLL** (each key independently on with its frequency in the training frames, smoothed as
 ``(count + 0.5) / (frames + 1)`` so no probability is 0 or 1).
@@ -216,6 +223,35 @@ class MetricAccumulator:
             "expected_acc": _acc(self.soft_tp, self.soft_fp, self.soft_fn),
             "frames": self.frames,
         }
+
+
+def nll_with_first_frames(nll_predicted: float | None, frames_predicted: int, first_nll_sum: float,
+                          first_frames: int) -> float | None:
+    """NLL per frame with every piece's first frame scored too (the convention of Boulanger-Lewandowski et al. 2012).
+
+    ``(nll_predicted * frames_predicted + first_nll_sum) / (frames_predicted + first_frames)``.
+
+    Parameters
+    ----------
+    nll_predicted : float or None
+        The NLL per frame over frames ``2..T`` of every piece (``None`` when there is none).
+    frames_predicted : int
+        How many such frames.
+    first_nll_sum : float
+        The summed NLL (nats) of the pieces' first frames.
+    first_frames : int
+        How many first frames (one per piece of at least one frame).
+
+    Returns
+    -------
+    float or None
+        ``None`` when there is no frame at all.
+    """
+    frames = frames_predicted + first_frames
+    if frames == 0:
+        return None
+    total = (nll_predicted * frames_predicted if frames_predicted else 0.0) + first_nll_sum
+    return float(total / frames)
 
 
 # ------------------------------------------------------------------------------------------ baselines

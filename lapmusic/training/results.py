@@ -13,6 +13,7 @@ import torch
 
 from lapmusic.core.device import resolve_device
 from lapmusic.core.errors import CheckpointError
+from lapmusic.model.metrics import nll_with_first_frames
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.build import config_from_run, load_model_state, run_split
 from lapmusic.training.config import TrainConfig
@@ -137,15 +138,60 @@ def evaluate(model_or_run, seqs: Sequence[np.ndarray], device=None, batch_size: 
     -------
     dict
         ``"nll"`` (nats per frame), ``"acc"`` and ``"expected_acc"`` (in %; :mod:`lapmusic.model.metrics`, the
-        NADE's greedy frame and sampled frames for a NADE head), ``"frames"``; with ``threshold`` also
-        ``"threshold"`` and ``"acc_tuned"``.
+        NADE's greedy frame and sampled frames for a NADE head), ``"frames"``; ``"nll_first_frame_scored"``,
+        the NLL per frame with each piece's first frame scored too (:func:`first_frame_nll`,
+        :func:`lapmusic.model.metrics.nll_with_first_frames`), over ``"frames_first_frame_scored"`` frames; with
+        ``threshold`` also ``"threshold"`` and ``"acc_tuned"``.
     """
     model = model_or_run.model if isinstance(model_or_run, LoadedRun) else model_or_run
     if device is None:
         device = model_or_run.device if isinstance(model_or_run, LoadedRun) else next(model.parameters()).device
     device = resolve_device(device)
     model.to(device)
-    return evaluate_tensors(model, _to_tensors(seqs, device), batch_size, threshold=threshold)
+    pieces = _to_tensors(seqs, device)
+    result = evaluate_tensors(model, pieces, batch_size, threshold=threshold)
+    first_sum, first_frames = first_frame_nll(model, pieces, batch_size)
+    result["nll_first_frame_scored"] = nll_with_first_frames(result["nll"], result["frames"], first_sum,
+                                                             first_frames)
+    result["frames_first_frame_scored"] = result["frames"] + first_frames
+    return result
+
+
+@torch.no_grad()
+def first_frame_nll(model: PianoRollRNN, pieces: Sequence[torch.Tensor], batch_size: int = 64) -> tuple[float, int]:
+    """The summed NLL of every piece's first frame, each predicted from one silent frame read from the zero state.
+
+    That is the distribution :func:`lapmusic.sampling.sample.generate` draws a first frame from without a primer;
+    the copy window's only candidate is that silent frame.
+
+    Parameters
+    ----------
+    model : PianoRollRNN
+        The network.
+    pieces : sequence of Tensor of shape (T, 88)
+        0/1 pieces on the model's device (pieces of no frame are skipped).
+    batch_size : int
+        Pieces per batch (memory only).
+
+    Returns
+    -------
+    total : float
+        ``-sum log p(first frame | silence read)`` in nats.
+    count : int
+        How many first frames were scored.
+    """
+    was_training = model.training
+    model.eval()
+    firsts = [piece[0] for piece in pieces if len(piece) >= 1]
+    dtype = next(model.parameters()).dtype
+    total = 0.0
+    for start in range(0, len(firsts), batch_size):
+        frames = torch.stack(firsts[start : start + batch_size]).to(dtype).unsqueeze(1)  # (B, 1, 88)
+        silence = torch.zeros_like(frames)
+        states, _ = model.hidden_states(silence)
+        total += float(-model.head.log_prob(states, frames, silence, None).double().sum())
+    model.train(was_training)
+    return total, len(firsts)
 
 
 def validation_threshold(run: LoadedRun, valid_seqs: Sequence[np.ndarray] | None = None) -> float | None:
