@@ -318,7 +318,8 @@ def baselines(train_seqs: Sequence[np.ndarray], seqs: Sequence[np.ndarray]) -> d
 
 
 # Test NLL (nats per frame) reported in the literature, for orientation only: never produced by this code.
-# Per dataset, the reference anchor comes first and the best known recurrent model last.
+# Per dataset, the reference anchor comes first and the best known recurrent model last. The RRU and LSTM figures
+# were checked in the RRU authors' repository, the TCN ones were not (docs/research/literature.md).
 ANCHOR_NLL: dict[str, dict[str, float]] = {
     "jsb": {"TCN (Bai et al. 2018)": 8.10, "best recurrent (RRU)": 7.72},
     "nottingham": {"TCN (Bai et al. 2018)": 3.07, "best recurrent (RRU)": 2.92},
