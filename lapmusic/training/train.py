@@ -33,7 +33,7 @@ from lapmusic.core.lock import run_lock
 from lapmusic.core.progress import Progress
 from lapmusic.model.metrics import baselines
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.build import config_from_run, load_model_state, run_splits
+from lapmusic.training.build import config_from_run, load_model_state, run_splits, vocabulary_note
 from lapmusic.training.config import RESUMABLE_CHANGES, TrainConfig
 from lapmusic.training.epoch import (
     TrainingCancelled,
@@ -225,6 +225,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
 
     report(0.99, "evaluating the best model on the test split")
     final = _final_evaluation(model, config, run_dir, device, run, valid_t, train_seqs, test_seqs, stopped, started)
+    final["notes"] = [n for n in [vocabulary_note(config, train_seqs)] if n]  # settings the data could not honour
     atomic_write_json(run_dir / "final.json", final)
     status.update(force=True, state="finished", fraction=1.0, epoch=final["epochs"],
                   message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")
