@@ -186,3 +186,14 @@ def test_the_apps_default_is_the_music_preset_with_both_inits_and_paper_is_one_c
     assert not any(s.key == "nade_vocab" for s in at.sidebar.selectbox)
     at.sidebar.radio(key="preset").set_value("music").run()
     assert at.sidebar.radio(key="output").value == "nade" and at.sidebar.selectbox(key="nade_vocab").value == 512
+
+
+def test_cli_compare_with_the_music_preset_trains_the_recipe_on_both_starts(tiny_user_dataset, tmp_path):
+    code, out, err = _cli("compare", "--preset", "music", "--dataset", "user:tiny", "--hidden", "8", "--epochs", "1",
+                          "--nade-hidden", "4", "--device", "cpu", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert "nade output" in out
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "cmp").glob("*/config.json"))]
+    assert sorted(c["init"] for c in configs) == ["lae", "random"]
+    chords = distinct_chords(tiny_user_dataset.train)
+    assert all(c["nade_vocab"] == vocabulary_for(chords, 512) and c["nade_repeat_window"] == 32 for c in configs)

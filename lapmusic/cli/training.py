@@ -190,9 +190,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     run_dirs = []
     jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
+    chords = None
+    if args.preset:  # the preset's chord vocabulary fitted to the chords found, as in train
+        from lapmusic.training.build import load_run_dataset, run_split
+        from lapmusic.training.presets import distinct_chords
+
+        first = training_config(args, dataset=args.dataset, hidden=args.hidden, epochs=args.epochs,
+                                max_sequences=args.max_sequences, device=args.device)
+        chords = distinct_chords(run_split(first, "train", load_run_dataset(args.dataset)))
     for number, (seed, init) in enumerate(jobs):
         config = training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
-                                  seed=seed, max_sequences=args.max_sequences, device=args.device)
+                                  seed=seed, max_sequences=args.max_sequences, device=args.device,
+                                  train_chords=chords)
         model = config.model
         suffix = "-nade" if model.output == "nade" else ""  # Bernoulli: unsuffixed, so existing folders are reused
         suffix += "-skip" if model.nade_skip else ""
@@ -220,7 +229,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=list(args.seeds),
-                   out=str(parent), output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
+                   out=str(parent), output=config.model.output, run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):
