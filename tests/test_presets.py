@@ -163,6 +163,9 @@ def test_the_apps_default_is_the_music_preset_with_both_inits_and_paper_is_one_c
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.sidebar.radio[0].key == "preset" and at.sidebar.radio(key="preset").value == "music"  # first choice
+    assert at.sidebar.radio(key="preset").options == ["The paper's model: independent keys (Bernoulli), for the "
+                                                      "LAE-vs-random lesson", "The model that sounds like music: "
+                                                      "RNN-NADE with a chord vocabulary and a copy window"]
     assert at.sidebar.radio(key="init").value == "both"
     assert at.sidebar.selectbox(key="nade_vocab").value == 512 and at.sidebar.checkbox(key="nade_repeat").value
     assert at.sidebar.number_input(key="nade_repeat_window").value == 32
