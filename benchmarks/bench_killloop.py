@@ -34,7 +34,7 @@ from pathlib import Path
 
 CONFIG = dict(dataset="synthetic", hidden=12, init="lae", epochs=12, lr=1e-2, batch_size=6, bptt=8, seed=3,
               device="cpu", patience=None, readout_steps=0, eval_batch_size=16)
-RUN_FILES = {"config.json", "status.json", "metrics.jsonl", "lae.npz", "checkpoint.pt", "best.pt", "final.json",
+RUN_FILES = {"config.json", "status.json", "data.json", "metrics.jsonl", "lae.npz", "checkpoint.pt", "best.pt", "final.json",
              ".lock"}
 
 

@@ -7,6 +7,7 @@ about a minute.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,7 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
     at.run()
     no_exceptions(at)
     assert at.sidebar.button(key="build_upload").disabled  # nothing uploaded yet
-    at.sidebar.file_uploader(key="uploads").set_value(
+    at.sidebar.file_uploader(key="uploads_0").set_value(
         [
             ("song one.mid", good, "audio/midi"),
             ("song two.mid", good, "audio/midi"),
@@ -229,8 +230,9 @@ def test_uploads_bad_files_are_listed_by_name_and_the_rest_used(app_env):
     assert [w.split(":")[0] for w in warnings] == ["notes.txt", "empty.mid", "broken.mid", "huge.mid"]
     assert "not a MIDI file" in warnings[0] and "empty" in warnings[1] and "corrupt" in warnings[2]
     assert "too large" in warnings[3]
-    assert any("Built user:class-songs from 2 file(s)" in s for s in texts(at.sidebar, "success"))
-    assert at.sidebar.selectbox(key="dataset_choice").value == "user:class-songs"
+    built = at.sidebar.selectbox(key="dataset_choice").value  # this session's own: the name and its tag
+    assert re.fullmatch(r"user:class-songs-u[0-9a-f]{8}", built)
+    assert any(f"Built {built} from 2 file(s)" in s for s in texts(at.sidebar, "success"))
     assert {m.label: m.value for m in at.metric}["Pieces (train / valid / test)"] == "2 / 0 / 0"
 
 

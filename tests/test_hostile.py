@@ -167,7 +167,7 @@ def _good_file(i: int) -> tuple[str, bytes]:
 def _never_parse(monkeypatch):
     import lapmusic.data.user as userdata
 
-    monkeypatch.setattr(userdata, "midi_to_roll", lambda *a, **k: pytest.fail("parsed despite the upload limit"))
+    monkeypatch.setattr(userdata, "read_midi_piece", lambda *a, **k: pytest.fail("parsed despite the upload limit"))
 
 
 def test_too_many_files_in_one_upload_are_refused_before_parsing(monkeypatch):
@@ -271,7 +271,7 @@ def test_the_app_shows_markdown_file_and_dataset_names_literally(tmp_path, monke
     at = AppTest.from_file(app, default_timeout=60).run()
     at.sidebar.selectbox(key="dataset_choice").set_value("__upload__").run()
     evil = "![x](http://127.0.0.1:9/pixel.png).mid"
-    at.sidebar.file_uploader(key="uploads").set_value(
+    at.sidebar.file_uploader(key="uploads_0").set_value(
         [(evil, b"not midi", "audio/midi")] + [(n, b, "audio/midi") for n, b in map(_good_file, range(3))]
     )
     at.sidebar.text_input(key="upload_name").set_value("**bold** ![y](http://127.0.0.1:9/y.png)")
@@ -339,7 +339,7 @@ def test_the_app_refuses_too_many_files_before_reading_them(tmp_path, monkeypatc
     _never_parse(monkeypatch)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
     at.sidebar.selectbox(key="dataset_choice").set_value("__upload__").run()
-    at.sidebar.file_uploader(key="uploads").set_value([(n, b, "audio/midi") for n, b in map(_good_file, range(4))])
+    at.sidebar.file_uploader(key="uploads_0").set_value([(n, b, "audio/midi") for n, b in map(_good_file, range(4))])
     at.run()
     at.sidebar.button(key="build_upload").click().run()
     assert [e.value for e in at.sidebar.error] == [

@@ -95,7 +95,7 @@ def test_the_dataset_version_follows_the_files_content(monkeypatch, tmp_path):
     save_user_dataset(Dataset("user:mine", "mine", [piece], [piece], [piece]))
     first = runs.dataset_version("user:mine")
     piece[:, 41] = 1
-    save_user_dataset(Dataset("user:mine", "mine", [piece], [piece], [piece]))
+    save_user_dataset(Dataset("user:mine", "mine", [piece], [piece], [piece]), replace=True)
     assert runs.dataset_version("user:mine") != first
     assert runs.code_version().startswith("0.") and "+" in runs.code_version()
 

@@ -182,7 +182,7 @@ def test_exported_tempo_matches_the_frame_length(step, frames_per_beat, bpm):
 
 
 def test_bach_samples_are_exported_at_120_bpm():
-    from lapmusic.sampling.sample import suggested_step_seconds
+    from lapmusic.sampling.meter import suggested_step_seconds
 
     step = suggested_step_seconds("bach")
     tempo = pretty_midi.PrettyMIDI(io.BytesIO(roll_to_midi_bytes(np.eye(88, dtype=np.uint8)[:4], step_seconds=step)))

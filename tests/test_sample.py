@@ -170,7 +170,7 @@ def test_progress_reaches_one():
         (dict(steps=0), "steps"),
         (dict(steps=-3), "steps"),
         (dict(steps=2.5), "steps"),
-        (dict(steps=100_001), "at most 100,000"),
+        (dict(steps=4097), "at most 4,096 frames"),  # lapmusic.sampling.limits.MAX_SAMPLE_FRAMES
         (dict(steps=4, temperature=-0.1), "temperature"),
         (dict(steps=4, temperature=float("nan")), "temperature"),
         (dict(steps=4, max_polyphony=0), "max_polyphony"),
@@ -212,6 +212,8 @@ class TinyDataset:
     key = "jsb"
     name = "tiny"
     step_seconds = 0.5
+    frames_per_beat = None  # unknown, like a benchmark's
+    time_signature = None
 
     def __init__(self):
         rng = np.random.default_rng(0)

@@ -12,12 +12,12 @@ from conftest import chorale_like_piece
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.data.midi import roll_to_midi_bytes
+from lapmusic.sampling.compose import sample_to_run
 from lapmusic.sampling.store import (
     SAMPLES_DIR,
     comparison_partner,
     list_samples,
     load_sample,
-    sample_to_run,
     save_sample,
 )
 

@@ -74,11 +74,14 @@ def _json_default(obj):
 
 # --------------------------------------------------------------------------------------- early checks
 # Checked before torch is imported, data loaded or files written, so that a typo answers at once (test_cli.py).
-def check_dataset(key: str) -> None:
-    """Raise DataError unless ``key`` names a known benchmark, ``bach`` or an existing ``user:NAME`` set."""
+def check_dataset(key: str) -> str:
+    """``key`` as registered (names are case-insensitive: ``JSB`` -> ``jsb``); DataError unless it names a known
+    benchmark, ``bach`` or an existing ``user:NAME`` set."""
     from lapmusic.core.errors import DataError
     from lapmusic.data.catalog import DATASETS
+    from lapmusic.data.registry import dataset_key
 
+    typed, key = key, dataset_key(key)
     if key.startswith("user:"):
         from lapmusic.data.user import user_dataset_keys, user_dataset_path
 
@@ -87,7 +90,8 @@ def check_dataset(key: str) -> None:
             raise DataError(f"no user dataset {key!r} (user datasets: {known}); make one from your MIDI files "
                             "first (lapmusic datasets add NAME FILES, or the app's upload)")
     elif key not in DATASETS:
-        raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+        raise DataError(f"unknown dataset {typed!r}; choose one of {', '.join(DATASETS)} or user:NAME")
+    return key
 
 
 def check_run_dir(path: str) -> None:

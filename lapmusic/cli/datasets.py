@@ -25,7 +25,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     problem = data_dir_problem()
 
     def human(result: dict) -> str:
-        lines = [f"{'key':<12}{'status':<11}{'train/valid/test':<20}{'frames (train)':>15}  name"]
+        cells = []
         for row in result["datasets"]:
             sizes = row.get("split_sizes")
             sizes_text = "/".join(str(sizes[s]) for s in ("train", "valid", "test")) if sizes else "-"
@@ -36,10 +36,16 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 status = "offline"  # built from music21's corpus on first use
             else:
                 status = "local" if row["available"] else "download"
-            lines.append(
-                f"{row['key']:<12}{status:<11}{sizes_text:<20}"
-                f"{frames if frames is not None else '-':>15}  {row['name']}"
-            )
+            cells.append((row["key"], status, sizes_text, "-" if frames is None else str(frames), row["name"]))
+        # Each column as wide as its longest cell, so a long user:NAME never runs into the next one.
+        heads = ("key", "status", "train/valid/test", "frames (train)", "name")
+        widths = [max(len(c[i]) for c in [heads, *cells]) for i in range(4)]
+
+        def line(c) -> str:
+            return (f"{c[0]:<{widths[0]}}  {c[1]:<{widths[1]}}  {c[2]:<{widths[2]}}  {c[3]:>{widths[3]}}  "
+                    f"{c[4]}")
+
+        lines = [line(heads)] + [line(c) for c in cells]
         lines.append("local: on disk; download: fetched on first use (or set LAPMUSIC_DATA_DIR); "
                      "offline: built from music21 on first use (lapmusic datasets prepare bach); "
                      "bad: its file cannot be read")
@@ -75,7 +81,7 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
         grid = {"steps_per_beat": args.steps_per_beat}
     dataset, bad = dataset_from_midi(list(args.files), args.name, out_of_range=args.out_of_range,
                                      progress=progress, **grid)
-    key = save_user_dataset(dataset)
+    key = save_user_dataset(dataset, replace=args.replace)
     progress(1.0, f"saved {key}")
     progress.close()
     result = {
@@ -103,15 +109,16 @@ def cmd_datasets_prepare(args: argparse.Namespace) -> int:
     """``lapmusic datasets prepare [KEY]``: build (bach) or download and verify a dataset into the cache."""
     from lapmusic.data.catalog import BACH_CACHE_NAME, DATASETS
     from lapmusic.data.dataset import cache_dir
-    from lapmusic.data.registry import load_dataset
+    from lapmusic.data.registry import dataset_key, load_dataset
 
-    if args.key not in DATASETS:
+    key = dataset_key(args.key)  # names are case-insensitive: BACH is bach
+    if key not in DATASETS:
         raise LapMusicError(f"unknown dataset {args.key!r}; choose one of {', '.join(DATASETS)}")
-    if args.key == "bach" and args.rebuild:
+    if key == "bach" and args.rebuild:
         (cache_dir() / BACH_CACHE_NAME).unlink(missing_ok=True)
     start = time.monotonic()
     progress = ProgressLine()
-    dataset = load_dataset(args.key, progress=progress)
+    dataset = load_dataset(key, progress=progress)
     progress.close()
     summary = dataset.summary()
     result = {"key": dataset.key, "source": dataset.source, "split_sizes": summary["split_sizes"],

@@ -20,14 +20,52 @@ from lapmusic.core.errors import LapMusicError
 
 
 # --------------------------------------------------------------------------------------- generate
+def variation_path(path: str | None, index: int, count: int) -> str | None:
+    """Where variation ``index`` (from 0) of ``count`` is written: ``path`` itself for one, else
+    ``song.mid`` -> ``song-1.mid``, ``song-2.mid``, ..."""
+    if path is None or count == 1:
+        return path
+    from pathlib import Path
+
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}-{index + 1}{target.suffix}"))
+
+
+def check_output(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output whose folder does not exist or that names a folder: nothing is
+    created outside what the user named."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise LapMusicError(f"{option} {path} is a folder; give a file name, e.g. {target / 'sample'}"
+                            f"{'.mid' if option == '--out' else target.suffix or '.' + option[2:]}")
+    if not target.parent.is_dir():
+        raise LapMusicError(f"{option} {path}: the folder {target.parent} does not exist; create it first "
+                            "or write somewhere else (nothing was written)")
+
+
+def training_goes_on(run) -> bool:
+    """Whether a process is training the run now (its status says running and its writer is alive)."""
+    from lapmusic.jobs.runs import RUNNING, live_state
+
+    return run.status.get("state") == RUNNING and live_state(run.run_dir, run.status) == RUNNING
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Sample one piece from a run folder and write its MIDI (and, when asked, its WAV and piano-roll HTML)."""
+    """Sample pieces from a run folder and write their MIDI (and, when asked, WAV and piano-roll HTML)."""
     import math
     import warnings
+
+    from lapmusic.sampling.limits import MAX_VARIATIONS
 
     # Check what the user typed before loading anything.
     if args.steps < 1:
         raise LapMusicError(f"--steps must be at least 1, got {args.steps}")
+    if not 1 <= args.variations <= MAX_VARIATIONS:
+        raise LapMusicError(f"--variations must be 1 to {MAX_VARIATIONS}, got {args.variations}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
         raise LapMusicError(f"--temperature must be a number >= 0 (0 = deterministic), got {args.temperature}")
     if args.max_polyphony is not None and args.max_polyphony < 1:
@@ -41,6 +79,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_run_dir(args.rundir)
     check_device(args.device)
     check_file(args.soundfont, "soundfont")
+    for option, path in (("--out", args.out), ("--wav", args.wav), ("--html", args.html)):
+        check_output(path, option)
 
     from lapmusic.core.io import atomic_write_bytes, atomic_write_text
     from lapmusic.sampling.audio import render_wav
@@ -51,28 +91,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
     threshold = greedy_threshold(args.threshold, run)
     progress = ProgressLine()
     try:
-        (sample,) = sample_run(
+        samples = sample_run(
             run, steps=args.steps, temperature=args.temperature, primer=args.primer,
             max_polyphony=args.max_polyphony, seed=args.seed, step_seconds=args.step_seconds,
             program=args.program, velocity=args.velocity, separate_tracks=args.separate_tracks,
-            progress=progress, threshold=threshold,
+            progress=progress, threshold=threshold, n_samples=args.variations,
         )
     finally:
         progress.close()
-    atomic_write_bytes(args.out, sample.midi_bytes())
+    training = training_goes_on(run)
+    count = len(samples)
+    variations = []
+    for index, sample in enumerate(samples):
+        written = {"midi": variation_path(args.out, index, count), "wav": None, "html": None,
+                   "notes": sample.notes, "silent": sample.notes == 0, "renderer": None, "warning": None}
+        atomic_write_bytes(written["midi"], sample.midi_bytes())
+        if args.wav:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # reported below as one "warning:" line instead
+                audio = render_wav(sample.midi, args.sample_rate, args.soundfont, min_seconds=sample.seconds)
+            written["wav"] = variation_path(args.wav, index, count)
+            audio.save(written["wav"])
+            if audio.warning:
+                print(f"warning: {audio.warning}", file=sys.stderr)
+            written.update(renderer=audio.renderer, silent=audio.silent, warning=audio.warning,
+                           sample_rate=audio.sample_rate, soundfont=audio.soundfont)
+        if args.html:
+            from lapmusic.plots import piano_roll_figure
+
+            title = (f"{run.config.dataset}, {run.config.init} init, T = {args.temperature:g}, seed {args.seed}"
+                     + (f", variation {index + 1}" if count > 1 else ""))
+            figure = piano_roll_figure(sample.roll, primer_frames=sample.primer_frames,
+                                       step_seconds=sample.step_seconds, title=title)
+            written["html"] = variation_path(args.html, index, count)
+            atomic_write_text(written["html"], figure.to_html(include_plotlyjs=True, full_html=True))
+        variations.append(written)
+    first = samples[0]
+    signature = first.midi.time_signature_changes[0] if first.midi.time_signature_changes else None
     result = {
-        "midi": args.out,
-        "wav": None,
-        "html": None,
-        "notes": sample.notes,
-        "frames": int(sample.roll.shape[0]),
-        "primer_frames": sample.primer_frames,
+        **variations[0],
+        "variations": variations,
+        "frames": int(first.roll.shape[0]),
+        "primer_frames": first.primer_frames,
         "generated_frames": args.steps,
-        "duration_seconds": round(sample.seconds, 6),
-        "step_seconds": sample.step_seconds,
-        "renderer": None,
-        "silent": sample.notes == 0,
-        "warning": None,
+        "duration_seconds": round(first.seconds, 6),
+        "step_seconds": first.step_seconds,
+        "tempo_qpm": round(first.midi.get_tempo_changes()[1][0], 3),
+        "time_signature": f"{signature.numerator}/{signature.denominator}" if signature else "4/4",
         "run": str(args.rundir),
         "dataset": run.config.dataset,
         "output": run.config.model.output,
@@ -81,35 +146,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "threshold": threshold,
         "primer": args.primer,
+        "epoch": run.epoch,
+        "checkpoint": run.checkpoint,
+        "training": training,
     }
-    if args.wav:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # reported below as one "warning:" line instead
-            audio = render_wav(sample.midi, args.sample_rate, args.soundfont, min_seconds=sample.seconds)
-        audio.save(args.wav)
-        if audio.warning:
-            print(f"warning: {audio.warning}", file=sys.stderr)
-        result.update(wav=args.wav, renderer=audio.renderer, silent=audio.silent, warning=audio.warning,
-                      sample_rate=audio.sample_rate, soundfont=audio.soundfont)
-    if args.html:
-        from lapmusic.plots import piano_roll_figure
-
-        title = f"{run.config.dataset}, {run.config.init} init, T = {args.temperature:g}, seed {args.seed}"
-        figure = piano_roll_figure(sample.roll, primer_frames=sample.primer_frames,
-                                   step_seconds=sample.step_seconds, title=title)
-        atomic_write_text(args.html, figure.to_html(include_plotlyjs=True, full_html=True))
-        result["html"] = args.html
 
     def human(r: dict) -> str:
-        lines = [f"wrote {r['midi']}: {r['notes']} notes, {r['duration_seconds']:.1f} s "
-                 f"({r['primer_frames']} primer + {r['generated_frames']} generated frames)"]
-        if r["wav"]:
-            lines.append(f"wrote {r['wav']} ({r['renderer']}, {r['sample_rate']} Hz"
-                         + (", silent: the sample has no notes" if r["silent"] else "") + ")")
-        elif r["silent"]:
-            lines.append("the sample has no notes (try a higher --temperature or a primer)")
-        if r["html"]:
-            lines.append(f"wrote {r['html']} (piano roll)")
+        lines = []
+        for v in r["variations"]:
+            lines.append(f"wrote {v['midi']}: {v['notes']} notes, {r['duration_seconds']:.1f} s "
+                         f"({r['primer_frames']} primer + {r['generated_frames']} generated frames, "
+                         f"{r['time_signature']} at {r['tempo_qpm']:g} qpm)")
+            if v["wav"]:
+                lines.append(f"wrote {v['wav']} ({v['renderer']}, {v['sample_rate']} Hz"
+                             + (", silent: the sample has no notes" if v["silent"] else "") + ")")
+            elif v["silent"]:
+                lines.append("the sample has no notes (try a higher --temperature or a primer)")
+            if v["html"]:
+                lines.append(f"wrote {v['html']} (piano roll)")
+        model = f"the model of epoch {r['epoch']} ({'best so far' if r['checkpoint'] == 'best' else 'last saved'})"
+        if r["training"]:
+            lines.append(f"used {model}: the run is still training, so later epochs may sound different")
+        else:
+            lines.append(f"used {model}")
         return "\n".join(lines)
 
     emit(result, args.json, human)
@@ -179,7 +238,9 @@ def add_generate_parsers(sub) -> None:
     """Add the ``generate`` and ``stats`` subcommands to ``sub`` (the subparsers of ``lapmusic``)."""
     p = sub.add_parser("generate", help="sample a piece from a trained run; write MIDI (and WAV)")
     p.add_argument("rundir", help="a run folder written by lapmusic train")
-    p.add_argument("--steps", type=int, default=256, help="number of frames to generate (default 256)")
+    p.add_argument("--steps", type=int, default=256,
+                   help="number of frames to generate; a sample, primer included, lasts at most 300 s and 4096 "
+                   "frames (default 256)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="divides the logits: below 1 plays safer, above 1 wilder; 0 = deterministic, a key "
                    "sounds when p >= --threshold (default 1.0)")
@@ -189,8 +250,13 @@ def add_generate_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="same seed, same run, same device: the same sample (default 0)")
     p.add_argument("--primer", default="none",
-                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16) or chord:60,64,67 "
-                   "(also note names, chord:C4,E4,G4, and :N to hold it N frames) (default none: start from silence)")
+                   help="none, SPLIT:INDEX:FRAMES (e.g. test:0:16), chord:60,64,67 (also note names, chord:C4,E4,G4, "
+                   "and :N to hold it N frames) or a MIDI file to continue, FILE.mid or FILE.mid:N for its first N "
+                   "frames (its tempo and time signature are kept); at most 256 frames (default none: start from "
+                   "silence)")
+    p.add_argument("--variations", type=int, default=1,
+                   help="draw N variations at once, 1-8; --out song.mid then writes song-1.mid ... song-N.mid "
+                   "(and likewise --wav, --html) (default 1)")
     p.add_argument("--max-polyphony", type=int, help="keep at most K keys per frame, the most probable (default: no limit)")
     p.add_argument("--out", required=True, help="MIDI file to write (required)")
     p.add_argument("--wav", help="also render audio to this WAV file (default: no audio)")

@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.dataset or not (args.hidden or args.preset) or not args.out:
             raise LapMusicError("a new run needs --dataset, --hidden (or --preset) and --out (or --resume RUNDIR)")
-        check_dataset(args.dataset)
+        args.dataset = check_dataset(args.dataset)  # as registered: JSB -> jsb
 
     from lapmusic.training.config import RESUMABLE_CHANGES
     from lapmusic.training.train import train
@@ -136,9 +136,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.rundir, device=args.device)
     progress = ProgressLine()
     progress(0.0, f"loading dataset {run.config.dataset}")
-    from lapmusic.training.build import load_run_dataset
+    from lapmusic.training.build import load_run_dataset, run_data_change
 
     dataset = load_run_dataset(run.config.dataset)
+    changed = run_data_change(args.rundir, dataset)
+    if changed and not args.changed_data:
+        progress.close()
+        raise LapMusicError(f"{changed}; its metrics on other data would not be the run's. Put the dataset back "
+                            "as it was, or add --changed-data to evaluate it on the data as it is now")
     seqs = run_split(run.config, args.split, dataset)
     if args.threshold is not None:
         if not 0 < args.threshold < 1:
@@ -155,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress(1.0, "done")
     progress.close()
     result.update(split=args.split, rundir=str(args.rundir), checkpoint=run.checkpoint, epoch=run.epoch,
-                  output=run.config.model.output, acc_method=run.model.head.acc_method())
+                  output=run.config.model.output, acc_method=run.model.head.acc_method(), data_changed=changed)
 
     def human(r: dict) -> str:
         def number(value, digits=3):
@@ -167,7 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{r['threshold_source']})  expected ACC "
                 f"{number(r['expected_acc'], 2)}%  ({r['frames']} frames, {r['checkpoint']} model of epoch "
                 f"{r['epoch']}, {r['output']} output; {r['acc_method']})\nbaselines: copy-previous-frame ACC "
-                f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}")
+                f"{number(b['copy_previous_acc'], 2)}%, per-key frequency NLL {number(b['marginal_nll'])}"
+                + (f"\nnote: {r['data_changed']}" if r["data_changed"] else ""))
 
     emit(result, args.json, human)
     return 0
@@ -178,10 +184,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import json as json_module
     from pathlib import Path
 
-    check_dataset(args.dataset)
+    args.dataset = check_dataset(args.dataset)
     check_device(args.device)
     check_file(args.lae_path, "LAE file")
-    parent = Path(args.out)
+    if args.out:
+        parent = Path(args.out)
+    else:
+        from lapmusic.jobs.runs import default_runs_dir
+
+        parent = default_runs_dir() / "compare"  # beside the app's runs when LAPMUSIC_RUNS_DIR says where
     print(f"run folders go under {parent.resolve()} (--out)", file=sys.stderr)
 
     from lapmusic.training.config import TrainConfig
@@ -287,6 +298,9 @@ def add_training_parsers(sub) -> None:
                    help="decision threshold for the second ACC figure (default: final.json's, chosen on the "
                    "validation split; chosen now on it for runs without one)")
     p.add_argument("--device", help="auto, cpu or cuda (default: the run's device setting)")
+    p.add_argument("--changed-data", action="store_true",
+                   help="evaluate even when the run's dataset changed since it was trained (its data.json "
+                   "fingerprint; the result then says what changed); default: refuse")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_evaluate)
 
@@ -300,8 +314,9 @@ def add_training_parsers(sub) -> None:
                    help="use only the first N pieces of each split (default: all)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     add_training_options(p)
-    p.add_argument("--out", default="runs/compare",
+    p.add_argument("--out",
                    help="parent folder for the run folders, created when missing; finished runs with identical settings "
-                   "are reused (default runs/compare, relative to the current folder)")
+                   "are reused (default: compare in $LAPMUSIC_RUNS_DIR when set, else runs/compare in the current "
+                   "folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_compare)

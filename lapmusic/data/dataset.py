@@ -33,6 +33,12 @@ class Dataset:
         Where the data came from (a file path, or a description).
     bad_files : list of lapmusic.data.user.BadFile
         Files left out when the dataset was made from MIDI files, with the reason.
+    frames_per_beat : int or None, default=None
+        Frames per quarter note when the pieces follow the beat (a dataset made from MIDI files); with
+        ``step_seconds`` it gives the tempo, ``60 / (frames_per_beat * step_seconds)`` quarter notes a
+        minute. None: unknown (MIDI output then picks the tempo nearest 120 bpm).
+    time_signature : tuple of (int, int) or None, default=None
+        The pieces' meter, e.g. ``(3, 4)``, written into generated MIDI; None: 4/4.
     """
 
     key: str
@@ -43,6 +49,8 @@ class Dataset:
     step_seconds: float = DEFAULT_STEP_SECONDS
     source: str = ""
     bad_files: list = field(default_factory=list)
+    frames_per_beat: int | None = None
+    time_signature: tuple[int, int] | None = None
 
     def split(self, name: str) -> list[np.ndarray]:
         """The pieces of one split.
@@ -82,6 +90,7 @@ class Dataset:
         return Dataset(
             self.key, self.name, self.train[:max_sequences], self.valid[:max_sequences],
             self.test[:max_sequences], self.step_seconds, self.source,
+            frames_per_beat=self.frames_per_beat, time_signature=self.time_signature,
         )
 
     def summary(self) -> dict:
@@ -117,11 +126,16 @@ def cache_dir() -> Path:
 
 # ------------------------------------------------------------------------------ .npz storage
 def save_dataset_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
-    """Store a dataset as one ``.npz`` (concatenated frames + lengths per split); no pickle inside."""
+    """Store a dataset as one ``.npz`` (concatenated frames + lengths per split, the meter when known); no
+    pickle inside."""
     arrays: dict[str, np.ndarray] = {
         "name": np.array(dataset.name),
         "step_seconds": np.array(dataset.step_seconds, dtype=float),
     }
+    if dataset.frames_per_beat is not None:
+        arrays["frames_per_beat"] = np.array(dataset.frames_per_beat, dtype=np.int64)
+    if dataset.time_signature is not None:
+        arrays["time_signature"] = np.array(dataset.time_signature, dtype=np.int64)
     for name in SPLITS:
         pieces = dataset.split(name)
         arrays[f"{name}_lengths"] = np.array([len(p) for p in pieces], dtype=np.int64)
@@ -142,8 +156,14 @@ def load_dataset_npz(path: str | os.PathLike, key: str) -> Dataset:
                 splits[name] = [np.ascontiguousarray(p) for p in np.split(frames, bounds)] if len(frames) else []
             name = str(content["name"])
             step = float(content["step_seconds"])
+            # Both absent in files written before the meter was recorded: 4/4 at the step's tempo.
+            beat = int(content["frames_per_beat"]) if "frames_per_beat" in content.files else None
+            meter = tuple(int(v) for v in content["time_signature"]) if "time_signature" in content.files else None
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: unreadable dataset file ({type(exc).__name__}: {exc}); delete it to rebuild") from None
-    return Dataset(key, name, splits["train"], splits["valid"], splits["test"], step, str(path))
+    if beat is not None and beat < 1 or meter is not None and (len(meter) != 2 or min(meter) < 1):
+        raise DataError(f"{path}: unreadable dataset file (meter {beat}, {meter}); delete it to rebuild")
+    return Dataset(key, name, splits["train"], splits["valid"], splits["test"], step, str(path),
+                   frames_per_beat=beat, time_signature=meter)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -26,6 +27,9 @@ from lapmusic import LOWEST_PITCH, N_KEYS
 from lapmusic.core.errors import DataError
 from lapmusic.data.midifile import MidiLimits, read_midi
 from lapmusic.data.roll import DEFAULT_STEP_SECONDS, check_roll, roll_to_notes
+
+QPM_RANGE = (20.0, 400.0)
+"""Tempi read from files are clipped to this range (quarter notes per minute): beyond it is a broken file."""
 
 MidiSource = Union[str, os.PathLike, bytes, "tuple[str, bytes]", pretty_midi.PrettyMIDI]
 
@@ -39,6 +43,7 @@ def roll_to_midi(
     split_at: int | None = None,
     primer_program: int | None = None,
     frames_per_beat: int | None = None,
+    time_signature: tuple[int, int] | None = None,
 ) -> pretty_midi.PrettyMIDI:
     """Turn a piano roll into a ``PrettyMIDI`` object with one note per held run.
 
@@ -64,6 +69,9 @@ def roll_to_midi(
     frames_per_beat : int, optional
         Frames per quarter note, which sets the tempo written into the file; default
         :func:`frames_per_beat_for` (e.g. 1 for the 0.5 s quarter-note frames of JSB/Bach = 120 bpm).
+    time_signature : tuple of (int, int), optional
+        ``(numerator, denominator)`` written at time 0, e.g. ``(3, 4)``; default none, which MIDI readers
+        (and ``pretty_midi``'s writer) take as 4/4.
 
     Returns
     -------
@@ -84,6 +92,11 @@ def roll_to_midi(
     if frames_per_beat < 1:
         raise DataError(f"frames_per_beat must be at least 1, got {frames_per_beat}")
     midi = pretty_midi.PrettyMIDI(initial_tempo=60.0 / (frames_per_beat * step_seconds))
+    if time_signature is not None:
+        numerator, denominator = (int(v) for v in time_signature)
+        if not (1 <= numerator <= 255 and denominator in (1, 2, 4, 8, 16, 32, 64)):
+            raise DataError(f"time_signature must be (1..255, a power of two 1..64), got {time_signature}")
+        midi.time_signature_changes.append(pretty_midi.TimeSignature(numerator, denominator, 0.0))
 
     def add_part(part: np.ndarray, offset: int, name: str, part_program: int) -> None:
         instrument = pretty_midi.Instrument(program=part_program, name=name)
@@ -176,7 +189,49 @@ def _too_many_frames(name: str, frames: float, limits: MidiLimits):
     )
 
 
-def midi_to_roll(
+@dataclass(frozen=True)
+class MidiPiece:
+    """A MIDI file as a piano roll, with the meter it was written in.
+
+    Attributes
+    ----------
+    roll : ndarray of shape (T, 88), uint8
+        The piano roll (:func:`midi_to_roll`).
+    qpm : float
+        Quarter notes per minute in effect at the first note (120 when the file sets no tempo), clipped to
+        :data:`QPM_RANGE`.
+    time_signature : tuple of (int, int) or None
+        The file's first time signature, e.g. ``(3, 4)``; None when it has none (readers assume 4/4).
+    """
+
+    roll: np.ndarray
+    qpm: float
+    time_signature: tuple[int, int] | None
+
+
+def midi_to_roll(source: MidiSource, **kwargs) -> np.ndarray:
+    """Sample a MIDI file onto a piano roll: ``read_midi_piece(source, **kwargs).roll``.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes, tuple of (str, bytes) or pretty_midi.PrettyMIDI
+        As for :func:`read_midi_piece`.
+    **kwargs
+        ``step_seconds``, ``steps_per_beat``, ``drop_drums``, ``out_of_range``, ``max_bytes``, ``limits``.
+
+    Returns
+    -------
+    roll : ndarray of shape (T, 88), uint8
+
+    Raises
+    ------
+    DataError
+        As for :func:`read_midi_piece`.
+    """
+    return read_midi_piece(source, **kwargs).roll
+
+
+def read_midi_piece(
     source: MidiSource,
     *,
     step_seconds: float | None = None,
@@ -185,8 +240,8 @@ def midi_to_roll(
     out_of_range: str = "fold",
     max_bytes: int | None = None,
     limits: MidiLimits | None = None,
-) -> np.ndarray:
-    """Sample a MIDI file onto a piano roll.
+) -> MidiPiece:
+    """Sample a MIDI file onto a piano roll and read its tempo and time signature.
 
     A note covers frames ``[round(start), round(end))`` of the grid, and at least one, so short notes are
     not lost; ``T`` is the last note's end frame. Every limit is checked before the roll (or anything of
@@ -213,8 +268,8 @@ def midi_to_roll(
 
     Returns
     -------
-    roll : ndarray of shape (T, 88), uint8
-        ``(0, 88)`` when no note is left.
+    piece : MidiPiece
+        The roll (``(0, 88)`` when no note is left), the tempo at the first note and the time signature.
 
     Raises
     ------
@@ -243,8 +298,10 @@ def midi_to_roll(
         start, end, pitch = start[inside], end[inside], pitch[inside]
     else:
         pitch = _fold_pitches(pitch)
+    first_tempo = notes.tempo_us[np.searchsorted(notes.tempo_ticks, start.min() if len(start) else 0, side="right") - 1]
+    qpm = float(np.clip(60e6 / max(int(first_tempo), 1), *QPM_RANGE))
     if len(start) == 0:
-        return np.zeros((0, N_KEYS), dtype=np.uint8)
+        return MidiPiece(np.zeros((0, N_KEYS), dtype=np.uint8), qpm, notes.time_signature)
     last_tick = int(end.max())
     length = float(notes.seconds(np.array([last_tick]))[0])
     if length > limits.max_seconds:
@@ -277,4 +334,4 @@ def midi_to_roll(
     counts = np.zeros((frames + 1, N_KEYS), dtype=np.int32)
     np.add.at(counts, (first, keys), 1)
     np.add.at(counts, (last, keys), -1)
-    return (np.cumsum(counts[:-1], axis=0) > 0).astype(np.uint8)
+    return MidiPiece((np.cumsum(counts[:-1], axis=0) > 0).astype(np.uint8), qpm, notes.time_signature)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 from lapmusic.core.errors import DataError
-from lapmusic.data.smf import MidiNotes, scan_smf
+from lapmusic.data.smf import DEFAULT_MAX_EVENTS, MidiNotes, scan_smf
 
 MAX_MIDI_BYTES = 8 * 1024 * 1024
 """Default of ``MidiLimits.max_bytes``: real MIDI files are kilobytes, anything larger is refused unread."""
@@ -83,6 +84,7 @@ class MidiLimits:
     ``max_seconds``            ``LAPMUSIC_MAX_MIDI_SECONDS``  1200 s (20 minutes) from start to last note
     ``max_notes``              ``LAPMUSIC_MAX_MIDI_NOTES``    200,000 notes per file
     ``max_frames``             ``LAPMUSIC_MAX_MIDI_FRAMES``   20,000 frames per piano roll
+    ``max_events``             ``LAPMUSIC_MAX_MIDI_EVENTS``   500,000 events per file (all kinds)
     ========================== ============================== ==========================================
 
     Attributes
@@ -95,12 +97,16 @@ class MidiLimits:
         Most note-ons per file; the scan stops at the first one over.
     max_frames : int
         Most frames of the piano roll made from the file.
+    max_events : int
+        Most events of all kinds per file (tempo changes, controllers, notes...); the scan stops at the first
+        one over, so refusing a flood of events costs at most this many events' time.
     """
 
     max_bytes: int = MAX_MIDI_BYTES
     max_seconds: float = 1200.0
     max_notes: int = 200_000
     max_frames: int = 20_000
+    max_events: int = DEFAULT_MAX_EVENTS
 
     @classmethod
     def from_env(cls, **overrides) -> "MidiLimits":
@@ -125,6 +131,7 @@ class MidiLimits:
             "max_seconds": env_limit("LAPMUSIC_MAX_MIDI_SECONDS", cls.max_seconds, float),
             "max_notes": env_limit("LAPMUSIC_MAX_MIDI_NOTES", cls.max_notes),
             "max_frames": env_limit("LAPMUSIC_MAX_MIDI_FRAMES", cls.max_frames),
+            "max_events": env_limit("LAPMUSIC_MAX_MIDI_EVENTS", cls.max_events),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -137,7 +144,8 @@ def read_midi_bytes(source: FileSource, max_bytes: int = MAX_MIDI_BYTES) -> tupl
     Parameters
     ----------
     source : str, os.PathLike, bytes or tuple of (str, bytes)
-        A path (its size is taken from the file system before a byte is read), raw bytes (named
+        A path (a regular file, its size taken from the file system before it is opened; at most
+        ``max_bytes + 1`` bytes are read whatever that size says), raw bytes (named
         ``"<bytes>"``) or a ``(name, bytes)`` pair such as an upload.
     max_bytes : int, default=MAX_MIDI_BYTES
         Largest size accepted.
@@ -150,7 +158,8 @@ def read_midi_bytes(source: FileSource, max_bytes: int = MAX_MIDI_BYTES) -> tupl
     Raises
     ------
     DataError
-        If the file cannot be read, is empty or is larger than ``max_bytes``.
+        If the file cannot be read, is not a regular file (a device, FIFO or socket), is empty or is larger
+        than ``max_bytes``.
     """
     if isinstance(source, tuple):
         name, data = source
@@ -160,10 +169,11 @@ def read_midi_bytes(source: FileSource, max_bytes: int = MAX_MIDI_BYTES) -> tupl
         path = Path(source)
         name = path.name
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                _too_large(name, size, max_bytes)  # refused before reading a byte
-            data = path.read_bytes()
+            _check_regular(name, path.stat(), max_bytes)  # before opening: a FIFO would block, a device never end
+            # O_NONBLOCK: should the path become a FIFO after the check, opening it does not wait for a writer.
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+                _check_regular(name, os.fstat(handle.fileno()), max_bytes)
+                data = handle.read(max_bytes + 1)  # bounded, whatever the file system said about its size
         except OSError as exc:
             raise DataError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
     if len(data) == 0:
@@ -171,6 +181,15 @@ def read_midi_bytes(source: FileSource, max_bytes: int = MAX_MIDI_BYTES) -> tupl
     if len(data) > max_bytes:
         _too_large(name, len(data), max_bytes)
     return name, bytes(data)
+
+
+def _check_regular(name: str, info: os.stat_result, max_bytes: int) -> None:
+    """Refuse what is not a regular file (a device such as /dev/zero, a FIFO, a socket) or is over ``max_bytes``."""
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{name}: not a regular file (a device, pipe or socket cannot be a MIDI file); "
+                        "give the path of a .mid file")
+    if info.st_size > max_bytes:
+        _too_large(name, info.st_size, max_bytes)
 
 
 def _too_large(name: str, size: int, max_bytes: int):
@@ -202,11 +221,12 @@ def read_midi(source: FileSource, limits: MidiLimits | None = None) -> MidiNotes
     ------
     DataError
         If the file is empty, too large, not a MIDI file, truncated, corrupt, timed in SMPTE frames or
-        holds more than ``limits.max_notes`` notes; the message names the file, what is wrong and what to do.
+        holds more than ``limits.max_notes`` notes or ``limits.max_events`` events; the message names the file, what is wrong and what to do.
     """
     limits = limits or MidiLimits.from_env()
     name, data = read_midi_bytes(source, limits.max_bytes)
     if not data.startswith(b"MThd"):
         # Catch the common case (a WAV, MP3, text...) with a plain message.
         raise DataError(f"{name}: not a MIDI file (it does not start with the 'MThd' header)")
-    return scan_smf(name, data, max_notes=limits.max_notes, max_bytes=limits.max_bytes)
+    return scan_smf(name, data, max_notes=limits.max_notes, max_bytes=limits.max_bytes,
+                    max_events=limits.max_events)

@@ -24,6 +24,28 @@ from lapmusic.data.dataset import Dataset, cache_dir, load_dataset_npz
 
 
 # ------------------------------------------------------------------------------ public entry points
+def dataset_key(text: str) -> str:
+    """The key a dataset is registered under, however it was typed: names are case-insensitive.
+
+    Parameters
+    ----------
+    text : str
+        A key as a user typed it, e.g. ``"JSB"``, ``" Nottingham "`` or ``"User:My Songs"``.
+
+    Returns
+    -------
+    key : str
+        ``"jsb"``, ``"nottingham"``, ``"user:my-songs"`` (a user dataset's name as it is stored, see
+        :func:`lapmusic.data.user.slugify`); an unknown name is returned lower-cased, for the caller to refuse.
+    """
+    key = text.strip()
+    if key.lower().startswith("user:"):
+        from lapmusic.data.user import slugify
+
+        return "user:" + slugify(key[len("user:"):])
+    return key.lower()
+
+
 def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
     """Load a dataset by key; a benchmark is downloaded, and the Bach set built, on first use.
 
@@ -31,7 +53,7 @@ def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
     ----------
     key : str
         ``"jsb"``, ``"nottingham"``, ``"musedata"``, ``"pianomidi"``, ``"bach"`` or ``"user:NAME"`` (see
-        the module docstring).
+        the module docstring), in any case (:func:`dataset_key`).
     progress : callable, optional
         ``progress(fraction, message)``, called while a file is downloaded, built or read.
 
@@ -49,6 +71,7 @@ def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
         work offline.
     """
     progress = progress or no_progress
+    key = dataset_key(key)
     if key.startswith("user:"):
         from lapmusic.data.user import user_dataset_path
 
@@ -68,6 +91,7 @@ def load_dataset(key: str, progress: Progress | None = None) -> Dataset:
 
 def is_available(key: str) -> bool:
     """True when loading needs no network (the file is local, or the dataset is built offline)."""
+    key = dataset_key(key)
     if key == "bach":
         return True
     if key.startswith("user:"):

@@ -3,7 +3,7 @@
 Format: ``MThd`` header (format 0, 1 or 2; ticks per quarter note; SMPTE time code is refused), then chunks;
 ``MTrk`` chunks hold events of a variable-length delta time and a status byte (running status allowed),
 channel messages of 1-2 data bytes, meta events ``FF type length data`` (``51``: tempo in microseconds per
-quarter note, ``2F``: end of track) and system-exclusive events ``F0``/``F7 length data``. Other chunks are
+quarter note, ``58``: time signature, ``2F``: end of track) and system-exclusive events ``F0``/``F7 length data``. Other chunks are
 skipped, as the standard says. Variable-length numbers longer than the standard's 4 bytes are refused.
 
 Not ``mido`` (which ``pretty_midi`` reads with): its reader accepts variable-length numbers of any length,
@@ -45,6 +45,8 @@ class MidiNotes:
         Ticks at which the tempo changes, increasing, starting at 0.
     tempo_us : ndarray of shape (n_changes,), int64
         Microseconds per quarter note from each change on.
+    time_signature : tuple of (int, int) or None
+        The first time signature of the first track (``(3, 4)`` for 3/4), None when it has none.
     """
 
     name: str
@@ -55,6 +57,7 @@ class MidiNotes:
     drum: np.ndarray
     tempo_ticks: np.ndarray
     tempo_us: np.ndarray
+    time_signature: tuple[int, int] | None = None
 
     def seconds(self, ticks: np.ndarray) -> np.ndarray:
         """Time in seconds of each tick: ``s(t) = S[i] + (t - t_i) * us_i / (1e6 * ticks_per_beat)`` with
@@ -67,6 +70,11 @@ class MidiNotes:
 
     def __len__(self) -> int:
         return len(self.start)
+
+
+DEFAULT_MAX_EVENTS = 500_000
+"""Default of ``MidiLimits.max_events``: 1.25 times the events of the most notes a file may hold (200,000 note-ons
+and their note-offs), and tens of times those of a real piece; a refused flood costs about half a second."""
 
 
 class _Refused(Exception):
@@ -88,9 +96,12 @@ _SYSTEM_LENGTHS = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0
 
 
 def _scan_track(data: bytes, pos: int, end: int, track: int, max_notes: int, notes: list,
-                tempos: tuple[array, array], counted: list) -> None:
+                tempos: tuple[array, array], counted: list, meters: list, budget: int, max_events: int) -> int:
     """Scan one ``MTrk`` chunk ``data[pos:end]``; append ``(start, end, pitch, drum)`` to ``notes`` and each
-    tempo change's tick and microseconds per quarter to ``tempos``. ``counted[0]`` counts the file's note-ons.
+    tempo change's tick and microseconds per quarter to ``tempos``. ``counted[0]`` counts the file's note-ons;
+    ``meters`` receives the track's first valid time signature ``(numerator, denominator)``. At most ``budget``
+    events are scanned (the file's limit ``max_events`` less the events of earlier tracks); returns the number
+    of events scanned.
 
     Note pairing follows ``pretty_midi``: a note-off closes every open note of its (channel, pitch) that
     started on an earlier tick; one that started on the same tick stays open if others were closed (a
@@ -102,7 +113,11 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, max_notes: int, not
     open_notes: dict[int, list[int]] = {}
     add = notes.append
     where = f"track {track}"
+    left = budget
     while pos < end:
+        left -= 1
+        if left < 0:
+            _too_many_events(max_events)
         byte = data[pos]
         pos += 1
         delta = byte & 0x7F
@@ -190,17 +205,30 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, max_notes: int, not
                 if meta == 0x51 and size == 3 and track == 1:
                     tempos[0].append(tick)
                     tempos[1].append((data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2])
+                elif meta == 0x58 and size >= 2 and track == 1 and not meters:
+                    if 1 <= data[pos] and data[pos + 1] <= 6:  # denominators 1..64: anything else is noise
+                        meters.append((data[pos], 2 ** data[pos + 1]))
                 elif meta == 0x2F:
-                    return  # end of track; bytes after it are ignored, as mido does
+                    return budget - left  # end of track; bytes after it are ignored, as mido does
             pos += size
             continue
         if kind not in _SYSTEM_LENGTHS:
             _refuse_corrupt(f"{where}: unknown status byte 0x{kind:02x} at byte {pos - 1}")
         pos += _SYSTEM_LENGTHS[kind]
     # Notes still open at the end of the track have no end: dropped, as pretty_midi does.
+    return budget - left
 
 
-def scan_smf(name: str, data: bytes, *, max_notes: int, max_bytes: int) -> MidiNotes:
+def _too_many_events(limit: int):
+    # Before this, a file of 8 MB of tempo changes cost over a second and a 1.2 M-entry tempo map.
+    raise _Refused(
+        f"too many events: more than {limit:,} in all (the limit, LAPMUSIC_MAX_MIDI_EVENTS); a piece of "
+        "music holds far fewer: is it generated? Split the file into shorter pieces, or raise the limit"
+    )
+
+
+def scan_smf(name: str, data: bytes, *, max_notes: int, max_bytes: int,
+             max_events: int = DEFAULT_MAX_EVENTS) -> MidiNotes:
     """The notes and tempo map of the Standard MIDI File ``data``.
 
     Parameters
@@ -213,6 +241,9 @@ def scan_smf(name: str, data: bytes, *, max_notes: int, max_bytes: int) -> MidiN
         Most note-ons accepted; the scan stops at the first one over.
     max_bytes : int
         Largest file accepted: a chunk claiming more is corrupt rather than truncated.
+    max_events : int, default=DEFAULT_MAX_EVENTS
+        Most events (notes, controllers, tempo changes, meta and system events) in all tracks together;
+        the scan stops at the first one over, so a refused file costs at most this many events' time.
 
     Returns
     -------
@@ -221,15 +252,16 @@ def scan_smf(name: str, data: bytes, *, max_notes: int, max_bytes: int) -> MidiN
     Raises
     ------
     DataError
-        If the file is truncated, corrupt, timed in SMPTE frames or holds more than ``max_notes`` notes.
+        If the file is truncated, corrupt, timed in SMPTE frames or holds more than ``max_notes`` notes or
+        ``max_events`` events.
     """
     try:
-        return _scan(name, data, max_notes, max_bytes)
+        return _scan(name, data, max_notes, max_bytes, max_events)
     except _Refused as exc:
         raise DataError(f"{name}: {exc}") from None
 
 
-def _scan(name: str, data: bytes, max_notes: int, max_bytes: int) -> MidiNotes:
+def _scan(name: str, data: bytes, max_notes: int, max_bytes: int, max_events: int) -> MidiNotes:
     if len(data) < 14:
         _refuse_truncated(f"the header needs 14 bytes, the file has {len(data)}")
     header_size = int.from_bytes(data[4:8], "big")
@@ -248,6 +280,8 @@ def _scan(name: str, data: bytes, max_notes: int, max_bytes: int) -> MidiNotes:
     notes: list = []
     tempos = (array("q"), array("q"))  # 16 bytes a change: a file may hold a million of them
     counted = [0]
+    meters: list = []  # the first track's first time signature, once found
+    events = 0
     pos = 8 + header_size
     found = 0
     while pos + 8 <= len(data):
@@ -261,7 +295,8 @@ def _scan(name: str, data: bytes, max_notes: int, max_bytes: int) -> MidiNotes:
             )
         if kind == b"MTrk":
             found += 1
-            _scan_track(data, pos, pos + size, found, max_notes, notes, tempos, counted)
+            events += _scan_track(data, pos, pos + size, found, max_notes, notes, tempos, counted, meters,
+                                  max_events - events, max_events)
         pos += size  # other chunk types are skipped, as the standard says
     if found < n_tracks:
         _refuse_truncated(f"the header announces {n_tracks} tracks, the file holds {found}")
@@ -275,4 +310,5 @@ def _scan(name: str, data: bytes, max_notes: int, max_bytes: int) -> MidiNotes:
         name=name, ticks_per_beat=division, start=table[:, 0], end=table[:, 1],
         pitch=table[:, 2].astype(np.int16), drum=table[:, 3].astype(bool),
         tempo_ticks=ticks[last_on_its_tick], tempo_us=us[last_on_its_tick],
+        time_signature=meters[0] if meters else None,
     )

@@ -7,20 +7,27 @@ size, notes, length in seconds and piano-roll frames (:class:`lapmusic.data.midi
 scanned and before its roll is allocated. A file over a per-file limit is reported by name with the reason
 and the others are used; an upload over a per-upload limit is refused as a whole, before any file is read.
 
-Datasets are stored as ``user/NAME.npz`` in the cache folder and loaded as ``user:NAME``.
+Datasets are stored as ``user/NAME.npz`` in the cache folder and loaded as ``user:NAME``. A dataset built in
+the app belongs to its browser session (``NAME`` ends with the session's tag, :func:`owner_tag`) unless it is
+shared on purpose; an existing name is never replaced unless asked (:func:`save_user_dataset`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
+import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from lapmusic.core.errors import DataError
+from lapmusic.core.io import storage_error
 from lapmusic.data.dataset import Dataset, cache_dir, save_dataset_npz
-from lapmusic.data.midi import midi_to_roll
+from lapmusic.data.midi import read_midi_piece
 from lapmusic.data.midifile import MidiLimits, env_limit, megabytes
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -162,7 +169,9 @@ def dataset_from_midi(
     Returns
     -------
     dataset : Dataset
-        Not yet stored: see :func:`save_user_dataset`. Its ``bad_files`` is the list below.
+        Not yet stored: see :func:`save_user_dataset`. Its ``bad_files`` is the list below. Its meter: the
+        most common time signature of the files (None when none has one); on a ``steps_per_beat`` grid,
+        ``frames_per_beat = steps_per_beat`` and ``step_seconds`` plays the files' median tempo.
     bad : list of BadFile
         Files left out (corrupt, truncated, not MIDI, empty, over a limit of ``limits``), by name with the
         reason.
@@ -178,68 +187,160 @@ def dataset_from_midi(
     upload_limits = upload_limits or UploadLimits.from_env()
     items, complete = _expand(files, upload_limits.max_files)
     check_upload([_size(item) for item in items], upload_limits, complete)
-    rolls, bad = [], []
+    rolls, bad, tempi, meters = [], [], [], []
     for i, item in enumerate(items):
         label = _label(item)
         if progress is not None:
             progress(i / max(1, len(items)), f"reading {label} ({i + 1}/{len(items)})")
         try:
-            roll = midi_to_roll(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
-                                out_of_range=out_of_range, limits=limits)
+            piece = read_midi_piece(item, step_seconds=step_seconds, steps_per_beat=steps_per_beat,
+                                    out_of_range=out_of_range, limits=limits)
         except DataError as exc:
             bad.append(BadFile(label, str(exc).removeprefix(f"{label}: ")))
             continue
-        if len(roll) < min_frames or not roll.any():
+        if len(piece.roll) < min_frames or not piece.roll.any():
             bad.append(BadFile(label, "no notes (empty or drums only)"))
             continue
-        rolls.append(roll)
+        rolls.append(piece.roll)
+        tempi.append(piece.qpm)
+        if piece.time_signature is not None:
+            meters.append(piece.time_signature)
     if not rolls:
         reasons = "; ".join(f"{b.name}: {b.reason}" for b in bad) or "no MIDI files given (.mid or .midi)"
         raise DataError(f"no usable MIDI file ({reasons})")
     n = len(rolls)
     n_train = max(1, int(round(split_fractions[0] * n)))
     n_valid = min(n - n_train, int(round(split_fractions[1] * n)))
+    if step_seconds is None:  # frames follow the beat: play them at the files' median tempo
+        step_seconds = 60.0 / (statistics.median(tempi) * steps_per_beat)
     dataset = Dataset(
         key=f"user:{slugify(name)}", name=name, train=rolls[:n_train], valid=rolls[n_train:n_train + n_valid],
-        test=rolls[n_train + n_valid:],
-        step_seconds=step_seconds if step_seconds is not None else 0.5 / (steps_per_beat or 1),
-        source="MIDI files", bad_files=bad,
+        test=rolls[n_train + n_valid:], step_seconds=step_seconds, source="MIDI files", bad_files=bad,
+        frames_per_beat=steps_per_beat, time_signature=Counter(meters).most_common(1)[0][0] if meters else None,
     )
     return dataset, bad
 
 
 def slugify(name: str) -> str:
+    """``name`` as a file name: lower-case letters, digits and single dashes, at most 40 characters."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:40] or "dataset"
+
+
+OWNED = re.compile(r"[a-z0-9][a-z0-9-]{0,39}-u[0-9a-f]{8}")
+"""A dataset name owned by one browser session: its slug, ``-u``, and 8 hex digits of the owner's tag."""
+
+
+def owner_tag(owner: str) -> str:
+    """``u`` and 8 hex digits of SHA-256 of ``owner`` (an app session id): the suffix of its datasets' names."""
+    return "u" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:8]
 
 
 def user_dir() -> Path:
     return cache_dir() / "user"
 
 
-def user_dataset_path(key_or_name: str) -> Path:
-    """Where ``user:NAME`` (or a dataset named NAME) is stored."""
-    return user_dir() / f"{slugify(key_or_name.removeprefix('user:'))}.npz"
+def stored_name(key_or_name: str, owner: str | None = None) -> str:
+    """The file name (without ``.npz``) of ``user:NAME`` or of a dataset named NAME.
+
+    Parameters
+    ----------
+    key_or_name : str
+        ``user:NAME``, or a name (slugified). A name already owned (``slug-uXXXXXXXX``) is kept as it is.
+    owner : str, optional
+        The session that owns the dataset: its tag is appended. None: a shared name, seen by everyone.
+
+    Returns
+    -------
+    str
+    """
+    name = key_or_name.removeprefix("user:")
+    if owner is None and OWNED.fullmatch(name):
+        return name
+    slug = slugify(name)
+    if owner is None:
+        return slug
+    return f"{slug}-{owner_tag(owner)}"
 
 
-def save_user_dataset(dataset: Dataset) -> str:
-    """Store a dataset in the user cache, as ``<cache>/user/NAME.npz``, replacing one of that name.
+def user_dataset_path(key_or_name: str, owner: str | None = None) -> Path:
+    """Where ``user:NAME`` (or a dataset named NAME, owned by ``owner`` when given) is stored."""
+    return user_dir() / f"{stored_name(key_or_name, owner)}.npz"
+
+
+def save_user_dataset(dataset: Dataset, *, owner: str | None = None, replace: bool = False) -> str:
+    """Store a dataset in the user cache, as ``<cache>/user/NAME.npz``; never replaces one silently.
 
     Parameters
     ----------
     dataset : Dataset
         Its key ``user:NAME`` (or, for other keys, its name) gives the file's name.
+    owner : str, optional
+        The app session that owns it: the name gets the owner's tag (:func:`owner_tag`), so that two
+        sessions choosing the same name make two datasets. None: the name as given, shared by everyone.
+    replace : bool, default False
+        Overwrite a dataset of the same stored name (``lapmusic datasets add --replace``).
 
     Returns
     -------
     key : str
         ``"user:NAME"``, which :func:`lapmusic.data.registry.load_dataset` and runs refer to.
+
+    Raises
+    ------
+    DataError
+        When a dataset of that name exists and ``replace`` is False; nothing is written then.
+    lapmusic.core.io.StorageError
+        When the cache folder cannot be written.
     """
-    slug = slugify(dataset.key.removeprefix("user:") if dataset.key.startswith("user:") else dataset.name)
-    save_dataset_npz(dataset, user_dataset_path(slug))
-    return f"user:{slug}"
+    name = stored_name(dataset.key if dataset.key.startswith("user:") else dataset.name, owner)
+    path = user_dataset_path(name)
+    if replace:
+        save_dataset_npz(dataset, path)
+        return f"user:{name}"
+    exists = DataError(f"a dataset user:{name} exists already; choose another name"
+                       + ("" if owner is not None else ", or replace it (lapmusic datasets add --replace)"))
+    if path.exists():
+        raise exists  # before the work of compressing it
+    draft = path.with_name(f".{name}.{secrets.token_hex(4)}.draft.npz")
+    save_dataset_npz(dataset, draft)
+    try:
+        os.link(draft, path)  # fails when the name was taken meanwhile: a check-then-write race loses nothing
+    except FileExistsError:
+        raise exists from None
+    except OSError as exc:
+        raise storage_error(path.parent, exc) from None
+    finally:
+        draft.unlink(missing_ok=True)
+    return f"user:{name}"
 
 
-def user_dataset_keys() -> list[str]:
+def user_dataset_keys(owner: str | None = None, *, everyone: bool = True) -> list[str]:
+    """The user datasets' keys, sorted.
+
+    Parameters
+    ----------
+    owner : str, optional
+        With ``everyone=False``: the shared datasets and those this session owns.
+    everyone : bool, default True
+        Every dataset (the ``lapmusic`` command on the server machine).
+
+    Returns
+    -------
+    list of str
+        ``user:NAME`` keys.
+    """
     folder = user_dir()
-    return sorted(f"user:{p.stem}" for p in folder.glob("*.npz")) if folder.is_dir() else []
+    names = sorted(p.stem for p in folder.glob("*.npz") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not everyone:
+        mine = f"-{owner_tag(owner)}" if owner is not None else None
+        names = [n for n in names if not OWNED.fullmatch(n) or (mine is not None and n.endswith(mine))]
+    return [f"user:{n}" for n in names]
+
+
+def dataset_label(key: str) -> str:
+    """How the app names ``user:NAME``: ``my-songs (yours)`` for an owned one, ``my-songs (shared)`` else."""
+    name = key.removeprefix("user:")
+    if OWNED.fullmatch(name):
+        return f"{name.rsplit('-', 1)[0]} (yours)"
+    return f"{name} (shared)"

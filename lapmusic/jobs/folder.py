@@ -11,7 +11,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
+from datetime import datetime, timezone
 from pathlib import Path
+
+from lapmusic.core.errors import LapMusicError
+from lapmusic.core.lock import lock_owner
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +39,25 @@ def take_ownership(runs_dir: Path) -> int | None:
         log.warning("another server manages %s; this one only shows its runs", runs_dir)
         return None
     return fd
+
+
+def describe_holder(owner: dict | None) -> str:
+    """Who holds a run folder's writer lock, for a page: ``the lapmusic process 123 on this machine (since
+    09:50:01 UTC)``; ``owner`` is :func:`lapmusic.core.lock.lock_owner`'s ``{"pid", "host", "since"}``."""
+    if not owner:
+        return "another lapmusic process"
+    host = owner.get("host")
+    where = "this machine" if host == socket.gethostname() else f"host {host}"
+    since = owner.get("since")
+    when = ""
+    if isinstance(since, (int, float)):
+        when = f" (since {datetime.fromtimestamp(since, tz=timezone.utc):%Y-%m-%d %H:%M:%S} UTC)"
+    return f"the lapmusic process {owner.get('pid', '?')} on {where}{when}, such as `lapmusic train --resume`"
+
+
+def refuse_if_held(run_dir: Path | None, what_then: str) -> None:
+    """Raise LapMusicError naming the process that holds ``run_dir``'s writer lock, if one does.
+
+    ``what_then`` ends the message: what the user can do (``"stop it there"``)."""
+    if run_dir is not None and (holder := lock_owner(run_dir)) is not None:
+        raise LapMusicError(f"{run_dir.name} is being written by {describe_holder(holder)}; {what_then}")

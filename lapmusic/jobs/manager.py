@@ -22,8 +22,9 @@ from pathlib import Path
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import read_json
+from lapmusic.core.lock import RunFolderBusy, run_lock
 from lapmusic.jobs.estimate import Estimator
-from lapmusic.jobs.folder import take_ownership
+from lapmusic.jobs.folder import describe_holder, refuse_if_held, take_ownership
 from lapmusic.jobs.job import Job
 from lapmusic.jobs.limits import Quotas, cuda_devices, default_max_jobs
 from lapmusic.jobs.pool import WorkerPool
@@ -294,15 +295,18 @@ class JobManager:
         Raises
         ------
         LapMusicError
-            When ``session`` does not follow the run, or the stop request cannot be written.
+            When the run folder is written by a process this server did not start (``lapmusic train
+            --resume`` in a terminal, another server), or the stop request cannot be written.
         """
         with self._lock:
             job = self.get(job_id)
             if job is None or not job.active:
+                refuse_if_held(self.runs_dir / job_id if job_id else None, "not by this server; stop it there")
                 return "unknown"
             if session is not None and not teacher and job.let_go(session):
                 return "unfollowed"
-            if job.state == QUEUED:
+            if job.state == QUEUED:  # resumed in a terminal while queued here: its status is not ours to write
+                refuse_if_held(job.run_dir, "not by this server; stop it there")
                 self._queue.remove(job.run_dir)
                 job.state, job.finished_at = CANCELLED, time.time()
                 job.write_status(state=CANCELLED, error=None, message="stopped before it started")
@@ -328,8 +332,9 @@ class JobManager:
         Raises
         ------
         LapMusicError
-            When the folder is outside the runs folder or no run folder, the run is active, or ``session``
-            may not delete it.
+            When the folder is outside the runs folder or no run folder, the run is active, a process holds
+            its writer lock (:mod:`lapmusic.core.lock`: a worker, ``lapmusic train --resume`` in a terminal;
+            the message names it), or ``session`` may not delete it.
         """
         run_dir = (self.runs_dir / job_id).resolve()
         if run_dir.parent != self.runs_dir and self.runs_dir not in run_dir.parents:
@@ -344,7 +349,12 @@ class JobManager:
             followers = set(job.sessions) if job is not None else set()
             if not teacher and (session is None or followers - {session} or job is None):
                 raise LapMusicError("only the teacher can delete a run that others follow or the lapmusic command made")
-            shutil.rmtree(run_dir, ignore_errors=True)
+            try:  # the lock, not only the heartbeat: `lapmusic train --resume` may write after its worker died
+                with run_lock(run_dir, clean=False):  # held while deleting: no writer starts in between
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            except RunFolderBusy as exc:
+                raise LapMusicError(f"{job_id} is being written by {describe_holder(exc.owner)}; it cannot be "
+                                    "deleted while it writes: stop it first") from None
             if job is not None:
                 self._table.remove(job)
 

@@ -9,7 +9,9 @@ The secret is 32 random bytes in ``RUNS/.lapmusic/secret`` (mode 0600), created 
 stay valid across server restarts and are worthless against another installation. Deleting the file
 invalidates every link.
 
-The optional teacher password (``LAPMUSIC_TEACHER_PASSWORD``) lets one person stop or delete any run.
+The optional teacher password (``LAPMUSIC_TEACHER_PASSWORD``) lets one person stop or delete any run. Wrong
+tries are counted per client address (:class:`PasswordGuard`): after a few, each further try must wait a
+growing delay, and after ``LAPMUSIC_TEACHER_MAX_TRIES`` the address is locked out for a quarter of an hour.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import secrets
+import threading
+import time
+from typing import Callable
 
 from lapmusic.jobs.folder import state_dir
 
@@ -80,3 +86,79 @@ def is_teacher_password(candidate: str | None) -> bool:
     if expected is None or not candidate:
         return False
     return hmac.compare_digest(expected.encode("utf-8"), candidate.encode("utf-8"))
+
+
+class PasswordGuard:
+    """Wrong teacher passwords counted per client: a delay after ``free_tries``, a lockout after ``max_tries``.
+
+    Thread-safe; one per server process (:data:`TEACHER_GUARD`). A success forgets the client's failures.
+
+    Parameters
+    ----------
+    free_tries : int, default 3
+        Wrong tries answered at once.
+    max_tries : int, default 10
+        Wrong tries after which the client is locked out (``LAPMUSIC_TEACHER_MAX_TRIES``).
+    lockout_seconds : float, default 900
+    clock : callable, default time.monotonic
+    """
+
+    def __init__(self, free_tries: int = 3, max_tries: int | None = None, lockout_seconds: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_tries is None:
+            text = os.environ.get("LAPMUSIC_TEACHER_MAX_TRIES", "").strip()
+            max_tries = int(text) if text.isdigit() and int(text) > 0 else 10
+        self.free_tries, self.max_tries, self.lockout_seconds = free_tries, max_tries, lockout_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (wrong tries, time of the last one)
+
+    def wait_seconds(self, client: str | None) -> float:
+        """Seconds before ``client`` may try again (0: now)."""
+        count, last = self._failures.get(client or "local", (0, 0.0))
+        if count >= self.max_tries:
+            pause = self.lockout_seconds
+        elif count > self.free_tries:
+            pause = min(60.0, 2.0 ** (count - self.free_tries))
+        else:
+            return 0.0
+        return max(0.0, last + pause - self._clock())
+
+    def attempt(self, client: str | None, candidate: str | None) -> str | None:
+        """Check a teacher password typed by ``client``.
+
+        Parameters
+        ----------
+        client : str or None
+            The client's address (None on the server machine).
+        candidate : str or None
+            What was typed.
+
+        Returns
+        -------
+        str or None
+            None when it is the password; else the one-line reason for the page (wrong, wait, locked out).
+            A try while the client must wait is refused without looking at the password.
+        """
+        key = client or "local"
+        with self._lock:
+            if (wait := self.wait_seconds(client)) > 0:
+                count = self._failures[key][0]
+                if count >= self.max_tries:
+                    return (f"Too many wrong passwords from your address ({count}): teacher mode is locked for "
+                            f"{math.ceil(wait / 60)} more minute(s).")
+                return f"Wrong password {count} times: wait {math.ceil(wait)} s before trying again."
+            if is_teacher_password(candidate):
+                self._failures.pop(key, None)
+                return None
+            count = self._failures.get(key, (0, 0.0))[0] + 1
+            self._failures[key] = (count, self._clock())
+            left = self.max_tries - count
+            if left <= 0:
+                return (f"Wrong password. Too many wrong tries from your address: teacher mode is locked for "
+                        f"{math.ceil(self.lockout_seconds / 60)} minutes.")
+            return f"Wrong password ({left} more tries before teacher mode is locked for this address)."
+
+
+TEACHER_GUARD = PasswordGuard()
+"""The server process's count of wrong teacher passwords."""

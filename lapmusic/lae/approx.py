@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from lapmusic import N_KEYS
 from lapmusic.core.device import resolve_device
 from lapmusic.core.errors import LapMusicError, SolverError
 from lapmusic.lae.xi import fix_signs, lag_weights
@@ -124,7 +125,9 @@ def approx_svd(pieces, keys, lags, p, *, device, seed, report, memory_budget_byt
     q = min(q, smallest // r - 1)  # the Krylov space cannot exceed the matrix's smaller side
     m = (q + 1) * r
     chunk = DEFAULT_CHUNK_BYTES if memory_budget_bytes is None else max(16 * 2**20, int(memory_budget_bytes) // 4)
-    report(0.01, f"preparing FFTs of {len(pieces)} pieces ({rows} rows, {width} columns)")
+    # Xi's columns counted as fit_lae's summary counts them (88 per lag), the non-zero ones beside.
+    report(0.01, f"preparing FFTs of {len(pieces)} pieces (Xi: {rows} rows x {N_KEYS * lags} columns, "
+                 f"{width} of them with notes)")
     op = XiOperator(pieces, keys, lags, device=torch_device, dtype=torch_dtype, columns=r, chunk_bytes=chunk)
     if decay != 1.0:
         op = WeightedXi(op, lag_weights(lags, decay), len(keys))

@@ -51,6 +51,9 @@ class LinearAutoencoder:
         Seed of the approx solver's start block.
     decay : float
         ``gamma``: lag ``k`` of ``Xi`` weighted by ``gamma**k`` (1: the paper's LAE).
+    data_sha256 : str
+        The hash of the pieces it was fitted on (:func:`lapmusic.data.fingerprint.pieces_fingerprint`), so that
+        a run reusing it can check they are its own training pieces; ``""`` in files written before it existed.
     """
 
     A: np.ndarray
@@ -68,6 +71,7 @@ class LinearAutoencoder:
     iterations: int = 0
     seed: int = 0
     decay: float = 1.0
+    data_sha256: str = ""
 
     # ---------------------------------------------------------------- spectrum
     @property
@@ -196,6 +200,7 @@ class LinearAutoencoder:
             "iterations": np.array(int(self.iterations)),
             "seed": np.array(int(self.seed)),
             "decay": np.array(float(self.decay)),
+            "data_sha256": np.array(str(self.data_sha256)),
         }
         atomic_save(path, lambda handle: np.savez(handle, **arrays))
 
@@ -246,6 +251,7 @@ class LinearAutoencoder:
                 iterations=int(values.get("iterations", 0)),
                 seed=int(values.get("seed", 0)),
                 decay=float(values.get("decay", 1.0)),
+                data_sha256=str(values.get("data_sha256", "")),
             )
         except KeyError as exc:
             raise CheckpointError(f"LAE file {path} lacks the array {exc}") from None

@@ -47,6 +47,7 @@ import numpy as np
 from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError, SolverError
 from lapmusic.core.progress import Progress
+from lapmusic.data.fingerprint import pieces_fingerprint
 from lapmusic.lae.approx import approx_svd
 from lapmusic.lae.autoencoder import LinearAutoencoder
 from lapmusic.lae.xi import active_keys, build_xi, fix_signs, resolve_max_lag, validate_sequences, xi_energy
@@ -212,12 +213,12 @@ def fit_lae(
     A, B = _factors(U[:, :p], keys, lags)
     B = decay * B  # row t of Xi_gamma = [x_t, 0..] + gamma * (row t-1 shifted one block): see docs/lae.md
     keep = singular_values if solver == "exact" else singular_values[:p]
-    report(1.0, f"LAE fitted: p={p}, {rows} rows x {columns} columns")
+    report(1.0, f"LAE fitted: p={p}, Xi: {rows} rows x {columns} columns, {reduced_columns} of them with notes")
     return LinearAutoencoder(
         A=A, B=B, singular_values=np.asarray(keep, dtype=np.float64), total_energy=total_energy,
         p=p, max_lag=lags, solver=solver, seconds=time.perf_counter() - started,
         rows=rows, columns=columns, device=device_name, dtype=dtype_name,
-        iterations=used_iterations, seed=int(seed), decay=decay,
+        iterations=used_iterations, seed=int(seed), decay=decay, data_sha256=pieces_fingerprint(pieces)["sha256"],
     )
 
 
@@ -245,9 +246,10 @@ def _exact_svd(pieces, keys, lags, report, decay: float = 1.0) -> tuple[np.ndarr
     import scipy.linalg
 
     rows = sum(x.shape[0] for x in pieces)
-    report(0.02, f"building Xi ({rows} x {len(keys) * lags}, float64)")
+    report(0.02, f"building Xi ({rows} rows x {N_KEYS * lags} columns, {len(keys) * lags} of them with notes, "
+                 "float64)")
     xi = build_xi(pieces, lags, keys=keys, decay=decay)
-    report(0.1, f"dense SVD of Xi ({xi.shape[0]} x {xi.shape[1]})")
+    report(0.1, f"dense SVD of Xi ({rows} rows x {N_KEYS * lags} columns, {xi.shape[1]} of them with notes)")
     try:
         _, singular_values, Vt = scipy.linalg.svd(xi, full_matrices=False, overwrite_a=True,
                                                   check_finite=False, lapack_driver="gesdd")

@@ -20,10 +20,9 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.core.progress import Progress
 from lapmusic.data.files import SPLITS
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.sampling.primer import parse_primer
-
-MAX_STEPS = 100_000
-"""Longest sample accepted (about 7 hours at 0.25 s a frame): a typo should not start a day-long loop."""
+from lapmusic.sampling.limits import MAX_SAMPLE_FRAMES, check_request
+from lapmusic.sampling.meter import output_meter, primer_grid, user_dataset
+from lapmusic.sampling.primer import Primer, load_primer
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -53,7 +52,8 @@ def generate(
         A module with ``forward(x (B, T, 88), h) -> (logits (B, T, 88), h)``, e.g. a
         :class:`lapmusic.model.rnn.PianoRollRNN` (with any output layer).
     steps : int
-        Number of frames to generate, ``1 <= steps <= MAX_STEPS``.
+        Number of frames to generate, ``1 <= steps <= MAX_SAMPLE_FRAMES``
+        (:mod:`lapmusic.sampling.limits`; a typo should not start a day-long loop).
     temperature : float, default=1.0
         The logits are divided by it before the sigmoid: higher is wilder, lower is tamer. ``0`` is
         deterministic: a key sounds when its probability is ``>= threshold``.
@@ -88,8 +88,8 @@ def generate(
         is not a 0/1 ``(k, 88)`` array, or a model whose logits are not ``(B, T, 88)``.
     """
     steps = _check_int("steps", steps, minimum=1)
-    if steps > MAX_STEPS:
-        raise LapMusicError(f"steps must be at most {MAX_STEPS:,} frames, got {steps:,}")
+    if steps > MAX_SAMPLE_FRAMES:
+        raise LapMusicError(f"steps must be at most {MAX_SAMPLE_FRAMES:,} frames, got {steps:,}")
     n_samples = _check_int("n_samples", n_samples, minimum=1)
     temperature = _check_temperature(temperature)
     if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
@@ -200,30 +200,6 @@ def draw_frame(
 
 
 # --------------------------------------------------------------------------------------- from a run
-def suggested_step_seconds(dataset_key: str | None, dataset=None) -> float:
-    """Seconds per frame when a dataset's music is played.
-
-    Parameters
-    ----------
-    dataset_key : str or None
-        A dataset key (``jsb``, ``user:NAME``, ...).
-    dataset : lapmusic.data.dataset.Dataset, optional
-        The loaded dataset; its own ``step_seconds`` wins.
-
-    Returns
-    -------
-    float
-        The dataset's step, its catalogue entry's, else ``lapmusic.data.midi.DEFAULT_STEP_SECONDS``.
-    """
-    from lapmusic.data.catalog import DATASETS
-    from lapmusic.data.roll import DEFAULT_STEP_SECONDS
-
-    if dataset is not None and dataset.step_seconds:
-        return float(dataset.step_seconds)
-    info = DATASETS.get(dataset_key or "")
-    return float(info.step_seconds) if info is not None else DEFAULT_STEP_SECONDS
-
-
 @dataclass
 class Sample:
     """One generated piece: the roll, where the primer ends, and its MIDI rendering.
@@ -288,11 +264,13 @@ def sample_run(
         ``config.dataset`` are used.
     steps, temperature, max_polyphony, seed, n_samples, progress, threshold
         As for :func:`generate`.
-    primer : str or array-like of shape (k, 88) or None, default="none"
-        A specification for :func:`lapmusic.sampling.primer.parse_primer` (``SPLIT:INDEX:FRAMES`` pieces
-        come from the run's dataset) or a 0/1 roll.
+    primer : str or Primer or array-like of shape (k, 88) or None, default="none"
+        A specification for :func:`lapmusic.sampling.primer.load_primer` (``SPLIT:INDEX:FRAMES`` pieces
+        come from the run's dataset, MIDI files are read on its grid), a loaded primer or a 0/1 roll.
     step_seconds : float, optional
-        Seconds per frame in the MIDI (default: the dataset's suggested step, else 0.25).
+        Seconds per frame in the MIDI (default: a MIDI primer's tempo, else the dataset's suggested step,
+        else 0.25). The time signature is a MIDI primer's, else the dataset's, else 4/4
+        (:func:`lapmusic.sampling.meter.output_meter`).
     program : int, default=0
         General MIDI program 0..127 of the notes (0: acoustic grand piano).
     velocity : int, default=90
@@ -310,25 +288,32 @@ def sample_run(
     Raises
     ------
     LapMusicError
-        A bad primer (:func:`lapmusic.sampling.primer.parse_primer`), ``step_seconds``, ``program`` or
-        ``velocity``, or any refusal of :func:`generate`.
+        A bad primer (:func:`lapmusic.sampling.primer.load_primer`), ``step_seconds``, ``program`` or
+        ``velocity``, a request over the limits (:func:`lapmusic.sampling.limits.check_request`), or any
+        refusal of :func:`generate`.
     """
     from lapmusic.data.midi import roll_to_midi
 
     dataset_key = getattr(getattr(run, "config", None), "dataset", None)
-    if isinstance(primer, str) or primer is None:
-        spec = primer or "none"
-        if dataset is None and spec.split(":", 1)[0].lower() in SPLITS:
-            from lapmusic.data.registry import load_dataset
-
-            dataset = load_dataset(dataset_key) if dataset_key else None
-        primer_roll = parse_primer(spec, dataset_key, dataset=dataset)
-    else:
-        primer_roll = primer
-    if step_seconds is None:
-        step_seconds = suggested_step_seconds(dataset_key, dataset)
-    if not (isinstance(step_seconds, (int, float)) and math.isfinite(step_seconds) and step_seconds > 0):
+    if not (step_seconds is None or isinstance(step_seconds, (int, float)) and math.isfinite(step_seconds)
+            and step_seconds > 0):
         raise LapMusicError(f"step_seconds must be a positive number of seconds, got {step_seconds!r}")
+    spec = (primer or "none") if isinstance(primer, str) or primer is None else None
+    if spec is not None and dataset is None and dataset_key and spec.split(":", 1)[0].lower() in SPLITS:
+        from lapmusic.training.build import load_run_dataset
+
+        # Refused when the dataset changed since the run was trained: the piece would not be the one meant.
+        dataset = load_run_dataset(dataset_key, getattr(run, "run_dir", None), purpose="take a primer from")
+    dataset = user_dataset(dataset_key, dataset)
+    if spec is not None:
+        primer = load_primer(spec, dataset_key, dataset=dataset, frames_per_beat=primer_grid(dataset_key, dataset))
+    elif not isinstance(primer, Primer):
+        primer = Primer(primer)
+    meter = output_meter(dataset_key, dataset=dataset, primer=primer, step_seconds=step_seconds)
+    primer_roll = primer.roll
+    k = 0 if primer_roll is None else int(np.asarray(primer_roll).shape[0])
+    check_request(_check_int("steps", steps, minimum=1), meter.step_seconds, k,
+                  _check_int("n_samples", n_samples, minimum=1))
     if not 0 <= int(program) <= 127:
         raise LapMusicError(f"program must be a General MIDI program 0..127 (0 = piano), got {program}")
     if not 1 <= int(velocity) <= 127:
@@ -336,12 +321,11 @@ def sample_run(
     rolls = generate(run.model, steps=steps, temperature=temperature, primer=primer_roll,
                      max_polyphony=max_polyphony, seed=seed, n_samples=n_samples,
                      device=getattr(run, "device", None), progress=progress, threshold=threshold)
-    k = 0 if primer_roll is None else int(np.asarray(primer_roll).shape[0])
     samples = []
     for roll in rolls:
-        midi = roll_to_midi(roll, step_seconds=float(step_seconds), program=int(program), velocity=int(velocity),
-                            split_at=k if separate_tracks and k > 0 else None)
-        samples.append(Sample(roll=roll, primer_frames=k, step_seconds=float(step_seconds), midi=midi))
+        midi = roll_to_midi(roll, program=int(program), velocity=int(velocity),
+                            split_at=k if separate_tracks and k > 0 else None, **meter.midi_options)
+        samples.append(Sample(roll=roll, primer_frames=k, step_seconds=meter.step_seconds, midi=midi))
     return samples
 
 

@@ -13,7 +13,7 @@ Every file is written atomically and the ``.json`` last, so a sample is listed o
 
 A *comparison* is the LAE run and the random run trained with the same settings (the app's "both",
 ``lapmusic compare``): :func:`comparison_partner` finds one run's partner, so both can be sampled with the
-same seed, primer and temperature (:func:`sample_to_run`).
+same seed, primer and temperature (:func:`lapmusic.sampling.compose.sample_to_run`).
 """
 
 from __future__ import annotations
@@ -307,93 +307,3 @@ def comparison_partner(config: Mapping[str, Any], candidates: Iterable[tuple[Any
         if candidate.get("init") == other and _comparison_key(candidate) == key:
             return item
     return None
-
-
-# ------------------------------------------------------------------------------------- sample a run
-def sample_to_run(
-    loaded,
-    *,
-    steps: int,
-    temperature: float,
-    seed: int,
-    primer_spec: str = "none",
-    primer: np.ndarray | None = None,
-    max_polyphony: int | None = None,
-    step_seconds: float,
-    render_audio: bool = True,
-    save: bool = True,
-    name: str | None = None,
-) -> tuple[SavedSample | None, dict]:
-    """Sample one continuation from a loaded run, render it to MIDI (and audio), and save it.
-
-    The same ``seed``, ``primer`` and ``temperature`` given to two runs draw their keys from the same
-    uniform random numbers, so the difference you hear is the model's.
-
-    Parameters
-    ----------
-    loaded : lapmusic.training.results.LoadedRun
-        From :func:`lapmusic.training.results.load_run`.
-    steps, temperature, seed, max_polyphony
-        As for :func:`lapmusic.sampling.sample.generate`.
-    primer_spec : str, default="none"
-        The primer's specification, recorded in the sample's ``.json``.
-    primer : ndarray of shape (k, 88), optional
-        The roll parsed from ``primer_spec`` (:func:`lapmusic.sampling.primer.parse_primer`).
-    step_seconds : float
-        Seconds per frame in the MIDI and the audio.
-    render_audio, save : bool, default=True
-        Render a WAV (:func:`lapmusic.sampling.audio.render_wav`); write the sample (:func:`save_sample`).
-    name : str, optional
-        The sample's file stem (default: a new one; a pair of runs shares one name).
-
-    Returns
-    -------
-    saved : SavedSample or None
-        None when ``save=False``.
-    data : dict
-        ``roll``, ``midi`` (bytes), ``wav`` (bytes or None), ``primer_frames``, ``silent``, ``warning``,
-        ``meta`` and ``step_seconds``.
-
-    Raises
-    ------
-    LapMusicError
-        Any refusal of :func:`lapmusic.sampling.sample.generate` or :func:`save_sample`.
-    """
-    from lapmusic.data.midi import midi_to_bytes, roll_to_midi
-    from lapmusic.sampling.sample import generate
-
-    roll = generate(loaded.model, steps=steps, temperature=temperature, primer=primer,
-                    max_polyphony=max_polyphony, seed=seed, n_samples=1, device=loaded.device)[0]
-    k = 0 if primer is None else int(np.asarray(primer).shape[0])
-    midi = roll_to_midi(roll, step_seconds=float(step_seconds), split_at=k if k else None)
-    midi_data = midi_to_bytes(midi)
-    wav, silent, warning, renderer = None, not bool(roll[k:].any()), None, None
-    if render_audio:
-        from lapmusic.sampling.audio import render_wav
-
-        audio = render_wav(midi, min_seconds=len(roll) * float(step_seconds))
-        wav, silent, warning, renderer = audio.wav, audio.silent, audio.warning, audio.renderer
-    config = loaded.config
-    meta = {
-        "run": Path(loaded.run_dir).name,
-        "init": config.init,
-        "dataset": config.dataset,
-        "hidden": config.model.hidden,
-        "seed": int(seed),
-        "primer": primer_spec,
-        "primer_frames": k,
-        "temperature": float(temperature),
-        "steps": int(steps),
-        "max_polyphony": max_polyphony,
-        "step_seconds": float(step_seconds),
-        "epoch": int(loaded.epoch),
-        "checkpoint": loaded.checkpoint,
-        "notes": int(sum(len(i.notes) for i in midi.instruments)),
-        "renderer": renderer,
-    }
-    data = {"roll": roll, "midi": midi_data, "wav": wav, "primer_frames": k, "silent": silent,
-            "warning": warning, "meta": meta, "step_seconds": float(step_seconds)}
-    saved = save_sample(loaded.run_dir, roll, midi=midi_data, wav=wav, meta=meta, name=name) if save else None
-    if saved is not None:
-        data["meta"] = saved.meta
-    return saved, data

@@ -8,10 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-from lapmusic.core.errors import CheckpointError, LapMusicError
+from lapmusic.core.errors import CheckpointError, DataError, LapMusicError
+from lapmusic.core.io import atomic_write_json, read_json
+from lapmusic.data.fingerprint import dataset_fingerprint, describe_change
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.config import TrainConfig
+from lapmusic.training.config import RESUMABLE_CHANGES, TrainConfig
 from lapmusic.training.presets import distinct_chords
+from lapmusic.training.rundir import no_checkpoint_message
 
 
 def config_from_run(run_dir: Path) -> TrainConfig:
@@ -28,6 +31,25 @@ def config_from_run(run_dir: Path) -> TrainConfig:
         raise CheckpointError(f"{path} does not hold a valid lapmusic training config: {exc}") from exc
 
 
+def resumed_config(config: TrainConfig | None, run_dir: Path) -> TrainConfig:
+    """The folder's config, with the changes a resume allows taken from ``config`` (``None``: none)."""
+    saved = config_from_run(run_dir)
+    if config is not None:
+        before = saved.to_dict()
+        changed = {k for k, v in config.to_dict().items() if before[k] != v} - set(RESUMABLE_CHANGES)
+        if changed:
+            raise LapMusicError(
+                f"cannot resume {run_dir} with different settings {sorted(changed)}; "
+                f"only {', '.join(RESUMABLE_CHANGES[:-1])} and {RESUMABLE_CHANGES[-1]} may change"
+            )
+        for name in RESUMABLE_CHANGES:
+            setattr(saved, name, getattr(config, name))
+        saved.validate()
+    if not (run_dir / "checkpoint.pt").exists():
+        raise CheckpointError(no_checkpoint_message(run_dir, saved.to_dict()))
+    return saved
+
+
 def load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
@@ -36,10 +58,84 @@ def load_model_state(model: PianoRollRNN, state: dict, path: Path) -> None:
                               f"{exc}") from exc
 
 
-def load_run_dataset(key: str):
+def load_run_dataset(key: str, run_dir=None, *, purpose: str = "use"):
+    """The dataset ``key``, checked against the data the run in ``run_dir`` was trained on.
+
+    Parameters
+    ----------
+    key : str
+        The run's dataset (its config's ``dataset``).
+    run_dir : str or Path, optional
+        The run folder; without it (or without its ``data.json``: runs written before it existed) nothing
+        is checked.
+    purpose : str, default="use"
+        What the caller does with the data, for the message (e.g. ``"resume"``, ``"take a primer from"``).
+
+    Returns
+    -------
+    dataset : lapmusic.data.dataset.Dataset
+
+    Raises
+    ------
+    DataError
+        When the data changed since the run was trained (:func:`run_data_change` says how).
+    """
     from lapmusic.data.registry import load_dataset
 
-    return load_dataset(key)
+    dataset = load_dataset(key)
+    if run_dir is not None:
+        check_run_data(run_dir, dataset, purpose=purpose)
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------ data fingerprint
+DATA_FILE = "data.json"
+"""The run folder's record of its data: ``{"dataset": key, "splits": dataset_fingerprint(...)}``."""
+
+
+def record_run_data(run_dir: Path, key: str, dataset) -> dict:
+    """Write ``RUNDIR/data.json``: the fingerprint of each split of the data the run trains on.
+
+    Returns
+    -------
+    dict
+        What was written.
+    """
+    record = {"dataset": key, "splits": dataset_fingerprint(dataset)}
+    atomic_write_json(Path(run_dir) / DATA_FILE, record)
+    return record
+
+
+def read_run_data(run_dir) -> dict | None:
+    """``RUNDIR/data.json`` (``None`` for a run written before runs recorded their data, or when unreadable)."""
+    record = read_json(Path(run_dir) / DATA_FILE)
+    return record if isinstance(record, dict) and isinstance(record.get("splits"), dict) else None
+
+
+def check_run_data(run_dir, dataset, *, purpose: str = "use") -> None:
+    """Raise :class:`DataError` when ``dataset`` is not the data the run in ``run_dir`` recorded (see
+    :func:`load_run_dataset`); nothing for a run that recorded none."""
+    change = run_data_change(run_dir, dataset)
+    if change:
+        raise DataError(f"{change}; refusing to {purpose} it with other data. Put the dataset back as it was, "
+                        "or train a new run on the data as it is now")
+
+
+def run_data_change(run_dir, dataset) -> str | None:
+    """How ``dataset`` differs from the data the run in ``run_dir`` recorded, in one sentence; ``None`` when it
+    does not, or when the run recorded nothing (an older run)."""
+    record = read_run_data(run_dir)
+    if record is None:
+        return None
+    change = describe_change(record["splits"], dataset_fingerprint(dataset))
+    if change is None:
+        return None
+    return f"the data of dataset {record.get('dataset')!r} changed since run {run_dir} was trained on it: {change}"
+
+
+def run_dataset(config: TrainConfig, dataset=None):
+    """``dataset``, or the run's dataset loaded (:func:`load_run_dataset`) when it is ``None``."""
+    return dataset if dataset is not None else load_run_dataset(config.dataset)
 
 
 def run_split(config: TrainConfig, split: str, dataset=None) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ import torch
 
 from lapmusic import N_KEYS
 from lapmusic.core.errors import LapMusicError
+from lapmusic.data.fingerprint import pieces_fingerprint
 from lapmusic.model.lae_init import (
     choose_alpha,
     collect_states,
@@ -42,7 +43,7 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
         return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
     started = time.perf_counter()
     if config.lae_path:
-        lae = _load_lae(config.lae_path, config.model.hidden)
+        lae = _load_lae(config, train_seqs)
         report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
     else:
         report(0.0, f"pre-training: fitting the LAE (p={config.model.hidden}, {config.lae_solver} solver)")
@@ -107,13 +108,35 @@ def _energy(lae) -> float | None:
         return None
 
 
-def _load_lae(path, hidden: int):
+def _load_lae(config: TrainConfig, train_seqs):
+    """The LAE of ``--lae-file``, refused unless it is the one this run would fit: as many units, the same lag
+    weighting and lags, fitted on the same training pieces (config.json then says truly how it was made)."""
     from lapmusic.lae.autoencoder import LinearAutoencoder
+    from lapmusic.lae.xi import resolve_max_lag
 
+    path, hidden = config.lae_path, config.model.hidden
     lae = LinearAutoencoder.load(path)  # a missing or foreign file is a CheckpointError that says what to do
     if lae.A.shape[0] != hidden:
         raise LapMusicError(f"the LAE in {path} has p={lae.A.shape[0]} units but the network has hidden={hidden}; "
                             "they must be equal")
+    decay = 1.0 if config.lae_decay is None else float(config.lae_decay)
+    lags = resolve_max_lag(train_seqs, lae_lags(config))
+    differences = []
+    if not math.isclose(lae.decay, decay, rel_tol=1e-9):
+        differences.append(f"lag weighting {lae.decay:g} (this run: --lae-decay {decay:g})")
+    if lae.max_lag != lags:
+        differences.append(f"{lae.max_lag} lags (this run: {lags}, from --lae-max-lag and --lae-decay)")
+    frames = sum(len(s) for s in train_seqs)
+    if lae.data_sha256 and lae.data_sha256 != pieces_fingerprint(train_seqs)["sha256"]:
+        differences.append(f"other training pieces ({lae.rows:,} frames; this run's {config.dataset} training "
+                           f"split: {len(train_seqs)} pieces, {frames:,} frames)")
+    elif not lae.data_sha256 and lae.rows != frames:  # a file written before LAEs recorded their data
+        differences.append(f"{lae.rows:,} frames of data (this run's {config.dataset} training split has {frames:,})")
+    if differences:
+        raise LapMusicError(
+            f"the LAE in {path} was fitted with other settings than this run's: {'; '.join(differences)}. "
+            "Give this run the LAE's settings (e.g. --lae-decay 1 for `lapmusic lae`'s unweighted LAE, the same "
+            "--dataset and --max-sequences), or leave out --lae-file to fit the LAE in the run")
     return lae
 
 

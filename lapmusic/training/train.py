@@ -4,6 +4,7 @@ A run lives in a folder (layout in ``docs/reference.md``)::
 
     RUNDIR/config.json    the TrainConfig (flat)
     RUNDIR/status.json    {"state", "epoch", "epochs", "fraction", "message", "error", "updated"}
+    RUNDIR/data.json      the fingerprint of the data it trains on (resume and evaluate check it)
     RUNDIR/metrics.jsonl  one JSON line per epoch (epoch 0 = the network right after initialisation)
     RUNDIR/lae.npz        the LAE (init == "lae")
     RUNDIR/checkpoint.pt  last good state: model, optimizer, scheduler, epoch, config, RNG
@@ -33,8 +34,17 @@ from lapmusic.core.lock import run_lock
 from lapmusic.core.progress import Progress
 from lapmusic.model.metrics import baselines
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.training.build import config_from_run, load_model_state, run_splits, vocabulary_note
-from lapmusic.training.config import RESUMABLE_CHANGES, TrainConfig
+from lapmusic.training.build import (
+    check_run_data,
+    load_model_state,
+    read_run_data,
+    record_run_data,
+    resumed_config,
+    run_dataset,
+    run_splits,
+    vocabulary_note,
+)
+from lapmusic.training.config import TrainConfig
 from lapmusic.training.epoch import (
     TrainingCancelled,
     TrainingDiverged,
@@ -54,11 +64,11 @@ from lapmusic.training.rundir import (
     StatusWriter,
     check_resume_payload,
     load_checkpoint,
-    no_checkpoint_message,
     reconcile,
     save_checkpoint,
     write_history,
 )
+from lapmusic.training.stopping import Terminated, first_missing, remove_failed_start, sigterm_as_interrupt
 
 EPOCH_ACC_SAMPLES = 2  # NADE: sampled frames per frame for the per-epoch validation expected ACC (test: 10)
 
@@ -118,13 +128,20 @@ def train(
         if config is None:
             raise LapMusicError("a TrainConfig is needed to start a new run")
         config.validate()  # before the lock: bad settings create no folder
-    with run_lock(run_dir):
-        return _train_locked(config, run_dir, progress, cancel, resume, dataset)
+    created = None if resume else first_missing(run_dir)
+    with sigterm_as_interrupt(), run_lock(run_dir):
+        try:
+            return _train_locked(config, run_dir, progress, cancel, resume, dataset)
+        except Exception:  # not after Ctrl-C or SIGTERM: like a cancel, the folder stays and its status says so
+            remove_failed_start(run_dir, created)  # only a folder this call created, without a checkpoint
+            raise
 
 
 def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, resume: bool, dataset) -> dict:
     if resume:
-        config = _resumed_config(config, run_dir)
+        config = resumed_config(config, run_dir)
+        dataset = run_dataset(config, dataset)
+        check_run_data(run_dir, dataset, purpose="resume")  # before status.json changes: a refusal leaves it as it was
     elif (run_dir / "checkpoint.pt").exists():
         raise LapMusicError(f"{run_dir} already holds a run: resume it or choose another folder")
     atomic_write_json(run_dir / "config.json", config.to_dict())
@@ -144,9 +161,10 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
         if progress is not None:
             progress(status.data.get("fraction", 0.0), "cancelled")
         return {"state": "cancelled", "epoch": status.data.get("epoch", 0), "run_dir": str(run_dir)}
-    except KeyboardInterrupt:
-        # Ctrl-C in the terminal: like a cancel, the last checkpoint stays and --resume continues.
-        status.try_update(state="cancelled", message="interrupted: the last checkpoint is kept")
+    except KeyboardInterrupt as stop:
+        # Ctrl-C in the terminal, or SIGTERM: like a cancel, the last checkpoint stays and --resume continues.
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        status.try_update(state="cancelled", message=f"{how}: the last checkpoint is kept")
         raise
     except BaseException as caught:
         exc = caught
@@ -181,6 +199,9 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
     torch.manual_seed(config.seed)
     if dataset is None:
         report(0.0, f"loading dataset {config.dataset}")
+        dataset = run_dataset(config, dataset)
+    if not resume or read_run_data(run_dir) is None:  # a run from before data.json: its data from now on
+        record_run_data(run_dir, config.dataset, dataset)
     train_seqs, valid_seqs, test_seqs = _checked_splits(config, dataset)
     train_t, valid_t = _to_tensors(train_seqs, device), _to_tensors(valid_seqs, device)
     density = key_density(train_t) if config.input_noise > 0 else None
@@ -225,6 +246,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
 
     report(0.99, "evaluating the best model on the test split")
     final = _final_evaluation(model, config, run_dir, device, run, valid_t, train_seqs, test_seqs, stopped, started)
+    final["data"] = read_run_data(run_dir)  # what it was trained and tested on
     final["notes"] = [n for n in [vocabulary_note(config, train_seqs)] if n]  # settings the data could not honour
     atomic_write_json(run_dir / "final.json", final)
     status.update(force=True, state="finished", fraction=1.0, epoch=final["epochs"],
@@ -265,25 +287,6 @@ def _start(model: PianoRollRNN, config: TrainConfig, run_dir: Path, device, trai
     _save_epoch(run_dir, model, config, run, improved=True)
     report(1 / slots, f"epoch 0: valid NLL {initial_valid['nll']:.3f}", epoch=0)
     return run
-
-
-def _resumed_config(config: TrainConfig | None, run_dir: Path) -> TrainConfig:
-    """The folder's config, with the changes a resume allows taken from ``config`` (``None``: none)."""
-    saved = config_from_run(run_dir)
-    if config is not None:
-        before = saved.to_dict()
-        changed = {k for k, v in config.to_dict().items() if before[k] != v} - set(RESUMABLE_CHANGES)
-        if changed:
-            raise LapMusicError(
-                f"cannot resume {run_dir} with different settings {sorted(changed)}; "
-                f"only {', '.join(RESUMABLE_CHANGES[:-1])} and {RESUMABLE_CHANGES[-1]} may change"
-            )
-        for name in RESUMABLE_CHANGES:
-            setattr(saved, name, getattr(config, name))
-        saved.validate()
-    if not (run_dir / "checkpoint.pt").exists():
-        raise CheckpointError(no_checkpoint_message(run_dir, saved.to_dict()))
-    return saved
 
 
 def _resume(model: PianoRollRNN, config: TrainConfig, run_dir: Path, device, report, slots: int) -> _Run:

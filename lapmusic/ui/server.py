@@ -2,7 +2,7 @@
 
 Importing this module sets the process up (once; ``app.py`` imports it before any page draws): pandas
 imported whole, Streamlit's websocket client patched to hang up on browsers far behind
-(:mod:`lapmusic.ui.slowclients`), and no full garbage collection after every script run. The shared objects
+(:mod:`lapmusic.ui.slowclients`), its upload endpoint bounded (:mod:`lapmusic.ui.uploads`), and no full garbage collection after every script run. The shared objects
 are the job manager (:func:`manager`), the server secret that signs session links (:func:`server_secret`)
 and the dataset cache (:func:`dataset_cache`).
 """
@@ -10,11 +10,13 @@ and the dataset cache (:func:`dataset_cache`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Plotly looks pandas up in sys.modules without importing it: a half-imported pandas breaks charts.
 import pandas  # noqa: F401
 import streamlit as st
 from streamlit import config as st_config
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lapmusic.data.cache import DatasetCache
 from lapmusic.data.dataset import cache_dir
@@ -23,12 +25,24 @@ from lapmusic.jobs.limits import default_max_jobs
 from lapmusic.jobs.manager import JobManager
 from lapmusic.jobs.runs import default_runs_dir
 
-from . import slowclients
+from . import slowclients, uploads
 
 slowclients.install()
+uploads.install()  # the upload endpoint bounded per session, client and server before a body is read
 # A full gc after every script run (fragment refreshes included) holds the GIL long enough to starve a class
 # of live pages; Python's generational collector still runs. .streamlit/config.toml says the same.
 st_config.set_option("runner.postScriptGC", False, "lapmusic.ui.server")
+_ctx = get_script_run_ctx()
+APP_FOLDER = Path(_ctx.main_script_path).resolve().parent if _ctx is not None and _ctx.main_script_path else Path.cwd()
+"""The folder of ``app.py``, fixed when the server process starts: a relative runs folder is taken from here."""
+
+
+def runs_dir() -> Path:
+    """The runs folder as an absolute path: ``$LAPMUSIC_RUNS_DIR`` (or ``runs``), a relative one taken from
+    :data:`APP_FOLDER` whatever folder the server was started from, so the same server keeps the same runs
+    (and the secret that signs session links) however it is started."""
+    path = default_runs_dir()
+    return (path if path.is_absolute() else APP_FOLDER / path).resolve()
 
 
 @st.cache_resource(show_spinner=False)
@@ -38,7 +52,7 @@ def _manager_for(runs_dir: str, max_jobs: int) -> JobManager:
 
 def manager() -> JobManager:
     """The process-wide job manager (one per runs folder, so tests can isolate theirs)."""
-    return _manager_for(str(default_runs_dir().resolve()), default_max_jobs())
+    return _manager_for(str(runs_dir()), default_max_jobs())
 
 
 @st.cache_resource(show_spinner=False)

@@ -18,7 +18,7 @@ import streamlit as st
 from lapmusic.core.errors import LapMusicError
 from lapmusic.jobs.runs import run_key
 
-from . import server, session
+from . import datasets, server, session
 from .defaults import app_defaults, preset_widgets
 from .helptexts import REPEAT_HELP, VOCAB_HELP, WINDOW_HELP
 from .labels import display_path
@@ -115,14 +115,14 @@ def make_config(settings: Settings, init: str, train_chords: int | None = None):
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
     from lapmusic.data.catalog import DATASETS
     from lapmusic.data.registry import is_available
-    from lapmusic.data.user import user_dataset_keys
+    from lapmusic.data.user import dataset_label, user_dataset_keys
 
     labels: dict[str, str] = {}
     for key, info in DATASETS.items():
         note = "" if is_available(key) else " (needs a download)"
         labels[key] = f"{info.name}{note}"
-    for key in user_dataset_keys():
-        labels[key] = f"my MIDI: {key.removeprefix('user:')}"
+    for key in user_dataset_keys(session.session_id(), everyone=False):  # shared ones and this session's own
+        labels[key] = f"my MIDI: {dataset_label(key)}"
     labels[UPLOAD] = "my MIDI files (upload)..."
     return list(labels), labels
 
@@ -279,7 +279,7 @@ def _upload_box(sidebar) -> None:
         sidebar.error(str(exc))
         limits, upload = MidiLimits(), UploadLimits()
     files = sidebar.file_uploader(
-        "Your MIDI files", accept_multiple_files=True, key="uploads",
+        "Your MIDI files", accept_multiple_files=True, key=datasets.upload_key(),
         max_upload_size=max(1, -(-limits.max_bytes // (1024 * 1024))),  # the browser refuses larger files
         help=f"At most {upload.max_files} files and {megabytes(upload.max_bytes)} in all; each file at most "
         f"{megabytes(limits.max_bytes)}, {limits.max_notes:,} notes and {limits.max_seconds / 60:g} minutes. "
@@ -287,7 +287,10 @@ def _upload_box(sidebar) -> None:
         "rest are used.",
     )
     sidebar.text_input("Name of this dataset", value="my songs", max_chars=40, key="upload_name")
-    sidebar.button("Build dataset from these files", on_click=_build_upload, disabled=not files, key="build_upload")
+    sidebar.checkbox("Share it with everyone on this server", key="upload_shared",
+                     help="Unticked, the dataset is yours: others who choose the same name get their own.")
+    sidebar.button("Build dataset from these files", on_click=datasets.build_upload, disabled=not files,
+                   key="build_upload")
 
 
 def _upload_report(sidebar, report: dict) -> None:
@@ -298,29 +301,6 @@ def _upload_report(sidebar, report: dict) -> None:
         sidebar.warning(f"{escape_markdown(name)}: {escape_markdown(reason)}")
     if report.get("key"):
         sidebar.success(f"Built {report['key']} from {report['used']} file(s).")
-
-
-def _build_upload() -> None:
-    from lapmusic.data.user import UploadLimits, check_upload, dataset_from_midi, save_user_dataset
-
-    files = st.session_state.get("uploads") or []
-    name = (st.session_state.get("upload_name") or "my songs").strip() or "my songs"
-    try:
-        # Count and sizes first: an upload over the per-upload limits is refused before a byte is copied.
-        check_upload([f.size for f in files], UploadLimits.from_env())
-        dataset, bad = dataset_from_midi([(f.name, f.getvalue()) for f in files], name)
-        key = save_user_dataset(dataset)
-    except LapMusicError as exc:
-        st.session_state.upload_report = {"error": str(exc), "bad": []}
-        return
-    except Exception as exc:  # noqa: BLE001 - never a traceback in the page
-        log.exception("could not build a dataset from uploads")
-        st.session_state.upload_report = {"error": f"Could not build the dataset ({type(exc).__name__}: {exc}).",
-                                          "bad": []}
-        return
-    used = len(dataset.train) + len(dataset.valid) + len(dataset.test)
-    st.session_state.upload_report = {"key": key, "used": used, "bad": [(b.name, b.reason) for b in bad]}
-    st.session_state.dataset_choice = key  # select it (the options list gains it on this rerun)
 
 
 def _train_button(sidebar, settings: Settings) -> None:

@@ -83,19 +83,20 @@ def _teacher_box() -> None:
             return
         st.text_input("Teacher password", type="password", key="teacher_password")
         st.button("Enter teacher mode", key="teacher_enter", on_click=_enter_teacher)
-        if st.session_state.pop("teacher_refused", False):
-            st.error("Wrong password.")
+        if refused := st.session_state.pop("teacher_refused", None):
+            st.error(refused)
 
 
 def _enter_teacher() -> None:
-    from lapmusic.jobs.sessions import is_teacher_password
+    from lapmusic.jobs.sessions import TEACHER_GUARD
 
     candidate = st.session_state.get("teacher_password", "")
     st.session_state["teacher_password"] = ""  # not kept in the page
-    if is_teacher_password(candidate):
+    refused = TEACHER_GUARD.attempt(session.client_ip(), candidate)  # counted per address: delay, then lockout
+    if refused is None:
         st.session_state["teacher"] = True
     else:
-        st.session_state["teacher_refused"] = True
+        st.session_state["teacher_refused"] = refused
 
 
 def _delete() -> None:

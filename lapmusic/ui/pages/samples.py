@@ -1,5 +1,9 @@
 """Samples tab: let a trained run compose; hear the LAE run and the random run side by side.
 
+A click draws one or more variations (heard side by side), from silence, a chord, the start of a dataset
+piece or an uploaded MIDI file (continued in its tempo and time signature), in a chosen instrument and
+loudness. The limits are the CLI's (``lapmusic.sampling.limits``).
+
 Every sample is saved in its run folder (``lapmusic.sampling.store``: ``RUNDIR/samples/<name>.mid``, ``.json``,
 ``.npz``, ``.wav``) and listed below, so it can be played and downloaded again later. The player
 (``lapmusic.ui.player``) draws the piano roll with a playhead that follows the audio.
@@ -19,8 +23,9 @@ from ..sidebar import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_AUDIO_SECONDS = 300.0
-PRIMERS = {"none": "silence", "piece": "the start of a test piece", "chord": "a chord"}
+PRIMERS = {"none": "silence", "piece": "the start of a test piece", "chord": "a chord", "midi": "my MIDI file"}
+INSTRUMENTS = {0: "piano", 6: "harpsichord", 19: "church organ", 24: "nylon guitar", 40: "violin",
+               48: "strings", 52: "choir", 73: "flute"}  # General MIDI programs
 INIT_NAMES = {"lae": "LAE pre-trained", "random": "random init"}
 NO_SAVED = "-"
 
@@ -88,8 +93,10 @@ def render(settings: Settings) -> None:
         "Temperature", min_value=0.0, max_value=2.0, value=1.0, step=0.05, key="temperature",
         help="Below 1: safer, more repetitive; above 1: wilder. 0 plays every key with probability >= 0.5.",
     )
+    from lapmusic.sampling.limits import MAX_VARIATIONS, longest_steps
+
     step = step_seconds_for(run.config["dataset"]) if run.config.get("dataset") else 0.25
-    longest = max(8, int(MAX_AUDIO_SECONDS / step) // 8 * 8)  # keeps the WAV a few MB at most
+    longest = max(8, longest_steps(step) // 8 * 8)  # keeps the WAV a few MB at most
     steps = left.number_input(
         f"Length (frames of {step:g} s, at most {longest})", min_value=8, max_value=longest, value=min(64, longest),
         step=8, key=f"steps-{longest}",
@@ -98,10 +105,17 @@ def render(settings: Settings) -> None:
         "Max notes at once (0 = no limit)", min_value=0, max_value=12, value=6, key="max_polyphony"
     )
     seed = left.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sample_seed")
-    primer_spec = _primer_controls(right, run.config.get("dataset"))
+    variations = left.number_input(
+        "Variations per click", min_value=1, max_value=MAX_VARIATIONS, value=1, key="variations",
+        help="Several continuations drawn at once from the same start, heard side by side.",
+    )
+    primer_spec, upload = _primer_controls(right, run.config.get("dataset"))
+    program = right.selectbox("Instrument", list(INSTRUMENTS), format_func=INSTRUMENTS.get, key="program")
+    velocity = right.slider("Loudness (MIDI velocity)", min_value=20, max_value=127, value=90, key="velocity")
 
     request = dict(temperature=float(temperature), steps=int(steps), max_polyphony=int(max_poly) or None,
-                   seed=int(seed), primer_spec=primer_spec, step_seconds=step)
+                   seed=int(seed), primer_spec=primer_spec, upload=upload, variations=int(variations),
+                   program=int(program), velocity=int(velocity))
     buttons = st.columns(2)
     if buttons[0].button("Generate", type="secondary" if partner is not None else "primary", key="generate",
                          help="Sample from the run chosen above."):
@@ -125,50 +139,87 @@ def render(settings: Settings) -> None:
     _saved_samples(run, partner)
 
 
-def _primer_controls(box, dataset_key: str | None) -> str:
-    """The primer widgets; returns a ``lapmusic.sampling.primer.parse_primer`` specification."""
+def _primer_controls(box, dataset_key: str | None) -> tuple[str, tuple | None]:
+    """The primer widgets.
+
+    Returns
+    -------
+    spec : str
+        A ``lapmusic.sampling.primer.load_primer`` specification, or ``upload:NAME[:FRAMES]`` for an upload.
+    upload : tuple of (str, bytes, int or None) or None
+        An uploaded MIDI file's name, bytes and frames to keep (None: the whole file).
+    """
+    from lapmusic.sampling.limits import MAX_PRIMER_FRAMES
+
     primer_kind = box.radio("Start from", list(PRIMERS), format_func=PRIMERS.get, key="primer_kind")
     if primer_kind == "piece":
         n_test = len(datasets.get_dataset(dataset_key).test) if dataset_key else 0
         if n_test == 0:
             box.warning("This run's dataset has no test pieces; start from silence or a chord.")
-            return "none"
+            return "none", None
         index = box.number_input(
             f"Test piece (0 to {n_test - 1})", min_value=0, max_value=n_test - 1, value=0,
             key=f"primer_piece-{dataset_key}",
         )
-        frames = box.number_input("Primer frames", min_value=1, max_value=256, value=8, key="primer_frames")
-        return f"test:{int(index)}:{int(frames)}"
+        frames = box.number_input("Primer frames", min_value=1, max_value=MAX_PRIMER_FRAMES, value=8,
+                                  key="primer_frames")
+        return f"test:{int(index)}:{int(frames)}", None
     if primer_kind == "chord":
         chord = box.text_input("Chord (note names or MIDI numbers)", value="C4,E4,G4", max_chars=80, key="primer_chord")
         frames = box.number_input("Held for frames", min_value=1, max_value=64, value=2, key="primer_chord_frames")
-        return f"chord:{chord.replace(' ', '')}:{int(frames)}"
-    return "none"
+        return f"chord:{chord.replace(' ', '')}:{int(frames)}", None
+    if primer_kind == "midi":
+        file = box.file_uploader(
+            "Your MIDI file to continue", type=["mid", "midi"], key="primer_upload",
+            help=f"Its start (at most {MAX_PRIMER_FRAMES} frames) is played, then the network goes on, "
+                 "in the file's tempo and time signature.",
+        )
+        frames = box.number_input(f"Frames of it to use (0 = all, at most {MAX_PRIMER_FRAMES})", min_value=0,
+                                  max_value=MAX_PRIMER_FRAMES, value=0, key="primer_upload_frames")
+        if file is None:
+            box.caption("Choose a .mid file; until then the sample starts from silence.")
+            return "none", None
+        return f"upload:{file.name}" + (f":{int(frames)}" if frames else ""), (file.name, file.getvalue(),
+                                                                               int(frames) or None)
+    return "none", None
 
 
 def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> None:
-    """Sample each run with the same request, save each in its run folder, show them until the next one.
+    """Sample each run with the same request, save each variation in its run folder, show them until the next.
 
     A pair is saved under one shared sample name, so the saved list can show it side by side again.
     """
     from lapmusic.core.errors import LapMusicError
-    from lapmusic.sampling.primer import parse_primer
-    from lapmusic.sampling.store import new_sample_name, sample_to_run
+    from lapmusic.sampling.compose import sample_variations
+    from lapmusic.sampling.meter import output_meter, primer_grid
+    from lapmusic.sampling.primer import load_primer, primer_from_midi
+    from lapmusic.sampling.store import new_sample_name
 
     shown = []
     try:
-        dataset = datasets.get_dataset(dataset_key) if request["primer_spec"].startswith("test:") else None
-        primer = parse_primer(request["primer_spec"], dataset_key, dataset=dataset)
+        spec = request["primer_spec"]
+        user = (dataset_key or "").startswith("user:")
+        dataset = datasets.get_dataset(dataset_key) if dataset_key and (user or spec.startswith("test:")) else None
+        grid = primer_grid(dataset_key, dataset)
+        if request["upload"] is not None:
+            name, data, frames = request["upload"]
+            primer = primer_from_midi((name, data), frames_per_beat=grid, frames=frames)
+        else:
+            primer = load_primer(spec, dataset_key, dataset=dataset, frames_per_beat=grid)
+        meter = output_meter(dataset_key, dataset=dataset if user else None, primer=primer)
         name = new_sample_name(request["seed"], request["temperature"])
         for run_dir in run_dirs:
             loaded = _load_model(str(run_dir), _model_mtime(run_dir))
-            saved, data = sample_to_run(
+            for index, (saved, data) in enumerate(sample_variations(
                 loaded, steps=request["steps"], temperature=request["temperature"], seed=request["seed"],
-                primer_spec=request["primer_spec"], primer=primer, max_polyphony=request["max_polyphony"],
-                step_seconds=request["step_seconds"], name=name,
-            )
-            shown.append({**data, "run": run_dir.name, "stem": f"{run_dir.name}-{saved.name}", "name": saved.name,
-                          "init": loaded.config.init, "epoch": loaded.epoch, "checkpoint": loaded.checkpoint})
+                variations=request["variations"], primer_spec=spec, primer=primer.roll,
+                max_polyphony=request["max_polyphony"], step_seconds=meter.step_seconds,
+                frames_per_beat=meter.frames_per_beat, time_signature=meter.time_signature,
+                program=request["program"], velocity=request["velocity"], name=name,
+            )):
+                shown.append({**data, "run": run_dir.name, "stem": f"{run_dir.name}-{saved.name}", "name": saved.name,
+                              "init": loaded.config.init, "epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
+                              "variation": index + 1, "variations": request["variations"]})
     except LapMusicError as exc:
         st.session_state.sample_error = str(exc)
         return
@@ -176,55 +227,77 @@ def _generate(run_dirs: list[Path], dataset_key: str | None, request: dict) -> N
         log.exception("sampling failed")
         st.session_state.sample_error = f"Sampling failed ({type(exc).__name__}: {exc})."
         return
+    # Side by side: variation by variation, the LAE run's left of the random run's.
+    shown.sort(key=lambda item: item["variation"])
     st.session_state.sample = shown[0]
     st.session_state.sample_shown = shown
 
 
-def _title(item: dict) -> str:
+def _short_name(item: dict) -> str:
+    """``LAE pre-trained``, or ``LAE pre-trained · variation 2`` among several."""
     init = INIT_NAMES.get(str(item.get("init")), str(item.get("init", "")))
+    meta = item.get("meta") or {}
+    return init + (f" · variation {meta.get('variation')}" if (meta.get("variations") or 1) > 1 else "")
+
+
+def _title(item: dict) -> str:
     k = item.get("primer_frames") or 0
-    return f"{init} · model of epoch {item.get('epoch', '?')}" + (f" · primer {k} frames" if k else "")
+    init, _, variation = _short_name(item).partition(" · ")
+    return ((f"{variation.capitalize()} · " if variation else "") + f"{init} · model of epoch {item.get('epoch', '?')}"
+            + (f" · primer {k} frames" if k else ""))
 
 
 def _show_fresh() -> None:
     shown = st.session_state.get("sample_shown") or []
     if not shown:
         return
-    if len(shown) == 2:
-        meta = shown[0]["meta"]
+    runs = len({item["run"] for item in shown})
+    meta = shown[0]["meta"]
+    if runs == 2:
         st.markdown(
             f"**Same seed ({meta['seed']}), primer ({meta['primer']}) and temperature ({meta['temperature']:g}), "
             "two networks** — saved in both run folders."
         )
-    _show_items(shown, key="fresh")
+    count = meta.get("variations") or 1
+    if count > 1:
+        st.markdown(f"**{count} variations** drawn together from the same start"
+                    + (", each heard from both networks." if runs == 2 else "."))
+    _show_items(shown, key="fresh", per_row=runs if runs > 1 else min(4, len(shown)))
     _musicality_statistics(shown)
 
 
-def _show_items(items: list[dict], *, key: str) -> None:
-    """One column per sample: player with playhead over its piano roll, notes, downloads."""
+def _show_items(items: list[dict], *, key: str, per_row: int | None = None) -> None:
+    """Samples side by side, ``per_row`` to a row (default all): player with playhead over its piano roll,
+    notes, downloads."""
     from ..player import show_player
 
-    columns = st.columns(len(items)) if len(items) > 1 else [st.container()]
-    for column, item in zip(columns, items):
-        with column:
-            show_player(item["roll"], wav=item.get("wav"), step_seconds=item["step_seconds"],
-                        primer_frames=item.get("primer_frames") or 0, title=_title(item))
-            st.caption(f"Run `{item['run']}` · sample `{item['meta'].get('name', '')}`")
-            if item.get("silent"):
-                st.warning("This sample has no notes. Try a higher temperature or another seed.")
-            if item.get("warning"):
-                st.caption(item["warning"])
-            tag = f"{key}-{item.get('init', '')}" if len(items) > 1 else key
-            cols = st.columns(2)
-            cols[0].download_button(
-                "Download MIDI", data=item["midi"], file_name=f"{item['stem']}.mid", mime="audio/midi",
-                on_click="ignore", key=f"download_midi-{tag}" if tag != "fresh" else "download_midi",
-            )
-            if item.get("wav"):
-                cols[1].download_button(
-                    "Download WAV", data=item["wav"], file_name=f"{item['stem']}.wav", mime="audio/wav",
-                    on_click="ignore", key=f"download_wav-{tag}" if tag != "fresh" else "download_wav",
+    per_row = per_row or len(items)
+    for start in range(0, len(items), per_row):
+        row = items[start:start + per_row]
+        columns = st.columns(per_row) if len(items) > 1 else [st.container()]
+        for offset, (column, item) in enumerate(zip(columns, row)):
+            with column:
+                show_player(item["roll"], wav=item.get("wav"), step_seconds=item["step_seconds"],
+                            primer_frames=item.get("primer_frames") or 0, title=_title(item))
+                meta = item["meta"]
+                meter = "/".join(str(v) for v in meta.get("time_signature") or (4, 4))
+                tempo = f" at {meta['tempo_qpm']:g} qpm" if meta.get("tempo_qpm") else ""
+                st.caption(f"Run `{item['run']}` · sample `{meta.get('name', '')}` · {meter}{tempo}")
+                if item.get("silent"):
+                    st.warning("This sample has no notes. Try a higher temperature or another seed.")
+                if item.get("warning"):
+                    st.caption(item["warning"])
+                tag = f"{key}-{start + offset}" if len(items) > 1 else key
+                cols = st.columns(2)
+                cols[0].download_button(
+                    "Download MIDI", data=item["midi"], file_name=f"{item['stem']}.mid", mime="audio/midi",
+                    on_click="ignore", key=f"download_midi-{tag}" if tag != "fresh" else "download_midi",
                 )
+                if item.get("wav"):
+                    cols[1].download_button(
+                        "Download WAV", data=item["wav"], file_name=f"{item['stem']}.wav", mime="audio/wav",
+                        on_click="ignore", key=f"download_wav-{tag}" if tag != "fresh" else "download_wav",
+                    )
 
 
 def _musicality_statistics(items: list[dict]) -> None:
@@ -242,8 +315,7 @@ def _musicality_statistics(items: list[dict]) -> None:
         return
     with st.expander("Musicality: this sample vs real pieces"):
         try:
-            rolls = {INIT_NAMES.get(str(i.get("init")), str(i.get("init"))): i["roll"][i.get("primer_frames") or 0:]
-                     for i in items}
+            rolls = {_short_name(i): i["roll"][i.get("primer_frames") or 0:] for i in items}
             rows, caption = samples_table(rolls, datasets.get_dataset(dataset_key).train)
         except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
             st.caption(f"Statistics unavailable ({type(exc).__name__}: {exc}).")
