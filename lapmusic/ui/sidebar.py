@@ -148,7 +148,7 @@ def render() -> Settings:
     from lapmusic.training.presets import PRESETS
 
     sidebar.radio(
-        "What to train", list(PRESETS), key="preset", on_change=_apply_preset,
+        "Preset", list(PRESETS), key="preset", on_change=_apply_preset,
         index=list(PRESETS).index(defaults["preset"]), format_func=lambda name: PRESETS[name].title[0].upper() + PRESETS[name].title[1:],
         help="A preset sets the model and its training; Advanced settings below still change any of them. "
         + "; ".join(f"{p.name}: {p.as_options()}" for p in PRESETS.values()),
