@@ -56,7 +56,8 @@ def _changed_on_resume(args: argparse.Namespace) -> list[str]:
 
 
 def _new_run(args: argparse.Namespace, progress: ProgressLine):
-    """A new run's config and its dataset (loaded once): a preset's chord vocabulary fitted to the chords found
+    """A new run's config and its dataset (loaded once; None when nothing depends on it): a preset's chord
+    vocabulary fitted to the chords found
     (:func:`lapmusic.training.presets.resolve`), and a note on stderr when the vocabulary asks for more chords
     than the training pieces have (:func:`lapmusic.training.build.vocabulary_note`)."""
     from lapmusic.training.build import load_run_dataset, run_split, vocabulary_note
@@ -65,6 +66,8 @@ def _new_run(args: argparse.Namespace, progress: ProgressLine):
     fields = dict(dataset=args.dataset, hidden=args.hidden, init=args.init, epochs=args.epochs, seed=args.seed,
                   max_sequences=args.max_sequences, device=args.device, cell=args.cell)
     config = training_config(args, **fields)
+    if not args.preset and not config.model.nade_vocab:
+        return config, None  # nothing to fit to the data: train() loads it
     progress(0.0, f"loading dataset {config.dataset}")
     dataset = load_run_dataset(config.dataset)
     pieces = run_split(config, "train", dataset)
