@@ -24,6 +24,10 @@ Three phases, each bounded in count and time (nothing here is a test: it prints 
     python benchmarks/bench_classroom.py --students 10 --settings 0   # phase 1 only
     python benchmarks/bench_classroom.py --clients http --epochs 2     # phases 1-2 with HTTP students
 
+With ``--clients http``, phase 2 also checks the queue estimates: the estimates the pages show right after the
+last click (computed as the server does, over the same folder and queue) against each run's real end, printed
+as the fraction of queued runs that ended within 2x of their estimate and inside its range.
+
 ``--clients http`` replaces the Chromium pages of phases 1 and 2 by HTTP students (``stclass.py``, driven by
 ``classroom_http.py``) that speak Streamlit's websocket protocol as the browser does at almost no CPU; phase 3
 and greying need the browser and are skipped. When a phase-1 page has no curve by the deadline, the server's
@@ -299,6 +303,9 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=0.0,
                         help="--clients http: keep the class's pages open this many seconds after the first curves "
                              "and report each page's longest time without a message (its refreshes stalled)")
+    parser.add_argument("--estimate-wait", type=float, default=900.0,
+                        help="--clients http: after phase 2, wait at most this many seconds for its runs to end and "
+                             "print how many finished within 2x of the queue estimate shown at their click (0: skip)")
     parser.add_argument("--json-out")
     parser.add_argument("--clients", choices=("chromium", "http"), default="chromium",
                         help="students as headless Chromium pages (default) or as HTTP clients speaking Streamlit's "

@@ -11,6 +11,7 @@ browsers run on their own computers). Not measured this way: greying (a browser'
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -78,6 +79,60 @@ class CurveWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def estimate_snapshot(runs_dir) -> tuple[float, dict[str, dict]]:
+    """The estimates the server's pages show now, computed the same way (:class:`lapmusic.jobs.estimate.Estimator`
+    over the same runs folder, queue order and slots), and the wall time they were taken at."""
+    from lapmusic.core.io import read_json
+    from lapmusic.jobs.estimate import Estimator
+    from lapmusic.jobs.job import Job
+    from lapmusic.jobs.limits import default_max_jobs
+    from lapmusic.jobs.runs import list_runs
+
+    order = [e["run"] for e in (read_json(runs_dir / ".lapmusic" / "queue.json") or {}).get("queue", [])]
+    running = []
+    for summary in list_runs(runs_dir):
+        if summary.state == "running" and (job := Job.from_folder(summary.run_dir)) is not None:
+            job.started_at = (read_json(summary.run_dir / "worker.json") or {}).get("started")
+            running.append(job)
+    queued = [job for name in order if (job := Job.from_folder(runs_dir / name)) is not None]
+    taken = time.time()
+    return taken, Estimator(runs_dir, dict).estimates(running, queued, default_max_jobs())
+
+
+def estimate_accuracy(runs_dir, taken: float, estimates: dict[str, dict], timeout: float) -> dict:
+    """Wait (at most ``timeout`` s) for the runs of ``estimates`` to end, then compare each one's real time
+    (its last ``status.json`` update minus ``taken``) with its estimate: the fraction within 2x of the middle
+    estimate and inside the range, over the queued runs (and over all of them)."""
+    from lapmusic.core.io import read_json
+
+    deadline = time.monotonic() + timeout
+    ended: dict[str, float] = {}
+    while len(ended) < len(estimates) and time.monotonic() < deadline:
+        for name in estimates:
+            status = read_json(runs_dir / name / "status.json") or {}
+            if name not in ended and status.get("state") in ("finished", "failed", "cancelled"):
+                ended[name] = float(status.get("updated") or time.time())
+        time.sleep(1.0)
+    rows = []
+    for name, e in estimates.items():
+        real = ended[name] - taken if name in ended else None
+        rows.append({"run": name, "position": e["position"], "basis": e["basis"], "real_s": real and round(real, 1),
+                     "estimate_s": round(e["finish_in"], 1),
+                     "range_s": [round(v, 1) for v in e["finish_range"]],
+                     "ratio": real and round(real / max(e["finish_in"], 1e-9), 2)})
+
+    def share(selected, test):
+        done = [r for r in selected if r["real_s"] is not None]
+        return {"runs": len(selected), "ended": len(done),
+                "fraction": round(sum(1 for r in done if test(r)) / len(done), 3) if done else None}
+
+    queued = [r for r in rows if r["position"] is not None]
+    within2 = lambda r: 0.5 <= r["ratio"] <= 2.0  # noqa: E731 - a test passed twice
+    in_range = lambda r: r["range_s"][0] <= r["real_s"] <= r["range_s"][1]  # noqa: E731
+    return {"queued_within_2x": share(queued, within2), "queued_in_range": share(queued, in_range),
+            "all_within_2x": share(rows, within2), "runs": rows}
 
 
 async def _open(url: str, count: int, assets):
@@ -159,6 +214,7 @@ def different_settings(args, server, runs_dir, result: dict, assets, summary, ru
         pupils, stop, tasks = loop.run(_open(server.url, args.settings, assets))
         loop.run(click_all(pupils, float(args.settings), numbers=lambda n: {"Hidden units": 16 + 8 * n}))
         loop.run(wait_for(pupils, 60.0, "queue"))
+        taken, estimates = estimate_snapshot(runs_dir)  # what the pages show once every run is queued
         reports = loop.run(_reports(pupils))
         result["phase2_queue_estimate_s"] = summary([r["queue_estimate_s"] for r in reports])
         result["phase2_without_queue_estimate"] = [r for r in reports if r["queue_estimate_s"] is None]
@@ -172,6 +228,10 @@ def different_settings(args, server, runs_dir, result: dict, assets, summary, ru
         result["phase2_open_pages_seconds_since_last_received"] = summary(
             [r["seconds_since_last_received"] for r in reports])
         loop.run(_close(stop, tasks))
+        if args.estimate_wait > 0:  # the estimates against the real times: wait for the runs to end
+            result["phase2_estimates"] = estimate_accuracy(runs_dir, taken, estimates, args.estimate_wait)
+            print("phase 2 estimates:", json.dumps({k: v for k, v in result["phase2_estimates"].items()
+                                                    if k != "runs"}), flush=True)
     finally:
         result["phase2_load_average_max"] = sampler.stop()["max"]
         loop.close()

@@ -216,12 +216,12 @@ def spectrum_figure(singular_values: Sequence[float], p: int, *, energy=None) ->
     positive = values > 0  # a log axis cannot show zeros (rank-deficient data)
     fig.add_trace(
         go.Scatter(x=index[positive], y=values[positive], mode="lines+markers" if k <= 200 else "lines",
-                   name="singular value", line=dict(color="#1f77b4"), marker=dict(size=4),
+                   name="importance of each pattern (singular value)", line=dict(color="#1f77b4"), marker=dict(size=4),
                    hovertemplate="σ<sub>%{x}</sub> = %{y:.4g}<extra></extra>"),
         secondary_y=False,
     )
     fig.add_trace(
-        go.Scatter(x=index, y=100 * cumulative, mode="lines", name="cumulative energy",
+        go.Scatter(x=index, y=100 * cumulative, mode="lines", name="share of the recent past kept (cumulative energy)",
                    line=dict(color="#ff7f0e"),
                    hovertemplate="first %{x} components: %{y:.1f}% of the energy<extra></extra>"),
         secondary_y=True,
@@ -232,9 +232,9 @@ def spectrum_figure(singular_values: Sequence[float], p: int, *, energy=None) ->
         fig.add_vline(x=marked, line=dict(color="black", width=1, dash="dash"))
         fig.add_annotation(x=marked, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
                            text=f"p = {int(p)}: {captured:.1f}% of the energy")
-    fig.update_xaxes(title_text="component", range=[0.5, max(k, 1) + 0.5])
-    fig.update_yaxes(title_text="singular value (log)", type="log", secondary_y=False)
-    fig.update_yaxes(title_text="cumulative energy (%)", range=[0, 101], tickmode="linear", tick0=0, dtick=20,
+    fig.update_xaxes(title_text="pattern (component), most important first", range=[0.5, max(k, 1) + 0.5])
+    fig.update_yaxes(title_text="importance (singular value, log)", type="log", secondary_y=False)
+    fig.update_yaxes(title_text="share kept (cumulative energy, %)", range=[0, 101], tickmode="linear", tick0=0, dtick=20,
                      secondary_y=True, showgrid=False)
     fig.update_layout(height=380, margin=dict(l=60, r=60, t=50, b=50),
                       legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1))
@@ -309,9 +309,13 @@ def loss_figure(histories: Mapping[str, Sequence[Mapping]], *, baselines: Mappin
         for label, x, y in nll_points:
             if y > high:
                 clipped[(label, x)] = max(y, clipped.get((label, x), y))
-        for (label, x), y in clipped.items():
-            fig.add_annotation(x=x, y=high, xref="x", yref="y", text=f"{label}: {y:.1f} \u2191", showarrow=False,
-                               yanchor="top", xanchor="left", font=dict(size=11, color="#555"),
+        colours = {label: RUN_COLOURS[i % len(RUN_COLOURS)] for i, label in enumerate(histories)}
+        # Short, in the run's colour, inside the plot below its top edge and one under the other: a label with
+        # the run's name ran into the panel's title and the baseline's label.
+        for n, ((label, x), y) in enumerate(sorted(clipped.items(), key=lambda item: item[0][1])):
+            fig.add_annotation(x=x, y=high, xref="x", yref="y", text=f"{y:.1f} \u2191", showarrow=False,
+                               yanchor="top", xanchor="left", xshift=4, yshift=-2 - 15 * n,
+                               font=dict(size=11, color=colours[label]), bgcolor="rgba(255,255,255,0.85)",
                                hovertext=f"{label} at epoch {x:g}: {y:.4f} (above the axis)")
     if accs or copy_acc is not None:
         top = max(accs + ([copy_acc] if copy_acc is not None else []) + [10.0])
@@ -326,7 +330,7 @@ def loss_figure(histories: Mapping[str, Sequence[Mapping]], *, baselines: Mappin
     fig.update_yaxes(title_text="NLL", row=1, col=1)
     fig.update_yaxes(title_text="ACC (%)", row=2, col=1)
     fig.update_xaxes(title_text="epoch (0 = before training)", row=2, col=1)
-    fig.update_layout(height=520, margin=dict(l=60, r=20, t=60, b=50), hovermode="x unified")
+    fig.update_layout(height=520, margin=dict(l=60, r=20, t=70, b=50), hovermode="x unified")
     return fig
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything lapmusic needs, idempotently: a second run reuses the environment.
 #   scripts/setup.sh          the app (venv in .venv, package, FluidSynth when root, the offline Bach set)
-#   scripts/setup.sh --test   also the test tools (pytest, Playwright, Debian's Chromium when root)
+#   scripts/setup.sh --test   also the test tools (pytest, Playwright, Debian's Chromium when root) and Ray
+#                             (tests/test_ray.py runs sweeps and the app's jobs on a real local Ray)
 # Environment:
 #   LAPMUSIC_VENV         where the virtual environment lives (default .venv)
 #   LAPMUSIC_TORCH_INDEX  pip index for the CPU build of torch on machines whose pip would otherwise pull
@@ -122,12 +123,12 @@ fi
 # The package itself (editable), reinstalled only when pyproject.toml changed.
 extras="" stamp="$venv/.lapmusic-installed"
 if [ $want_test = 1 ]; then
-  extras="[test]" stamp="$stamp-test"
+  extras="[test,ray]" stamp="$stamp-test"
 fi
 digest=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   test_tools=""
-  if [ $want_test = 1 ]; then test_tools=", pytest + playwright + ruff + import-linter + mido (tests)"; fi
+  if [ $want_test = 1 ]; then test_tools=", pytest + playwright + ruff + import-linter + mido + ray (tests)"; fi
   say "installing lapmusic$extras (editable) and its Python dependencies from pyproject.toml: numpy, scipy"
   say "  (maths), streamlit + plotly (the app), pretty_midi (MIDI), music21 (the offline Bach"
   say "  chorales), platformdirs (cache folder), pyfluidsynth (audio)$test_tools"

@@ -1,4 +1,4 @@
-"""Figures and equal-epoch tables from sweep tables (the JSON files scripts/sweep.py writes).
+"""Figures and equal-epoch tables from sweep tables (the JSON files `lapmusic sweep` writes).
 
     python scripts/sweep_report.py /tmp/final/jsb/final.json ... --img docs/img --prefix final
 

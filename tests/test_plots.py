@@ -175,7 +175,7 @@ def test_loss_axis_clips_the_random_start_but_keeps_every_other_point_in_view():
     lae_valid = [t for t in fig.data if t.name == "LAE valid"][0].y
     assert (max(lae_valid) - min(lae_valid)) / (high - low) > 0.05
     notes = [a.text for a in fig.layout.annotations if "\u2191" in (a.text or "")]
-    assert notes == ["random: 60.9 \u2191"]  # the clipped points are labelled with their value
+    assert notes == ["60.9 \u2191"]  # the clipped points are labelled with their value, in their run's colour
     assert fig.layout.xaxis.range[0] < 0  # epoch 0 is shown
     assert fig.layout.yaxis2.range[1] > 23.2  # the ACC baseline is in view
     assert any("repeat last frame" in (a.text or "") for a in fig.layout.annotations)

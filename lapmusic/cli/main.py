@@ -20,6 +20,7 @@ from lapmusic import __version__
 from lapmusic.cli.datasets import add_datasets_parser
 from lapmusic.cli.generate import add_generate_parsers
 from lapmusic.cli.lae import add_lae_parser
+from lapmusic.cli.sweep import add_sweep_parser
 from lapmusic.cli.training import add_training_parsers
 from lapmusic.core.errors import LapMusicError
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lae_parser(sub)
     add_training_parsers(sub)
     add_generate_parsers(sub)
+    add_sweep_parser(sub)
     return parser
 
 

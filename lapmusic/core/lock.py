@@ -1,4 +1,4 @@
-"""One writer per run folder: an exclusive OS file lock on ``RUNDIR/.lock``.
+"""One writer per run folder: an exclusive OS file lock on ``RUNDIR/.lock`` and a lease that works across hosts.
 
 ``train()`` holds :func:`run_lock` for its whole duration, so the CLI ``train``, ``train --resume`` and the
 app's training jobs all take it. A second writer (another process, or another thread of this process) gets
@@ -6,10 +6,20 @@ app's training jobs all take it. A second writer (another process, or another th
 
 How it works: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``RUNDIR/.lock``. The kernel drops the lock when its
 holder dies (even by ``kill -9``), so a lock left by a dead process is stale by construction and simply
-taken over. The file holds the owner as JSON ``{"pid", "host", "since"}`` (``since``: Unix time) only
-for messages and for :func:`lock_owner`; it is emptied on release and never deleted (deleting a lock file
-that another process has open would let two writers lock two different files). On file systems without
-``flock`` the JSON alone decides: a live PID on this host owns the folder, anything else is stale.
+taken over. The file holds the owner as JSON ``{"pid", "host", "since", "heartbeat", "lease", "token"}``
+(times in Unix seconds); it is emptied on release and never deleted (deleting a lock file that another
+process has open would let two writers lock two different files).
+
+Run folders on shared storage (a cluster's ``LAPMUSIC_RUNS_DIR``): ``flock`` may not reach other hosts, and
+another host's PID means nothing here. So the record is also a *lease*: a thread of the holder rewrites its
+``heartbeat`` every quarter of ``lease`` seconds (``$LAPMUSIC_LEASE_SECONDS``, default
+:data:`lapmusic.core.lease.LEASE_SECONDS`). A record of another host owns the folder while its heartbeat is younger than its
+lease, whatever the local ``flock`` says; a record of this host owns it while its PID lives. A holder whose
+record was taken over (it was frozen past its lease) stops renewing and never writes the record again.
+Where ``flock`` is missing (or ``$LAPMUSIC_LOCK_FLOCK=0``, for a shared file system whose locks are not
+coherent between hosts) the record alone decides, and a taker re-reads it after :data:`SETTLE_SECONDS` to
+lose a simultaneous race cleanly. ``$LAPMUSIC_HOST`` replaces the host name (containers sharing a name; tests
+simulate two hosts with it).
 
 The lock is re-entrant within one thread (a worker may wrap ``train()`` in :func:`run_lock` itself).
 """
@@ -19,8 +29,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
-import socket
+import secrets
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,9 +39,13 @@ from pathlib import Path
 
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import remove_stale_temp_files, storage_error
+from lapmusic.core.lease import encode_record, host_name, lease_fresh, lease_seconds, use_flock
 
 LOCK_NAME = ".lock"
 ACQUIRE_PATIENCE = 0.5  # seconds of retrying: a reader's brief shared probe must not look like an owner
+SETTLE_SECONDS = 0.2  # without flock: wait this long after writing a claim, then check it is still ours
+
+log = logging.getLogger(__name__)
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _held: dict[str, dict] = {}  # realpath of a lock file -> {"fd", "thread", "count"} (this process only)
@@ -41,12 +56,14 @@ def _forget_after_fork() -> None:
     """In a forked child: the parent's locks are the parent's. Close the inherited descriptors (closing a
     copy leaves the parent's flock in place; LOCK_UN would release it) and forget them, so that the child
     is refused like any other process instead of counting as the re-entrant owner."""
+    global _renewer
     for entry in _held.values():
         try:
             os.close(entry["fd"])
         except OSError:
             pass
     _held.clear()
+    _renewer = None  # the parent's renewing thread does not exist here
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -79,8 +96,12 @@ def _read_owner(path: Path) -> dict | None:
     if not isinstance(data, dict):
         return None
     pid = data.get("pid")
-    return {"pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-            "host": str(data.get("host", "?")), "since": data.get("since")}
+    owner = {"pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+             "host": str(data.get("host", "?")), "since": data.get("since")}
+    for key in ("heartbeat", "lease", "token"):
+        if key in data:
+            owner[key] = data[key]
+    return owner
 
 
 def process_exists(pid: int | None) -> bool:
@@ -99,13 +120,67 @@ def process_exists(pid: int | None) -> bool:
     return True
 
 
-def _live_by_content(owner: dict | None) -> bool:
-    """Without flock: the recorded owner counts when it is a live PID on this host (or on another host)."""
+def _live_by_content(owner: dict | None, now: float | None = None) -> bool:
+    """The recorded owner counts when it is a live PID on this host, or its lease on another host is fresh."""
     if not owner:
         return False
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot check another host's PIDs: assume alive
+    if owner.get("host") != host_name():
+        return lease_fresh(owner, now)
     return process_exists(owner.get("pid"))
+
+
+def _foreign_lease(owner: dict | None) -> bool:
+    """Another host's record with a fresh lease: it owns the folder even where our flock succeeds."""
+    return bool(owner) and owner.get("host") != host_name() and lease_fresh(owner)
+
+
+class _Renewer(threading.Thread):
+    """Rewrites the heartbeat of every lock this process holds, every quarter of the shortest lease."""
+
+    def __init__(self):
+        super().__init__(name="lapmusic-lease", daemon=True)
+
+    def run(self) -> None:
+        while True:
+            with _held_guard:
+                entries = list(_held.values())
+                if not entries:
+                    global _renewer
+                    _renewer = None
+                    return
+            for entry in entries:
+                _renew(entry)
+            time.sleep(min(float(e["owner"]["lease"]) for e in entries) / 4)
+
+
+_renewer: _Renewer | None = None
+
+
+def _ensure_renewer() -> None:
+    global _renewer
+    with _held_guard:
+        if _renewer is None:
+            _renewer = _Renewer()
+            _renewer.start()
+
+
+def _renew(entry: dict) -> None:
+    """One renewal: unless the record on disk is no longer ours (taken over after our lease ran out)."""
+    if entry.get("lost"):
+        return
+    try:
+        current = _read_owner(Path(entry["path"]))
+        if current is None or current.get("token") != entry["owner"]["token"]:
+            entry["lost"] = True
+            log.warning("lost the lease of %s to %s: not renewing it", entry["path"], _describe_owner(current))
+            return
+        with _held_guard:  # a release closes the fd under this guard: never write through a reused fd number
+            if _held.get(os.path.realpath(entry["path"])) is not entry:
+                return
+            entry["owner"]["heartbeat"] = time.time()
+            os.pwrite(entry["fd"], encode_record(entry["owner"]), 0)
+    except (OSError, KeyError):
+        pass  # closed by a release in the meantime, or a full disk: the next beat tries again
 
 
 def lock_owner(run_dir) -> dict | None:
@@ -122,20 +197,24 @@ def lock_owner(run_dir) -> dict | None:
     -------
     dict or None
         ``{"pid", "host", "since"}`` (``since``: Unix time; ``pid`` None and ``host`` ``"?"`` when the
-        holder recorded nothing) of the live holder, this process's own included; None when the folder
-        is free, its lock stale, or it was never locked.
+        holder recorded nothing), with ``heartbeat``, ``lease`` and ``token`` when recorded, of the live
+        holder, this process's own included (on this host or, by a fresh lease, on another); None when the
+        folder is free, its lock or lease stale, or it was never locked.
     """
     path = Path(run_dir) / LOCK_NAME
     key = os.path.realpath(path)
     with _held_guard:
         mine = _held.get(key)
-    if mine is not None:
+    if mine is not None and not mine.get("lost"):
         return dict(mine["owner"])
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None  # no lock file: nobody ever locked it (or we cannot read it)
     try:
+        if not use_flock():
+            owner = _read_owner(path)
+            return owner if _live_by_content(owner) else None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,7 +226,8 @@ def lock_owner(run_dir) -> dict | None:
                 return owner if _live_by_content(owner) else None
             return None
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        owner = _read_owner(path)
+        return owner if _foreign_lease(owner) else None
     finally:
         os.close(fd)
 
@@ -217,46 +297,63 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
         except OSError as exc:
             raise storage_error(self.run_dir, exc) from None
         try:
-            self._lock_fd(fd)
+            by_record = self._lock_fd(fd)
             self.previous = _read_owner(self.path)
-            owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            now = time.time()
+            owner = {"pid": os.getpid(), "host": host_name(), "since": now, "heartbeat": now,
+                     "lease": lease_seconds(), "token": secrets.token_hex(8)}
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+            os.pwrite(fd, encode_record(owner), 0)
             os.fsync(fd)
+            if by_record:  # no lock to arbitrate: a simultaneous taker's record may have replaced ours
+                time.sleep(SETTLE_SECONDS)
+                if (now_owner := _read_owner(self.path)) is None or now_owner.get("token") != owner["token"]:
+                    raise RunFolderBusy(
+                        f"{self.run_dir} was just taken by another lapmusic process ({_describe_owner(now_owner)}); "
+                        "wait for it to finish or stop it, or choose another folder", now_owner)
         except BaseException as exc:
             os.close(fd)
             if isinstance(exc, OSError):
                 raise storage_error(self.run_dir, exc) from None
             raise
         with _held_guard:
-            _held[key] = {"fd": fd, "thread": me, "count": 1, "owner": owner}
+            _held[key] = {"fd": fd, "thread": me, "count": 1, "owner": owner, "path": str(self.path)}
         self._key = key
+        _ensure_renewer()
         if self.clean:
             remove_stale_temp_files(self.run_dir)
 
-    def _lock_fd(self, fd: int) -> None:
+    def _busy(self, owner: dict | None) -> RunFolderBusy:
+        return RunFolderBusy(
+            f"{self.run_dir} is being written by another lapmusic process ({_describe_owner(owner)}); "
+            "wait for it to finish or stop it, or choose another folder", owner)
+
+    def _lock_fd(self, fd: int) -> bool:
+        """Take the OS lock, then check the record for another host's fresh lease. Returns True when the record
+        alone decided (no flock here): the caller then confirms its claim after :data:`SETTLE_SECONDS`."""
         deadline = time.monotonic() + ACQUIRE_PATIENCE
         while True:
             try:
+                if not use_flock():
+                    raise OSError(errno.ENOLCK, "flock switched off by LAPMUSIC_LOCK_FLOCK")
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                if _foreign_lease(owner := _read_owner(self.path)):
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # our flock does not reach that host: its lease decides
+                    raise self._busy(owner)
+                return False
             except BlockingIOError:
                 if time.monotonic() < deadline:
                     time.sleep(0.02)
                     continue
-                owner = _read_owner(self.path)
-                raise RunFolderBusy(
-                    f"{self.run_dir} is being written by another lapmusic process ({_describe_owner(owner)}); "
-                    "wait for it to finish or stop it, or choose another folder", owner) from None
+                raise self._busy(_read_owner(self.path)) from None
             except OSError as exc:
                 if exc.errno not in _NO_FLOCK:
                     raise
                 owner = _read_owner(self.path)  # no flock here: the recorded owner decides
-                if _live_by_content(owner) and owner.get("pid") != os.getpid():
-                    raise RunFolderBusy(
-                        f"{self.run_dir} is being written by another lapmusic process ({_describe_owner(owner)}); "
-                        "wait for it to finish or stop it, or choose another folder", owner) from None
-                return
+                if _live_by_content(owner) and not (owner.get("pid") == os.getpid()
+                                                    and owner.get("host") == host_name()):
+                    raise self._busy(owner) from None
+                return True
 
     def release(self) -> None:
         """Give one hold back; the last one empties the owner record and drops the lock. Never raises."""
@@ -271,10 +368,12 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
             if entry["count"] > 0:
                 return
             del _held[key]
-        fd = entry["fd"]
-        try:
-            os.ftruncate(fd, 0)  # no owner recorded: readers see a free folder at once
-        except OSError:
-            pass  # a full or read-only disk must not turn a release into an error
-        finally:
-            os.close(fd)  # closing drops the flock
+            fd = entry["fd"]
+            try:
+                current = _read_owner(Path(entry["path"]))
+                if current is not None and current.get("token") == entry["owner"]["token"]:  # else: its new owner's
+                    os.ftruncate(fd, 0)  # no owner recorded: readers see a free folder at once
+            except OSError:
+                pass  # a full or read-only disk must not turn a release into an error
+            finally:
+                os.close(fd)  # closing drops the flock

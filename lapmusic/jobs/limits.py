@@ -3,12 +3,14 @@
 - **Slots**: ``$LAPMUSIC_MAX_JOBS``, else one per CUDA GPU, else half the CPU cores (at least 1).
 - **Quotas**: only *new* runs count (following an identical run is free). ``$LAPMUSIC_MAX_JOBS_PER_SESSION``
   (default 2, one LAE/random pair) per browser session and ``$LAPMUSIC_MAX_JOBS_PER_CLIENT`` (default 4: two
-  browsers per person) per client IP; 0 = no limit. Browsers on the server machine itself have no IP in
-  Streamlit and are not limited per client.
+  browsers per person) per client address; 0 = no limit (a class behind one school address). A browser
+  on the server machine itself (a loopback address, also IPv4-mapped: ``::ffff:127.0.0.1``) is not
+  limited per client (:func:`client_address`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.jobs.job import Job
 
 log = logging.getLogger(__name__)
+
+SESSION_ENV, CLIENT_ENV = "LAPMUSIC_MAX_JOBS_PER_SESSION", "LAPMUSIC_MAX_JOBS_PER_CLIENT"
 
 
 def env_int(name: str, default: int | None) -> int | None:
@@ -54,14 +58,41 @@ def default_max_jobs() -> int:
 
 def default_max_per_session() -> int | None:
     """``$LAPMUSIC_MAX_JOBS_PER_SESSION`` (default 2); None for no limit (0)."""
-    value = env_int("LAPMUSIC_MAX_JOBS_PER_SESSION", 2)
+    value = env_int(SESSION_ENV, 2)
     return None if value is None or value <= 0 else value
 
 
 def default_max_per_client() -> int | None:
     """``$LAPMUSIC_MAX_JOBS_PER_CLIENT`` (default 4); None for no limit (0)."""
-    value = env_int("LAPMUSIC_MAX_JOBS_PER_CLIENT", 4)
+    value = env_int(CLIENT_ENV, 4)
     return None if value is None or value <= 0 else value
+
+
+def client_address(ip: str | None) -> str | None:
+    """The client a per-computer quota counts: the browser's address, normalized.
+
+    Parameters
+    ----------
+    ip : str or None
+        The address the web server reports (``"10.0.0.5"``, ``"::ffff:10.0.0.5"``, ``"::1"``).
+
+    Returns
+    -------
+    str or None
+        The IPv4 address inside an IPv4-mapped IPv6 one, the compressed form of any other address, the text
+        itself when it is no address; None for no address and for a loopback address (a browser on the
+        server machine: not limited per computer).
+    """
+    text = (ip or "").strip()
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # "%eth0": an IPv6 zone names no other client
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return None if address.is_loopback else str(address)
 
 
 @dataclass(frozen=True)
@@ -79,18 +110,37 @@ class Quotas:
     def slots_left(self, active: Iterable[Job], session: str, client: str | None = None) -> int:
         """How many more new runs ``session`` (from ``client``) may queue, given the ``active`` jobs."""
         active = list(active)
-        left = 1 << 30
-        if self.per_session is not None:
-            left = min(left, self.per_session - sum(1 for j in active if j.creator == session))
-        if self.per_client is not None and client:
-            left = min(left, self.per_client - sum(1 for j in active if j.client == client))
-        return max(0, left)
+        return max(0, min(self._session_left(active, session), self._client_left(active, client)))
 
-    def check(self, active: Iterable[Job], session: str | None, client: str | None) -> None:
-        """Raise :class:`LapMusicError` when ``session`` may not queue one more new run."""
-        if session is not None and self.slots_left(active, session, client) <= 0:
+    def _session_left(self, active: list[Job], session: str | None) -> int:
+        if self.per_session is None or session is None:
+            return 1 << 30
+        return self.per_session - sum(1 for j in active if j.creator == session)
+
+    def _client_left(self, active: list[Job], client: str | None) -> int:
+        if self.per_client is None or not client:
+            return 1 << 30
+        return self.per_client - sum(1 for j in active if j.client == client)
+
+    def check(self, active: Iterable[Job], session: str | None, client: str | None, new: int = 1) -> None:
+        """Raise :class:`LapMusicError` when ``session`` (from ``client``) may not queue ``new`` more new runs.
+
+        The message names the limit that was reached, its setting, and what to do.
+        """
+        if session is None or new <= 0:
+            return
+        active = list(active)
+        mine = "" if new == 1 else f" ({new} asked for at once)"
+        if self._session_left(active, session) < new:
             raise LapMusicError(
-                f"you already have {self.per_session} new runs queued or training (from this browser at most "
-                f"{self.per_session}, from this computer at most {self.per_client}); wait for one to "
-                "finish or stop it, then start another"
+                f"this browser may have at most {self.per_session} new runs queued or training at once{mine}; "
+                f"wait for one to finish or stop it on the Training tab (the teacher sets the limit with "
+                f"{SESSION_ENV})"
+            )
+        if self._client_left(active, client) < new:
+            raise LapMusicError(
+                f"this computer ({client}) may have at most {self.per_client} new runs queued or training at "
+                f"once, from all its browsers together{mine}; wait for one to finish or stop it on the Training "
+                f"tab (the teacher sets the limit with {CLIENT_ENV}, 0 switches it off for a class behind one "
+                "school address)"
             )

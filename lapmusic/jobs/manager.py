@@ -23,21 +23,19 @@ from pathlib import Path
 from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import read_json
 from lapmusic.core.lock import RunFolderBusy, run_lock
+from lapmusic.jobs.admission import Request, admit, readmit
 from lapmusic.jobs.estimate import Estimator
 from lapmusic.jobs.folder import describe_holder, refuse_if_held, take_ownership
 from lapmusic.jobs.job import Job
 from lapmusic.jobs.limits import Quotas, cuda_devices, default_max_jobs
-from lapmusic.jobs.pool import WorkerPool
 from lapmusic.jobs.queue import PersistentQueue
+from lapmusic.jobs.rayexec import choose_executor
 from lapmusic.jobs.runs import (
     ACTIVE_STATES,
     CANCELLED,
-    DONE_STATES,
     QUEUED,
     RUNNING,
     default_runs_dir,
-    run_folder_name,
-    run_key,
     summarize_run,
 )
 from lapmusic.jobs.scheduler import Scheduler
@@ -77,10 +75,11 @@ class JobManager:
         self._lock = threading.RLock()
         self._table = JobTable()
         self._queue = PersistentQueue(self.runs_dir)
-        pool = WorkerPool(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
+        pool = choose_executor(threads=(os.cpu_count() or 1) // self.max_jobs, gpus=self.gpus, env=worker_env)
         self.scheduler = Scheduler(self._table, self._queue, pool, self._lock, self.max_jobs)
         """Starts queued jobs and records how workers ended (:class:`~lapmusic.jobs.scheduler.Scheduler`)."""
-        self._estimator = Estimator(self.runs_dir, self._configs)
+        self.estimator = Estimator(self.runs_dir, self._configs)
+        """Durations from the runs measured in this folder (:class:`~lapmusic.jobs.estimate.Estimator`)."""
         self._owner_lock = take_ownership(self.runs_dir)
         self.owner = self._owner_lock is not None
         """False when another server manages this runs folder: then this one only reads it."""
@@ -93,7 +92,6 @@ class JobManager:
         with self._lock:
             return self._table.configs()
 
-    # ----------------------------------------------------------------------------- submitting
     def submit(self, config: dict | None, *, session: str | None = None, client: str | None = None,
                student: str | None = None, group: str | None = None, run_dir: str | os.PathLike | None = None,
                resume: bool = False) -> Job:
@@ -128,29 +126,42 @@ class JobManager:
         TypeError
             When ``config`` is not a dict.
         """
+        if resume:
+            self._check_owner()
+            return self._resume(Path(run_dir or ""), session, client, group)
+        return self.submit_group([config], session=session, client=client, student=student, group=group,
+                                 run_dirs=None if run_dir is None else [run_dir])[0]
+
+    def submit_group(self, configs: list[dict], *, session: str | None = None, client: str | None = None,
+                     student: str | None = None, group: str | None = None, run_dirs: list | None = None) -> list[Job]:
+        """Queue the runs of one Train press (an LAE/random pair) whole or not at all.
+
+        Parameters are those of :meth:`submit`, with a list of configs (and of folders, ``run_dirs``).
+
+        Returns
+        -------
+        list of Job
+            One per config, in order: new, or the existing run with the same key that ``session`` now follows.
+
+        Raises
+        ------
+        LapMusicError
+            When another server manages the runs folder, the quotas do not leave room for all the new runs
+            together (checked under the lock), or a folder holds a run: then nothing is queued or followed.
+        TypeError
+            When a config is not a dict.
+        """
+        self._check_owner()
+        request = Request(session=session, client=client, student=student, group=group)
+        with self._lock:
+            jobs = admit(self._table, self._queue, self.quotas, self.runs_dir, configs, request,
+                         cuda=self.gpus > 0, run_dirs=run_dirs)
+        self.scheduler.wake()
+        return jobs
+
+    def _check_owner(self) -> None:
         if not self.owner:
             raise LapMusicError("another lapmusic server manages this runs folder; train there, or stop it")
-        if resume:
-            return self._resume(Path(run_dir or ""), session, client, group)
-        if not isinstance(config, dict):
-            raise TypeError(f"submit takes the run's config as a dict (TrainConfig.to_dict()), not "
-                            f"{type(config).__name__}")
-        config = dict(config)
-        key = run_key(config, cuda=self.gpus > 0)
-        with self._lock:
-            if (existing := self._table.for_key(key)) is not None:
-                if session is not None:
-                    existing.follow(session, group)
-                    existing.save()
-                return existing
-            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
-            target = Path(run_dir) if run_dir is not None else self.runs_dir / run_folder_name(config, student=student)
-            job = Job.create(target.resolve(), config, key, session=session, client=client, student=student,
-                             group=group)
-            self._table.add(job)
-            self._queue.append(job.run_dir, job.submitted_at)
-        self.scheduler.wake()
-        return job
 
     def _resume(self, run_dir: Path, session: str | None, client: str | None, group: str | None) -> Job:
         run_dir = run_dir.resolve()
@@ -158,25 +169,13 @@ class JobManager:
         if config is None:
             raise LapMusicError(f"{run_dir} is not a run folder (no config.json); choose another run")
         summary = summarize_run(run_dir)
+        request = Request(session=session, client=client, student=None, group=group)
         with self._lock:
-            job = self._table.get(run_dir)
-            if job is not None and job.state == RUNNING and summary is not None and summary.state in DONE_STATES:
-                self.scheduler.reap(job)  # its worker has written its last status and is exiting right now
-            if summary is not None and summary.state in ACTIVE_STATES or (job is not None and job.active):
-                raise LapMusicError(f"run {run_dir.name} is already {summary.state if summary else job.state}; "
-                                    "wait for it or stop it first")
-            if not (run_dir / "checkpoint.pt").is_file():
-                raise LapMusicError(f"run {run_dir.name} has no checkpoint to resume from; start a new run")
-            self.quotas.check(self._table.in_state(*ACTIVE_STATES), session, client)
-            if job is None:  # a run of the lapmusic command, resumed from the app: managed from now on
-                job = Job(run_dir=run_dir, config=config, key=None, submitted_at=time.time())
-            job.requeue(session, client, group)
-            self._queue.append(run_dir, time.time())
-            self._table.add(job)
+            job = readmit(self._table, self._queue, self.quotas, run_dir, config, summary, request,
+                          reap=self.scheduler.reap)
         self.scheduler.wake()
         return job
 
-    # ----------------------------------------------------------------------------- querying
     def get(self, job_id: str) -> Job | None:
         """The job of the run folder ``runs_dir / job_id`` (:attr:`Job.id` is the folder's name); None when this
         manager has no such job (a run of the ``lapmusic`` command, or an empty ``job_id``)."""
@@ -264,15 +263,15 @@ class JobManager:
         Returns
         -------
         dict
-            ``{job id: {"position", "start_in", "finish_in", "measured"}}``: the queue position (None while
-            running), seconds from now, and whether runs of that size were measured (else a rough default).
+            ``{job id: {"position", "start_in", "finish_in", "start_range", "finish_range", "measured",
+            "basis"}}``: the queue position (None while running), seconds from now with ``(low, high)`` ranges,
+            and what they come from (:func:`lapmusic.jobs.estimate.predict`; ``measured`` False: a rough default).
         """
         with self._lock:
             running = self._table.in_state(RUNNING)
             queued = [j for r in self._queue.runs() if (j := self._table.get(r)) is not None]
-        return self._estimator.estimates(running, queued, self.max_jobs)
+        return self.estimator.estimates(running, queued, self.max_jobs)
 
-    # ----------------------------------------------------------------------------- control
     def cancel(self, job_id: str, session: str | None = None, *, teacher: bool = False) -> str:
         """Stop following a run, or stop it.
 

@@ -4,6 +4,9 @@ Each worker is ``python -m lapmusic.jobs.worker RUNDIR`` (:mod:`lapmusic.jobs.wo
 session, so it survives a server killed with its process group; a server started after it *adopts* it
 (:meth:`WorkerPool.adopt`) and follows it by pid and heartbeat instead of ``Popen.poll``. The pool knows
 processes and run folders only; what a job's state becomes is the manager's business.
+
+:class:`Executor` is what the scheduler needs of a pool; :class:`lapmusic.jobs.rayexec.RayPool` is the other
+implementation (the runs as Ray tasks, chosen by ``$LAPMUSIC_RAY_ADDRESS``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,32 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lapmusic.jobs.worker import CANCEL_FILE, pid_alive, worker_state, write_worker_file
 
 log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """Where the job manager's workers run; every method is called under the manager's lock."""
+
+    def __len__(self) -> int: ...
+
+    def start(self, run_dir: Path) -> int | None:
+        """Start a worker on ``run_dir``; its pid when known now. Raises OSError when it cannot."""
+
+    def adopt(self, run_dir: Path, pid: int | None) -> None:
+        """Follow the live worker of an earlier server on ``run_dir``."""
+
+    def ended(self) -> list[Path]:
+        """The run folders whose workers ended since the last call."""
+
+    def wait(self, run_dir: Path, timeout: float) -> bool:
+        """Wait for this server's worker on ``run_dir``; True when it ended."""
+
+    def stop(self, timeout: float) -> list[Path]:
+        """Ask this server's workers to stop (cancel files); the run folders whose workers ended in time."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lapmusic.core.io import read_json
 from lapmusic.jobs.job import Job
-from lapmusic.jobs.pool import WorkerPool
+from lapmusic.jobs.pool import Executor
 from lapmusic.jobs.queue import PersistentQueue
 from lapmusic.jobs.runs import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, candidate_dirs
 from lapmusic.jobs.table import JobTable
@@ -32,12 +32,12 @@ TICK_SECONDS = 0.5
 
 
 class Scheduler:
-    """Runs the jobs of ``table`` in ``pool``, in the order of ``queue``, at most ``max_jobs`` at once.
+    """Runs the jobs of ``table`` in ``pool`` (local processes or Ray tasks), in the order of ``queue``, at most ``max_jobs`` at once.
 
     Every method takes ``lock`` (the job manager's) while it reads or changes the table, the queue or the pool.
     """
 
-    def __init__(self, table: JobTable, queue: PersistentQueue, pool: WorkerPool, lock: threading.RLock,
+    def __init__(self, table: JobTable, queue: PersistentQueue, pool: Executor, lock: threading.RLock,
                  max_jobs: int):
         self.table, self.queue, self.pool, self.lock, self.max_jobs = table, queue, pool, lock, max_jobs
         self._stop = threading.Event()

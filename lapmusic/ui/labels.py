@@ -19,6 +19,32 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def format_range(low: float, high: float) -> str:
+    """A duration range as a person says it: ``20 to 40 s``, ``40 s to 2 min``, ``3 to 5 min``,
+    ``50 min to 1 h 20 min``; one value when both ends read the same (``about`` is the caller's)."""
+    low, high = max(0.0, min(low, high)), max(0.0, low, high)
+
+    def say(seconds: float, unit: str) -> str:
+        if unit == "s":
+            return f"{max(1, int(round(seconds)))}"
+        if unit == "min":
+            return f"{max(1, int(round(seconds / 60)))}"
+        return format_seconds(round(seconds / 60) * 60)
+
+    def unit_of(seconds: float) -> str:
+        return "s" if seconds < 59.5 else "min" if seconds < 3570 else "h"
+
+    lo_unit, hi_unit = unit_of(low), unit_of(high)
+    lo, hi = say(low, lo_unit), say(high, hi_unit)
+    if lo_unit == hi_unit:
+        if hi_unit == "h":
+            return lo if lo == hi else f"{lo} to {hi}"
+        return f"{lo} {lo_unit}" if lo == hi else f"{lo} to {hi} {lo_unit}"
+    lo = lo if lo_unit == "h" else f"{lo} {lo_unit}"
+    hi = hi if hi_unit == "h" else f"{hi} {hi_unit}"
+    return f"{lo} to {hi}"
+
+
 def display_path(path) -> str:
     """``path`` relative to the working folder when it is inside it (``runs/...``), else absolute."""
     path = Path(path)

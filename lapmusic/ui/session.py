@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from lapmusic.jobs import sessions
+from lapmusic.jobs.limits import client_address
 
 from .server import manager, server_secret
 
@@ -50,12 +51,13 @@ def session_id() -> str:
 
 
 def client_ip() -> str | None:
-    """The browser's IP address (None on the server machine itself, where Streamlit reports none)."""
+    """The browser's address as the per-computer limit counts it (:func:`~lapmusic.jobs.limits.client_address`):
+    None on the server machine itself (a loopback address, or none reported)."""
     try:
         ip = st.context.ip_address
     except Exception:  # noqa: BLE001 - outside a real browser session
         return None
-    return ip if isinstance(ip, str) and ip else None  # AppTest gives a stand-in object
+    return client_address(ip) if isinstance(ip, str) else None  # AppTest gives a stand-in object
 
 
 def is_teacher() -> bool:

@@ -37,13 +37,19 @@ def render(settings: Settings) -> None:
     facts = dataset.summary()
     sizes, frames = facts["split_sizes"], facts["frames"]
     cols = st.columns(4)
-    cols[0].metric("Pieces (train / valid / test)", f"{sizes['train']} / {sizes['valid']} / {sizes['test']}")
-    cols[1].metric("Frames (all splits)", f"{sum(frames.values()):,}")
-    cols[2].metric("Notes per frame", f"{facts['notes_per_frame']:.2f}")
-    cols[3].metric("One frame lasts", f"{dataset.step_seconds:g} s")
+    cols[0].metric("Pieces (train / valid / test)", f"{sizes['train']} / {sizes['valid']} / {sizes['test']}",
+                   help="The network learns from the train pieces, is checked on the valid pieces while it "
+                        "learns, and is scored at the end on the test pieces, which it never sees before.")
+    cols[1].metric("Frames (all splits)", f"{sum(frames.values()):,}",
+                   help="A frame is one moment of a piece: which of the 88 keys sound at that time.")
+    cols[2].metric("Notes per frame", f"{facts['notes_per_frame']:.2f}",
+                   help="How many keys sound at once, on average: about 4 in a four-part chorale.")
+    cols[3].metric("One frame lasts", f"{dataset.step_seconds:g} s", help="The time between two frames.")
     st.caption(
         "A piece is a piano roll: one row per time step (frame), one column per piano key (88 keys, A0 to C8), "
-        "1 where the key sounds. The network learns to predict each frame from the ones before it."
+        "1 where the key sounds. The network learns to predict each frame from the ones before it. The pieces "
+        "are split three ways: **train** (it learns from them), **valid** (checked while it learns) and "
+        "**test** (scored at the end, never seen before)."
     )
 
     splits = [s for s in ("train", "valid", "test") if sizes[s] > 0]

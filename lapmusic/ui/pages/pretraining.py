@@ -11,6 +11,18 @@ from lapmusic.core.io import read_json
 from .. import fairness, labels, server, session
 from ..sidebar import Settings
 
+PLAIN = (
+    "What this page shows, in plain words: before the network learns anything, the pre-training step (a "
+    "*linear autoencoder*, LAE) looks at all the training music at once and finds the few patterns that best "
+    "summarise \"what has just been played\", the most recent moments counting most. The network then starts "
+    "with those patterns as its memory, instead of random numbers. The blue line shows how important each "
+    "pattern is, the most important first: a line that falls fast means a few patterns already hold most of "
+    "the music's recent past. The orange line adds them up; where it crosses the marker **p** (the number of "
+    "hidden units you chose) tells how much of that recent past a memory of your size can hold."
+)
+ENERGY_HELP = ("How much of the recent past of the training music the network's starting memory can rebuild: "
+               "100% would be all of it. More hidden units hold more.")
+
 EXPLANATION = (
     "Each point of the blue line is a singular value of the matrix that stacks the (reversed) history of every "
     "training piece, lag k weighted by gamma^k (gamma = 0.3 by default, so the recent past dominates): it "
@@ -24,6 +36,11 @@ EXPLANATION = (
     "and Piano-midi.de (test NLL 0.06-0.09 lower) and level on JSB (8.66 against 8.63). The energy share says how much of the past the state keeps, not how well it predicts "
     "the next frame."
 )
+
+
+def _details() -> None:
+    with st.expander("The mathematics behind the chart"):
+        st.caption(EXPLANATION)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -50,7 +67,8 @@ def render(settings: Settings) -> None:
             "Train with the LAE initialisation (or both) from the sidebar, or reopen an LAE run on the Runs "
             "tab: its spectrum appears here as soon as the pre-training step is done."
         )
-        st.caption(EXPLANATION)
+        st.markdown(PLAIN)
+        _details()
         return
     run = runs[0]
     if len(runs) > 1:
@@ -84,13 +102,18 @@ def _show(run: Path, path: Path, settings: Settings) -> None:
     summary = lae.summary() if hasattr(lae, "summary") else {}
     energy = getattr(lae, "energy_per_component", None)
     energy = energy() if callable(energy) else energy
+    st.markdown(PLAIN)
     st.plotly_chart(spectrum_figure(lae.singular_values, lae.p, energy=energy), key="lae_spectrum")
     captured = lae.energy_captured() if callable(getattr(lae, "energy_captured", None)) else lae.energy_captured
     cols = st.columns(4)
-    cols[0].metric("Hidden units p", f"{lae.p}")
-    cols[1].metric("Energy captured at p", f"{100 * float(captured):.1f}%")
-    cols[2].metric("Solver", str(summary.get("solver", "-")))
+    cols[0].metric("Hidden units p", f"{lae.p}", help="The size of the network's memory: numbers it keeps "
+                   "about the music so far, updated at every moment.")
+    cols[1].metric("Energy captured at p", f"{100 * float(captured):.1f}%", help=ENERGY_HELP)
+    cols[2].metric("Solver", str(summary.get("solver", "-")),
+                   help="How the patterns were computed: exact, or a faster approximation (approx).")
     seconds = summary.get("seconds")
-    cols[3].metric("Time to fit", labels.format_seconds(seconds) if seconds is not None else "-")
-    st.caption(EXPLANATION)
+    cols[3].metric("Time to fit", labels.format_seconds(seconds) if seconds is not None else "-",
+                   help="How long the pre-training took, before the first epoch.")
+    st.caption(f"Energy captured at p: {ENERGY_HELP}")
+    _details()
     st.caption(f"Run: {run.name} · dataset {(read_json(run / 'config.json') or {}).get('dataset', '?')}")

@@ -36,17 +36,29 @@ def _number(value) -> str:
 
 COLUMN_HELP = {
     "run": "dataset · hidden units · seed (the run folders are listed on the Runs tab)",
-    "init": "initialisation: lae (pre-trained linear autoencoder) or random",
-    "epochs": "epochs trained (the test metrics are those of the epoch with the best validation NLL)",
-    "NLL": "test negative log-likelihood of the next frame, nats per frame (lower is better)",
-    "NLL base": "baseline: every key on independently with its training frequency; a network must get below this",
-    "ACC": "test frame accuracy TP/(TP+FP+FN), a key predicted on when p >= 0.5 (higher is better)",
-    "ACC tuned": "the same with keys on when p >= t, t chosen on the validation split (shown as t)",
-    "ACC base": "baseline: repeat the previous frame; a network must get above this",
-    "exp. ACC": "expected ACC: the predicted probabilities as soft counts (no threshold)",
+    "init": "how the network started: lae (pre-trained on the music first) or random (random numbers)",
+    "epochs": "how many times the network went through the training pieces (the scores are those of its best "
+              "epoch on the validation pieces)",
+    "NLL": "how surprised the network is by each real next moment of the test pieces (negative log-likelihood, "
+           "nats per frame): lower is better",
+    "NLL base": "the NLL of a rule that knows nothing about time (every key at its usual frequency): a network "
+                "must get below this",
+    "ACC": "how many notes it guesses right: right guesses out of all notes guessed or played, TP/(TP+FP+FN), "
+           "a key guessed when its probability is at least 50%: higher is better",
+    "ACC tuned": "the same ACC with the 50% cut-off replaced by the one (t) that works best on the validation pieces",
+    "ACC base": "the ACC of a rule that repeats the previous moment: a network must get above this",
+    "exp. ACC": "expected ACC: each key counted as a part-guess, by its probability, with no cut-off",
     "published": "best published test NLL on this benchmark (see the table below)",
     "time": "training time, pre-training included",
 }
+PLAIN = (
+    "**How to read the table.** Each finished run is tested on pieces it never saw. **NLL** says how surprised "
+    "the network is by what really comes next in the music (lower is better). **ACC** says how many of the "
+    "notes it guesses right (higher is better). **base** columns are what a trivial rule scores: a network has "
+    "learned something about music over time only when it beats both. **tuned** is the ACC when the "
+    "network's cut-off for *this key plays* is chosen on the validation pieces instead of 50%; **exp. ACC** "
+    "counts its probabilities as part-guesses. Hover a column's header for more."
+)
 OPTIONAL_COLUMNS = ("ACC tuned", "published")  # left out when no chosen run has them
 
 
@@ -87,6 +99,7 @@ def render(settings: Settings) -> None:
             "Runs", names, default=default, key="results_runs",
             format_func=lambda p: f"{labels.run_label(by_name[p].config, with_dataset=True)} · {p.rsplit('/', 1)[-1]}",
         )
+        st.markdown(PLAIN)
         rows = [result_row(run) for run in finished if str(run.run_dir) in chosen]
         empty = [c for c in OPTIONAL_COLUMNS if rows and all(row[c] == "-" for row in rows)]
         rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
@@ -97,11 +110,10 @@ def render(settings: Settings) -> None:
                                if name not in empty},
             )
         st.caption(
-            "NLL: negative log-likelihood of the next frame in nats per frame (lower is better). ACC: frame-level "
-            "accuracy TP/(TP+FP+FN) (higher is better; hover a column header for its meaning); at p >= 0.5 it is low for every model here, because the "
-            "networks rarely give a key that much probability. A network has learned something about time only "
-            "when it beats both baselines: the NLL of playing every key at its training frequency, and the ACC "
-            "of repeating the previous frame."
+            "NLL: negative log-likelihood of the next frame in nats per frame. ACC: frame-level accuracy "
+            "TP/(TP+FP+FN); at a 50% cut-off it is low for every model here, because the networks rarely give a "
+            "key that much probability. The baselines: the NLL of playing every key at its training frequency, "
+            "and the ACC of repeating the previous frame."
         )
         st.caption(
             "What this code measured (docs/results.md; 128 units, 3 seeds, full data, both inits trained until "

@@ -46,7 +46,18 @@ def render(settings: Settings) -> None:
             for r in runs
         ],
         hide_index=True,
+        column_config={
+            "init": st.column_config.Column(help="how the network started: lae (pre-trained on the music first) "
+                                                 "or random (random numbers)"),
+            "hidden": st.column_config.Column(help="hidden units: the size of the network's memory"),
+            "epochs": st.column_config.Column(help="passes over the training pieces done / planned (a run stops "
+                                                   "early when it no longer improves)"),
+            "test NLL": st.column_config.Column(help="how surprised the finished network is by the real next "
+                                                     "moment of pieces it never saw: lower is better"),
+        },
     )
+    st.caption("**test NLL**: how surprised a finished network is by what really comes next in music it never "
+               "saw (lower is better). **epochs**: passes over the training pieces, done / planned.")
     st.caption(f"Saved in `{labels.display_path(manager.runs_dir)}`; runs made with the `lapmusic` command appear here too.")
     by_name = {str(r.run_dir): r for r in runs}
     chosen = st.multiselect(

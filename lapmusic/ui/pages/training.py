@@ -22,6 +22,16 @@ from lapmusic.training.rundir import read_history
 from .. import fairness, guard, labels, server, session
 from ..sidebar import Settings
 
+CURVES = (
+    "How to read the curves: an **epoch** is one pass of the network over all the training pieces (0 = before "
+    "any training). The top curves (**NLL**) say how surprised the network is by what really comes next in the "
+    "music: lower is better; the dotted line is measured on the pieces it learns from, the solid one on pieces "
+    "it never learns from (validation), which is the honest one. When the solid line stops going down, more "
+    "training no longer helps. The bottom curves (**ACC**) say how many notes it guesses right: higher is "
+    "better. The grey dashed lines are what a trivial rule scores; a network that beats them has learned "
+    "something about music over time."
+)
+
 
 def render(settings: Settings) -> None:
     st.subheader("Training")
@@ -34,8 +44,8 @@ def render(settings: Settings) -> None:
     runs = session.focused_runs()
     if not runs:
         st.info(
-            "Press **Train** in the sidebar to start a run (the defaults finish in about a minute on a laptop), "
-            "or reopen past runs on the **Runs** tab to compare their curves here."
+            "Press **Train** in the sidebar to start a run, or reopen past runs on the **Runs** tab to compare "
+            "their curves here. " + (guard.guarded(expected_time, settings) or "")
         )
         return
     states = _states(runs)
@@ -45,6 +55,26 @@ def render(settings: Settings) -> None:
         _waiting(runs)  # only waiting: a slower poll (a class of pages polling costs the server CPU)
     else:
         _draw(runs)
+
+
+def expected_time(settings: Settings) -> str:
+    """How long the sidebar's runs should take on this server: a range from the runs it has trained, never a
+    promise the machine's load can break."""
+    from lapmusic.jobs.estimate import predict
+
+    manager = server.manager()
+    if settings.dataset is None:
+        return ""
+    measured = manager.estimator.measured()
+    durations = [predict(c.to_dict(), measured) for c in settings.configs()]
+    waiting = manager.queued_count
+    queue = f" {waiting} runs are waiting in the queue now, which adds to that." if waiting else ""
+    if not durations or not all(d.measured for d in durations):
+        return ("How long a run takes depends on its settings and on how busy the server is: this server has not "
+                "trained runs like these yet, so once you press Train this tab shows an estimate." + queue)
+    low, high = min(d.low for d in durations), max(d.high for d in durations)
+    return (f"With these settings a run should take about {labels.format_range(low, high)} here (estimated from "
+            f"the runs this server has trained; a busier server takes longer).{queue}")
 
 
 def _states(runs: list[Path]) -> set[str]:
@@ -109,6 +139,7 @@ def _draw_now(runs: list[Path]) -> set[str]:
         guard.guarded(_status_line, summary, manager.job_for_run(run), estimates)
     if any(histories.values()):
         st.plotly_chart(_loss_figure(json.dumps(histories)), key="loss_chart")  # the runs in their order
+        st.caption(CURVES)
         _epoch_table(histories)
     else:
         st.caption("The loss curves appear here after the first epoch.")
@@ -147,7 +178,7 @@ def _status_line(summary, job, estimates: dict) -> None:
         estimate = estimates.get(job.id) if job is not None else None
         text = f"**{title}** — {epoch} of {epochs} epochs done · {status.get('message') or 'training'}"
         if estimate is not None:
-            text += f" · about {labels.format_seconds(estimate['finish_in'])} left"
+            text += f" · about {labels.format_range(*estimate['finish_range'])} left"
         cols = box.columns([5, 1])
         fraction = status.get("fraction")
         cols[0].progress(float(fraction) if isinstance(fraction, (int, float)) else 0.0, text=text)
@@ -156,12 +187,13 @@ def _status_line(summary, job, estimates: dict) -> None:
         estimate = estimates.get(job.id) if job is not None else None
         cols = box.columns([5, 1])
         if estimate is not None:
-            rough = "" if estimate["measured"] else " (rough: no run of this size measured yet)"
+            rough = "" if estimate["measured"] else " (a rough guess: nothing like it has trained on this server yet)"
             cols[0].info(
                 f"**{title}** is waiting for a free slot: position {estimate['position']} of "
                 f"{server.manager().queued_count} in the queue · starts in about "
-                f"{labels.format_seconds(estimate['start_in'])}, done in about "
-                f"{labels.format_seconds(estimate['finish_in'])}{rough}."
+                f"{labels.format_range(*estimate['start_range'])}, done in about "
+                f"{labels.format_range(*estimate['finish_range'])}{rough}. Times are estimated from the runs "
+                "this server has trained; a busy machine makes them longer."
             )
         else:
             cols[0].info(f"**{title}** is waiting in the queue.")

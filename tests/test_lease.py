@@ -1,0 +1,126 @@
+"""The run-folder lock across hosts: two processes given different host names ($LAPMUSIC_HOST) on one folder.
+
+``$LAPMUSIC_LOCK_FLOCK=0`` stands for a shared file system whose locks do not reach the other host, so only
+the lease record arbitrates, as it would between two machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lapmusic.core.lease import host_name
+from lapmusic.core.lock import RunFolderBusy, lock_owner, run_lock
+
+ROOT = Path(__file__).resolve().parent.parent
+LEASE = 1.0
+HOLD = ("import sys, time; sys.path.insert(0, sys.argv[1]); from lapmusic.core.lock import run_lock\n"
+        "lock = run_lock(sys.argv[2]); lock.acquire(); print('held', flush=True)\n"
+        "time.sleep(float(sys.argv[3])); lock.release(); print('released', flush=True)\n")
+
+
+def holder(run_dir: Path, host: str, seconds: float = 60.0) -> subprocess.Popen:
+    env = dict(os.environ, LAPMUSIC_HOST=host, LAPMUSIC_LOCK_FLOCK="0", LAPMUSIC_LEASE_SECONDS=str(LEASE))
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(ROOT), str(run_dir), str(seconds)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def record(run_dir: Path) -> dict:
+    return json.loads((run_dir / ".lock").read_text() or "null")
+
+
+@pytest.fixture
+def host_b(monkeypatch):
+    monkeypatch.setenv("LAPMUSIC_HOST", "host-b")
+    monkeypatch.setenv("LAPMUSIC_LOCK_FLOCK", "0")
+    monkeypatch.setenv("LAPMUSIC_LEASE_SECONDS", str(LEASE))
+    assert host_name() == "host-b"
+
+
+def test_a_live_holder_on_another_host_keeps_the_folder_by_renewing_its_lease(tmp_path, host_b):
+    run = tmp_path / "run"
+    proc = holder(run, "host-a")
+    try:
+        first = record(run)["heartbeat"]
+        time.sleep(3 * LEASE)  # three leases long: only the renewals keep it
+        owner = lock_owner(run)
+        assert owner["host"] == "host-a" and owner["pid"] == proc.pid and owner["heartbeat"] > first
+        with pytest.raises(RunFolderBusy, match=rf"pid {proc.pid} on host host-a"):
+            run_lock(run).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_dead_holder_on_another_host_is_taken_over_once_its_lease_expires(tmp_path, host_b, monkeypatch):
+    run = tmp_path / "run"
+    proc = holder(run, "host-a")
+    proc.kill()  # kill -9: nothing released, the record stays
+    proc.wait()
+    # From host b a pid means nothing: the lease decides, so the folder stays taken until it expires.
+    assert lock_owner(run)["pid"] == proc.pid
+    with pytest.raises(RunFolderBusy, match="host host-a"):
+        run_lock(run).acquire()
+    time.sleep(LEASE + 0.3)
+    assert lock_owner(run) is None
+    with run_lock(run) as lock:
+        assert lock.previous["host"] == "host-a" and lock_owner(run)["host"] == "host-b"
+    assert lock_owner(run) is None and record(run) is None  # released: emptied
+
+
+def test_on_the_holders_own_host_a_dead_pid_frees_the_folder_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPMUSIC_HOST", "host-a")
+    monkeypatch.setenv("LAPMUSIC_LOCK_FLOCK", "0")
+    run = tmp_path / "run"
+    proc = holder(run, "host-a")
+    proc.kill()
+    proc.wait()
+    assert record(run)["pid"] == proc.pid and lock_owner(run) is None  # lease still fresh, but pid gone
+    with run_lock(run) as lock:
+        assert lock.previous["pid"] == proc.pid
+
+
+def test_a_frozen_holder_loses_its_lease_and_never_writes_over_the_new_owner(tmp_path, host_b):
+    run = tmp_path / "run"
+    proc = holder(run, "host-a", seconds=4 * LEASE)
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)  # frozen (a suspended VM, a long pause): no renewals
+        time.sleep(LEASE + 0.3)
+        lock = run_lock(run)
+        lock.acquire()
+        mine = record(run)["token"]
+        os.kill(proc.pid, signal.SIGCONT)  # it wakes up, renews (finds the record not its own), then releases
+        assert proc.stdout.readline().strip() == "released"
+        assert proc.wait(timeout=10) == 0
+        assert record(run)["token"] == mine and lock_owner(run)["host"] == "host-b"
+        lock.release()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_with_flock_a_fresh_lease_of_another_host_still_refuses(tmp_path, monkeypatch):
+    # flock works here, but a record of another host means its flock never reached us: the lease decides.
+    monkeypatch.delenv("LAPMUSIC_LOCK_FLOCK", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    other = {"pid": 4242, "host": "elsewhere", "since": time.time(), "heartbeat": time.time(), "lease": LEASE,
+             "token": "x"}
+    (run / ".lock").write_text(json.dumps(other))
+    assert lock_owner(run)["host"] == "elsewhere"
+    with pytest.raises(RunFolderBusy, match="pid 4242 on host elsewhere"):
+        run_lock(run).acquire()
+    other["heartbeat"] = time.time() - 2 * LEASE  # expired
+    (run / ".lock").write_text(json.dumps(other))
+    assert lock_owner(run) is None
+    with run_lock(run) as lock:
+        assert lock.previous["host"] == "elsewhere" and lock_owner(run)["host"] == host_name()
