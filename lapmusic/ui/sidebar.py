@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from lapmusic.core.errors import LapMusicError
-from lapmusic.jobs.runs import run_key
 
 from . import datasets, server, session
 from .defaults import app_defaults, preset_widgets
@@ -330,17 +329,10 @@ def _start_training() -> None:
             config.validate()  # bad settings are refused here, before anything is queued
         manager = server.manager()
         me, client = session.session_id(), session.client_ip()
-        keys = [run_key(c.to_dict(), cuda=manager.gpus > 0) for c in configs]
-        new = sum(1 for k in keys if not manager.has_run_for(k))
-        if new and manager.slots_left(me, client) < new:
-            raise LapMusicError(
-                f"you already have runs queued or training (at most {manager.quotas.per_session} new runs at a time "
-                "per browser session); wait for them or stop one on the Training tab"
-            )
         group = uuid.uuid4().hex[:8]
         student = st.session_state.get("student_name") or None
-        submitted = [manager.submit(c.to_dict(), session=me, client=client, group=group, student=student)
-                     for c in configs]
+        submitted = manager.submit_group([c.to_dict() for c in configs], session=me, client=client, group=group,
+                                         student=student)
     except LapMusicError as exc:
         st.session_state.train_error = str(exc)
         return
