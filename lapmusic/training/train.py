@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lapmusic.core.device import resolve_device
+from lapmusic.core.device import engine_threads, resolve_device
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.io import atomic_write_json, storage_cause, storage_error
 from lapmusic.core.lock import run_lock
@@ -195,6 +195,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
            dataset) -> dict:
     started = time.perf_counter()
     device = resolve_device(config.device)
+    engine_threads(device, config.model.hidden, config.batch_size)  # small products: a 2nd thread only slows
     torch.manual_seed(config.seed)
     if dataset is None:
         report(0.0, f"loading dataset {config.dataset}")
