@@ -1,9 +1,10 @@
 """The performance table in one run: training frames/s of the engine and of the sampling recipe, 1 and 2 threads.
 
-Runs ``bench_train.py`` (the engine against the batch-of-one loop, the recipe against the Bernoulli output, both
-interleaved epoch by epoch) once per thread count and repeat, each in a process of its own so that its peak
-resident memory is its own, then ``bench_eval.py`` for the recipe's evaluation memory, and prints the median and
-the range (min-max) over the repeats of every figure, with ``uptime`` before and after.
+Runs ``bench_train.py`` twice per thread count and repeat (the engine against the batch-of-one loop at batch 32;
+JSB's sampling recipe against the Bernoulli output at batch 8; each pair interleaved epoch by epoch), each in a
+process of its own so that its peak resident memory is its own, then ``bench_eval.py`` for the recipe's
+evaluation memory, and prints the median and the range (min-max) over the repeats of every figure, with
+``uptime`` before and after.
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_table.py            # what `make bench` runs
     python benchmarks/bench_table.py --repeats 5 --seconds 10 --uncapped          # slower, more settled
@@ -24,31 +25,38 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECIPE = ["--output", "nade", "--nade-hidden", "150", "--nade-vocab", "512", "--nade-repeat-window", "32"]
+# JSB's sampling recipe as README.md trains it (batch 8, NADE 64 units, chord vocabulary 512, copy window 32).
+RECIPE = ["--output", "nade", "--skip-batching", "--batch-size", "8", "--nade-hidden", "64", "--nade-vocab", "512",
+          "--nade-repeat-window", "32"]
 
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def bench_train(args, threads: int, capped: bool) -> dict:
+def bench_train(args, threads: int, capped: bool, extra: list[str]) -> dict:
     """One bench_train.py run on the CPU; its JSON (rows, threads used, peak resident memory)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "train.json"
         command = [sys.executable, str(HERE / "bench_train.py"), "--dataset", args.dataset, "--devices", "cpu",
-                   "--hidden", str(args.hidden), "--batch-size", str(args.batch_size), "--seconds",
-                   str(args.seconds), "--threads", str(threads), *RECIPE, "--json-out", str(out)]
-        subprocess.run(command + ([] if capped else ["--no-thread-cap"]), check=True, stdout=subprocess.DEVNULL)
+                   "--hidden", str(args.hidden), "--seconds", str(args.seconds), "--threads", str(threads),
+                   *extra, "--json-out", str(out)] + ([] if capped else ["--no-thread-cap"])
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())
 
 
-def figures(result: dict) -> dict:
-    """The table's figures from one bench_train.py run (rows in its order: one, ours, Bernoulli, recipe)."""
-    one, ours, bernoulli, recipe = (row["frames_per_second"] for row in result["rows"])
-    return {"batch of one, frames/s": one, "engine (Bernoulli, batch 32), frames/s": ours,
-            "engine / batch of one": ours / one, "Bernoulli output, frames/s [recipe's baseline]": bernoulli,
-            "recipe (NADE 150, vocab 512, window 32), frames/s": recipe, "recipe / Bernoulli": recipe / bernoulli,
-            "peak resident memory, GiB": result["peak_resident_gib"]}
+def measure(args, threads: int, capped: bool) -> tuple[dict, int]:
+    """The table's figures from two bench_train.py runs (the engine, batch 32; the recipe, batch 8) and the
+    threads the engine used."""
+    engine = bench_train(args, threads, capped, ["--batch-size", str(args.batch_size)])
+    recipe = bench_train(args, threads, capped, RECIPE)
+    one, ours = (row["frames_per_second"] for row in engine["rows"])
+    bernoulli, nade = (row["frames_per_second"] for row in recipe["rows"])
+    return {"batch of one, frames/s": one, f"engine (Bernoulli, batch {args.batch_size}), frames/s": ours,
+            "engine / batch of one": ours / one, "Bernoulli output, batch 8, frames/s": bernoulli,
+            "recipe (batch 8, NADE 64, vocab 512, window 32), frames/s": nade, "recipe / Bernoulli": nade / bernoulli,
+            "peak resident memory of training, GiB": max(engine["peak_resident_gib"], recipe["peak_resident_gib"])
+            }, engine["threads_used"]
 
 
 def spread(values: list[float]) -> str:
@@ -74,9 +82,8 @@ def main(argv=None) -> int:
     used: dict[tuple[int, bool], int] = {}
     for repeat in range(args.repeats):
         for threads, capped in settings:  # interleaved: a change of load hits every setting alike
-            result = bench_train(args, threads, capped)
-            runs[threads, capped].append(figures(result))
-            used[threads, capped] = result["threads_used"]
+            row, used[threads, capped] = measure(args, threads, capped)
+            runs[threads, capped].append(row)
             print(f"  repeat {repeat + 1}/{args.repeats}, {threads} thread(s) asked"
                   f"{'' if capped else ' (no cap)'}: done", flush=True)
 
@@ -89,15 +96,16 @@ def main(argv=None) -> int:
         print(f"| {name} | " + " | ".join(spread([run[name] for run in runs[s]]) for s in settings) + " |")
     base = runs[settings[0]]
     for setting in settings[1:]:
-        ratios = [b["engine (Bernoulli, batch 32), frames/s"] / a["engine (Bernoulli, batch 32), frames/s"]
-                  for a, b in zip(base, runs[setting])]
+        engine = f"engine (Bernoulli, batch {args.batch_size}), frames/s"
+        ratios = [b[engine] / a[engine] for a, b in zip(base, runs[setting])]
         print(f"\nengine frames/s, {columns[settings.index(setting)]} over {columns[0]}, paired by repeat: "
               f"{spread(ratios)}")
     if args.eval_pieces:
         print(f"\nrecipe evaluation (bench_eval.py --dataset {args.dataset} --pieces {args.eval_pieces} "
-              "--samples 10 --threads 1):", flush=True)
+              "--samples 10 --nade-hidden 64 --threads 1):", flush=True)
         subprocess.run([sys.executable, str(HERE / "bench_eval.py"), "--dataset", args.dataset, "--pieces",
-                        str(args.eval_pieces), "--samples", "10", "--threads", "1"], check=True)
+                        str(args.eval_pieces), "--samples", "10", "--nade-hidden", "64", "--threads", "1"],
+                       check=True)
     print(f"\nafter: {uptime()}")
     return 0
 
