@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import synthetic_config, synthetic_dataset
 
-from lapmusic.core.device import SMALL_STEP, engine_threads
+from lapmusic.core.device import SMALL_STEP, engine_threads, threads_kept
 from lapmusic.training.train import train
 
 
@@ -41,7 +41,18 @@ def test_a_cuda_run_keeps_the_cpu_threads():
 
 
 @pytest.mark.usefixtures("two_threads")
-def test_train_applies_the_cap(tmp_path):
+def test_train_applies_the_cap_and_gives_the_threads_back(tmp_path):
     dataset = synthetic_dataset((8, 3, 3), (10, 20))
-    train(synthetic_config(hidden=8, init="random", epochs=1), tmp_path / "run", dataset=dataset)
-    assert torch.get_num_threads() == 1
+    seen = []
+    train(synthetic_config(hidden=8, init="random", epochs=1), tmp_path / "run", dataset=dataset,
+          progress=lambda fraction, message: seen.append(torch.get_num_threads()))
+    assert seen[-1] == 1  # the last report comes from inside the run
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_threads_kept_restores_after_an_error():
+    with pytest.raises(ValueError), threads_kept():
+        torch.set_num_threads(1)
+        raise ValueError
+    assert torch.get_num_threads() == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from lapmusic.core.errors import DeviceError
@@ -78,3 +81,18 @@ def engine_threads(device: torch.device, hidden: int, batch_size: int) -> int:
     if device.type == "cpu" and batch_size * hidden * hidden <= SMALL_STEP:
         torch.set_num_threads(1)
     return torch.get_num_threads()
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """Give torch back its CPU thread count on exit, so that :func:`engine_threads` limits one run, not its caller.
+
+    Yields
+    ------
+    None
+    """
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

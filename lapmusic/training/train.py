@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lapmusic.core.device import engine_threads, resolve_device
+from lapmusic.core.device import engine_threads, resolve_device, threads_kept
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.io import atomic_write_json, storage_cause, storage_error
 from lapmusic.core.lock import run_lock
@@ -154,7 +154,8 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
             progress(fraction, message)
 
     try:
-        return _train(config, run_dir, status, report, cancel, resume, dataset)
+        with threads_kept():  # the run's thread cap is not left on the caller
+            return _train(config, run_dir, status, report, cancel, resume, dataset)
     except TrainingCancelled:
         status.try_update(state="cancelled", message="cancelled: the last checkpoint is kept")
         if progress is not None:
