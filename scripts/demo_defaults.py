@@ -7,6 +7,14 @@ best-so-far validation NLL is below the random run's at every epoch. The trivial
 printed first. Settings are chosen on the validation split; test figures are only reported.
 
     python scripts/demo_defaults.py --out /tmp/demo-grid --lr 0.003 --batch 8 --seeds 0,1,2 --epochs 30
+
+With ``--preset NAME`` it trains the app's default pair instead, built as the app builds it (its sidebar
+defaults, ``lapmusic.ui.sidebar.Settings.configs``) with the preset and each seed, and prints per run the epochs,
+best epoch, validation and test NLL, seconds, and the ``lapmusic stats`` comparison of 20 samples of 64 frames
+(temperature 1, from silence) with the training pieces: how many of the 7 statistics fall inside the real
+pieces' 10-90 % range (docs/research/presets.md):
+
+    python scripts/demo_defaults.py --out /tmp/demo-music --preset music --seeds 0,1,2 --max-seconds 0
 """
 
 from __future__ import annotations
@@ -48,9 +56,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--preset", help="train the app's default pair with this preset (see above)")
+    parser.add_argument("--max-seconds", type=int,
+                        help="with --preset: the runs' time budget, 0 for none (default: the app's)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
+    if args.preset:
+        preset_pairs(args.out, args.preset, [int(v) for v in args.seeds.split(",")], args.max_seconds)
+        return
     from lapmusic.data.registry import load_dataset
     from lapmusic.model.config import ModelConfig
     from lapmusic.model.metrics import baselines
@@ -89,6 +103,45 @@ def main() -> None:
         n = max(len(lae), len(rnd))
         ahead = all(lae[min(i, len(lae) - 1)] < rnd[min(i, len(rnd) - 1)] for i in range(n))
         print(f"  LAE ahead of random at every epoch (best validation NLL so far): {ahead}")
+
+
+def preset_pairs(out: str, preset: str, seeds: list[int], max_seconds: int | None = None) -> None:
+    """Train the app's default pair with ``preset`` for every seed; print metrics and sample statistics.
+
+    ``max_seconds``: the runs' time budget (0: none, the quiet machine's case; None: the app's default).
+    """
+    import dataclasses
+
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.sampling.stats_sources import sample_stats
+    from lapmusic.training.results import load_run
+    from lapmusic.training.train import train
+    from lapmusic.ui.defaults import app_defaults
+    from lapmusic.ui.sidebar import Settings
+
+    defaults = app_defaults()
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    data = load_dataset(defaults["dataset"])
+    for seed in seeds:
+        values = {k: v for k, v in defaults.items() if k in fields}
+        settings = Settings(**dict(values, preset=preset, seed=seed, device="cpu"))
+        if max_seconds is not None:
+            settings.max_seconds = max_seconds
+        for config in settings.configs():
+            run_dir = Path(out) / f"{preset}-{config.init}-s{seed}"
+            started, cpu = time.perf_counter(), time.process_time()
+            if not (run_dir / "final.json").is_file():
+                train(config, run_dir, dataset=data)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            final = json.loads((run_dir / "final.json").read_text())
+            result = sample_stats(load_run(run_dir, device="cpu"), n_samples=20, steps=64, temperature=1.0, seed=0,
+                                  dataset=data)
+            inside = result["inside"]
+            outside = [name for name, ok in inside.items() if not ok]
+            print(f"{run_dir.name:22s} epochs {final['epochs']:3d} ({final['stopped']}) best {final['best_epoch']:3d} valid NLL "
+                  f"{final['best_valid_nll']:.3f} test NLL {final['nll']:.3f} | {seconds:5.1f} s wall {cpu:5.1f} s CPU | stats inside "
+                  f"{sum(bool(v) for v in inside.values())}/{len(inside)} outside: {', '.join(outside) or '-'} | "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def app_environment(tmp_path_factory):
     patch.setenv("LAPMUSIC_MAX_JOBS", "1")
     patch.setenv(
         "LAPMUSIC_APP_DEFAULTS",
-        json.dumps({"dataset": "user:tiny", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}),
+        json.dumps({"preset": "paper", "dataset": "user:tiny", "hidden": 8, "epochs": 2, "init": "both",
+                    "batch_size": 4}),
     )
     rng = np.random.default_rng(0)
     tiny = Dataset("user:tiny", "tiny", [chorale_like_piece(rng, 24) for _ in range(6)],

@@ -167,7 +167,7 @@ def test_stop_a_run_then_resume_it(app_env):
     at.run()
     at.sidebar.button(key="train").click()
     at.run()
-    assert any("you already have runs queued or training" in e for e in texts(at.sidebar, "error"))
+    assert any("this browser may have at most" in e for e in texts(at.sidebar, "error"))
     assert len(at.session_state["focus"]) == 1
 
     next(b for b in at.button if b.label == "Stop").click()

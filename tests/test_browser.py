@@ -73,7 +73,7 @@ def server(tmp_path_factory):
             "LAPMUSIC_RUNS_DIR": str(root / "runs"),
             "LAPMUSIC_POLL_SECONDS": "0.5",
             "LAPMUSIC_APP_DEFAULTS": json.dumps(
-                {"dataset": "user:warmup", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}
+                {"preset": "paper", "dataset": "user:warmup", "hidden": 8, "epochs": 2, "init": "both", "batch_size": 4}
             ),
         }
     )

@@ -124,3 +124,23 @@ def test_with_flock_a_fresh_lease_of_another_host_still_refuses(tmp_path, monkey
     assert lock_owner(run) is None
     with run_lock(run) as lock:
         assert lock.previous["host"] == "elsewhere" and lock_owner(run)["host"] == host_name()
+
+
+def test_a_holder_whose_lease_ran_out_stops_renewing_and_leaves_the_record(tmp_path, host_b, monkeypatch):
+    # A freeze between the renewal's read and its write: when the clock says our lease ran out, another host may
+    # own the folder by now, so neither the renewal nor the release may write the record again.
+    import lapmusic.core.lock as lock_module
+
+    run = tmp_path / "run"
+    lock = run_lock(run)
+    lock.acquire()
+    try:
+        mine = record(run)
+        real = time.time
+        monkeypatch.setattr(lock_module.time, "time", lambda: real() + 5 * LEASE)  # five leases later
+        time.sleep(LEASE)  # the renewing thread beats at least twice meanwhile
+        assert record(run) == mine  # not rewritten
+        assert lock_owner(run) is None or lock_owner(run)["token"] == mine["token"]
+    finally:
+        lock.release()
+    assert record(run) == mine  # the release does not empty a record that may be another host's

@@ -52,7 +52,13 @@ def hold_lock_elsewhere(run_dir: Path) -> subprocess.Popen:
 
 
 def files_in(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+    """Each file's bytes; the lock record without its heartbeat, which the holder renews on its own."""
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+    if files.get(".lock", b"").strip():
+        record = json.loads(files[".lock"])
+        record.pop("heartbeat", None)
+        files[".lock"] = json.dumps(record, sort_keys=True).encode()
+    return files
 
 
 # ------------------------------------------------------------------------------------------ kill -9 loop

@@ -13,10 +13,18 @@ from lapmusic.core.errors import LapMusicError
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
-    """Add the training settings shared by ``train`` and ``compare`` to ``p`` (defaults: TrainConfig's)."""
+    """Add the training settings shared by ``train`` and ``compare`` to ``p`` (defaults: the preset's, else
+    TrainConfig's)."""
+    from lapmusic.training.presets import PRESETS, presets_help
+
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="start from a named set of settings; every option given explicitly wins over it. "
+                   + presets_help().replace("%", "%%") + " (default: no preset, TrainConfig's defaults)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=positive_int, help="pieces per mini-batch (default 32)")
     p.add_argument("--bptt", type=positive_int, help="truncated-BPTT window in frames (default 100)")
+    p.add_argument("--eval-batch-size", type=positive_int,
+                   help="pieces per evaluation batch; fewer use less memory (default 64)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd with momentum 0.9")
     p.add_argument("--dropout", type=float, help="dropout on the hidden states (default 0)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0)")
@@ -88,7 +96,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    f"(default {_default('alpha_target')}; ignored with --alpha)")
 
 
-_TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "optimizer", "dropout", "input_noise", "weight_decay",
+_TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "eval_batch_size", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
                      "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "nade_repeat_window", "readout_skip",
@@ -104,28 +112,31 @@ def _default(name: str):
     return RECIPE_DEFAULTS[name]
 
 
-def training_config(args: argparse.Namespace, **fields):
+def training_config(args: argparse.Namespace, *, train_chords: int | None = None, **fields):
     """The validated TrainConfig of the training options in ``args``, overridden by ``fields``.
 
-    Options left unset (None) keep TrainConfig's defaults; a config error is raised as a LapMusicError that
-    names the options the user typed (``--nade-skip needs --output nade``).
+    Options left unset (None) keep the value of ``--preset`` (:func:`lapmusic.training.presets.resolve`), else
+    TrainConfig's default; a config error is raised as a LapMusicError that names the options the user typed
+    (``--nade-skip needs --output nade``). ``train_chords``: the distinct chords of the training split, which
+    cap a preset's chord vocabulary.
     """
     from lapmusic.training.config import TrainConfig
+    from lapmusic.training.presets import resolve
 
     values = {name: getattr(args, name) for name in _TRAINING_OPTIONS if getattr(args, name, None) is not None}
     values.update({k: v for k, v in fields.items() if v is not None})
-    config = TrainConfig.from_settings(values)
+    config = TrainConfig.from_settings(resolve(getattr(args, "preset", None), values, train_chords))
     try:
         config.validate()
     except LapMusicError as exc:  # the config's field names, said as the options the user typed
-        raise LapMusicError(_as_options(str(exc), (*_TRAINING_OPTIONS, *fields))) from None
+        raise LapMusicError(as_options(str(exc), (*_TRAINING_OPTIONS, *fields))) from None
     return config
 
 
 _OPTION_NAMES = {"lae_path": "--lae-file"}  # fields whose option is not --FIELD-NAME
 
 
-def _as_options(message: str, names) -> str:
+def as_options(message: str, names) -> str:
     """A config error in the words of the command line: ``nade_skip needs output 'nade'`` becomes
     ``--nade-skip needs --output nade`` (only the field names in ``names``; whole words only)."""
     import re

@@ -17,7 +17,7 @@ from lapmusic.cli.common import (
     positive_int,
     seed_list,
 )
-from lapmusic.cli.options import add_training_options, training_config
+from lapmusic.cli.options import add_training_options, as_options, training_config
 from lapmusic.core.errors import LapMusicError
 
 
@@ -35,7 +35,8 @@ def _final_text(result: dict) -> str:
             f"{result.get('output', 'bernoulli')} output)\n"
             f"best epoch {result.get('best_epoch')} of {result.get('epochs')} ({result.get('stopped')}), "
             f"pre-training {number(result.get('pretrain_seconds'), 1)} s, training {number(result.get('seconds'), 1)} s "
-            f"on {result.get('device')}")
+            f"on {result.get('device')}"
+            + "".join(f"\nnote: {as_options(note, ['nade_vocab'])}" for note in result.get("notes", [])))
 
 
 def _changed_on_resume(args: argparse.Namespace) -> list[str]:
@@ -54,6 +55,31 @@ def _changed_on_resume(args: argparse.Namespace) -> list[str]:
             if name not in kept and getattr(args, name) != default]
 
 
+def _new_run(args: argparse.Namespace, progress: ProgressLine):
+    """A new run's config and its dataset (loaded once; None when nothing depends on it): a preset's chord
+    vocabulary fitted to the chords found
+    (:func:`lapmusic.training.presets.resolve`), and a note on stderr when the vocabulary asks for more chords
+    than the training pieces have (:func:`lapmusic.training.build.vocabulary_note`)."""
+    from lapmusic.training.build import load_run_dataset, run_split, vocabulary_note
+    from lapmusic.training.presets import distinct_chords
+
+    fields = dict(dataset=args.dataset, hidden=args.hidden, init=args.init, epochs=args.epochs, seed=args.seed,
+                  max_sequences=args.max_sequences, device=args.device, cell=args.cell)
+    config = training_config(args, **fields)
+    if not args.preset and not config.model.nade_vocab:
+        return config, None  # nothing to fit to the data: train() loads it
+    progress(0.0, f"loading dataset {config.dataset}")
+    dataset = load_run_dataset(config.dataset)
+    pieces = run_split(config, "train", dataset)
+    if args.preset:
+        config = training_config(args, train_chords=distinct_chords(pieces), **fields)
+    note = vocabulary_note(config, pieces)
+    if note:
+        progress.close()
+        print("note: " + as_options(note, ["nade_vocab"]), file=sys.stderr)
+    return config, dataset
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a new run into ``--out``, or continue ``--resume RUNDIR`` with its own settings."""
     check_device(args.device)
@@ -61,8 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         check_run_dir(args.resume)
     else:
-        if not args.dataset or not args.hidden or not args.out:
-            raise LapMusicError("a new run needs --dataset, --hidden and --out (or --resume RUNDIR)")
+        if not args.dataset or not (args.hidden or args.preset) or not args.out:
+            raise LapMusicError("a new run needs --dataset, --hidden (or --preset) and --out (or --resume RUNDIR)")
         args.dataset = check_dataset(args.dataset)  # as registered: JSB -> jsb
 
     from lapmusic.training.config import RESUMABLE_CHANGES
@@ -87,13 +113,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     setattr(config, name, getattr(args, name))
         run_dir = args.resume
     else:
-        config = training_config(args, dataset=args.dataset, hidden=args.hidden, init=args.init,
-                                  epochs=args.epochs or 20, seed=args.seed, max_sequences=args.max_sequences,
-                                  device=args.device, cell=args.cell)
         run_dir = args.out
     progress = ProgressLine()
+    dataset = None
+    if not args.resume:
+        config, dataset = _new_run(args, progress)
     try:
-        result = train(config, run_dir, progress=progress, resume=bool(args.resume))
+        result = train(config, run_dir, progress=progress, resume=bool(args.resume), dataset=dataset)
     finally:
         progress.close()
     result = dict(result, run_dir=str(run_dir))
@@ -178,9 +204,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     run_dirs = []
     jobs = [(seed, init) for seed in args.seeds for init in ("lae", "random")]
+    chords = None
+    if args.preset:  # the preset's chord vocabulary fitted to the chords found, as in train
+        from lapmusic.training.build import load_run_dataset, run_split
+        from lapmusic.training.presets import distinct_chords
+
+        first = training_config(args, dataset=args.dataset, hidden=args.hidden, epochs=args.epochs,
+                                max_sequences=args.max_sequences, device=args.device)
+        chords = distinct_chords(run_split(first, "train", load_run_dataset(args.dataset)))
     for number, (seed, init) in enumerate(jobs):
         config = training_config(args, dataset=args.dataset, hidden=args.hidden, init=init, epochs=args.epochs,
-                                  seed=seed, max_sequences=args.max_sequences, device=args.device)
+                                  seed=seed, max_sequences=args.max_sequences, device=args.device,
+                                  train_chords=chords)
         model = config.model
         suffix = "-nade" if model.output == "nade" else ""  # Bernoulli: unsuffixed, so existing folders are reused
         suffix += "-skip" if model.nade_skip else ""
@@ -208,7 +243,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LapMusicError(f"run {run_dir} did not finish ({result.get('state')})")
     summary = compare_runs(run_dirs)
     summary.update(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, seeds=list(args.seeds),
-                   out=str(parent), output=args.output or "bernoulli", run_dirs=[str(d) for d in run_dirs])
+                   out=str(parent), output=config.model.output, run_dirs=[str(d) for d in run_dirs])
 
     def human(r: dict) -> str:
         def cell(stats, digits=3):

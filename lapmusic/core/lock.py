@@ -164,6 +164,13 @@ def _ensure_renewer() -> None:
             _renewer.start()
 
 
+def _expired(entry: dict) -> bool:
+    """True when our last heartbeat is older than our lease: another host may have taken the folder since."""
+    owner = entry["owner"]
+    lease = owner.get("lease")
+    return lease is not None and time.time() - owner.get("heartbeat", owner.get("since", 0)) > lease
+
+
 def _renew(entry: dict) -> None:
     """One renewal: unless the record on disk is no longer ours (taken over after our lease ran out)."""
     if entry.get("lost"):
@@ -176,6 +183,9 @@ def _renew(entry: dict) -> None:
             return
         with _held_guard:  # a release closes the fd under this guard: never write through a reused fd number
             if _held.get(os.path.realpath(entry["path"])) is not entry:
+                return
+            if _expired(entry):  # frozen past our lease since the read above: the record may be another's now
+                entry["lost"] = True
                 return
             entry["owner"]["heartbeat"] = time.time()
             os.pwrite(entry["fd"], encode_record(entry["owner"]), 0)
@@ -371,7 +381,8 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
             fd = entry["fd"]
             try:
                 current = _read_owner(Path(entry["path"]))
-                if current is not None and current.get("token") == entry["owner"]["token"]:  # else: its new owner's
+                ours = current is not None and current.get("token") == entry["owner"]["token"]
+                if ours and not entry.get("lost") and not _expired(entry):  # else: its new owner's, or may be
                     os.ftruncate(fd, 0)  # no owner recorded: readers see a free folder at once
             except OSError:
                 pass  # a full or read-only disk must not turn a release into an error

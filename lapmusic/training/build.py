@@ -13,6 +13,7 @@ from lapmusic.core.io import atomic_write_json, read_json
 from lapmusic.data.fingerprint import dataset_fingerprint, describe_change
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.config import RESUMABLE_CHANGES, TrainConfig
+from lapmusic.training.presets import distinct_chords
 from lapmusic.training.rundir import no_checkpoint_message
 
 
@@ -165,3 +166,32 @@ def training_pieces(config: TrainConfig, dataset) -> list[np.ndarray]:
         keep = np.sort(rng.choice(len(train), config.max_train_sequences, replace=False))
         train = [train[i] for i in keep]
     return train
+
+
+def vocabulary_note(config: TrainConfig, train_pieces: Sequence[np.ndarray]) -> str | None:
+    """What to tell the user when the chord vocabulary asks for more chords than the training pieces have.
+
+    The vocabulary then holds every training chord (:func:`lapmusic.training.presets.distinct_chords` counts them) (:func:`lapmusic.model.chordvocab.build_vocabulary` keeps
+    what there is), which over-fits: a validation chord outside it gets only the NADE's share.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings (only ``model.output`` and ``model.nade_vocab`` are read).
+    train_pieces : sequence of array-like of shape (T_i, 88)
+        The run's training pieces.
+
+    Returns
+    -------
+    str or None
+        One sentence naming the number of chords found, or None when the vocabulary is off or fits.
+    """
+    asked = config.model.nade_vocab
+    if config.model.output != "nade" or not asked:
+        return None
+    found = distinct_chords(train_pieces)
+    if asked <= found:
+        return None
+    return (f"nade_vocab {asked} asks for more chords than the {len(train_pieces)} training pieces have: "
+            f"{found} distinct chords found, so the vocabulary holds all {found}; a vocabulary of every training "
+            f"chord over-fits, choose nade_vocab {max(1, 2 * found // 5)} or less")

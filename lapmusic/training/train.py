@@ -42,6 +42,7 @@ from lapmusic.training.build import (
     resumed_config,
     run_dataset,
     run_splits,
+    vocabulary_note,
 )
 from lapmusic.training.config import TrainConfig
 from lapmusic.training.epoch import (
@@ -248,6 +249,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
     report(0.99, "evaluating the best model on the test split")
     final = _final_evaluation(model, config, run_dir, device, run, valid_t, train_seqs, test_seqs, stopped, started)
     final["data"] = read_run_data(run_dir)  # what it was trained and tested on
+    final["notes"] = [n for n in [vocabulary_note(config, train_seqs)] if n]  # settings the data could not honour
     atomic_write_json(run_dir / "final.json", final)
     status.update(force=True, state="finished", fraction=1.0, epoch=final["epochs"],
                   message=f"finished: test NLL {final['nll']:.3f}" if final["nll"] is not None else "finished")

@@ -1,7 +1,8 @@
 """The sidebar: what to train (dataset, own MIDI upload, hidden size, init, epochs, ...) and the Train button.
 
-Every widget constrains its range, so a setting outside it cannot be entered. The defaults (the offline
-Bach set, 128 hidden units, a few epochs) give a first result in about a minute on a laptop CPU.
+Every widget constrains its range, so a setting outside it cannot be entered. The first choice is a preset
+(:mod:`lapmusic.training.presets`): by default the model that sounds like music, both inits side by side on the
+offline Bach set (:mod:`lapmusic.ui.defaults`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from lapmusic.core.errors import LapMusicError
-from lapmusic.jobs.runs import run_key
 
 from . import datasets, server, session
-from .defaults import app_defaults
+from .defaults import app_defaults, preset_widgets
+from .helptexts import REPEAT_HELP, VOCAB_HELP, WINDOW_HELP
 from .labels import display_path
 
 log = logging.getLogger(__name__)
@@ -28,34 +29,6 @@ LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 INIT_CHOICES = {"lae": "LAE pre-trained", "random": "random", "both": "both, side by side"}
 OUTPUT_CHOICES = {"bernoulli": "independent keys (Bernoulli)", "nade": "NADE: keys of a chord agree (slower)"}
 VOCAB_CHOICES = (0, 128, 256, 512, 1024)  # NADE chord vocabulary sizes offered (0 = off); 512 is the recipe's
-VOCAB_HELP = (
-    "NADE only. Mix the NADE with a softmax over the N most frequent chords (whole frames) of the training split, "
-    "so a whole known chord can be chosen at once (lapmusic/model/chordvocab.py). Measured with N = 512 (docs/research/nade-sampling.md, "
-    "\"Chord-vocabulary mixture\"): samples at temperature 1 change chord less often, JSB 0.75-0.78 distinct chords "
-    "per frame against 0.85-0.88 without it (real chorales 0.47-0.76), Nottingham 0.29-0.33 (real 0.17-0.36), with "
-    "a better test NLL (JSB 5.31-5.37 against 5.48-5.51). N must stay well below the number of distinct training "
-    "chords: with every training chord in the vocabulary the validation NLL was 12.2 on JSB."
-)
-REPEAT_HELP = (
-    "NADE only. Mix the output with a component that copies the previous frame exactly, so holding a chord is one "
-    "choice instead of 88 key choices (lapmusic/model/repeatmix.py). Measured on JSB with a 512-chord vocabulary, three "
-    "seeds, and Nottingham, one seed (docs/research/nade-sampling.md, \"Repeat component\"): better test NLL (JSB 5.28-5.32 against "
-    "5.31-5.37, Nottingham 2.13 against 2.18) and samples that hold chords as often as the music, but they still "
-    "change chord about as often as without it (JSB distinct chords per frame 0.74-0.77, at the top edge of the "
-    "real 0.47-0.76; Nottingham 0.32, inside 0.17-0.36)."
-)
-
-WINDOW_HELP = (
-    "NADE with the repeat component only. The copy chooses among the last L frames read instead of only the "
-    "previous one, so coming back to a chord heard a few frames earlier is one choice too (lapmusic/model/repeatmix.py; "
-    "1 = the previous frame only). Measured on JSB with a 512-chord vocabulary, three seeds (docs/research/nade-sampling.md, "
-    "\"Copy window\"): with 32 frames the samples' distinct chords per frame are 0.69-0.72 at temperature 1, inside "
-    "the real chorales' 0.47-0.76 for every seed (0.74-0.77 with 1), and the test NLL is better (5.07-5.12 against "
-    "5.28-5.32); on Nottingham (two seeds) 0.23-0.32, inside 0.17-0.36, test NLL 2.02. The recipe for samples: "
-    "NADE, vocabulary 512, repeat, window 32."
-)
-
-
 @dataclass
 class Settings:
     """What the sidebar says to train. ``dataset`` is None while an upload is not built yet."""
@@ -75,6 +48,8 @@ class Settings:
     nade_repeat: bool = False  # NADE only: the repeat-the-previous-frame component
     nade_repeat_window: int = 1  # with nade_repeat: copy from the last L frames read
     extra: dict = field(default_factory=dict)
+    preset: str | None = None  # lapmusic.training.presets: its settings without a widget (dropout...) too
+    max_seconds: int = 0  # start no new epoch after this many seconds of training (0 = no limit)
 
     def configs(self) -> list:
         """One TrainConfig per initialisation to train (two for "both").
@@ -83,12 +58,30 @@ class Settings:
         seconds while the LAE run is still pre-training after it.
         """
         inits = ["random", "lae"] if self.init == "both" else [self.init]
-        return [make_config(self, init) for init in inits]
+        chords = _train_chords(self.dataset) if self.preset is not None and self.output == "nade" else None
+        return [make_config(self, init, chords) for init in inits]
 
 
-def make_config(settings: Settings, init: str):
-    """A ``lapmusic.training.config.TrainConfig`` for these settings (fields it does not know are left out)."""
+def _train_chords(dataset: str | None) -> int | None:
+    """Distinct chords of a user dataset's training split (a preset's vocabulary is cut to fit small datasets);
+    None for the built-in sets (over 1,200 chords each: the cut leaves the recipe's 512 within 3 %)."""
+    if not dataset or not dataset.startswith("user:"):
+        return None
+    from lapmusic.data.registry import load_dataset
+    from lapmusic.training.presets import distinct_chords
+
+    return distinct_chords(load_dataset(dataset).train)
+
+
+def make_config(settings: Settings, init: str, train_chords: int | None = None):
+    """A ``lapmusic.training.config.TrainConfig`` for these settings (fields it does not know are left out).
+
+    With a preset, its settings fill what the sidebar has no widget for; a widget value other than the
+    preset's wins, and a preset's chord vocabulary is cut to the ``train_chords`` found
+    (:func:`lapmusic.training.presets.resolve`).
+    """
     from lapmusic.training.config import TrainConfig
+    from lapmusic.training.presets import get_preset, resolve
 
     values = {
         "dataset": settings.dataset,
@@ -101,6 +94,7 @@ def make_config(settings: Settings, init: str):
         "device": settings.device,
         "max_sequences": settings.max_sequences or None,
         "patience": settings.patience or None,
+        "max_seconds": settings.max_seconds or None,
         "output": settings.output,
         # the NADE's options only with the NADE output (hidden, and never sent, with Bernoulli)
         "nade_vocab": settings.nade_vocab if settings.output == "nade" else 0,
@@ -109,7 +103,12 @@ def make_config(settings: Settings, init: str):
         **settings.extra,
     }
     known = set(TrainConfig().to_dict())
-    return TrainConfig.from_settings({k: v for k, v in values.items() if k in known})
+    values = {k: v for k, v in values.items() if k in known}
+    if settings.preset is not None:
+        preset = get_preset(settings.preset).settings
+        changed = {k: v for k, v in values.items() if k not in preset or preset[k] != v}
+        values = {k: v for k, v in resolve(settings.preset, changed, train_chords).items() if k in known}
+    return TrainConfig.from_settings(values)
 
 
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
@@ -145,6 +144,14 @@ def render() -> Settings:
     sidebar.title("lapmusic")
     sidebar.caption("Pre-training RNNs on polyphonic music with linear autoencoders (Pasa & Sperduti, NIPS 2014).")
 
+    from lapmusic.training.presets import PRESETS
+
+    sidebar.radio(
+        "Preset", list(PRESETS), key="preset", on_change=_apply_preset,
+        index=list(PRESETS).index(defaults["preset"]), format_func=lambda name: PRESETS[name].title[0].upper() + PRESETS[name].title[1:],
+        help="A preset sets the model and its training; Advanced settings below still change any of them. "
+        + "; ".join(f"{p.name}: {p.as_options()}" for p in PRESETS.values()),
+    )
     options, labels = _dataset_options()
     if st.session_state.get("dataset_choice", options[0]) not in options:
         del st.session_state["dataset_choice"]  # a dataset that is gone: back to the default
@@ -185,6 +192,11 @@ def render() -> Settings:
             "Stop early after N epochs without a better validation NLL (0 = never)", min_value=0,
             max_value=1000, value=int(defaults["patience"]), key="patience",
         )
+        st.number_input(
+            "Time budget per run: start no new epoch after this many seconds of training (0 = no limit)",
+            min_value=0, max_value=86_400, value=int(defaults["max_seconds"]), key="max_seconds",
+            help="Keeps the demo short on a busy machine: the best epoch so far is then tested as usual.",
+        )
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(defaults["seed"]), key="seed")
         st.radio(
             "Output layer", list(OUTPUT_CHOICES), format_func=OUTPUT_CHOICES.get, key="output",
@@ -222,6 +234,11 @@ def render() -> Settings:
     return settings
 
 
+def _apply_preset() -> None:
+    """The chosen preset's values into the sidebar's widgets (the other settings follow at Train)."""
+    st.session_state.update(preset_widgets(st.session_state["preset"]))
+
+
 def current_settings() -> Settings:
     """The settings as the sidebar widgets hold them now (also right inside a widget callback)."""
     state = st.session_state
@@ -233,7 +250,8 @@ def current_settings() -> Settings:
         patience=int(state["patience"]), seed=int(state["seed"]), device=state["device"],
         output=state.get("output", "bernoulli"), nade_vocab=int(state.get("nade_vocab", 0)),
         nade_repeat=bool(state.get("nade_repeat", False)),
-        nade_repeat_window=int(state.get("nade_repeat_window", 1)),
+        nade_repeat_window=int(state.get("nade_repeat_window", 1)), preset=state.get("preset"),
+        max_seconds=int(state.get("max_seconds", 0)),
     )
 
 
@@ -311,17 +329,10 @@ def _start_training() -> None:
             config.validate()  # bad settings are refused here, before anything is queued
         manager = server.manager()
         me, client = session.session_id(), session.client_ip()
-        keys = [run_key(c.to_dict(), cuda=manager.gpus > 0) for c in configs]
-        new = sum(1 for k in keys if not manager.has_run_for(k))
-        if new and manager.slots_left(me, client) < new:
-            raise LapMusicError(
-                f"you already have runs queued or training (at most {manager.quotas.per_session} new runs at a time "
-                "per browser session); wait for them or stop one on the Training tab"
-            )
         group = uuid.uuid4().hex[:8]
         student = st.session_state.get("student_name") or None
-        submitted = [manager.submit(c.to_dict(), session=me, client=client, group=group, student=student)
-                     for c in configs]
+        submitted = manager.submit_group([c.to_dict() for c in configs], session=me, client=client, group=group,
+                                         student=student)
     except LapMusicError as exc:
         st.session_state.train_error = str(exc)
         return
