@@ -129,7 +129,7 @@ def train(
             raise LapMusicError("a TrainConfig is needed to start a new run")
         config.validate()  # before the lock: bad settings create no folder
     created = None if resume else first_missing(run_dir)
-    with sigterm_as_interrupt(), run_lock(run_dir):
+    with sigterm_as_interrupt(), run_lock(run_dir), threads_kept():  # the run's thread cap ends with it
         try:
             return _train_locked(config, run_dir, progress, cancel, resume, dataset)
         except Exception:  # not after Ctrl-C or SIGTERM: like a cancel, the folder stays and its status says so
@@ -155,8 +155,7 @@ def _train_locked(config: TrainConfig | None, run_dir: Path, progress, cancel, r
             progress(fraction, message)
 
     try:
-        with threads_kept():  # the run's thread cap is not left on the caller
-            return _train(config, run_dir, status, report, cancel, resume, dataset)
+        return _train(config, run_dir, status, report, cancel, resume, dataset)
     except TrainingCancelled:
         status.try_update(state="cancelled", message="cancelled: the last checkpoint is kept")
         if progress is not None:
