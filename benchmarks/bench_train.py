@@ -20,7 +20,11 @@ frames/s over Bernoulli's (the target is at least 1/4).
 
     python benchmarks/bench_train.py --dataset jsb --output nade --batch-size 4 --threads 1
 
-Prints a table and, with ``--json-out FILE``, writes the figures as JSON.
+CPU runs use the threads training would use: ``--threads 2`` on the engine's small products becomes one thread
+(lapmusic.core.device.engine_threads); ``--no-thread-cap`` measures the threads as asked.
+``benchmarks/bench_table.py`` (``make bench``) runs this per thread count and repeat and prints the table.
+
+Prints a table and, with ``--json-out FILE``, writes the figures as JSON (with the peak resident memory).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 
 import numpy as np
 import torch
 
+from lapmusic.core.device import engine_threads
 from lapmusic.model.config import ModelConfig
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.epoch import _to_tensors, train_epoch
@@ -133,6 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="minimum measuring time per setting (at least two baseline epochs are timed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-thread-cap", action="store_true",
+                        help="use --threads as given; by default the CPU runs are capped as training caps them "
+                        "(lapmusic.core.device.engine_threads: one thread for small products)")
     parser.add_argument("--devices", default="auto", help="auto (cpu, plus cuda when present), cpu or cuda")
     parser.add_argument("--output", choices=["bernoulli", "nade"], default="bernoulli",
                         help="nade: also time the NADE output against the Bernoulli one (default bernoulli: "
@@ -150,6 +159,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    requested = torch.get_num_threads()
     if args.synthetic:
         pieces, source = synthetic_pieces(229, 50, 130), "synthetic (229 pieces of 50-130 frames)"
     else:
@@ -172,6 +182,10 @@ def main(argv=None) -> int:
     for name in devices:
         device = torch.device(name)
         label = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+        threads_used = (torch.get_num_threads() if args.no_thread_cap
+                        else engine_threads(device, args.hidden, args.batch_size))
+        if device.type == "cpu":
+            print(f"  cpu: {threads_used} torch thread(s) used", flush=True)
         if not (args.output == "nade" and args.skip_batching):
             one, ours = measure_pair(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds)
             rows.append({"device": label, "setting": "batch of one (1 piece/step, full BPTT)", **one})
@@ -206,8 +220,10 @@ def main(argv=None) -> int:
     print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     if args.json_out:
         with open(args.json_out, "w") as handle:
-            json.dump({"source": source, "hidden": args.hidden, "threads": torch.get_num_threads(),
-                       "torch": torch.__version__, "rows": rows}, handle, indent=2)
+            json.dump({"source": source, "hidden": args.hidden, "threads": args.threads or requested,
+                       "threads_used": threads_used, "torch": torch.__version__, "load": list(load),
+                       "peak_resident_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                       "rows": rows}, handle, indent=2)
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from lapmusic.core.errors import DeviceError
@@ -46,3 +49,50 @@ def ieee_fp32_on_cuda() -> None:
     float32 rounding (docs/reference.md, "GPU")."""
     # The legacy flag: setting torch's newer per-operator fp32_precision makes later reads of this one raise.
     torch.backends.cudnn.allow_tf32 = False
+
+
+# Multiply-adds of one recurrent step (batch x hidden x hidden) up to which one CPU thread is used: at every
+# size measured (batch 32, 128-1024 units) a second OpenMP thread was slower than one (docs/research/throughput.md).
+SMALL_STEP = 2**25
+
+
+def engine_threads(device: torch.device, hidden: int, batch_size: int) -> int:
+    """Limit torch to one CPU thread when the engine's matrix products are too small to share between threads.
+
+    Each of the engine's operations is a few microseconds of work; splitting it between OpenMP threads costs a
+    fork and a barrier per operation, and on a machine whose other core is busy the barrier waits for a thread
+    the scheduler has put aside, so two threads ran slower than one (up to 30x under load).
+
+    Parameters
+    ----------
+    device : torch.device
+        The run's device; only a CPU run is limited.
+    hidden : int
+        Recurrent units.
+    batch_size : int
+        Pieces per optimizer step.
+
+    Returns
+    -------
+    int
+        The torch CPU threads the run now uses: 1 for a CPU run with ``batch_size * hidden**2 <= SMALL_STEP``,
+        else the threads torch had (unchanged).
+    """
+    if device.type == "cpu" and batch_size * hidden * hidden <= SMALL_STEP:
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """Give torch back its CPU thread count on exit, so that :func:`engine_threads` limits one run, not its caller.
+
+    Yields
+    ------
+    None
+    """
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lapmusic.core.device import resolve_device
+from lapmusic.core.device import engine_threads, resolve_device, threads_kept
 from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.io import atomic_write_json, storage_cause, storage_error
 from lapmusic.core.lock import run_lock
@@ -129,7 +129,7 @@ def train(
             raise LapMusicError("a TrainConfig is needed to start a new run")
         config.validate()  # before the lock: bad settings create no folder
     created = None if resume else first_missing(run_dir)
-    with sigterm_as_interrupt(), run_lock(run_dir):
+    with sigterm_as_interrupt(), run_lock(run_dir), threads_kept():  # the run's thread cap ends with it
         try:
             return _train_locked(config, run_dir, progress, cancel, resume, dataset)
         except Exception:  # not after Ctrl-C or SIGTERM: like a cancel, the folder stays and its status says so
@@ -196,6 +196,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
            dataset) -> dict:
     started = time.perf_counter()
     device = resolve_device(config.device)
+    engine_threads(device, config.model.hidden, config.batch_size)  # small products: a 2nd thread only slows
     torch.manual_seed(config.seed)
     if dataset is None:
         report(0.0, f"loading dataset {config.dataset}")
