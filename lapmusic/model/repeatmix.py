@@ -162,20 +162,8 @@ class RepeatMixture:
         on = inputs > 0.5
         if self.window == 1:
             return on.unsqueeze(-2), torch.ones(on.shape[:-1] + (1,), dtype=torch.bool, device=on.device)
-        if on.dim() != 3:
-            raise ValueError(f"a window of {self.window} frames needs inputs (B, T, K), got {tuple(inputs.shape)}")
-        b, t, k = on.shape
-        lead = self.window - 1
-        before = past.shape[1] if past is not None else 0
-        if before > lead:
-            raise ValueError(f"past holds {before} frames, the window looks back {lead}")
-        parts = [on.new_zeros(b, lead - before, k)] + ([past > 0.5] if before else []) + [on]
-        sequence = torch.cat(parts, 1)  # (B, lead + T, K): step t of inputs at row lead + t
-        windows = sequence.unfold(1, self.window, 1)  # (B, T, K, L): rows t..t+lead, oldest first
-        cand = windows.flip(-1).transpose(-1, -2)  # (B, T, L, K): offset k = 1 (the frame read) first
-        steps = torch.arange(t, device=on.device)[:, None] - torch.arange(self.window, device=on.device)[None, :]
-        valid = (steps >= -before).unsqueeze(0).expand(b, t, self.window)
-        return cand, valid
+        windows, valid = self._windows(on, None if past is None else past > 0.5)  # (B, T, K, L), oldest first
+        return windows.flip(-1).transpose(-1, -2), valid  # (B, T, L, K): offset k = 1 (the frame read) first
 
     def copy_matches(self, frames: torch.Tensor, inputs: torch.Tensor,
                      past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,20 +174,25 @@ class RepeatMixture:
         if self.window == 1:
             valid = torch.ones(target.shape[:-1] + (1,), dtype=torch.bool, device=target.device)
             return (target == pack_frames(inputs)).all(-1, keepdim=True), valid
-        if inputs.dim() != 3:
-            raise ValueError(f"a window of {self.window} frames needs inputs (B, T, K), got {tuple(inputs.shape)}")
-        b, t, _ = inputs.shape
+        windows, valid = self._windows(pack_frames(inputs), None if past is None else pack_frames(past))
+        same = (windows == target.unsqueeze(-1)).all(-2).flip(-1)  # (B, T, L): offset 1 (the frame read) first
+        return same & valid, valid
+
+    def _windows(self, read: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last ``L`` frames read at each step, per-frame features kept: ``read`` ``(B, T, C)`` and ``past``
+        ``(B, P, C)`` (key bits or packed words) give ``(windows (B, T, C, L) oldest first, valid (B, T, L)
+        newest first)``. One ``unfold`` over the zero-padded sequence, no loop over time."""
+        if read.dim() != 3:
+            raise ValueError(f"a window of {self.window} frames needs inputs (B, T, K), got {tuple(read.shape)}")
+        b, t, c = read.shape
         lead = self.window - 1
         before = past.shape[1] if past is not None else 0
         if before > lead:
             raise ValueError(f"past holds {before} frames, the window looks back {lead}")
-        read = pack_frames(inputs)  # (B, T, W)
-        parts = [read.new_zeros(b, lead - before, read.shape[-1])] + ([pack_frames(past)] if before else []) + [read]
-        windows = torch.cat(parts, 1).unfold(1, self.window, 1)  # (B, T, W, L), oldest first
-        same = (windows == target.unsqueeze(-1)).all(-2).flip(-1)  # (B, T, L): offset 1 (the frame read) first
+        parts = [read.new_zeros(b, lead - before, c)] + ([past] if before else []) + [read]
+        windows = torch.cat(parts, 1).unfold(1, self.window, 1)  # step t of read at row lead + t
         steps = torch.arange(t, device=read.device)[:, None] - torch.arange(self.window, device=read.device)[None, :]
-        valid = (steps >= -before).unsqueeze(0).expand(b, t, self.window)
-        return same & valid, valid
+        return windows, (steps >= -before).unsqueeze(0).expand(b, t, self.window)
 
     def history_kwargs(self, inputs: torch.Tensor | None, past: torch.Tensor | None,
                        dtype: torch.dtype) -> dict[str, torch.Tensor]:
