@@ -148,6 +148,7 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path, dataset):
     on_disk = json.loads((tmp_path / "run" / "final.json").read_text())
     assert on_disk == json.loads(json.dumps(final))
     assert {"nll", "acc", "expected_acc", "epochs", "seconds", "device"} <= set(final)
+    assert final["resources"]["peak_rss_mb"] > 0 and final["resources"]["cpu_user_s"] > 0
     assert final["best_valid_nll"] == min(h["valid_nll"] for h in history)
     for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"):
         assert (tmp_path / "run" / name).exists()

@@ -9,7 +9,7 @@ A run lives in a folder (layout in ``docs/reference.md``)::
     RUNDIR/lae.npz        the LAE (init == "lae")
     RUNDIR/checkpoint.pt  last good state: model, optimizer, scheduler, epoch, config, RNG
     RUNDIR/best.pt        the model with the lowest validation NLL so far
-    RUNDIR/final.json     test metrics of the best model, epochs, seconds, device, ...
+    RUNDIR/final.json     test metrics of the best model, epochs, seconds, device, peak memory, ...
 
 Every file is replaced atomically, so a reader (the app polls ``status.json`` and ``metrics.jsonl``) never
 sees half a file, and a crash or a cancel leaves the last good checkpoint in place. One epoch
@@ -32,6 +32,7 @@ from lapmusic.core.errors import CheckpointError, LapMusicError
 from lapmusic.core.io import atomic_write_json, storage_cause, storage_error
 from lapmusic.core.lock import run_lock
 from lapmusic.core.progress import Progress
+from lapmusic.core.usage import process_usage
 from lapmusic.model.metrics import baselines
 from lapmusic.model.rnn import PianoRollRNN
 from lapmusic.training.build import (
@@ -371,8 +372,7 @@ def _final_evaluation(model: PianoRollRNN, config: TrainConfig, run_dir: Path, d
         "acc_method": model.head.acc_method(),
         "threshold": threshold,  # decision threshold of highest validation ACC
         "acc_tuned": test.get("acc_tuned"),  # test ACC with keys on at p >= threshold
-        "frames": test.get("frames", 0),
-        "baselines": baselines(train_seqs, test_seqs) if test_seqs else None,
+        "frames": test.get("frames", 0), "baselines": baselines(train_seqs, test_seqs) if test_seqs else None,
         "epochs": run.history[-1]["epoch"] if run.history else 0,
         "best_epoch": run.best_epoch,
         "best_valid_nll": run.best_nll,
@@ -381,8 +381,8 @@ def _final_evaluation(model: PianoRollRNN, config: TrainConfig, run_dir: Path, d
         "pretrain_seconds": run.pretrain.get("seconds", 0.0),
         "total_seconds": time.perf_counter() - started,
         "pretrain": run.pretrain,
-        "device": str(device),
-        "train_pieces": len(train_seqs),
+        "device": str(device), "train_pieces": len(train_seqs),
+        "resources": process_usage(),  # this process only: a resumed run's earlier processes are not counted
         "train_frames": int(sum(len(s) for s in train_seqs)),
     }
 
