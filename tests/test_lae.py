@@ -229,7 +229,7 @@ def test_lag_decay_is_saved_and_refused_outside_0_1(tmp_path):
 
 def test_progress_is_reported_and_reaches_one():
     pieces = rolls(4, (3, 8), seed=8)
-    for solver in ("exact", "approx"):
+    for solver in ("exact", "gram", "approx"):
         seen = []
         fit_lae(pieces, 3, solver=solver, device="cpu", progress=lambda f, m: seen.append((f, m)))
         fractions = [f for f, _ in seen]
@@ -237,13 +237,14 @@ def test_progress_is_reported_and_reaches_one():
         assert all(isinstance(m, str) and m for _, m in seen)
 
 
-def test_cancel_stops_the_approx_solver():
+@pytest.mark.parametrize("solver", ["approx", "gram"])
+def test_cancel_stops_the_approx_and_gram_solvers(solver):
     class Done:
         def is_set(self):
             return True
 
     with pytest.raises(LapMusicError, match="cancelled"):
-        fit_lae(rolls(4, (3, 8)), 3, device="cpu", cancel=Done())
+        fit_lae(rolls(4, (3, 8)), 3, solver=solver, device="cpu", cancel=Done())
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -339,7 +340,7 @@ def test_summary_is_json_ready():
 
     model = fit_lae(rolls(4, (3, 8), seed=13), 3, device="cpu")
     summary = json.loads(json.dumps(model.summary()))
-    assert summary["solver"] == "approx" and summary["p"] == 3
+    assert summary["solver"] == "gram" and summary["p"] == 3  # "auto" on 88 x 8 columns, and the summary says so
     assert 0 < summary["energy_captured"] <= 1
     assert summary["top_singular_values"] == sorted(summary["top_singular_values"], reverse=True)
 

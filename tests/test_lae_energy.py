@@ -15,7 +15,7 @@ def _pieces(seed: int = 0):
     return [chords[np.repeat(rng.integers(0, 6, n // 3 + 1), 3)[:n]] for n in (60, 45, 80, 30, 52)]
 
 
-@pytest.mark.parametrize("solver", ["exact", "approx"])
+@pytest.mark.parametrize("solver", ["exact", "gram", "approx"])
 @pytest.mark.parametrize("decay", [1.0, 0.3])
 def test_energy_captured_against_brute_force(solver, decay):
     pieces = _pieces()

@@ -49,8 +49,10 @@ def add_lae_parser(sub) -> None:
     p = sub.add_parser("lae", help="fit the linear autoencoder (pre-training) and save A, B, singular values")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--hidden", required=True, type=positive_int, help="number of hidden units p (required)")
-    p.add_argument("--solver", choices=["exact", "approx"], default="approx",
-                   help="exact: dense SVD of the full data matrix; approx (default): randomized, never builds it")
+    p.add_argument("--solver", choices=["auto", "gram", "exact", "approx"], default="auto",
+                   help="gram: eigenvectors of the data matrix's Gram matrix (few columns: a short --max-lag); "
+                   "exact: dense SVD of the full data matrix; approx: randomized, never builds it; "
+                   "auto (default): gram up to 4,096 non-zero columns, else approx")
     p.add_argument("--max-sequences", type=positive_int,
                    help="use only the first N training pieces (default: all)")
     p.add_argument("--max-lag", type=positive_int, help="longest prefix kept (default: longest piece)")

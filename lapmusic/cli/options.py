@@ -37,7 +37,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=positive_seconds, metavar="S",
                    help="start no new epoch once this run's epochs (training + validation, summed over resumes) "
                    "took S seconds; the best epoch's model is then tested as usual (default: no limit)")
-    p.add_argument("--lae-solver", choices=["exact", "approx"], help="LAE solver for --init lae (default approx)")
+    p.add_argument("--lae-solver", choices=["auto", "gram", "exact", "approx"],
+                   help="LAE solver for --init lae: auto (default) takes gram (eigenvectors of the small Gram "
+                   "matrix of the lag-weighted data) up to 4,096 non-zero columns, else approx")
     p.add_argument("--alpha", type=float,
                    help="input scale of the LAE init (default: chosen from the data so that 99%% of the "
                    "initial pre-activations lie in [-1.5, 1.5]; their median is then about 0.1)")

@@ -25,15 +25,20 @@ i.e. ``Xi_gamma = Xi D`` with ``D = diag(gamma**k I_88)``, so ``xi_t = P x_t + g
 ``A = U^(0)^T`` and ``B = gamma U_p^T R U_p`` from ``Xi_gamma``'s right singular vectors, and older frames
 weigh less in the fit (docs/lae.md, "Lag weighting"). ``gamma = 1`` is the paper's LAE.
 
-Two solvers:
+Three solvers, and ``auto`` (the default) to choose:
 
+* ``gram`` builds the small ``(K L, K L)`` Gram matrix ``Xi^T Xi`` from lagged products of the pieces (never
+  ``Xi``) and takes its eigendecomposition in float64 (:mod:`lapmusic.lae.gram`): for ``Xi`` with few
+  non-zero columns, i.e. a lag weighting ``gamma < 1`` or a small ``max_lag``.
 * ``exact`` builds ``Xi`` (only the columns of keys that occur: the others are zero) in float64 and takes
   a dense SVD. It refuses, before allocating anything, data whose ``Xi`` and SVD would not fit a memory
   budget.
-* ``approx`` (default) is a randomized block Krylov SVD that never builds ``Xi``: a product ``Xi W`` is,
+* ``approx`` is a randomized block Krylov SVD that never builds ``Xi``: a product ``Xi W`` is,
   per piece, a causal convolution of the piece with the lag blocks of ``W``, and ``Xi^T Y`` a
   cross-correlation; :mod:`lapmusic.lae.approx` does both with FFTs (torch, CUDA when available, float32
   by default). docs/lae.md describes the method and its accuracy.
+* ``auto`` takes ``gram`` when ``Xi`` has at most :data:`lapmusic.lae.gram.GRAM_MAX_COLUMNS` non-zero columns,
+  else ``approx``.
 """
 
 from __future__ import annotations
@@ -45,14 +50,16 @@ from typing import Sequence
 import numpy as np
 
 from lapmusic import N_KEYS
+from lapmusic.core.device import resolve_device
 from lapmusic.core.errors import LapMusicError, SolverError
 from lapmusic.core.progress import Progress
 from lapmusic.data.fingerprint import pieces_fingerprint
 from lapmusic.lae.approx import approx_svd
 from lapmusic.lae.autoencoder import LinearAutoencoder
+from lapmusic.lae.gram import GRAM_MAX_COLUMNS, RANK_TOLERANCE, gram_svd
 from lapmusic.lae.xi import active_keys, build_xi, fix_signs, resolve_max_lag, validate_sequences, xi_energy
 
-SOLVERS = ("exact", "approx")
+SOLVERS = ("auto", "gram", "exact", "approx")
 
 
 def _exact_memory_bytes(rows: int, columns: int) -> int:
@@ -69,6 +76,34 @@ def _default_memory_budget() -> int:
         return 4 * 2**30
 
 
+def choose_solver(solver: str, reduced_columns: int) -> str:
+    """The solver ``fit_lae`` runs: ``solver`` itself, or for ``"auto"`` ``"gram"`` when ``Xi`` has at most
+    ``GRAM_MAX_COLUMNS`` non-zero columns (its Gram matrix then takes at most 128 MiB) and ``"approx"`` above.
+
+    Parameters
+    ----------
+    solver : {"auto", "gram", "exact", "approx"}
+        The solver asked for.
+    reduced_columns : int
+        ``K L``: keys in use times lags.
+
+    Returns
+    -------
+    str
+        ``"gram"``, ``"exact"`` or ``"approx"``.
+
+    Raises
+    ------
+    SolverError
+        ``solver`` is none of the four.
+    """
+    if solver not in SOLVERS:
+        raise SolverError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver != "auto":
+        return solver
+    return "gram" if reduced_columns <= GRAM_MAX_COLUMNS else "approx"
+
+
 def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.0f} MiB"
 
@@ -78,7 +113,7 @@ def fit_lae(
     seqs: Sequence[np.ndarray],
     p: int,
     *,
-    solver: str = "approx",
+    solver: str = "auto",
     max_lag: int | None = None,
     decay: float | None = None,
     device: str = "auto",
@@ -92,8 +127,8 @@ def fit_lae(
 ) -> LinearAutoencoder:
     """Fit the linear autoencoder with ``p`` hidden units on binary piano rolls.
 
-    Builds (or, with ``solver="approx"``, only multiplies by) the data matrix ``Xi`` of the pieces'
-    reversed prefixes, takes its top ``p`` right singular vectors ``U_p`` and returns
+    Builds (``exact``), only multiplies by (``approx``) or takes the Gram matrix of (``gram``) the data matrix
+    ``Xi`` of the pieces' reversed prefixes, takes its top ``p`` right singular vectors ``U_p`` and returns
     ``A = U_p^T P`` ``(p, 88)`` and ``B = gamma U_p^T R U_p`` ``(p, p)`` (module docstring).
 
     Parameters
@@ -103,9 +138,11 @@ def fit_lae(
         ``21 + k``.
     p : int
         Number of hidden units (the state size), ``1 <= p <= rank(Xi)``.
-    solver : {"approx", "exact"}, default="approx"
-        ``"approx"``: randomized block Krylov SVD through FFT products, never builds ``Xi`` (torch on
-        ``device``). ``"exact"``: dense float64 SVD of ``Xi`` on the CPU.
+    solver : {"auto", "gram", "exact", "approx"}, default="auto"
+        ``"gram"``: float64 eigendecomposition of ``Xi^T Xi`` (``K L`` square), built from lagged products of
+        the pieces on the CPU. ``"approx"``: randomized block Krylov SVD through FFT products, never builds
+        ``Xi`` (torch on ``device``). ``"exact"``: dense float64 SVD of ``Xi`` on the CPU. ``"auto"``:
+        ``gram`` when ``K L <= GRAM_MAX_COLUMNS`` (4,096), else ``approx`` (:func:`choose_solver`).
     max_lag : int, optional
         ``L``, the number of frames kept of every reversed prefix (the lag blocks of ``Xi``). Default:
         the longest piece; larger values are clamped to it.
@@ -113,8 +150,8 @@ def fit_lae(
         ``gamma`` in ``(0, 1]``: lag ``k`` of every row of ``Xi`` is weighted by ``gamma**k``. Default 1
         (the paper's unweighted LAE).
     device : str, default="auto"
-        Torch device of the approx solver: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
-        The exact solver always runs on the CPU.
+        Torch device of the approx solver: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``
+        (checked for ``solver="auto"`` too). The exact and gram solvers always run on the CPU.
     seed : int, default=0
         Seed of the approx solver's random start block; the same seed gives the same factors.
     progress : callable, optional
@@ -129,19 +166,21 @@ def fit_lae(
     oversample : int, optional
         Extra columns of the approx solver's block beyond ``p`` (default ``max(10, p // 10)``).
     cancel : object with ``is_set()``, optional
-        E.g. a ``threading.Event``; when set, the approx solver stops between two products.
+        E.g. a ``threading.Event``; when set, the approx solver stops between two products, the gram solver
+        before its eigendecomposition.
 
     Returns
     -------
     LinearAutoencoder
         ``A`` ``(p, 88)`` and ``B`` ``(p, p)`` in float64, the singular values of ``Xi`` (all of them for
-        ``exact``, the top ``p`` for ``approx``), ``||Xi||_F^2`` and the settings used.
+        ``exact`` and ``gram``, the top ``p`` for ``approx``), ``||Xi||_F^2`` and the settings used
+        (``solver`` names the one that ran: ``"auto"`` never appears).
 
     Raises
     ------
     LapMusicError
         A piece is not a ``(T, 88)`` 0/1 array, has fewer than 2 frames, every piece is silent, or
-        ``cancel`` was set.
+        ``cancel`` was set (approx and gram).
     SolverError
         An impossible setting: an unknown solver, ``p`` not a positive integer or above the rank of
         ``Xi`` (the message gives the largest usable ``p``), ``decay`` outside ``(0, 1]``, a bad
@@ -163,6 +202,8 @@ def fit_lae(
     report = progress or (lambda fraction, message: None)
     if solver not in SOLVERS:
         raise SolverError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver == "auto":
+        resolve_device(device)  # a missing device is an error whichever solver "auto" picks
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
         raise SolverError(f"the number of hidden units p must be a positive integer, got {p!r}")
     p = int(p)
@@ -185,8 +226,12 @@ def fit_lae(
             f"choose fewer hidden units or use more pieces"
         )
     total_energy = xi_energy(pieces, lags, decay)
+    solver = choose_solver(solver, reduced_columns)
 
-    if solver == "exact":
+    if solver == "gram":
+        U, singular_values = gram_svd(pieces, keys, lags, decay, report, cancel)
+        device_name, dtype_name, used_iterations = "cpu", "float64", 0
+    elif solver == "exact":
         budget = _default_memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
         need = _exact_memory_bytes(rows, reduced_columns)
         if need > budget:
@@ -203,8 +248,8 @@ def fit_lae(
             memory_budget_bytes=memory_budget_bytes, dtype=dtype,
             iterations=iterations, oversample=oversample, cancel=cancel, decay=decay,
         )
-    rank = _numerical_rank(singular_values, float(np.sqrt(total_energy)),
-                           1e-10 if solver == "exact" or dtype_name == "float64" else 1e-5)
+    tolerance = RANK_TOLERANCE if solver == "gram" else 1e-10 if solver == "exact" or dtype_name == "float64" else 1e-5
+    rank = _numerical_rank(singular_values, float(np.sqrt(total_energy)), tolerance)
     if p > rank and rank < singular_values.size:
         raise SolverError(
             f"p={p} hidden units is more than the rank {rank} of the data matrix Xi ({rows} x {columns}): "
@@ -212,7 +257,7 @@ def fit_lae(
         )
     A, B = _factors(U[:, :p], keys, lags)
     B = decay * B  # row t of Xi_gamma = [x_t, 0..] + gamma * (row t-1 shifted one block): see docs/lae.md
-    keep = singular_values if solver == "exact" else singular_values[:p]
+    keep = singular_values[:p] if solver == "approx" else singular_values
     report(1.0, f"LAE fitted: p={p}, Xi: {rows} rows x {columns} columns, {reduced_columns} of them with notes")
     return LinearAutoencoder(
         A=A, B=B, singular_values=np.asarray(keep, dtype=np.float64), total_energy=total_energy,

@@ -76,8 +76,9 @@ class TrainConfig:
         Scale each weight matrix's learning rate by its RMS at the start of training.
     warmup_steps : int
         Linear learning-rate warm-up over the first optimizer steps (0: none).
-    lae_solver : {"exact", "approx"}
-        The LAE solver.
+    lae_solver : {"auto", "gram", "exact", "approx"}
+        The LAE solver (``lapmusic.lae.fit.fit_lae``; ``"auto"``: gram when the lag-weighted data matrix has at
+        most 4,096 non-zero columns, as with the default ``lae_decay``, else approx).
     lae_max_lag : int or None
         Keep the last ``L`` frames of every prefix in the LAE's data matrix (``None``: the longest piece,
         or where ``lae_decay ** L < 1e-12``: the same LAE, cheaper).
@@ -129,7 +130,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     relative_lr: bool = False
     warmup_steps: int = 0
-    lae_solver: str = "approx"
+    lae_solver: str = "auto"
     lae_max_lag: int | None = None
     lae_path: str | None = None
     alpha: float | None = None
@@ -246,8 +247,8 @@ class TrainConfig:
             problems.append(f"readout_start must be one of {list(READOUT_STARTS)}, not {self.readout_start!r}")
         if self.rec_radius is not None and self.model.cell != "rnn":
             problems.append("rec_radius needs cell 'rnn'")
-        if self.lae_solver not in ("exact", "approx"):
-            problems.append(f"lae_solver must be 'exact' or 'approx', not {self.lae_solver!r}")
+        if self.lae_solver not in ("auto", "gram", "exact", "approx"):
+            problems.append(f"lae_solver must be 'auto', 'gram', 'exact' or 'approx', not {self.lae_solver!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             problems.append(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.lae_path is not None and not isinstance(self.lae_path, str):

@@ -110,7 +110,8 @@ def _show(run: Path, path: Path, settings: Settings) -> None:
                    "about the music so far, updated at every moment.")
     cols[1].metric("Energy captured at p", f"{100 * float(captured):.1f}%", help=ENERGY_HELP)
     cols[2].metric("Solver", str(summary.get("solver", "-")),
-                   help="How the patterns were computed: exact, or a faster approximation (approx).")
+                   help="How the patterns were computed: exact, from the small Gram matrix of the data (gram, as "
+                   "exact as that up to rounding), or a faster approximation (approx).")
     seconds = summary.get("seconds")
     cols[3].metric("Time to fit", labels.format_seconds(seconds) if seconds is not None else "-",
                    help="How long the pre-training took, before the first epoch.")
