@@ -129,6 +129,9 @@ def init_from_lae(model: PianoRollRNN, lae, alpha: float, max_spectral_radius: f
 
 
 # ------------------------------------------------------------------------------------------ readout fit
+STATE_BATCH = 64  # pieces per forward pass of collect_states
+
+
 @torch.no_grad()
 def collect_states(
     model: PianoRollRNN,
@@ -145,18 +148,23 @@ def collect_states(
     readout skip's feature), the same rows kept.
     """
     device = torch.device(device)
-    states, targets, inputs = [], [], []
-    for seq in seqs:
-        if len(seq) < 2:
-            continue
-        x = torch.as_tensor(np.asarray(seq[:-1]), dtype=torch.float32, device=device)[None]
-        h, _ = model.hidden_states(x)
-        states.append(h[0])
-        if with_inputs:
-            inputs.append(x[0])
-        targets.append(torch.as_tensor(np.asarray(seq[1:]), dtype=torch.float32, device=device))
-    if not states:
+    usable = [np.asarray(seq) for seq in seqs if len(seq) >= 2]
+    if not usable:
         raise ValueError("no piece has two or more frames: nothing to fit the readout on")
+    # Pieces of similar length share a forward pass, zero-padded at the end: a state sees only the frames before
+    # it, so the padding changes no kept state, and the batch's one matrix product per step replaces B small ones.
+    states = [None] * len(usable)
+    order = sorted(range(len(usable)), key=lambda i: len(usable[i]))
+    for first in range(0, len(order), STATE_BATCH):
+        group = order[first: first + STATE_BATCH]
+        x = torch.zeros(len(group), max(len(usable[i]) for i in group) - 1, usable[group[0]].shape[1])
+        for row, i in enumerate(group):
+            x[row, : len(usable[i]) - 1] = torch.as_tensor(usable[i][:-1], dtype=torch.float32)
+        h, _ = model.hidden_states(x.to(device))
+        for row, i in enumerate(group):
+            states[i] = h[row, : len(usable[i]) - 1]
+    targets = [torch.as_tensor(seq[1:], dtype=torch.float32, device=device) for seq in usable]
+    inputs = [torch.as_tensor(seq[:-1], dtype=torch.float32, device=device) for seq in usable] if with_inputs else []
     H = torch.cat(states)
     Y = torch.cat(targets)
     X = torch.cat(inputs) if with_inputs else None
@@ -168,9 +176,79 @@ def collect_states(
     return (H, Y, X) if with_inputs else (H, Y)
 
 
-def _mean_key_nll(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Per-key mean binary cross-entropy ``(88,)`` (float64 for stable comparisons)."""
-    return nn.functional.binary_cross_entropy_with_logits(logits, Y, reduction="none").double().mean(0)
+READOUT_CHUNK = 8192  # rows per chunk of the readout fit: its (rows, 88) temporaries stay a few MiB, reused
+HALVINGS = 12  # step sizes 1, 1/2, ..., 1/2048 of the least-squares step, tried per key
+
+
+def _feature_chunks(H: torch.Tensor, dtype: torch.dtype):
+    """``(rows, [H_rows, 1])`` per chunk of :data:`READOUT_CHUNK` rows, the design matrix in ``dtype``."""
+    for first in range(0, H.shape[0], READOUT_CHUNK):
+        rows = slice(first, first + READOUT_CHUNK)
+        part = H[rows].to(dtype)
+        yield rows, torch.cat([part, torch.ones(part.shape[0], 1, dtype=dtype, device=part.device)], dim=1)
+
+
+def _bce_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-key sums ``(88,)`` of the binary cross-entropy of ``logits`` against 0/1 ``targets``."""
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(0)
+
+
+def _least_squares_readout(H, Y, ridge: float):
+    """Step 1 of :func:`fit_readout`: the ridge IRLS step from the constant model and its per-key step sizes.
+
+    Returns the weights ``(p + 1, 88)`` (float64, bias last), their per-key objective ``(88,)`` and the
+    ridge's per-frame weight ``lambda``.
+    """
+    n, p = H.shape
+    dtype = torch.float64
+    m = Y.double().mean(0).clamp(1e-4, 1 - 1e-4)
+    base_logit = torch.log(m / (1 - m))
+    gram = torch.zeros(p + 1, p + 1, dtype=dtype, device=H.device)
+    moment = torch.zeros(p + 1, Y.shape[1], dtype=dtype, device=H.device)
+    for rows, design in _feature_chunks(H, dtype):
+        working = base_logit + (Y[rows].double() - m) / (m * (1 - m))  # the IRLS working response
+        gram += design.T @ design
+        moment += design.T @ working
+    strength = ridge * torch.trace(gram) / (p + 1)
+    reg = strength * torch.eye(p + 1, dtype=dtype, device=H.device)
+    reg[-1, -1] = 0.0  # never shrink the intercept
+    solution = torch.linalg.solve(gram + reg, moment)  # (p+1, 88)
+    start = torch.zeros_like(solution)
+    start[-1] = base_logit
+    direction = solution - start
+    penalty = float(strength) / n  # per-frame weight of ||W||^2
+    # Each key's objective along start + s * direction, for s = 0 (the start) and 1, 1/2, ..., 1/2^11: the
+    # start's logits are base_logit in every row, so one product per chunk gives every step's logits.
+    steps = torch.tensor([0.0] + [0.5**i for i in range(HALVINGS)], dtype=dtype, device=H.device)
+    nll = torch.zeros(len(steps), Y.shape[1], dtype=dtype, device=H.device)
+    for rows, design in _feature_chunks(H, dtype):
+        change, targets = design @ direction, Y[rows].double()
+        for i, step in enumerate(steps):
+            nll[i] += _bce_sums(base_logit + step * change, targets)
+    objective = nll / n + penalty * steps[:, None] ** 2 * direction[:-1].pow(2).sum(0)  # start's W is 0
+    best_step, best_loss = torch.zeros_like(base_logit), objective[0]
+    for i in range(1, len(steps)):  # keep, per key, the first step size that lowers its objective most
+        better = objective[i] < best_loss
+        best_step = torch.where(better, steps[i], best_step)
+        best_loss = torch.where(better, objective[i], best_loss)
+    return (start + best_step * direction).contiguous(), best_loss, penalty  # solve's result is column-major
+
+
+def _logistic_objective(design32: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, penalty: float):
+    """``mean_n sum_k BCE + penalty ||W||_F^2`` of the readout ``weights`` ``(p + 1, 88)`` and its gradient,
+    by chunks of rows: ``d/dlogits BCE = sigmoid(logits) - y``, so the gradient is ``design^T (sigmoid - Y) / n``
+    plus the ridge's ``2 penalty W`` (the bias row unpenalised)."""
+    n = design32.shape[0]
+    total = torch.zeros((), dtype=torch.float64, device=weights.device)
+    grad = torch.zeros_like(weights, memory_format=torch.contiguous_format)  # L-BFGS flattens it with .view
+    for first in range(0, n, READOUT_CHUNK):
+        design, targets = design32[first: first + READOUT_CHUNK], Y[first: first + READOUT_CHUNK]
+        logits = design @ weights
+        total += _bce_sums(logits, targets).sum().double()
+        grad += design.T @ torch.sigmoid(logits).sub_(targets)
+    grad /= n
+    grad[:-1] += (2 * penalty) * weights[:-1]
+    return float(total) / n + penalty * float(weights[:-1].double().pow(2).sum()), grad
 
 
 def fit_readout(
@@ -191,6 +269,8 @@ def fit_readout(
     ridge: the loss is ``mean_n sum_k BCE + lambda ||W||_F^2`` (bias not penalised), ``lambda = ridge *
     trace(H1^T H1) / ((p + 1) N)`` (``H1 = [H, 1]``), i.e. the least-squares ridge per frame; without it the
     fit over-fits small training splits. When L-BFGS ends worse than step 1, step 1's fit is kept.
+    Both steps run over chunks of :data:`READOUT_CHUNK` rows (step 1 in float64, step 2 in float32 with its
+    gradient in closed form), so no ``(N, 88)`` temporary is made.
 
     Parameters
     ----------
@@ -212,57 +292,28 @@ def fit_readout(
     c : Tensor of shape (88,)
         float32.
     """
-    H = H.double()
-    Y64 = Y.double()
-    n, p = H.shape
-    design = torch.cat([H, torch.ones(n, 1, dtype=H.dtype, device=H.device)], dim=1)
-    m = Y64.mean(0).clamp(1e-4, 1 - 1e-4)
-    base_logit = torch.log(m / (1 - m))
-    working = base_logit + (Y64 - m) / (m * (1 - m))
-    gram = design.T @ design
-    strength = ridge * torch.trace(gram) / (p + 1)
-    reg = strength * torch.eye(p + 1, dtype=H.dtype, device=H.device)
-    reg[-1, -1] = 0.0  # never shrink the intercept
-    solution = torch.linalg.solve(gram + reg, design.T @ working)  # (p+1, 88)
-    start = torch.zeros_like(solution)
-    start[-1] = base_logit
-    best = start.clone()
-    penalty = float(strength) / n  # per-frame weight of ||W||^2
-
-    def key_objective(weights):  # (88,): each key's mean BCE plus its share of the ridge
-        return _mean_key_nll(design @ weights, Y64) + penalty * weights[:-1].pow(2).sum(0)
-
-    best_loss = key_objective(start)
-    step = 1.0
-    for _ in range(12):
-        candidate = start + step * (solution - start)
-        loss = key_objective(candidate)
-        better = loss < best_loss
-        best[:, better] = candidate[:, better]
-        best_loss = torch.where(better, loss, best_loss)
-        step /= 2
+    Y = Y.float()
+    best, best_loss, penalty = _least_squares_readout(H, Y, ridge)
     if progress:
         progress(0.2 if logistic_steps else 1.0, f"readout: least squares, NLL {best_loss.sum().item():.3f}")
-    least_squares = best.float().clone()
-    weights = least_squares.clone().requires_grad_(True)
+    least_squares = best.float()
+    weights = least_squares.clone()
     if logistic_steps > 0:
-        design32 = design.float()
+        design32 = torch.cat([H.float(), torch.ones(H.shape[0], 1, device=H.device)], dim=1)
+        weights.requires_grad_(True)
         optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=logistic_steps, history_size=10,
                                       line_search_fn="strong_wolfe")
 
         def closure():
-            optimizer.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(design32 @ weights, Y, reduction="sum") / n
-            loss = loss + penalty * weights[:-1].pow(2).sum()
-            loss.backward()
-            weights.grad = weights.grad.contiguous()  # L-BFGS flattens gradients with .view
-            return loss
+            loss, grad = _logistic_objective(design32, Y, weights.detach(), penalty)
+            weights.grad = grad
+            return torch.tensor(loss, dtype=torch.float64)
 
         optimizer.step(closure)
-        refined = closure().item()
+        refined, _ = _logistic_objective(design32, Y, weights.detach(), penalty)
         if not math.isfinite(refined) or refined > best_loss.sum().item():
             # A failed line search can leave L-BFGS worse off; the least-squares fit is then kept.
-            weights = least_squares.clone().requires_grad_(True)
+            weights = least_squares.clone()
         elif progress:
             progress(1.0, f"readout: logistic refinement, NLL {refined:.3f}")
     weights = weights.detach()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lapmusic import N_KEYS
+from lapmusic.core.alloc import keep_freed_memory
 from lapmusic.core.errors import LapMusicError
 from lapmusic.data.fingerprint import pieces_fingerprint
 from lapmusic.model.lae_init import (
@@ -42,6 +43,7 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
             return {"seconds": 0.0}
         return {"seconds": 0.0, "rec_radius_before": scale_recurrent(model, config.rec_radius)}
     started = time.perf_counter()
+    keep_freed_memory()  # the gram LAE's and the readout fit's chunk-sized blocks are freed and taken again
     if config.lae_path:
         lae = _load_lae(config, train_seqs)
         report(0.6, f"pre-training: reusing the LAE in {config.lae_path}")
