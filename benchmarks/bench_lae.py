@@ -1,4 +1,5 @@
-"""Benchmark of the LAE solvers: exact (dense SVD of Xi) vs approx (block Krylov SVD, FFT products).
+"""Benchmark of the LAE solvers: exact (dense SVD of Xi) vs approx (block Krylov SVD, FFT products), and with
+``--weighted`` the training run's lag-weighted LAE: gram (eigenvectors of Xi^T Xi) vs approx vs exact.
 
 Every case runs in its own subprocess so that its peak memory (``ru_maxrss``: the whole process,
 interpreter, torch and the loaded dataset included) is measured alone. A ``load only`` row per
@@ -12,6 +13,13 @@ Prints one table:
 * Nottingham and MuseData (full training sets): approx alone at p = 64, 128, 256 (Xi would need
   hundreds of GB, so exact refuses).
 
+With ``--weighted`` it prints another table instead: the LAE a training run fits (lag weighting
+``--decay``, default 0.3, prefixes cut where ``decay**L < 1e-12``: 23 lags at 0.3) on each of ``--datasets``,
+p from ``--hidden``; per dataset the first ``--exact-pieces`` training pieces (default 100) with exact, gram
+and approx, then the full training set with gram and approx. Beside seconds and peak memory: the kernel's
+share of the CPU time, the minor page faults, and the agreement ``max_i |sigma_i - sigma_i(ref)| / sigma_1``
+over the top p, against exact where it ran, else against gram.
+
 Usage::
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_lae.py            # everything
@@ -19,6 +27,7 @@ Usage::
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --approx-only            # no exact SVD at all
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --json out.json          # also save the rows
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --threads 1              # one torch/BLAS thread
+    LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --weighted --datasets nottingham --hidden 128 --threads 1
     LAPMUSIC_DATA_DIR=... python benchmarks/bench_lae.py --approx-only --device cuda --datasets jsb,nottingham \
         --jsb-subsets none --hidden 64,256                                          # the GPU rows of gpu_check.sh
     python benchmarks/bench_lae.py --synthetic ...                                  # no data: random JSB-shaped pieces
@@ -93,12 +102,17 @@ def child(case: dict, out_path: str) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = usage.ru_utime + usage.ru_stime
         started = time.perf_counter()
-        model = fit_lae(pieces, case["p"], solver=case["solver"], device=device)
+        faults_before, system_before = usage.ru_minflt, usage.ru_stime
+        model = fit_lae(pieces, case["p"], solver=case["solver"], device=device, decay=case.get("decay"),
+                        max_lag=case.get("max_lag"))
         seconds = time.perf_counter() - started
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result.update(
             seconds=seconds,
             cpu_seconds=usage.ru_utime + usage.ru_stime - cpu_before,
+            system_seconds=usage.ru_stime - system_before,
+            minor_faults=usage.ru_minflt - faults_before,
+            solver_ran=model.solver,
             device=model.device,
             rows=model.rows,
             columns=model.columns,
@@ -115,6 +129,46 @@ def relative_error(approx: list[float], exact: list[float], p: int) -> float:
 
     a, e = np.asarray(approx[:p]), np.asarray(exact[:p])
     return float(np.max(np.abs(a - e) / e))
+
+
+def weighted_table(datasets, hidden, decay: float, exact_pieces: int, common: dict, show) -> None:
+    """The ``--weighted`` table: the training run's lag-weighted LAE by every solver (module docstring)."""
+    import math
+
+    import numpy as np
+
+    lags = max(1, math.ceil(math.log(1e-12) / math.log(decay))) if decay < 1 else None  # as pretrain.lae_lags
+    print(f"{'case':<34}{'solver':<13}{'p':>5}{'seconds':>9}{'CPU s':>8}{'kernel %':>9}{'minor faults':>13}"
+          f"{'peak MiB':>9}{'energy %':>9}{'agreement':>11}  reference")
+    for key in datasets:
+        for pieces, label in ((exact_pieces, f"{key} first {exact_pieces}"), (None, f"{key} full train")):
+            show(run_case({"label": f"{label} (load only)", "dataset": key, "pieces": pieces, "solver": "load"}),
+                 weighted=True)
+            for p in hidden:
+                rows = {}
+                for solver in (("exact",) if pieces else ()) + ("gram", "approx"):
+                    rows[solver] = run_case({"label": label, "dataset": key, "pieces": pieces, "solver": solver,
+                                             "p": p, "decay": decay, "max_lag": lags, **common})
+                reference = "exact" if "exact" in rows and "error" not in rows["exact"] else "gram"
+                ref = rows[reference]
+                for solver, row in rows.items():
+                    if solver != reference and "error" not in row and "error" not in ref:
+                        ours, theirs = np.asarray(row["singular_values"][:p]), np.asarray(ref["singular_values"][:p])
+                        row["agreement"] = float(np.max(np.abs(ours - theirs)) / theirs[0])
+                        row["reference"] = reference
+                    show(row, weighted=True)
+
+
+def fmt_weighted(row: dict) -> str:
+    if "error" in row:
+        return f"{row['label']:<34}{row['solver']:<13}{row.get('p', '-')!s:>5}  error: {row['error']}"
+    if "seconds" not in row:
+        return f"{row['label']:<34}{'load':<13}{'-':>5}{'-':>9}{'-':>8}{'-':>9}{'-':>13}{row['peak_bytes'] / 2**20:9.0f}"
+    agreement = f"{row['agreement']:11.1e}  {row['reference']}" if "agreement" in row else f"{'-':>11}"
+    kernel = 100 * row["system_seconds"] / max(row["cpu_seconds"], 1e-9)
+    return (f"{row['label']:<34}{row['solver'] + '/' + row['device']:<13}{row['p']:>5}{row['seconds']:9.2f}"
+            f"{row['cpu_seconds']:8.1f}{kernel:9.1f}{row['minor_faults']:13,}{row['peak_bytes'] / 2**20:9.0f}"
+            f"{100 * row['energy']:9.2f}{agreement}")
 
 
 def fmt_row(row: dict) -> str:
@@ -149,6 +203,12 @@ def main() -> int:
                         help="values of p, comma-separated (default %(default)s)")
     parser.add_argument("--synthetic", action="store_true",
                         help="random JSB-shaped pieces (229, 50-130 frames) instead of JSB; no data needed")
+    parser.add_argument("--weighted", action="store_true",
+                        help="the training run's lag-weighted LAE instead: exact, gram and approx side by side "
+                        "(datasets from --datasets, p from --hidden)")
+    parser.add_argument("--decay", type=float, default=0.3, help="lag weighting of --weighted (default 0.3)")
+    parser.add_argument("--exact-pieces", type=int, default=100,
+                        help="--weighted: the subset (first N training pieces) on which exact also runs (default 100)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--case-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,15 +226,19 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    print(f"{'case':<32}{'solver':<12}{'p':>5}{'Xi rows x cols':>17}{'seconds':>10}{'CPU s':>8}{'peak MiB':>10}"
-          f"{'energy %':>10}{'top-p err':>11}{'speed-up':>10}")
     rows = []
 
-    def show(row):
+    def show(row, weighted=False):
         rows.append(row)
-        print(fmt_row(row), flush=True)
+        print(fmt_weighted(row) if weighted else fmt_row(row), flush=True)
 
     started = time.time()
+    if args.weighted:
+        weighted_table(datasets, hidden, args.decay, args.exact_pieces, common, show)
+        datasets = []  # the unweighted table is not printed
+    else:
+        print(f"{'case':<32}{'solver':<12}{'p':>5}{'Xi rows x cols':>17}{'seconds':>10}{'CPU s':>8}{'peak MiB':>10}"
+              f"{'energy %':>10}{'top-p err':>11}{'speed-up':>10}")
     load = 1.0  # a rough contention indicator, printed with the table
     jsb = "synthetic" if args.synthetic else "jsb"
     name = "synthetic" if args.synthetic else "JSB"
