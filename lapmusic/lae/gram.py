@@ -18,10 +18,11 @@ and ``G[b, a] = G[a, b]^T``. ``F_d`` summed over the pieces is one product of th
 ``L - 1`` frames. Both are sums of 0/1 products: integers below ``2^24``, so float32 products are exact.
 
 Accuracy: squaring ``Xi`` squares its condition number. The eigenvalues come with an absolute error of a few
-``eps ||G||_2`` (``eps`` = 2.2e-16), so a singular value ``sigma_i`` is accurate to about
-``eps sigma_1^2 / sigma_i``: fine down to ``sigma_i ~ 1e-6 sigma_1``, rounding noise below about
-``1e-8 sigma_1`` (:data:`RANK_TOLERANCE`). The top ``p`` of a training run (``gamma = 0.3``, ``p <= 512``) lie
-far above that.
+``eps ||G||_2 = eps sigma_1^2`` (``eps`` = 2.2e-16), so a singular value ``sigma_i`` is guaranteed only to about
+``eps sigma_1^2 / (2 sigma_i)``: nothing is resolved below about ``1e-8 sigma_1`` (hence :data:`RANK_TOLERANCE`).
+Measured against the dense SVD (docs/lae.md) the errors stay far below that bound: at ``gamma = 0.3`` the top
+256 singular values of 100 Nottingham pieces agree to 2e-12 relative and ``B`` to 1e-10; at ``p = 512``
+(``sigma_p`` ~5e-7 ``sigma_1``) to 1e-5 and 6e-3.
 """
 
 from __future__ import annotations
