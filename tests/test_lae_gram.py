@@ -34,6 +34,16 @@ def test_gram_equals_xi_transposed_times_xi(gamma, lags):
     np.testing.assert_allclose(xi_gram(pieces, keys, lags, gamma), xi.T @ xi, rtol=0, atol=1e-10)
 
 
+def test_gram_counts_in_float64_when_float32_could_not_hold_them(monkeypatch):
+    from lapmusic.lae import gram as gram_module
+
+    pieces = validate_sequences(rolls([4, 9, 17], seed=8))
+    keys = active_keys(pieces)
+    monkeypatch.setattr(gram_module, "FLOAT32_COUNTS", 10)  # as if the data had 2^24 frames or more
+    xi = build_xi(pieces, 5, keys=keys, decay=0.7)
+    np.testing.assert_allclose(xi_gram(pieces, keys, 5, 0.7), xi.T @ xi, rtol=0, atol=1e-12)
+
+
 def test_gram_drops_what_the_last_row_does_not_see():
     # One piece x_0 = e_0, x_1 = e_1, L = 2: rows [x_0, 0] and [x_1, x_0]. Lag block 1 sees x_0 only, while the
     # full lag-0 product of the piece also holds x_1 x_1^T: the tail correction must remove it.

@@ -15,7 +15,8 @@ over every piece ``x_0 .. x_{T-1}`` (``x_t = 0`` for ``t < 0``)::
 
 and ``G[b, a] = G[a, b]^T``. ``F_d`` summed over the pieces is one product of the pieces laid end to end with
 ``L`` silent frames between them (so no lag-``d`` pair spans two pieces); the tails need each piece's last
-``L - 1`` frames. Both are sums of 0/1 products: integers below ``2^24``, so float32 products are exact.
+``L - 1`` frames. Both are sums of 0/1 products: integers at most ``N``, so float32 products are exact below
+``2^24`` frames (float64 above).
 
 Accuracy: squaring ``Xi`` squares its condition number. The eigenvalues come with an absolute error of a few
 ``eps ||G||_2 = eps sigma_1^2`` (``eps`` = 2.2e-16), so a singular value ``sigma_i`` is guaranteed only to about
@@ -33,6 +34,7 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.lae.xi import fix_signs, lag_weights
 
 GRAM_MAX_COLUMNS = 4096  # "auto" takes the Gram solver up to this many non-zero columns (G: 128 MiB in float64)
+FLOAT32_COUNTS = 2**24  # float32 holds every integer below this exactly: the lagged products' counts, up to N
 RANK_TOLERANCE = 1e-7  # singular values below this fraction of ||Xi||_F are rounding noise of the eigensolver
 
 
@@ -61,8 +63,9 @@ def xi_gram(pieces, keys, lags: int, decay: float = 1.0) -> np.ndarray:
     width = len(keys)
     gap = lags  # silent frames between two pieces: no lag-d pair (d < L) spans two pieces
     total = sum(x.shape[0] for x in pieces) + gap * len(pieces)
-    laid = np.zeros((total, width), dtype=np.float32)
-    ends = np.zeros((max(lags - 1, 0), len(pieces), width), dtype=np.float32)  # ends[j-1, i] = x_{T-j} of piece i
+    counts = np.float32 if total < FLOAT32_COUNTS else np.float64
+    laid = np.zeros((total, width), dtype=counts)
+    ends = np.zeros((max(lags - 1, 0), len(pieces), width), dtype=counts)  # ends[j-1, i] = x_{T-j} of piece i
     row = 0
     for i, x in enumerate(pieces):
         frames = x[:, keys]
