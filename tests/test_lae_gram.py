@@ -116,3 +116,17 @@ def test_auto_records_the_solver_it_ran(monkeypatch):
     assert fit_lae(pieces, 4).solver == "gram"  # the default is "auto"
     monkeypatch.setattr(lae_fit, "GRAM_MAX_COLUMNS", 239)
     assert fit_lae(pieces, 4, device="cpu").solver == "approx"
+
+
+@pytest.mark.realdata
+def test_gram_matches_exact_on_jsb_pieces_with_the_training_weighting(real_data_dir):
+    import scipy.io
+
+    pieces = list(scipy.io.loadmat(real_data_dir / "JSB_Chorales.mat")["traindata"][0][:20])
+    exact = fit_lae(pieces, 64, solver="exact", decay=0.3, max_lag=23)
+    gram = fit_lae(pieces, 64, decay=0.3, max_lag=23)  # what a training run fits
+    assert gram.solver == "gram"
+    np.testing.assert_allclose(gram.singular_values[:64], exact.singular_values[:64], rtol=1e-10)
+    signs = np.sign(np.sum(exact.A * gram.A, axis=1))
+    np.testing.assert_allclose(gram.A * signs[:, None], exact.A, atol=1e-8)
+    np.testing.assert_allclose(gram.B * np.outer(signs, signs), exact.B, atol=1e-8)
