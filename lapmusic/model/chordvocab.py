@@ -181,10 +181,6 @@ class ChordVocabNADE(NADEOutput):
         return torch.where(same, candidate, torch.full_like(candidate, -1)).reshape(keys.shape)
 
     # ----------------------------------------------------------------------- likelihood
-    def mixture_parts(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(g (...), log Cat_V (..., |V|))`` for states ``(..., p)``: the gate logit and the chord log-softmax."""
-        return self.gate(states).squeeze(-1), torch.log_softmax(self.chord_logits(states), dim=-1)
-
     def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,
                  past: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log p(x | h)`` ``(...)`` of the mixture for frames ``(..., K)`` (module docstring; ``past`` is
@@ -199,10 +195,12 @@ class ChordVocabNADE(NADEOutput):
 
     def _log_prob(self, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         nade = super().log_prob(s, v, x)  # (N,)
-        gate, log_cat = self.mixture_parts(s)
+        gate = self.gate(s).squeeze(-1)
         index = self.vocab_index(v)
-        chord = log_cat.gather(1, index.clamp(min=0).unsqueeze(1)).squeeze(1)
-        chord = torch.where(index >= 0, chord, torch.full_like(chord, -math.inf))
+        # The softmax over |V| chords only for the frames in V: the others' chord term is -inf whatever it says.
+        rows = (index >= 0).nonzero().squeeze(1)
+        log_cat = torch.log_softmax(self.chord_logits(s[rows]), dim=-1)  # (N_in, |V|)
+        chord = torch.full_like(gate, -math.inf).index_put((rows,), log_cat.gather(1, index[rows, None]).squeeze(1))
         return torch.logaddexp(nn.functional.logsigmoid(gate) + chord, nn.functional.logsigmoid(-gate) + nade)
 
     # ----------------------------------------------------------------------- sampling

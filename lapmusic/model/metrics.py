@@ -171,6 +171,7 @@ class MetricAccumulator:
     def __init__(self) -> None:
         self.nll_sum = 0.0
         self.frames = 0
+        self.nll_only_frames = 0  # frames pooled by update_nll, which count no ACC
         self.tp = self.fp = self.fn = 0.0
         self.soft_tp = self.soft_fp = self.soft_fn = 0.0
         self.positive_hist = np.zeros(THRESHOLD_BINS, dtype=np.int64)
@@ -206,6 +207,15 @@ class MetricAccumulator:
         self.positive_hist += torch.bincount(bins[played], minlength=THRESHOLD_BINS).cpu().numpy()
         self.negative_hist += torch.bincount(bins[real & ~played], minlength=THRESHOLD_BINS).cpu().numpy()
 
+    @torch.no_grad()
+    def update_nll(self, nll: torch.Tensor, mask: torch.Tensor) -> None:
+        """Pool the NLL alone: per-frame NLLs ``nll`` ``(...)`` where ``mask`` ``(...)`` is 1; ACC counts stay
+        untouched, and :meth:`result` gives ACC and expected ACC as ``None`` (they would cover only part of the frames)."""
+        mask = mask.double()
+        self.nll_sum += float((nll.double() * mask).sum())
+        self.frames += int(mask.sum())
+        self.nll_only_frames += int(mask.sum())
+
     def acc_at(self, threshold: float) -> float | None:
         """ACC in % with keys on when ``p >= threshold`` (``threshold`` rounded down to the 1/200 grid)."""
         j = int(np.clip(np.floor(threshold * THRESHOLD_BINS + 1e-9), 0, THRESHOLD_BINS - 1))
@@ -219,8 +229,8 @@ class MetricAccumulator:
     def result(self) -> dict:
         return {
             "nll": self.nll_sum / self.frames if self.frames else None,
-            "acc": _acc(self.tp, self.fp, self.fn),
-            "expected_acc": _acc(self.soft_tp, self.soft_fp, self.soft_fn),
+            "acc": _acc(self.tp, self.fp, self.fn) if not self.nll_only_frames else None,
+            "expected_acc": _acc(self.soft_tp, self.soft_fp, self.soft_fn) if not self.nll_only_frames else None,
             "frames": self.frames,
         }
 

@@ -210,17 +210,20 @@ class NADEOutput(OutputHead):
         """
         n, keys = v.shape
         on = v > 0.5
-        most = int(on.sum(1).max()) if n else 0
-        # Indices of the keys on, lowest first, padded with the index `keys` (a zero column of W).
-        positions = torch.where(on, torch.arange(keys, device=v.device), keys)
-        lowest = positions.sort(dim=1).values[:, :most]  # (N, m)
+        rank = torch.cumsum(on, dim=1)  # (N, K): keys on up to and including key k
+        most = int(rank[:, -1].max()) if n else 0
+        # Indices of the keys on, lowest first, padded with the index `keys` (a zero column of W); each key on is
+        # scattered to its rank (no sort); the keys off all land in a spare last column, then dropped.
+        lowest = torch.full((n, most + 1), keys, dtype=torch.long, device=v.device)
+        lowest.scatter_(1, torch.where(on, rank - 1, most), torch.arange(keys, device=v.device).expand(n, keys))
+        lowest = lowest[:, :most]  # (N, m)
         columns = torch.cat([self.W.T, self.W.new_zeros(1, self.hidden)])  # (K + 1, H)
         running = torch.cumsum(columns[lowest], dim=1)  # (N, m, H): W[:, j1], W[:, j1] + W[:, j2], ...
         b, c = self.biases(s, x)
         c = c.unsqueeze(1)  # (N, 1, H)
         a = torch.cat([c, c + running], dim=1)  # (N, S, H), segment 0 = no key below
         scores = torch.sigmoid(a) @ self.V.T  # (N, S, K): V[k] . sigmoid(a_seg) for every segment and key
-        segment = (torch.cumsum(on, dim=1) - on.long()).unsqueeze(1)  # (N, 1, K): keys on below key k
+        segment = (rank - on.long()).unsqueeze(1)  # (N, 1, K): keys on below key k
         return b + scores.gather(1, segment).squeeze(1)
 
     def log_prob(self, states: torch.Tensor, frames: torch.Tensor, inputs: torch.Tensor | None = None,

@@ -52,6 +52,7 @@ from lapmusic.training.epoch import (
     _to_tensors,
     check_divergence,
     choose_threshold,
+    evaluate_nll,
     evaluate_tensors,
     key_density,
     noise_generator,
@@ -279,7 +280,7 @@ def _start(model: PianoRollRNN, config: TrainConfig, run_dir: Path, device, trai
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     report(0.9 / slots, "evaluating the initial network")
-    initial_train = evaluate_tensors(model, train_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
+    initial_train = evaluate_nll(model, train_t, config.eval_batch_size)  # its NLL is all the epoch line keeps
     initial_valid = evaluate_tensors(model, valid_t, config.eval_batch_size, acc_samples=EPOCH_ACC_SAMPLES)
     if initial_valid["nll"] is None or not math.isfinite(initial_valid["nll"]):
         raise TrainingDiverged("the initial network gives a NaN/inf validation NLL; try a smaller --alpha")
@@ -389,9 +390,7 @@ def _final_evaluation(model: PianoRollRNN, config: TrainConfig, run_dir: Path, d
 
 def _epoch_line(epoch: int, train_nll, valid: dict, seconds: float, elapsed: float, optimizer) -> dict:
     return {
-        "epoch": epoch,
-        "train_nll": train_nll,
-        "valid_nll": valid["nll"],
+        "epoch": epoch, "train_nll": train_nll, "valid_nll": valid["nll"],
         "valid_acc": valid["acc"],
         "valid_expected_acc": valid["expected_acc"],
         "seconds": seconds,
