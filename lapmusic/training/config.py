@@ -76,6 +76,8 @@ class TrainConfig:
         Scale each weight matrix's learning rate by its RMS at the start of training.
     warmup_steps : int
         Linear learning-rate warm-up over the first optimizer steps (0: none).
+    freeze_recurrent_epochs : int
+        Train only the output layer in the first epochs, the recurrent layer frozen as initialised (0: none).
     lae_solver : {"auto", "gram", "exact", "approx"}
         The LAE solver (``lapmusic.lae.fit.fit_lae``; ``"auto"``: gram when the lag-weighted data matrix has at
         most 4,096 non-zero columns, as with the default ``lae_decay``, else approx).
@@ -130,6 +132,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     relative_lr: bool = False
     warmup_steps: int = 0
+    freeze_recurrent_epochs: int = 0
     lae_solver: str = "auto"
     lae_max_lag: int | None = None
     lae_path: str | None = None
@@ -284,7 +287,8 @@ _INT_FIELDS = {
     "epochs": (1, 100_000, False), "batch_size": (1, 4096, False),
     "bptt": (1, 100_000, False), "eval_batch_size": (1, 4096, False), "readout_max_frames": (1, 10_000_000, False),
     "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
-    "warmup_steps": (0, 10_000_000, False), "max_sequences": (1, 10_000_000, True),
+    "warmup_steps": (0, 10_000_000, False), "freeze_recurrent_epochs": (0, 100_000, False),
+    "max_sequences": (1, 10_000_000, True),
     "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
 }
 # name -> (low, high, may be null, low excluded)

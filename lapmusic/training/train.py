@@ -232,6 +232,7 @@ def _train(config: TrainConfig, run_dir: Path, status: StatusWriter, report, can
             report((epoch + done / total) / slots, f"epoch {epoch}/{config.epochs}: batch {done}/{total}",
                    epoch=epoch - 1)
 
+        model.recurrent.requires_grad_(epoch > config.freeze_recurrent_epochs)  # frozen: no grad, Adam skips it
         result = train_epoch(model, run.optimizer, train_t, batch_size=config.batch_size, bptt=config.bptt,
                              clip=config.clip, rng=rng, on_batch=on_batch, cancel=cancel,
                              warmup_steps=config.warmup_steps, input_noise=config.input_noise, density=density,
