@@ -12,7 +12,9 @@ best validation NLL and epoch, epochs run and why the run stopped; per dataset, 
 validation NLL of the best model so far (mean over seeds) is below the random start's at every epoch that every
 run of both reached (a run cut by a time budget says nothing about the epochs after its last).
 
-``--deadline S``: start no evaluation after S seconds, end those still running at S, and write the table with
+``--kept TABLE.json``: take the evaluations an earlier call wrote into its table (e.g. on the GPU machine, with
+the run folders unpacked at the same paths) as kept answers, so that only the runs it could not evaluate are
+evaluated again. ``--deadline S``: start no evaluation after S seconds, end those still running at S, and write the table with
 what was evaluated (the rest are listed as not evaluated). Needs lapmusic and numpy (no plotting library).
 """
 
@@ -50,6 +52,15 @@ def cached(run: Path, best_epoch: int | None) -> dict | None:
     """The kept evaluation of ``run`` if it scored the model of ``best_epoch``."""
     answer = read_json(cache_path(run)) if cache_path(run).is_file() else None
     return answer if answer and answer.get("epoch") == best_epoch else None
+
+
+def keep(runs: list[Path], table: dict) -> None:
+    """Write the evaluations of an earlier table (``"evaluations"``: run folder -> answer) as the kept answers of
+    those ``runs`` that have none."""
+    earlier = table.get("evaluations") or {}
+    for run in runs:
+        if str(run) in earlier and not cache_path(run).is_file():
+            atomic_write_json(cache_path(run), earlier[str(run)])
 
 
 def evaluate_all(runs: list[Path], jobs: int, device: str | None, deadline: float | None,
@@ -249,18 +260,22 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="evaluate on this device (default: each run's setting)")
     parser.add_argument("--deadline", type=float, help="seconds after which no evaluation runs (default: none)")
     parser.add_argument("--no-evaluate", action="store_true", help="tabulate the kept evaluations only")
+    parser.add_argument("--kept", type=Path, help="an earlier OUT.json whose evaluations to keep (default: none)")
     args = parser.parse_args(argv)
     missing = [str(s) for s in args.sweeps if not (s / "runs").is_dir()]
     if missing:
         parser.error(f"not a sweep folder (no runs/ inside): {', '.join(missing)}; give lapmusic sweep --out folders")
     runs = run_folders(args.sweeps)
+    if args.kept is not None:
+        keep(runs, json.loads(args.kept.read_text()))
     if args.no_evaluate:
         answers = {run: cached(run, best_of(read_history(run))[1]) for run in runs}
     else:
         answers = evaluate_all(runs, max(1, args.jobs), args.device, args.deadline)
     rows = [run_row(run, answers.get(run)) for run in runs]
     table = tabulate(rows)
-    atomic_write_json(Path(f"{args.out}.json"), {"rows": rows, **table})
+    evaluations = {str(run): answer for run, answer in answers.items() if answer and "error" not in answer}
+    atomic_write_json(Path(f"{args.out}.json"), {"rows": rows, **table, "evaluations": evaluations})
     Path(f"{args.out}.md").write_text(markdown(rows, table))
     print(markdown(rows, table))
     return 0

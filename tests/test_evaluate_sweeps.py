@@ -97,3 +97,20 @@ def test_refuses_a_folder_that_is_no_sweep(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main([str(tmp_path), "--out", str(tmp_path / "t")])
     assert "no runs/ inside" in capsys.readouterr().err
+
+
+def test_main_keeps_an_earlier_tables_evaluations(script, tmp_path):
+    """The GPU machine's table carries its evaluations: tabulating the unpacked folders again reuses them (no
+    evaluation runs: a run without a kept answer and without best.pt has nothing to evaluate)."""
+    sweep = tmp_path / "jsb"
+    lae = fake_run(sweep, "lae", 7, [7.0, 6.0], finished=True)
+    rnd = fake_run(sweep, "random", 7, [60.0, 6.5], finished=True)
+    earlier = {"evaluations": {str(lae): {"epoch": 1, "nll": 5.5, "nll_first_frame_scored": 5.6},
+                               str(rnd): {"epoch": 0, "nll": 9.9, "nll_first_frame_scored": 9.9}}}  # stale: best is 1
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    assert script.main([str(sweep), "--out", str(tmp_path / "t"), "--kept", str(tmp_path / "earlier.json")]) == 0
+    table = json.loads((tmp_path / "t.json").read_text())
+    rows = {r["init"]: r for r in table["rows"]}
+    assert rows["lae"]["test_nll"] == 5.5 and rows["lae"]["test_nll_first_frame_scored"] == 5.6
+    assert rows["random"]["test_nll"] is None  # the earlier answer scored another epoch's model
+    assert list(table["evaluations"]) == [str(lae)]
