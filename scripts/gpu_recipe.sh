@@ -3,7 +3,7 @@
 # the others, 512-chord vocabulary, copy window 32, dropout 0.5, lr 3e-3, batch 8), LAE (the defaults of
 # --init lae) and random init, seeds 7-9, on JSB, Nottingham, MuseData and Piano-midi.de: all 24 runs at once
 # (scripts/sweeps/gpu_recipe_*.json: 4 sweeps x 6 worker processes), each stopped by early stopping (patience 6)
-# or by its time budget (max_seconds 300 s of epochs); unfinished runs are cancelled at 470 s (best model kept);
+# or by its time budget (max_seconds 330 s of epochs); unfinished runs are cancelled at 470 s (best model kept);
 # then `lapmusic evaluate RUN --json` for every run (test NLL with each piece's first frame left out and scored)
 # until 570 s. No CUDA tests (the GPU's time goes to the runs). Meant to end in under 580 s (one 600 s call).
 #
@@ -12,7 +12,7 @@
 # Environment (each maps to scripts/gpu_final.sh's, which does the work; see its header):
 #   GPU_RECIPE_DEVICE=cpu       rehearse without a GPU: 6 pieces per split, 3 epochs, a few seconds per run
 #   GPU_RECIPE_DATASETS="..."   which of jsb nottingham musedata pianomidi (default all four)
-#   GPU_RECIPE_SECONDS=S        time budget per run in seconds (default: the specs' max_seconds, 300)
+#   GPU_RECIPE_SECONDS=S        time budget per run in seconds (default: the specs' max_seconds, 330)
 #   GPU_RECIPE_STOP=S           cancel unfinished runs at S seconds (default 470)
 #   GPU_RECIPE_END=S            end the evaluations at S seconds (default 570)
 #   GPU_RECIPE_JOBS=N           runs at once per dataset (default 6)
