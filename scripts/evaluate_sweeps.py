@@ -15,7 +15,8 @@ run of both reached (a run cut by a time budget says nothing about the epochs af
 ``--kept TABLE.json``: take the evaluations an earlier call wrote into its table (e.g. on the GPU machine, with
 the run folders unpacked at the same paths) as kept answers, so that only the runs it could not evaluate are
 evaluated again. ``--deadline S``: start no evaluation after S seconds, end those still running at S, and write the table with
-what was evaluated (the rest are listed as not evaluated). Needs lapmusic and numpy (no plotting library).
+what was evaluated (the rest are listed as not evaluated). Exit status 1 when an evaluation failed or was
+ended, else 0. Needs lapmusic and numpy (no plotting library).
 """
 
 from __future__ import annotations
@@ -278,7 +279,10 @@ def main(argv=None) -> int:
     atomic_write_json(Path(f"{args.out}.json"), {"rows": rows, **table, "evaluations": evaluations})
     Path(f"{args.out}.md").write_text(markdown(rows, table))
     print(markdown(rows, table))
-    return 0
+    failed = [r["run_dir"] for r in rows if r["evaluate_error"]]
+    if failed:
+        print(f"{len(failed)} evaluations failed or were ended: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@
 #                              NAME_table.json under $OUT (scripts/evaluate_sweeps.py; default 0)
 #   GPU_FINAL_END=S            the evaluations end at S seconds into the script (default 570)
 #   GPU_FINAL_EVAL_JOBS=N      evaluations at once (default 8)
+#   GPU_FINAL_PREFLIGHT=1      first train both inits of the first dataset on 4 pieces for 1 epoch and evaluate
+#                              them; if that fails, stop at once (exit 3) so that a second try still fits (default 0)
 #   PYTHON                     the interpreter (default python3)
 #
 # scripts/gpu_recipe.sh runs the music model's table (the NADE recipe, four datasets) through this script.
@@ -72,6 +74,28 @@ fi
   done >> "$out/machine.txt" 2>&1 ) &
 sampler=$!
 
+extra=()
+if [ "$device" = cpu ]; then extra=(device=cpu max_sequences=6 epochs=3); fi
+[ -n "${GPU_FINAL_SECONDS:-}" ] && extra+=(max_seconds="$GPU_FINAL_SECONDS")
+datasets=(${GPU_FINAL_DATASETS:-nottingham musedata pianomidi})
+
+# Preflight: the whole path (sweep, LAE, training, final evaluation, lapmusic evaluate) on a few pieces, in
+# about half a minute, before the long runs are started.
+if [ "${GPU_FINAL_PREFLIGHT:-0}" = 1 ]; then
+  say "preflight: ${datasets[0]}, both inits, 4 pieces, 1 epoch"
+  if ! timeout 180 "$python" scripts/sweep.py --spec "scripts/sweeps/${specs}_${datasets[0]}.json" --jobs 2 --final \
+         --out "$work/preflight" --name preflight --seeds 0 --retries 0 \
+         --base ${extra[@]+"${extra[@]}"} max_sequences=4 epochs=1 > "$work/preflight.log" 2>&1 \
+     || ! timeout 120 "$python" scripts/evaluate_sweeps.py "$work/preflight" --out "$work/preflight_table" \
+         --jobs 2 >> "$work/preflight.log" 2>&1; then
+    tail -n 60 "$work/preflight.log" >> "$out/sweeps.log"
+    say "preflight FAILED (its log's end is in sweeps.log); nothing else was started"
+    kill "$sampler" 2>/dev/null
+    exit 3
+  fi
+  say "preflight passed"
+fi
+
 # Left out of the tarballs: the checkpoints to resume from and the LAEs (refitted from the data and settings), so
 # that 24 run folders stay well under the 16 MiB a file that comes back may have.
 leave_out=(--exclude checkpoint.pt --exclude '*.tmp*' --exclude '*.npz')
@@ -99,11 +123,8 @@ if [ "$device" = cuda ] && [ "${GPU_FINAL_TESTS:-1}" = 1 ]; then
   tests=$!
 fi
 
-extra=()
-if [ "$device" = cpu ]; then extra=(device=cpu max_sequences=6 epochs=3); fi
-[ -n "${GPU_FINAL_SECONDS:-}" ] && extra+=(max_seconds="$GPU_FINAL_SECONDS")
 pids=()
-for dataset in ${GPU_FINAL_DATASETS:-nottingham musedata pianomidi}; do
+for dataset in "${datasets[@]}"; do
   say "starting $dataset"
   "$python" scripts/sweep.py --spec "scripts/sweeps/${specs}_$dataset.json" --jobs "${GPU_FINAL_JOBS:-6}" --final \
     --out "$work/$specs/$dataset" --name final ${extra[@]+--base "${extra[@]}"} \
