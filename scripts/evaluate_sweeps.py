@@ -15,8 +15,8 @@ run of both reached (a run cut by a time budget says nothing about the epochs af
 ``--kept TABLE.json``: take the evaluations an earlier call wrote into its table (e.g. on the GPU machine, with
 the run folders unpacked at the same paths) as kept answers, so that only the runs it could not evaluate are
 evaluated again. ``--deadline S``: start no evaluation after S seconds, end those still running at S, and write the table with
-what was evaluated (the rest are listed as not evaluated). Exit status 1 when an evaluation failed or was
-ended, else 0. Needs lapmusic and numpy (no plotting library).
+what was evaluated (the rest are listed as not evaluated). Exit status 1 when a run with a ``best.pt`` was
+left without an evaluation (failed, ended, not started), else 0. Needs lapmusic and numpy (no plotting library).
 """
 
 from __future__ import annotations
@@ -144,8 +144,9 @@ def run_row(run: Path, answer: dict | None) -> dict:
     state = (read_json(run / "status.json") or {}).get("state") if (run / "status.json").is_file() else None
     history = read_history(run)
     best_valid, best_epoch = best_of(history)
+    missing = None if answer or not (run / "best.pt").is_file() else "not evaluated"
     answer = answer or {}
-    stopped = final["stopped"] if final else {"cancelled": "cancelled (deadline)"}.get(state, state or "not started")
+    stopped = final["stopped"] if final else {"cancelled": "cancelled (stop time)"}.get(state, state or "not started")
     seconds = [h["seconds"] for h in history if h["epoch"] > 0]
     return {
         "run": run.name, "run_dir": str(run), "dataset": config["dataset"], "init": config["init"],
@@ -156,7 +157,7 @@ def run_row(run: Path, answer: dict | None) -> dict:
         "test_nll": answer.get("nll"), "test_nll_first_frame_scored": answer.get("nll_first_frame_scored"),
         "test_acc": answer.get("acc"), "test_frames": answer.get("frames"),
         "test_frames_first_frame_scored": answer.get("frames_first_frame_scored"),
-        "evaluated_epoch": answer.get("epoch"), "evaluate_error": answer.get("error"),
+        "evaluated_epoch": answer.get("epoch"), "evaluate_error": answer.get("error") or missing,
         "worker_test_nll": final.get("nll") if final else None,  # the worker's own figure: the same model
         "marginal_nll": (answer.get("baselines") or {}).get("marginal_nll"),
     }
@@ -246,7 +247,7 @@ def markdown(rows: list[dict], table: dict) -> str:
     for r in rows:
         note = r["evaluate_error"] or (f"model of epoch {r['evaluated_epoch']}" if r["evaluated_epoch"] is not None
                                        else "no model to evaluate (no epoch finished)")
-        out.append(f"| {r['dataset']}/{r['run']} | {r['state']} | {r['stopped']} | {r['epochs']} | {r['best_epoch']} "
+        out.append(f"| {r['dataset']}/{r['run']} | {r['state']} | {r['stopped']} | {r['epochs']} | {'-' if r['best_epoch'] is None else r['best_epoch']} "
                    f"| {_number(r['best_valid_nll'])} | {_number(r['test_nll'])} | "
                    f"{_number(r['test_nll_first_frame_scored'])} | {_number(r['worker_test_nll'])} | {note} |")
     return "\n".join(out) + "\n"
@@ -281,7 +282,8 @@ def main(argv=None) -> int:
     print(markdown(rows, table))
     failed = [r["run_dir"] for r in rows if r["evaluate_error"]]
     if failed:
-        print(f"{len(failed)} evaluations failed or were ended: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} runs with a model were not evaluated (failed, ended or not started): "
+              f"{', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -16,10 +16,11 @@
 #   GPU_FINAL_TESTS=0          skip the CUDA tests (default 1: run them beside the sweeps)
 #   GPU_FINAL_STOP=S           at S seconds into the script, cancel every run still training (its best model
 #                              so far is kept; default: never)
-#   GPU_FINAL_EVALUATE=1       after packing, `lapmusic evaluate --json` every run and write NAME_table.md and
-#                              NAME_table.json under $OUT (scripts/evaluate_sweeps.py; default 0)
+#   GPU_FINAL_EVALUATE=1       `lapmusic evaluate --json` every run (a dataset as soon as its sweep ends) and
+#                              write NAME_table.md and NAME_table.json under $OUT (scripts/evaluate_sweeps.py;
+#                              default 0)
 #   GPU_FINAL_END=S            the evaluations end at S seconds into the script (default 570)
-#   GPU_FINAL_EVAL_JOBS=N      evaluations at once (default 8)
+#   GPU_FINAL_EVAL_JOBS=N      evaluations at once at the end (default 8; half as many per dataset before)
 #   GPU_FINAL_PREFLIGHT=1      first train both inits of the first dataset on 4 pieces for 1 epoch and evaluate
 #                              them; if that fails, stop at once (exit 3) so that a second try still fits (default 0)
 #   PYTHON                     the interpreter (default python3)
@@ -123,28 +124,41 @@ if [ "$device" = cuda ] && [ "${GPU_FINAL_TESTS:-1}" = 1 ]; then
   tests=$!
 fi
 
+# One sweep per dataset; with GPU_FINAL_EVALUATE=1 a dataset whose runs are done is evaluated at once, while the
+# others still train (half of GPU_FINAL_EVAL_JOBS at a time; the table at the end reuses these answers and evaluates what is left).
+evaluate_until() {
+  local left=$(( ${GPU_FINAL_END:-570} - ($(date +%s) - started) ))
+  "$python" scripts/evaluate_sweeps.py "$@" --deadline "$(( left > 1 ? left : 1 ))"
+}
+alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 pids=()
 for dataset in "${datasets[@]}"; do
   say "starting $dataset"
-  "$python" scripts/sweep.py --spec "scripts/sweeps/${specs}_$dataset.json" --jobs "${GPU_FINAL_JOBS:-6}" --final \
-    --out "$work/$specs/$dataset" --name final ${extra[@]+--base "${extra[@]}"} \
-    > "$work/$specs/$dataset.log" 2>&1 &
+  ( "$python" scripts/sweep.py --spec "scripts/sweeps/${specs}_$dataset.json" --jobs "${GPU_FINAL_JOBS:-6}" --final \
+      --out "$work/$specs/$dataset" --name final ${extra[@]+--base "${extra[@]}"} > "$work/$specs/$dataset.log" 2>&1
+    echo $? > "$work/$dataset.status"
+    if [ "${GPU_FINAL_EVALUATE:-0}" = 1 ]; then
+      evaluate_until "$work/$specs/$dataset" --out "$work/early_$dataset" --jobs "$(( (${GPU_FINAL_EVAL_JOBS:-8} + 1) / 2 ))" \
+        > /dev/null 2> "$work/early_$dataset.log"
+    fi ) &
   pids+=($!)
 done
+until [ "$(cat "$work"/*.status 2>/dev/null | wc -l)" -ge "${#datasets[@]}" ] || ! alive; do sleep 2; done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for dataset in "${datasets[@]}"; do [ "$(cat "$work/$dataset.status" 2>/dev/null)" = 0 ] || status=1; done
 touch "$work/done"
 say "sweeps finished (status $status)"
 cat "$work/$specs"/*.log >> "$out/sweeps.log"
-[ -n "${tests:-}" ] && wait "$tests"
 kill "$watchdog" ${stopper:-} 2>/dev/null
-tar czf "$out/runs.tar.gz" -C "$work" "${leave_out[@]}" "$specs"
+tar czf "$out/runs.tar.gz" -C "$work" --warning=no-file-changed "${leave_out[@]}" "$specs"
 say "packed $(du -h "$out/runs.tar.gz" | cut -f1) into $out/runs.tar.gz"
+for pid in "${pids[@]}"; do wait "$pid"; done
+[ -n "${tests:-}" ] && wait "$tests"
 if [ "${GPU_FINAL_EVALUATE:-0}" = 1 ]; then
-  left=$(( ${GPU_FINAL_END:-570} - ($(date +%s) - started) ))
-  say "evaluating every run, both conventions, for at most $left s"
-  "$python" scripts/evaluate_sweeps.py "$work/$specs"/*/ --out "$out/${specs}_table" --jobs "${GPU_FINAL_EVAL_JOBS:-8}" \
-    --deadline "$(( left > 1 ? left : 1 ))" > /dev/null 2>> "$out/sweeps.log" || status=1
+  cat "$work"/early_*.log >> "$out/sweeps.log"
+  say "evaluating the runs not evaluated yet, until ${GPU_FINAL_END:-570} s; the table of all"
+  evaluate_until "$work/$specs"/*/ --out "$out/${specs}_table" --jobs "${GPU_FINAL_EVAL_JOBS:-8}" \
+    > /dev/null 2>> "$out/sweeps.log" || status=1
   say "wrote $out/${specs}_table.md and .json"
 fi
 kill "$sampler" 2>/dev/null

@@ -64,7 +64,7 @@ def test_table_from_two_inits(script, tmp_path):
     assert by["random"]["test_nll_first_frame_scored"]["mean"] == pytest.approx(np.mean([5.05, 5.3, 5.5]))
     assert by["random"]["best_valid_nll"]["mean"] == pytest.approx(np.mean([5.3, 5.2, 5.6]))
     assert by["lae"]["epochs"]["mean"] == pytest.approx(np.mean([3, 3, 2]))
-    assert sorted(by["lae"]["stopped"]) == ["cancelled (deadline)", "time budget", "time budget"]
+    assert sorted(by["lae"]["stopped"]) == ["cancelled (stop time)", "time budget", "time budget"]
     assert by["lae"]["marginal_nll"] == 11.0
 
     # Compared over epochs 0-2 only (the cancelled run's last): best-so-far means there.
@@ -114,3 +114,11 @@ def test_main_keeps_an_earlier_tables_evaluations(script, tmp_path):
     assert rows["lae"]["test_nll"] == 5.5 and rows["lae"]["test_nll_first_frame_scored"] == 5.6
     assert rows["random"]["test_nll"] is None  # the earlier answer scored another epoch's model
     assert list(table["evaluations"]) == [str(lae)]
+
+
+def test_a_model_left_unevaluated_is_named_so(script, tmp_path):
+    run = fake_run(tmp_path / "s", "lae", 7, [7.0, 6.0], finished=True)
+    assert script.run_row(run, None)["evaluate_error"] is None  # no best.pt: nothing to evaluate
+    (run / "best.pt").write_bytes(b"")
+    assert script.run_row(run, None)["evaluate_error"] == "not evaluated"
+    assert script.main([str(tmp_path / "s"), "--out", str(tmp_path / "t"), "--no-evaluate"]) == 1
