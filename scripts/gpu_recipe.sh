@@ -6,8 +6,8 @@
 # dataset on 4 pieces for 1 epoch, and their evaluation: a broken path ends the script within a minute or two,
 # exit status 3, while a second try still fits the session), each stopped by early stopping (patience 6)
 # or by its time budget (max_seconds 300 s of epochs); unfinished runs are cancelled at 470 s (best model kept);
-# then `lapmusic evaluate RUN --json` for every run (test NLL with each piece's first frame left out and scored)
-# until 570 s. No CUDA tests (the GPU's time goes to the runs). Meant to end in under 580 s (one 600 s call).
+# `lapmusic evaluate RUN --json` for every run (test NLL with each piece's first frame left out and scored), a
+# dataset as soon as its sweep ends, until 570 s. No CUDA tests (the GPU's time goes to the runs). Meant to end in under 580 s (one 600 s call).
 #
 #   scripts/gpu_recipe.sh                results under $OUT (default ./gpu_recipe_out)
 #
