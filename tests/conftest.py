@@ -8,6 +8,7 @@ go to a temporary folder unless the environment names them, so tests never touch
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -37,6 +38,15 @@ def real_data_dir() -> Path:
     if not (path / "JSB_Chorales.mat").is_file():
         pytest.skip(f"LAPMUSIC_DATA_DIR={value} holds no JSB_Chorales.mat")
     return path
+
+
+def load_script(relative: str):
+    """A script of the repository (e.g. ``scripts/evaluate_sweeps.py``) imported as a module, for its tests."""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def random_rolls(n: int, length: int | tuple[int, int], *, seed: int = 0, density: float = 0.06) -> list[np.ndarray]:

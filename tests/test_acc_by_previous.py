@@ -3,13 +3,12 @@ probabilities, each against a direct computation on small data."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_rolls, synthetic_config, synthetic_dataset
+from conftest import load_script, random_rolls, synthetic_config, synthetic_dataset
 
 from lapmusic.model.config import ModelConfig
 from lapmusic.model.metrics import THRESHOLD_BINS
@@ -20,10 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("acc_by_previous", ROOT / "scripts" / "acc_by_previous.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/acc_by_previous.py")
 
 
 def direct_acc(p, previous, played, t_on, t_off):

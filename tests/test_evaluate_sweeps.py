@@ -4,22 +4,19 @@ every run reached, each against a direct computation."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_sweeps", ROOT / "scripts" / "evaluate_sweeps.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/evaluate_sweeps.py")
 
 
 def fake_run(sweep: Path, init: str, seed: int, curve: list[float], *, finished: bool, test=None) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import random_rolls
+from conftest import load_script, random_rolls
 
 from lapmusic.cli.main import main as cli_main
 from lapmusic.data.dataset import Dataset
@@ -73,9 +72,7 @@ def test_a_tiny_grid_runs_in_two_workers_resumes_and_writes_one_table(tmp_path, 
     assert "test NLL" not in (tmp_path / "sweep.md").read_text()
     # The report draws the two figures per dataset and prints the equal-epoch table.
     pytest.importorskip("matplotlib")
-    report_spec = importlib.util.spec_from_file_location("sweep_report", ROOT / "scripts" / "sweep_report.py")
-    report = importlib.util.module_from_spec(report_spec)
-    report_spec.loader.exec_module(report)
+    report = load_script("scripts/sweep_report.py")
     capsys.readouterr()
     assert report.main([str(tmp_path / "sweep.json"), "--img", str(tmp_path / "img"), "--prefix", "t", "--test"]) == 0
     printed = capsys.readouterr().out
