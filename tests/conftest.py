@@ -106,10 +106,11 @@ def one_torch_thread():
     """The machine has 2 cores: one torch thread per test is faster than fighting over them."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from lapmusic.core.device import threads_kept
+
+    with threads_kept():
+        torch.set_num_threads(1)
+        yield
 
 
 REPO = Path(__file__).resolve().parents[1]

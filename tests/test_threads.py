@@ -12,10 +12,9 @@ from lapmusic.training.train import train
 
 @pytest.fixture
 def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with threads_kept():
+        torch.set_num_threads(2)
+        yield
 
 
 @pytest.mark.usefixtures("two_threads")
