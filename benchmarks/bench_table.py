@@ -1,6 +1,7 @@
 """The performance table in one run: training frames/s of the engine and of the sampling recipe, 1 and 2 threads.
 
-Runs ``bench_train.py`` twice per thread count and repeat (the engine against the batch-of-one loop at batch 32;
+Runs ``bench_train.py`` twice per thread count and repeat (the engine at batch 32 against the batch-of-one loop,
+with torch.nn.RNN as reference code runs it and with lapmusic's hand-written steps;
 JSB's sampling recipe against the Bernoulli output at batch 8; each pair interleaved epoch by epoch), each in a
 process of its own so that its peak resident memory is its own, then ``bench_eval.py`` for the recipe's
 evaluation memory, and prints the median and the range (min-max) over the repeats of every figure, with
@@ -50,10 +51,13 @@ def measure(args, threads: int, capped: bool) -> tuple[dict, int]:
     threads the engine used."""
     engine = bench_train(args, threads, capped, ["--batch-size", str(args.batch_size)])
     recipe = bench_train(args, threads, capped, RECIPE)
-    one, ours = (row["frames_per_second"] for row in engine["rows"])
+    reference, one, ours = (row["frames_per_second"] for row in engine["rows"])
     bernoulli, nade = (row["frames_per_second"] for row in recipe["rows"])
-    return {"batch of one, frames/s": one, f"engine (Bernoulli, batch {args.batch_size}), frames/s": ours,
-            "engine / batch of one": ours / one, "Bernoulli output, batch 8, frames/s": bernoulli,
+    return {"reference loop (torch.nn.RNN, batch of one), frames/s": reference,
+            "batch of one (lapmusic's steps), frames/s": one,
+            f"engine (Bernoulli, batch {args.batch_size}), frames/s": ours,
+            "engine / reference loop": ours / reference, "engine / batch of one": ours / one,
+            "Bernoulli output, batch 8, frames/s": bernoulli,
             "recipe (batch 8, NADE 64, vocab 512, window 32), frames/s": nade, "recipe / Bernoulli": nade / bernoulli,
             "peak resident memory of training, GiB": max(engine["peak_resident_gib"], recipe["peak_resident_gib"])
             }, engine["threads_used"]

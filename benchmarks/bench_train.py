@@ -2,8 +2,10 @@
 
 Both use the same network, the same pieces and the same code path (``lapmusic.training.epoch.train_epoch``):
 
-- **batch of one**: one piece per optimizer step, back-propagation through the whole piece (what most
-  reference RNN-on-piano-roll code does);
+- **reference loop**: one piece per optimizer step, back-propagation through the whole piece, the recurrent
+  layer run by ``torch.nn.RNN`` (what most reference RNN-on-piano-roll code does);
+- **batch of one**: the same loop with lapmusic's hand-written tanh steps (``lapmusic.model.elman``), so that
+  the ratio of the next row to it is the gain of the batching alone;
 - **lapmusic**: pieces bucketed by length into mini-batches, padded and masked, truncated BPTT windows.
 
 Figures are frames per second of a training epoch (predicted frames / wall seconds), measured in one run
@@ -59,13 +61,14 @@ class Setting:
     """A network + optimizer trained with one batching setting; ``epoch()`` times one epoch."""
 
     def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0, output="bernoulli",
-                 nade_hidden=64, pieces=None, nade_vocab=0, nade_repeat_window=0):
+                 nade_hidden=64, pieces=None, nade_vocab=0, nade_repeat_window=0, torch_rnn=False):
         torch.manual_seed(seed)
         self.name, self.tensors, self.device = name, tensors, device
         self.batch_size, self.bptt = batch_size, bptt
         self.model = PianoRollRNN.from_config(ModelConfig(hidden, output=output, nade_hidden=nade_hidden,
                                                           nade_vocab=nade_vocab, nade_repeat=nade_repeat_window > 0,
                                                           nade_repeat_window=max(1, nade_repeat_window))).to(device)
+        self.model.hand_written_steps = not torch_rnn
         self.model.head.prepare(pieces)  # as train.py does: the chord vocabulary, the copy gate's start
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.frames = self.steps = self.epochs = 0
@@ -96,19 +99,22 @@ class Setting:
                 "steps": self.steps, "frames": self.frames}
 
 
-def measure_pair(pieces, device, hidden, batch_size, bptt, seconds) -> tuple[dict, dict]:
-    """Both settings, interleaved epoch by epoch (so a change in machine load hits both alike)."""
+def measure_batching(pieces, device, hidden, batch_size, bptt, seconds) -> tuple[dict, dict, dict]:
+    """The reference loop, the batch of one and the engine, interleaved epoch by epoch (so a change in machine
+    load hits all alike)."""
     tensors = _to_tensors(pieces, device)
+    reference = Setting("reference", tensors, device, hidden, batch_size=1, bptt=10**9, torch_rnn=True)
     one = Setting("one", tensors, device, hidden, batch_size=1, bptt=10**9)
     ours = Setting("ours", tensors, device, hidden, batch_size=batch_size, bptt=bptt)
     while True:
+        reference.epoch()
         one.epoch()
         target = one.seconds  # give the batched setting about as much time as the baseline in every round
         while ours.seconds < target:
             ours.epoch()
         if one.epochs >= 2 and one.seconds + ours.seconds >= 2 * seconds:
             break
-    return one.row(), ours.row()
+    return reference.row(), one.row(), ours.row()
 
 
 def measure_outputs(pieces, device, hidden, batch_size, bptt, seconds, nade_hidden, nade_vocab=0,
@@ -187,10 +193,16 @@ def main(argv=None) -> int:
         if device.type == "cpu":
             print(f"  cpu: {threads_used} torch thread(s) used", flush=True)
         if not (args.output == "nade" and args.skip_batching):
-            one, ours = measure_pair(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds)
-            rows.append({"device": label, "setting": "batch of one (1 piece/step, full BPTT)", **one})
-            print(f"  {label}: batch of one {one['frames_per_second']:,.0f} frames/s", flush=True)
+            reference, one, ours = measure_batching(pieces, device, args.hidden, args.batch_size, args.bptt,
+                                                    args.seconds)
+            rows.append({"device": label, "setting": "reference loop (torch.nn.RNN, 1 piece/step, full BPTT)",
+                         **reference})
+            rows.append({"device": label, "setting": "batch of one (lapmusic's steps, 1 piece/step, full BPTT)",
+                         **one})
+            print(f"  {label}: reference loop {reference['frames_per_second']:,.0f} frames/s, batch of one "
+                  f"{one['frames_per_second']:,.0f} frames/s", flush=True)
             ours["speedup"] = ours["frames_per_second"] / one["frames_per_second"]
+            ours["speedup_reference"] = ours["frames_per_second"] / reference["frames_per_second"]
             rows.append({"device": label, "setting": f"lapmusic (batch {args.batch_size}, bptt {args.bptt})",
                          **ours})
             print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)
@@ -214,6 +226,8 @@ def main(argv=None) -> int:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         speedup = f"{row['speedup']:.1f} x" if "speedup" in row else "1.0 x (baseline)"
+        if "speedup_reference" in row:
+            speedup += f" ({row['speedup_reference']:.1f} x the reference loop)"
         print(f"| {row['device']} | {row['setting']} | {row['frames_per_second']:,.0f} | "
               f"{row['frames_per_cpu_second']:,.0f} | {row['epochs']} | {row['steps']} | {speedup} |")
     load = os.getloadavg()
