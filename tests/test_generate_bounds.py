@@ -17,6 +17,7 @@ from lapmusic.sampling.limits import (
     MAX_PRIMER_FRAMES,
     MAX_SAMPLE_FRAMES,
     MAX_SAMPLE_SECONDS,
+    MAX_SAMPLES,
     check_request,
     longest_steps,
 )
@@ -177,9 +178,22 @@ def test_the_library_is_bounded_too(runs):
         sample_variations(loaded, steps=31, temperature=1.0, seed=0, step_seconds=10.0, save=False)
     with pytest.raises(LapMusicError, match="variations must be 1 to 8"):
         sample_variations(loaded, steps=8, temperature=1.0, seed=0, step_seconds=0.25, variations=9, save=False)
+    from lapmusic.sampling.sample import generate
+
+    with pytest.raises(LapMusicError, match=f"n_samples must be at most {MAX_SAMPLES} samples at once"):
+        generate(loaded.model, steps=4, n_samples=MAX_SAMPLES + 1)
     many = sample_variations(loaded, steps=8, temperature=1.0, seed=0, step_seconds=0.25, variations=2,
                              primer=np.eye(88, dtype=np.uint8)[:3], render_audio=False, save=False)
     assert [d["meta"]["variation"] for _, d in many] == [1, 2] and all(s is None for s, _ in many)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--samples", "1000000000"], f"--samples must be 1 to {MAX_SAMPLES}, got 1,000,000,000"),
+    (["--samples", "0"], f"--samples must be 1 to {MAX_SAMPLES}, got 0"),
+    (["--steps", str(MAX_SAMPLE_FRAMES + 1)], f"--steps must be 1 to {MAX_SAMPLE_FRAMES:,} frames"),
+])
+def test_stats_of_a_run_is_bounded(runs, args, words):
+    assert words in refusal("stats", "--run", runs["lae"], *args)
 
 
 # ------------------------------------------------------------------------------------------ the app's click

@@ -180,8 +180,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Musicality statistics of a run's fresh samples, or of MIDI/.npz files, beside real pieces."""
     if not args.run and not args.files:
         raise LapMusicError("give a run folder (--run RUNDIR) or MIDI/.npz files to describe")
-    if args.steps < 1 or args.samples < 1:
-        raise LapMusicError("--steps and --samples must be at least 1")
+    from lapmusic.sampling.limits import MAX_SAMPLE_FRAMES, MAX_SAMPLES
+
+    if not 1 <= args.steps <= MAX_SAMPLE_FRAMES:
+        raise LapMusicError(f"--steps must be 1 to {MAX_SAMPLE_FRAMES:,} frames, got {args.steps:,}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LapMusicError(f"--samples must be 1 to {MAX_SAMPLES}, got {args.samples:,}")
     if args.run:
         check_run_dir(args.run)
     if args.dataset:
@@ -285,8 +289,8 @@ def add_generate_parsers(sub) -> None:
                    "FILES, with --run the run's dataset is used)")
     p.add_argument("--split", choices=["train", "valid", "test"], default="train",
                    help="split the real pieces come from (default train)")
-    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run (default 20)")
-    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run (default 64)")
+    p.add_argument("--samples", type=int, default=20, help="samples drawn from --run, 1-256 (default 20)")
+    p.add_argument("--steps", type=int, default=64, help="frames per sample from --run, 1-4,096 (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--max-polyphony", type=positive_int, help="keep at most K keys per frame (default: no cap)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")

@@ -24,6 +24,10 @@ MAX_PRIMER_FRAMES = 256
 MAX_VARIATIONS = 8
 """Most variations drawn by one request (one click, one ``generate``)."""
 
+MAX_SAMPLES = 256
+"""Most samples drawn at once by the library (``generate``) and ``lapmusic stats --run``: with
+:data:`MAX_SAMPLE_FRAMES` frames each, 92 MB of 0/1 keys at most."""
+
 
 def longest_steps(step_seconds: float, primer_frames: int = 0) -> int:
     """The most frames that may be generated after a primer.

@@ -20,7 +20,7 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.core.progress import Progress
 from lapmusic.data.files import SPLITS
 from lapmusic.model.rnn import PianoRollRNN
-from lapmusic.sampling.limits import MAX_SAMPLE_FRAMES, check_request
+from lapmusic.sampling.limits import MAX_SAMPLE_FRAMES, MAX_SAMPLES, check_request
 from lapmusic.sampling.meter import output_meter, primer_grid, user_dataset
 from lapmusic.sampling.primer import Primer, load_primer
 
@@ -66,7 +66,8 @@ def generate(
     seed : int, optional
         Same seed, same model, same device: the same samples. ``None`` draws a fresh seed.
     n_samples : int, default=1
-        Number of independent variations, drawn in one batch.
+        Number of independent variations, drawn in one batch, ``1 <= n_samples <= MAX_SAMPLES``
+        (:mod:`lapmusic.sampling.limits`).
     device : str or torch.device, optional
         Where the computation runs (default: the device of the model's parameters).
     progress : callable, optional
@@ -91,6 +92,8 @@ def generate(
     if steps > MAX_SAMPLE_FRAMES:
         raise LapMusicError(f"steps must be at most {MAX_SAMPLE_FRAMES:,} frames, got {steps:,}")
     n_samples = _check_int("n_samples", n_samples, minimum=1)
+    if n_samples > MAX_SAMPLES:
+        raise LapMusicError(f"n_samples must be at most {MAX_SAMPLES} samples at once, got {n_samples:,}")
     temperature = _check_temperature(temperature)
     if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
         raise LapMusicError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
