@@ -187,6 +187,8 @@ def test_lae_writes_npz_and_one_json_line(tmp_path, monkeypatch, capsys):
     assert result["solver"] == "exact" and result["p"] == 6 and result["pieces"] == 5
     assert result["rows"] == sum(len(x) for x in pieces[:5])
     assert 0 < result["energy_captured"] <= 1 and result["seconds"] >= 0
+    # training's LAE: 23 lags (0.3**23 < 1e-12 < 0.3**22), or fewer when no piece is that long
+    assert result["decay"] == 0.3 and result["max_lag"] == min(23, max(len(x) for x in pieces[:5]))
     with np.load(out, allow_pickle=False) as saved:
         assert saved["A"].shape == (6, 88) and saved["B"].shape == (6, 6)
         np.testing.assert_allclose(saved["singular_values"][:3], result["top_singular_values"][:3])

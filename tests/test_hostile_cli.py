@@ -247,21 +247,31 @@ def test_sigterm_during_train_records_the_run_as_stopped(cache, tmp_path):
 def test_train_refuses_an_lae_file_fitted_with_other_settings_or_data(cache, tmp_path, capsys):
     user_dataset("songs", seed=0, length=20)
     user_dataset("other", seed=10, length=20)
-    lae = tmp_path / "lae.npz"
+    lae, paper = tmp_path / "lae.npz", tmp_path / "paper.npz"
     assert cli.main(["lae", "--dataset", "user:songs", "--hidden", "4", "--out", str(lae), "--device", "cpu"]) == 0
+    assert cli.main(["lae", "--dataset", "user:songs", "--hidden", "4", "--decay", "1", "--out", str(paper),
+                     "--device", "cpu"]) == 0
     capsys.readouterr()
-    run = ["train", "--dataset", "user:songs", *TINY, "--lae-file", str(lae)]
-    assert cli.main([*run, "--out", str(tmp_path / "a")]) == 2
+    run = ["train", "--dataset", "user:songs", *TINY, "--lae-file"]
+    assert cli.main([*run, str(paper), "--out", str(tmp_path / "a")]) == 2
     line = error_line(capsys)
     assert "other settings than this run's: lag weighting 1 (this run: --lae-decay 0.3)." in line
     assert not (tmp_path / "a").exists()
-    assert cli.main([*run, "--lae-decay", "1", "--lae-max-lag", "5", "--out", str(tmp_path / "a")]) == 2
+    assert cli.main([*run, str(paper), "--lae-decay", "1", "--lae-max-lag", "5", "--out", str(tmp_path / "a")]) == 2
     assert "other settings than this run's: 20 lags (this run: 5, from --lae-max-lag" in error_line(capsys)
-    other = ["train", "--dataset", "user:other", *TINY, "--lae-file", str(lae), "--lae-decay", "1"]
+    other = ["train", "--dataset", "user:other", *TINY, "--lae-file", str(lae)]
     assert cli.main([*other, "--out", str(tmp_path / "b")]) == 2
     assert "other training pieces" in error_line(capsys)
-    assert cli.main([*run, "--lae-decay", "1", "--out", str(tmp_path / "c")]) == 0
-    assert json.loads((tmp_path / "c" / "final.json").read_text())["pretrain"]["lae_reused"] is True
+    for name, path, extra in (("c", paper, ["--lae-decay", "1"]), ("d", lae, [])):  # lae's default is training's
+        assert cli.main([*run, str(path), *extra, "--out", str(tmp_path / name)]) == 0
+        assert json.loads((tmp_path / name / "final.json").read_text())["pretrain"]["lae_reused"] is True
+
+
+def test_lae_refuses_a_decay_out_of_range(cache, capsys):
+    user_dataset("songs", seed=0, length=20)
+    for bad in ("0", "1.5", "nan"):
+        assert cli.main(["lae", "--dataset", "user:songs", "--hidden", "4", "--decay", bad]) == 2
+        assert "--decay must be above 0 and at most 1" in error_line(capsys)
 
 
 # ------------------------------------------------------------------------------ data fingerprint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lapmusic.cli.common import DATASET_HELP, ProgressLine, check_dataset, check_device, emit, positive_int
+from lapmusic.core.errors import LapMusicError
 
 
 def cmd_lae(args: argparse.Namespace) -> int:
@@ -12,15 +13,18 @@ def cmd_lae(args: argparse.Namespace) -> int:
     check_dataset(args.dataset)
     check_device(args.device)
 
+    if not 0 < args.decay <= 1:
+        raise LapMusicError(f"--decay must be above 0 and at most 1 (1: the paper's unweighted LAE), got {args.decay}")
+
     from lapmusic.data.registry import load_dataset
-    from lapmusic.lae.fit import fit_lae
+    from lapmusic.lae.fit import fit_lae, weighted_max_lag
 
     progress = ProgressLine()
     dataset = load_dataset(args.dataset, progress=progress)
     pieces = dataset.train[: args.max_sequences] if args.max_sequences else dataset.train
     model = fit_lae(
-        pieces, args.hidden, solver=args.solver, max_lag=args.max_lag, device=args.device,
-        seed=args.seed, progress=progress,
+        pieces, args.hidden, solver=args.solver, max_lag=weighted_max_lag(args.decay, args.max_lag),
+        decay=args.decay, device=args.device, seed=args.seed, progress=progress,
     )
     progress.close()
     if args.out:
@@ -30,7 +34,8 @@ def cmd_lae(args: argparse.Namespace) -> int:
     def human(r: dict) -> str:
         values = ", ".join(f"{v:.3g}" for v in r["top_singular_values"][:5])
         lines = [
-            f"LAE on {r['dataset']} ({r['pieces']} training pieces), solver {r['solver']} on {r['device']}",
+            f"LAE on {r['dataset']} ({r['pieces']} training pieces), lag weighting {r['decay']:g}, solver "
+            f"{r['solver']} on {r['device']}",
             f"  Xi: {r['rows']} rows x {r['columns']} columns (max lag {r['max_lag']})",
             f"  p = {r['p']}: {100 * r['energy_captured']:.1f} % of the energy captured; "
             f"top singular values {values}",
@@ -55,7 +60,12 @@ def add_lae_parser(sub) -> None:
                    "auto (default): gram up to 4,096 non-zero columns, else approx")
     p.add_argument("--max-sequences", type=positive_int,
                    help="use only the first N training pieces (default: all)")
-    p.add_argument("--max-lag", type=positive_int, help="longest prefix kept (default: longest piece)")
+    p.add_argument("--decay", type=float, default=0.3, metavar="GAMMA",
+                   help="weight lag k of the data matrix by GAMMA**k, 0 < GAMMA <= 1: the LAE a run fits with the "
+                   "same --lae-decay; 1 is the paper's unweighted LAE (default 0.3, as training)")
+    p.add_argument("--max-lag", type=positive_int,
+                   help="longest prefix kept (default: the longest piece, or with --decay below 1 the lag where "
+                   "GAMMA**L < 1e-12)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomized solver (default 0)")
     p.add_argument("--out", help="write A, B and singular_values to this .npz file (default: not saved)")

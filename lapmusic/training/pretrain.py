@@ -93,14 +93,11 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
 
 
 def lae_lags(config: TrainConfig) -> int | None:
-    """The LAE's max lag: ``lae_max_lag``, else (with ``lae_decay < 1``) the first ``k`` with ``decay**k < 1e-12``.
+    """The LAE's max lag for ``config``: :func:`lapmusic.lae.fit.weighted_max_lag` of its ``lae_decay`` and
+    ``lae_max_lag``."""
+    from lapmusic.lae.fit import weighted_max_lag  # late, like _fit_lae
 
-    The weighted ``Xi``'s columns beyond that lag are below 1e-12 of the first block, so cutting them leaves
-    the LAE unchanged to rounding while Piano-midi.de's 4 000-frame pieces no longer cost 4 000 lag blocks.
-    """
-    if config.lae_max_lag is not None or config.lae_decay is None or config.lae_decay >= 1:
-        return config.lae_max_lag
-    return max(1, math.ceil(math.log(1e-12) / math.log(config.lae_decay)))
+    return weighted_max_lag(config.lae_decay, config.lae_max_lag)
 
 
 def _energy(lae) -> float | None:
