@@ -15,7 +15,8 @@ another host's PID means nothing here. So the record is also a *lease*: a thread
 ``heartbeat`` every quarter of ``lease`` seconds (``$LAPMUSIC_LEASE_SECONDS``, default
 :data:`lapmusic.core.lease.LEASE_SECONDS`). A record of another host owns the folder while its heartbeat is younger than its
 lease, whatever the local ``flock`` says; a record of this host owns it while its PID lives. A holder whose
-record was taken over (it was frozen past its lease) stops renewing and never writes the record again.
+record was taken over (it was frozen past its lease) stops renewing and never writes the record again; if it
+froze inside a renewal, after its checks, its one late write is undone by the new owner's next renewal.
 Where ``flock`` is missing (or ``$LAPMUSIC_LOCK_FLOCK=0``, for a shared file system whose locks are not
 coherent between hosts) the record alone decides, and a taker re-reads it after :data:`SETTLE_SECONDS` to
 lose a simultaneous race cleanly. ``$LAPMUSIC_HOST`` replaces the host name (containers sharing a name; tests
@@ -177,7 +178,12 @@ def _renew(entry: dict) -> None:
         return
     try:
         current = _read_owner(Path(entry["path"]))
-        if current is None or current.get("token") != entry["owner"]["token"]:
+        found = None if current is None else current.get("token")
+        if found == entry.get("taken_from") and found is not None:
+            # The holder we took over woke from a freeze inside its last renewal and wrote its record back; its
+            # lease had run out, and its next renewal sees ours and stops: claim the record again.
+            log.warning("the stale holder of %s wrote over our record: claiming it again", entry["path"])
+        elif found != entry["owner"]["token"]:
             entry["lost"] = True
             log.warning("lost the lease of %s to %s: not renewing it", entry["path"], _describe_owner(current))
             return
@@ -327,7 +333,8 @@ class run_lock:  # noqa: N801 - used like a function: ``with run_lock(run_dir): 
                 raise storage_error(self.run_dir, exc) from None
             raise
         with _held_guard:
-            _held[key] = {"fd": fd, "thread": me, "count": 1, "owner": owner, "path": str(self.path)}
+            _held[key] = {"fd": fd, "thread": me, "count": 1, "owner": owner, "path": str(self.path),
+                          "taken_from": (self.previous or {}).get("token")}
         self._key = key
         _ensure_renewer()
         if self.clean:
