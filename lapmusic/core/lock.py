@@ -15,8 +15,7 @@ another host's PID means nothing here. So the record is also a *lease*: a thread
 ``heartbeat`` every quarter of ``lease`` seconds (``$LAPMUSIC_LEASE_SECONDS``, default
 :data:`lapmusic.core.lease.LEASE_SECONDS`). A record of another host owns the folder while its heartbeat is younger than its
 lease, whatever the local ``flock`` says; a record of this host owns it while its PID lives. A holder whose
-record was taken over (it was frozen past its lease) stops renewing and never writes the record again; if it
-froze inside a renewal, after its checks, its one late write is undone by the new owner's next renewal.
+record was taken over (frozen past its lease) stops renewing; a late write (frozen inside a renewal) is undone.
 Where ``flock`` is missing (or ``$LAPMUSIC_LOCK_FLOCK=0``, for a shared file system whose locks are not
 coherent between hosts) the record alone decides, and a taker re-reads it after :data:`SETTLE_SECONDS` to
 lose a simultaneous race cleanly. ``$LAPMUSIC_HOST`` replaces the host name (containers sharing a name; tests
@@ -57,7 +56,7 @@ def _forget_after_fork() -> None:
     """In a forked child: the parent's locks are the parent's. Close the inherited descriptors (closing a
     copy leaves the parent's flock in place; LOCK_UN would release it) and forget them, so that the child
     is refused like any other process instead of counting as the re-entrant owner."""
-    global _renewer
+    global _renewer, _wake
     for entry in _held.values():
         try:
             os.close(entry["fd"])
@@ -65,6 +64,7 @@ def _forget_after_fork() -> None:
             pass
     _held.clear()
     _renewer = None  # the parent's renewing thread does not exist here
+    _wake = threading.Event()  # the parent's may have been in use at the fork
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -151,10 +151,12 @@ class _Renewer(threading.Thread):
                     return
             for entry in entries:
                 _renew(entry)
-            time.sleep(min(float(e["owner"]["lease"]) for e in entries) / 4)
+            _wake.wait(min(float(e["owner"]["lease"]) for e in entries) / 4)
+            _wake.clear()  # woken early by a new lock, whose lease may be shorter than this wait
 
 
 _renewer: _Renewer | None = None
+_wake = threading.Event()
 
 
 def _ensure_renewer() -> None:
@@ -163,6 +165,8 @@ def _ensure_renewer() -> None:
         if _renewer is None:
             _renewer = _Renewer()
             _renewer.start()
+        else:
+            _wake.set()
 
 
 def _expired(entry: dict) -> bool:
@@ -180,8 +184,7 @@ def _renew(entry: dict) -> None:
         current = _read_owner(Path(entry["path"]))
         found = None if current is None else current.get("token")
         if found == entry.get("taken_from") and found is not None:
-            # The holder we took over woke from a freeze inside its last renewal and wrote its record back; its
-            # lease had run out, and its next renewal sees ours and stops: claim the record again.
+            # The holder we took over froze inside a renewal and wrote its expired record back: claim it again.
             log.warning("the stale holder of %s wrote over our record: claiming it again", entry["path"])
         elif found != entry["owner"]["token"]:
             entry["lost"] = True
