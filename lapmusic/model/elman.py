@@ -42,6 +42,7 @@ class _ElmanSteps(torch.autograd.Function):
         states.mul_(2).sub_(1)  # h_t = 2 s_t - 1
         ctx.save_for_backward(x, h0, w_ih, w_hh, states)
         return states
+
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states):

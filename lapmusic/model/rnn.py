@@ -101,8 +101,8 @@ class PianoRollRNN(nn.Module):
         The recurrent cell.
     hand_written_steps : bool
         True (the default): on the CPU the tanh cell runs :func:`lapmusic.model.elman.elman_states` (the same
-        function, 1.6 times the training throughput); False: ``torch.nn.RNN`` itself, as reference code runs it
-        (the throughput benchmark's reference loop). GRU, LSTM and CUDA always run ``torch.nn`` (cuDNN).
+        function, 1.1-1.7 times the training throughput); False: ``torch.nn.RNN`` itself, as reference code runs
+        it (the throughput benchmark's reference loop). GRU, LSTM and CUDA always run ``torch.nn`` (cuDNN).
     """
 
     def __init__(self, recurrent: nn.RNNBase, head: OutputHead, dropout: float = 0.0):
