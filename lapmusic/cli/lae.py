@@ -55,7 +55,7 @@ def add_lae_parser(sub) -> None:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--hidden", required=True, type=positive_int, help="number of hidden units p (required)")
     p.add_argument("--solver", choices=["auto", "gram", "exact", "approx"], default="auto",
-                   help="gram: eigenvectors of the data matrix's Gram matrix (few columns: a short --max-lag); "
+                   help="gram: eigenvectors of the data matrix's Gram matrix (few columns: --decay below 1 or a short --max-lag); "
                    "exact: dense SVD of the full data matrix; approx: randomized, never builds it; "
                    "auto (default): gram up to 4,096 non-zero columns, else approx")
     p.add_argument("--max-sequences", type=positive_int,
