@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The music model's full table on one GPU: the NADE sampling recipe (128 units, NADE 64 units on JSB and 150 on
-# the others, 512-chord vocabulary, copy window 32, dropout 0.5, lr 3e-3, batch 8), LAE (the defaults of
-# --init lae) and random init, seeds 7-9, on JSB, Nottingham, MuseData and Piano-midi.de: all 24 runs at once
-# (scripts/sweeps/gpu_recipe_*.json: 4 sweeps x 6 worker processes) after a preflight (both inits of the first
+# The music model's table on one GPU: the NADE sampling recipe (128 units, NADE 64 units on JSB and 150 on the
+# others, 512-chord vocabulary, copy window 32, dropout 0.7, lr 3e-3, batch 8), LAE (the defaults of --init lae)
+# and random init, seeds 7-9, on MuseData (the one dataset the CPU table lacks; GPU_RECIPE_DATASETS adds JSB,
+# Nottingham and Piano-midi.de, 6 worker processes each, all at once; scripts/sweeps/gpu_recipe_*.json) after a
+# preflight (both inits of the first
 # dataset on 4 pieces for 1 epoch, and their evaluation: a broken path ends the script within a minute or two,
 # exit status 3, while a second try still fits the session), each stopped by early stopping (patience 6)
 # or by its time budget (max_seconds 300 s of epochs); unfinished runs are cancelled at 470 s (best model kept);
@@ -13,7 +14,7 @@
 #
 # Environment (each maps to scripts/gpu_final.sh's, which does the work; see its header):
 #   GPU_RECIPE_DEVICE=cpu       rehearse without a GPU: 6 pieces per split, 3 epochs, a few seconds per run
-#   GPU_RECIPE_DATASETS="..."   which of jsb nottingham musedata pianomidi (default all four)
+#   GPU_RECIPE_DATASETS="..."   which of jsb nottingham musedata pianomidi (default musedata)
 #   GPU_RECIPE_SECONDS=S        time budget per run in seconds (default: the specs' max_seconds, 300)
 #   GPU_RECIPE_STOP=S           cancel unfinished runs at S seconds (default 470)
 #   GPU_RECIPE_END=S            end the evaluations at S seconds (default 570)
@@ -27,7 +28,7 @@
 # per run and per dataset and init, and whether the LAE start stays ahead at every epoch).
 set -uo pipefail
 export GPU_FINAL_SPECS=gpu_recipe GPU_FINAL_TESTS=0 GPU_FINAL_EVALUATE=1 GPU_FINAL_PREFLIGHT=1 \
-  GPU_FINAL_DATASETS="${GPU_RECIPE_DATASETS:-jsb nottingham musedata pianomidi}" \
+  GPU_FINAL_DATASETS="${GPU_RECIPE_DATASETS:-musedata}" \
   GPU_FINAL_STOP="${GPU_RECIPE_STOP:-470}" GPU_FINAL_END="${GPU_RECIPE_END:-570}" \
   GPU_FINAL_JOBS="${GPU_RECIPE_JOBS:-6}" GPU_FINAL_EVAL_JOBS="${GPU_RECIPE_EVAL_JOBS:-8}" \
   GPU_FINAL_DEVICE="${GPU_RECIPE_DEVICE:-cuda}" OUT="${OUT:-$(cd "$(dirname "$0")/.." && pwd)/gpu_recipe_out}"
