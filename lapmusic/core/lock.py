@@ -56,15 +56,15 @@ def _forget_after_fork() -> None:
     """In a forked child: the parent's locks are the parent's. Close the inherited descriptors (closing a
     copy leaves the parent's flock in place; LOCK_UN would release it) and forget them, so that the child
     is refused like any other process instead of counting as the re-entrant owner."""
-    global _renewer, _wake
+    global _renewer, _wake, _held_guard
+    _held_guard = threading.Lock()  # the parent's renewing thread may have held it at the fork
     for entry in _held.values():
         try:
             os.close(entry["fd"])
         except OSError:
             pass
     _held.clear()
-    _renewer = None  # the parent's renewing thread does not exist here
-    _wake = threading.Event()  # the parent's may have been in use at the fork
+    _renewer, _wake = None, threading.Event()  # the parent's renewing thread (and its event) is not ours
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
