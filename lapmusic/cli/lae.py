@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lapmusic.cli.common import DATASET_HELP, ProgressLine, check_dataset, check_device, emit, positive_int
+from lapmusic.cli.options import RECIPE_DEFAULTS
 from lapmusic.core.errors import LapMusicError
 
 
@@ -60,9 +61,9 @@ def add_lae_parser(sub) -> None:
                    "auto (default): gram up to 4,096 non-zero columns, else approx")
     p.add_argument("--max-sequences", type=positive_int,
                    help="use only the first N training pieces (default: all)")
-    p.add_argument("--decay", type=float, default=0.3, metavar="GAMMA",
+    p.add_argument("--decay", type=float, default=RECIPE_DEFAULTS["lae_decay"], metavar="GAMMA",
                    help="weight lag k of the data matrix by GAMMA**k, 0 < GAMMA <= 1: the LAE a run fits with the "
-                   "same --lae-decay; 1 is the paper's unweighted LAE (default 0.3, as training)")
+                   f"same --lae-decay; 1 is the paper's unweighted LAE (default {RECIPE_DEFAULTS['lae_decay']}, as training)")
     p.add_argument("--max-lag", type=positive_int,
                    help="longest prefix kept (default: the longest piece, or with --decay below 1 the lag where "
                    "GAMMA**L < 1e-12)")
