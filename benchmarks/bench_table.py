@@ -4,8 +4,8 @@ Runs ``bench_train.py`` twice per thread count and repeat (the engine at batch 3
 with torch.nn.RNN as reference code runs it and with lapmusic's hand-written steps;
 JSB's sampling recipe against the Bernoulli output at batch 8; each pair interleaved epoch by epoch), each in a
 process of its own so that its peak resident memory is its own, then ``bench_eval.py`` for the recipe's
-evaluation memory, and prints the median and the range (min-max) over the repeats of every figure, with
-``uptime`` before and after.
+evaluation memory and ``bench_flops.py`` for the arithmetic per frame of each output, and prints the median and
+the range (min-max) over the repeats of every figure, with ``uptime`` before and after.
 
     LAPMUSIC_DATA_DIR=/path/to/datasets python benchmarks/bench_table.py            # what `make bench` runs
     python benchmarks/bench_table.py --repeats 5 --seconds 10 --uncapped          # slower, more settled
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2", help="thread counts asked for (default 1,2)")
     parser.add_argument("--uncapped", action="store_true", help="also 2 threads without the one-thread cap")
     parser.add_argument("--eval-pieces", type=int, default=64, help="bench_eval.py --pieces (0: skip it)")
+    parser.add_argument("--flops-pieces", type=int, default=100, help="bench_flops.py --max-pieces (0: skip it)")
     args = parser.parse_args(argv)
     settings = [(int(t), True) for t in args.threads.split(",")] + ([(2, False)] if args.uncapped else [])
 
@@ -110,6 +111,11 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, str(HERE / "bench_eval.py"), "--dataset", args.dataset, "--pieces",
                         str(args.eval_pieces), "--samples", "10", "--nade-hidden", "64", "--threads", "1"],
                        check=True)
+    if args.flops_pieces:
+        print(f"\narithmetic per training frame (bench_flops.py --dataset {args.dataset} --max-pieces "
+              f"{args.flops_pieces}):", flush=True)
+        subprocess.run([sys.executable, str(HERE / "bench_flops.py"), "--dataset", args.dataset, "--max-pieces",
+                        str(args.flops_pieces)], check=True)
     print(f"\nafter: {uptime()}")
     return 0
 
