@@ -151,6 +151,13 @@ class ChordVocabNADE(NADEOutput):
             self.gate.bias.fill_(math.log(start / (1 - start)))
         self._index_chords()
 
+    def set_chord_logits(self, W: torch.Tensor, b: torch.Tensor) -> None:
+        """``z(h) = W h + b``: ``W`` ``(|V|, state_size)`` and ``b`` ``(|V|,)``, e.g. fitted on the LAE's states
+        (:func:`lapmusic.model.lae_init.fit_chord_logits`)."""
+        with torch.no_grad():
+            self.chord_logits.weight.copy_(W)
+            self.chord_logits.bias.copy_(b)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         saved = state_dict.get(prefix + "chords")

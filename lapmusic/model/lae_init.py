@@ -327,3 +327,69 @@ def constant_readout(Y: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.
     """
     m = Y.double().mean(0).clamp(1e-4, 1 - 1e-4)
     return torch.zeros(Y.shape[1], hidden), torch.log(m / (1 - m)).float()
+
+
+def fit_chord_logits(H: torch.Tensor, index: torch.Tensor, bias: torch.Tensor, steps: int = 20,
+                     ridge: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chord vocabulary's logits ``z(h) = W_z h + b_z`` fitted on the states to the chords that follow.
+
+    Multinomial logistic regression of the next frame's chord on the state, over the frames whose next frame
+    is in the vocabulary (for the others the chord term plays no part), by L-BFGS from ``W_z = 0``,
+    ``b_z = bias`` (the vocabulary's log frequencies, :meth:`ChordVocabNADE.set_vocabulary`), with
+    :func:`fit_readout`'s ridge: the loss is ``mean_n CE + lambda ||W_z||_F^2`` with ``lambda = ridge``
+    times the mean squared entry of ``[H, 1]``. The start is kept when L-BFGS ends no lower.
+
+    Parameters
+    ----------
+    H : Tensor of shape (N, p)
+        States followed by a chord of the vocabulary.
+    index : Tensor of shape (N,)
+        That chord's row of the vocabulary (int64, ``0 <= index < M``).
+    bias : Tensor of shape (M,)
+        The start's ``b_z``.
+    steps : int
+        L-BFGS iterations.
+    ridge : float
+        The ridge, relative to the mean squared feature.
+
+    Returns
+    -------
+    W : Tensor of shape (M, p)
+        float32.
+    b : Tensor of shape (M,)
+        float32.
+    """
+    design = torch.cat([H.float(), torch.ones(H.shape[0], 1, device=H.device)], dim=1)
+    penalty = ridge * float(design.double().pow(2).mean())
+    start = torch.zeros(design.shape[1], len(bias), device=H.device)
+    start[-1] = bias.float()
+
+    def objective(weights):  # mean CE + ridge and its gradient, design^T (softmax - onehot) / n, by chunks
+        total, grad = 0.0, torch.zeros_like(weights)
+        for first in range(0, len(design), READOUT_CHUNK):
+            rows, chords = design[first: first + READOUT_CHUNK], index[first: first + READOUT_CHUNK]
+            log_p = torch.log_softmax(rows @ weights, dim=1)
+            total -= float(log_p.gather(1, chords[:, None]).sum())
+            residual = log_p.exp_()
+            residual[torch.arange(len(chords), device=H.device), chords] -= 1.0
+            grad += rows.T @ residual
+        grad /= len(design)
+        grad[:-1] += 2 * penalty * weights[:-1]
+        return total / len(design) + penalty * float(weights[:-1].double().pow(2).sum()), grad
+
+    if steps <= 0 or not len(design):
+        return start[:-1].T.contiguous(), start[-1].contiguous()
+    weights = start.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        loss, weights.grad = objective(weights.detach())
+        return torch.tensor(loss, dtype=torch.float64)
+
+    optimizer.step(closure)
+    fitted = weights.detach()
+    loss = objective(fitted)[0]
+    if not math.isfinite(loss) or loss >= objective(start)[0]:
+        fitted = start  # a failed line search can leave L-BFGS worse off
+    return fitted[:-1].T.contiguous(), fitted[-1].contiguous()
+

@@ -104,6 +104,10 @@ class TrainConfig:
         L-BFGS logistic-regression steps after the least-squares readout (0: none).
     readout_max_frames : int
         (state, next frame) pairs used to fit the readout.
+    vocab_fit_steps : int
+        LAE init with a chord vocabulary: L-BFGS steps of a softmax regression that fits the chord logits on the
+        same states to the chords that follow (``lapmusic.model.lae_init.fit_chord_logits``; 0: the
+        vocabulary's frequencies, the same for every state).
     eval_batch_size : int
         Pieces per evaluation batch.
     """
@@ -145,6 +149,7 @@ class TrainConfig:
     readout_ridge: float = 1.0
     readout_steps: int = 20
     readout_max_frames: int = 100_000
+    vocab_fit_steps: int = 0
     eval_batch_size: int = 64
 
     def to_dict(self) -> dict:
@@ -288,6 +293,7 @@ _INT_FIELDS = {
     "bptt": (1, 100_000, False), "eval_batch_size": (1, 4096, False), "readout_max_frames": (1, 10_000_000, False),
     "seed": (0, 2**32 - 1, False), "readout_steps": (0, 10_000, False), "lr_patience": (0, 100_000, False),
     "warmup_steps": (0, 10_000_000, False), "freeze_recurrent_epochs": (0, 100_000, False),
+    "vocab_fit_steps": (0, 10_000, False),
     "max_sequences": (1, 10_000_000, True),
     "max_train_sequences": (1, 10_000_000, True), "patience": (1, 100_000, True), "lae_max_lag": (1, 10_000_000, True),
 }

@@ -18,10 +18,12 @@ from lapmusic import N_KEYS
 from lapmusic.core.alloc import keep_freed_memory
 from lapmusic.core.errors import LapMusicError
 from lapmusic.data.fingerprint import pieces_fingerprint
+from lapmusic.model.chordvocab import ChordVocabNADE
 from lapmusic.model.lae_init import (
     choose_alpha,
     collect_states,
     constant_readout,
+    fit_chord_logits,
     fit_readout,
     init_from_lae,
     scale_recurrent,
@@ -84,6 +86,12 @@ def initialise(model: PianoRollRNN, config: TrainConfig, train_seqs, run_dir: Pa
     else:
         W, c = torch.zeros(N_KEYS, config.model.hidden), torch.zeros(N_KEYS)
     model.head.set_readout(W, c, skip)
+    if config.vocab_fit_steps and isinstance(model.head, ChordVocabNADE):
+        chord = model.head.vocab_index(Y)  # the next frame's row of the vocabulary, -1 when not in it
+        known = chord >= 0
+        report(0.99, f"pre-training: chord logits on {int(known.sum())} states")
+        model.head.set_chord_logits(*fit_chord_logits(H[known], chord[known], model.head.chord_logits.bias.detach(),
+                                                      steps=config.vocab_fit_steps, ridge=config.readout_ridge))
     model.cpu()
     return {"seconds": time.perf_counter() - started, "lae_seconds": lae_seconds,
             "lae_fit_seconds": float(lae.seconds), "lae_reused": bool(config.lae_path),
