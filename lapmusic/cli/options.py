@@ -76,6 +76,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-patience", type=non_negative_int,
                    help="multiply the learning rate by 0.5 after this many epochs without a better validation "
                    f"NLL (default {_default('lr_patience')})")
+    p.add_argument("--relative-lr", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale each weight matrix's learning rate by its size at the start, so the LAE's recurrent "
+                   "matrix moves at about 0.4 of the rate (default off; on in --preset music; docs/results.md)")
     p.add_argument("--lae-max-lag", type=positive_int,
                    help="for --init lae: keep only the last L frames of every prefix in the LAE's data matrix "
                    "(default: the longest piece, or with --lae-decay below 1 the lag where GAMMA**L < 1e-12)")
@@ -102,7 +105,7 @@ _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "eval_batch_size", "optimizer",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
                      "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "nade_repeat_window", "readout_skip",
-                     "max_seconds")
+                     "max_seconds", "relative_lr")
 
 
 # TrainConfig's defaults quoted by help texts, written out so that --help imports no torch (test_recipes.py checks).

@@ -7,8 +7,8 @@ read it without importing the model.
 - ``paper``: Pasa & Sperduti's model, the independent-key (Bernoulli) output, for the LAE-vs-random lesson
   (docs/results.md): TrainConfig's own defaults.
 - ``music``: the sampling recipe (docs/models.md, "The sampling recipe"): an RNN-NADE output mixed with a chord
-  vocabulary and a copy window, with dropout; its samples change chord and hold notes as often as the real
-  pieces. Sized for a classroom CPU and small datasets (docs/research/presets.md).
+  vocabulary and a copy window, with dropout and relative learning rates; its samples change chord and hold
+  notes as often as the real pieces. Sized for a classroom CPU and small datasets (docs/research/presets.md).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ PRESETS: dict[str, Preset] = {
     "music": Preset(
         "music", "the model that sounds like music: RNN-NADE with a chord vocabulary and a copy window",
         {"output": "nade", "hidden": 128, "nade_hidden": 64, "nade_vocab": 512, "nade_repeat": True,
-         "nade_repeat_window": 32, "dropout": 0.3, "lr": 3e-3, "batch_size": 8, "lr_patience": 2, "epochs": 20,
-         "patience": 6, "eval_batch_size": 8},
+         "nade_repeat_window": 32, "dropout": 0.3, "relative_lr": True, "lr": 3e-3, "batch_size": 8,
+         "lr_patience": 2, "epochs": 20, "patience": 6, "eval_batch_size": 8},
     ),
 }
 DEFAULT_PRESET = "music"  # the app's default demo: a class hears music from the first click
