@@ -392,4 +392,3 @@ def fit_chord_logits(H: torch.Tensor, index: torch.Tensor, bias: torch.Tensor, s
     if not math.isfinite(loss) or loss >= objective(start)[0]:
         fitted = start  # a failed line search can leave L-BFGS worse off
     return fitted[:-1].T.contiguous(), fitted[-1].contiguous()
-
