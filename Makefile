@@ -4,7 +4,7 @@
 #               contract of pyproject.toml included)
 #   make gpu-check  on a machine with an NVIDIA GPU: CUDA tests and benchmarks into gpu_check.md
 #   make bench  the performance table (training frames/s, 1 and 2 threads, peak memory; JSB: needs the network or
-#               LAPMUSIC_DATA_DIR; BENCH_ARGS="--repeats 5" for more runs), about 6 minutes on 2 cores
+#               LAPMUSIC_DATA_DIR; BENCH_ARGS="--repeats 5" for more runs), about 5 minutes on 2 cores
 # The environment's LAPMUSIC_VENV counts too (make VENV=... wins over it).
 VENV ?= $(or $(LAPMUSIC_VENV),.venv)
 export LAPMUSIC_VENV := $(VENV)
