@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The music model's table on one GPU: the NADE sampling recipe (128 units, NADE 64 units on JSB and 150 on the
 # others, 512-chord vocabulary, copy window 32, dropout 0.7, lr 3e-3, batch 8), LAE (the defaults of --init lae)
-# and random init, seeds 7-9, on MuseData with relative learning rates (the CPU table's open row; GPU_RECIPE_DATASETS adds JSB,
-# Nottingham and Piano-midi.de, 6 worker processes each, all at once; scripts/sweeps/gpu_recipe_*.json) after a
-# preflight (both inits of the first
-# dataset on 4 pieces for 1 epoch, and their evaluation: a broken path ends the script within a minute or two,
-# exit status 3, while a second try still fits the session), each stopped by early stopping (patience 6)
-# or by its time budget (max_seconds 300 s of epochs); unfinished runs are cancelled at 470 s (best model kept);
-# `lapmusic evaluate RUN --json` for every run (test NLL with each piece's first frame left out and scored), a
-# dataset as soon as its sweep ends, until 570 s. No CUDA tests (the GPU's time goes to the runs). Meant to end in under 580 s (one 600 s call).
+# and random init, seeds 7-9, on MuseData with relative learning rates (the CPU table's open row;
+# GPU_RECIPE_DATASETS adds JSB, Nottingham and Piano-midi.de, 6 worker processes each, all at once;
+# scripts/sweeps/gpu_recipe_*.json) after a preflight (both inits of the first dataset on 4 pieces for 1 epoch, and
+# their evaluation: a broken path ends the script within a minute or two, exit status 3, while a second try still
+# fits the session), each stopped by early stopping (patience 6) or by its time budget (max_seconds 300 s of
+# epochs); unfinished runs are cancelled at 470 s (best model kept); `lapmusic evaluate RUN --json` for every run
+# (test NLL with each piece's first frame left out and scored), a dataset as soon as its sweep ends, until 570 s.
+# No CUDA tests (the GPU's time goes to the runs). Meant to end in under 580 s (one 600 s call).
 #
 #   scripts/gpu_recipe.sh                results under $OUT (default ./gpu_recipe_out)
 #
