@@ -10,7 +10,8 @@ finished run or one stopped before its end (cancelled, killed: its best model so
 piece's first frame left out (``nll``, convention A) and scored (``nll_first_frame_scored``, convention B), the
 best validation NLL and epoch, epochs run and why the run stopped; per dataset, whether the LAE start's
 validation NLL of the best model so far (mean over seeds) is below the random start's at every epoch that every
-run of both reached (a run cut by a time budget says nothing about the epochs after its last).
+run of both reached (a run cut by a time budget says nothing about the epochs after its last; one that ended
+by early stopping keeps its best so far, carried forward).
 
 ``--kept TABLE.json``: take the evaluations an earlier call wrote into its table (e.g. on the GPU machine, with
 the run folders unpacked at the same paths) as kept answers, so that only the runs it could not evaluate are
@@ -34,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_report import NAMES, best_so_far  # noqa: E402
+from sweep_report import NAMES  # noqa: E402
 
 from lapmusic.core.io import atomic_write_json, read_json  # noqa: E402
 from lapmusic.training.rundir import read_history  # noqa: E402
@@ -176,6 +177,9 @@ def ahead(lae: list[dict], random: list[dict]) -> dict:
     """Whether the LAE start's best-so-far validation curve (mean over seeds) is below the random start's at
     every epoch ``0..E``, ``E`` the last epoch every run of both reached (runs without an epoch are left out).
 
+    A run that ended by early stopping keeps its best so far for good, so it counts as having reached every
+    epoch (its last best value carried forward); a run cut by the epoch cap or a time budget does not.
+
     Returns
     -------
     dict
@@ -187,9 +191,14 @@ def ahead(lae: list[dict], random: list[dict]) -> dict:
     counts = [len(lae), len(random)]
     if not lae or not random:
         return {"epochs_compared": None, "every_epoch": None, "first_behind": None, "runs": counts}
-    last = min(len(r["valid_curve"]) for r in lae + random) - 1
-    mine = best_so_far([r["valid_curve"][: last + 1] for r in lae])
-    theirs = best_so_far([r["valid_curve"][: last + 1] for r in random])
+    cut = [len(r["valid_curve"]) for r in lae + random if r["stopped"] != "early stopping"]
+    last = (min(cut) if cut else max(len(r["valid_curve"]) for r in lae + random)) - 1
+
+    def mean_best(runs):
+        rows = [np.minimum.accumulate(np.asarray(r["valid_curve"][: last + 1], dtype=float)) for r in runs]
+        return np.mean([np.concatenate([row, np.full(last + 1 - len(row), row[-1])]) for row in rows], axis=0)
+
+    mine, theirs = mean_best(lae), mean_best(random)
     behind = next((e for e in range(last + 1) if mine[e] >= theirs[e]), None)
     return {"epochs_compared": last, "every_epoch": behind is None, "first_behind": behind, "runs": counts}
 

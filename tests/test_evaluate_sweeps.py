@@ -76,12 +76,29 @@ def test_table_from_two_inits(script, tmp_path):
 
 
 def test_ahead_names_the_first_epoch_behind(script):
-    lae = [{"valid_curve": [7.0, 6.0, 5.9, 5.8]}]
-    rnd = [{"valid_curve": [60.0, 6.5, 5.7, 5.9]}]
+    lae = [{"valid_curve": [7.0, 6.0, 5.9, 5.8], "stopped": "epochs"}]
+    rnd = [{"valid_curve": [60.0, 6.5, 5.7, 5.9], "stopped": "epochs"}]
     assert script.ahead(lae, rnd) == {"epochs_compared": 3, "every_epoch": False, "first_behind": 2, "runs": [1, 1]}
     # A run cancelled before its first epoch has no curve: left out, not a reason to give no verdict.
-    assert script.ahead(lae + [{"valid_curve": []}], rnd)["runs"] == [1, 1]
-    assert script.ahead(lae, [{"valid_curve": []}])["every_epoch"] is None
+    assert script.ahead(lae + [{"valid_curve": [], "stopped": "cancelled"}], rnd)["runs"] == [1, 1]
+    assert script.ahead(lae, [{"valid_curve": [], "stopped": "cancelled"}])["every_epoch"] is None
+
+
+def test_an_early_stopped_run_keeps_its_best_to_the_end(script):
+    # The LAE run stopped early at epoch 2 with 5.0; random, still at the cap, reaches 4.9 at epoch 4.
+    lae = [{"valid_curve": [7.0, 5.0, 5.1], "stopped": "early stopping"}]
+    rnd = [{"valid_curve": [60.0, 6.0, 5.5, 5.2, 4.9], "stopped": "epochs"}]
+    assert script.ahead(lae, rnd) == {"epochs_compared": 4, "every_epoch": False, "first_behind": 4, "runs": [1, 1]}
+    # Cut by a time budget instead, it says nothing after epoch 2: compared there only, and ahead.
+    lae[0]["stopped"] = "time budget"
+    assert script.ahead(lae, rnd) == {"epochs_compared": 2, "every_epoch": True, "first_behind": None, "runs": [1, 1]}
+    # Both early-stopped: compared to the longer run's last epoch, the shorter's mean carried forward.
+    lae = [{"valid_curve": [7.0, 5.0, 5.1], "stopped": "early stopping"},
+           {"valid_curve": [7.0, 5.2, 5.0, 5.1, 5.3, 5.4], "stopped": "early stopping"}]
+    rnd = [{"valid_curve": [60.0, 6.0, 5.5, 5.2], "stopped": "early stopping"}] * 2
+    verdict = script.ahead(lae, rnd)
+    assert verdict["epochs_compared"] == 5
+    assert verdict["every_epoch"] is True  # LAE 5.0 at the end against random's 5.2 carried forward
 
 
 def test_cached_answer_of_another_epoch_is_not_used(script, tmp_path):
