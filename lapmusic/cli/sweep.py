@@ -56,7 +56,8 @@ def add_sweep_parser(sub) -> None:
     parser.add_argument("--cpus", type=int, default=None,
                         help="Ray: CPUs a Ray started here offers (default: every core)")
     parser.add_argument("--retries", type=int, default=2,
-                        help="further attempts for a failed or killed run, each from its checkpoint (default 2)")
+                        help="further attempts for a failed, killed or signalled run, each from its checkpoint "
+                             "(default 2); a run with a cancel file is not retried")
     parser.add_argument("--progress-every", type=float, default=30.0,
                         help="seconds between progress lines on stderr (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line on stdout at the end")

@@ -3,7 +3,9 @@
 The engines differ only in where those processes run: :class:`LocalEngine` (threads here, each waiting on its
 child) or :class:`lapmusic.jobs.rayexec.RayEngine` (one Ray task per run, with its CPU and GPU share). The
 worker resumes from ``checkpoint.pt``, so :func:`run_grid` retries a failed or killed run (up to ``retries``
-times) and it continues where it stopped; a run that still fails is reported, never fatal to the grid. A
+times) and it continues where it stopped; a run that still fails is reported, never fatal to the grid. Only
+``RUNDIR/cancel`` stops a run for good: one stopped by a signal without it (a node cleaning up after its Ray
+worker died, a shutdown) is retried like a killed one. A
 finished run with the same config is skipped, so a second sweep over the same folder only writes the table.
 """
 
@@ -22,6 +24,7 @@ from lapmusic.core.errors import LapMusicError
 from lapmusic.core.io import atomic_write_json, read_json
 from lapmusic.jobs.command import run_command
 from lapmusic.jobs.grid import saved_config, summarise
+from lapmusic.jobs.worker import CANCEL_FILE
 from lapmusic.training.config import TrainConfig
 
 
@@ -181,12 +184,17 @@ def run_grid(runs: list[GridRun], engine: Engine, *, retries: int = 2, progress_
                 done += 1
                 say(f"finished {run.label}" + (f" (attempt {run.attempts})" if run.attempts > 1 else ""))
                 continue
-            run.error = error or state.get("error") or (f"killed by signal {-code}" if code and code < 0
-                                                         else f"exit status {code}")
-            if state.get("state") == "cancelled":
+            cancelled = state.get("state") == "cancelled"
+            if cancelled and (run.run_dir / CANCEL_FILE).exists():
+                run.error = error or "cancelled"
                 run.outcome = "cancelled"
                 say(f"cancelled {run.label}: its cancel file was set")
-            elif run.attempts <= retries:
+                continue
+            # Without the file the stop came from outside the grid (a node's cleanup, a shutdown): retried.
+            run.error = error or state.get("error") or ("stopped by a signal without its cancel file" if cancelled
+                                                        else f"killed by signal {-code}" if code and code < 0
+                                                        else f"exit status {code}")
+            if run.attempts <= retries:
                 run.outcome = "waiting"
                 retried += 1
                 waiting.appendleft(run)  # resumes from its checkpoint; first in line so it finishes early
