@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_report import NAMES  # noqa: E402
+from sweep_report import NAMES, best_so_far  # noqa: E402
 
 from lapmusic.core.io import atomic_write_json, read_json  # noqa: E402
 from lapmusic.training.rundir import read_history  # noqa: E402
@@ -193,12 +193,8 @@ def ahead(lae: list[dict], random: list[dict]) -> dict:
         return {"epochs_compared": None, "every_epoch": None, "first_behind": None, "runs": counts}
     cut = [len(r["valid_curve"]) for r in lae + random if r["stopped"] != "early stopping"]
     last = (min(cut) if cut else max(len(r["valid_curve"]) for r in lae + random)) - 1
-
-    def mean_best(runs):
-        rows = [np.minimum.accumulate(np.asarray(r["valid_curve"][: last + 1], dtype=float)) for r in runs]
-        return np.mean([np.concatenate([row, np.full(last + 1 - len(row), row[-1])]) for row in rows], axis=0)
-
-    mine, theirs = mean_best(lae), mean_best(random)
+    mine = best_so_far([r["valid_curve"][: last + 1] for r in lae], last + 1)
+    theirs = best_so_far([r["valid_curve"][: last + 1] for r in random], last + 1)
     behind = next((e for e in range(last + 1) if mine[e] >= theirs[e]), None)
     return {"epochs_compared": last, "every_epoch": behind is None, "first_behind": behind, "runs": counts}
 

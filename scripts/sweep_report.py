@@ -26,9 +26,10 @@ import numpy as np
 NAMES = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
 
 
-def best_so_far(curves: list[list[float]]) -> np.ndarray:
-    """Mean over runs of the running minimum, each run padded with its last value to the longest."""
-    longest = max(len(c) for c in curves)
+def best_so_far(curves: list[list[float]], length: int | None = None) -> np.ndarray:
+    """Mean over runs of the running minimum, each run padded with its last value to the longest (or to
+    ``length`` epochs)."""
+    longest = length or max(len(c) for c in curves)
     rows = []
     for curve in curves:
         running = np.minimum.accumulate(np.asarray(curve, dtype=float))

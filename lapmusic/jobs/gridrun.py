@@ -5,8 +5,8 @@ child) or :class:`lapmusic.jobs.rayexec.RayEngine` (one Ray task per run, with i
 worker resumes from ``checkpoint.pt``, so :func:`run_grid` retries a failed or killed run (up to ``retries``
 times) and it continues where it stopped; a run that still fails is reported, never fatal to the grid. Only
 ``RUNDIR/cancel`` stops a run for good: one stopped by a signal without it (a node cleaning up after its Ray
-worker died, a shutdown) is retried like a killed one. A
-finished run with the same config is skipped, so a second sweep over the same folder only writes the table.
+worker died, a shutdown) is retried like a killed one. A finished run with the same config is skipped, so a
+second sweep over the same folder only writes the table.
 """
 
 from __future__ import annotations
