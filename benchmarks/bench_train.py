@@ -61,12 +61,13 @@ class Setting:
     """A network + optimizer trained with one batching setting; ``epoch()`` times one epoch."""
 
     def __init__(self, name, tensors, device, hidden, batch_size, bptt, seed=0, output="bernoulli",
-                 nade_hidden=64, pieces=None, nade_vocab=0, nade_repeat_window=0, torch_rnn=False):
+                 nade_hidden=64, pieces=None, nade_vocab=0, nade_repeat_window=0, torch_rnn=False, nade_vocab_rank=0):
         torch.manual_seed(seed)
         self.name, self.tensors, self.device = name, tensors, device
         self.batch_size, self.bptt = batch_size, bptt
         self.model = PianoRollRNN.from_config(ModelConfig(hidden, output=output, nade_hidden=nade_hidden,
-                                                          nade_vocab=nade_vocab, nade_repeat=nade_repeat_window > 0,
+                                                          nade_vocab=nade_vocab, nade_vocab_rank=nade_vocab_rank,
+                                                          nade_repeat=nade_repeat_window > 0,
                                                           nade_repeat_window=max(1, nade_repeat_window))).to(device)
         self.model.hand_written_steps = not torch_rnn
         self.model.head.prepare(pieces)  # as train.py does: the chord vocabulary, the copy gate's start
@@ -120,13 +121,13 @@ def measure_batching(pieces, device, hidden, batch_size, bptt, seconds) -> tuple
 
 
 def measure_outputs(pieces, device, hidden, batch_size, bptt, seconds, nade_hidden, nade_vocab=0,
-                    nade_repeat_window=0) -> tuple[dict, dict]:
+                    nade_repeat_window=0, nade_vocab_rank=0) -> tuple[dict, dict]:
     """Bernoulli vs NADE output, same batching, interleaved epoch by epoch (NADE gets about as much time)."""
     tensors = _to_tensors(pieces, device)
     bernoulli = Setting("bernoulli", tensors, device, hidden, batch_size=batch_size, bptt=bptt)
     nade = Setting("nade", tensors, device, hidden, batch_size=batch_size, bptt=bptt, output="nade",
                    nade_hidden=nade_hidden, pieces=pieces, nade_vocab=nade_vocab,
-                   nade_repeat_window=nade_repeat_window)
+                   nade_repeat_window=nade_repeat_window, nade_vocab_rank=nade_vocab_rank)
     while True:
         nade.epoch()
         while bernoulli.seconds < nade.seconds:
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nade-hidden", type=int, default=64, help="NADE hidden units (default 64)")
     parser.add_argument("--nade-vocab", type=int, default=0,
                         help="with --output nade: a chord vocabulary of N chords (default 0: none)")
+    parser.add_argument("--nade-vocab-rank", type=int, default=0,
+                        help="with --nade-vocab: the chord logits through R units (default 0: full rank)")
     parser.add_argument("--nade-repeat-window", type=int, default=0,
                         help="with --output nade: the repeat component with a copy window of L frames (default 0: "
                         "none); JSB's sampling recipe is --nade-vocab 512 --nade-repeat-window 32")
@@ -210,12 +213,14 @@ def main(argv=None) -> int:
             print(f"  {label}: lapmusic {ours['frames_per_second']:,.0f} frames/s", flush=True)
         if args.output == "nade":
             bern, nade = measure_outputs(pieces, device, args.hidden, args.batch_size, args.bptt, args.seconds,
-                                         args.nade_hidden, args.nade_vocab, args.nade_repeat_window)
+                                         args.nade_hidden, args.nade_vocab, args.nade_repeat_window,
+                                         args.nade_vocab_rank)
             bern["speedup"] = 1.0
             rows.append({"device": label, "setting": f"Bernoulli output (batch {args.batch_size}) [NADE baseline]",
                          **bern})
             nade["speedup"] = nade["frames_per_second"] / bern["frames_per_second"]
             extras = (f", vocab {args.nade_vocab}" if args.nade_vocab else "") + (
+                f" at rank {args.nade_vocab_rank}" if args.nade_vocab_rank else "") + (
                 f", copy window {args.nade_repeat_window}" if args.nade_repeat_window else "")
             rows.append({"device": label, "setting": f"NADE output, {args.nade_hidden} units{extras} (batch "
                          f"{args.batch_size}), vs Bernoulli", **nade})

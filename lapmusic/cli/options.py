@@ -60,6 +60,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="NADE output: mix it with a softmax over the N most frequent chords (whole frames) of the "
                    "training split, so a whole known chord can be chosen at once (default 0: off; only with "
                    "--output nade)")
+    p.add_argument("--nade-vocab-rank", type=non_negative_int, metavar="R",
+                   help="with --nade-vocab: the chord logits through R units (a rank-R map), R (hidden + N) "
+                   "multiply-adds a frame instead of hidden x N: faster training (default 0: full rank; "
+                   "docs/models.md)")
     p.add_argument("--nade-repeat", action="store_true", default=None,
                    help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
                    "chord is one choice instead of 88 key choices (default off; only with --output nade; "
@@ -104,7 +108,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 _TRAINING_OPTIONS = ("lr", "batch_size", "bptt", "eval_batch_size", "optimizer", "dropout", "input_noise", "weight_decay",
                      "patience", "lae_solver", "alpha", "max_train_sequences", "lae_path", "lr_patience", "lae_max_lag",
                      "lae_decay", "rec_radius", "readout_start", "readout_ridge", "readout_steps", "alpha_target",
-                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_repeat", "nade_repeat_window", "readout_skip",
+                     "output", "nade_hidden", "nade_skip", "nade_vocab", "nade_vocab_rank", "nade_repeat", "nade_repeat_window", "readout_skip",
                      "max_seconds", "relative_lr")
 
 

@@ -11,6 +11,8 @@ otherwise the NADE draws a frame key by key::
     pi(h)      = sigmoid(g(h)),            g(h) = w . h + b_g          (the gate, Linear(p, 1))
     Cat_V(v|h) = softmax(z(h))_v,          z(h) = W_z h + b_z          (Linear(p, |V|), one logit per chord)
 
+(``ModelConfig.nade_vocab_rank = r > 0``: ``W_z = U D`` of rank ``r``, :class:`LowRankLinear`, for speed.)
+
 ``V`` (a buffer ``chords`` ``(|V|, K)`` uint8, saved with the weights) holds the ``N`` most frequent distinct
 frames of the run's training split, the empty frame included when it is among them (:func:`build_vocabulary`;
 ties broken by the frame's 0/1 pattern read from the lowest key, lexicographically). Both components are
@@ -80,22 +82,64 @@ def _hash_weights(n_keys: int) -> torch.Tensor:
     return torch.randint(1, 2**55, (n_keys,), generator=generator, dtype=torch.int64)
 
 
+class LowRankLinear(nn.Module):
+    """``z = U (D h) + b``: a ``Linear(in_features, out_features)`` whose weight is the rank-``r`` product
+    ``U D`` (``U`` ``(out, r)`` = ``up.weight``, ``D`` ``(r, in)`` = ``down.weight``, ``b`` = ``up.bias``).
+
+    Why: the chord logits' ``Linear(p, |V|)`` is most of the sampling recipe's arithmetic (512 x 128
+    multiply-adds a frame); through ``r`` units it costs ``r (p + |V|)``, e.g. a third at ``r = 32``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank must be positive, got {rank}")
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features)
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.up.bias
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(h))
+
+    @torch.no_grad()
+    def set_weight(self, W: torch.Tensor) -> None:
+        """``U D`` = the best rank-``r`` approximation of ``W`` ``(out, in)`` in the Frobenius norm (truncated
+        SVD, the singular values split evenly between the factors); exact when ``rank(W) <= r``."""
+        rank = self.down.weight.shape[0]
+        U, S, Vh = torch.linalg.svd(W.double(), full_matrices=False)
+        U, S, Vh = U[:, :rank], S[:rank], Vh[:rank]
+        root = S.sqrt()
+        up = torch.zeros_like(self.up.weight, dtype=torch.float64)
+        down = torch.zeros_like(self.down.weight, dtype=torch.float64)
+        up[:, : len(S)], down[: len(S)] = U * root, root[:, None] * Vh  # r > min(out, in): the rest stays 0
+        self.up.weight.copy_(up)
+        self.down.weight.copy_(down)
+
+
 class ChordVocabNADE(NADEOutput):
     """:class:`NADEOutput` mixed with a softmax over a vocabulary of whole chords (module docstring).
 
-    Extra parameters: ``chord_logits`` (``Linear(state_size, |V|)``: ``z(h)``) and ``gate``
-    (``Linear(state_size, 1)``: ``g(h)``); buffer ``chords`` ``(|V|, K)`` uint8. Before
+    Extra parameters: ``chord_logits`` (``Linear(state_size, |V|)``: ``z(h)``; with ``rank = r > 0`` a
+    :class:`LowRankLinear` through ``r`` units) and ``gate`` (``Linear(state_size, 1)``: ``g(h)``); buffer
+    ``chords`` ``(|V|, K)`` uint8. Before
     :meth:`set_vocabulary` the vocabulary is the empty frame alone; loading a state dict adopts the saved
     vocabulary's size. ``max_chords`` is the configured ``N`` (an upper bound on ``|V|``).
     """
 
     frame_mixture = True
 
-    def __init__(self, state_size: int, n_keys: int, hidden: int, skip: bool = False, max_chords: int = 1):
+    def __init__(self, state_size: int, n_keys: int, hidden: int, skip: bool = False, max_chords: int = 1,
+                 rank: int = 0):
         super().__init__(state_size, n_keys, hidden, skip=skip)
         if max_chords < 1:
             raise ValueError(f"the chord vocabulary needs at least one chord, got {max_chords}")
+        if rank < 0:
+            raise ValueError(f"the chord logits' rank must be 0 (full) or positive, got {rank}")
         self.max_chords = int(max_chords)
+        self.rank = int(rank)
         self.state_size = int(state_size)
         self.gate = nn.Linear(state_size, 1)
         self.register_buffer("hash_weights", _hash_weights(n_keys), persistent=False)
@@ -103,7 +147,8 @@ class ChordVocabNADE(NADEOutput):
         self.set_vocabulary(np.zeros((1, n_keys), dtype=np.uint8), np.ones(1, dtype=np.int64), 2)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", chords={len(self.chords)}, max_chords={self.max_chords}"
+        return (super().extra_repr() + f", chords={len(self.chords)}, max_chords={self.max_chords}"
+                + (f", rank={self.rank}" if self.rank else ""))
 
     def prepare(self, pieces: Sequence[np.ndarray]) -> None:
         """Install the ``max_chords`` commonest frames of the training split (:func:`build_vocabulary`)."""
@@ -118,7 +163,8 @@ class ChordVocabNADE(NADEOutput):
         """Fresh ``chords`` ``(size, K)`` and ``chord_logits`` for ``size`` chords (on the current device)."""
         device = self.W.device
         self.register_buffer("chords", torch.zeros(size, self.n_keys, dtype=torch.uint8, device=device))
-        self.chord_logits = nn.Linear(self.state_size, size).to(device)
+        logits = LowRankLinear(self.state_size, size, self.rank) if self.rank else nn.Linear(self.state_size, size)
+        self.chord_logits = logits.to(device)
 
     def _index_chords(self) -> None:
         """Sorted frame hashes of the vocabulary (non-persistent buffers), for :meth:`vocab_index`."""
@@ -140,10 +186,10 @@ class ChordVocabNADE(NADEOutput):
                              f"got {tuple(chords.shape)}")
         if counts.shape != (len(chords),) or bool((counts <= 0).any()) or frames < counts.sum():
             raise ValueError("counts must be positive, one per chord, and sum to at most `frames`")
-        self._resize(len(chords))
+        self._resize(len(chords))  # a fresh map whose logits do not depend on h (LowRankLinear: ``up`` = 0)
         with torch.no_grad():
+            (self.chord_logits.up if self.rank else self.chord_logits).weight.zero_()
             self.chords.copy_(chords)
-            self.chord_logits.weight.zero_()
             self.chord_logits.bias.copy_(torch.log(counts / counts.sum()).float())
             coverage = float(counts.sum()) / frames
             start = min(max(coverage / 2, 1e-3), 1 - 1e-3)
@@ -153,9 +199,13 @@ class ChordVocabNADE(NADEOutput):
 
     def set_chord_logits(self, W: torch.Tensor, b: torch.Tensor) -> None:
         """``z(h) = W h + b``: ``W`` ``(|V|, state_size)`` and ``b`` ``(|V|,)``, e.g. fitted on the LAE's states
-        (:func:`lapmusic.model.lae_init.fit_chord_logits`)."""
+        (:func:`lapmusic.model.lae_init.fit_chord_logits`); with a rank ``r``, ``W``'s best rank-``r``
+        approximation (:meth:`LowRankLinear.set_weight`)."""
         with torch.no_grad():
-            self.chord_logits.weight.copy_(W)
+            if self.rank:
+                self.chord_logits.set_weight(W)
+            else:
+                self.chord_logits.weight.copy_(W)
             self.chord_logits.bias.copy_(b)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

@@ -65,6 +65,7 @@ def range_problems(obj, ints: dict, floats: dict) -> list[str]:
 # name -> (minimum, maximum, may be null). The maxima bound memory before anything is allocated: hidden 4096
 # is a 4096x4096 recurrent matrix (64 MB, 256 MB for an LSTM's four gates).
 _INT_FIELDS = {"hidden": (1, 4096, False), "nade_hidden": (1, 4096, False), "nade_vocab": (0, 16384, False),
+               "nade_vocab_rank": (0, 4096, False),
                "nade_repeat_window": (1, 4096, False)}
 _FLOAT_FIELDS = {"dropout": (0.0, 0.99, False, False)}
 _BOOL_FIELDS = ("nade_skip", "nade_repeat", "readout_skip")
@@ -90,6 +91,9 @@ class ModelConfig:
         NADE biases also linear in the frame just read (``output="nade"``).
     nade_vocab : int
         ``N > 0``: mix the NADE with a softmax over the ``N`` commonest training chords (``output="nade"``).
+    nade_vocab_rank : int
+        ``r > 0``: the chord logits through ``r`` units (a rank-``r`` weight, ``r (p + N)`` multiply-adds a
+        frame instead of ``p N``); 0: a full ``Linear(p, N)`` (with ``nade_vocab``).
     nade_repeat : bool
         Mix the NADE output with "copy a frame just read" (``output="nade"``).
     nade_repeat_window : int
@@ -105,6 +109,7 @@ class ModelConfig:
     nade_hidden: int = 64
     nade_skip: bool = False
     nade_vocab: int = 0
+    nade_vocab_rank: int = 0
     nade_repeat: bool = False
     nade_repeat_window: int = 1
     readout_skip: bool = False
@@ -131,6 +136,8 @@ class ModelConfig:
             problems.append("nade_skip needs output 'nade'")
         if is_int(self.nade_vocab) and self.nade_vocab != 0 and self.output != "nade":
             problems.append("nade_vocab needs output 'nade'")
+        if is_int(self.nade_vocab_rank) and self.nade_vocab_rank != 0 and not self.nade_vocab:
+            problems.append("nade_vocab_rank needs nade_vocab")
         if self.nade_repeat is True and self.output != "nade":
             problems.append("nade_repeat needs output 'nade'")
         if is_int(self.nade_repeat_window) and self.nade_repeat_window != 1 and self.nade_repeat is not True:

@@ -71,6 +71,7 @@ def build_head(config: ModelConfig, n_keys: int = N_KEYS) -> OutputHead:
     options = {"skip": config.nade_skip}
     if config.nade_vocab:
         options["max_chords"] = config.nade_vocab
+        options["rank"] = config.nade_vocab_rank
     if config.nade_repeat:
         options["window"] = config.nade_repeat_window
     head_class = _NADE_HEADS[bool(config.nade_vocab), config.nade_repeat]
