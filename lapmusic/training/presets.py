@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
         "music", "the model that sounds like music: RNN-NADE with a chord vocabulary and a copy window",
         {"output": "nade", "hidden": 128, "nade_hidden": 64, "nade_vocab": 512, "nade_repeat": True,
          "nade_repeat_window": 32, "dropout": 0.3, "relative_lr": True, "lr": 3e-3, "batch_size": 8,
-         "lr_patience": 2, "epochs": 20, "patience": 6, "eval_batch_size": 8},
+         "lr_patience": 2, "epochs": 20, "patience": 6, "eval_batch_size": 8, "alpha_target": 4.0},
     ),
 }
 DEFAULT_PRESET = "music"  # the app's default demo: a class hears music from the first click
