@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The music model's table on one GPU: the NADE sampling recipe (128 units, NADE 64 units on JSB and 150 on the
-# others, 512-chord vocabulary, copy window 32, dropout 0.7, lr 3e-3, batch 8), LAE (the defaults of --init lae)
+# others, 512-chord vocabulary, copy window 32, dropout 0.7, lr 3e-3, batch 8), LAE (the defaults of --init lae;
+# input scale 4 on JSB and Nottingham)
 # and random init, seeds 7-9, on MuseData with relative learning rates (a repeat of the CPU table's row;
 # GPU_RECIPE_DATASETS adds JSB, Nottingham and Piano-midi.de, 6 worker processes each, all at once;
 # scripts/sweeps/gpu_recipe_*.json) after a preflight (both inits of the first dataset on 4 pieces for 1 epoch, and
