@@ -106,7 +106,8 @@ def test_a_config_json_from_before_model_config_loads_and_is_written_back_the_sa
     assert config.model == ModelConfig(hidden=16, output="nade", nade_hidden=8, nade_skip=True, nade_vocab=16,
                                        nade_repeat=True, nade_repeat_window=3)
     assert (config.dataset, config.init, config.seed, config.max_sequences) == ("jsb", "lae", 12, 16)
-    assert config.to_dict() == {**data, "freeze_recurrent_epochs": 0, "vocab_fit_steps": 0}  # later fields: defaults
+    assert config.to_dict() == {**data, "freeze_recurrent_epochs": 0, "vocab_fit_steps": 0,
+                                 "nade_vocab_rank": 0}  # later fields: defaults
     nested = dataclasses.asdict(config)  # the settings of the network under "model"
     assert nested["model"]["nade_vocab"] == 16 and "nade_vocab" not in nested
     assert TrainConfig.from_dict(nested) == config
