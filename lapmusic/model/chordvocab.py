@@ -124,9 +124,9 @@ class ChordVocabNADE(NADEOutput):
 
     Extra parameters: ``chord_logits`` (``Linear(state_size, |V|)``: ``z(h)``; with ``rank = r > 0`` a
     :class:`LowRankLinear` through ``r`` units) and ``gate`` (``Linear(state_size, 1)``: ``g(h)``); buffer
-    ``chords`` ``(|V|, K)`` uint8. Before
-    :meth:`set_vocabulary` the vocabulary is the empty frame alone; loading a state dict adopts the saved
-    vocabulary's size. ``max_chords`` is the configured ``N`` (an upper bound on ``|V|``).
+    ``chords`` ``(|V|, K)`` uint8. Before :meth:`set_vocabulary` the vocabulary is the empty frame alone; loading
+    a state dict adopts the saved vocabulary's size. ``max_chords`` is the configured ``N`` (an upper bound on
+    ``|V|``).
     """
 
     frame_mixture = True
