@@ -62,8 +62,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    "--output nade)")
     p.add_argument("--nade-vocab-rank", type=non_negative_int, metavar="R",
                    help="with --nade-vocab: the chord logits through R units (a rank-R map), R (hidden + N) "
-                   "multiply-adds a frame instead of hidden x N: faster training (default 0: full rank; "
-                   "docs/models.md)")
+                   "multiply-adds a frame instead of hidden x N: on JSB 1.1-1.2x faster training for 0.04-0.09 "
+                   "nats of NLL (default 0: full rank; docs/models.md)")
     p.add_argument("--nade-repeat", action="store_true", default=None,
                    help="NADE output: mix it with a component that copies the previous frame exactly, so holding a "
                    "chord is one choice instead of 88 key choices (default off; only with --output nade; "
